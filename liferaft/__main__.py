@@ -1,0 +1,3 @@
+from liferaft.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Capability protocols and the value objects they speak.
+
+A provider is a named account at a vendor. It offers some of four capabilities, each a small Protocol:
+Compute, Objects, DNS, AccountProbe. Adapters (aws, libcloud, ssh) implement them; nothing outside
+`liferaft/providers/` knows which vendor it talks to. Every method raises only `liferaft.errors` errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Capability = Literal["compute", "objects", "dns", "account"]
+CAPABILITIES: tuple[Capability, ...] = ("compute", "objects", "dns", "account")
+
+# Chunk size for streaming object bodies; also the multipart part size floor (S3 needs >= 5 MiB parts).
+CHUNK_SIZE = 8 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------------- compute
+@dataclass(frozen=True)
+class SshAccess:
+    """How to reach a host over SSH. `known_hosts` lines pin its host keys: access is never granted blindly."""
+
+    address: str
+    port: int
+    user: str
+    known_hosts: tuple[str, ...]  # full known_hosts lines: "<address> <keytype> <base64>"
+    private_key_file: str | None = None  # a path to the key file; never the key itself
+
+
+@dataclass(frozen=True)
+class Host:
+    id: str
+    name: str
+    address: str | None
+    state: str  # normalised: pending | running | stopped | terminated | unknown
+    ssh: SshAccess | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    image: str | None = None
+    size: str | None = None
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+@runtime_checkable
+class Compute(Protocol):
+    def list_hosts(self) -> list[Host]: ...
+
+    def create_host(self, spec: HostSpec) -> Host:
+        """Create (or, for a pool of hosts you bring, allocate) a host. Idempotent by spec.name."""
+        ...
+
+    def destroy_host(self, host_id: str) -> None:
+        """Destroy (or release back to the pool). Destroying a missing host is not an error."""
+        ...
+
+    def wait_reachable(self, host: Host, timeout: float = 120.0) -> Host:
+        """Wait until the host runs and its SSH port answers; returns the fresh Host with `ssh` filled in."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------- objects
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    # sha256 hex of the content where the provider knows it (liferaft stores it as metadata when it writes);
+    # None where unknown. ETags are NOT content hashes across providers (multipart ETags differ).
+    sha256: str | None = None
+    etag: str | None = None
+    modified: float | None = None  # unix time
+
+
+@runtime_checkable
+class Objects(Protocol):
+    def create_bucket(self, bucket: str) -> None:
+        """Create the bucket; an existing bucket of ours is not an error."""
+        ...
+
+    def bucket_exists(self, bucket: str) -> bool: ...
+
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under prefix, paginating as needed, in key order where the provider gives it."""
+        ...
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo: ...
+
+    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
+        """Stream the object's body in chunks; never loads a whole large object into memory."""
+        ...
+
+    def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
+                   sha256: str | None = None) -> ObjectInfo:
+        """Store a streamed body (multipart for large objects). `sha256`, when given, is kept as metadata."""
+        ...
+
+    def delete_object(self, bucket: str, key: str) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------- dns
+@dataclass(frozen=True)
+class RecordSet:
+    name: str  # fully qualified, with the trailing dot: "app.example.test."
+    type: str  # A, AAAA, CNAME, TXT, ...
+    ttl: int
+    values: tuple[str, ...]
+
+
+@runtime_checkable
+class DNS(Protocol):
+    def list_zones(self) -> list[str]:
+        """Zone names, fully qualified with the trailing dot."""
+        ...
+
+    def get_records(self, zone: str, name: str | None = None, type: str | None = None) -> list[RecordSet]: ...
+
+    def upsert_record(self, zone: str, record: RecordSet) -> None:
+        """Create or replace the whole record set (name, type)."""
+        ...
+
+    def delete_record(self, zone: str, name: str, type: str) -> None:
+        """Delete the record set; a missing one is not an error."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------- account
+@dataclass(frozen=True)
+class ProbeResult:
+    """Credentials accepted, and how fast the control plane answered."""
+
+    latency_s: float
+    account: str | None = None  # an account id or name where the API tells it
+    detail: str = ""
+
+
+@runtime_checkable
+class AccountProbe(Protocol):
+    def probe(self) -> ProbeResult:
+        """Raise AuthRejected when credentials are refused, Unreachable when the endpoint does not answer."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------- provider
+@dataclass
+class Provider:
+    """A configured account at a vendor, with the capabilities it offers (None where it offers none)."""
+
+    name: str
+    type: str
+    compute: Compute | None = None
+    objects: Objects | None = None
+    dns: DNS | None = None
+    account: AccountProbe | None = None
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]:
+        return tuple(c for c in CAPABILITIES if getattr(self, c) is not None)
+
+    def require(self, capability: Capability) -> Any:
+        from liferaft.errors import UsageError
+
+        impl = getattr(self, capability)
+        if impl is None:
+            raise UsageError(
+                f"provider {self.name!r} (type {self.type}) has no {capability} capability",
+                hint=f"it offers: {', '.join(self.capabilities) or 'nothing'}",
+            )
+        return impl
