@@ -1,0 +1,1 @@
+"""Host and whole-lab fixtures (owned by the lab-hosts work)."""

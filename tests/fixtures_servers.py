@@ -1,0 +1,1 @@
+"""Server fixtures (owned by the lab-servers work)."""
