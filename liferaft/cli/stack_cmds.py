@@ -1,0 +1,67 @@
+"""`liferaft validate` and `liferaft init`: the stack file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from liferaft.cli._common import GlobalOptions, emit_json, json_option, pass_opts
+from liferaft.errors import EXIT_CHECK_FAILED, SecretError, UsageError
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--check-secrets", is_flag=True, help="Also resolve every secret reference (values are never shown).")
+@json_option
+@pass_opts
+def validate(opts: GlobalOptions, file: str | None, check_secrets: bool, as_json: bool) -> int:
+    """Validate a stack file (default: --stack). Reports every problem with file, line, column and field."""
+    from liferaft.stack import load_stack
+    from liferaft.stack.secrets import secret_refs
+
+    path = file or opts.stack_path
+    stack = load_stack(path)
+    unresolved: list[dict[str, str]] = []
+    if check_secrets:
+        for where, ref in secret_refs(stack.model):
+            try:
+                stack.secret(ref)
+            except SecretError as e:
+                unresolved.append({"field": where, "problem": e.message})
+    m = stack.model
+    summary = {"providers": len(m.providers), "sites": len(m.sites), "services": len(m.services),
+               "databases": len(m.data.databases), "buckets": len(m.data.buckets),
+               "dns_records": len(m.dns.records) if m.dns else 0}
+    if as_json:
+        emit_json({"ok": not unresolved, "file": str(path), "summary": summary,
+                   "warnings": [w.to_dict() for w in stack.warnings], "unresolved_secrets": unresolved})
+    else:
+        for w in stack.warnings:
+            click.echo(click.style("warning: ", fg="yellow") + str(w), err=True)
+        for u in unresolved:
+            click.echo(click.style("secret: ", fg="red") + f"{u['field']}: {u['problem']}", err=True)
+        parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items())
+        click.echo(f"{path}: valid ({parts})" if not unresolved else f"{path}: valid, but secrets are missing")
+    return EXIT_CHECK_FAILED if unresolved else 0
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
+@pass_opts
+def init(opts: GlobalOptions, file: str | None, force: bool, as_json: bool) -> int:
+    """Write a commented starter stack file (default: --stack). Refuses to overwrite without --force."""
+    from importlib.resources import files
+
+    path = Path(file or opts.stack_path)
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists", hint="pass --force to overwrite it")
+    text = files("liferaft.stack").joinpath("starter.yaml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    if as_json:
+        emit_json({"ok": True, "file": str(path)})
+    else:
+        click.echo(f"wrote {path}: edit the providers and sites, then run `liferaft validate`")
+    return 0

@@ -1,0 +1,105 @@
+"""Checks across sections of a stack file: references resolve, names are unique, risky choices are warned about."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from liferaft.errors import Problem
+from liferaft.stack.model import StackModel, provider_capabilities
+
+Loc = tuple[str | int, ...]
+
+SHIPPED_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+def resolve_playbook(stack_dir: Path, playbook: str) -> Path | None:
+    """A playbook named in the stack: a path relative to the stack file, else one shipped with liferaft."""
+    for candidate in (stack_dir / playbook, SHIPPED_PLAYBOOKS / playbook):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]]) -> Iterator[Problem]:
+    def problem(loc: Loc, message: str, severity: str = "error") -> Problem:
+        line, col = None, None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in positions:
+                line, col = positions[loc[:n]]
+                break
+        return Problem(str(path), line, col, ".".join(map(str, loc)), message, severity)
+
+    def need(loc: Loc, provider: str, capability: str) -> Iterator[Problem]:
+        if provider not in m.providers:
+            yield problem(loc, f"no provider named {provider!r}; providers: {', '.join(m.providers)}")
+        elif capability not in provider_capabilities(m.providers[provider]):
+            yield problem(loc, f"provider {provider!r} has no {capability} capability "
+                               f"(it offers {', '.join(provider_capabilities(m.providers[provider]))})")
+
+    for name, site in m.sites.items():
+        yield from need(("sites", name, "compute"), site.compute, "compute")
+        yield from need(("sites", name, "objects"), site.objects, "objects")
+
+    if m.primary not in m.sites:
+        yield problem(("primary",), f"no site named {m.primary!r}; sites: {', '.join(m.sites)}")
+    seen: set[str] = set()
+    for i, alt in enumerate(m.alternates):
+        if alt not in m.sites:
+            yield problem(("alternates", i), f"no site named {alt!r}; sites: {', '.join(m.sites)}")
+        elif alt == m.primary:
+            yield problem(("alternates", i), "the primary site cannot also be an alternate")
+        elif alt in seen:
+            yield problem(("alternates", i), f"site {alt!r} is listed twice")
+        seen.add(alt)
+
+    stack_dir = path.resolve().parent
+    for name, svc in m.services.items():
+        if resolve_playbook(stack_dir, svc.playbook) is None:
+            yield problem(("services", name, "playbook"),
+                          f"playbook {svc.playbook!r} not found next to the stack file nor among liferaft's shipped "
+                          "playbooks")
+        if svc.artifact and not (stack_dir / svc.artifact).exists():
+            yield problem(("services", name, "artifact"), f"artifact {svc.artifact!r} does not exist")
+        for i, db in enumerate(svc.databases):
+            if db not in m.data.databases:
+                yield problem(("services", name, "databases", i), f"no database named {db!r} under data.databases")
+        for i, b in enumerate(svc.buckets):
+            if b not in m.data.buckets:
+                yield problem(("services", name, "buckets", i), f"no bucket named {b!r} under data.buckets")
+        if svc.health and svc.ports and svc.health.port not in svc.ports:
+            yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
+                                                                "ports", "warning")
+
+    # Provider, site and service names are mapping keys: duplicates are caught by the YAML reader.
+    hostnames: dict[str, Loc] = {}
+    for pname, prov in m.providers.items():
+        for i, host in enumerate(getattr(prov, "hosts", [])):
+            loc: Loc = ("providers", pname, "hosts", i, "name")
+            if host.name in hostnames:
+                yield problem(loc, f"duplicate host name {host.name!r} (also at {'.'.join(map(str, hostnames[host.name]))})")
+            hostnames[host.name] = loc
+
+    if m.dns is not None:
+        yield from need(("dns", "provider"), m.dns.provider, "dns")
+        keys: set[tuple[str, str]] = set()
+        for i, rec in enumerate(m.dns.records):
+            if (rec.name, rec.type) in keys:
+                yield problem(("dns", "records", i), f"duplicate record {rec.name} {rec.type}")
+            keys.add((rec.name, rec.type))
+            if rec.service is None and not rec.values:
+                yield problem(("dns", "records", i), "a record needs `service` (points at a service's hosts) or "
+                                                      "`values`")
+            if rec.service is not None and rec.service not in m.services:
+                yield problem(("dns", "records", i, "service"), f"no service named {rec.service!r}")
+            if m.dns.drill_record and rec.name == m.dns.drill_record:
+                yield problem(("dns", "records", i), "a production record cannot have the drill record's name")
+        if m.primary in m.sites and m.dns.provider in m.providers:
+            primary = m.sites[m.primary]
+            dns_vendor = m.providers[m.dns.provider].vendor
+            primary_vendors = {m.providers[p].vendor for p in (primary.compute, primary.objects) if p in m.providers}
+            if m.dns.provider in (primary.compute, primary.objects) or dns_vendor in primary_vendors:
+                yield problem(("dns", "provider"),
+                              f"DNS is hosted at the primary site's vendor ({dns_vendor}): if that vendor cuts you "
+                              "off, you cannot point your name elsewhere. Host the zone at an independent provider.",
+                              "warning")

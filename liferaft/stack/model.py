@@ -1,0 +1,249 @@
+"""The stack file's model, schema version 1: the application described once, provider-neutral.
+
+Pydantic models, frozen, unknown keys forbidden. Names that end up in shell commands, SQL, DNS or Ansible are
+constrained by patterns here, so hostile values are rejected at the edge instead of escaped everywhere.
+Secrets are only ever references (`env:NAME`, `file:PATH`); the value is read when used, never stored here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+# ---------------------------------------------------------------------------------------------- constrained values
+NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
+SQL_NAME_RE = r"^[a-z_][a-z0-9_]{0,62}$"
+BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+HOST_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$"
+# What each pattern means, for error messages a person can act on.
+PATTERN_HELP = {
+    NAME_RE: "a name of lowercase letters, digits and '-', starting with a letter (at most 63)",
+    SQL_NAME_RE: "a PostgreSQL identifier: lowercase letters, digits and '_', not starting with a digit",
+    BUCKET_RE: "a bucket name: 3-63 lowercase letters, digits, '.' and '-'",
+    HOST_KEY_RE: "a public host key as '<type> <base64>', e.g. 'ssh-ed25519 AAAAC3Nza...' (the host's "
+                 "/etc/ssh/ssh_host_ed25519_key.pub without the comment)",
+}
+Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
+SqlName = Annotated[str, StringConstraints(pattern=SQL_NAME_RE)]
+BucketName = Annotated[str, StringConstraints(pattern=BUCKET_RE)]
+Hostname = Annotated[
+    str, StringConstraints(pattern=r"^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-fA-F:]+\]?|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)$")
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+HostKey = Annotated[str, StringConstraints(pattern=HOST_KEY_RE)]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$")]
+RelPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/ -]+$", max_length=4096)]
+DnsLabel = Annotated[
+    str, StringConstraints(pattern=r"^(@|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?(\.[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
+]
+Zone = Annotated[str, StringConstraints(pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")]
+SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\x00\n]+)$")
+
+
+def _check_secret_ref(value: str) -> str:
+    if not SECRET_REF.match(value):
+        # Never echo the value: it may be a real secret pasted inline.
+        raise ValueError(
+            "inline secrets are not allowed: reference the secret instead, "
+            "e.g. `env:MY_SECRET` (an environment variable) or `file:secrets/my_secret` (a file, relative to the "
+            "stack file)"
+        )
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_check_secret_ref)]
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '5m', '1h', '1h30m', 0, 12.5 -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", value)
+        if parts and any(parts.groups()):
+            h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+            return h * 3600 + m * 60 + s
+    raise ValueError("expected a duration such as 30s, 5m or 1h")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ------------------------------------------------------------------------------------------------------ providers
+class AwsCredentials(_Model):
+    access_key_id: SecretRef
+    secret_access_key: SecretRef
+    session_token: SecretRef | None = None
+
+
+class AwsProvider(_Model):
+    """AWS through boto3: EC2, S3, Route53, STS."""
+
+    type: Literal["aws"]
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] = "us-east-1"
+    endpoint: Url | None = None  # for S3/EC2-compatible endpoints and the lab; absent means AWS itself
+    credentials: AwsCredentials
+    # compute defaults for hosts liferaft creates here
+    image: str | None = None
+    instance_type: str = "t3.small"
+    key_name: str | None = None
+
+    @property
+    def vendor(self) -> str:
+        return "aws"
+
+
+class LibcloudDriver(_Model):
+    """A libcloud driver chosen by name; other keys are that driver's keyword settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    driver: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+    host: Hostname | None = None
+    port: Port | None = None
+    secure: bool = True
+
+
+class LibcloudCredentials(_Model):
+    key: SecretRef | None = None
+    secret: SecretRef | None = None
+
+
+class LibcloudProvider(_Model):
+    """Any libcloud storage, DNS or compute driver: S3-compatible stores, PowerDNS, Cloudflare, DigitalOcean..."""
+
+    type: Literal["libcloud"]
+    storage: LibcloudDriver | None = None
+    dns: LibcloudDriver | None = None
+    compute: LibcloudDriver | None = None
+    credentials: LibcloudCredentials = LibcloudCredentials()
+
+    @property
+    def vendor(self) -> str:
+        drivers = [d for d in (self.storage, self.dns, self.compute) if d is not None]
+        return ",".join(sorted({f"{d.driver}@{d.host}" if d.host else d.driver for d in drivers})) or "libcloud"
+
+
+class SshHost(_Model):
+    name: Name
+    address: Hostname
+    port: Port = 22
+    host_keys: Annotated[list[HostKey], Field(min_length=1)]
+
+
+class SshProvider(_Model):
+    """Hosts you bring (colo, bare metal, a VPS without an API): a pool of addresses with pinned host keys."""
+
+    type: Literal["ssh"]
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    private_key: SecretRef | None = None
+    hosts: Annotated[list[SshHost], Field(min_length=1)]
+
+    @property
+    def vendor(self) -> str:
+        return "ssh:" + ",".join(h.address for h in self.hosts)
+
+
+ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider, Field(discriminator="type")]
+
+
+def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider) -> tuple[str, ...]:
+    """Which capabilities a configured provider offers (from its config alone; no SDK is imported)."""
+    if isinstance(p, AwsProvider):
+        return ("compute", "objects", "dns", "account")
+    if isinstance(p, SshProvider):
+        return ("compute", "account")
+    caps = [c for c, d in (("compute", p.compute), ("objects", p.storage), ("dns", p.dns)) if d is not None]
+    return (*caps, "account")
+
+
+# ------------------------------------------------------------------------------------------- sites and services
+class Site(_Model):
+    compute: Name
+    objects: Name
+    description: str | None = None
+
+
+class HealthCheck(_Model):
+    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/?=&-]*$")] = "/"
+    port: Port
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    timeout: Duration = 5.0
+    scheme: Literal["http", "https"] = "http"
+
+
+class Service(_Model):
+    playbook: RelPath
+    artifact: RelPath | None = None
+    ports: list[Port] = []
+    health: HealthCheck | None = None
+    databases: list[Name] = []
+    buckets: list[Name] = []
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+class Database(_Model):
+    engine: Literal["postgresql"] = "postgresql"
+    version: Annotated[int, Field(ge=12, le=18)] = 15
+    name: SqlName
+    owner: SqlName
+    password: SecretRef
+    port: Port = 5432
+    migrate: Literal["logical", "dump"] = "logical"
+
+
+class Bucket(_Model):
+    name: BucketName
+
+
+class Data(_Model):
+    databases: dict[Name, Database] = {}
+    buckets: dict[Name, Bucket] = {}
+
+
+# ------------------------------------------------------------------------------------------------------------ dns
+class Record(_Model):
+    name: DnsLabel
+    type: Literal["A", "AAAA", "CNAME", "TXT"] = "A"
+    ttl: Annotated[int, Field(ge=1, le=86400)] = 60
+    service: Name | None = None  # points at the hosts running this service at the active site
+    values: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:_ =\"-]{1,255}$")]] = []
+
+
+class DnsConfig(_Model):
+    provider: Name
+    zone: Zone
+    records: list[Record] = []
+    drill_record: DnsLabel | None = "drill"
+    nameserver: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.\[\]:-]+:\d{1,5}$")] | None = None
+
+    def fqdn(self, label: str) -> str:
+        return self.zone if label == "@" else f"{label}.{self.zone}"
+
+
+class Objectives(_Model):
+    rto: Duration = 3600.0
+    rpo: Duration = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------- stack
+class StackModel(_Model):
+    version: Literal[1]
+    name: Name
+    providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
+    sites: Annotated[dict[Name, Site], Field(min_length=1)]
+    primary: Name
+    alternates: list[Name] = []
+    services: dict[Name, Service] = {}
+    data: Data = Data()
+    dns: DnsConfig | None = None
+    objectives: Objectives = Objectives()
