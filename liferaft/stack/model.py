@@ -235,6 +235,19 @@ class Objectives(_Model):
     rpo: Duration = 0.0
 
 
+class HealthSettings(_Model):
+    """How `liferaft health` probes and what `--watch` does when a verdict changes."""
+
+    timeout: Duration = 5.0  # per probe
+    interval: Duration = 30.0  # --watch default
+    confirm: Annotated[int, Field(ge=1, le=100)] = 3  # agreeing results in a row before a verdict changes
+    write_canary: bool = False  # put/get/delete a small object in each objects provider
+    hook: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = []  # argv run on each change
+    webhook: Url | None = None  # POSTed a JSON body on each change
+    failover_on: Literal["never", "terminated"] = "never"  # start `liferaft failover` on a confirmed termination
+    failover_to: Name | None = None  # default: the first alternate
+
+
 # ---------------------------------------------------------------------------------------------------------- stack
 class StackModel(_Model):
     version: Literal[1]
@@ -247,3 +260,4 @@ class StackModel(_Model):
     data: Data = Data()
     dns: DnsConfig | None = None
     objectives: Objectives = Objectives()
+    health: HealthSettings = HealthSettings()
