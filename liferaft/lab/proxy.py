@@ -1,0 +1,651 @@
+"""An HTTP-aware fault proxy in front of one provider endpoint, to simulate a provider cutting you off.
+
+Each proxy is its own process (`python -m liferaft.lab.proxy ...`, started by `FaultProxy.start()`). Modes:
+  forward   stream requests and responses both ways (bodies are never buffered whole; chunked and
+            `Expect: 100-continue` pass through)
+  deny      answer as a suspended account does, with the provider's own status and error body
+            (aws: chosen by the SigV4 credential scope's service -- s3 403 AccessDenied, ec2 401 AuthFailure,
+            route53 403 AccessDenied, sts/iam 403 InvalidClientTokenId; s3: 403 AccessDenied; powerdns: 401
+            "Unauthorized" text/plain with WWW-Authenticate, byte for byte what pdns 4.7 sends for a wrong key)
+  down      close the listening socket (connects are refused) and abort every open connection
+  throttle  503 SlowDown (S3) or 429 (others) with Retry-After
+  error     500 InternalError in the provider's shape
+Fault modes take `count=N`: fault the next N requests, then forward again. A mode change applies to the very next
+request, on kept-alive connections too.
+
+Control from any process: the proxy serves a small JSON endpoint on 127.0.0.1 (its own port) and writes its
+ports and a random control token to `<workdir>/<name>.proxy.json` (mode 0600). `FaultProxy.attach(name, workdir)`
+reads that file, so `liferaft lab cut` in another process can change modes and read stats:
+  GET /state  ->  {"mode", "count", "stats", ...}     POST /mode {"mode", "count", "retry_after"}
+  POST /stats/reset                                   POST /shutdown          (header X-Proxy-Token)
+
+Stats count requests received since start or reset: by method, and "mutating" ones: any method but GET, HEAD and
+OPTIONS -- except AWS Query/JSON calls (EC2, STS, IAM post every call) whose action starts with Describe, List,
+Get, Lookup, Search, Scan or Query, which are read-only; those are counted per action too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from liferaft.errors import LiferaftError, UsageError
+from liferaft.lab._proc import OPENER, Child, url_host, wait_until
+
+Mode = Literal["forward", "deny", "down", "throttle", "error"]
+Flavour = Literal["aws", "s3", "powerdns"]
+MODES: tuple[str, ...] = get_args(Mode)
+FLAVOURS: tuple[str, ...] = get_args(Flavour)
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_ONLY_ACTION = re.compile(r"^(Describe|List|Get|Lookup|Search|Scan|Query)")
+CHUNK = 1 << 20
+HEAD_LIMIT = 1 << 20
+
+# ------------------------------------------------------------------------------------------ fault responses
+_XML = '<?xml version="1.0" encoding="UTF-8"?>\n'
+_NS = {"route53": "https://route53.amazonaws.com/doc/2013-04-01/",
+       "sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
+# (service shape, mode) -> (status, code, message)
+_FAULTS: dict[tuple[str, str], tuple[int, str, str]] = {
+    ("s3", "deny"): (403, "AccessDenied", "Access Denied"),
+    ("s3", "throttle"): (503, "SlowDown", "Please reduce your request rate."),
+    ("s3", "error"): (500, "InternalError", "We encountered an internal error. Please try again."),
+    ("ec2", "deny"): (401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
+    ("ec2", "throttle"): (429, "RequestLimitExceeded", "Request limit exceeded."),
+    ("ec2", "error"): (500, "InternalError", "An internal error has occurred"),
+    ("query", "deny"): (403, "AccessDenied", "User is not authorized to perform this action"),
+    ("query", "throttle"): (429, "Throttling", "Rate exceeded"),
+    ("query", "error"): (500, "InternalFailure", "An internal error has occurred"),
+    ("sts", "deny"): (403, "InvalidClientTokenId", "The security token included in the request is invalid."),
+    ("json", "deny"): (400, "UnrecognizedClientException", "The security token included in the request is invalid."),
+    ("json", "throttle"): (429, "ThrottlingException", "Rate exceeded"),
+    ("json", "error"): (500, "InternalFailure", "An internal error has occurred"),
+    ("powerdns", "deny"): (401, "", "Unauthorized"),
+    ("powerdns", "throttle"): (429, "", "Too Many Requests"),
+    ("powerdns", "error"): (500, "", "Internal Server Error"),
+}
+_SCOPE = re.compile(r"Credential=[^/,\s]+/[^/]+/[^/]+/([^/]+)/")
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    raw: bytes
+    body: bytes | None = None  # pre-read small form bodies (AWS Query actions)
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in (self.header("transfer-encoding") or "").lower()
+
+    @property
+    def length(self) -> int:
+        return int(self.header("content-length") or 0)
+
+    def wants_close(self) -> bool:
+        conn = (self.header("connection") or "").lower()
+        return "close" in conn or (self.version == "HTTP/1.0" and "keep-alive" not in conn)
+
+    def aws_service(self) -> str:
+        auth = self.header("authorization") or urllib.parse.unquote(self.target)
+        m = _SCOPE.search(auth.replace("X-Amz-Credential=", "Credential="))
+        return m.group(1).lower() if m else "s3"
+
+    def aws_action(self) -> str | None:
+        target = self.header("x-amz-target")
+        if target:
+            return target.rsplit(".", 1)[-1]
+        query = urllib.parse.urlsplit(self.target).query
+        if self.body:
+            query += "&" + self.body.decode("latin-1")
+        return (urllib.parse.parse_qs(query).get("Action") or [None])[0]
+
+
+def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> bytes:
+    """The full HTTP response a provider of `flavour` gives in fault `mode` (deny, throttle, error)."""
+    rid = secrets.token_hex(8).upper()
+    headers = [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))]
+    if flavour == "powerdns":
+        status, _, message = _FAULTS[("powerdns", mode)]
+        body, ctype = message, "text/plain; charset=utf-8"
+        if mode == "deny":
+            headers.append(("WWW-Authenticate", 'X-API-Key realm="PowerDNS"'))
+    else:
+        service = req.aws_service() if flavour == "aws" else "s3"
+        shape = service if service in ("s3", "ec2", "sts", "iam", "route53") else (
+            "json" if req.header("x-amz-target") else "query")
+        if shape in ("sts", "iam") and mode == "deny":
+            status, code, message = _FAULTS[("sts", mode)]
+        else:
+            status, code, message = _FAULTS.get((shape, mode)) or _FAULTS[("query", mode)]
+        ctype = "text/xml"
+        if shape == "s3":
+            ctype = "application/xml"
+            body = (f"{_XML}<Error><Code>{code}</Code><Message>{message}</Message>"
+                    f"<RequestId>{rid}</RequestId><HostId>{secrets.token_hex(16)}</HostId></Error>")
+            headers.append(("x-amz-request-id", rid))
+        elif shape == "ec2":
+            body = (f"{_XML}<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                    f"</Errors><RequestID>{rid}</RequestID></Response>")
+        elif shape == "json":
+            ctype = "application/x-amz-json-1.1"
+            body = json.dumps({"__type": code, "message": message})
+            headers.append(("x-amzn-RequestId", rid))
+        else:
+            xmlns = f' xmlns="{_NS[shape]}"' if shape in _NS else ""
+            kind = "Receiver" if mode == "error" else "Sender"
+            body = (f"{_XML}<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{code}</Code>"
+                    f"<Message>{message}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>")
+            headers.append(("x-amzn-RequestId", rid))
+    if mode == "throttle":
+        headers.append(("Retry-After", str(retry_after)))
+    payload = b"" if req.method == "HEAD" else body.encode()
+    reason = {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request", 429: "Too Many Requests",
+              500: "Internal Server Error", 503: "Slow Down"}.get(status, "Error")
+    headers += [("Content-Type", ctype), ("Content-Length", str(len(body.encode())))]
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+# ------------------------------------------------------------------------------------------ the proxy process
+def _parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers.append((k.strip(), v.strip()))
+    return lines[0], headers
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, n: int) -> None:
+    while n > 0:
+        data = await reader.read(min(n, CHUNK))
+        if not data:
+            raise ConnectionError("peer closed mid-body")
+        n -= len(data)
+        if writer is not None:
+            writer.write(data)
+            await writer.drain()
+
+
+async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        if writer is not None:
+            writer.write(line)
+        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while True:  # trailers, up to the empty line
+                trailer = await reader.readuntil(b"\r\n")
+                if writer is not None:
+                    writer.write(trailer)
+                if trailer == b"\r\n":
+                    break
+            if writer is not None:
+                await writer.drain()
+            return
+        await _copy(reader, writer, size + 2)
+
+
+async def _copy_body(req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+    if req.body is not None:
+        if writer is not None:
+            writer.write(req.body)
+            await writer.drain()
+    elif req.chunked:
+        await _copy_chunked(reader, writer)
+    else:
+        await _copy(reader, writer, req.length)
+
+
+@dataclass
+class _Stats:
+    since: float = field(default_factory=time.time)
+    requests: int = 0
+    mutating: int = 0
+    forwarded: int = 0
+    by_method: Counter[str] = field(default_factory=Counter)
+    by_action: Counter[str] = field(default_factory=Counter)
+    faulted: Counter[str] = field(default_factory=Counter)
+    recent_mutating: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "requests": self.requests, "mutating": self.mutating,
+                "forwarded": self.forwarded, "by_method": dict(self.by_method), "by_action": dict(self.by_action),
+                "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating)}
+
+
+class ProxyServer:
+    """The proxy's event loop side. Runs in the proxy process; see `main`."""
+
+    def __init__(self, name: str, listen: tuple[str, int], upstream: tuple[str, int], flavour: str,
+                 state_file: Path) -> None:
+        self.name, self.listen, self.upstream, self.flavour = name, listen, upstream, flavour
+        self.state_file = state_file
+        self.token = secrets.token_urlsafe(24)
+        self.mode, self.count, self.retry_after = "forward", 0, 1
+        self.stats = _Stats()
+        self.conns: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.control: asyncio.Server | None = None
+        self.stopping = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self._listen()
+        self.control = await asyncio.start_server(self._control, "127.0.0.1", 0, limit=HEAD_LIMIT)
+        self._write_state()
+        await self.stopping.wait()
+        self._unlisten()
+        self.control.close()
+
+    async def _listen(self) -> None:
+        if self.server is None:
+            self.server = await asyncio.start_server(self._client, self.listen[0], self.listen[1],
+                                                     limit=HEAD_LIMIT, reuse_address=True)
+            self.listen = (self.listen[0], int(self.server.sockets[0].getsockname()[1]))
+
+    def _unlisten(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for w in list(self.conns):
+            w.transport.abort()
+        self.conns.clear()
+
+    def _write_state(self) -> None:
+        assert self.control is not None
+        state = {"name": self.name, "pid": os.getpid(), "listen_address": self.listen[0], "port": self.listen[1],
+                 "control_port": self.control.sockets[0].getsockname()[1], "token": self.token,
+                 "upstream": f"http://{url_host(self.upstream[0])}:{self.upstream[1]}", "flavour": self.flavour}
+        tmp = self.state_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self.state_file)
+
+    async def set_mode(self, mode: str, count: int = 0, retry_after: int = 1) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode, self.count, self.retry_after = mode, max(0, int(count)), max(0, int(retry_after))
+        if mode == "down":
+            self._unlisten()
+        else:
+            await self._listen()
+
+    def state(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode, "count": self.count, "retry_after": self.retry_after,
+                "listening": self.server is not None, "stats": self.stats.to_dict()}
+
+    # ---------------------------------------------------------------- data path
+    def _account(self, req: Request) -> None:
+        s = self.stats
+        s.requests += 1
+        s.by_method[req.method] += 1
+        mutating = req.method not in READ_ONLY_METHODS
+        if self.flavour == "aws" and req.method == "POST":
+            action = req.aws_action()
+            if action:
+                s.by_action[action] += 1
+                mutating = not READ_ONLY_ACTION.match(action)
+        if mutating:
+            s.mutating += 1
+            s.recent_mutating = (s.recent_mutating + [f"{req.method} {req.target.split('?', 1)[0]}"])[-20:]
+
+    def _decide(self) -> str:
+        mode = self.mode
+        if mode in ("deny", "throttle", "error") and self.count:
+            self.count -= 1
+            if self.count == 0:
+                self.mode = "forward"
+        return mode
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conns.add(writer)
+        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while True:
+                try:
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                start, headers = _parse_head(raw)
+                method, target, version = (start.split(" ", 2) + ["", ""])[:3]
+                req = Request(method.upper(), target, version, headers, raw)
+                if (self.flavour == "aws" and req.method == "POST" and not req.chunked and req.length <= CHUNK
+                        and "x-www-form-urlencoded" in (req.header("content-type") or "")
+                        and not req.header("expect")):
+                    req.body = await reader.readexactly(req.length)
+                self._account(req)
+                mode = self._decide()
+                if mode == "forward":
+                    self.stats.forwarded += 1
+                    up, keep = await self._forward(req, reader, writer, up)
+                else:
+                    self.stats.faulted[mode] += 1
+                    keep = await self._fault(mode, req, reader, writer)
+                if not keep or req.wants_close():
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            return
+        finally:
+            self.conns.discard(writer)
+            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+            if up is not None:
+                up[1].transport.abort()
+
+    async def _fault(self, mode: str, req: Request, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        expect = (req.header("expect") or "").lower() == "100-continue"
+        if not expect:
+            await _copy_body(req, reader, None)  # discard the body so the connection stays usable
+        response = fault_response(self.flavour, mode, req, self.retry_after)
+        if expect and (req.chunked or req.length):
+            response = response.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+        writer.write(response)
+        await writer.drain()
+        return not (expect and (req.chunked or req.length))
+
+    async def _forward(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+                       ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, bool]:
+        if up is None or up[1].transport.is_closing():
+            try:
+                up = await asyncio.open_connection(*self.upstream, limit=HEAD_LIMIT)
+            except OSError:
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                return None, False
+        ureader, uwriter = up
+        uwriter.write(req.raw)
+        pump = asyncio.create_task(_copy_body(req, reader, uwriter))
+        pump.add_done_callback(lambda t: t.cancelled() or t.exception() is None or uwriter.transport.abort())
+        try:
+            while True:
+                head = await ureader.readuntil(b"\r\n\r\n")
+                status_line, headers = _parse_head(head)
+                status = int(status_line.split(" ", 2)[1])
+                writer.write(head)
+                if 100 <= status < 200:
+                    await writer.drain()
+                    continue
+                break
+            resp = Request("", "", status_line.split(" ", 1)[0], headers, head)
+            keep = not resp.wants_close()
+            if req.method == "HEAD" or status in (204, 304):
+                pass
+            elif resp.chunked:
+                await _copy_chunked(ureader, writer)
+            elif resp.header("content-length") is not None:
+                await _copy(ureader, writer, resp.length)
+            else:
+                keep = False
+                while data := await ureader.read(CHUNK):
+                    writer.write(data)
+                    await writer.drain()
+            await writer.drain()
+            if not pump.done():  # answered before the whole request body arrived: the framing is lost
+                pump.cancel()
+                keep = False
+            else:
+                await pump
+        except BaseException:
+            pump.cancel()
+            uwriter.transport.abort()
+            raise
+        if not keep:
+            uwriter.transport.abort()
+            return None, False
+        return up, True
+
+    # ---------------------------------------------------------------- control endpoint
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        status, payload = 200, {}
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+            start, headers = _parse_head(raw)
+            req = Request(*(start.split(" ", 2) + ["", ""])[:3], headers=headers, raw=raw)
+            body = await reader.readexactly(req.length) if req.length else b"{}"
+            if not secrets.compare_digest(req.header("x-proxy-token") or "", self.token):
+                status, payload = 403, {"error": "bad token"}
+            elif req.method == "GET" and req.target == "/state":
+                payload = self.state()
+            elif req.method == "POST" and req.target == "/mode":
+                opts = json.loads(body)
+                await self.set_mode(opts["mode"], opts.get("count") or 0, opts.get("retry_after") or 1)
+                payload = self.state()
+            elif req.method == "POST" and req.target == "/stats/reset":
+                self.stats = _Stats()
+                payload = self.state()
+            elif req.method == "POST" and req.target == "/shutdown":
+                self.stopping.set()
+                payload = {"stopping": True}
+            else:
+                status, payload = 404, {"error": "no such control path"}
+        except (ValueError, KeyError, OSError, asyncio.IncompleteReadError) as e:
+            status, payload = 400, {"error": str(e)}
+        data = json.dumps(payload).encode()
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + data)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+
+# ------------------------------------------------------------------------------------------ the Python API
+class FaultProxy:
+    """Controller-side handle of one fault proxy process (started here, or attached from its state file)."""
+
+    kind = "proxy"
+
+    def __init__(self, name: str, workdir: str | Path, listen_address: str, upstream_url: str,
+                 flavour: str = "aws", *, port: int = 0, die_with_parent: bool = True) -> None:
+        if flavour not in FLAVOURS:
+            raise UsageError(f"unknown proxy flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+        parts = urllib.parse.urlsplit(upstream_url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise UsageError(f"proxy upstream must be http://host:port, not {upstream_url!r}")
+        self.name, self.workdir, self.address = name, Path(workdir), listen_address
+        self.upstream_url, self.flavour, self.port = upstream_url, flavour, port
+        self.die_with_parent = die_with_parent
+        self._child: Child | None = None
+        self._state: dict[str, Any] | None = None
+
+    @classmethod
+    def attach(cls, name: str, workdir: str | Path) -> FaultProxy:
+        """A handle on a proxy started by another process (reads `<workdir>/<name>.proxy.json`)."""
+        path = Path(workdir) / f"{name}.proxy.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise LiferaftError(f"no running fault proxy {name!r} in {workdir}: {e}") from None
+        proxy = cls(name, workdir, state["listen_address"], state["upstream"], state["flavour"], port=state["port"])
+        proxy._state = state
+        return proxy
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / f"{self.name}.proxy.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self.address)}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return int(self._state["pid"]) if self._state else None
+
+    @property
+    def running(self) -> bool:
+        if self._child is not None:
+            return self._child.running()
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def start(self) -> FaultProxy:
+        if self._child is not None and self._child.running():
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "liferaft.lab.proxy", "--name", self.name,
+                "--listen", f"{self.address}:{self.port}", "--upstream", self.upstream_url,
+                "--flavour", self.flavour, "--state-file", str(self.state_file)]
+        child = Child(f"proxy {self.name}", argv, self.log_path, die_with_parent=self.die_with_parent)
+        child.start()
+        self._child = child
+
+        def ready() -> bool:
+            state = json.loads(self.state_file.read_text())
+            if state.get("pid") != child.pid:
+                return False
+            self._state = state
+            return True
+
+        try:
+            wait_until(child, ready, 15.0, what="wrote no state file")
+        except LiferaftError:
+            child.stop()
+            self._child = None
+            raise
+        self.port = int(self._state["port"]) if self._state else self.port
+        return self
+
+    def stop(self) -> None:
+        """Stop the proxy process (ask, then terminate, then kill). Idempotent."""
+        if self._child is not None:
+            with contextlib.suppress(LiferaftError):
+                self._control("POST", "/shutdown", timeout=1.0)
+            self._child.stop()
+            self._child = None
+        elif self.running and self.pid:
+            with contextlib.suppress(LiferaftError):
+                self._control("POST", "/shutdown", timeout=1.0)
+            deadline = time.monotonic() + 5
+            while self.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        self._state = None
+
+    def _control(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 timeout: float = 5.0) -> dict[str, Any]:
+        if not self._state:
+            raise LiferaftError(f"fault proxy {self.name!r} is not running")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self._state['control_port']}{path}", data=data,
+                                     method=method, headers={"X-Proxy-Token": self._state["token"],
+                                                             "Content-Type": "application/json"})
+        try:
+            with OPENER.open(req, timeout=timeout) as resp:
+                result: dict[str, Any] = json.loads(resp.read())
+                return result
+        except urllib.error.HTTPError as e:
+            raise LiferaftError(f"fault proxy {self.name!r}: {e.read().decode('utf-8', 'replace')}") from None
+        except OSError as e:
+            raise LiferaftError(f"fault proxy {self.name!r} does not answer its control port: {e}") from None
+
+    def set_mode(self, mode: str, *, count: int = 0, retry_after: int = 1) -> dict[str, Any]:
+        """Switch mode; applies to the next request. `count` > 0 faults that many requests, then forwards."""
+        if mode not in MODES:
+            raise UsageError(f"unknown proxy mode {mode!r}; expected one of {', '.join(MODES)}")
+        return self._control("POST", "/mode", {"mode": mode, "count": count, "retry_after": retry_after})
+
+    def heal(self) -> None:
+        self.set_mode("forward")
+
+    @property
+    def mode(self) -> str:
+        return str(self._control("GET", "/state")["mode"])
+
+    def stats(self) -> dict[str, Any]:
+        """Requests received since start / reset: requests, mutating, forwarded, by_method, by_action, faulted."""
+        result: dict[str, Any] = self._control("GET", "/state")["stats"]
+        return result
+
+    def reset_stats(self) -> None:
+        self._control("POST", "/stats/reset")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "flavour": self.flavour,
+                             "address": self.address, "port": self.port, "url": self.url,
+                             "upstream": self.upstream_url, "pid": self.pid, "running": self.running,
+                             "log_path": str(self.log_path), "state_file": str(self.state_file)}
+        if d["running"]:
+            with contextlib.suppress(LiferaftError):
+                state = self._control("GET", "/state", timeout=1.0)
+                d.update(mode=state["mode"], count=state["count"], stats=state["stats"])
+        return d
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<FaultProxy {self.name} {self.url} -> {self.upstream_url} pid={self.pid}>"
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the proxy process."""
+    p = argparse.ArgumentParser(prog="python -m liferaft.lab.proxy", description=__doc__.split("\n")[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--listen", required=True, help="address:port (port 0 picks a free one)")
+    p.add_argument("--upstream", required=True, help="http://host:port")
+    p.add_argument("--flavour", choices=FLAVOURS, default="aws")
+    p.add_argument("--state-file", required=True, type=Path)
+    args = p.parse_args(argv)
+    up = urllib.parse.urlsplit(args.upstream)
+    server = ProxyServer(args.name, _hostport(args.listen), (up.hostname or "", up.port or 80), args.flavour,
+                         args.state_file)
+    asyncio.run(server.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
