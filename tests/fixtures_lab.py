@@ -1,1 +1,73 @@
-"""Host and whole-lab fixtures (owned by the lab-hosts work)."""
+"""Host and whole-lab fixtures (owned by the lab-hosts work).
+
+`lab_hosts`: three network-namespace hosts a, b, c with sshd, session-scoped.
+`lab`: a whole lab (`Lab.up()` in a temporary directory), session-scoped, torn down in a finally block.
+Both skip only when this machine cannot run lab hosts (not root, no netns permission), saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from liferaft.lab.core import Lab
+    from liferaft.lab.hosts import LabHost
+
+
+def _require_lab_hosts() -> None:
+    from liferaft.lab.hosts import LabUnavailable, check_lab_possible
+
+    try:
+        check_lab_possible()
+    except LabUnavailable as e:
+        pytest.skip(f"lab hosts unavailable on this machine: {e}")
+
+
+@dataclass(frozen=True)
+class LabHostsHandle:
+    """What tests get from `lab_hosts`: hosts by name and the files to reach them with."""
+
+    hosts: dict[str, LabHost]
+    known_hosts: Path
+    client_key: Path
+    bridge_address: str
+    directory: Path
+
+    def __getitem__(self, name: str) -> LabHost:
+        return self.hosts[name]
+
+
+@pytest.fixture(scope="session")
+def lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHostsHandle]:
+    """Three lab hosts (a, b, c) reachable over SSH with host keys checked."""
+    _require_lab_hosts()
+    from liferaft.lab.hosts import LabHosts
+
+    hosts = LabHosts(directory=tmp_path_factory.mktemp("lab-hosts"), names=("a", "b", "c"))
+    try:
+        hosts.up(timeout=30)
+        yield LabHostsHandle(hosts=dict(hosts.hosts), known_hosts=hosts.known_hosts, client_key=hosts.client_key,
+                             bridge_address=hosts.bridge_address, directory=hosts.directory)
+    finally:
+        problems = hosts.down()
+        if problems:
+            raise AssertionError(f"lab hosts teardown left: {problems}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A whole lab (servers, proxies, hosts, example app, stack file), up for the session."""
+    _require_lab_hosts()
+    from liferaft.lab.core import Lab
+
+    the_lab = Lab(tmp_path_factory.mktemp("lab"))
+    try:
+        the_lab.up(timeout=120)
+        yield the_lab
+    finally:
+        the_lab.down()
