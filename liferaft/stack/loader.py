@@ -175,7 +175,13 @@ def _validation_problems(path: Path, data: Any, positions: dict[Loc, tuple[int, 
                          exc: ValidationError) -> Iterator[Problem]:
     for err in exc.errors(include_input=False, include_url=False):
         loc = _data_loc(data, err["loc"])
+        if err["type"] == "missing" and err["loc"]:
+            loc = (*_data_loc(data, err["loc"][:-1]), err["loc"][-1])  # name the missing field itself
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")
         line, col = _position(positions, loc)
+        if line is None:
+            line, col = 1, 1  # a missing top-level field: point at the start of the document
         dotted = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])

@@ -1,0 +1,34 @@
+# The two commands of the README's quick start, and a few more.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lab-up lab-down bench clean
+
+setup:
+	bash scripts/setup.sh
+
+## make demo: install everything, bring the local lab up, run the main job (a failover drill) and report.
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+## make test: install what the tests need and run them all (lab tests included; none may skip).
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" LIFERAFT_REQUIRE_LAB=$${LIFERAFT_REQUIRE_LAB:-1} \
+	  $(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+
+## make test-fast: unit tests only, no lab.
+test-fast: setup
+	$(BIN)/python -m pytest -rs tests/unit
+
+lab-up: setup
+	$(BIN)/liferaft lab up
+
+lab-down:
+	$(BIN)/liferaft lab down
+
+bench: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run_all.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
