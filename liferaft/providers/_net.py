@@ -1,0 +1,53 @@
+"""Small network helpers shared by the compute adapters: wait for a TCP port, read host keys from console output."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+from liferaft.errors import Unreachable
+
+
+def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_tcp(provider: str, address: str, port: int, timeout: float, *, what: str = "ssh port") -> None:
+    """Poll until address:port accepts a TCP connection, else Unreachable after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if tcp_open(address, port, timeout=max(0.2, min(1.0, remaining))):
+            return
+        if time.monotonic() >= deadline:
+            raise Unreachable(provider, f"wait for {what} {address}:{port}",
+                              f"no TCP answer within {timeout:.0f} s",
+                              hint="the host's state, its firewall/security group, and the route to it")
+        time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+
+
+_KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+
+
+def host_keys_from_console(output: str) -> tuple[str, ...]:
+    """cloud-init prints the host's public keys between markers on the serial console: "<type> <base64> ..."."""
+    m = _KEYS_BLOCK.search(output or "")
+    if not m:
+        return ()
+    keys = []
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
+            keys.append(f"{parts[0]} {parts[1]}")
+    return tuple(keys)
+
+
+def known_hosts_lines(address: str, port: int, host_keys: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """known_hosts lines pinning `host_keys` ("<type> <base64>") for address[:port]."""
+    target = address if port == 22 else f"[{address}]:{port}"
+    return tuple(f"{target} {' '.join(k.split()[:2])}" for k in host_keys)

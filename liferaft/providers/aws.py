@@ -1,0 +1,245 @@
+"""The `aws` adapter (boto3): S3 objects, EC2 compute, Route53 DNS, STS account probe.
+
+Every boto3 call goes through `self._call(operation, fn)`, which translates botocore errors into liferaft.errors
+and retries throttling boundedly (honouring Retry-After). botocore itself is configured with short timeouts and
+one retry so a dead endpoint is reported in about a second, not seven.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from liferaft.errors import AuthRejected, ProviderError, Unreachable
+from liferaft.providers import _errors
+from liferaft.providers._body import SHA256_META, prepare
+from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 30.0
+SINGLE_PUT_LIMIT = CHUNK_SIZE  # bodies above one chunk go multipart
+
+
+def classify(exc: BaseException, provider: str, operation: str) -> ProviderError | None:
+    """botocore exception -> liferaft error (None: let the generic fallback decide)."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {}) or {}
+        meta = exc.response.get("ResponseMetadata", {}) or {}
+        code = str(err.get("Code") or meta.get("HTTPStatusCode") or "") or None
+        status = meta.get("HTTPStatusCode")
+        message = str(err.get("Message") or "").strip()
+        retry_after = _errors.parse_retry_after((meta.get("HTTPHeaders") or {}).get("retry-after"))
+        detail = f"{code}: {message}" if message else f"{code} (HTTP {status})"
+        return _errors.error_for(provider, operation, detail, status=status, code=code, retry_after=retry_after)
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return AuthRejected(provider, operation, "no usable credentials were configured")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
+                        bx.ConnectionClosedError, bx.HTTPClientError)):
+        return Unreachable(provider, operation, f"endpoint did not answer ({type(exc).__name__}: {exc})")
+    if isinstance(exc, bx.ParamValidationError):
+        return ProviderError(provider, operation, f"invalid request: {exc}")
+    return None
+
+
+class AwsClients:
+    """boto3 clients for one account, created lazily (importing boto3 costs ~0.3 s) and shared by capabilities."""
+
+    def __init__(self, name: str, region: str, endpoint: str | None, access_key_id: str | None,
+                 secret_access_key: str | None) -> None:
+        self.name = name
+        self.region = region
+        self.endpoint = endpoint
+        self.__creds = (access_key_id, secret_access_key)
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"AwsClients(name={self.name!r}, region={self.region!r}, endpoint={self.endpoint!r})"
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    # Path-style when an endpoint is set: S3-compatible servers (moto, MinIO) rarely do vhost DNS.
+                    s3={"addressing_style": "path" if self.endpoint else "auto"},
+                )
+                key, secret = self.__creds
+                session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
+                                                region_name=self.region)
+                self._clients[service] = session.client(service, endpoint_url=self.endpoint, config=config)
+            return self._clients[service]
+
+    def call(self, operation: str, fn: Callable[[], T]) -> T:
+        return _errors.call(self.name, operation, self._classify, fn)
+
+    def _classify(self, exc: BaseException, provider: str, operation: str) -> ProviderError | None:
+        err = classify(exc, provider, operation)
+        if isinstance(err, Unreachable) and self.endpoint:
+            err = Unreachable(provider, operation, f"{self.endpoint} did not answer ({type(exc).__name__})")
+        return err
+
+
+# ---------------------------------------------------------------------------------------------------- S3
+class AwsObjects:
+    """S3. sha256 lives in the x-amz-meta-liferaft-sha256 metadata; listing does not return metadata, so
+    list_objects(hashes=True) costs one HEAD per object and is only done when asked."""
+
+    def __init__(self, clients: AwsClients, *, page_size: int = 1000) -> None:
+        self._c = clients
+        self.page_size = page_size
+
+    @property
+    def _s3(self) -> Any:
+        return self._c.client("s3")
+
+    def create_bucket(self, bucket: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if self._c.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._c.region}
+        try:
+            self._c.call(f"create bucket {bucket}", lambda: self._s3.create_bucket(**kwargs))
+        except ProviderError as exc:
+            if exc.code == "BucketAlreadyOwnedByYou":  # ours already: idempotent success
+                return
+            raise
+
+    def bucket_exists(self, bucket: str) -> bool:
+        try:
+            self._c.call(f"head bucket {bucket}", lambda: self._s3.head_bucket(Bucket=bucket))
+            return True
+        except ProviderError as exc:
+            if exc.status == 404 or exc.code in ("NoSuchBucket", "404"):
+                return False
+            raise
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Delete an empty bucket (test and drill cleanup); a missing bucket is not an error."""
+        try:
+            self._c.call(f"delete bucket {bucket}", lambda: self._s3.delete_bucket(Bucket=bucket))
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+
+    def list_objects(self, bucket: str, prefix: str = "", *, hashes: bool = False) -> Iterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self.page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._c.call(f"list objects in {bucket}", lambda: self._s3.list_objects_v2(**kwargs))
+            for item in page.get("Contents", []):
+                info = ObjectInfo(key=item["Key"], size=int(item["Size"]), etag=str(item["ETag"]).strip('"'),
+                                  modified=item["LastModified"].timestamp())
+                yield self.head_object(bucket, info.key) if hashes else info
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        r = self._c.call(f"head object {bucket}/{key}", lambda: self._s3.head_object(Bucket=bucket, Key=key))
+        return ObjectInfo(key=key, size=int(r["ContentLength"]), sha256=(r.get("Metadata") or {}).get(SHA256_META),
+                          etag=str(r.get("ETag", "")).strip('"') or None, modified=r["LastModified"].timestamp())
+
+    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
+        op = f"get object {bucket}/{key}"
+        r = self._c.call(op, lambda: self._s3.get_object(Bucket=bucket, Key=key))
+        return self._stream(op, r["Body"])
+
+    def _stream(self, op: str, body: Any) -> Iterator[bytes]:
+        try:
+            with _errors.translating(self._c.name, op, self._c._classify):
+                yield from body.iter_chunks(CHUNK_SIZE)
+        finally:
+            body.close()
+
+    def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
+                   sha256: str | None = None) -> ObjectInfo:
+        body = prepare(chunks, sha256, size)
+        try:
+            if body.small is not None:
+                data = body.small
+                self._c.call(f"put object {bucket}/{key}", lambda: self._s3.put_object(
+                    Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256}))
+            else:
+                self._multipart(bucket, key, body.blocks(), body.sha256, verify=body.verify)
+        finally:
+            body.close()
+        return self.head_object(bucket, key)
+
+    def _multipart(self, bucket: str, key: str, blocks: Iterator[bytes], sha256: str,
+                   verify: Callable[[str, str], None]) -> None:
+        op = f"multipart upload {bucket}/{key}"
+        up = self._c.call(op, lambda: self._s3.create_multipart_upload(
+            Bucket=bucket, Key=key, Metadata={SHA256_META: sha256}))
+        upload_id = up["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            for number, block in enumerate(blocks, start=1):
+                r = self._c.call(f"{op} part {number}", lambda b=block, n=number: self._s3.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=b))
+                parts.append({"PartNumber": number, "ETag": r["ETag"]})
+            verify(self._c.name, key)  # a declared sha256 that does not match: abort before the object exists
+            self._c.call(op, lambda: self._s3.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}))
+        except BaseException:
+            try:
+                self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - best effort; the original error matters
+                pass
+            raise
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        try:
+            self._c.call(f"delete object {bucket}/{key}", lambda: self._s3.delete_object(Bucket=bucket, Key=key))
+        except ProviderError as exc:
+            if exc.code != "NoSuchKey":
+                raise
+
+
+# ---------------------------------------------------------------------------------------------------- STS
+class AwsAccount:
+    """STS GetCallerIdentity: the cheapest call that proves the credentials are accepted."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self._c = clients
+
+    def probe(self) -> ProbeResult:
+        start = time.monotonic()
+        r = self._c.call("sts get-caller-identity", lambda: self._c.client("sts").get_caller_identity())
+        return ProbeResult(latency_s=time.monotonic() - start, account=r.get("Account"),
+                           detail=f"region {self._c.region}")
+
+
+class AwsAdapter:
+    """One AWS account: S3, EC2, Route53, STS through boto3. `endpoint` None means real AWS."""
+
+    def __init__(self, name: str, region: str = "us-east-1", endpoint: str | None = None,
+                 access_key_id: str | None = None, secret_access_key: str | None = None, *, ssh_user: str = "root",
+                 private_key_file: str | None = None, key_name: str | None = None) -> None:
+        from liferaft.providers._aws_more import AwsCompute, AwsDNS
+
+        self.name = name
+        self.clients = AwsClients(name, region, endpoint, access_key_id, secret_access_key)
+        self.objects = AwsObjects(self.clients)
+        self.compute = AwsCompute(self.clients, ssh_user=ssh_user, private_key_file=private_key_file,
+                                  key_name=key_name)
+        self.dns = AwsDNS(self.clients)
+        self.account = AwsAccount(self.clients)
+
+    def __repr__(self) -> str:
+        return f"AwsAdapter({self.clients!r})"
+
+    def provider(self, capabilities: Iterable[str] = ("compute", "objects", "dns", "account")) -> Provider:
+        wanted = set(capabilities)
+        return Provider(name=self.name, type="aws", **{c: getattr(self, c) for c in wanted})

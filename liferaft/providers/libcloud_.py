@@ -1,0 +1,255 @@
+"""The `libcloud` adapter: any libcloud storage, DNS or compute driver, chosen by driver name and settings.
+
+One provider entry may configure any of the three sections; each becomes a capability. Settings other than
+`driver` are passed to the libcloud driver constructor (host, port, secure, region, api_version, ...), plus a few
+liferaft settings documented on each class. Server quirks are handled here, each named where it is handled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from liferaft.errors import AuthRejected, NotFound, ProviderError, UsageError
+from liferaft.providers import _errors
+from liferaft.providers._libcloud_common import Section, classify
+from liferaft.providers._body import SHA256_META, prepare
+from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
+
+S3_NAMESPACE_DEFAULT = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+# ---------------------------------------------------------------------------------------------------- storage
+class LibcloudObjects(Section):
+    """Objects through a libcloud storage driver.
+
+    liferaft settings: `multipart` (true/false/auto), `path` (the directory, for the `local` driver).
+    The sha256 is stored as `liferaft-sha256` user metadata where the driver keeps metadata (S3 family);
+    the `local` driver keeps none, so its sha256 is computed from the file itself on head.
+    """
+
+    kind = "storage"
+
+    def __init__(self, provider: str, settings: dict[str, Any], key: str | None, secret: str | None) -> None:
+        settings = dict(settings)
+        self.multipart: bool | None = settings.pop("multipart", None)
+        super().__init__(provider, settings, key, secret)
+        self._namespace_checked = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.driver_name == "local"
+
+    def _build(self, cls: Any, settings: dict[str, Any], key: str | None, secret: str | None) -> Any:
+        if self.is_local:
+            # The local driver's "key" is the directory; it takes no secret and no timeout.
+            path = str(settings.pop("path", key or ""))
+            if not path:
+                raise UsageError(f"provider {self.provider!r}: the local storage driver needs `path`")
+            os.makedirs(path, exist_ok=True)
+            return cls(path)
+        driver = super()._build(cls, settings, key, secret)
+        if self.multipart is not None and hasattr(driver, "supports_s3_multipart_upload"):
+            driver.supports_s3_multipart_upload = bool(self.multipart)
+        return driver
+
+    def _s3(self) -> Any:
+        """The driver, after the S3 XML namespace check (S3 family only)."""
+        driver = self.driver
+        if not self._namespace_checked and hasattr(driver, "namespace") and hasattr(driver,
+                                                                                   "supports_s3_multipart_upload"):
+            self._check_namespace(driver)
+        return driver
+
+    def _check_namespace(self, driver: Any) -> None:
+        # Quirk (s3rver): it answers in the XML namespace http://doc.s3.amazonaws.com/2006-03-01/ instead of
+        # S3's; libcloud's parser then finds nothing and silently lists nothing. Read the namespace of the
+        # service's own answer (GET /, the bucket list) and parse with it. s3rver's multipart upload does not
+        # work with libcloud either, so multipart is switched off there unless the settings say otherwise.
+        resp = self.call("list buckets", lambda: driver.connection.request("/"))
+        tag = getattr(resp.object, "tag", "")
+        if tag.startswith("{"):
+            ns = tag[1:].split("}", 1)[0]
+            if ns != driver.namespace:
+                driver.namespace = ns
+                if self.multipart is None and ns != S3_NAMESPACE_DEFAULT:
+                    driver.supports_s3_multipart_upload = False
+        self._namespace_checked = True
+
+    def _container(self, bucket: str) -> Any:
+        from libcloud.storage.base import Container
+
+        return Container(name=bucket, extra={}, driver=self._s3())
+
+    def create_bucket(self, bucket: str) -> None:
+        try:
+            self.call(f"create bucket {bucket}", lambda: self._s3().create_container(bucket))
+        except ProviderError as exc:
+            if exc.status != 409:
+                raise
+            # ContainerAlreadyExistsError is raised for ours (BucketAlreadyOwnedByYou) and for someone else's;
+            # a bucket we can read is ours.
+            if not self.bucket_exists(bucket):
+                raise
+
+    def bucket_exists(self, bucket: str) -> bool:
+        try:
+            self.call(f"get bucket {bucket}", lambda: self._s3().get_container(bucket))
+            return True
+        except NotFound:
+            return False
+
+    def delete_bucket(self, bucket: str) -> None:
+        try:
+            self.call(f"delete bucket {bucket}", lambda: self._s3().delete_container(self._container(bucket)))
+        except NotFound:
+            return
+
+    def list_objects(self, bucket: str, prefix: str = "", *, hashes: bool = False) -> Iterator[ObjectInfo]:
+        op = f"list objects in {bucket}"
+        if not self.is_local:
+            self.call(op, lambda: self._s3().get_container(bucket))  # NotFound for a missing bucket, up front
+        driver = self._s3()
+        container = self._container(bucket)
+        if self.is_local:  # the local driver has no native prefix filter (it warns and filters itself)
+            it = self.call(op, lambda: driver.iterate_container_objects(container))
+        else:
+            it = self.call(op, lambda: driver.iterate_container_objects(container, prefix=prefix or None))
+        with _errors.translating(self.provider, op, classify):
+            for obj in it:
+                if self.is_local and (obj.name.endswith("/") or not obj.name.startswith(prefix)):
+                    continue
+                info = self._to_info(obj)
+                yield self.head_object(bucket, obj.name) if hashes and info.sha256 is None else info
+
+    def _to_info(self, obj: Any) -> ObjectInfo:
+        extra = obj.extra or {}
+        modified = extra.get("modify_time") or extra.get("last_modified")
+        if isinstance(modified, str):
+            from email.utils import parsedate_to_datetime
+            try:
+                modified = parsedate_to_datetime(modified).timestamp()
+            except (TypeError, ValueError):
+                try:
+                    from datetime import datetime
+                    modified = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    modified = None
+        meta = {k.lower(): v for k, v in (obj.meta_data or {}).items()}
+        return ObjectInfo(key=obj.name, size=int(obj.size or 0), sha256=meta.get(SHA256_META),
+                          etag=(obj.hash or "").strip('"') or None,
+                          modified=float(modified) if isinstance(modified, (int, float)) else None)
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        obj = self.call(f"head object {bucket}/{key}", lambda: self._s3().get_object(bucket, key))
+        info = self._to_info(obj)
+        if self.is_local and info.sha256 is None:
+            info = ObjectInfo(key=info.key, size=info.size, sha256=self._local_sha256(bucket, key),
+                              etag=info.etag, modified=info.modified)
+        return info
+
+    def _local_sha256(self, bucket: str, key: str) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for block in self.get_object(bucket, key):
+            h.update(block)
+        return h.hexdigest()
+
+    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
+        op = f"get object {bucket}/{key}"
+        obj = self.call(op, lambda: self._s3().get_object(bucket, key))
+        stream = self.call(op, lambda: self._s3().download_object_as_stream(obj, chunk_size=CHUNK_SIZE))
+        return self._stream(op, stream)
+
+    def _stream(self, op: str, stream: Iterator[bytes]) -> Iterator[bytes]:
+        with _errors.translating(self.provider, op, classify):
+            for block in stream:
+                if block:
+                    yield bytes(block)
+
+    def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
+                   sha256: str | None = None) -> ObjectInfo:
+        op = f"put object {bucket}/{key}"
+        body = prepare(chunks, sha256, size)
+        try:
+            extra = {"meta_data": {SHA256_META: body.sha256}}
+            self.call(op, lambda: self._s3().upload_object_via_stream(
+                body.blocks(), self._container(bucket), key, extra=extra))
+            try:
+                body.verify(self.provider, key)
+            except Exception:
+                self.delete_object(bucket, key)  # never leave a body that is not what the caller declared
+                raise
+        finally:
+            body.close()
+        return self.head_object(bucket, key)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        from libcloud.storage.base import Object
+
+        if self.is_local:
+            try:
+                obj = self.call(f"head object {bucket}/{key}", lambda: self._s3().get_object(bucket, key))
+            except NotFound:
+                return
+        else:
+            obj = Object(name=key, size=0, hash=None, extra={}, meta_data={}, container=self._container(bucket),
+                         driver=self._s3())
+        try:
+            self.call(f"delete object {bucket}/{key}", lambda: self._s3().delete_object(obj))
+        except NotFound:
+            return
+
+    def probe(self) -> ProbeResult:
+        start = time.monotonic()
+        if self.is_local:
+            path = self.driver.key
+            if not os.access(path, os.W_OK):
+                raise AuthRejected(self.provider, "probe local storage", f"directory {path} is not writable")
+            return ProbeResult(latency_s=time.monotonic() - start, detail=f"local directory {path}")
+        driver = self._s3()
+        first = self.call("list buckets", lambda: next(iter(driver.iterate_containers()), None))
+        n = "at least one bucket" if first else "no buckets"
+        return ProbeResult(latency_s=time.monotonic() - start, detail=f"{self.driver_name}: {n}")
+
+
+class LibcloudAdapter:
+    """One libcloud provider entry: any of storage / dns / compute, with one set of credentials."""
+
+    def __init__(self, name: str, *, storage: dict[str, Any] | None = None, dns: dict[str, Any] | None = None,
+                 compute: dict[str, Any] | None = None, key: str | None = None, secret: str | None = None,
+                 ssh_user: str = "root", private_key_file: str | None = None) -> None:
+        from liferaft.providers._libcloud_more import LibcloudCompute, LibcloudDNS
+
+        self.name = name
+        self.objects = LibcloudObjects(name, storage, key, secret) if storage else None
+        self.dns = LibcloudDNS(name, dns, key, secret) if dns else None
+        self.compute = (LibcloudCompute(name, compute, key, secret, ssh_user=ssh_user,
+                                        private_key_file=private_key_file) if compute else None)
+        self.account = LibcloudAccount(name, [s for s in (self.objects, self.dns, self.compute) if s])
+
+    def __repr__(self) -> str:
+        return f"LibcloudAdapter(name={self.name!r}, objects={self.objects!r}, dns={self.dns!r})"
+
+    def provider(self, capabilities: Iterable[str] | None = None) -> Provider:
+        wanted = set(capabilities) if capabilities is not None else {"objects", "dns", "compute", "account"}
+        return Provider(name=self.name, type="libcloud",
+                        **{c: getattr(self, c) for c in wanted if getattr(self, c) is not None})
+
+
+class LibcloudAccount:
+    """A cheap authenticated list call per configured section (bucket list, zone list, node list)."""
+
+    def __init__(self, name: str, sections: list[Section]) -> None:
+        self.name = name
+        self.sections = sections
+
+    def probe(self) -> ProbeResult:
+        if not self.sections:
+            raise UsageError(f"provider {self.name!r}: no storage, dns or compute section is configured")
+        start = time.monotonic()
+        details = [s.probe().detail for s in self.sections]
+        return ProbeResult(latency_s=time.monotonic() - start, detail="; ".join(details))
