@@ -1,0 +1,163 @@
+"""`liferaft lab`: start, inspect, fault and stop the local lab (real provider servers, hosts, fault proxies)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from liferaft.cli._common import emit_json, event_printer, json_option, stdout_console
+from liferaft.errors import EXIT_CHECK_FAILED
+
+if TYPE_CHECKING:
+    from liferaft.lab.core import Lab
+
+CUT_MODES = ("deny", "down", "throttle", "error")
+
+
+def _lab(ctx: click.Context, as_json: bool) -> Lab:
+    from liferaft.lab.core import Lab
+
+    verbose = getattr(ctx.find_root().obj, "verbose", 0)
+    return Lab(ctx.obj["lab_dir"], events=event_printer(as_json, verbose))
+
+
+@click.group()
+@click.option("--lab-dir", type=click.Path(file_okay=False), envvar="LIFERAFT_LAB_DIR", default=None,
+              help="The lab's directory. Env: LIFERAFT_LAB_DIR. Default: $XDG_STATE_HOME/liferaft/lab.")
+@click.pass_context
+def lab(ctx: click.Context, lab_dir: str | None) -> None:
+    """The local lab: moto ("aws"), s3rver ("objstore"), PowerDNS ("dnshost"), fault proxies and SSH hosts a, b, c.
+
+    \b
+    liferaft lab up                    start it all and deploy the example app (< 60 s)
+    liferaft lab status [--json]       what runs where, healthy or not
+    liferaft lab cut aws --mode deny   make a provider answer like a suspended account (or down/throttle/error)
+    liferaft lab cut-host a            cut a host's network
+    liferaft lab heal                  undo every cut
+    liferaft lab down                  stop everything, remove every namespace, link and mount
+    """
+    from liferaft.lab.core import default_lab_dir
+
+    ctx.obj = {"lab_dir": lab_dir or str(default_lab_dir()), "parent": ctx.obj}
+
+
+@lab.command()
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait until ready.")
+@json_option
+@click.pass_context
+def up(ctx: click.Context, timeout: float, as_json: bool) -> int:
+    """Start the lab in the background and wait until it is ready; prints where the stack file is."""
+    the_lab = _lab(ctx, as_json)
+    info = the_lab.up(timeout=timeout)
+    status = the_lab.status()
+    if as_json:
+        emit_json({"ok": status["healthy"], **status})
+    else:
+        con = stdout_console()
+        con.print(f"lab up in {the_lab.directory}")
+        con.print(f"  stack file:  {info.stack_file}")
+        con.print(f"  app:         http://{info.app_fqdn}:{info.app_port}/ (A -> {info.primary_address}), "
+                  f"DNS server {info.dns_server}")
+        app = status.get("app", {})
+        if not app.get("deployed"):
+            con.print(f"  [yellow]{app.get('reason', 'example app not deployed')}[/yellow]")
+        con.print(f"  try:         liferaft --stack {info.stack_file} health")
+    return 0 if status["healthy"] else EXIT_CHECK_FAILED
+
+
+@lab.command()
+@json_option
+@click.pass_context
+def down(ctx: click.Context, as_json: bool) -> int:
+    """Stop every lab process and remove its namespaces, links and mounts."""
+    result = _lab(ctx, as_json).down()
+    if as_json:
+        emit_json({"ok": True, **result})
+    elif result.get("stopped"):
+        click.echo(f"lab down in {result['seconds']:.1f} s")
+    else:
+        click.echo(f"nothing to stop: {result.get('reason')}")
+    return 0
+
+
+@lab.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> int:
+    """What runs, where, and whether it is healthy (exit 1 when not)."""
+    st = _lab(ctx, as_json).status()
+    if as_json:
+        emit_json(st)
+    else:
+        _render_status(st)
+    return 0 if st["healthy"] else EXIT_CHECK_FAILED
+
+
+def _render_status(st: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = stdout_console()
+    if not st["running"]:
+        con.print(f"lab in {st['directory']}: [red]not running[/red] ({st.get('reason', st.get('status'))})")
+        return
+    verdict = "[green]healthy[/green]" if st["healthy"] else "[red]not healthy[/red]"
+    con.print(f"lab in {st['directory']}: {verdict}")
+    table = Table("process", "pid", "where", "health", "detail")
+    for p in st["processes"]:
+        where = p.get("url") or p.get("address") or ""
+        detail = p.get("mode") or ("cut" if p.get("cut") else "")
+        if p["kind"] == "host":
+            detail = ("cut, " if p.get("cut") else "") + f"{p.get('ssh_sessions', 0)} ssh sessions"
+        colour = "green" if p["health"] == "healthy" else "red"
+        table.add_row(p["name"], str(p["pid"]), where, f"[{colour}]{p['health']}[/{colour}]", detail)
+    con.print(table)
+    app = st.get("app", {})
+    app_line = app.get("health") if app.get("deployed") else app.get("reason", "not deployed")
+    con.print(f"app {st['app_fqdn']}:{st['app_port']} on {st['primary_address']}: {app_line}")
+    con.print(f"DNS server {st['dns_server']}  stack file {st['stack_file']}  alternates "
+              f"{', '.join(st['alternate_sites'])}")
+
+
+@lab.command()
+@click.argument("provider")
+@click.option("--mode", type=click.Choice(CUT_MODES), default="deny", show_default=True,
+              help="deny: 403/401 like a suspended account; down: connections dropped; throttle: 503 SlowDown; "
+                   "error: 500.")
+@json_option
+@click.pass_context
+def cut(ctx: click.Context, provider: str, mode: str, as_json: bool) -> int:
+    """Make PROVIDER (aws, objstore, dnshost) fail through its fault proxy."""
+    _lab(ctx, as_json).cut(provider, mode)
+    if as_json:
+        emit_json({"ok": True, "provider": provider, "mode": mode})
+    else:
+        click.echo(f"{provider}: {mode}")
+    return 0
+
+
+@lab.command("cut-host")
+@click.argument("host")
+@json_option
+@click.pass_context
+def cut_host(ctx: click.Context, host: str, as_json: bool) -> int:
+    """Cut HOST's network (a, b, c): connections to it time out."""
+    _lab(ctx, as_json).cut_host(host)
+    if as_json:
+        emit_json({"ok": True, "host": host, "cut": True})
+    else:
+        click.echo(f"host {host}: network cut")
+    return 0
+
+
+@lab.command()
+@json_option
+@click.pass_context
+def heal(ctx: click.Context, as_json: bool) -> int:
+    """Undo every cut: all providers forward, all hosts reachable."""
+    _lab(ctx, as_json).heal()
+    if as_json:
+        emit_json({"ok": True})
+    else:
+        click.echo("healed: all providers forward, all hosts reachable")
+    return 0

@@ -1,0 +1,337 @@
+"""The lab's long-lived controlling process: `python -m liferaft.lab.controller --dir LABDIR`.
+
+Started detached by `Lab.up()`. It starts the hosts, the provider servers and their fault proxies (all die with it:
+pdeathsig), creates the DNS zone, writes secrets (0600) and the ready stack file, deploys the example app when
+`liferaft.lab.example` exists, then writes `<labdir>/lab.json` and waits. SIGTERM makes it tear everything down and
+exit; SIGKILL makes the kernel kill its children, and the next `up` sweeps the namespaces and links left behind.
+
+Progress goes to `<labdir>/events.jsonl` (one JSON object a line) for `Lab.up()` to render; never a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from liferaft.lab.hosts import LabHosts, proc_start_time
+
+ZONE = "microblog.test."
+APP_FQDN = "www.microblog.test"
+APP_PORT = 8080
+HOST_NAMES = ("a", "b", "c")
+# provider name in the stack file -> (proxy flavour, server kind)
+PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns"}
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    os.chmod(path, 0o600)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class Controller:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.events_file = directory / "events.jsonl"
+        self.state_file = directory / "lab.json"
+        self.secrets_dir = directory / "secrets"
+        self.hosts = LabHosts(directory=directory / "hosts", names=HOST_NAMES)
+        self.servers: dict[str, Any] = {}
+        self.proxies: dict[str, Any] = {}
+        self.stop = threading.Event()
+        self.state: dict[str, Any] = {}
+        self.t0 = time.monotonic()
+
+    def emit(self, kind: str, message: str = "", **data: Any) -> None:
+        line = {"ts": round(time.time(), 3), "elapsed": round(time.monotonic() - self.t0, 2), "kind": kind,
+                "message": message, **data}
+        with open(self.events_file, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    # ------------------------------------------------------------------ up
+    def up(self) -> None:
+        from liferaft.lab.proxy import FaultProxy
+        from liferaft.lab.servers import MotoServer, PowerDNSServer, S3rverServer
+
+        for sub in ("hosts", "servers", "proxies", "secrets"):  # every up starts from a clean slate
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        for f in ("liferaft.yaml", "example-deploy.err"):
+            (self.dir / f).unlink(missing_ok=True)
+        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        self.emit("lab.step", "starting hosts a, b, c")
+        self.hosts.up(timeout=30)
+        bridge = self.hosts.bridge_address
+        self.emit("lab.step", f"hosts up on {self.hosts.subnet}", bridge=bridge)
+
+        pdns_key = secrets.token_urlsafe(24)
+        self._write_secrets(pdns_key)
+        work = self.dir / "servers"
+        self.servers = {
+            "aws": MotoServer(work, bridge, name="moto"),
+            "objstore": S3rverServer(work, bridge, name="s3rver"),
+            "dnshost": PowerDNSServer(work, bridge, api_key=pdns_key, name="pdns"),
+        }
+        for name, server in self.servers.items():
+            self.emit("lab.step", f"starting {server.kind} ({name})")
+            server.start()
+            proxy = FaultProxy(name, self.dir / "proxies", bridge, server.url, PROVIDERS[name])
+            proxy.start()
+            self.proxies[name] = proxy
+            self.emit("lab.step", f"{name}: {server.kind} at {server.url}, fault proxy at {proxy.url}")
+
+        pdns = self.servers["dnshost"]
+        a = self.hosts["a"]
+        pdns.create_zone(ZONE, {("ns1", "A"): [bridge], ("www", "A"): [a.address]}, ttl=30,
+                         nameservers=[f"ns1.{ZONE}"])
+        self.emit("lab.step", f"zone {ZONE} served at {bridge}:{pdns.dns_port}; www -> host a ({a.address})")
+
+        stack_file = self.dir / "liferaft.yaml"
+        stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}"))
+        self.state = self._state(app={"deployed": False, "reason": "deploying"})
+        _write_json(self.state_file, self.state)
+        self.emit("lab.step", f"stack file written: {stack_file}")
+        self.state["app"] = self._deploy_example()
+        _write_json(self.state_file, self.state)
+        self.state["status"] = "ready"
+        _write_json(self.state_file, self.state)
+        self.emit("lab.ready", "lab ready", app=self.state["app"])
+
+    def _write_secrets(self, pdns_key: str) -> None:
+        from liferaft.lab.servers import S3rverServer
+
+        s = self.secrets_dir
+        _write_secret(s / "aws_access_key_id", "AKIA" + secrets.token_hex(8).upper())
+        _write_secret(s / "aws_secret_access_key", secrets.token_urlsafe(30))
+        _write_secret(s / "s3rver_key", S3rverServer.access_key)
+        _write_secret(s / "s3rver_secret", S3rverServer.secret_key)
+        _write_secret(s / "pdns_api_key", pdns_key)
+        _write_secret(s / "db_password", secrets.token_urlsafe(18))
+        _write_secret(s / "id_ed25519", self.hosts.client_key.read_text())
+        (s / "id_ed25519.pub").write_text(Path(str(self.hosts.client_key) + ".pub").read_text())
+
+    def _deploy_example(self) -> dict[str, Any]:
+        if importlib.util.find_spec("liferaft.lab.example") is None:
+            reason = "example app not deployed: liferaft.lab.example missing"
+            self.emit("lab.warning", reason)
+            return {"deployed": False, "reason": reason}
+        from liferaft.lab.core import LabInfo
+
+        self.emit("lab.step", "deploying and seeding the example app on host a")
+        t = time.monotonic()
+        try:
+            from liferaft.lab import example  # type: ignore[attr-defined]
+
+            result = example.deploy_and_seed(LabInfo.from_state(self.state))
+        except Exception as e:  # noqa: BLE001 - the lab stays up for debugging; status shows why
+            self.emit("lab.warning", f"example app deploy failed: {e}")
+            (self.dir / "example-deploy.err").write_text(traceback.format_exc())
+            return {"deployed": False, "reason": f"deploy failed: {e}"[:2000]}
+        took = round(time.monotonic() - t, 1)
+        self.emit("lab.step", f"example app deployed in {took} s")
+        extra = result if isinstance(result, dict) else {}
+        return {"deployed": True, "seconds": took, **{k: v for k, v in extra.items() if _json_safe(v)}}
+
+    def _state(self, app: dict[str, Any]) -> dict[str, Any]:
+        pdns = self.servers["dnshost"]
+        a = self.hosts["a"]
+        return {
+            "version": 1, "status": "starting", "directory": str(self.dir),
+            "controller": {"pid": os.getpid(), "start_time": proc_start_time(os.getpid()),
+                           "log": str(self.dir / "controller.log")},
+            "stack_file": str(self.dir / "liferaft.yaml"), "secrets_dir": str(self.secrets_dir),
+            "bridge_address": self.hosts.bridge_address,
+            "hosts": self.hosts.to_dict(),
+            "servers": {n: {**s.to_dict(), "start_time": proc_start_time(s.pid) if s.pid else None}
+                        for n, s in self.servers.items()},
+            "proxies": {n: {**p.to_dict(), "start_time": proc_start_time(p.pid) if p.pid else None,
+                            "workdir": str(p.workdir)} for n, p in self.proxies.items()},
+            "dns_server": f"{pdns.address}:{pdns.dns_port}", "zone": ZONE, "app_fqdn": APP_FQDN,
+            "app_port": APP_PORT, "primary_address": a.address, "alternate_sites": ["alt-b"],
+            "primary_site": "primary", "artifact": str(EXAMPLE_APP), "app": app,
+            "modes": {n: "forward" for n in self.proxies}, "cut_hosts": [],
+        }
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> None:
+        self.emit("lab.step", "controller stopping")
+        for proxy in self.proxies.values():
+            _quietly(proxy.stop)
+        for server in self.servers.values():
+            _quietly(server.stop)
+        problems = self.hosts.down()
+        self.emit("lab.stopped", "controller stopped", problems=problems)
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - teardown continues; leftovers are swept by pid
+        traceback.print_exc()
+
+
+def _json_safe(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _q(value: str) -> str:
+    return json.dumps(value)
+
+
+def render_stack(hosts: LabHosts, proxies: dict[str, Any], nameserver: str) -> str:
+    """The lab's stack file, in exactly the shape of the documented example; secrets by `file:` reference."""
+    aws, obj, dns = proxies["aws"], proxies["objstore"], proxies["dnshost"]
+
+    def host_entry(name: str) -> str:
+        h = hosts[name]
+        return (f"      - name: {name}\n        address: {h.address}\n        port: {h.port}\n"
+                f"        host_keys:\n          - {_q(h.host_public_key)}\n")
+
+    return f"""# Written by `liferaft lab up`: the example microblog stack pointed at the local lab.
+# Secrets are references to files (mode 0600) in ./secrets, never inline.
+version: 1
+name: microblog
+
+providers:
+  aws:
+    type: aws
+    region: us-east-1
+    endpoint: {aws.url}
+    credentials:
+      access_key_id: file:secrets/aws_access_key_id
+      secret_access_key: file:secrets/aws_secret_access_key
+
+  colo-a:
+    type: ssh
+    user: root
+    private_key: file:secrets/id_ed25519
+    hosts:
+{host_entry("a")}
+  colo-b:
+    type: ssh
+    user: root
+    private_key: file:secrets/id_ed25519
+    hosts:
+{host_entry("b")}{host_entry("c")}
+  objstore:
+    type: libcloud
+    storage:
+      driver: s3
+      host: {obj.address}
+      port: {obj.port}
+      secure: false
+    credentials:
+      key: file:secrets/s3rver_key
+      secret: file:secrets/s3rver_secret
+
+  dnshost:
+    type: libcloud
+    dns:
+      driver: powerdns
+      host: {dns.address}
+      port: {dns.port}
+      secure: false
+      api_version: v1
+    credentials:
+      key: file:secrets/pdns_api_key
+
+sites:
+  primary:
+    compute: colo-a
+    objects: aws
+  alt-b:
+    compute: colo-b
+    objects: objstore
+
+primary: primary
+alternates: [alt-b]
+
+services:
+  web:
+    playbook: microblog.yml
+    artifact: {_q(str(EXAMPLE_APP))}
+    ports: [{APP_PORT}]
+    health:
+      path: /healthz
+      port: {APP_PORT}
+      expect_status: 200
+    databases: [blog]
+    buckets: [images]
+
+data:
+  databases:
+    blog:
+      engine: postgresql
+      version: 15
+      name: microblog
+      owner: microblog
+      password: file:secrets/db_password
+      port: 5432
+      migrate: logical
+  buckets:
+    images:
+      name: microblog-images
+
+dns:
+  provider: dnshost
+  zone: {ZONE}
+  records:
+    - name: www
+      type: A
+      ttl: 30
+      service: web
+  drill_record: drill
+  nameserver: {_q(nameserver)}
+
+objectives:
+  rto: 5m
+  rpo: 0s
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m liferaft.lab.controller")
+    p.add_argument("--dir", required=True, type=Path)
+    args = p.parse_args(argv)
+    ctl = Controller(args.dir.resolve())
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
+    try:
+        ctl.up()
+    except BaseException as e:  # noqa: BLE001 - report, tear down, exit non-zero
+        traceback.print_exc()
+        ctl.emit("lab.failed", f"lab up failed: {e}")
+        ctl.down()
+        return 1
+    print(f"lab ready after {time.monotonic() - ctl.t0:.1f} s", flush=True)
+    while not ctl.stop.wait(1.0):
+        pass
+    ctl.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
