@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Write generator and ledger for the microblog: proves that no acknowledged write is lost by a move.
+
+    writer.py run --url http://www.microblog.test:8080 --ledger ledger.sqlite --rate 50 --duration 60
+    writer.py verify --ledger ledger.sqlite --dsn-file target.dsn        (exit 1 when any write is missing)
+
+`run` POSTs at a fixed rate for a bounded time and records every attempt in a SQLite ledger; a write counts as
+ACKNOWLEDGED only when the app answered 201 with the new post's id. `verify` looks every acknowledged write up at a
+target database (id present, sha256 of the body equal). Also importable (liferaft.lab.example re-exports it):
+`run_writer(...)`, `verify_ledger(ledger, dsn)`. Standard library only, plus psycopg 3 or psycopg2 for `verify`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import queue
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_DURATION_S = 24 * 3600.0
+MAX_RATE = 2000.0
+
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS writes (
+    seq          INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    post_id      INTEGER,            -- set only for acknowledged writes (HTTP 201 with an id)
+    body_sha256  TEXT NOT NULL,
+    sent_at      REAL NOT NULL,
+    done_at      REAL NOT NULL,
+    status       INTEGER,            -- HTTP status, NULL when no answer
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS writes_post ON writes (post_id);
+"""
+
+
+@dataclass(frozen=True)
+class WriterReport:
+    """What a write run did. `max_ack_gap_s` is the longest time between two acknowledged writes (stalls count)."""
+
+    run_id: str
+    attempted: int
+    acknowledged: int
+    failed: int
+    duration_s: float
+    max_ack_gap_s: float
+    failure_windows: tuple[tuple[float, float], ...] = ()  # (first failed send, next acknowledged) unix times
+
+    @property
+    def max_unavailable_s(self) -> float:
+        return max((b - a for a, b in self.failure_windows), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "max_unavailable_s": round(self.max_unavailable_s, 3)}
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """Result of looking every acknowledged write up at a database."""
+
+    acknowledged: int
+    present: int
+    missing: tuple[int, ...] = field(default=())  # post ids not found
+    mismatched: tuple[int, ...] = field(default=())  # found, but the body's sha256 differs
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.mismatched
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "acknowledged": self.acknowledged, "present": self.present,
+                "missing": list(self.missing[:100]), "missing_count": len(self.missing),
+                "mismatched": list(self.mismatched[:100]), "mismatched_count": len(self.mismatched)}
+
+
+class Ledger:
+    """The SQLite ledger; thread-safe appends."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(LEDGER_SCHEMA)
+        self._lock = threading.Lock()
+
+    def record(self, run_id: str, post_id: int | None, digest: str, sent: float, done: float,
+               status: int | None, error: str | None) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO writes (run_id, post_id, body_sha256, sent_at, done_at, status, error) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, post_id, digest, sent, done, status, error))
+
+    def acknowledged(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self._db.execute(
+                "SELECT post_id, body_sha256 FROM writes WHERE post_id IS NOT NULL ORDER BY post_id"))
+
+    def attempts(self, run_id: str) -> list[tuple[float, float, int | None]]:
+        with self._lock:
+            return list(self._db.execute("SELECT sent_at, done_at, post_id FROM writes WHERE run_id = ? "
+                                         "ORDER BY sent_at", (run_id,)))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _post_once(url: str, body: str, author: str, timeout: float) -> tuple[int | None, int | None, str | None]:
+    data = json.dumps({"author": author, "body": body}).encode()
+    req = urllib.request.Request(url.rstrip("/") + "/posts", data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            doc = json.loads(resp.read())
+            if resp.status == 201 and isinstance(doc.get("id"), int):
+                return resp.status, doc["id"], None
+            return resp.status, None, "unexpected answer"
+    except urllib.error.HTTPError as e:
+        return e.code, None, e.reason if isinstance(e.reason, str) else "http error"
+    except (OSError, ValueError) as e:
+        return None, None, type(e).__name__
+
+
+def run_writer(url: str, ledger_path: str, *, rate: float, duration: float, concurrency: int = 4,
+               timeout: float = 5.0, stop: threading.Event | None = None, author: str = "ledger-writer",
+               on_progress: Any = None) -> WriterReport:
+    """POST `rate` writes per second for `duration` seconds (or until `stop` is set); record every one."""
+    if not 0 < rate <= MAX_RATE:
+        raise ValueError(f"rate must be in (0, {MAX_RATE:g}]")
+    if not 0 < duration <= MAX_DURATION_S:
+        raise ValueError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds")
+    stop = stop or threading.Event()
+    ledger = Ledger(ledger_path)
+    run_id = secrets.token_hex(6)
+    jobs: queue.Queue[int | None] = queue.Queue(maxsize=max(16, int(rate)))
+    counts = {"ok": 0, "fail": 0}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while (n := jobs.get()) is not None:
+            body = f"ledger {run_id} write {n}: {secrets.token_hex(12)}"
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            sent = time.time()
+            status, post_id, error = _post_once(url, body, author, timeout)
+            ledger.record(run_id, post_id, digest, sent, time.time(), status, error)
+            with lock:
+                counts["ok" if post_id is not None else "fail"] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while not stop.is_set():
+            due = t0 + n / rate
+            now = time.monotonic()
+            if now - t0 >= duration:
+                break
+            if due > now:
+                stop.wait(due - now)
+                continue
+            jobs.put(n)
+            n += 1
+            if on_progress is not None and n % max(1, int(rate)) == 0:
+                on_progress(dict(counts))
+    finally:
+        for _ in threads:
+            jobs.put(None)
+        for t in threads:
+            t.join(timeout + 1)
+    elapsed = time.monotonic() - t0
+    report = _summarise(run_id, ledger.attempts(run_id), elapsed)
+    ledger.close()
+    return report
+
+
+def _summarise(run_id: str, attempts: list[tuple[float, float, int | None]], elapsed: float) -> WriterReport:
+    acks = sorted(done for _, done, pid in attempts if pid is not None)
+    gaps = [b - a for a, b in zip(acks, acks[1:])]
+    windows: list[tuple[float, float]] = []
+    start: float | None = None
+    for sent, done, pid in attempts:  # ordered by send time
+        if pid is None and start is None:
+            start = sent
+        elif pid is not None and start is not None:
+            windows.append((start, done))
+            start = None
+    if start is not None:
+        windows.append((start, max(d for _, d, _ in attempts)))
+    failed = sum(1 for *_, pid in attempts if pid is None)
+    return WriterReport(run_id=run_id, attempted=len(attempts), acknowledged=len(acks), failed=failed,
+                        duration_s=round(elapsed, 3), max_ack_gap_s=round(max(gaps, default=0.0), 3),
+                        failure_windows=tuple((round(a, 3), round(b, 3)) for a, b in windows))
+
+
+def _connect(dsn: str | Mapping[str, Any]) -> Any:
+    try:
+        import psycopg  # the controller's psycopg 3
+        return psycopg.connect(dsn) if isinstance(dsn, str) else psycopg.connect(**dsn)
+    except ImportError:
+        import psycopg2  # Debian's python3-psycopg2
+        return psycopg2.connect(dsn) if isinstance(dsn, str) else psycopg2.connect(**dsn)
+
+
+def verify_ledger(ledger_path: str, dsn: str | Mapping[str, Any], *, batch: int = 1000) -> LedgerCheck:
+    """Look every acknowledged write of the ledger up in the `posts` table at `dsn`."""
+    ledger = Ledger(ledger_path)
+    try:
+        acked = ledger.acknowledged()
+    finally:
+        ledger.close()
+    missing: list[int] = []
+    mismatched: list[int] = []
+    conn = _connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            for i in range(0, len(acked), batch):
+                chunk = acked[i:i + batch]
+                cur.execute("SELECT id, body FROM posts WHERE id = ANY(%s)", ([pid for pid, _ in chunk],))
+                found = {pid: hashlib.sha256(body.encode()).hexdigest() for pid, body in cur.fetchall()}
+                for pid, digest in chunk:
+                    if pid not in found:
+                        missing.append(pid)
+                    elif found[pid] != digest:
+                        mismatched.append(pid)
+        conn.rollback()
+    finally:
+        conn.close()
+    return LedgerCheck(acknowledged=len(acked), present=len(acked) - len(missing), missing=tuple(missing),
+                       mismatched=tuple(mismatched))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="generate writes and record them")
+    r.add_argument("--url", required=True)
+    r.add_argument("--ledger", required=True)
+    r.add_argument("--rate", type=float, default=20.0, help="writes per second")
+    r.add_argument("--duration", type=float, required=True, help="seconds (bounded)")
+    r.add_argument("--concurrency", type=int, default=4)
+    v = sub.add_parser("verify", help="check every acknowledged write at a database")
+    v.add_argument("--ledger", required=True)
+    v.add_argument("--dsn-file", required=True, help="file holding a libpq DSN (kept off the command line)")
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        report = run_writer(args.url, args.ledger, rate=args.rate, duration=args.duration,
+                            concurrency=args.concurrency)
+        print(json.dumps(report.to_dict()))
+        return 0
+    with open(args.dsn_file, encoding="utf-8") as f:
+        dsn = f.read().strip()
+    check = verify_ledger(args.ledger, dsn)
+    print(json.dumps(check.to_dict()))
+    return 0 if check.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

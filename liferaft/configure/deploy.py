@@ -1,0 +1,101 @@
+"""Deploy a stack's service (and the databases it uses) to a host at a site: the variables every playbook gets.
+
+Every service playbook receives the same variables (documented in liferaft/playbooks/README.md):
+
+    liferaft_service          {name, artifact, ports, health, create_schema}
+    liferaft_site             the site's name
+    liferaft_listen_address   the address of the host being configured
+    liferaft_allowed_networks CIDRs allowed to reach databases (controller, other sites)
+    liferaft_databases        [{key, engine, version, name, owner, port, host, replication}]
+    liferaft_buckets          [{key, name, endpoint_url, region}]
+    liferaft_secrets          (secret vars file only) {databases: {key: {password}},
+                               buckets: {key: {access_key_id, secret_access_key}}}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liferaft.configure._runner import run_playbook
+from liferaft.configure._types import PlaybookResult, TargetHost, TaskEvent
+from liferaft.errors import UsageError
+from liferaft.providers.appenv import s3_settings
+
+
+@dataclass(frozen=True)
+class ServiceVars:
+    """The non-secret and secret variables for one service's playbooks."""
+
+    variables: dict[str, Any] = field(hash=False)
+    secret_variables: dict[str, Any] = field(hash=False, repr=False)
+
+
+def target_hosts(stack: Any, provider_name: str, names: Sequence[str] | None = None) -> list[TargetHost]:
+    """TargetHosts of an `ssh` provider's pool (pinned keys, private key path resolved from its reference)."""
+    prov = stack.provider(provider_name)
+    if getattr(prov, "type", None) != "ssh":
+        raise UsageError(f"provider {provider_name!r} is not an ssh host pool")
+    key_path: str | None = None
+    if prov.private_key:
+        kind, _, target = prov.private_key.partition(":")
+        if kind != "file":
+            raise UsageError(f"provider {provider_name!r}: private_key must be a file: reference (a key path)")
+        p = Path(target)
+        key_path = str(p if p.is_absolute() else stack.base_dir / p)
+    return [TargetHost(name=h.name, address=h.address, port=h.port, user=prov.user, host_keys=tuple(h.host_keys),
+                       private_key_file=key_path)
+            for h in prov.hosts if names is None or h.name in names]
+
+
+def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_host: str | None = None,
+                 allowed_networks: Sequence[str] = (), create_schema: bool = True) -> ServiceVars:
+    """Variables for `service` deployed at `site` on `host` (databases on `db_host`, default the same host)."""
+    svc = stack.services[service]
+    site_cfg = stack.site(site)
+    artifact = stack.artifact_path(service)
+    health = svc.health
+    dbs, db_secrets = [], {}
+    for key in svc.databases:
+        d = stack.data.databases[key]
+        dbs.append({"key": key, "engine": d.engine, "version": d.version, "name": d.name, "owner": d.owner,
+                    "port": d.port, "host": db_host or host.address, "replication": True})
+        db_secrets[key] = {"password": stack.secret(d.password)}
+    buckets, bucket_secrets = [], {}
+    if svc.buckets:
+        s3 = s3_settings(stack.provider(site_cfg.objects), stack.secret)
+        for key in svc.buckets:
+            buckets.append({"key": key, "name": stack.data.buckets[key].name, **s3.public()})
+            bucket_secrets[key] = s3.secret()
+    variables = {
+        "liferaft_service": {
+            "name": service, "artifact": str(artifact) if artifact else None, "ports": list(svc.ports),
+            "health": ({"path": health.path, "port": health.port, "expect_status": health.expect_status}
+                       if health else None),
+            "create_schema": create_schema,
+        },
+        "liferaft_site": site,
+        "liferaft_listen_address": host.address,
+        "liferaft_allowed_networks": list(allowed_networks),
+        "liferaft_databases": dbs,
+        "liferaft_buckets": buckets,
+    }
+    return ServiceVars(variables, {"liferaft_secrets": {"databases": db_secrets, "buckets": bucket_secrets}})
+
+
+def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, with_databases: bool = True,
+                   db_host: str | None = None, allowed_networks: Sequence[str] = (), create_schema: bool = True,
+                   on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600) -> PlaybookResult:
+    """Prepare `host`, install the service's PostgreSQL databases there (unless `with_databases` is False) and run
+    the service's playbook: one ansible-runner run. Raises PlaybookFailed naming host and task."""
+    sv = service_vars(stack, service, site, host, db_host=db_host, allowed_networks=allowed_networks,
+                      create_schema=create_schema)
+    books: list[str | os.PathLike[str]] = ["prepare.yml"]
+    if with_databases and sv.variables["liferaft_databases"]:
+        books.append("postgresql.yml")
+    books.append(stack.playbook_path(service))
+    return run_playbook(books, [host], variables=sv.variables, secret_variables=sv.secret_variables,
+                        on_event=on_event, timeout=timeout, base_dir=stack.base_dir)
