@@ -31,8 +31,11 @@ class AwsCompute:
     """EC2 instances, named by their `Name` tag (create is idempotent by that name)."""
 
     def __init__(self, clients: AwsClients, *, ssh_user: str = "root", private_key_file: str | None = None,
-                 key_name: str | None = None, poll_interval: float = 0.5) -> None:
+                 key_name: str | None = None, image: str | None = None, instance_type: str | None = None,
+                 poll_interval: float = 0.5) -> None:
         self._c = clients
+        self.image = image
+        self.instance_type = instance_type
         self.ssh_user = ssh_user
         self.private_key_file = private_key_file
         self.key_name = key_name
@@ -87,13 +90,14 @@ class AwsCompute:
             {"Name": "tag:Name", "Values": [spec.name]}, {"Name": "instance-state-name", "Values": LIVE_STATES}])
         if existing:
             return existing[0]
-        if not spec.image:
+        image = spec.image or self.image
+        if not image:
             raise ProviderError(self._c.name, f"create instance {spec.name}", "no image (AMI id) given",
                                 hint="set the image for this site's hosts in the stack file")
         tags = [{"Key": "Name", "Value": spec.name}, {"Key": "liferaft", "Value": "managed"}]
         tags += [{"Key": k, "Value": v} for k, v in spec.tags.items()]
         kwargs: dict[str, Any] = {
-            "ImageId": spec.image, "InstanceType": spec.size or DEFAULT_SIZE, "MinCount": 1, "MaxCount": 1,
+            "ImageId": image, "InstanceType": spec.size or self.instance_type or DEFAULT_SIZE, "MinCount": 1, "MaxCount": 1,
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
         }
         if self.key_name:

@@ -51,11 +51,11 @@ class AwsClients:
     """boto3 clients for one account, created lazily (importing boto3 costs ~0.3 s) and shared by capabilities."""
 
     def __init__(self, name: str, region: str, endpoint: str | None, access_key_id: str | None,
-                 secret_access_key: str | None) -> None:
+                 secret_access_key: str | None, session_token: str | None = None) -> None:
         self.name = name
         self.region = region
         self.endpoint = endpoint
-        self.__creds = (access_key_id, secret_access_key)
+        self.__creds = (access_key_id, secret_access_key, session_token)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -74,9 +74,9 @@ class AwsClients:
                     # Path-style when an endpoint is set: S3-compatible servers (moto, MinIO) rarely do vhost DNS.
                     s3={"addressing_style": "path" if self.endpoint else "auto"},
                 )
-                key, secret = self.__creds
+                key, secret, token = self.__creds
                 session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
-                                                region_name=self.region)
+                                                aws_session_token=token, region_name=self.region)
                 self._clients[service] = session.client(service, endpoint_url=self.endpoint, config=config)
             return self._clients[service]
 
@@ -225,15 +225,16 @@ class AwsAdapter:
     """One AWS account: S3, EC2, Route53, STS through boto3. `endpoint` None means real AWS."""
 
     def __init__(self, name: str, region: str = "us-east-1", endpoint: str | None = None,
-                 access_key_id: str | None = None, secret_access_key: str | None = None, *, ssh_user: str = "root",
-                 private_key_file: str | None = None, key_name: str | None = None) -> None:
+                 access_key_id: str | None = None, secret_access_key: str | None = None, *,
+                 session_token: str | None = None, ssh_user: str = "root", private_key_file: str | None = None,
+                 key_name: str | None = None, image: str | None = None, instance_type: str | None = None) -> None:
         from liferaft.providers._aws_more import AwsCompute, AwsDNS
 
         self.name = name
-        self.clients = AwsClients(name, region, endpoint, access_key_id, secret_access_key)
+        self.clients = AwsClients(name, region, endpoint, access_key_id, secret_access_key, session_token)
         self.objects = AwsObjects(self.clients)
         self.compute = AwsCompute(self.clients, ssh_user=ssh_user, private_key_file=private_key_file,
-                                  key_name=key_name)
+                                  key_name=key_name, image=image, instance_type=instance_type)
         self.dns = AwsDNS(self.clients)
         self.account = AwsAccount(self.clients)
 
@@ -242,4 +243,4 @@ class AwsAdapter:
 
     def provider(self, capabilities: Iterable[str] = ("compute", "objects", "dns", "account")) -> Provider:
         wanted = set(capabilities)
-        return Provider(name=self.name, type="aws", **{c: getattr(self, c) for c in wanted})
+        return Provider(name=self.name, type="aws", **{c: getattr(self, c) for c in wanted if c != "type"})
