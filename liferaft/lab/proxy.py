@@ -30,8 +30,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
-import re
 import secrets
 import signal
 import sys
@@ -46,183 +46,25 @@ from typing import Any, Literal, get_args
 
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.lab._proc import OPENER, Child, url_host, wait_until
+from liferaft.lab._proxy_wire import (
+    CHUNK,
+    HEAD_LIMIT,
+    READ_ONLY_ACTION,
+    READ_ONLY_METHODS,
+    Request,
+    copy,
+    copy_body,
+    copy_chunked,
+    fault_response,
+    parse_head,
+)
+
+log = logging.getLogger("liferaft.lab.proxy")
 
 Mode = Literal["forward", "deny", "down", "throttle", "error"]
 Flavour = Literal["aws", "s3", "powerdns"]
 MODES: tuple[str, ...] = get_args(Mode)
 FLAVOURS: tuple[str, ...] = get_args(Flavour)
-READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-READ_ONLY_ACTION = re.compile(r"^(Describe|List|Get|Lookup|Search|Scan|Query)")
-CHUNK = 1 << 20
-HEAD_LIMIT = 1 << 20
-
-# ------------------------------------------------------------------------------------------ fault responses
-_XML = '<?xml version="1.0" encoding="UTF-8"?>\n'
-_NS = {"route53": "https://route53.amazonaws.com/doc/2013-04-01/",
-       "sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
-# (service shape, mode) -> (status, code, message)
-_FAULTS: dict[tuple[str, str], tuple[int, str, str]] = {
-    ("s3", "deny"): (403, "AccessDenied", "Access Denied"),
-    ("s3", "throttle"): (503, "SlowDown", "Please reduce your request rate."),
-    ("s3", "error"): (500, "InternalError", "We encountered an internal error. Please try again."),
-    ("ec2", "deny"): (401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
-    ("ec2", "throttle"): (429, "RequestLimitExceeded", "Request limit exceeded."),
-    ("ec2", "error"): (500, "InternalError", "An internal error has occurred"),
-    ("query", "deny"): (403, "AccessDenied", "User is not authorized to perform this action"),
-    ("query", "throttle"): (429, "Throttling", "Rate exceeded"),
-    ("query", "error"): (500, "InternalFailure", "An internal error has occurred"),
-    ("sts", "deny"): (403, "InvalidClientTokenId", "The security token included in the request is invalid."),
-    ("json", "deny"): (400, "UnrecognizedClientException", "The security token included in the request is invalid."),
-    ("json", "throttle"): (429, "ThrottlingException", "Rate exceeded"),
-    ("json", "error"): (500, "InternalFailure", "An internal error has occurred"),
-    ("powerdns", "deny"): (401, "", "Unauthorized"),
-    ("powerdns", "throttle"): (429, "", "Too Many Requests"),
-    ("powerdns", "error"): (500, "", "Internal Server Error"),
-}
-_SCOPE = re.compile(r"Credential=[^/,\s]+/[^/]+/[^/]+/([^/]+)/")
-
-
-@dataclass
-class Request:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    raw: bytes
-    body: bytes | None = None  # pre-read small form bodies (AWS Query actions)
-
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-    @property
-    def chunked(self) -> bool:
-        return "chunked" in (self.header("transfer-encoding") or "").lower()
-
-    @property
-    def length(self) -> int:
-        return int(self.header("content-length") or 0)
-
-    def wants_close(self) -> bool:
-        conn = (self.header("connection") or "").lower()
-        return "close" in conn or (self.version == "HTTP/1.0" and "keep-alive" not in conn)
-
-    def aws_service(self) -> str:
-        auth = self.header("authorization") or urllib.parse.unquote(self.target)
-        m = _SCOPE.search(auth.replace("X-Amz-Credential=", "Credential="))
-        return m.group(1).lower() if m else "s3"
-
-    def aws_action(self) -> str | None:
-        target = self.header("x-amz-target")
-        if target:
-            return target.rsplit(".", 1)[-1]
-        query = urllib.parse.urlsplit(self.target).query
-        if self.body:
-            query += "&" + self.body.decode("latin-1")
-        return (urllib.parse.parse_qs(query).get("Action") or [None])[0]
-
-
-def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> bytes:
-    """The full HTTP response a provider of `flavour` gives in fault `mode` (deny, throttle, error)."""
-    rid = secrets.token_hex(8).upper()
-    headers = [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))]
-    if flavour == "powerdns":
-        status, _, message = _FAULTS[("powerdns", mode)]
-        body, ctype = message, "text/plain; charset=utf-8"
-        if mode == "deny":
-            headers.append(("WWW-Authenticate", 'X-API-Key realm="PowerDNS"'))
-    else:
-        service = req.aws_service() if flavour == "aws" else "s3"
-        shape = service if service in ("s3", "ec2", "sts", "iam", "route53") else (
-            "json" if req.header("x-amz-target") else "query")
-        if shape in ("sts", "iam") and mode == "deny":
-            status, code, message = _FAULTS[("sts", mode)]
-        else:
-            status, code, message = _FAULTS.get((shape, mode)) or _FAULTS[("query", mode)]
-        ctype = "text/xml"
-        if shape == "s3":
-            ctype = "application/xml"
-            body = (f"{_XML}<Error><Code>{code}</Code><Message>{message}</Message>"
-                    f"<RequestId>{rid}</RequestId><HostId>{secrets.token_hex(16)}</HostId></Error>")
-            headers.append(("x-amz-request-id", rid))
-        elif shape == "ec2":
-            body = (f"{_XML}<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
-                    f"</Errors><RequestID>{rid}</RequestID></Response>")
-        elif shape == "json":
-            ctype = "application/x-amz-json-1.1"
-            body = json.dumps({"__type": code, "message": message})
-            headers.append(("x-amzn-RequestId", rid))
-        else:
-            xmlns = f' xmlns="{_NS[shape]}"' if shape in _NS else ""
-            kind = "Receiver" if mode == "error" else "Sender"
-            body = (f"{_XML}<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{code}</Code>"
-                    f"<Message>{message}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>")
-            headers.append(("x-amzn-RequestId", rid))
-    if mode == "throttle":
-        headers.append(("Retry-After", str(retry_after)))
-    payload = b"" if req.method == "HEAD" else body.encode()
-    reason = {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request", 429: "Too Many Requests",
-              500: "Internal Server Error", 503: "Slow Down"}.get(status, "Error")
-    headers += [("Content-Type", ctype), ("Content-Length", str(len(body.encode())))]
-    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
-
-
-# ------------------------------------------------------------------------------------------ the proxy process
-def _parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
-    lines = raw.decode("latin-1").split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers.append((k.strip(), v.strip()))
-    return lines[0], headers
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, n: int) -> None:
-    while n > 0:
-        data = await reader.read(min(n, CHUNK))
-        if not data:
-            raise ConnectionError("peer closed mid-body")
-        n -= len(data)
-        if writer is not None:
-            writer.write(data)
-            await writer.drain()
-
-
-async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        if writer is not None:
-            writer.write(line)
-        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            while True:  # trailers, up to the empty line
-                trailer = await reader.readuntil(b"\r\n")
-                if writer is not None:
-                    writer.write(trailer)
-                if trailer == b"\r\n":
-                    break
-            if writer is not None:
-                await writer.drain()
-            return
-        await _copy(reader, writer, size + 2)
-
-
-async def _copy_body(req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
-    if req.body is not None:
-        if writer is not None:
-            writer.write(req.body)
-            await writer.drain()
-    elif req.chunked:
-        await _copy_chunked(reader, writer)
-    else:
-        await _copy(reader, writer, req.length)
-
-
 @dataclass
 class _Stats:
     since: float = field(default_factory=time.time)
@@ -240,6 +82,13 @@ class _Stats:
                 "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating)}
 
 
+Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _StaleUpstream(Exception):
+    """A reused upstream connection was found closed before any byte of the response."""
+
+
 class ProxyServer:
     """The proxy's event loop side. Runs in the proxy process; see `main`."""
 
@@ -251,6 +100,7 @@ class ProxyServer:
         self.mode, self.count, self.retry_after = "forward", 0, 1
         self.stats = _Stats()
         self.conns: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.control: asyncio.Server | None = None
         self.stopping = asyncio.Event()
@@ -266,6 +116,8 @@ class ProxyServer:
         await self.stopping.wait()
         self._unlisten()
         self.control.close()
+        if self.tasks:  # let aborted connections end on their own, not by cancellation at loop exit
+            await asyncio.wait(self.tasks, timeout=2)
 
     async def _listen(self) -> None:
         if self.server is None:
@@ -296,6 +148,7 @@ class ProxyServer:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode, self.count, self.retry_after = mode, max(0, int(count)), max(0, int(retry_after))
+        log.info("mode %s%s", mode, f" for {self.count} requests" if self.count else "")
         if mode == "down":
             self._unlisten()
         else:
@@ -330,14 +183,18 @@ class ProxyServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conns.add(writer)
-        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        up: Upstream | None = None
         try:
             while True:
                 try:
                     raw = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                start, headers = _parse_head(raw)
+                start, headers = parse_head(raw)
                 method, target, version = (start.split(" ", 2) + ["", ""])[:3]
                 req = Request(method.upper(), target, version, headers, raw)
                 if (self.flavour == "aws" and req.method == "POST" and not req.chunked and req.length <= CHUNK
@@ -358,7 +215,7 @@ class ProxyServer:
             return
         finally:
             self.conns.discard(writer)
-            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+            writer.close()
             if up is not None:
                 up[1].transport.abort()
 
@@ -366,7 +223,7 @@ class ProxyServer:
                      writer: asyncio.StreamWriter) -> bool:
         expect = (req.header("expect") or "").lower() == "100-continue"
         if not expect:
-            await _copy_body(req, reader, None)  # discard the body so the connection stays usable
+            await copy_body(req, reader, None)  # discard the body so the connection stays usable
         response = fault_response(self.flavour, mode, req, self.retry_after)
         if expect and (req.chunked or req.length):
             response = response.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
@@ -374,24 +231,57 @@ class ProxyServer:
         await writer.drain()
         return not (expect and (req.chunked or req.length))
 
+    async def _connect(self, writer: asyncio.StreamWriter) -> Upstream | None:
+        """A new upstream connection, or None after answering the client 502 (the server itself is down)."""
+        try:
+            return await asyncio.open_connection(*self.upstream, limit=HEAD_LIMIT)
+        except OSError as e:
+            log.warning("upstream %s:%s unreachable: %s", *self.upstream, e)
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            return None
+
     async def _forward(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
-                       ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, bool]:
-        if up is None or up[1].transport.is_closing():
-            try:
-                up = await asyncio.open_connection(*self.upstream, limit=HEAD_LIMIT)
-            except OSError:
-                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                await writer.drain()
+                       up: Upstream | None) -> tuple[Upstream | None, bool]:
+        """Relay one request and its response. Returns the upstream connection to reuse (or None) and whether
+        the client connection can carry another request."""
+        reused = up is not None and not up[1].transport.is_closing() and not up[0].at_eof()
+        if not reused:
+            if up is not None:
+                up[1].transport.abort()
+            up = await self._connect(writer)
+            if up is None:
                 return None, False
+        assert up is not None
+        try:
+            return await self._exchange(req, reader, writer, up)
+        except _StaleUpstream:
+            # The kept-alive upstream connection was closed by the server before it answered a single byte.
+            # Nothing reached the client yet; a request whose body we hold whole is safe to send once more.
+            if not (reused and (req.body is not None or (not req.chunked and req.length == 0))):
+                raise ConnectionError("upstream closed the connection before answering") from None
+            up = await self._connect(writer)
+            if up is None:
+                return None, False
+            return await self._exchange(req, reader, writer, up)
+
+    async def _exchange(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        up: Upstream) -> tuple[Upstream | None, bool]:
         ureader, uwriter = up
         uwriter.write(req.raw)
-        pump = asyncio.create_task(_copy_body(req, reader, uwriter))
+        pump = asyncio.create_task(copy_body(req, reader, uwriter))
         pump.add_done_callback(lambda t: t.cancelled() or t.exception() is None or uwriter.transport.abort())
         try:
+            first = True
             while True:
-                head = await ureader.readuntil(b"\r\n\r\n")
-                status_line, headers = _parse_head(head)
+                try:
+                    head = await ureader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionResetError) as e:
+                    if first and not getattr(e, "partial", b""):
+                        raise _StaleUpstream() from None
+                    raise
+                first = False
+                status_line, headers = parse_head(head)
                 status = int(status_line.split(" ", 2)[1])
                 writer.write(head)
                 if 100 <= status < 200:
@@ -403,9 +293,9 @@ class ProxyServer:
             if req.method == "HEAD" or status in (204, 304):
                 pass
             elif resp.chunked:
-                await _copy_chunked(ureader, writer)
+                await copy_chunked(ureader, writer)
             elif resp.header("content-length") is not None:
-                await _copy(ureader, writer, resp.length)
+                await copy(ureader, writer, resp.length)
             else:
                 keep = False
                 while data := await ureader.read(CHUNK):
@@ -431,7 +321,7 @@ class ProxyServer:
         status, payload = 200, {}
         try:
             raw = await reader.readuntil(b"\r\n\r\n")
-            start, headers = _parse_head(raw)
+            start, headers = parse_head(raw)
             req = Request(*(start.split(" ", 2) + ["", ""])[:3], headers=headers, raw=raw)
             body = await reader.readexactly(req.length) if req.length else b"{}"
             if not secrets.compare_digest(req.header("x-proxy-token") or "", self.token):
@@ -609,7 +499,8 @@ class FaultProxy:
         d: dict[str, Any] = {"kind": self.kind, "name": self.name, "flavour": self.flavour,
                              "address": self.address, "port": self.port, "url": self.url,
                              "upstream": self.upstream_url, "pid": self.pid, "running": self.running,
-                             "log_path": str(self.log_path), "state_file": str(self.state_file)}
+                             "log_path": str(self.log_path), "state_file": str(self.state_file),
+                             "workdir": str(self.workdir)}
         if d["running"]:
             with contextlib.suppress(LiferaftError):
                 state = self._control("GET", "/state", timeout=1.0)
@@ -640,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flavour", choices=FLAVOURS, default="aws")
     p.add_argument("--state-file", required=True, type=Path)
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     up = urllib.parse.urlsplit(args.upstream)
     server = ProxyServer(args.name, _hostport(args.listen), (up.hostname or "", up.port or 80), args.flavour,
                          args.state_file)
