@@ -14,6 +14,15 @@ from liferaft.cli._common import GlobalOptions, run
 COMMANDS: dict[str, str] = {
     "validate": "liferaft.cli.stack_cmds:validate",
     "init": "liferaft.cli.stack_cmds:init",
+    "export": "liferaft.cli.export:export",
+    "plan": "liferaft.cli.failover:plan_cmd",
+    "failover": "liferaft.cli.failover:failover_cmd",
+    "runs": "liferaft.cli.failover:runs_cmd",
+    "show": "liferaft.cli.failover:show_cmd",
+    "resume": "liferaft.cli.failover:resume_cmd",
+    "rollback": "liferaft.cli.failover:rollback_cmd",
+    "lab": "liferaft.cli.lab:lab",
+    "providers": "liferaft.cli.providers:providers",
 }
 
 HELP_ORDER = ["health", "plan", "failover", "drill", "replicate", "audit"]

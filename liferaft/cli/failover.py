@@ -1,0 +1,212 @@
+"""`liferaft plan | failover | runs | show | resume | rollback`: the failover engine's commands.
+
+Thin: parse, call liferaft.failover, render. Errors are liferaft errors, translated to exit codes in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from liferaft.cli._common import (
+    GlobalOptions,
+    emit_json,
+    event_printer,
+    json_option,
+    pass_opts,
+    stdout_console,
+)
+from liferaft.errors import EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from liferaft.failover import Plan, Runner, RunOutcome
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> Runner:
+    from liferaft.events import Events
+    from liferaft.failover import Runner
+
+    stack = opts.stack()
+    return Runner(opts.state_dir, stack=stack if need_stack else None, stack_name=stack.model.name,
+                  events=Events(event_printer(as_json, opts.verbose)))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to act without confirmation on a non-interactive terminal", hint="pass --yes")
+    if not click.confirm(question, default=False, err=True):
+        raise click.exceptions.Abort()
+
+
+def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool) -> Plan:
+    from liferaft.events import Events
+    from liferaft.failover.planner import build_plan
+
+    return build_plan(opts.stack(), to, mode, events=Events(event_printer(as_json, opts.verbose)))
+
+
+def render_plan(plan: Plan) -> None:
+    from rich.table import Table
+
+    con = stdout_console()
+    con.print(f"[bold]Plan[/bold] {plan.stack}: {plan.source} -> {plan.target} ({plan.mode} mode), "
+              f"plan hash {plan.hash}")
+    table = Table(box=None, pad_edge=False)
+    for col in ("#", "step", "kind", "what", "after"):
+        table.add_column(col)
+    for i, s in enumerate(plan.steps, 1):
+        table.add_row(str(i), s.id, s.kind, s.title, ", ".join(s.depends_on))
+    con.print(table)
+    if plan.resources:
+        con.print("[bold]Resources[/bold]")
+        for r in plan.resources:
+            con.print(f"  {r.get('action', '?')} {r.get('kind', '?')} {r.get('name', '')}"
+                      f" at {r.get('provider', '?')} {r.get('detail', '')}".rstrip())
+    con.print(f"[bold]Data to move[/bold] {_human_bytes(plan.bytes_to_move)}; "
+              f"[bold]estimated duration[/bold] {plan.estimate_s:.0f}s")
+    if plan.dns_diff:
+        con.print("[bold]DNS changes[/bold]")
+        for d in plan.dns_diff:
+            old = ", ".join(d.get("old") or []) or "(none)"
+            new = ", ".join(d.get("new") or []) or "(none)"
+            con.print(f"  {d['name']} {d['type']}: {old} -> {new}")
+    for note in plan.notes:
+        con.print(f"[dim]note:[/dim] {note}")
+
+
+def _render_outcome(out: RunOutcome, as_json: bool) -> int:
+    if as_json:
+        emit_json(out.to_dict())
+        return EXIT_OK
+    con = stdout_console()
+    con.print(f"run {out.run_id}: {out.status} ({out.steps_done}/{out.steps_total} steps, {out.duration_s:.1f}s)")
+    window = out.summary.get("write_unavailable_s")
+    if window is not None:
+        con.print(f"write-unavailability window: {window:.3f}s")
+    for key, value in out.summary.items():
+        if key != "write_unavailable_s":
+            con.print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------------- commands
+@click.command("plan")
+@click.option("--to", "to", required=True, metavar="SITE", help="The site to move to.")
+@click.option("--mode", type=click.Choice(["live", "cold"]), default="live", show_default=True,
+              help="live: the source still answers (replicate, freeze, cut over); cold: it does not.")
+@json_option
+@pass_opts
+def plan_cmd(opts: GlobalOptions, to: str, mode: str, as_json: bool) -> int:
+    """Show what a failover to SITE would do: steps, resources, bytes, time, DNS diff. Makes no changes."""
+    plan = _build_plan(opts, to, mode, as_json)
+    if as_json:
+        emit_json(plan.to_dict())
+    else:
+        render_plan(plan)
+    return EXIT_OK
+
+
+@click.command("failover")
+@click.option("--to", "to", required=True, metavar="SITE", help="The site to move to.")
+@click.option("--mode", type=click.Choice(["live", "cold"]), default="live", show_default=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
+@click.option("--stop-before", metavar="STEP", help="Stop before this step (resume later).")
+@json_option
+@pass_opts
+def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before: str | None, as_json: bool) -> int:
+    """Move the stack to SITE now: provision, configure, migrate, verify, then cut DNS over. Journaled."""
+    plan = _build_plan(opts, to, mode, as_json)
+    if not as_json:
+        render_plan(plan)
+    _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)
+    return _render_outcome(_runner(opts, as_json).start(plan, stop_before=stop_before), as_json)
+
+
+@click.command("runs")
+@json_option
+@pass_opts
+def runs_cmd(opts: GlobalOptions, as_json: bool) -> int:
+    """List this stack's failover runs, newest first."""
+    with _runner(opts, as_json, need_stack=False).journal() as journal:
+        runs = journal.runs()
+        rows = [(r, journal.steps(r.id)) for r in runs]
+    if as_json:
+        emit_json([{**r.to_dict(), "steps_done": sum(1 for s in st if s.status == "done"), "steps_total": len(st)}
+                   for r, st in rows])
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "status", "from", "to", "mode", "steps", "error"):
+        table.add_column(col)
+    for r, st in rows:
+        table.add_row(r.id, r.status, r.source, r.target, r.mode,
+                      f"{sum(1 for s in st if s.status == 'done')}/{len(st)}", (r.error or "")[:60])
+    stdout_console().print(table if rows else "no runs yet")
+    return EXIT_OK
+
+
+@click.command("show")
+@click.argument("run_ref", metavar="RUN")
+@json_option
+@pass_opts
+def show_cmd(opts: GlobalOptions, run_ref: str, as_json: bool) -> int:
+    """Show one run (id, unique prefix or 'last'): its plan, each step's state and result."""
+    with _runner(opts, as_json, need_stack=False).journal() as journal:
+        rec = journal.find_run(run_ref)
+        steps = journal.steps(rec.id)
+    if as_json:
+        data: dict[str, Any] = {**rec.to_dict(), "plan": rec.plan.to_dict(), "steps": [s.to_dict() for s in steps]}
+        emit_json(data)
+        return EXIT_OK
+    from rich.table import Table
+
+    con = stdout_console()
+    con.print(f"run {rec.id}: {rec.status}, {rec.source} -> {rec.target} ({rec.mode}), plan {rec.plan.hash}")
+    if rec.error:
+        con.print(f"error: {rec.error}")
+    table = Table(box=None, pad_edge=False)
+    for col in ("step", "kind", "status", "tries", "seconds", "error"):
+        table.add_column(col)
+    for s in steps:
+        d = s.to_dict()
+        table.add_row(s.step_id, s.kind, s.status, str(s.attempts),
+                      "" if d["duration_s"] is None else f"{d['duration_s']:.1f}", (s.error or "")[:70])
+    con.print(table)
+    for key, value in rec.summary.items():
+        con.print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+@click.command("resume")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--stop-before", metavar="STEP", help="Stop before this step (resume later).")
+@json_option
+@pass_opts
+def resume_cmd(opts: GlobalOptions, run_ref: str, stop_before: str | None, as_json: bool) -> int:
+    """Continue a stopped, failed or crashed run: done steps are skipped, the interrupted one re-applied."""
+    return _render_outcome(_runner(opts, as_json).resume(run_ref, stop_before=stop_before), as_json)
+
+
+@click.command("rollback")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
+@json_option
+@pass_opts
+def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) -> int:
+    """Undo a run's completed steps in reverse order, DNS first."""
+    _confirm(f"Roll back run {run_ref}?", yes)
+    return _render_outcome(_runner(opts, as_json).rollback(run_ref), as_json)

@@ -1,0 +1,88 @@
+"""Step kinds: what each kind of step does, looked up by name from one registry.
+
+A step kind implements five operations on a `Step` and the run context:
+
+- `describe(step)`  a one-line human description (pure);
+- `preview(ctx, step)`  what it would do, observed READ-ONLY (used by `liferaft plan`);
+- `apply(ctx, step)`  do it; must be idempotent (a resumed run re-applies the step that was interrupted), and
+  returns a JSON-safe, secret-free result that later steps can read through `ctx.output(step_id)`;
+- `verify(ctx, step)`  check it took effect; raise `CheckFailed` saying what differs;
+- `undo(ctx, step)`  revert it (only where `undoable`); idempotent too, and must cope with a partial apply.
+
+`gate = True` marks a verification gate: a failed verify stops the run (and everything after it, such as DNS).
+`undo_first = True` makes rollback undo this kind before any other (DNS: point users back first).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from liferaft.errors import UsageError
+
+if TYPE_CHECKING:
+    from liferaft.failover.plan import Step
+    from liferaft.failover.runner import RunContext
+
+K = TypeVar("K", bound="StepKind")
+
+
+class StepKind:
+    """Base class with harmless defaults; subclasses set `name` and override what they do."""
+
+    name: ClassVar[str] = ""
+    gate: ClassVar[bool] = False
+    undoable: ClassVar[bool] = False
+    undo_first: ClassVar[bool] = False
+
+    def describe(self, step: Step) -> str:
+        return step.title
+
+    def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        return {}
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any] | None:
+        raise NotImplementedError(f"step kind {self.name!r} does not implement apply")
+
+    def verify(self, ctx: RunContext, step: Step) -> None:
+        return None
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        return None
+
+
+_REGISTRY: dict[str, StepKind] = {}
+_BUILTINS_LOADED = False
+
+
+def register(cls: type[K]) -> type[K]:
+    """Class decorator: register one instance of a step kind under `cls.name` (re-registering replaces)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        import liferaft.failover.steps  # noqa: F401  (registers the built-in kinds; SDKs load lazily inside)
+
+
+def get_kind(name: str) -> StepKind:
+    kind = _REGISTRY.get(name)
+    if kind is None:
+        _load_builtins()
+        kind = _REGISTRY.get(name)
+    if kind is None:
+        raise UsageError(f"unknown step kind {name!r}", hint=f"known kinds: {', '.join(sorted(_REGISTRY))}")
+    return kind
+
+
+def known_kinds() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
