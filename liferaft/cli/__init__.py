@@ -13,6 +13,7 @@ from liferaft.cli._common import GlobalOptions, run
 # name -> "module:attribute". Each command group lives in its own module under liferaft/cli/.
 COMMANDS: dict[str, str] = {
     "validate": "liferaft.cli.stack_cmds:validate",
+    "health": "liferaft.cli.health:health",
     "init": "liferaft.cli.stack_cmds:init",
     "export": "liferaft.cli.export:export",
     "plan": "liferaft.cli.failover:plan_cmd",

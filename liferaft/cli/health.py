@@ -1,0 +1,151 @@
+"""`liferaft health`: is each provider still serving me? A verdict per provider and site, with the evidence."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from liferaft.cli._common import GlobalOptions, console, emit_json, event_printer, json_option, pass_opts, \
+    stdout_console
+from liferaft.events import Event, Events
+
+VERDICT_STYLE = {"healthy": "green", "degraded": "yellow", "unreachable": "red", "terminated": "bold red",
+                 "unknown": "dim"}
+EXIT_HELP = "Exit codes: 0 healthy, 1 degraded, 2 unreachable, 3 terminated (the worst verdict wins)."
+
+
+def _styled(verdict: str) -> str:
+    return f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]"
+
+
+def render_report(report: Any, con: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"liferaft health: {report.stack} — {report.verdict.value} ({report.duration_s:.2f} s)",
+              title_justify="left")
+    for col in ("provider/site", "verdict", "rule", "why"):
+        t.add_column(col, overflow="fold")
+    for j in report.providers:
+        t.add_row(f"provider {j.name}", _styled(j.verdict.value), j.rule, j.reason)
+    for j in report.sites:
+        parts = ", ".join(f"{p}={v}" for p, v in j.parts.items())
+        t.add_row(f"site {j.name} ({j.role})", _styled(j.verdict.value), j.rule, f"{j.reason} [dim]({parts})[/]")
+    con.print(t)
+    e = Table(title="evidence", title_justify="left")
+    for col in ("subject", "probe", "outcome", "status/code", "latency", "detail"):
+        e.add_column(col, overflow="fold")
+    for ev in report.evidence:
+        sc = " ".join(x for x in (str(ev.status) if ev.status else "", ev.code or "") if x)
+        lat = f"{ev.latency_s * 1000:.0f} ms" if ev.latency_s is not None else ""
+        style = "green" if ev.ok else "red" if ev.outcome in ("auth_rejected", "unreachable", "timeout") else "yellow"
+        e.add_row(ev.subject.split(":", 1)[1], ev.probe, f"[{style}]{ev.outcome}[/]", sc, lat, ev.detail)
+    con.print(e)
+
+
+def _render_explain(x: dict[str, Any], con: Any) -> None:
+    con.print(f"verdict now: {_styled(x['verdict'])}")
+    con.print(f"policy: failover_on={x['failover_on']}, target={x['target'] or '(none)'}")
+    if x["would_failover"]:
+        con.print(f"[bold]would start:[/] liferaft {' '.join(x['command'][2:])}  [dim](not started: --explain)[/]")
+    else:
+        con.print("would not fail over")
+    con.print(f"because: {x['why']}")
+    con.print(f"hook: {' '.join(x['hook']) if x['hook'] else '(none)'}; webhook: {x['webhook'] or '(none)'}")
+    con.print(f"[dim]{x['note']}[/]")
+
+
+@click.command("health", epilog=EXIT_HELP)
+@json_option
+@click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write Prometheus text exposition to FILE (atomically; for node_exporter's textfile "
+                   "collector). Rewritten every round under --watch.")
+@click.option("--timeout", type=float, default=None, help="Per-probe timeout in seconds (default: stack file).")
+@click.option("--canary/--no-canary", default=None,
+              help="Put/get/delete a tiny object at the primary site's objects provider (default: stack file).")
+@click.option("--watch", is_flag=True, help="Repeat; change a verdict only after --confirm agreeing results.")
+@click.option("--interval", type=float, default=None, help="Seconds between checks under --watch.")
+@click.option("--confirm", type=click.IntRange(1, 100), default=None,
+              help="Agreeing results in a row before a verdict changes (default: stack file).")
+@click.option("--count", type=click.IntRange(1), default=None, help="Stop --watch after this many checks.")
+@click.option("--explain", is_flag=True, help="Show what the watch policy would do now, without doing it.")
+@pass_opts
+def health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: float | None, canary: bool | None,
+           watch: bool, interval: float | None, confirm: int | None, count: int | None, explain: bool) -> int:
+    """Probe every provider and site: a verdict each (healthy, degraded, unreachable, terminated) with evidence.
+
+    Probes run concurrently, each with its own timeout: account, buckets, hosts, zone, the services' health
+    endpoints, TLS expiry, DNS answers from the authoritative server, and an optional write canary.
+    """
+    from liferaft.health import check_health, prometheus_text, write_atomic
+    from liferaft.health import explain as explain_policy
+    from liferaft.health import watch as watch_loop
+
+    stack = opts.stack()
+    settings = stack.model.health
+    confirm_n = confirm or settings.confirm
+    state_dir = opts.state_dir
+
+    def check() -> Any:
+        report = check_health(stack, timeout=timeout, canary=canary, state_dir=state_dir)
+        if prom_file:
+            write_atomic(prom_file, prometheus_text(report))
+        return report
+
+    if explain:
+        report = check()
+        x = explain_policy(stack, report, confirm=confirm_n)
+        if as_json:
+            emit_json({"report": report.to_dict(), "explain": x})
+        else:
+            render_report(report, stdout_console())
+            _render_explain(x, stdout_console())
+        return int(report.exit_code)
+
+    if not watch:
+        if count or interval:
+            raise click.UsageError("--count and --interval need --watch")
+        report = check()
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            render_report(report, stdout_console())
+        return int(report.exit_code)
+
+    events = Events(_watch_renderer(as_json, opts.verbose))
+    result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
+                        confirm=confirm_n, count=count, state_dir=state_dir, events=events)
+    if as_json:
+        emit_json({"watch": result.to_dict()})
+    else:
+        con = stdout_console()
+        confirmed = ", ".join(f"{s}={_styled(v.value)}" for s, v in sorted(result.confirmed.items())) or "none yet"
+        con.print(f"watch: {result.rounds} round(s); confirmed: {confirmed}; verdict {_styled(result.verdict.value)}")
+    return int(result.verdict.exit_code)
+
+
+def _watch_renderer(as_json: bool, verbose: int) -> Any:
+    """Per round: a JSON line on stdout (--json) or one line on stderr; changes and actions as they happen."""
+    plain = event_printer(as_json, verbose)
+    con = None if as_json else console()
+
+    def observe(event: Event) -> None:
+        if event.kind == "health.probe":
+            return
+        if event.kind == "health.round":
+            report = event.data["report"]
+            if as_json:
+                sys.stdout.write(json.dumps({"round": event.data["round"], "confirmed": event.data["confirmed"],
+                                             "report": report.to_dict()}) + "\n")
+                sys.stdout.flush()
+            else:
+                assert con is not None
+                raw = ", ".join(f"{s}={_styled(v.value)}" for s, v in report.verdicts().items())
+                con.print(f"[dim]round {event.data['round']}[/] {_styled(report.verdict.value)} "
+                          f"({report.duration_s:.2f} s): {raw}")
+            return
+        plain(event)
+
+    return observe
