@@ -37,9 +37,19 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(loc, f"provider {provider!r} has no {capability} capability "
                                f"(it offers {', '.join(provider_capabilities(m.providers[provider]))})")
 
+    primary_site = m.sites.get(m.primary)
     for name, site in m.sites.items():
         yield from need(("sites", name, "compute"), site.compute, "compute")
         yield from need(("sites", name, "objects"), site.objects, "objects")
+        tf = site.terraform
+        if tf.backend == "s3":
+            if not (tf.provider and tf.bucket):
+                yield problem(("sites", name, "terraform"), "an s3 state backend needs `provider` and `bucket`")
+            elif primary_site is not None and tf.provider in (primary_site.compute, primary_site.objects):
+                yield problem(("sites", name, "terraform", "provider"),
+                              "Terraform state at the primary provider would be lost with it: keep it elsewhere")
+            else:
+                yield from need(("sites", name, "terraform", "provider"), tf.provider, "objects")
 
     if m.primary not in m.sites:
         yield problem(("primary",), f"no site named {m.primary!r}; sites: {', '.join(m.sites)}")

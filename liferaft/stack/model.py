@@ -94,9 +94,10 @@ class AwsProvider(_Model):
     endpoint: Url | None = None  # for S3/EC2-compatible endpoints and the lab; absent means AWS itself
     credentials: AwsCredentials
     # compute defaults for hosts liferaft creates here
-    image: str | None = None
-    instance_type: str = "t3.small"
-    key_name: str | None = None
+    image: Annotated[str, StringConstraints(pattern=r"^ami-[0-9a-f]{8,17}$")] | None = None
+    instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+\.[a-z0-9]+$")] = "t3.small"
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "admin"  # SSH user of images
+    private_key: SecretRef | None = None  # SSH key for hosts liferaft creates (its public half is installed)
 
     @property
     def vendor(self) -> str:
@@ -167,10 +168,22 @@ def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider) -> tu
 
 
 # ------------------------------------------------------------------------------------------- sites and services
+class TerraformSettings(_Model):
+    """Where Terraform keeps its state for a site: never at the primary provider (it would die with it)."""
+
+    backend: Literal["local", "s3"] = "local"  # local: in liferaft's state dir
+    provider: Name | None = None  # for s3: an objects provider (not the primary's)
+    bucket: BucketName | None = None
+    key: RelPath = "liferaft/terraform.tfstate"
+
+
 class Site(_Model):
     compute: Name
     objects: Name
     description: str | None = None
+    provision: Literal["api", "terraform"] = "api"  # how hosts are created at this site
+    hosts: Annotated[int, Field(ge=1, le=100)] = 1  # hosts to create or allocate when moving here
+    terraform: TerraformSettings = TerraformSettings()
 
 
 class HealthCheck(_Model):
