@@ -137,20 +137,30 @@ def retry_policy() -> RetryPolicy:
     return _policy
 
 
+TRANSIENT_STATUS = frozenset({500, 502, 504})  # server errors the S3/EC2 docs say to retry
+
+
 def call(provider: str, operation: str, classify: Classifier, fn: Callable[[], T],
          sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call fn with translation; retry Throttled up to the policy's bound, then raise Throttled."""
+    """Call fn with translation. Throttled (429/503/SlowDown) and transient server errors (500/502/504) are retried
+    up to the policy's bound with backoff (Retry-After honoured); then Throttled, or the server error, is raised."""
     policy = _policy
-    last: Throttled | None = None
+    last: ProviderError | None = None
     for attempt in range(max(1, policy.attempts)):
         try:
             with translating(provider, operation, classify):
                 return fn()
-        except Throttled as exc:
+        except ProviderError as exc:
+            transient = isinstance(exc, Throttled) or (type(exc) is ProviderError and exc.status in TRANSIENT_STATUS)
+            if not transient:
+                raise
             last = exc
             if attempt + 1 >= policy.attempts:
                 break
             sleep(policy.delay(attempt, getattr(exc, "retry_after", None)))
     assert last is not None
-    raise Throttled(provider, operation, f"still throttled after {policy.attempts} attempts: {last.detail}",
-                    status=last.status, code=last.code) from None
+    if isinstance(last, Throttled):
+        raise Throttled(provider, operation, f"still throttled after {policy.attempts} attempts: {last.detail}",
+                        status=last.status, code=last.code) from None
+    raise ProviderError(provider, operation, f"server error after {policy.attempts} attempts: {last.detail}",
+                        status=last.status, code=last.code) from None

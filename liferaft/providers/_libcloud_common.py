@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -79,7 +80,9 @@ class Section:
         self.driver_name = str(settings.pop("driver"))
         self._settings = settings
         self.__creds = (key, secret)
-        self._driver: Any = None
+        # libcloud Connection objects keep per-request state (action, method, params): not thread-safe.
+        # Each thread gets its own driver.
+        self._local = threading.local()
 
     def __repr__(self) -> str:  # never show credentials
         return f"{type(self).__name__}(provider={self.provider!r}, driver={self.driver_name!r})"
@@ -90,12 +93,14 @@ class Section:
 
     @property
     def driver(self) -> Any:
-        if self._driver is None:
+        driver = getattr(self._local, "driver", None)
+        if driver is None:
             cls = _load_driver(self.kind, self.driver_name)
             key, secret = self.__creds
             with _errors.translating(self.provider, f"open {self.kind} driver {self.driver_name}", classify):
-                self._driver = self._build(cls, dict(self._settings), key, secret)
-        return self._driver
+                driver = self._build(cls, dict(self._settings), key, secret)
+            self._local.driver = driver
+        return driver
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         return _errors.call(self.provider, operation, classify, fn)

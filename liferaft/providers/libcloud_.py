@@ -36,7 +36,7 @@ class LibcloudObjects(Section):
         settings = dict(settings)
         self.multipart: bool | None = settings.pop("multipart", None)
         super().__init__(provider, settings, key, secret)
-        self._namespace_checked = False
+        self._namespace: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -56,27 +56,25 @@ class LibcloudObjects(Section):
         return driver
 
     def _s3(self) -> Any:
-        """The driver, after the S3 XML namespace check (S3 family only)."""
+        """This thread's driver, with the S3 XML namespace detected once per section (S3 family only)."""
         driver = self.driver
-        if not self._namespace_checked and hasattr(driver, "namespace") and hasattr(driver,
-                                                                                   "supports_s3_multipart_upload"):
-            self._check_namespace(driver)
+        if hasattr(driver, "namespace") and hasattr(driver, "supports_s3_multipart_upload"):
+            if self._namespace is None:
+                self._namespace = self._detect_namespace(driver)
+            if driver.namespace != self._namespace:
+                driver.namespace = self._namespace
+                # s3rver's multipart upload does not work with libcloud either: off there unless set.
+                if self.multipart is None:
+                    driver.supports_s3_multipart_upload = False
         return driver
 
-    def _check_namespace(self, driver: Any) -> None:
+    def _detect_namespace(self, driver: Any) -> str:
         # Quirk (s3rver): it answers in the XML namespace http://doc.s3.amazonaws.com/2006-03-01/ instead of
         # S3's; libcloud's parser then finds nothing and silently lists nothing. Read the namespace of the
-        # service's own answer (GET /, the bucket list) and parse with it. s3rver's multipart upload does not
-        # work with libcloud either, so multipart is switched off there unless the settings say otherwise.
+        # service's own answer (GET /, the bucket list) and parse with it.
         resp = self.call("list buckets", lambda: driver.connection.request("/"))
         tag = getattr(resp.object, "tag", "")
-        if tag.startswith("{"):
-            ns = tag[1:].split("}", 1)[0]
-            if ns != driver.namespace:
-                driver.namespace = ns
-                if self.multipart is None and ns != S3_NAMESPACE_DEFAULT:
-                    driver.supports_s3_multipart_upload = False
-        self._namespace_checked = True
+        return tag[1:].split("}", 1)[0] if tag.startswith("{") else str(driver.namespace)
 
     def _container(self, bucket: str) -> Any:
         from libcloud.storage.base import Container
@@ -176,8 +174,17 @@ class LibcloudObjects(Section):
         body = prepare(chunks, sha256, size)
         try:
             extra = {"meta_data": {SHA256_META: body.sha256}}
-            self.call(op, lambda: self._s3().upload_object_via_stream(
-                body.blocks(), self._container(bucket), key, extra=extra))
+            driver = self._s3()
+            if body.small is not None and hasattr(driver, "supports_s3_multipart_upload"):
+                # libcloud's S3 driver uploads EVERY stream as multipart (3 requests, "-1" ETags); one PUT is
+                # enough below one chunk. _put_object is the driver's own single-PUT path (pinned libcloud 3.9).
+                data = body.small
+                self.call(op, lambda: driver._put_object(
+                    container=self._container(bucket), object_name=key, extra=extra, method="PUT",
+                    query_args=None, stream=iter([data]), verify_hash=False))
+            else:
+                self.call(op, lambda: driver.upload_object_via_stream(
+                    body.blocks(), self._container(bucket), key, extra=extra))
             try:
                 body.verify(self.provider, key)
             except Exception:
