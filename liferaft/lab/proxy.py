@@ -183,6 +183,7 @@ class ProxyServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conns.add(writer)
+        writer.transport.set_write_buffer_limits(high=4 * CHUNK)
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
@@ -206,6 +207,10 @@ class ProxyServer:
                 if mode == "forward":
                     self.stats.forwarded += 1
                     up, keep = await self._forward(req, reader, writer, up)
+                elif mode == "down":  # accepted just before the listener closed: drop it like the rest
+                    self.stats.faulted[mode] += 1
+                    writer.transport.abort()
+                    return
                 else:
                     self.stats.faulted[mode] += 1
                     keep = await self._fault(mode, req, reader, writer)
@@ -234,7 +239,9 @@ class ProxyServer:
     async def _connect(self, writer: asyncio.StreamWriter) -> Upstream | None:
         """A new upstream connection, or None after answering the client 502 (the server itself is down)."""
         try:
-            return await asyncio.open_connection(*self.upstream, limit=HEAD_LIMIT)
+            up = await asyncio.open_connection(*self.upstream, limit=HEAD_LIMIT)
+            up[1].transport.set_write_buffer_limits(high=4 * CHUNK)
+            return up
         except OSError as e:
             log.warning("upstream %s:%s unreachable: %s", *self.upstream, e)
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
