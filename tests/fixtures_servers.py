@@ -11,7 +11,7 @@ stats reset. Server data is NOT wiped between tests; ask for the `clean_*` varia
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,10 @@ class Endpoint:
     proxy: FaultProxy
     server: LabServer
     access_key: str | None = None
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
     dns: tuple[str, int] | None = None  # PowerDNS: where DNS queries go (not proxied)
-    api_key: str | None = None  # PowerDNS API key
+    api_key: str | None = field(default=None, repr=False)  # PowerDNS API key (kept out of test reports)
 
     def client(self, service: str, *, direct: bool = False, **config: Any) -> Any:
         """A boto3 client for `service` through the proxy (or `direct` to the server), path-style S3, and
