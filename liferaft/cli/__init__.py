@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "health": "liferaft.cli.health:health",
     "init": "liferaft.cli.stack_cmds:init",
     "export": "liferaft.cli.export:export",
+    "audit": "liferaft.cli.audit:audit",
     "plan": "liferaft.cli.failover:plan_cmd",
     "failover": "liferaft.cli.failover:failover_cmd",
     "runs": "liferaft.cli.failover:runs_cmd",

@@ -39,6 +39,8 @@ DnsLabel = Annotated[
     str, StringConstraints(pattern=r"^(@|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?(\.[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
 ]
 Zone = Annotated[str, StringConstraints(pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")]
+# Who runs a provider (the company you would lose): optional, derived from the provider when absent.
+VendorName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._@:-]{0,80}$")]
 SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\x00\n]+)$")
 
 
@@ -98,10 +100,11 @@ class AwsProvider(_Model):
     instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+\.[a-z0-9]+$")] = "t3.small"
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "admin"  # SSH user of images
     private_key: SecretRef | None = None  # SSH key for hosts liferaft creates (its public half is installed)
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")
 
     @property
     def vendor(self) -> str:
-        return "aws"
+        return self.vendor_name or "aws"
 
 
 class LibcloudDriver(_Model):
@@ -127,9 +130,12 @@ class LibcloudProvider(_Model):
     dns: LibcloudDriver | None = None
     compute: LibcloudDriver | None = None
     credentials: LibcloudCredentials = LibcloudCredentials()
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")
 
     @property
     def vendor(self) -> str:
+        if self.vendor_name:
+            return self.vendor_name
         drivers = [d for d in (self.storage, self.dns, self.compute) if d is not None]
         return ",".join(sorted({f"{d.driver}@{d.host}" if d.host else d.driver for d in drivers})) or "libcloud"
 
@@ -148,9 +154,12 @@ class SshProvider(_Model):
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
     private_key: SecretRef | None = None
     hosts: Annotated[list[SshHost], Field(min_length=1)]
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")
 
     @property
     def vendor(self) -> str:
+        if self.vendor_name:
+            return self.vendor_name
         return "ssh:" + ",".join(h.address for h in self.hosts)
 
 
@@ -261,6 +270,26 @@ class HealthSettings(_Model):
     failover_to: Name | None = None  # default: the first alternate
 
 
+class Dependency(_Model):
+    """A layer the stack relies on outside its providers: who runs it, and (for backups) what encrypts it."""
+
+    vendor: VendorName  # a provider name from `providers`, or a vendor's name
+    detail: str | None = None
+    encrypted_with: VendorName | None = None  # the KMS or key holder (a provider name or vendor)
+
+
+class Dependencies(_Model):
+    """What `liferaft audit` cannot see from the providers alone."""
+
+    tls: Dependency | None = None  # who issues the certificates
+    secrets: Dependency | None = None  # secrets manager / KMS
+    images: Dependency | None = None  # container images, AMIs, artifacts
+    backups: Dependency | None = None
+    monitoring: Dependency | None = None  # monitoring and alerting
+    iac_state: Dependency | None = None  # infrastructure-as-code state outside liferaft
+    identity: Dependency | None = None  # SSO / identity provider of the operators
+
+
 # ---------------------------------------------------------------------------------------------------------- stack
 class StackModel(_Model):
     version: Literal[1]
@@ -274,3 +303,4 @@ class StackModel(_Model):
     dns: DnsConfig | None = None
     objectives: Objectives = Objectives()
     health: HealthSettings = HealthSettings()
+    dependencies: Dependencies = Dependencies()
