@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "liferaft.cli.failover:rollback_cmd",
     "lab": "liferaft.cli.lab:lab",
     "providers": "liferaft.cli.providers:providers",
+    "sync": "liferaft.cli.sync:sync",
 }
 
 HELP_ORDER = ["health", "plan", "failover", "drill", "replicate", "audit"]
