@@ -70,7 +70,9 @@ class AwsClients:
 
                 config = Config(
                     connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                    retries={"max_attempts": 2, "mode": "standard"},
+                    # One retry in all: botocore's `max_attempts` counts RETRIES (2 would mean 3 calls);
+                    # `total_max_attempts` counts calls. Throttling is retried further by _errors.call.
+                    retries={"total_max_attempts": 2, "mode": "standard"},
                     # Path-style when an endpoint is set: S3-compatible servers (moto, MinIO) rarely do vhost DNS.
                     s3={"addressing_style": "path" if self.endpoint else "auto"},
                 )
