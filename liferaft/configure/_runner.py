@@ -97,6 +97,7 @@ class _Run:
         self.on_event = on_event
         self.failures: list[TaskEvent] = []
         self.play = ""
+        self.stats: dict[str, dict[str, int]] = {}
 
     def emit(self, ev: TaskEvent) -> None:
         if self.on_event is not None:
@@ -108,7 +109,9 @@ class _Run:
     def handle(self, event: Mapping[str, Any]) -> bool:
         name = event.get("event", "")
         data = event.get("event_data") or {}
-        if name == "playbook_on_play_start":
+        if name == "playbook_on_stats":
+            self.stats = {k: dict(data.get(k) or {}) for k in ("ok", "changed", "failures", "dark", "skipped")}
+        elif name == "playbook_on_play_start":
             self.play = self.scrub(str(data.get("play", "")))
             self.emit(TaskEvent("play", play=self.play))
         elif name == "playbook_on_task_start":
@@ -157,10 +160,13 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                  secret_variables: Mapping[str, Any] | None = None,
                  on_event: Callable[[TaskEvent], None] | None = None, timeout: float | None = 600,
                  base_dir: str | os.PathLike[str] | None = None, forks: int = 10,
-                 check_failed: bool = True, keep_dir: Callable[[Path], None] | None = None) -> PlaybookResult:
+                 check_failed: bool = True, keep_dir: Callable[[Path], None] | None = None,
+                 tmp_root: str | None = None) -> PlaybookResult:
     """Run one playbook (or several in order, as one run) against `hosts`; raise PlaybookFailed on failure.
 
-    `keep_dir`, for tests only, is called with the private data dir just before it is deleted.
+    `tmp_root` is where the per-run private data dir and SSH control dir are made (default: the system temp dir;
+    keep it short, SSH control socket paths are limited to ~100 bytes). `keep_dir`, for tests only, is called with
+    the private data dir just before it is deleted.
     """
     try:
         import ansible_runner
@@ -176,8 +182,8 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     scrub = _Scrubber(secret_variables)
     state = _Run(scrub, on_event)
     label = ",".join(p.name for p in paths)
-    pdd = Path(tempfile.mkdtemp(prefix="liferaft-ansible-"))
-    control_dir = Path(tempfile.mkdtemp(prefix="lrcp-", dir="/tmp"))  # short: unix socket paths are limited
+    pdd = Path(tempfile.mkdtemp(prefix="liferaft-ansible-", dir=tmp_root))
+    control_dir = Path(tempfile.mkdtemp(prefix="lrcp-", dir=tmp_root or "/tmp"))  # short: socket paths are limited
     t0 = time.monotonic()
     try:
         for sub in ("env", "inventory", "project", "tmp", "home"):
@@ -226,7 +232,7 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             cancel_callback=lambda: cancel.is_set() or (deadline is not None and time.monotonic() > deadline),
             ident="run",
         )
-        stats_raw = runner.stats or {}
+        stats_raw = state.stats or runner.stats or {}
         names = {h.name for h in hosts}
         stats = {
             n: HostStats(ok=stats_raw.get("ok", {}).get(n, 0), changed=stats_raw.get("changed", {}).get(n, 0),
