@@ -14,7 +14,9 @@ import re
 import secrets
 import time
 import urllib.parse
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 READ_ONLY_ACTION = re.compile(r"^(Describe|List|Get|Lookup|Search|Scan|Query)")
@@ -186,3 +188,36 @@ async def copy_body(req: Request, reader: asyncio.StreamReader, writer: asyncio.
         await copy_chunked(reader, writer)
     else:
         await copy(reader, writer, req.length)
+
+
+@dataclass
+class Stats:
+    """What a proxy received since start or reset."""
+
+    since: float = field(default_factory=time.time)
+    requests: int = 0
+    mutating: int = 0
+    forwarded: int = 0
+    by_method: Counter[str] = field(default_factory=Counter)
+    by_action: Counter[str] = field(default_factory=Counter)
+    faulted: Counter[str] = field(default_factory=Counter)
+    recent_mutating: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "requests": self.requests, "mutating": self.mutating,
+                "forwarded": self.forwarded, "by_method": dict(self.by_method), "by_action": dict(self.by_action),
+                "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating)}
+
+    def account(self, req: Request, flavour: str) -> None:
+        """Count one received request; mutating unless GET/HEAD/OPTIONS or a read-only AWS Query/JSON action."""
+        self.requests += 1
+        self.by_method[req.method] += 1
+        mutating = req.method not in READ_ONLY_METHODS
+        if flavour == "aws" and req.method == "POST":
+            action = req.aws_action()
+            if action:
+                self.by_action[action] += 1
+                mutating = not READ_ONLY_ACTION.match(action)
+        if mutating:
+            self.mutating += 1
+            self.recent_mutating = (self.recent_mutating + [f"{req.method} {req.target.split('?', 1)[0]}"])[-20:]

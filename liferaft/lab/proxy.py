@@ -10,13 +10,16 @@ Each proxy is its own process (`python -m liferaft.lab.proxy ...`, started by `F
   down      close the listening socket (connects are refused) and abort every open connection
   throttle  503 SlowDown (S3) or 429 (others) with Retry-After
   error     500 InternalError in the provider's shape
-Fault modes take `count=N`: fault the next N requests, then forward again. A mode change applies to the very next
-request, on kept-alive connections too.
+  hang      accept and read requests but never answer (a black-holed provider: clients hit their read timeout);
+            held requests are dropped at the next mode change
+Fault modes take `count=N`: fault the next N requests, then forward again. Every mode takes `delay=S`: wait S
+seconds before handling each request (a slow provider). A mode change applies to the very next request, on
+kept-alive connections too.
 
 Control from any process: the proxy serves a small JSON endpoint on 127.0.0.1 (its own port) and writes its
 ports and a random control token to `<workdir>/<name>.proxy.json` (mode 0600). `FaultProxy.attach(name, workdir)`
 reads that file, so `liferaft lab cut` in another process can change modes and read stats:
-  GET /state  ->  {"mode", "count", "stats", ...}     POST /mode {"mode", "count", "retry_after"}
+  GET /state  ->  {"mode", "count", "stats", ...}     POST /mode {"mode", "count", "retry_after", "delay"}
   POST /stats/reset                                   POST /shutdown          (header X-Proxy-Token)
 
 Stats count requests received since start or reset: by method, and "mutating" ones: any method but GET, HEAD and
@@ -39,8 +42,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -49,9 +50,8 @@ from liferaft.lab._proc import OPENER, Child, url_host, wait_until
 from liferaft.lab._proxy_wire import (
     CHUNK,
     HEAD_LIMIT,
-    READ_ONLY_ACTION,
-    READ_ONLY_METHODS,
     Request,
+    Stats,
     copy,
     copy_body,
     copy_chunked,
@@ -61,27 +61,10 @@ from liferaft.lab._proxy_wire import (
 
 log = logging.getLogger("liferaft.lab.proxy")
 
-Mode = Literal["forward", "deny", "down", "throttle", "error"]
+Mode = Literal["forward", "deny", "down", "throttle", "error", "hang"]
 Flavour = Literal["aws", "s3", "powerdns"]
 MODES: tuple[str, ...] = get_args(Mode)
 FLAVOURS: tuple[str, ...] = get_args(Flavour)
-@dataclass
-class _Stats:
-    since: float = field(default_factory=time.time)
-    requests: int = 0
-    mutating: int = 0
-    forwarded: int = 0
-    by_method: Counter[str] = field(default_factory=Counter)
-    by_action: Counter[str] = field(default_factory=Counter)
-    faulted: Counter[str] = field(default_factory=Counter)
-    recent_mutating: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"since": self.since, "requests": self.requests, "mutating": self.mutating,
-                "forwarded": self.forwarded, "by_method": dict(self.by_method), "by_action": dict(self.by_action),
-                "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating)}
-
-
 Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -97,8 +80,9 @@ class ProxyServer:
         self.name, self.listen, self.upstream, self.flavour = name, listen, upstream, flavour
         self.state_file = state_file
         self.token = secrets.token_urlsafe(24)
-        self.mode, self.count, self.retry_after = "forward", 0, 1
-        self.stats = _Stats()
+        self.mode, self.count, self.retry_after, self.delay = "forward", 0, 1, 0.0
+        self.mode_changed = asyncio.Event()
+        self.stats = Stats()
         self.conns: set[asyncio.StreamWriter] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
@@ -144,11 +128,15 @@ class ProxyServer:
             json.dump(state, f)
         os.replace(tmp, self.state_file)
 
-    async def set_mode(self, mode: str, count: int = 0, retry_after: int = 1) -> None:
+    async def set_mode(self, mode: str, count: int = 0, retry_after: int = 1, delay: float = 0.0) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode, self.count, self.retry_after = mode, max(0, int(count)), max(0, int(retry_after))
-        log.info("mode %s%s", mode, f" for {self.count} requests" if self.count else "")
+        self.delay = max(0.0, float(delay))
+        self.mode_changed.set()  # releases held ("hang") requests, which then drop their connections
+        self.mode_changed = asyncio.Event()
+        log.info("mode %s%s%s", mode, f" for {self.count} requests" if self.count else "",
+                 f", {self.delay:g} s delay" if self.delay else "")
         if mode == "down":
             self._unlisten()
         else:
@@ -156,26 +144,13 @@ class ProxyServer:
 
     def state(self) -> dict[str, Any]:
         return {"name": self.name, "mode": self.mode, "count": self.count, "retry_after": self.retry_after,
+                "delay": self.delay,
                 "listening": self.server is not None, "stats": self.stats.to_dict()}
 
     # ---------------------------------------------------------------- data path
-    def _account(self, req: Request) -> None:
-        s = self.stats
-        s.requests += 1
-        s.by_method[req.method] += 1
-        mutating = req.method not in READ_ONLY_METHODS
-        if self.flavour == "aws" and req.method == "POST":
-            action = req.aws_action()
-            if action:
-                s.by_action[action] += 1
-                mutating = not READ_ONLY_ACTION.match(action)
-        if mutating:
-            s.mutating += 1
-            s.recent_mutating = (s.recent_mutating + [f"{req.method} {req.target.split('?', 1)[0]}"])[-20:]
-
     def _decide(self) -> str:
         mode = self.mode
-        if mode in ("deny", "throttle", "error") and self.count:
+        if mode in ("deny", "throttle", "error", "hang") and self.count:
             self.count -= 1
             if self.count == 0:
                 self.mode = "forward"
@@ -202,13 +177,17 @@ class ProxyServer:
                         and "x-www-form-urlencoded" in (req.header("content-type") or "")
                         and not req.header("expect")):
                     req.body = await reader.readexactly(req.length)
-                self._account(req)
+                self.stats.account(req, self.flavour)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 mode = self._decide()
                 if mode == "forward":
                     self.stats.forwarded += 1
                     up, keep = await self._forward(req, reader, writer, up)
-                elif mode == "down":  # accepted just before the listener closed: drop it like the rest
+                elif mode in ("down", "hang"):  # down: accepted just before the listener closed
                     self.stats.faulted[mode] += 1
+                    if mode == "hang":
+                        await self.mode_changed.wait()
                     writer.transport.abort()
                     return
                 else:
@@ -337,10 +316,11 @@ class ProxyServer:
                 payload = self.state()
             elif req.method == "POST" and req.target == "/mode":
                 opts = json.loads(body)
-                await self.set_mode(opts["mode"], opts.get("count") or 0, opts.get("retry_after") or 1)
+                await self.set_mode(opts["mode"], opts.get("count") or 0, opts.get("retry_after") or 1,
+                                    opts.get("delay") or 0.0)
                 payload = self.state()
             elif req.method == "POST" and req.target == "/stats/reset":
-                self.stats = _Stats()
+                self.stats = Stats()
                 payload = self.state()
             elif req.method == "POST" and req.target == "/shutdown":
                 self.stopping.set()
@@ -481,11 +461,13 @@ class FaultProxy:
         except OSError as e:
             raise LiferaftError(f"fault proxy {self.name!r} does not answer its control port: {e}") from None
 
-    def set_mode(self, mode: str, *, count: int = 0, retry_after: int = 1) -> dict[str, Any]:
-        """Switch mode; applies to the next request. `count` > 0 faults that many requests, then forwards."""
+    def set_mode(self, mode: str, *, count: int = 0, retry_after: int = 1, delay: float = 0.0) -> dict[str, Any]:
+        """Switch mode; applies to the next request. `count` > 0 faults that many requests, then forwards;
+        `retry_after` is the throttle's Retry-After; `delay` adds seconds before each request in any mode."""
         if mode not in MODES:
             raise UsageError(f"unknown proxy mode {mode!r}; expected one of {', '.join(MODES)}")
-        return self._control("POST", "/mode", {"mode": mode, "count": count, "retry_after": retry_after})
+        return self._control("POST", "/mode", {"mode": mode, "count": count, "retry_after": retry_after,
+                                               "delay": delay})
 
     def heal(self) -> None:
         self.set_mode("forward")

@@ -285,6 +285,23 @@ def test_error_mode_answers_500_internal_error(aws_endpoint: Endpoint) -> None:
     s3.list_buckets()
 
 
+def test_hang_black_holes_and_delay_slows(pdns_endpoint: Endpoint, aws_endpoint: Endpoint) -> None:
+    """Hang: requests get no answer (clients time out); delay: each request waits at least that long."""
+    from botocore.exceptions import ReadTimeoutError
+
+    s3 = aws_endpoint.client("s3", retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=1)
+    s3.list_buckets()
+    aws_endpoint.proxy.set_mode("hang")
+    with pytest.raises(ReadTimeoutError):
+        s3.list_buckets()
+    aws_endpoint.proxy.set_mode("forward", delay=0.5)
+    started = time.monotonic()
+    s3.list_buckets()
+    assert time.monotonic() - started >= 0.5
+    aws_endpoint.proxy.heal()
+    assert aws_endpoint.proxy.stats()["faulted"] == {"hang": 1}
+
+
 def test_counts_mutating_requests(aws_endpoint: Endpoint, pdns_endpoint: Endpoint) -> None:
     """A PUT counts as mutating, a GET does not; EC2's POSTed Describe calls are read-only, RunInstances is not."""
     s3, ec2 = aws_endpoint.client("s3"), aws_endpoint.client("ec2")
