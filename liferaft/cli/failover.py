@@ -55,7 +55,8 @@ def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool) -> Plan:
     from liferaft.events import Events
     from liferaft.failover.planner import build_plan
 
-    return build_plan(opts.stack(), to, mode, events=Events(event_printer(as_json, opts.verbose)))
+    return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir,
+                      events=Events(event_printer(as_json, opts.verbose)))
 
 
 def render_plan(plan: Plan) -> None:

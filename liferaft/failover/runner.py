@@ -71,9 +71,9 @@ class RunContext:
         """The named provider of the stack, opened once per run."""
         key = f"provider:{name}"
         if key not in self.cache:
-            from liferaft.providers.registry import open_provider
+            from liferaft.failover.observe import open_provider
 
-            self.cache[key] = open_provider(self.require_stack(), name)
+            self.cache[key] = open_provider(self.require_stack(), name, self.state_dir)
         return self.cache[key]
 
     def output(self, step_id: str) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Observe the source and the target READ-ONLY, for the plan: hosts, bytes, DNS.
+
+Nothing here changes anything anywhere: object listings (GET), DNS record reads (GET), a PostgreSQL session
+that is read-only from its first statement (`default_transaction_read_only=on`), and the ssh pool's allocation
+file read locally. `tests/integration/test_failover_plan_lab.py` proves it by counting what the lab servers saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from liferaft.errors import LiferaftError, UsageError
+from liferaft.events import Events
+from liferaft.failover._access import host_to_dict
+
+if TYPE_CHECKING:
+    from liferaft.configure import TargetHost
+    from liferaft.stack import Stack
+
+
+@dataclass(frozen=True)
+class Observed:
+    source_host: dict[str, Any]
+    target_host_preview: str | None  # the address the target will most likely get (ssh pools), else None
+    target_free: tuple[str, ...]
+    buckets: dict[str, dict[str, int]] = field(hash=False)  # key -> {"objects": n, "bytes": b}
+    databases: dict[str, int] = field(hash=False)  # key -> bytes
+    dns_current: dict[str, dict[str, Any]] = field(hash=False)  # fqdn -> {"type", "ttl", "values"}
+
+
+def open_provider(stack: Stack, name: str, state_dir: Any) -> Any:
+    from liferaft.providers.registry import open_provider as _open
+
+    return _open(name, stack.provider(name), stack.secret, state_dir=state_dir, base_dir=stack.base_dir)
+
+
+def dns_current(stack: Stack, state_dir: Any) -> dict[str, dict[str, Any]]:
+    if stack.model.dns is None:
+        return {}
+    dns_cfg = stack.model.dns
+    dns = open_provider(stack, dns_cfg.provider, state_dir).require("dns")
+    out: dict[str, dict[str, Any]] = {}
+    for rec in dns_cfg.records:
+        fqdn = dns_cfg.fqdn(rec.name)
+        found = [r for r in dns.get_records(dns_cfg.zone, fqdn, rec.type) if r.type == rec.type]
+        out[fqdn] = {"type": rec.type, "ttl": found[0].ttl if found else rec.ttl,
+                     "values": sorted(v for r in found for v in r.values)}
+    return out
+
+
+def compute_candidates(stack: Stack, provider_name: str, state_dir: Any) -> list[TargetHost]:
+    """Hosts of a compute provider that liferaft can reach over SSH (pinned keys)."""
+    from liferaft.configure import TargetHost
+    from liferaft.configure.deploy import target_hosts
+
+    cfg = stack.provider(provider_name)
+    if getattr(cfg, "type", None) == "ssh":
+        return target_hosts(stack, provider_name)
+    compute = open_provider(stack, provider_name, state_dir).require("compute")
+    return [TargetHost.from_access(h.name, h.ssh) for h in compute.list_hosts() if h.ssh is not None]
+
+
+def find_source_host(stack: Stack, site: str, current: dict[str, dict[str, Any]], state_dir: Any) -> TargetHost:
+    """The host running the services at the source: the one the service's DNS records point at, else the only one."""
+    provider = stack.site(site).compute
+    candidates = compute_candidates(stack, provider, state_dir)
+    pointed = {v for r in current.values() for v in r["values"]}
+    hits = [h for h in candidates if h.address in pointed]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and len(candidates) == 1:
+        return candidates[0]
+    raise UsageError(f"cannot tell which host of {provider!r} runs the stack at site {site!r}: "
+                     f"{len(candidates)} hosts, {len(hits)} named by the DNS records",
+                     hint="point the service's DNS record at it, or keep one host in the source pool")
+
+
+def target_free(stack: Stack, provider_name: str, state_dir: Any) -> tuple[tuple[str, ...], str | None]:
+    """Free hosts at the target compute provider and the address the next allocation would get (ssh pools)."""
+    compute = open_provider(stack, provider_name, state_dir).require("compute")
+    free_hosts = getattr(compute, "free_hosts", None)
+    if free_hosts is None:
+        return (), None
+    free = tuple(free_hosts())
+    cfg = stack.provider(provider_name)
+    addresses = {h.name: h.address for h in getattr(cfg, "hosts", [])}
+    return free, (addresses.get(free[0]) if free else None)
+
+
+def bucket_sizes(stack: Stack, site: str, state_dir: Any) -> dict[str, dict[str, int]]:
+    objects = open_provider(stack, stack.site(site).objects, state_dir).require("objects")
+    out = {}
+    for key, bucket in stack.model.data.buckets.items():
+        n = size = 0
+        for info in objects.list_objects(bucket.name):
+            n += 1
+            size += info.size
+        out[key] = {"objects": n, "bytes": size}
+    return out
+
+
+def database_sizes(stack: Stack, host: TargetHost) -> dict[str, int]:
+    """pg_database_size of each database, over a session that is read-only from its first statement."""
+    import psycopg
+
+    out = {}
+    for key, db in stack.model.data.databases.items():
+        try:
+            with psycopg.connect(host=host.address, port=db.port, dbname=db.name, user=db.owner,
+                                 password=stack.secret(db.password), connect_timeout=10, autocommit=True,
+                                 application_name="liferaft-plan",
+                                 options="-c default_transaction_read_only=on") as c:
+                row = c.execute("SELECT pg_database_size(current_database())").fetchone()
+        except psycopg.Error as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LiferaftError(f"database {key!r} at {host.address}:{db.port}: cannot measure its size: {msg}") \
+                from None
+        out[key] = int(row[0]) if row else 0
+    return out
+
+
+def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Events) -> Observed:
+    current = dns_current(stack, state_dir)
+    events.emit("plan.observe", f"DNS: {len(current)} record(s) read", records=len(current))
+    src_host = find_source_host(stack, source, current, state_dir)
+    events.emit("plan.observe", f"source host {src_host.name} ({src_host.address})", host=src_host.name)
+    free, preview = target_free(stack, stack.site(target).compute, state_dir)
+    buckets = bucket_sizes(stack, source, state_dir)
+    events.emit("plan.observe", f"{sum(b['objects'] for b in buckets.values())} objects at the source",
+                buckets=buckets)
+    dbs = database_sizes(stack, src_host)
+    events.emit("plan.observe", f"{sum(dbs.values())} bytes of database at the source", databases=dbs)
+    return Observed(source_host=host_to_dict(src_host), target_host_preview=preview, target_free=free,
+                    buckets=buckets, databases=dbs, dns_current=current)

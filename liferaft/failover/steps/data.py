@@ -1,0 +1,183 @@
+"""Step kinds that move data: migration access, database migration, bucket sync, and the write freeze."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from liferaft.errors import RunFailed
+from liferaft.failover._access import (
+    admin_conn,
+    drop_migrator,
+    ensure_migrator,
+    give_to_owner,
+    host_from_dict,
+)
+from liferaft.failover.kinds import StepKind, register
+from liferaft.failover.plan import Step
+from liferaft.failover.runner import RunContext
+from liferaft.failover.steps.hosts import target_host
+
+
+def progress(ctx: RunContext) -> Any:
+    return lambda event, details: ctx.emit(event, f"{event} {_short(details)}", **details)
+
+
+def _short(d: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))[:160]
+
+
+def conns(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
+    """Migration-role connections to database `key` at the source and the target."""
+    db = ctx.require_stack().model.data.databases[key]
+    return (admin_conn(ctx, step.params["source_host"]["address"], db),
+            admin_conn(ctx, target_host(ctx).address, db))
+
+
+def endpoints(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
+    from liferaft.movers.objects import Endpoint
+
+    bucket = ctx.require_stack().model.data.buckets[key].name
+    src, tgt = step.params["source"], step.params["target"]
+    return (Endpoint(src, ctx.provider(src).require("objects"), bucket),
+            Endpoint(tgt, ctx.provider(tgt).require("objects"), bucket))
+
+
+def sync_bucket(ctx: RunContext, step: Step, key: str) -> dict[str, Any]:
+    from liferaft.movers.objects import SyncOptions, sync
+
+    src, tgt = endpoints(ctx, step, key)
+    tgt.objects.create_bucket(tgt.bucket)
+    res = sync(src, tgt, ctx.work_dir, SyncOptions(progress_interval=0.2), events=ctx.events)
+    d = res.to_dict()
+    return {k: d[k] for k in ("listed", "copied", "skipped", "bytes_copied", "seconds", "objects_per_s")}
+
+
+def _cluster(ctx: RunContext, keys: list[str]) -> tuple[int, int]:
+    db = ctx.require_stack().model.data.databases[keys[0]]
+    return int(db.version), int(db.port)
+
+
+@register
+class DbAccess(StepKind):
+    name = "db.access"
+    undoable = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        version, port = _cluster(ctx, step.params["databases"])
+        for host in (host_from_dict(step.params["source_host"]), target_host(ctx)):
+            ensure_migrator(ctx, host, version, port)
+        return {"role": "liferaft_migrator"}
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        version, port = _cluster(ctx, step.params["databases"])
+        hosts = [host_from_dict(step.params["source_host"])]
+        try:
+            hosts.append(target_host(ctx))
+        except RunFailed:
+            pass
+        for host in hosts:
+            drop_migrator(host, version, port)
+
+
+@register
+class DbMigrate(StepKind):
+    name = "db.migrate"
+    undoable = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.movers import postgres as pg
+
+        if step.params["method"] == "dump":
+            return {"method": "dump", "note": "copied inside the write freeze"}
+        key = step.params["database"]
+        src, tgt = conns(ctx, step, key)
+        t0 = time.monotonic()
+        rep = pg.start(src, tgt, wait=True, progress=progress(ctx))
+        owner = ctx.require_stack().model.data.databases[key].owner
+        moved = give_to_owner(tgt, owner)
+        return {"method": "logical", "replication": rep.name, "initial_sync_s": round(time.monotonic() - t0, 2),
+                "owner_fixed": moved}
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.movers import postgres as pg
+
+        if step.params["method"] == "logical":
+            src, tgt = conns(ctx, step, step.params["database"])
+            pg.stop(pg.Replication.for_databases(src, tgt))
+
+
+def freeze_and_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str, Any]:
+    """Dump mode: make the source read-only, end its sessions, then copy it whole (the freeze lasts the copy)."""
+    from liferaft.movers import postgres as pg
+    from liferaft.movers.pg_conn import connect, ident
+
+    t0 = time.monotonic()
+    with connect(src.with_db("postgres")) as c:
+        c.execute(f"ALTER DATABASE {ident(src.dbname)} SET default_transaction_read_only = on")
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                  " AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (src.dbname,))
+    res = pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
+    give_to_owner(tgt, owner)
+    return {"method": "dump", "freeze_s": round(time.monotonic() - t0, 3), "dump_bytes": res.dump_bytes}
+
+
+def cut_over_logical(ctx: RunContext, src: Any, tgt: Any) -> dict[str, Any]:
+    """Logical mode: the movers' cutover; after a crash inside it, tell 'already cut over' from 'broken'."""
+    from liferaft.movers import postgres as pg
+    from liferaft.movers.pg_conn import connect
+
+    rep = pg.Replication.for_databases(src, tgt)
+    with connect(tgt) as c:
+        active = c.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (rep.name,)).fetchone()
+    if active:
+        res = pg.cutover(rep, progress=progress(ctx))
+        return {"method": "logical", "freeze_s": round(res.freeze_s, 3), "catch_up_s": round(res.catch_up_s, 3),
+                "sequences": res.sequences_set, "sessions_ended": res.sessions_ended}
+    if pg.is_read_only(src):
+        return {"method": "logical", "note": "already cut over before an interruption"}
+    raise RunFailed(f"the replication {rep.name} is gone and the source is still writable: nothing guarantees "
+                    "the target is complete", hint="roll back and fail over again")
+
+
+@register
+class Freeze(StepKind):
+    """The write freeze: source databases read-only, final catch-up, sequences set, final object delta."""
+
+    name = "cutover.freeze"
+    undoable = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        if "freeze_started" not in ctx.memo:  # a resumed freeze keeps its first start: the window is honest
+            ctx.remember(freeze_started=time.time())
+        started = float(ctx.memo["freeze_started"])
+        stack = ctx.require_stack()
+        dbs: dict[str, Any] = {}
+        for key, method in step.params["databases"].items():
+            src, tgt = conns(ctx, step, key)
+            owner = stack.model.data.databases[key].owner
+            dbs[key] = cut_over_logical(ctx, src, tgt) if method == "logical" else freeze_and_dump(ctx, src, tgt,
+                                                                                                   owner)
+        objects = {key: sync_bucket(ctx, step, key) for key in step.params["buckets"]}
+        return {"freeze_started": started, "databases": dbs, "objects": objects,
+                "catch_up_s": round(time.time() - started, 3)}
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.movers import postgres as pg
+
+        for key in step.params["databases"]:
+            src, _ = conns(ctx, step, key)
+            pg.undo_read_only(src)
+
+
+@register
+class SyncObjects(StepKind):
+    name = "objects.sync"
+
+    def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        src, _ = endpoints(ctx, step, step.params["bucket"])
+        infos = list(src.objects.list_objects(src.bucket))
+        return {"objects": len(infos), "bytes": sum(i.size for i in infos)}
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        return sync_bucket(ctx, step, step.params["bucket"])

@@ -1,0 +1,216 @@
+"""The verification gate (data) and the final check (the service through its DNS name)."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from liferaft.errors import CheckFailed, LiferaftError, RunFailed
+from liferaft.failover._access import owner_conn
+from liferaft.failover.kinds import StepKind, register
+from liferaft.failover.plan import Step
+from liferaft.failover.runner import RunContext
+from liferaft.failover.steps.data import conns, endpoints, progress
+from liferaft.failover.steps.hosts import target_host
+
+
+def http_check(address: str, health: Any, *, timeout: float = 10.0) -> float:
+    """GET the health path on `address` until it answers the expected status; returns when it first did."""
+    url = f"{health.scheme}://{address}:{health.port}{health.path}"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=min(2.0, float(health.timeout))) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, OSError) as e:
+            status, last = None, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        if status == health.expect_status:
+            return time.time()
+        if status is not None:
+            last = f"HTTP {status}"
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{url} did not answer {health.expect_status} within {timeout:.0f}s (last: {last})")
+        time.sleep(0.05)
+
+
+def resolve(fqdn: str, rtype: str, nameserver: str | None) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    if nameserver:
+        host, _, port = nameserver.rpartition(":")
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers = [host.strip("[]")]
+        r.port = int(port)
+    else:
+        r = dns.resolver.Resolver()
+    r.lifetime = 3.0
+    r.cache = None
+    try:
+        return sorted(a.to_text() for a in r.resolve(fqdn, rtype))
+    except dns.exception.DNSException as e:
+        return [f"<{type(e).__name__}>"]
+
+
+@register
+class VerifyData(StepKind):
+    """The gate: any difference stops the run before DNS is touched, naming what differs."""
+
+    name = "verify.data"
+    gate = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        return {}
+
+    def verify(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.movers.objects import verify_sync
+        from liferaft.movers.pg_verify import verify
+
+        problems: list[str] = []
+        errors: list[str] = []
+        checked: dict[str, Any] = {}
+        # Journal reads (the target host) happen here, in the runner's thread; the workers only talk to servers.
+        db_pairs = {k: conns(ctx, step, k) for k in step.params["databases"]}
+        bucket_pairs = {k: endpoints(ctx, step, k) for k in step.params["buckets"]}
+        report = progress(ctx)
+
+        def db(key: str) -> None:
+            src, tgt = db_pairs[key]
+            rep = verify(src, tgt, raise_on_difference=False, progress=report)
+            checked[f"database {key}"] = len(rep.tables)
+            problems.extend(f"database {key}: {p}" for p in rep.problems())
+
+        def objects(key: str) -> None:
+            src, tgt = bucket_pairs[key]
+            rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
+            checked[f"bucket {key}"] = rep.checked
+            problems.extend(f"bucket {key}: {p}" for p in rep.problems() if not p.startswith("only at"))
+
+        jobs = [(db, k) for k in db_pairs] + [(objects, k) for k in bucket_pairs]
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            for f in [pool.submit(fn, k) for fn, k in jobs]:
+                try:
+                    f.result()
+                except LiferaftError as e:
+                    errors.append(str(e))
+        if errors:
+            raise RunFailed("could not verify the target's data; DNS was not touched:\n  " + "\n  ".join(errors))
+        if step.params.get("ledger"):
+            problems.extend(self._ledger(ctx, step, checked))
+        if problems:
+            more = f"\n  ... and {len(problems) - 15} more" if len(problems) > 15 else ""
+            raise CheckFailed("the target's data differs from the source; DNS was not touched:\n  "
+                              + "\n  ".join(problems[:15]) + more)
+        ctx.emit("verify.data.ok", "data verified: " + ", ".join(f"{k} ({v})" for k, v in sorted(checked.items())),
+                 checked=checked)
+
+    def _ledger(self, ctx: RunContext, step: Step, checked: dict[str, Any]) -> list[str]:
+        from liferaft.lab.example import verify_ledger
+
+        stack = ctx.require_stack()
+        key = next((k for k in step.params["databases"]), None)
+        if key is None:
+            return ["a write ledger was given but the stack has no database"]
+        conn = owner_conn(ctx, target_host(ctx).address, stack.model.data.databases[key])
+        res = verify_ledger(step.params["ledger"], {"host": conn.host, "port": conn.port, "dbname": conn.dbname,
+                                                    "user": conn.user, "password": conn.password})
+        checked["ledger writes"] = res.acknowledged
+        out = [f"ledger: acknowledged write (post {pid}) missing at the target" for pid in res.missing[:10]]
+        out += [f"ledger: post {pid} differs at the target" for pid in res.mismatched[:10]]
+        return out
+
+
+@register
+class DnsCutover(StepKind):
+    """Point the service's records at the target. The previous values are journaled first; undo restores them."""
+
+    name = "dns.cutover"
+    undoable = True
+    undo_first = True
+
+    def _dns(self, ctx: RunContext, step: Step) -> Any:
+        return ctx.provider(step.params["provider"]).require("dns")
+
+    def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        dns, zone = self._dns(ctx, step), step.params["zone"]
+        return {r["fqdn"]: [v for rs in dns.get_records(zone, r["fqdn"], r["type"]) for v in rs.values]
+                for r in step.params["records"]}
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.providers.base import RecordSet
+
+        dns, zone = self._dns(ctx, step), step.params["zone"]
+        if "previous" not in ctx.memo:
+            previous = {}
+            for r in step.params["records"]:
+                found = [rs for rs in dns.get_records(zone, r["fqdn"], r["type"]) if rs.type == r["type"]]
+                previous[r["fqdn"]] = {"type": r["type"], "ttl": found[0].ttl if found else r["ttl"],
+                                       "values": sorted(v for rs in found for v in rs.values)}
+            ctx.remember(previous=previous)
+        address = target_host(ctx).address
+        for r in step.params["records"]:
+            dns.upsert_record(zone, RecordSet(r["fqdn"], r["type"], int(r["ttl"]), (address,)))
+            ctx.emit("dns.updated", f"{r['fqdn']} {r['type']} -> {address}", name=r["fqdn"], value=address)
+        return {"address": address, "previous": ctx.memo["previous"], "cut_at": time.time()}
+
+    def verify(self, ctx: RunContext, step: Step) -> None:
+        dns, zone = self._dns(ctx, step), step.params["zone"]
+        address = target_host(ctx).address
+        for r in step.params["records"]:
+            values = [v for rs in dns.get_records(zone, r["fqdn"], r["type"]) for v in rs.values]
+            if values != [address]:
+                raise CheckFailed(f"{r['fqdn']} {r['type']} holds {values}, expected [{address}]")
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.providers.base import RecordSet
+
+        dns, zone = self._dns(ctx, step), step.params["zone"]
+        for fqdn, prev in (ctx.memo.get("previous") or {}).items():
+            if prev["values"]:
+                dns.upsert_record(zone, RecordSet(fqdn, prev["type"], int(prev["ttl"]), tuple(prev["values"])))
+            else:
+                dns.delete_record(zone, fqdn, prev["type"])
+            ctx.emit("dns.restored", f"{fqdn} {prev['type']} -> {prev['values']}", name=fqdn)
+
+
+@register
+class VerifyService(StepKind):
+    """Resolve each record at the DNS server and GET the health path on the address it answers."""
+
+    name = "verify.service"
+    gate = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        stack = ctx.require_stack()
+        expected = target_host(ctx).address
+        answers: dict[str, list[str]] = {}
+        answered_at = time.time()
+        for r in step.params["records"]:
+            deadline = time.monotonic() + 30.0
+            while True:
+                got = resolve(r["fqdn"], r["type"], step.params.get("nameserver"))
+                if got == [expected] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            answers[r["fqdn"]] = got
+            if got != [expected]:
+                raise CheckFailed(f"{r['fqdn']} resolves to {got}, expected [{expected}]")
+            health = stack.model.services[r["service"]].health if r.get("service") else None
+            if health is not None:
+                answered_at = max(answered_at, http_check(got[0], health, timeout=30.0))
+        result: dict[str, Any] = {"answers": answers}
+        freeze = ctx.outputs_of_kind("cutover.freeze")
+        if freeze:
+            started = min(float(f["freeze_started"]) for f in freeze.values())
+            window = answered_at - started
+            result["write_unavailable_s"] = round(window, 3)
+            ctx.summarise(write_unavailable_s=round(window, 3))
+            ctx.emit("failover.window", f"write-unavailability window: {window:.3f}s (freeze start to the service "
+                     "answering through DNS at the target)", write_unavailable_s=round(window, 3))
+        return result
