@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,7 +50,10 @@ class Endpoint:
         )
 
 
-def _started(server: LabServer) -> Iterator[LabServer]:
+S = TypeVar("S", bound=LabServer)
+
+
+def _started(server: S) -> Iterator[S]:
     try:
         server.start()
         yield server
@@ -65,17 +68,17 @@ def lab_servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def moto_server(lab_servers_dir: Path) -> Iterator[MotoServer]:
-    yield from _started(MotoServer(lab_servers_dir, account_id="123456789012"))  # type: ignore[misc]
+    yield from _started(MotoServer(lab_servers_dir, account_id="123456789012"))
 
 
 @pytest.fixture(scope="session")
 def s3rver_server(lab_servers_dir: Path) -> Iterator[S3rverServer]:
-    yield from _started(S3rverServer(lab_servers_dir))  # type: ignore[misc]
+    yield from _started(S3rverServer(lab_servers_dir))
 
 
 @pytest.fixture(scope="session")
 def pdns_server(lab_servers_dir: Path) -> Iterator[PowerDNSServer]:
-    yield from _started(PowerDNSServer(lab_servers_dir))  # type: ignore[misc]
+    yield from _started(PowerDNSServer(lab_servers_dir))
 
 
 def _proxy(name: str, workdir: Path, server: LabServer, flavour: str) -> Iterator[FaultProxy]:

@@ -149,10 +149,11 @@ def wait_until(child: Child, ready: Callable[[], bool], timeout: float, what: st
         if not child.running():
             raise child.failure("exited before it was ready")
         try:
-            if ready():
-                return
+            ok = ready()
         except Exception:  # noqa: BLE001 - any error while polling means "not ready yet"
-            pass
+            ok = False
+        if ok:
+            return
         if time.monotonic() > deadline:
             raise child.failure(f"{what} after {timeout:.0f} s")
         time.sleep(0.05)

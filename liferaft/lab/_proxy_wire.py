@@ -89,7 +89,8 @@ class Request:
         query = urllib.parse.urlsplit(self.target).query
         if self.body:
             query += "&" + self.body.decode("latin-1")
-        return (urllib.parse.parse_qs(query).get("Action") or [None])[0]
+        actions = urllib.parse.parse_qs(query).get("Action")
+        return actions[0] if actions else None
 
 
 def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> bytes:

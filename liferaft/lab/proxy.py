@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Self, get_args
 
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.lab._proc import OPENER, Child, url_host, wait_until
@@ -256,7 +256,12 @@ class ProxyServer:
         ureader, uwriter = up
         uwriter.write(req.raw)
         pump = asyncio.create_task(copy_body(req, reader, uwriter))
-        pump.add_done_callback(lambda t: t.cancelled() or t.exception() is None or uwriter.transport.abort())
+
+        def body_failed(task: asyncio.Task[None]) -> None:  # the client went away mid-body: end the exchange
+            if not task.cancelled() and task.exception() is not None:
+                uwriter.transport.abort()
+
+        pump.add_done_callback(body_failed)
         try:
             first = True
             while True:
@@ -304,11 +309,12 @@ class ProxyServer:
 
     # ---------------------------------------------------------------- control endpoint
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        status, payload = 200, {}
+        status, payload = 200, dict[str, Any]()
         try:
             raw = await reader.readuntil(b"\r\n\r\n")
             start, headers = parse_head(raw)
-            req = Request(*(start.split(" ", 2) + ["", ""])[:3], headers=headers, raw=raw)
+            method, target, version = (start.split(" ", 2) + ["", ""])[:3]
+            req = Request(method, target, version, headers, raw)
             body = await reader.readexactly(req.length) if req.length else b"{}"
             if not secrets.compare_digest(req.header("x-proxy-token") or "", self.token):
                 status, payload = 403, {"error": "bad token"}
@@ -397,7 +403,7 @@ class FaultProxy:
             return False
         return True
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         if self._child is not None and self._child.running():
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -496,7 +502,7 @@ class FaultProxy:
                 d.update(mode=state["mode"], count=state["count"], stats=state["stats"])
         return d
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from liferaft.errors import LiferaftError, ToolMissing
 from liferaft.lab._proc import (
@@ -92,7 +92,7 @@ class LabServer:
     def running(self) -> bool:
         return self._child is not None and self._child.running()
 
-    def start(self) -> LabServer:
+    def start(self) -> Self:
         """Start the process and wait until it answers; retries on a fresh port if a picked port was taken."""
         if self.running:
             return self
@@ -135,7 +135,7 @@ class LabServer:
             "data_dir": str(self.data_dir),
         }
 
-    def __enter__(self) -> LabServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -17,19 +17,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from liferaft.errors import LiferaftError, ToolMissing
 from liferaft.lab._proc import OPENER
 from liferaft.lab.proxy import FaultProxy
-from liferaft.lab.servers import MotoServer, PowerDNSServer, S3rverServer, find_s3rver
+from liferaft.lab.servers import MotoServer, PowerDNSServer, find_s3rver
 from tests.fixtures_servers import Endpoint
 
 pytestmark = pytest.mark.lab
 
 MiB = 1 << 20
-ONE_TRY = {"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 2, "read_timeout": 10}
+ONE_TRY: dict[str, Any] = {"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 2, "read_timeout": 10}
 
 
 def _error(call: object) -> tuple[str, int]:
@@ -383,9 +384,9 @@ def test_proxy_overhead(aws_endpoint: Endpoint, tmp_path: Path) -> None:
     direct, proxied = aws_endpoint.client("s3", direct=True), aws_endpoint.client("s3")
     direct.create_bucket(Bucket="overhead")
     for label, client in (("direct", direct), ("proxied", proxied)):
-        timed(f"moto {label} PUT", lambda: client.put_object(Bucket="overhead", Key="k", Body=data))
+        timed(f"moto {label} PUT", lambda c=client: c.put_object(Bucket="overhead", Key="k", Body=data))
         timed(f"moto {label} GET",
-              lambda: len(client.get_object(Bucket="overhead", Key="k")["Body"].read()) == len(data) or 1 / 0)
+              lambda c=client: len(c.get_object(Bucket="overhead", Key="k")["Body"].read()) == len(data) or 1 / 0)
     direct.delete_object(Bucket="overhead", Key="k")
 
     sink = _sink_server(data)
@@ -394,9 +395,10 @@ def test_proxy_overhead(aws_endpoint: Endpoint, tmp_path: Path) -> None:
         with FaultProxy("sink-proxy", tmp_path, "127.0.0.1", f"http://127.0.0.1:{port}", "s3") as proxy:
             for label, target in (("direct", port), ("proxied", proxy.port)):
                 conn = http.client.HTTPConnection("127.0.0.1", target, timeout=30)
-                timed(f"sink {label} PUT", lambda: conn.request("PUT", "/b/k", body=data) or conn.getresponse().read())
+                timed(f"sink {label} PUT",
+                      lambda c=conn: c.request("PUT", "/b/k", body=data) or c.getresponse().read())
                 timed(f"sink {label} GET",
-                      lambda: conn.request("GET", "/b/k") or len(conn.getresponse().read()) == len(data) or 1 / 0)
+                      lambda c=conn: c.request("GET", "/b/k") or len(c.getresponse().read()) == len(data) or 1 / 0)
                 conn.close()
     finally:
         sink.close()
