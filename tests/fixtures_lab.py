@@ -67,7 +67,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
     the_lab = Lab(tmp_path_factory.mktemp("lab"))
     try:
-        the_lab.up(timeout=120)
+        the_lab.up(timeout=300, die_with_caller=True)
         yield the_lab
     finally:
         the_lab.down()

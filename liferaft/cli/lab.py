@@ -43,13 +43,14 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
 
 
 @lab.command()
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait until ready.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait until ready.")
+@click.option("--no-example", is_flag=True, help="Do not deploy the example app on host a.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, timeout: float, as_json: bool) -> int:
+def up(ctx: click.Context, timeout: float, no_example: bool, as_json: bool) -> int:
     """Start the lab in the background and wait until it is ready; prints where the stack file is."""
     the_lab = _lab(ctx, as_json)
-    info = the_lab.up(timeout=timeout)
+    info = the_lab.up(timeout=timeout, example=not no_example)
     status = the_lab.status()
     if as_json:
         emit_json({"ok": status["healthy"], **status})

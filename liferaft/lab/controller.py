@@ -49,8 +49,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class Controller:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, example: bool = True) -> None:
         self.dir = directory
+        self.example = example
         self.events_file = directory / "events.jsonl"
         self.state_file = directory / "lab.json"
         self.secrets_dir = directory / "secrets"
@@ -108,10 +109,13 @@ class Controller:
         stack_file = self.dir / "liferaft.yaml"
         stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}"))
         self.state = self._state(app={"deployed": False, "reason": "deploying"})
+        infra_s = round(time.monotonic() - self.t0, 2)
+        self.state["timings"] = {"infrastructure_s": infra_s}
         _write_json(self.state_file, self.state)
-        self.emit("lab.step", f"stack file written: {stack_file}")
+        self.emit("lab.step", f"stack file written: {stack_file} (infrastructure up in {infra_s} s)")
         self.state["app"] = self._deploy_example()
-        _write_json(self.state_file, self.state)
+        self.state["timings"].update(example_s=round(time.monotonic() - self.t0 - infra_s, 2),
+                                     total_s=round(time.monotonic() - self.t0, 2))
         self.state["status"] = "ready"
         _write_json(self.state_file, self.state)
         self.emit("lab.ready", "lab ready", app=self.state["app"])
@@ -130,6 +134,8 @@ class Controller:
         (s / "id_ed25519.pub").write_text(Path(str(self.hosts.client_key) + ".pub").read_text())
 
     def _deploy_example(self) -> dict[str, Any]:
+        if not self.example:
+            return {"deployed": False, "reason": "example app not deployed: skipped (--no-example)"}
         if importlib.util.find_spec("liferaft.lab.example") is None:
             reason = "example app not deployed: liferaft.lab.example missing"
             self.emit("lab.warning", reason)
@@ -141,7 +147,7 @@ class Controller:
         try:
             from liferaft.lab import example  # type: ignore[attr-defined]
 
-            result = example.deploy_and_seed(LabInfo.from_state(self.state))
+            result = example.deploy_and_seed(LabInfo.from_state(self.state), on_event=self._on_task)
         except Exception as e:  # noqa: BLE001 - the lab stays up for debugging; status shows why
             self.emit("lab.warning", f"example app deploy failed: {e}")
             (self.dir / "example-deploy.err").write_text(traceback.format_exc())
@@ -150,6 +156,13 @@ class Controller:
         self.emit("lab.step", f"example app deployed in {took} s")
         extra = result if isinstance(result, dict) else {}
         return {"deployed": True, "seconds": took, **{k: v for k, v in extra.items() if _json_safe(v)}}
+
+    def _on_task(self, ev: Any) -> None:
+        kind = getattr(ev, "kind", "")
+        if kind == "task.start":
+            self.emit("lab.deploy", f"{ev.task}", host=ev.host)
+        elif kind in ("task.failed", "unreachable"):
+            self.emit("lab.warning", f"{kind} {ev.host}: {ev.task}: {ev.message}"[:500])
 
     def _state(self, app: dict[str, Any]) -> dict[str, Any]:
         pdns = self.servers["dnshost"]
@@ -315,10 +328,15 @@ objectives:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m liferaft.lab.controller")
     p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--no-example", action="store_true", help="do not deploy the example app")
     args = p.parse_args(argv)
-    ctl = Controller(args.dir.resolve())
-    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
+    ctl = Controller(args.dir.resolve(), example=not args.no_example)
+    def abort_startup(signum: int, frame: Any) -> None:
+        ctl.stop.set()
+        raise SystemExit(f"signal {signum} while starting")
+
+    signal.signal(signal.SIGTERM, abort_startup)  # stop promptly even in the middle of up()
+    signal.signal(signal.SIGINT, abort_startup)
     try:
         ctl.up()
     except BaseException as e:  # noqa: BLE001 - report, tear down, exit non-zero
@@ -326,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         ctl.emit("lab.failed", f"lab up failed: {e}")
         ctl.down()
         return 1
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
     print(f"lab ready after {time.monotonic() - ctl.t0:.1f} s", flush=True)
     while not ctl.stop.wait(1.0):
         pass

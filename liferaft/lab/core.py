@@ -140,8 +140,12 @@ class Lab:
         return LabInfo.from_state(self._require_state())
 
     # ------------------------------------------------------------------ up / down
-    def up(self, *, timeout: float = 120.0) -> LabInfo:
-        """Start the lab (sweeping what a dead controller left) and wait until it is ready."""
+    def up(self, *, timeout: float = 300.0, example: bool = True, die_with_caller: bool = False) -> LabInfo:
+        """Start the lab (sweeping what a dead controller left) and wait until it is ready.
+
+        `example=False` skips deploying the example app. `die_with_caller=True` ties the controller to the calling
+        thread (pdeathsig), for test sessions: a killed test run then leaves nothing running.
+        """
         from liferaft.lab.hosts import check_lab_possible
 
         check_lab_possible()
@@ -162,8 +166,13 @@ class Lab:
         log_path = self.directory / "controller.log"
         t0 = time.monotonic()
         with open(log_path, "ab") as log:
+            argv = [sys.executable, "-m", "liferaft.lab.controller", "--dir", str(self.directory.resolve())]
+            if not example:
+                argv.append("--no-example")
+            if die_with_caller:
+                argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "liferaft.lab.controller", "--dir", str(self.directory.resolve())],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 close_fds=True, cwd=str(self.directory))
         seen = 0
@@ -308,7 +317,8 @@ class Lab:
         app = dict(state.get("app", {}))
         if alive and app.get("deployed"):
             app["health"] = _app_health(state)
-        deployable = app.get("deployed") or "missing" not in str(app.get("reason", ""))
+        reason = str(app.get("reason", ""))
+        deployable = app.get("deployed") or not ("missing" in reason or "skipped" in reason)
         healthy = alive and state.get("status") == "ready" and all(
             p["health"] == "healthy" for p in procs) and (app.get("health") == "healthy" or not deployable)
         return {
@@ -318,7 +328,8 @@ class Lab:
             "dns_server": state["dns_server"], "zone": state["zone"], "app_fqdn": state["app_fqdn"],
             "app_port": state["app_port"], "primary_address": state["primary_address"],
             "bridge_address": state["bridge_address"], "modes": state.get("modes", {}),
-            "cut_hosts": state.get("cut_hosts", []), "app": app, "processes": procs,
+            "cut_hosts": state.get("cut_hosts", []), "app": app, "timings": state.get("timings", {}),
+            "processes": procs,
         }
 
 
@@ -334,6 +345,7 @@ def _server_health(name: str, d: dict[str, Any], state: dict[str, Any]) -> dict[
             elif d["kind"] == "pdns":
                 key = (Path(state["secrets_dir"]) / "pdns_api_key").read_text().strip()
                 ok = http_status(d["url"] + "/api/v1/servers", headers={"X-API-Key": key}, timeout=2) == 200
+                ok = ok and _dns_answers(state["dns_server"], state["app_fqdn"]) == [state["primary_address"]]
             else:
                 ok = http_status(d["url"] + "/", timeout=2) == 200
             health = "healthy" if ok else "unhealthy"
@@ -344,6 +356,20 @@ def _server_health(name: str, d: dict[str, Any], state: dict[str, Any]) -> dict[
     if d["kind"] == "pdns":
         out["dns_server"] = d.get("dns_server")
     return out
+
+
+def _dns_answers(server: str, name: str) -> list[str]:
+    """The A records a real DNS query to `server` ("host:port") returns for `name`."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    host, _, port = server.rpartition(":")
+    try:
+        resp = dns.query.udp(dns.message.make_query(name, "A"), host, port=int(port), timeout=2)
+    except (dns.exception.DNSException, OSError):
+        return []
+    return sorted(item.address for rrset in resp.answer for item in rrset if hasattr(item, "address"))
 
 
 def _proxy_health(lab: Lab, name: str, state: dict[str, Any]) -> dict[str, Any]:
