@@ -4,9 +4,9 @@ from liferaft.failover.journal import Journal, JournalCorrupt, RunRecord, StepRe
 from liferaft.failover.kinds import StepKind, get_kind, known_kinds, register, unregister
 from liferaft.failover.lock import StackLock
 from liferaft.failover.plan import MODES, Plan, Step
-from liferaft.failover.runner import KILL_SWITCH, RunContext, Runner, RunOutcome
+from liferaft.failover.runner import KILL_ON_EVENT, KILL_SWITCH, RunContext, Runner, RunOutcome
 
 __all__ = [
-    "KILL_SWITCH", "MODES", "Journal", "JournalCorrupt", "Plan", "RunContext", "RunOutcome", "RunRecord",
+    "KILL_ON_EVENT", "KILL_SWITCH", "MODES", "Journal", "JournalCorrupt", "Plan", "RunContext", "RunOutcome", "RunRecord",
     "Runner", "StackLock", "Step", "StepKind", "StepRecord", "get_kind", "journal_path", "known_kinds", "register", "unregister",
 ]

@@ -6,7 +6,7 @@ are deliberately simple and documented here so an operator can tell where a numb
     objects        100 objects/s for small objects, 150 MB/s for large ones (boto3/libcloud, 16 threads)
     PostgreSQL     logical initial sync 34 s/GB; pg_dump -Fd | pg_restore 22 s/GB
     Ansible        prepare ~6 s, PostgreSQL ~15 s, each service ~10 s (first run on a fresh host)
-    verification   objects read back at ~100 objects/s; tables hashed at ~12.6 s/GB
+    verification   objects read back at ~100 objects/s (before the freeze); tables hashed at ~12.6 s/GB
     fixed          allocation, DNS and the service check ~5 s
 """
 
@@ -89,7 +89,8 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
                  {"databases": {k: d.migrate for k, d in sorted(dbs.items())}, "buckets": sorted(buckets),
                   "source": src_site.objects, "target": tgt_site.objects, "source_host": src_host},
                  *(svc_steps or deploy_deps))
-    gate = add("verify-data", "verify.data", "verify data: objects by sha256, tables by count+hash, sequences"
+    gate = add("verify-data", "verify.data", "verify data: tables by count+hash, sequences, schema; objects by "
+               "listing and sha256 of the final delta (all were read back before the freeze)"
                + (", write ledger" if ledger else ""),
                {"databases": sorted(dbs), "buckets": sorted(buckets), "source": src_site.objects,
                 "target": tgt_site.objects, "source_host": src_host, "ledger": ledger}, freeze)

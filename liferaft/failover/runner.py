@@ -4,8 +4,12 @@ Each step is recorded as started (committed and fsynced) before it acts and as d
 A crash at any point leaves at most one step 'running'; `resume` skips done steps and re-applies that one (step
 kinds are idempotent). `rollback` undoes touched steps in reverse order, DNS-like kinds (`undo_first`) first.
 
-Test switch (public, documented): `LIFERAFT_TEST_KILL_AFTER_STEP=<step id>` makes the runner SIGKILL its own
-process right after that step's 'done' record is committed -- the harshest crash at a step boundary.
+Test switches (public, documented; for crash tests only):
+- `LIFERAFT_TEST_KILL_AFTER_STEP=<step id>` makes the runner SIGKILL its own process right after that step's 'done'
+  record is committed -- the harshest crash at a step boundary;
+- `LIFERAFT_TEST_KILL_ON_EVENT=<event kind>` SIGKILLs it at the first such event emitted in the middle of work
+  (an event whose `done`/`total` say it is neither the first nor the last), e.g. `objects.progress` for a crash in
+  the middle of a data copy.
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 KILL_SWITCH = "LIFERAFT_TEST_KILL_AFTER_STEP"
+KILL_ON_EVENT = "LIFERAFT_TEST_KILL_ON_EVENT"
+
+
+def _kill_on_event(kind: str) -> Any:
+    def observe(event: Any) -> None:
+        done, total = event.data.get("done"), event.data.get("total")
+        if event.kind == kind and (done is None or total is None or 0 < int(done) < int(total)):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return observe
 
 
 @dataclass
@@ -137,6 +150,8 @@ class Runner:
         if not self.stack_name:
             raise UsageError("a stack (or its name) is needed to find its journal")
         self.events = as_events(events)
+        if os.environ.get(KILL_ON_EVENT):
+            self.events.subscribe(_kill_on_event(os.environ[KILL_ON_EVENT]))
 
     def _open_journal(self, ctx_box: list[RunContext]) -> Journal:
         return Journal(journal_path(self.state_dir, self.stack_name or ""),
