@@ -43,6 +43,10 @@ def classify(exc: BaseException, provider: str, operation: str) -> ProviderError
             {k.lower(): v for k, v in dict(headers).items()}.get("retry-after"))
         return _errors.error_for(provider, operation, f"HTTP {exc.code}: {str(exc.message)[:200]}",
                                  status=int(exc.code), retry_after=ra)
+    if isinstance(exc, FileNotFoundError):
+        # The local driver: a file or folder vanished under us (its delete also prunes empty parent folders,
+        # which races with a concurrent delete in the same folder).
+        return NotFound(provider, operation, f"no such file: {exc.filename}")
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return Unreachable(provider, operation, f"endpoint did not answer ({type(exc).__name__})")
     if isinstance(exc, lt.MalformedResponseError):
