@@ -8,25 +8,24 @@ answer, but the wrong one: HTTP 500, DNS pointing elsewhere, certificate expirin
 Provider verdict, from the probes about that provider (account, buckets, hosts, zone, write canary, DNS answers
 of a DNS provider). The first rule that matches wins:
 
-| # | rule                                                                                   | verdict     |
-|---|----------------------------------------------------------------------------------------|-------------|
-| P1 | the account probe was refused (401/403), or every probe that got an answer was refused | terminated  |
-| P2 | credentials accepted, but every resource liferaft expects there is gone (NotFound)     | terminated  |
-| P3 | no probe got an answer (all connection refused / reset / timed out)                    | unreachable |
-| P4 | any probe failed: some unreachable, throttled, refused for one operation only, a      | degraded    |
-|    | resource missing, a wrong answer, or the data plane failing while the control plane    |             |
-|    | is fine                                                                                |             |
-| P5 | every probe ok                                                                         | healthy     |
+| #  | rule                                                                                     | verdict     |
+|----|------------------------------------------------------------------------------------------|-------------|
+| P1 | the account probe was refused (401/403), or every probe that got an answer was refused   | terminated  |
+| P2 | credentials accepted, but every resource liferaft expects there is gone (NotFound)       | terminated  |
+| P3 | no probe got an answer (all connection refused / reset / timed out)                      | unreachable |
+| P4 | any probe failed (some silent, throttled, one operation refused, a resource missing, a   | degraded    |
+|    | wrong answer, the data plane failing while the control plane is fine)                    |             |
+| P5 | every probe ok                                                                           | healthy     |
 
 Site verdict, from the verdicts of its compute and objects providers and its data plane (the services' health
 endpoints on the site's hosts and their TLS certificates; probed at the primary site, where the services run):
 
-| #  | rule                                                                                  | verdict     |
-|----|---------------------------------------------------------------------------------------|-------------|
-| S1 | its compute or objects provider is terminated                                         | terminated  |
-| S2 | it has data-plane probes and none got an answer, or both its providers are unreachable | unreachable |
-| S3 | a provider of the site is degraded or unreachable, or any data-plane probe failed      | degraded    |
-| S4 | otherwise                                                                             | healthy     |
+| #  | rule                                                                                     | verdict     |
+|----|------------------------------------------------------------------------------------------|-------------|
+| S1 | its compute or objects provider is terminated                                            | terminated  |
+| S2 | it has data-plane probes and none got an answer, or all its providers are unreachable    | unreachable |
+| S3 | a provider of the site is degraded or unreachable, or any data-plane probe failed        | degraded    |
+| S4 | otherwise                                                                                | healthy     |
 
 The overall verdict is the worst provider or site verdict; the exit code is its rank: 0 healthy, 1 degraded,
 2 unreachable, 3 terminated.
