@@ -1,0 +1,101 @@
+"""`liferaft drill` (prove we can move: measured RTO/RPO, torn down, reported) and `liferaft drills` (the history).
+
+Thin: parse, call liferaft.drill, render. Exit codes: 0 the drill passed; 1 an objective was missed or the data or
+service check failed (the report says which); 2 usage (unknown site, no-notice before cold failover exists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from liferaft.cli._common import GlobalOptions, emit_json, event_printer, json_option, pass_opts, stdout_console
+from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+
+@click.command("drill")
+@click.option("--to", "to", required=True, metavar="SITE", help="The site to drill a failover into.")
+@click.option("--scenario", type=click.Choice(["notice", "no-notice"]), default="notice", show_default=True,
+              help="notice: the source still answers (replicate, cut, no freeze); no-notice: it was cut off.")
+@click.option("--keep", is_flag=True, help="Leave the target running afterwards (default: tear it down).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write the report (Markdown, HTML, JSON) here. Default: <state dir>/reports.")
+@click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, envvar="LIFERAFT_VERIFY_LEDGER",
+              help="A write ledger (the example app's writer) to measure the RPO with. Env: LIFERAFT_VERIFY_LEDGER.")
+@json_option
+@pass_opts
+def drill_cmd(opts: GlobalOptions, to: str, scenario: str, keep: bool, report_dir: str | None, ledger: str | None,
+              as_json: bool) -> int:
+    """Fail over into SITE as a drill: production DNS and the source untouched, RTO and RPO measured, data
+    verified, the target torn down, a report written. Exits 1 when an objective of the stack file is missed."""
+    from liferaft.drill import history
+    from liferaft.drill.report import seconds, write_report
+    from liferaft.drill.run import DrillOptions, require_scenario, run_drill
+    from liferaft.events import Events
+
+    require_scenario(scenario)  # before loading anything: no-notice says what it needs, exit 2
+    stack = opts.stack()
+    state_dir = opts.state_dir
+    result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger),
+                       Events(event_printer(as_json, opts.verbose)))
+    out_dir = Path(report_dir) if report_dir else state_dir / "reports"
+    files = write_report(result, out_dir)
+    history.record(state_dir, result, out_dir)
+    if as_json:
+        emit_json({"ok": result.passed, **result.to_dict(), "report": files.to_dict()})
+    else:
+        con = stdout_console()
+        verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+        con.print(f"drill {result.id}: {verdict}  {result.source} -> {result.target} ({result.scenario})")
+        con.print(f"  RTO {seconds(result.rto_s):>9}  objective {seconds(result.objective_rto_s)}: "
+                  f"{'met' if result.rto_met else '[red]MISSED[/red]'}")
+        con.print(f"  RPO {seconds(result.rpo_s):>9}  objective {seconds(result.objective_rpo_s)}: "
+                  f"{'met' if result.rpo_met else '[red]MISSED[/red]'}")
+        for p in result.phases:
+            con.print(f"  {p.name:<10} {seconds(p.duration_s):>9}  {p.status}")
+        if result.ledger:
+            con.print(f"  ledger: {result.ledger.acknowledged_before_cut} writes before the cut, "
+                      f"{result.ledger.missing} missing at the target")
+        for problem in result.data.problems:
+            con.print(f"  [red]data:[/red] {problem}")
+        if result.error:
+            con.print(f"  [red]stopped:[/red] {result.error}")
+        con.print(f"  target {'kept running (--keep)' if result.kept else 'torn down' if result.torn_down else 'NOT torn down'}"
+                  f"; journaled run {result.run_id}")
+        con.print(f"report: {files.html}\n        {files.markdown}\n        {files.json}")
+    return EXIT_OK if result.passed else EXIT_CHECK_FAILED
+
+
+@click.command("drills")
+@json_option
+@pass_opts
+def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
+    """List past drills of this stack with RTO, RPO, pass/fail and the trend."""
+    from liferaft.drill import history
+    from liferaft.drill.report import seconds
+
+    items = history.entries(opts.state_dir, opts.stack().model.name)
+    if as_json:
+        emit_json({"drills": [e.to_dict() for e in reversed(items)],
+                   "rto_sparkline": history.sparkline([e.result.rto_s for e in items])})
+        return EXIT_OK
+    con = stdout_console()
+    if not items:
+        con.print("no drills yet: run `liferaft drill --to SITE`")
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("drill", "when (UTC)", "to", "scenario", "RTO", "RPO", "result", "trend"):
+        table.add_column(col)
+    import time
+
+    for e in reversed(items):
+        r = e.result
+        arrow = {"better": "[green]better[/green]", "worse": "[red]worse[/red]"}.get(e.trend, e.trend)
+        table.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.started)), r.target, r.scenario,
+                      seconds(r.rto_s), seconds(r.rpo_s), "pass" if r.passed else "[red]FAIL[/red]", arrow)
+    con.print(table)
+    con.print(f"RTO trend (oldest -> newest): {history.sparkline([e.result.rto_s for e in items])}")
+    return EXIT_OK

@@ -1,0 +1,188 @@
+"""Run a drill: plan a live failover, turn it into a drill plan, run it through the engine's runner (journaled),
+measure, then tear the target down by rolling the run back (unless kept), and return what was measured.
+
+RTO: from the drill's start (before planning) to the first healthy answer of the service at the target through the
+drill record. RPO: with a write ledger, the time span of the acknowledged writes made before the cut that are missing
+at the target (0 when none is); without one, 0 when the target confirmed the source's WAL position at the cut, else
+the replication lag that was left.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liferaft.drill.model import DataSummary, DrillResult, LedgerSummary, Phase
+from liferaft.drill.plan import drill_fqdn, to_drill
+from liferaft.errors import LiferaftError, UsageError
+from liferaft.events import Event, Events
+
+if TYPE_CHECKING:
+    from liferaft.failover import Plan
+    from liferaft.failover.journal import StepRecord
+    from liferaft.stack import Stack
+
+PHASE_OF_KIND = {
+    "host.allocate": "provision", "drill.teardown": "provision",
+    "host.configure": "configure", "db.server": "configure", "service.deploy": "configure",
+    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data",
+    "drill.verify_data": "verify", "drill.verify_service": "verify",
+    "dns.cutover": "dns",
+}
+LEDGER_ENV = "LIFERAFT_VERIFY_LEDGER"
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    target: str
+    scenario: str = "notice"
+    keep: bool = False
+    ledger: str | None = None  # the example app's write ledger (SQLite), if a writer runs during the drill
+
+
+def new_drill_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def require_scenario(scenario: str) -> None:
+    if scenario == "notice":
+        return
+    if scenario == "no-notice":
+        raise UsageError(
+            "the no-notice scenario fails over cold from the standby copy, and cold failover is not available in "
+            "this build yet",
+            hint="it needs a standby kept warm by `liferaft replicate --to SITE` and `liferaft failover --mode cold`"
+                 " (the readiness work); run `liferaft drill --scenario notice` meanwhile")
+    raise UsageError(f"unknown scenario {scenario!r}", hint="notice or no-notice")
+
+
+def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: Events) -> Plan:
+    """Observe read-only, plan a live failover, and make it a drill plan (pure transform)."""
+    from liferaft.failover.planner import build_plan
+
+    plan = build_plan(stack, opts.target, "live", state_dir=state_dir, events=events)
+    dns = stack.model.dns
+    ttl = min((r.ttl for r in dns.records), default=30) if dns else 30
+    return to_drill(plan, drill_record=drill_fqdn(dns), dns_provider=dns.provider if dns else None,
+                    zone=dns.zone if dns else None, nameserver=dns.nameserver if dns else None,
+                    ledger=opts.ledger, ttl=ttl)
+
+
+def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events | None = None) -> DrillResult:
+    """The whole drill. Raises only when nothing ran (bad input, planning failed); otherwise returns the result,
+    with `error` set when the run stopped early (the target is still torn down unless kept)."""
+    from liferaft.drill import steps
+    from liferaft.failover import Runner
+
+    require_scenario(opts.scenario)
+    steps.ensure_registered()
+    ledger = opts.ledger or os.environ.get(LEDGER_ENV) or None
+    opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(ledger).resolve()) if ledger else None)
+    ev = events or Events()
+    drill_id = new_drill_id()
+    started = time.time()
+    ev.emit("drill.started", f"drill {drill_id}: {stack.model.primary} -> {opts.target} ({opts.scenario})",
+            drill=drill_id, target=opts.target)
+    plan = build_drill_plan(stack, opts, state_dir, ev)
+    seen: dict[str, Any] = {}
+
+    def capture(event: Event) -> None:
+        if event.kind == "run.started":
+            seen.setdefault("run", event.data.get("run"))
+
+    ev.subscribe(capture)
+    runner = Runner(state_dir, stack=stack, events=ev)
+    error: str | None = None
+    try:
+        runner.start(plan)
+    except LiferaftError as e:
+        error = e.message
+        ev.emit("drill.failed", f"the drill stopped: {e.message}", drill=drill_id)
+    run_id = seen.get("run")
+    records = _steps(runner, run_id)
+    t_teardown = time.time()
+    torn_down = False
+    teardown_status = "ok"
+    if run_id and not opts.keep:
+        ev.emit("drill.teardown", f"tearing the target down: rollback of run {run_id}", run=run_id)
+        try:
+            runner.rollback(run_id)
+            torn_down = True
+        except LiferaftError as e:
+            teardown_status = "failed"
+            error = (error + "; " if error else "") + f"teardown failed: {e.message}"
+    ended = time.time()
+    phases = phases_from(records)
+    if run_id and not opts.keep:
+        phases.append(Phase("teardown", t_teardown, ended, teardown_status))
+    result = measure(drill_id, stack, plan, opts, started, ended, phases, records, run_id, error, torn_down)
+    ev.emit("drill.done", f"drill {drill_id}: {'passed' if result.passed else 'FAILED'}; RTO "
+            f"{result.rto_s if result.rto_s is None else round(result.rto_s, 1)} s, RPO "
+            f"{result.rpo_s if result.rpo_s is None else round(result.rpo_s, 3)} s", drill=drill_id,
+            rto_s=result.rto_s, rpo_s=result.rpo_s, passed=result.passed)
+    return result
+
+
+def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
+    if not run_id:
+        return []
+    with runner.journal() as journal:
+        return journal.steps(run_id)
+
+
+def phases_from(records: list[StepRecord]) -> list[Phase]:
+    """Each phase from the first of its steps starting to the last one ending, in order of their start."""
+    spans: dict[str, list[float]] = {}
+    failed: set[str] = set()
+    for r in records:
+        if r.started is None:
+            continue
+        name = PHASE_OF_KIND.get(r.kind, "configure")
+        end = r.finished if r.finished is not None else r.started
+        span = spans.setdefault(name, [r.started, end])
+        span[0], span[1] = min(span[0], r.started), max(span[1], end)
+        if r.status == "failed":
+            failed.add(name)
+    out = [Phase(n, s, e, "failed" if n in failed else "ok") for n, (s, e) in spans.items()]
+    return sorted(out, key=lambda p: p.start)
+
+
+def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started: float, ended: float,
+            phases: list[Phase], records: list[StepRecord], run_id: str | None, error: str | None,
+            torn_down: bool) -> DrillResult:
+    by_id = {r.step_id: r for r in records}
+    svc = by_id.get("drill-verify-service")
+    first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
+    cut = by_id.get("drill-cut")
+    cut_at = float(cut.memo["cut_at"]) if cut and "cut_at" in cut.memo else None
+    vd = by_id.get("drill-verify-data")
+    summary = (vd.memo.get("summary") if vd else None) or {}
+    ledger = None
+    rpo: float | None = None
+    if summary:
+        lg = summary.get("ledger")
+        if lg:
+            ledger = LedgerSummary.from_dict(lg)
+            rpo = 0.0 if not ledger.missing else max(0.0, (cut_at or 0.0) - float(ledger.first_missing_at or 0.0))
+        else:
+            rpo = 0.0 if summary.get("caught_up") else float(summary.get("lag_s_left") or 0.0)
+        data = DataSummary(ok=bool(summary.get("ok")), checked=summary.get("checked") or {},
+                           problems=tuple(summary.get("problems") or ()), notes=tuple(summary.get("notes") or ()),
+                           replication_lag_s=summary.get("replication_lag_s"),
+                           replication_lag_bytes=summary.get("replication_lag_bytes"))
+    else:
+        data = DataSummary(ok=False, problems=("the data was not verified: the drill stopped before the check",))
+    allocate = by_id.get("allocate")
+    address = allocate.result.get("address") if allocate and allocate.status == "done" else None
+    record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
+    objectives = stack.model.objectives
+    return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
+                       scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
+                       rto_s=None if first_healthy is None else first_healthy - started, rpo_s=rpo,
+                       objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
+                       ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
+                       first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error)
