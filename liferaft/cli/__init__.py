@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "lab": "liferaft.cli.lab:lab",
     "providers": "liferaft.cli.providers:providers",
     "sync": "liferaft.cli.sync:sync",
+    "drill": "liferaft.cli.drill:drill_cmd",
+    "drills": "liferaft.cli.drill:drills_cmd",
 }
 
 HELP_ORDER = ["health", "plan", "failover", "drill", "replicate", "audit"]
