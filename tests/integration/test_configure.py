@@ -151,6 +151,7 @@ def _mux_processes(root: str) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_postgresql_and_app_deploy_healthy_idempotent_and_secret_free(
         lab_hosts: Any, bridge_moto: MotoServer, stack_file: Path) -> None:
     """The shipped playbooks deploy PostgreSQL + the app; /healthz is 200 from here; a re-run changes nothing."""

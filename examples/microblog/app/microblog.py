@@ -39,7 +39,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import psycopg2
-import psycopg2.pool
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -89,6 +88,39 @@ def load_config(path: str) -> dict[str, Any]:
     return cfg
 
 
+class _Pool:
+    """Idle connections kept for reuse (psycopg2's pools close every connection above minconn, and a new
+    connection costs a SCRAM handshake). Connects lazily, so the app starts even while the database is down."""
+
+    def __init__(self, dsn: dict[str, Any], size: int) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        return conn if conn is not None else psycopg2.connect(**self._dsn)
+
+    def put(self, conn: Any, *, broken: bool = False) -> None:
+        if not broken and not conn.closed:
+            with self._lock:
+                if len(self._idle) < self._size:
+                    self._idle.append(conn)
+                    return
+        try:
+            conn.close()
+        except psycopg2.Error:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
 class Store:
     """Database pool + bucket client. Every method is safe to call from many request threads."""
 
@@ -97,7 +129,7 @@ class Store:
         self._dsn = dict(host=db["host"], port=int(db["port"]), dbname=db["name"], user=db["user"],
                          password=db["password"], connect_timeout=int(db.get("connect_timeout", 3)),
                          application_name="microblog")
-        self._pool = psycopg2.pool.ThreadedConnectionPool(0, int(cfg.get("db_pool_size", 8)), **self._dsn)
+        self._pool = _Pool(self._dsn, int(cfg.get("db_pool_size", 8)))
         s3 = cfg["s3"]
         self.bucket = s3["bucket"]
         self._s3 = boto3.session.Session().client(
@@ -112,7 +144,7 @@ class Store:
     # ------------------------------------------------------------------------------------------------ database
     def _run(self, fn: Any) -> Any:
         """Run fn(cursor) in one transaction; a broken connection is dropped so the next call reconnects."""
-        conn = self._pool.getconn()
+        conn = self._pool.get()
         broken = False
         try:
             with conn:
@@ -122,7 +154,7 @@ class Store:
             broken = True
             raise
         finally:
-            self._pool.putconn(conn, close=broken or conn.closed != 0)
+            self._pool.put(conn, broken=broken)
 
     def ensure_schema(self) -> None:
         with self._schema_lock:
@@ -202,7 +234,7 @@ class Store:
         return result
 
     def close(self) -> None:
-        self._pool.closeall()
+        self._pool.close()
 
 
 def _post(row: Any) -> dict[str, Any]:
