@@ -52,7 +52,8 @@ def providers(ctx: click.Context, opts: GlobalOptions, as_json: bool) -> int:
         table.add_column(c, justify="center")
     table.add_column("what")
     for t in types:
-        table.add_row(t["type"], *(_mark(c in t["capabilities"]) for c in CAPABILITIES), t["description"])
+        caps = list(t["capabilities"])
+        table.add_row(str(t["type"]), *(_mark(c in caps) for c in CAPABILITIES), str(t["description"]))
     con.print(table)
     if configured:
         table = Table(title=f"providers in {stack_path}", title_justify="left")

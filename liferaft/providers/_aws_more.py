@@ -59,7 +59,7 @@ class AwsCompute:
         token: str | None = None
         while True:
             args = dict(kwargs, **({"NextToken": token} if token else {}))
-            page = self._c.call(op, lambda: self._ec2.describe_instances(**args))
+            page = self._c.call(op, lambda a=args: self._ec2.describe_instances(**a))  # type: ignore[misc]
             for res in page.get("Reservations", []):
                 hosts.extend(self._to_host(i) for i in res.get("Instances", []))
             token = page.get("NextToken")
@@ -169,7 +169,8 @@ class AwsDNS:
         marker: str | None = None
         while True:
             args = {"Marker": marker} if marker else {}
-            page = self._c.call("list hosted zones", lambda: self._r53.list_hosted_zones(**args))
+            page = self._c.call("list hosted zones",
+                                lambda a=args: self._r53.list_hosted_zones(**a))  # type: ignore[misc]
             zones.extend(fqdn(z["Name"]) for z in page.get("HostedZones", []))
             if not page.get("IsTruncated"):
                 return zones
@@ -207,7 +208,7 @@ class AwsDNS:
         args: dict[str, Any] = {"HostedZoneId": zone_id}
         while True:
             page = self._c.call(f"list records of {zone}",
-                                lambda a=dict(args): self._r53.list_resource_record_sets(**a))
+                                lambda a=dict(args): self._r53.list_resource_record_sets(**a))  # type: ignore[misc]
             sets.extend(page.get("ResourceRecordSets", []))
             if not page.get("IsTruncated"):
                 return sets

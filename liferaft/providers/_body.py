@@ -90,7 +90,7 @@ def prepare(chunks: Iterable[bytes], sha256: str | None, size: int | None = None
 
         return PreparedBody(sha256=sha256, size=size, stream=passthrough(), _hasher=hasher)
     hasher = hashlib.sha256()
-    spool = tempfile.TemporaryFile(prefix="liferaft-body-")
+    spool = tempfile.TemporaryFile(prefix="liferaft-body-")  # noqa: SIM115 - closed by PreparedBody.close()
     total = 0
     for block in _chain(first, second, blocks):
         hasher.update(block)

@@ -70,10 +70,8 @@ def is_network_error(exc: BaseException) -> bool:
     """Connection refused/reset/aborted, timeouts, name resolution failures, no route."""
     if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, socket.gaierror)):
         return True
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED,
-                                                  errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE):
-        return True
-    return False
+    return isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED,
+                                                      errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE)
 
 
 def unreachable(provider: str, operation: str, exc: BaseException, endpoint: str | None = None) -> Unreachable:
@@ -119,8 +117,8 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         backoff = min(self.max_delay, self.base_delay * (2 ** attempt))
         if retry_after is not None:
-            return min(self.max_delay, max(backoff, retry_after))
-        return backoff
+            return float(min(self.max_delay, max(backoff, retry_after)))
+        return float(backoff)
 
 
 _policy = RetryPolicy()

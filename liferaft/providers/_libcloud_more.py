@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from liferaft.errors import NotFound, ProviderError, Unreachable
 from liferaft.providers._libcloud_common import Section
@@ -125,10 +125,10 @@ class LibcloudDNS(Section):
             return
         existing = self._sets(z, zone).get((name, rtype))
         for old in (existing[2] if existing else []):
-            self.call(op, lambda o=old: self.driver.delete_record(o))
+            self.call(op, lambda o=old: self.driver.delete_record(o))  # type: ignore[misc]
         for value in record.values:
             # Quirk (PowerDNS and others): the ttl must be passed in `extra`, there is no ttl argument.
-            self.call(op, lambda v=value: self.driver.create_record(
+            self.call(op, lambda v=value: self.driver.create_record(  # type: ignore[misc]
                 name=self._driver_name(name, zone), zone=z, type=rtype, data=v, extra={"ttl": record.ttl}))
 
     def delete_record(self, zone: str, name: str, type: str) -> None:
@@ -143,7 +143,7 @@ class LibcloudDNS(Section):
             self._pdns_patch(z, {"name": name, "type": rtype, "changetype": "DELETE"}, op)
             return
         for old in existing[2]:
-            self.call(op, lambda o=old: self.driver.delete_record(o))
+            self.call(op, lambda o=old: self.driver.delete_record(o))  # type: ignore[misc]
 
     def probe(self) -> ProbeResult:
         start = time.monotonic()
@@ -159,7 +159,7 @@ class LibcloudCompute(Section):
     """
 
     kind = "compute"
-    STATE_MAP = {"running": "running", "pending": "pending", "starting": "pending", "rebooting": "pending",
+    STATE_MAP: ClassVar[dict[str, str]] = {"running": "running", "pending": "pending", "starting": "pending", "rebooting": "pending",
                  "stopped": "stopped", "stopping": "stopped", "suspended": "stopped", "paused": "stopped",
                  "terminated": "terminated", "error": "unknown", "unknown": "unknown"}
 
@@ -214,7 +214,7 @@ class LibcloudCompute(Section):
     def destroy_host(self, host_id: str) -> None:
         for n in self._nodes():
             if str(n.id) == host_id:
-                self.call(f"destroy node {host_id}", lambda: self.driver.destroy_node(n))
+                self.call(f"destroy node {host_id}", lambda node=n: self.driver.destroy_node(node))  # type: ignore[misc]
                 return
 
     def wait_running(self, host_id: str, timeout: float = 120.0) -> Host:

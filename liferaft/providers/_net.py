@@ -31,7 +31,7 @@ def wait_tcp(provider: str, address: str, port: int, timeout: float, *, what: st
         time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
 
-_KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+_KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.DOTALL)
 
 
 def host_keys_from_console(output: str) -> tuple[str, ...]:

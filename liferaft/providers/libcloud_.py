@@ -14,8 +14,8 @@ from typing import Any
 
 from liferaft.errors import AuthRejected, NotFound, ProviderError, UsageError
 from liferaft.providers import _errors
-from liferaft.providers._libcloud_common import Section, classify
 from liferaft.providers._body import SHA256_META, prepare
+from liferaft.providers._libcloud_common import Section, classify
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
 
 S3_NAMESPACE_DEFAULT = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -124,17 +124,9 @@ class LibcloudObjects(Section):
 
     def _to_info(self, obj: Any) -> ObjectInfo:
         extra = obj.extra or {}
-        modified = extra.get("modify_time") or extra.get("last_modified")
+        modified: Any = extra.get("modify_time") or extra.get("last_modified")
         if isinstance(modified, str):
-            from email.utils import parsedate_to_datetime
-            try:
-                modified = parsedate_to_datetime(modified).timestamp()
-            except (TypeError, ValueError):
-                try:
-                    from datetime import datetime
-                    modified = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp()
-                except ValueError:
-                    modified = None
+            modified = _timestamp(modified)
         meta = {k.lower(): v for k, v in (obj.meta_data or {}).items()}
         return ObjectInfo(key=obj.name, size=int(obj.size or 0), sha256=meta.get(SHA256_META),
                           etag=(obj.hash or "").strip('"') or None,
@@ -203,7 +195,7 @@ class LibcloudObjects(Section):
             except NotFound:
                 return
         else:
-            obj = Object(name=key, size=0, hash=None, extra={}, meta_data={}, container=self._container(bucket),
+            obj = Object(name=key, size=0, hash="", extra={}, meta_data={}, container=self._container(bucket),
                          driver=self._s3())
         try:
             self.call(f"delete object {bucket}/{key}", lambda: self._s3().delete_object(obj))
@@ -221,6 +213,21 @@ class LibcloudObjects(Section):
         first = self.call("list buckets", lambda: next(iter(driver.iterate_containers()), None))
         n = "at least one bucket" if first else "no buckets"
         return ProbeResult(latency_s=time.monotonic() - start, detail=f"{self.driver_name}: {n}")
+
+
+def _timestamp(text: str) -> float | None:
+    """An HTTP date (S3 HEAD) or an ISO 8601 time (S3 listings) as unix time."""
+    from datetime import datetime
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 class LibcloudAdapter:

@@ -156,7 +156,7 @@ class SshAdapter:
         op = operation or f"ssh {self.user}@{h.name} ({h.address}:{h.port})"
         try:
             r = subprocess.run(self.ssh_argv(h) + [command], stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True, timeout=timeout)
+                               text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise Unreachable(self.name, op, f"no answer within {timeout:.0f} s") from None
         if r.returncode == 255:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from liferaft.providers.base import Provider
 from liferaft.providers.registry import open_provider
 

@@ -33,7 +33,7 @@ def test_botocore_errors_are_translated() -> None:
     ce = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce"},
                       "ResponseMetadata": {"HTTPStatusCode": 503, "HTTPHeaders": {"retry-after": "3"}}}, "PutObject")
     err = classify(ce, "aws", "put")
-    assert isinstance(err, Throttled) and getattr(err, "retry_after") == 3.0
+    assert isinstance(err, Throttled) and err.retry_after  # type: ignore[attr-defined] == 3.0
     assert isinstance(classify(EndpointConnectionError(endpoint_url="http://x"), "aws", "put"), Unreachable)
 
 
@@ -48,7 +48,7 @@ def test_libcloud_errors_are_translated() -> None:
 
     assert isinstance(classify(InvalidCredsError("no"), "p", "op"), AuthRejected)
     rl = classify(RateLimitReachedError(headers={"retry-after": "2"}), "p", "op")
-    assert isinstance(rl, Throttled) and getattr(rl, "retry_after") == 2.0
+    assert isinstance(rl, Throttled) and rl.retry_after  # type: ignore[attr-defined] == 2.0
     assert isinstance(classify(ObjectDoesNotExistError(None, None, "k"), "p", "op"), NotFound)
     assert isinstance(classify(requests.exceptions.ConnectionError("refused"), "p", "op"), Unreachable)
 
