@@ -52,7 +52,7 @@ class AwsCompute:
                     address=inst.get("PublicIpAddress") or inst.get("PrivateIpAddress"),
                     state=EC2_STATE_MAP.get(state, "unknown"),
                     extra={"ec2_state": state, "image": inst.get("ImageId"), "size": inst.get("InstanceType"),
-                           "tags": tags})
+                           "key_name": inst.get("KeyName"), "tags": tags})
 
     def _describe(self, op: str, **kwargs: Any) -> list[Host]:
         hosts: list[Host] = []

@@ -83,3 +83,20 @@ def test_contract_ssh_pool_allocates_and_pins_host_keys(lab_hosts: object, tmp_p
     again: Compute = ssh_provider("colo", lab_hosts, tmp_path, names=("a", "b")).require("compute")
     assert again.create_host(HostSpec("three")).id == "a"
     assert sorted(h.name for h in again.list_hosts()) == ["three", "two"]
+
+
+def test_contract_aws_key_pair_is_imported_and_used(aws_endpoint: object, tmp_path: Path) -> None:
+    """(aws) an SSH public key is imported as a key pair (idempotently) and new instances boot with it."""
+    import subprocess
+
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    compute = aws_provider(aws_endpoint, tmp_path).require("compute")
+    name = uid("lr-key")
+    compute.ensure_key_pair(name, (tmp_path / "id.pub").read_text())
+    compute.ensure_key_pair(name, (tmp_path / "id.pub").read_text())
+    host = compute.create_host(HostSpec(uid("keyed"), image=moto_image(aws_endpoint)))
+    try:
+        assert host.extra["key_name"] == name
+    finally:
+        compute.destroy_host(host.id)
