@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from liferaft.cli._common import GlobalOptions, emit_json, event_printer, json_option, pass_opts, stdout_console
+from liferaft.cli._common import (
+    GlobalOptions,
+    emit_json,
+    event_printer,
+    json_option,
+    pass_opts,
+    stdout_console,
+)
 from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 
@@ -32,13 +39,13 @@ def drill_cmd(opts: GlobalOptions, to: str, scenario: str, keep: bool, report_di
     from liferaft.drill import history
     from liferaft.drill.report import seconds, write_report
     from liferaft.drill.run import DrillOptions, require_scenario, run_drill
-    from liferaft.events import Events
+    from liferaft.events import as_events
 
     require_scenario(scenario)  # before loading anything: no-notice says what it needs, exit 2
     stack = opts.stack()
     state_dir = opts.state_dir
     result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger),
-                       Events(event_printer(as_json, opts.verbose)))
+                       as_events(event_printer(as_json, opts.verbose)))
     out_dir = Path(report_dir) if report_dir else state_dir / "reports"
     files = write_report(result, out_dir)
     history.record(state_dir, result, out_dir)

@@ -52,8 +52,8 @@ def _verdict(ok: bool) -> str:
 # ---------------------------------------------------------------------------------------------------- markdown
 def to_markdown(r: DrillResult) -> str:
     lines = [f"# Drill {r.id}: {r.stack} {r.source} -> {r.target}", "",
-             f"**Result: {'PASSED' if r.passed else 'FAILED'}** ({r.scenario} scenario, {_when(r.started)}, "
-             f"{seconds(r.duration_s)} in all)", ""]
+             (f"**Result: {'PASSED' if r.passed else 'FAILED'}** ({r.scenario} scenario, {_when(r.started)}, "
+             f"{seconds(r.duration_s)} in all)"), ""]
     if r.error:
         lines += [f"Stopped early: {r.error}", ""]
     lines += ["| | measured | objective | |", "|---|---|---|---|",
@@ -61,8 +61,8 @@ def to_markdown(r: DrillResult) -> str:
               f"| RPO | {seconds(r.rpo_s)} | {seconds(r.objective_rpo_s)} | {_verdict(r.rpo_met)} |", "",
               "RTO: from the start of the drill to the first healthy answer of the service at the target"
               + (f", reached through `{r.drill_record}`" if r.drill_record else "") + ".",
-              "RPO: acknowledged writes made before the cut that are missing at the target (their time span), "
-              "else the replication lag at the cut.", "", "## Phases", "",
+              ("RPO: acknowledged writes made before the cut that are missing at the target (their time span), "
+              "else the replication lag at the cut."), "", "## Phases", "",
               "| phase | start (s) | end (s) | duration | status |", "|---|---|---|---|---|"]
     for p in r.phases:
         lines.append(f"| {p.name} | {p.start - r.started:.1f} | {p.end - r.started:.1f} | {seconds(p.duration_s)} "
@@ -74,8 +74,8 @@ def to_markdown(r: DrillResult) -> str:
         lines.append(f"- replication lag at the cut: {r.data.replication_lag_s:.3f} s"
                      + (f" ({r.data.replication_lag_bytes} bytes)" if r.data.replication_lag_bytes is not None
                         else ""))
-    for p in r.data.problems:
-        lines.append(f"- problem: {p}")
+    for problem in r.data.problems:
+        lines.append(f"- problem: {problem}")
     for n in r.data.notes:
         lines.append(f"- note: {n}")
     if r.ledger:
@@ -132,8 +132,8 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
     def x(t: float) -> float:
         return left + plot_w * max(0.0, t) / axis_max
 
-    out = [f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="drill timeline">']
+    out = [(f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="drill timeline">')]
     step = _tick(axis_max)
     t = 0.0
     while t <= axis_max:

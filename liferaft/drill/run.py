@@ -131,7 +131,8 @@ def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
     if not run_id:
         return []
     with runner.journal() as journal:
-        return journal.steps(run_id)
+        records: list[StepRecord] = journal.steps(run_id)
+    return records
 
 
 def phases_from(records: list[StepRecord]) -> list[Phase]:

@@ -41,16 +41,16 @@ def teardown_script(services: list[str], pg_version: int | None) -> str:
     """The shell run on the target to remove what a drill started there. Names are validated by the stack model."""
     lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
     for svc in services:
-        lines += [f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
+        lines += [(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
                   f"rm -f /etc/systemd/system/liferaft-{svc}.service; else start-stop-daemon --stop --pidfile "
-                  f"/run/liferaft-{svc}.pid --retry TERM/10/KILL/5 --remove-pidfile --oknodo >/dev/null; fi",
+                  f"/run/liferaft-{svc}.pid --retry TERM/10/KILL/5 --remove-pidfile --oknodo >/dev/null; fi"),
                   f"rm -rf /opt/liferaft/{svc} /etc/liferaft/{svc} /var/log/liferaft/{svc}"]
     if pg_version is not None:
         v = int(pg_version)
         data = f"/var/lib/postgresql/{v}/liferaft"
-        lines += [f"if $sd; then systemctl disable --now liferaft-postgresql.service 2>/dev/null || true; fi",
-                  f"if [ -f {data}/postmaster.pid ]; then runuser -u postgres -- /usr/lib/postgresql/{v}/bin/pg_ctl "
-                  f"stop -D {data} -m fast -w -t 60 >/dev/null || true; fi",
+        lines += ["if $sd; then systemctl disable --now liferaft-postgresql.service 2>/dev/null || true; fi",
+                  (f"if [ -f {data}/postmaster.pid ]; then runuser -u postgres -- /usr/lib/postgresql/{v}/bin/pg_ctl "
+                  f"stop -D {data} -m fast -w -t 60 >/dev/null || true; fi"),
                   f"rm -rf {data}"]
     lines.append("echo torn-down")
     return "\n".join(lines) + "\n"

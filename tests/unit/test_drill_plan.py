@@ -1,0 +1,108 @@
+"""The drill plan: a pure transform of the failover plan that freezes nothing and never touches production DNS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liferaft.drill.plan import DRILL_STEP_KINDS, drill_fqdn, to_drill
+from liferaft.drill.steps import teardown_script
+from liferaft.errors import UsageError
+from liferaft.failover import Plan, Step
+from liferaft.failover.observe import Observed
+from liferaft.failover.planner import make_plan
+from liferaft.stack import Stack, load_stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    return load_stack(REPO / "examples" / "microblog" / "liferaft.yaml")
+
+
+def failover_plan(stack: Stack) -> Plan:
+    obs = Observed(source_host={"name": "a", "address": "10.9.9.11", "port": 22, "user": "root", "host_keys": [],
+                                "private_key_file": None},
+                   target_host_preview="10.9.9.12", target_free=("b",),
+                   buckets={"images": {"objects": 3, "bytes": 10}}, databases={"blog": 1000},
+                   dns_current={"www.microblog.test.": {"type": "A", "ttl": 30, "values": ["10.9.9.11"]}})
+    return make_plan(stack, "primary", "alt-b", "live", obs)
+
+
+def drill(stack: Stack, **kw: Any) -> Plan:
+    dns = stack.model.dns
+    assert dns is not None
+    args: dict[str, Any] = {"drill_record": drill_fqdn(dns), "dns_provider": dns.provider, "zone": dns.zone,
+                            "nameserver": dns.nameserver}
+    args.update(kw)
+    return to_drill(failover_plan(stack), **args)
+
+
+def test_drill_plan_has_no_freeze_and_no_production_record(stack: Stack) -> None:
+    """The write freeze is gone and the only DNS change is the drill record."""
+    plan = drill(stack)
+    kinds = [s.kind for s in plan.steps]
+    assert "cutover.freeze" not in kinds and "verify.data" not in kinds and "verify.service" not in kinds
+    assert all(k in kinds for k in DRILL_STEP_KINDS)
+    (dns_step,) = [s for s in plan.steps if s.kind == "dns.cutover"]
+    assert [r["fqdn"] for r in dns_step.params["records"]] == ["drill.microblog.test."]
+    names = {r["fqdn"] for s in plan.steps for r in s.params.get("records", [])}
+    assert names == {"drill.microblog.test."}
+    assert [d["name"] for d in plan.dns_diff] == ["drill.microblog.test."]
+
+
+def test_drill_plan_order_teardown_first_dns_after_the_data_gate(stack: Stack) -> None:
+    """The teardown guard comes right after the allocation (undone last); DNS after the data gate."""
+    ids = list(drill(stack).step_ids)
+    assert ids[:2] == ["allocate", "drill-teardown"]
+    assert ids.index("drill-cut") < ids.index("drill-verify-data") < ids.index("drill-dns") \
+        < ids.index("drill-verify-service")
+    assert ids.index("deploy-web") < ids.index("drill-cut")
+
+
+def test_drill_plan_is_pure_and_stable(stack: Stack) -> None:
+    """Same failover plan in, same drill plan out (same hash); the failover plan is not changed."""
+    fp = failover_plan(stack)
+    before = fp.hash
+    a = to_drill(fp, drill_record="drill.microblog.test.", dns_provider="dnshost", zone="microblog.test.")
+    b = to_drill(fp, drill_record="drill.microblog.test.", dns_provider="dnshost", zone="microblog.test.")
+    assert a.hash == b.hash and fp.hash == before and a.hash != fp.hash
+
+
+def test_ledger_goes_to_the_data_gate(stack: Stack) -> None:
+    plan = drill(stack, ledger="/tmp/ledger.sqlite")
+    assert plan.step("drill-verify-data").params["ledger"] == "/tmp/ledger.sqlite"
+
+
+def test_without_a_drill_record_no_dns_step_and_deps_stay_valid(stack: Stack) -> None:
+    """drill_record disabled: no DNS change at all; the service check waits for the data gate."""
+    plan = drill(stack, drill_record=None)
+    assert "dns.cutover" not in [s.kind for s in plan.steps]
+    assert plan.step("drill-verify-service").depends_on == ("drill-verify-data",)
+    assert plan.step("drill-verify-service").params["records"] == []
+
+
+def test_a_production_record_as_drill_record_is_refused(stack: Stack) -> None:
+    with pytest.raises(UsageError, match="production record"):
+        drill(stack, drill_record="www.microblog.test.")
+
+
+def test_unknown_step_kind_is_refused(stack: Stack) -> None:
+    """A step the drill does not know to be safe stops the drill before anything runs."""
+    fp = failover_plan(stack)
+    odd = Plan(stack=fp.stack, source=fp.source, target=fp.target, mode="live",
+               steps=(*fp.steps, Step("wipe", "source.wipe", "wipe the source", {}, ())))
+    with pytest.raises(UsageError, match="safe"):
+        to_drill(odd, drill_record="drill.microblog.test.", dns_provider="dnshost", zone="microblog.test.")
+
+
+def test_teardown_script_stops_services_and_postgres() -> None:
+    script = teardown_script(["web"], 15)
+    assert "start-stop-daemon --stop --pidfile /run/liferaft-web.pid" in script
+    assert "systemctl disable --now liferaft-web.service" in script
+    assert "pg_ctl stop -D /var/lib/postgresql/15/liferaft" in script
+    assert "rm -rf /var/lib/postgresql/15/liferaft" in script
+    assert "postgresql" not in teardown_script(["web"], None)
