@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from liferaft.lab.hosts import LabHost, LabHosts, LabUnavailable, check_lab_possible, lab_resources, sweep_stale
+from liferaft.lab.hosts import (
+    LabHost,
+    LabHosts,
+    LabUnavailable,
+    check_lab_possible,
+    lab_resources,
+    sweep_stale,
+)
 
 if TYPE_CHECKING:
     from liferaft.lab.core import Lab

@@ -145,7 +145,7 @@ class Controller:
         self.emit("lab.step", "deploying and seeding the example app on host a")
         t = time.monotonic()
         try:
-            from liferaft.lab import example  # type: ignore[attr-defined]
+            from liferaft.lab import example
 
             result = example.deploy_and_seed(LabInfo.from_state(self.state), on_event=self._on_task)
         except Exception as e:  # noqa: BLE001 - the lab stays up for debugging; status shows why

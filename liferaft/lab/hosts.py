@@ -44,7 +44,7 @@ class LabUnavailable(UsageError):
 # ------------------------------------------------------------------------------------------------ small helpers
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     try:
-        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+        cp = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:
         raise ToolMissing(f"{argv[0]} is not installed", hint="install iproute2, util-linux, openssh") from e
     if check and cp.returncode != 0:
@@ -258,7 +258,8 @@ class LabHost:
         """Run a shell command on the host over SSH, host key checked against the lab's known_hosts."""
         argv = self.ssh_argv(known_hosts=known_hosts) + ["--", command]
         try:
-            cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             raise RunFailed(f"host {self.name}: command timed out after {timeout} s") from e
         if check and cp.returncode != 0:
@@ -424,7 +425,7 @@ class LabHosts:
             _run(["ip", "link", "set", peer, "netns", ns])
             batch = (f"link set lo up\nlink set {peer} name eth0\naddr add {address}/24 dev eth0\n"
                      f"link set eth0 up\nroute add default via {self.bridge_address}\n")
-            cp = subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, capture_output=True, text=True)
+            cp = subprocess.run(["ip", "-n", ns, "-batch", "-"], check=False, input=batch, capture_output=True, text=True)
             if cp.returncode != 0:
                 raise RunFailed(f"configuring {ns} failed: {cp.stderr.strip()}")
             self.hosts[name] = LabHost(
