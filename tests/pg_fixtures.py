@@ -84,8 +84,7 @@ class PgCluster:
         }
         conf.update(settings or {})
         with open(root / "data" / "postgresql.auto.conf", "a") as f:
-            for k, v in conf.items():
-                f.write(f"{k} = {v}\n")
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
         last: Exception | None = None
         for _ in range(5):
             port = _free_port()

@@ -76,12 +76,12 @@ def sync(opts: GlobalOptions, source: str | None, target: str | None, bucket: st
     objects. Deletes at the target only with --delete. --verify compares content hashes, never ETags.
     Exit codes: 0 done (and verified), 1 verification found differences, 3 provider error, 4 copy failures.
     """
-    from liferaft.events import Events
+    from liferaft.events import as_events
     from liferaft.movers.objects import SyncOptions, verify_sync
     from liferaft.movers.objects import sync as do_sync
 
     src, dst = _sides(opts, source, target, bucket, from_site, to_site)
-    events = Events(event_printer(as_json, opts.verbose))
+    events = as_events(event_printer(as_json, opts.verbose))
     result = do_sync(src, dst, opts.state_dir, SyncOptions(workers=workers, delete=delete, dry_run=dry_run),
                      events=events)
     out: dict[str, Any] = {"ok": True, "sync": result.to_dict()}

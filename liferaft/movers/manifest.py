@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS copied (
@@ -59,7 +60,7 @@ class Manifest:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> Manifest:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -133,9 +133,7 @@ def is_current(src: ObjectInfo, tgt: ObjectInfo | None, entry: Entry | None) -> 
     # same-provider change detection: an ETag that moved means the object was rewritten on that side
     if entry.src_etag is not None and src.etag is not None and src.etag != entry.src_etag:
         return False
-    if entry.tgt_etag is not None and tgt.etag is not None and tgt.etag != entry.tgt_etag:
-        return False
-    return True
+    return not (entry.tgt_etag is not None and tgt.etag is not None and tgt.etag != entry.tgt_etag)
 
 
 class _Counters:

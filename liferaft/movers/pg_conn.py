@@ -126,8 +126,8 @@ def conn_args(conn: PgConn) -> list[str]:
 def run_tool(argv: Sequence[str], env: dict[str, str], *, what: str, conns: Sequence[PgConn] = ()) -> float:
     """Run a PostgreSQL tool; raise RunFailed with its (scrubbed) stderr on failure. Returns seconds taken."""
     t0 = time.monotonic()
-    proc = subprocess.run(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    proc = subprocess.run(list(argv), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         err = proc.stderr.strip()
         for c in conns:

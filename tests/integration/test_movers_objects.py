@@ -158,7 +158,7 @@ def _cli(stack: Path, state: Path, *args: str, **kw: Any) -> Any:
     argv = [sys.executable, "-m", "liferaft", "--stack", str(stack), "--state-dir", str(state), "sync", *args]
     if kw.pop("popen", False):
         return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _manifest_keys(state: Path) -> set[str]:
@@ -177,7 +177,7 @@ def test_cli_sync_resumes_after_sigkill_without_recopying(pair: tuple[Endpoint, 
                                                           moto_server: MotoServer,
                                                           s3rver_server: S3rverServer) -> None:
     """`liferaft sync` killed with SIGKILL mid-copy; the rerun copies exactly the objects not yet recorded."""
-    src, dst = pair
+    src, _ = pair
     bodies = _fill(src, 400, 8192)
     stack = _stack(tmp_path, moto_server, s3rver_server, src.bucket)
     state = tmp_path / "state"
