@@ -8,8 +8,15 @@ from typing import Any
 
 import click
 
-from liferaft.cli._common import GlobalOptions, console, emit_json, event_printer, json_option, pass_opts, \
-    stdout_console
+from liferaft.cli._common import (
+    GlobalOptions,
+    console,
+    emit_json,
+    event_printer,
+    json_option,
+    pass_opts,
+    stdout_console,
+)
 from liferaft.events import Event, Events
 
 VERDICT_STYLE = {"healthy": "green", "degraded": "yellow", "unreachable": "red", "terminated": "bold red",
@@ -79,6 +86,14 @@ def health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: f
     Probes run concurrently, each with its own timeout: account, buckets, hosts, zone, the services' health
     endpoints, TLS expiry, DNS answers from the authoritative server, and an optional write canary.
     """
+    from liferaft.health.probes import fail_fast_retries
+
+    with fail_fast_retries():
+        return _health(opts, as_json, prom_file, timeout, canary, watch, interval, confirm, count, explain)
+
+
+def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: float | None, canary: bool | None,
+            watch: bool, interval: float | None, confirm: int | None, count: int | None, explain: bool) -> int:
     from liferaft.health import check_health, prometheus_text, write_atomic
     from liferaft.health import explain as explain_policy
     from liferaft.health import watch as watch_loop

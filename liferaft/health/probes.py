@@ -18,7 +18,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from liferaft.errors import NotFound
@@ -65,9 +66,9 @@ def tls_probe(address: str, port: int, *, timeout: float, server_hostname: str |
     name = server_hostname or address
     ctx = ssl.create_default_context()
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            with ctx.wrap_socket(sock, server_hostname=name) as tls:
-                cert = tls.getpeercert() or {}
+        with socket.create_connection((address, port), timeout=timeout) as sock, \
+                ctx.wrap_socket(sock, server_hostname=name) as tls:
+            cert = tls.getpeercert() or {}
     except ssl.SSLCertVerificationError as e:
         raise ProbeFailed(f"certificate not trusted for {name}: {e.verify_message}",
                           code="CERT_VERIFY_FAILED") from None
@@ -140,6 +141,20 @@ class Providers:
         if isinstance(got, BaseException):
             raise got
         return got
+
+
+@contextmanager
+def fail_fast_retries() -> Iterator[None]:
+    """While health probes run, a throttled answer is evidence (a busy provider), not something to retry until the
+    probe's deadline passes and it looks like silence (an unreachable one). Process-wide: use it where the process
+    does nothing else (the `liferaft health` command)."""
+    from liferaft.providers._errors import RetryPolicy, set_retry_policy
+
+    old = set_retry_policy(RetryPolicy(attempts=1))
+    try:
+        yield
+    finally:
+        set_retry_policy(old)
 
 
 def default_opener(stack: Any, state_dir: str | None = None) -> Opener:
@@ -246,7 +261,7 @@ def _service_fqdn(stack: Any, service: str) -> str | None:
         return None
     for rec in dns_cfg.records:
         if rec.service == service:
-            return dns_cfg.fqdn(rec.name).rstrip(".")
+            return str(dns_cfg.fqdn(rec.name)).rstrip(".")
     return None
 
 

@@ -24,7 +24,7 @@ def health(lab: Lab, state: Path, *args: str) -> tuple[int, dict[str, Any], floa
     argv = [sys.executable, "-m", "liferaft", "--stack", str(lab.info.stack_file), "--state-dir", str(state),
             "health", "--json", *args]
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
     elapsed = time.monotonic() - t0
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout), elapsed, proc.stderr
@@ -55,7 +55,7 @@ def state(tmp_path: Path) -> Path:
 
 def test_healthy_lab_exits_0_with_every_probe_ok(healed: Lab, state: Path, tmp_path: Path) -> None:
     prom = tmp_path / "textfile" / "liferaft.prom"
-    code, report, elapsed, err = health(healed, state, "--prometheus", str(prom))
+    code, report, elapsed, _ = health(healed, state, "--prometheus", str(prom))
     print(f"\nliferaft health on the healthy lab: {elapsed:.2f} s wall (process start to exit), "
           f"check itself {report['duration_s']:.2f} s")
     assert code == 0, json.dumps(report, indent=1)
@@ -150,7 +150,7 @@ def _watch_denied(healed: Lab, stack: Path, state: Path, out: Path) -> None:
     healed.cut("aws", "deny")
     argv = [sys.executable, "-m", "liferaft", "--stack", str(stack), "--state-dir", str(state), "health", "--watch",
             "--interval", "0", "--confirm", "2", "--count", "3", "--json"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 3, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{\"round\"")]
     assert len(lines) == 3

@@ -159,5 +159,5 @@ def test_every_rule_the_code_returns_is_in_the_documented_table() -> None:
     source = Path(rules_module.__file__).read_text()
     code = source.split('"""', 2)[2]
     used = set(re.findall(r'"([PS]\d)"', code))
-    documented = set(re.findall(r"^\| ?([PS]\d) +\|", rules_module.__doc__ or "", re.M))
+    documented = set(re.findall(r"^\| ?([PS]\d) +\|", rules_module.__doc__ or "", re.MULTILINE))
     assert used and used == documented
