@@ -243,3 +243,32 @@ def test_seed_and_ledger_prove_acknowledged_writes(app: RunningApp, local_pg: Lo
     local_pg.psql(f"UPDATE posts SET body = body || 'x' WHERE id = {victim - 1}", "microblog")
     check = example.verify_ledger(ledger, local_pg.dsn)
     assert not check.ok and check.missing == (victim,) and check.mismatched == (victim - 1,)
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_lab_up_deploys_and_seeds_the_example(lab: Any, tmp_path: Path) -> None:
+    """`lab up` leaves the app on host a healthy from the root namespace, seeded, its images in the aws bucket,
+    and a write run against it verifiable through the ledger at host a's database."""
+    info = lab.info
+    state = json.loads(lab.state_file.read_text())
+    assert state["app"]["deployed"] is True, state["app"]
+    print(f"\nlab example deploy: {json.dumps({k: v for k, v in state['app'].items() if k != 'seed'})}")
+    url = f"http://{info.primary_address}:{info.app_port}"
+    status, body = _get(url + "/healthz")
+    assert status == 200, body
+    status, body = _get(url + "/posts?limit=1")
+    assert json.loads(body)["posts"][0]["id"] >= example.LAB_POSTS
+    s3 = boto3.client("s3", endpoint_url=info.direct["aws"], region_name="us-east-1",
+                      aws_access_key_id=info.secret("aws_access_key_id"),
+                      aws_secret_access_key=info.secret("aws_secret_access_key"),
+                      config=Config(s3={"addressing_style": "path"}))
+    keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="microblog-images")
+            for o in p.get("Contents", [])]
+    assert len(keys) >= example.LAB_IMAGES
+    ledger = str(tmp_path / "ledger.sqlite")
+    w = example.run_writer(url, ledger, rate=20, duration=1.5)
+    assert w.acknowledged > 0
+    dsn = {"host": info.primary_address, "port": 5432, "dbname": "microblog", "user": "microblog",
+           "password": info.secret("db_password")}
+    assert example.verify_ledger(ledger, dsn).ok
