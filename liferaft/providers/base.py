@@ -85,8 +85,11 @@ class Objects(Protocol):
 
     def bucket_exists(self, bucket: str) -> bool: ...
 
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under prefix, paginating as needed, in key order where the provider gives it."""
+    def list_objects(self, bucket: str, prefix: str = "", *, hashes: bool = False) -> Iterator[ObjectInfo]:
+        """Every object under prefix, paginating as needed, in key order where the provider gives it.
+
+        Listings rarely carry metadata, so `sha256` may be None; `hashes=True` fills it where the provider knows
+        it, at the cost of one HEAD per object on S3-style stores (ask only when you need it)."""
         ...
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo: ...
@@ -100,7 +103,9 @@ class Objects(Protocol):
         """Store a streamed body (multipart for large objects). `sha256`, when given, is kept as metadata."""
         ...
 
-    def delete_object(self, bucket: str, key: str) -> None: ...
+    def delete_object(self, bucket: str, key: str) -> None:
+        """Delete the object; a missing one is not an error."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------------- dns
