@@ -17,12 +17,24 @@ def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def ssh_banner(address: str, port: int, timeout: float = 1.0) -> bool:
+    """The port answers with an SSH identification string ("SSH-2.0-..."). A bare TCP accept proves little:
+    middleboxes and some NAT gateways accept every connection."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(256).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
 def wait_tcp(provider: str, address: str, port: int, timeout: float, *, what: str = "ssh port") -> None:
-    """Poll until address:port accepts a TCP connection, else Unreachable after `timeout` seconds."""
+    """Poll until address:port answers (for an ssh port: with the SSH banner), else Unreachable after `timeout`."""
     deadline = time.monotonic() + timeout
+    check = ssh_banner if what == "ssh port" else tcp_open
     while True:
         remaining = deadline - time.monotonic()
-        if tcp_open(address, port, timeout=max(0.2, min(1.0, remaining))):
+        if check(address, port, timeout=max(0.2, min(1.0, remaining))):
             return
         if time.monotonic() >= deadline:
             raise Unreachable(provider, f"wait for {what} {address}:{port}",
