@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import queue
 import secrets
@@ -186,7 +187,7 @@ def run_writer(url: str, ledger_path: str, *, rate: float, duration: float, conc
 
 def _summarise(run_id: str, attempts: list[tuple[float, float, int | None]], elapsed: float) -> WriterReport:
     acks = sorted(done for _, done, pid in attempts if pid is not None)
-    gaps = [b - a for a, b in zip(acks, acks[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(acks)]
     windows: list[tuple[float, float]] = []
     start: float | None = None
     for sent, done, pid in attempts:  # ordered by send time

@@ -16,6 +16,7 @@ this adapter wraps it so none of that leaks into liferaft:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from typing import Any
 from liferaft.configure._types import HostStats, PlaybookFailed, PlaybookResult, TargetHost, TaskEvent
 from liferaft.errors import ToolMissing, UsageError
 
+log = logging.getLogger("liferaft.configure")
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 REMOTE_PYTHON = "/usr/bin/python3"
 REDACTED = "********"
@@ -103,8 +105,8 @@ class _Run:
         if self.on_event is not None:
             try:
                 self.on_event(ev)
-            except Exception:  # an observer never breaks a run
-                pass
+            except Exception:
+                log.exception("configure event observer failed")
 
     def handle(self, event: Mapping[str, Any]) -> bool:
         name = event.get("event", "")
@@ -293,7 +295,7 @@ def syntax_check(playbook: str | os.PathLike[str], base_dir: str | os.PathLike[s
                "ANSIBLE_CONFIG": str(Path(tmp) / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "False",
                "ANSIBLE_HOME": tmp, "ANSIBLE_LOCAL_TEMP": tmp}
         try:
-            cp = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
+            cp = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False,
                                 stdin=subprocess.DEVNULL)
         except FileNotFoundError as e:
             raise ToolMissing("ansible-playbook is not installed", hint="pip install ansible-core") from e

@@ -99,3 +99,15 @@ def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, wit
     books.append(stack.playbook_path(service))
     return run_playbook(books, [host], variables=sv.variables, secret_variables=sv.secret_variables,
                         on_event=on_event, timeout=timeout, base_dir=stack.base_dir)
+
+
+def deploy_databases(stack: Any, service: str, site: str, host: TargetHost, *, allowed_networks: Sequence[str] = (),
+                     on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600) -> PlaybookResult:
+    """Only the PostgreSQL side of `service` on `host` (prepare + postgresql.yml): e.g. a migration target that
+    must exist, empty, before the data moves and the service is deployed against it."""
+    sv = service_vars(stack, service, site, host, allowed_networks=allowed_networks)
+    if not sv.variables["liferaft_databases"]:
+        raise UsageError(f"service {service!r} uses no databases")
+    return run_playbook(["prepare.yml", "postgresql.yml"], [host], variables=sv.variables,
+                        secret_variables=sv.secret_variables, on_event=on_event, timeout=timeout,
+                        base_dir=stack.base_dir)

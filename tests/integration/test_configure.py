@@ -7,6 +7,7 @@ command line, in Ansible's events, in its artifacts or in errors; no ssh mux pro
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -64,7 +65,7 @@ class CmdlineWatch:
             self.samples += 1
             self._stop.wait(0.05)
 
-    def __enter__(self) -> CmdlineWatch:
+    def __enter__(self) -> CmdlineWatch:  # noqa: PYI034 - plain class, not subclassed
         self._t.start()
         return self
 
@@ -202,7 +203,7 @@ def test_postgresql_and_app_deploy_healthy_idempotent_and_secret_free(
     print(f"\nfirst deploy {t_first:.1f} s (changed {first.changed}), re-run {t_second:.1f} s "
           f"(changed {second.changed}), cmdline samples {watch.samples}")
     starts = [(t, e) for t, e in stamps if e.kind == "task.start"]
-    slow = sorted(((b[0] - a[0], a[1].task) for a, b in zip(starts, starts[1:])), reverse=True)[:6]
+    slow = sorted(((b[0] - a[0], a[1].task) for a, b in itertools.pairwise(starts)), reverse=True)[:6]
     print("slowest tasks:", ", ".join(f"{name} {d:.1f}s" for d, name in slow))
 
     assert first.ok and first.changed > 5

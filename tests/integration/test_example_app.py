@@ -75,7 +75,7 @@ def local_pg() -> Iterator[LocalPg]:
     finally:
         subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
                         str(PG_BIN / "pg_ctl"), "stop", "-D", str(root / "data"), "-m", "immediate"],
-                       capture_output=True)
+                       capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -131,8 +131,9 @@ def app(local_pg: LocalPg, moto: MotoServer, tmp_path_factory: pytest.TempPathFa
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(cfg, f)
-    proc = subprocess.Popen(["/usr/bin/python3", "-B", str(APP), "--config", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "app.log", "wb"))
+    with open(d / "app.log", "wb") as log:
+        proc = subprocess.Popen(["/usr/bin/python3", "-B", str(APP), "--config", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -191,7 +192,7 @@ def test_config_readable_by_others_is_refused(app: RunningApp, tmp_path: Path) -
     shutil.copy(app.config_path, bad)
     os.chmod(bad, 0o644)
     cp = subprocess.run(["/usr/bin/python3", "-B", str(APP), "--config", str(bad)], capture_output=True,
-                        text=True, timeout=20)
+                        text=True, timeout=20, check=False)
     assert cp.returncode == 2 and "readable by others" in cp.stderr
 
 

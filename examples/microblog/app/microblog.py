@@ -32,7 +32,6 @@ import stat
 import sys
 import threading
 import uuid
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -126,9 +125,9 @@ class Store:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         db = cfg["db"]
-        self._dsn = dict(host=db["host"], port=int(db["port"]), dbname=db["name"], user=db["user"],
-                         password=db["password"], connect_timeout=int(db.get("connect_timeout", 3)),
-                         application_name="microblog")
+        self._dsn = {"host": db["host"], "port": int(db["port"]), "dbname": db["name"], "user": db["user"],
+                     "password": db["password"], "connect_timeout": int(db.get("connect_timeout", 3)),
+                     "application_name": "microblog"}
         self._pool = _Pool(self._dsn, int(cfg.get("db_pool_size", 8)))
         s3 = cfg["s3"]
         self.bucket = s3["bucket"]
@@ -147,9 +146,8 @@ class Store:
         conn = self._pool.get()
         broken = False
         try:
-            with conn:
-                with conn.cursor() as cur:
-                    return fn(cur)
+            with conn, conn.cursor() as cur:
+                return fn(cur)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             broken = True
             raise
@@ -253,9 +251,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: Store  # set on the subclass made by make_server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("MICROBLOG_ACCESS_LOG"):
-            sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -270,7 +268,7 @@ class Handler(BaseHTTPRequestHandler):
     def _fail(self, status: int, message: str) -> None:
         self._send(status, {"error": message})
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         try:
             if url.path == "/healthz":
@@ -311,7 +309,7 @@ class Handler(BaseHTTPRequestHandler):
         for chunk in body.iter_chunks(256 * 1024):
             self.wfile.write(chunk)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/posts":
             return self._fail(404, "not found")
