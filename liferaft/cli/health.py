@@ -88,6 +88,10 @@ def health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: f
     """
     from liferaft.health.probes import fail_fast_retries
 
+    if not watch and (count is not None or interval is not None):
+        raise click.UsageError("--count and --interval need --watch")
+    if watch and explain:
+        raise click.UsageError("--explain shows what --watch would do; use one or the other")
     with fail_fast_retries():
         return _health(opts, as_json, prom_file, timeout, canary, watch, interval, confirm, count, explain)
 
@@ -120,8 +124,6 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         return int(report.exit_code)
 
     if not watch:
-        if count or interval:
-            raise click.UsageError("--count and --interval need --watch")
         report = check()
         if as_json:
             emit_json(report.to_dict())

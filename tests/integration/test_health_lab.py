@@ -86,6 +86,13 @@ def test_deny_makes_aws_terminated_with_the_403_as_evidence(healed: Lab, state: 
     # the other vendors are judged on their own evidence: still healthy
     assert {report["providers"][p]["verdict"] for p in ("objstore", "dnshost", "colo-a", "colo-b")} == {"healthy"}
     print(f"\ndeny: {elapsed:.2f} s")
+    # the human table says the same, with the evidence
+    proc = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(healed.info.stack_file), "--state-dir",
+                           str(state), "health"], capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 3
+    assert "terminated" in proc.stdout and "AuthRejected" not in proc.stdout and "auth_rejected" in proc.stdout
+    assert "403" in proc.stdout
 
 
 def test_down_makes_aws_unreachable(healed: Lab, state: Path) -> None:

@@ -123,3 +123,13 @@ def test_json_report_has_verdicts_rules_and_evidence(tmp_path: Path) -> None:
         "outcome": "auth_rejected", "error": "AuthRejected", "status": 403, "code": "AccessDenied"}
     assert d["sites"]["primary"]["providers"] == {"colo": "healthy", "cloud": "terminated"}
     assert d["sites"]["primary"]["role"] == "primary"
+
+
+def test_cli_rejects_watch_options_without_watch(tmp_path: Path) -> None:
+    from tests.cli_helpers import invoke
+
+    stack = write_stack(tmp_path, cloud_port=1, app_port=2)
+    r = invoke("--stack", str(stack), "health", "--count", "2")
+    assert r.exit_code == 2 and "--count and --interval need --watch" in r.stderr
+    r = invoke("--stack", str(stack), "health", "--watch", "--explain")
+    assert r.exit_code == 2
