@@ -1,0 +1,171 @@
+"""The cold failover plan: the source does not answer, so the move uses the standby copies `replicate` kept.
+
+    allocate          the standby host again (the same name `replicate` allocated: same host, same copy)
+    prepare           prepare.yml (idempotent)
+    promote-<db>      drop the subscription WITHOUT the source, sequences past their columns' max (standby.promote)
+    standby-<bucket>  the standby bucket as is, every object the manifest says was copied read back by sha256
+    data-loss         what the cut lost: the write ledger's acknowledged writes missing at the target, else the
+                      last replicated position and time (standby.loss)
+    deploy-<svc>      the engine's service.deploy: the service at the target, on the target's DB and bucket
+    dns               the engine's dns.cutover
+    verify-service    the engine's verify.service, through DNS
+
+Planning reads only the readiness state file, the DNS provider (independent of the source) and the target pool.
+The source is touched once, by a TCP probe bounded by the source timeout, only to say in the plan whether it
+still answers (a live failover would then lose nothing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liferaft.errors import LiferaftError, UsageError
+from liferaft.events import Events, as_events
+from liferaft.failover.plan import Plan, Step
+from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
+from liferaft.readiness.state import StandbyRecord, load_standby
+
+if TYPE_CHECKING:
+    from liferaft.stack import Stack
+
+SOURCE_TIMEOUT_ENV = "LIFERAFT_SOURCE_TIMEOUT"
+ESTIMATE_S = {"allocate": 2.0, "prepare": 6.0, "promote": 1.0, "deploy": 10.0, "dns": 1.0, "verify": 2.0}
+
+
+def source_timeout(stack: Stack) -> float:
+    """LIFERAFT_SOURCE_TIMEOUT, else the stack's health.timeout, else 5 s."""
+    env = os.environ.get(SOURCE_TIMEOUT_ENV)
+    if env:
+        try:
+            return max(0.5, float(env))
+        except ValueError:
+            raise UsageError(f"{SOURCE_TIMEOUT_ENV}={env!r} is not a number of seconds") from None
+    return float(getattr(stack.model.health, "timeout", DEFAULT_SOURCE_TIMEOUT))
+
+
+def _ledger_path() -> str | None:
+    from liferaft.failover.planner import LEDGER_ENV
+
+    value = os.environ.get(LEDGER_ENV)
+    return str(Path(value).resolve()) if value else None
+
+
+def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
+    rec = load_standby(state_dir, stack.model.name, target)
+    if rec is None or not rec.standby_host:
+        raise UsageError(f"no standby is recorded for {stack.model.name} at {target!r}: a cold failover has no copy "
+                         "to restore", hint=f"keep one warm with `liferaft replicate --to {target} --watch` while the "
+                         "source still answers")
+    missing = [k for k in stack.model.data.databases if not rec.database(k).get("method")]
+    missing += [k for k in stack.model.data.buckets if not rec.bucket(k).get("last_sync_at")]
+    if missing:
+        raise UsageError(f"the standby at {target!r} holds no copy of: {', '.join(sorted(missing))}",
+                         hint=f"run `liferaft replicate --to {target}` once while the source answers")
+    return rec
+
+
+def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, state_dir: Any = None,
+                    events: Events | None = None) -> Plan:
+    """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source."""
+    import liferaft.readiness.steps  # noqa: F401  (registers the standby step kinds)
+    from liferaft.failover.observe import dns_current, target_free
+
+    ev = as_events(events)
+    m = stack.model
+    source = source or m.primary
+    stack.site(target)
+    if target == source:
+        raise UsageError(f"site {target!r} is already the source", hint=f"alternates: {', '.join(m.alternates)}")
+    rec = require_standby(stack, target, state_dir)
+    host = rec.standby_host or {}
+    timeout = source_timeout(stack)
+    notes = _probe_source(rec, stack, timeout, ev)
+    current: dict[str, dict[str, Any]] = {}
+    try:
+        current = bounded(lambda: dns_current(stack, state_dir), max(timeout, 10.0), provider="dns",
+                          what="read the service's DNS records")
+    except LiferaftError as e:
+        notes.append(f"DNS could not be read while planning ({e}); the cutover step will try again")
+    provider = str(host.get("provider") or stack.site(target).compute)
+    free, _ = target_free(stack, provider, state_dir)
+    ledger = _ledger_path()
+    steps: list[Step] = []
+
+    def add(sid: str, kind: str, title: str, params: dict[str, Any], *deps: str) -> str:
+        steps.append(Step(sid, kind, title, params, tuple(deps)))
+        return sid
+
+    spec = str(host.get("spec_name") or f"{m.name}-{target}")
+    last = add("allocate", "host.allocate", f"allocate the standby host {spec} at {provider} (holds the copy)",
+               {"provider": provider, "name": spec, "site": target})
+    last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
+    data_steps: list[str] = []
+    for key, db in sorted(m.data.databases.items()):
+        d = rec.database(key)
+        how = ("drop the subscription without the source, sequences past their columns' max"
+               if d.get("method") == "logical" else "the last periodic dump, sequences checked")
+        data_steps.append(add(f"promote-{key}", "standby.promote", f"promote the standby database {db.name} ({how})",
+                              {"database": key, "method": d.get("method"), "subscription": d.get("subscription")},
+                              last))
+    tgt_objects = stack.site(target).objects
+    src_objects = stack.site(source).objects
+    for key, b in sorted(m.data.buckets.items()):
+        data_steps.append(add(f"standby-{key}", "standby.objects",
+                              f"use the standby bucket {b.name} at {tgt_objects} as is, checked against the manifest",
+                              {"bucket": key, "source": src_objects, "target": tgt_objects}, last))
+    loss = add("data-loss", "standby.loss", "report the data lost by the cut"
+               + (" (write ledger)" if ledger else " (last replicated positions)"),
+               {"databases": sorted(m.data.databases), "buckets": sorted(m.data.buckets), "ledger": ledger,
+                "target": target}, *(data_steps or [last]))
+    svc_steps = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook}) on the "
+                     "standby's database and bucket", {"service": svc}, loss) for svc in sorted(m.services)]
+    dns_cfg = m.dns
+    records: list[dict[str, Any]] = [{"fqdn": dns_cfg.fqdn(r.name), "type": r.type, "ttl": r.ttl,
+                                      "service": r.service} for r in dns_cfg.records if r.service] if dns_cfg else []
+    last = svc_steps[-1] if svc_steps else loss
+    if records and m.dns is not None:
+        last = add("dns", "dns.cutover", f"cut DNS over: {', '.join(str(r['fqdn']) for r in records)} -> standby",
+                   {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, last)
+    add("verify-service", "verify.service", "verify the service through its DNS name",
+        {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
+
+    address = str(host.get("address") or "")
+    resources = [{"action": "reuse", "kind": "host", "name": spec, "provider": provider,
+                  "detail": f"({host.get('name')}, {address}: the standby)"}]
+    resources += [{"action": "promote", "kind": "database", "name": d.name, "provider": provider}
+                  for d in m.data.databases.values()]
+    resources += [{"action": "use", "kind": "bucket", "name": b.name, "provider": tgt_objects}
+                  for b in m.data.buckets.values()]
+    resources += [{"action": "deploy", "kind": "service", "name": s, "provider": provider} for s in m.services]
+    dns_diff = [{"name": r["fqdn"], "type": r["type"], "ttl": r["ttl"],
+                 "old": current.get(str(r["fqdn"]), {}).get("values", []), "new": [address] if address else []}
+                for r in records]
+    exposure = rec.rpo_exposure_s
+    notes.append(f"standby on {host.get('name')} ({address}); last recorded RPO exposure "
+                 f"{exposure if exposure is not None else '?'} s" + (f"; free hosts: {', '.join(free)}" if free else ""))
+    estimate = (ESTIMATE_S["allocate"] + ESTIMATE_S["prepare"] + ESTIMATE_S["promote"] * len(m.data.databases)
+                + ESTIMATE_S["deploy"] * len(m.services) + ESTIMATE_S["dns"] + ESTIMATE_S["verify"])
+    plan = Plan(stack=m.name, source=source, target=target, mode="cold", steps=tuple(steps),
+                resources=tuple(resources), bytes_to_move=0, estimate_s=estimate, dns_diff=tuple(dns_diff),
+                notes=tuple(notes))
+    ev.emit("plan.ready", f"{len(plan.steps)} steps (cold, from the standby), ~{plan.estimate_s:.0f}s",
+            plan_hash=plan.hash)
+    return plan
+
+
+def _probe_source(rec: StandbyRecord, stack: Stack, timeout: float, ev: Events) -> list[str]:
+    """One bounded TCP probe of the source's database (and SSH): only to tell the operator, never to wait."""
+    src = rec.data.get("source_host") or {}
+    address = src.get("address")
+    if not address:
+        return ["source host unknown; not probed"]
+    ports = sorted({int(d.port) for d in stack.model.data.databases.values()} | {int(src.get("port", 22))})
+    results = {p: tcp_answers(str(address), p, timeout) for p in ports}
+    answering = [p for p, (ok, _) in results.items() if ok]
+    detail = "; ".join(f"{address}:{p} {'answers' if ok else 'no answer'} ({d})" for p, (ok, d) in results.items())
+    ev.emit("plan.observe", f"source probe (timeout {timeout:g} s): {detail}", source_answers=bool(answering))
+    if answering:
+        return [f"the source still answers on {', '.join(map(str, answering))}: `--mode live` would lose nothing"]
+    return [f"the source did not answer within {timeout:g} s ({detail}); using the standby copy"]

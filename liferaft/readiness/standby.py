@@ -1,0 +1,408 @@
+"""`liferaft replicate`: keep the standby at an alternate site current, and measure what a cut would lose.
+
+Set-up (idempotent; `Replicator.setup`):
+  1. find the source host (the one the service's DNS records point at: the engine's observer);
+  2. allocate the standby host at the target's compute provider under the same name the failover planner uses
+     (`<stack>-<site>`), so a later failover -- live or cold -- lands on the host that holds the copy;
+  3. if PostgreSQL is not answering there: prepare.yml + postgresql.yml through `liferaft.configure` with the
+     engine's database variables (nothing re-implemented here);
+  4. liferaft's migration role at both ends (the engine's `ensure_migrator`);
+  5. per database, `migrate: logical`: the movers' `start` (schema first, then publication and subscription,
+     named as the live failover names them, so a live failover continues from this standby), objects handed to
+     the owner role. `migrate: dump`: copied each round instead (see `pgstandby.dump_and_swap`).
+Each round (`Replicator.round`): lag per logical database (bounded by the source timeout), a dump where due, an
+incremental sync of each bucket (the movers' manifest, the same one failover uses), then the state file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liferaft.errors import LiferaftError, Unreachable, UsageError
+from liferaft.events import Events, as_events
+from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
+from liferaft.readiness.state import load_standby, push_history, rpo_exposure, save_standby
+
+if TYPE_CHECKING:
+    from liferaft.configure import TargetHost
+    from liferaft.movers.pg_conn import PgConn
+    from liferaft.stack import Stack
+
+
+@dataclass
+class _Plan:
+    stack: str
+
+
+@dataclass
+class EngineContext:
+    """The slice of the failover engine's RunContext that its access helpers (migration role, database variables)
+    use, so replicate calls them instead of copying them. Secrets resolved here are never written anywhere."""
+
+    stack: Stack
+    state_dir: Path
+    plan: _Plan
+    _secret_values: set[str] = field(default_factory=set, repr=False)
+
+    def require_stack(self) -> Stack:
+        return self.stack
+
+    def secret(self, ref: str) -> str:
+        value = self.stack.secret(ref)
+        self._secret_values.add(value)
+        return value
+
+
+def standby_spec_name(stack: Stack, target: str) -> str:
+    """The host name the failover planner allocates at `target` (so both land on the same host)."""
+    return f"{stack.model.name}-{target}"
+
+
+@dataclass(frozen=True)
+class ReplicateOptions:
+    target: str
+    interval: float = 5.0
+    source_timeout: float = DEFAULT_SOURCE_TIMEOUT
+    setup_timeout: float = 600.0
+
+
+class Replicator:
+    """One standby (target site) of one stack."""
+
+    def __init__(self, stack: Stack, state_dir: Path, options: ReplicateOptions,
+                 events: Events | None = None) -> None:
+        m = stack.model
+        if options.target == m.primary:
+            raise UsageError(f"site {options.target!r} is the primary: replicate to an alternate",
+                             hint=f"alternates: {', '.join(m.alternates) or '(none)'}")
+        stack.site(options.target)
+        self.stack = stack
+        self.state_dir = Path(state_dir)
+        self.opts = options
+        self.source = m.primary
+        self.target = options.target
+        self.events = as_events(events)
+        self.ctx = EngineContext(stack, self.state_dir, _Plan(m.name))
+        prev = load_standby(self.state_dir, m.name, self.target)
+        self.record: dict[str, Any] = dict(prev.data) if prev else {}
+        self.record.update(source=self.source, target=self.target)
+        self.record.setdefault("started_at", time.time())
+        self.record.setdefault("databases", {})
+        self.record.setdefault("buckets", {})
+        self._source_host: TargetHost | None = None
+        self._standby_host: TargetHost | None = None
+        self._last_dump: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        self.events.emit(kind, message, **{"stack": self.stack.model.name, "target": self.target, **data})
+
+    def save(self) -> Path:
+        self.record["rpo_exposure_s"] = rpo_exposure(self.record)
+        return save_standby(self.state_dir, self.stack.model.name, self.target, self.record)
+
+    def _conns(self, key: str) -> tuple[PgConn, PgConn]:
+        from liferaft.failover._access import admin_conn
+
+        db = self.stack.model.data.databases[key]
+        assert self._source_host is not None and self._standby_host is not None
+        return (admin_conn(self.ctx, self._source_host.address, db),  # type: ignore[arg-type]
+                admin_conn(self.ctx, self._standby_host.address, db))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------------------------- set-up
+    def setup(self) -> dict[str, Any]:
+        """Make the standby exist and subscribe (idempotent). Needs the source to answer."""
+        t0 = time.monotonic()
+        self._source_host = self._find_source_host()
+        self._standby_host = self._allocate_standby()
+        self.record["source_host"] = _host_dict(self._source_host)
+        self.record["standby_host"] = {**_host_dict(self._standby_host),
+                                       "spec_name": standby_spec_name(self.stack, self.target),
+                                       "provider": self.stack.site(self.target).compute}
+        dbs = self.stack.model.data.databases
+        if dbs:
+            self._ensure_postgresql()
+            self._ensure_migrators()
+        for key, db in sorted(dbs.items()):
+            entry = self.record["databases"].setdefault(key, {})
+            entry.update(method=db.migrate, name=db.name)
+            if db.migrate == "logical":
+                entry.update(self._subscribe(key))
+        for key, b in sorted(self.stack.model.data.buckets.items()):
+            self.record["buckets"].setdefault(key, {}).update(
+                name=b.name, source=self.stack.site(self.source).objects, target=self.stack.site(self.target).objects)
+        self.record["set_up_at"] = time.time()
+        self.save()
+        seconds = round(time.monotonic() - t0, 2)
+        self.emit("replicate.ready", f"standby at {self.target} on host {self._standby_host.name} "
+                  f"({self._standby_host.address}) ready in {seconds:.1f}s", seconds=seconds,
+                  host=self._standby_host.name)
+        return {"seconds": seconds, "standby_host": self.record["standby_host"]}
+
+    def _find_source_host(self) -> TargetHost:
+        from liferaft.failover.observe import dns_current, find_source_host
+
+        t = self.opts.source_timeout
+        current = bounded(lambda: dns_current(self.stack, self.state_dir), max(t, 10.0), provider="dns",
+                          what="read the service's DNS records")
+        host = find_source_host(self.stack, self.source, current, self.state_dir)
+        self.emit("replicate.source", f"source host {host.name} ({host.address})", host=host.name)
+        return host
+
+    def _allocate_standby(self) -> TargetHost:
+        from liferaft.configure import TargetHost
+        from liferaft.failover.observe import open_provider
+        from liferaft.providers.base import HostSpec
+
+        name = standby_spec_name(self.stack, self.target)
+        compute = open_provider(self.stack, self.stack.site(self.target).compute, self.state_dir).require("compute")
+        host = compute.create_host(HostSpec(name=name, tags={"liferaft-stack": self.stack.model.name,
+                                                             "liferaft-role": "standby"}))
+        host = compute.wait_reachable(host, timeout=120.0)
+        if host.ssh is None or host.address is None:
+            raise UsageError(f"standby host {host.name} has no SSH access; liferaft cannot configure it")
+        th = TargetHost.from_access(host.name, host.ssh)
+        self.emit("replicate.host", f"standby host {name}: {host.id} at {th.address}", host=host.id)
+        return th
+
+    def _ensure_postgresql(self) -> None:
+        from liferaft.configure import run_playbook
+        from liferaft.failover._access import controller_address
+        from liferaft.failover.steps.hosts import database_vars
+
+        assert self._standby_host is not None and self._source_host is not None
+        host = self._standby_host
+        port = next(iter(self.stack.model.data.databases.values())).port
+        ok, _ = tcp_answers(host.address, port, 3.0)
+        if ok and self.record.get("postgresql_deployed_on") == host.address:
+            return
+        keys = sorted(self.stack.model.data.databases)
+        dbs, secret_vars = database_vars(self.ctx, keys, host.address)  # type: ignore[arg-type]
+        nets = sorted({f"{controller_address(host.address)}/32", f"{self._source_host.address}/32"})
+        self.emit("replicate.deploy", f"deploying PostgreSQL on the standby {host.name} (prepare.yml, "
+                  "postgresql.yml)", host=host.name)
+        res = run_playbook(["prepare.yml", "postgresql.yml"], [host], variables={
+            "liferaft_listen_address": host.address, "liferaft_databases": dbs,
+            "liferaft_allowed_networks": nets}, secret_variables=secret_vars,
+            on_event=self._on_task, base_dir=self.stack.base_dir,
+            timeout=self.opts.setup_timeout)
+        self.record["postgresql_deployed_on"] = host.address
+        self.emit("replicate.deployed", f"PostgreSQL on {host.name} in {res.duration_s:.1f}s",
+                  seconds=round(res.duration_s, 2))
+
+    def _on_task(self, ev: Any) -> None:
+        if ev.kind in ("task.start", "task.failed", "unreachable"):
+            self.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
+
+    def _ensure_migrators(self) -> None:
+        from liferaft.failover._access import ensure_migrator
+
+        db = next(iter(self.stack.model.data.databases.values()))
+        for host in (self._source_host, self._standby_host):
+            assert host is not None
+            ensure_migrator(self.ctx, host, int(db.version), int(db.port))  # type: ignore[arg-type]
+
+    def _subscribe(self, key: str) -> dict[str, Any]:
+        from liferaft.failover._access import give_to_owner
+        from liferaft.movers import postgres as pg
+
+        src, tgt = self._conns(key)
+        t0 = time.monotonic()
+        def progress(event: str, details: dict[str, Any]) -> None:
+            flat = {k: v for k, v in details.items() if isinstance(v, (int, float, str))}
+            self.emit(event, " ".join(f"{k}={v}" for k, v in flat.items()), **flat)
+
+        rep = pg.start(src, tgt, wait=True, timeout=self.opts.setup_timeout, progress=progress)
+        owner = self.stack.model.data.databases[key].owner
+        give_to_owner(tgt, owner)
+        return {"subscription": rep.name, "subscribed_at": time.time(),
+                "initial_sync_s": round(time.monotonic() - t0, 2)}
+
+    def attach(self) -> None:
+        """Use the hosts recorded by an earlier set-up (no source or DNS calls)."""
+        from liferaft.failover._access import host_from_dict
+
+        if self._source_host is None and self.record.get("source_host"):
+            self._source_host = host_from_dict(self.record["source_host"])
+        if self._standby_host is None and self.record.get("standby_host"):
+            self._standby_host = host_from_dict(self.record["standby_host"])
+        if self._source_host is None or self._standby_host is None:
+            raise UsageError(f"no standby recorded for {self.target}", hint=f"run `liferaft replicate --to "
+                             f"{self.target}` while the source answers")
+
+    # ------------------------------------------------------------------------------------------------- rounds
+    def round(self) -> dict[str, Any]:
+        """One measurement/sync round: lag per database, dumps where due, bucket sync; state saved."""
+        self.attach()
+        t0 = time.time()
+        errors: list[str] = []
+        unreachable = False
+        for key, db in sorted(self.stack.model.data.databases.items()):
+            try:
+                if db.migrate == "logical":
+                    self._measure_logical(key)
+                else:
+                    self._dump_if_due(key)
+            except LiferaftError as e:
+                unreachable = unreachable or isinstance(e, Unreachable)
+                errors.append(f"database {key}: {e}")
+                self._mark_error("databases", key, e, t0)
+        for key in sorted(self.stack.model.data.buckets):
+            try:
+                self._sync_bucket(key)
+            except LiferaftError as e:
+                unreachable = unreachable or isinstance(e, Unreachable)
+                errors.append(f"bucket {key}: {e}")
+                self._mark_error("buckets", key, e, t0)
+        self.record["source_reachable"] = not unreachable
+        self.record["source_error"] = errors[0] if errors else None
+        self.record["last_round_at"] = t0
+        path = self.save()
+        summary = self.summary()
+        self.emit("replicate.lag", _lag_line(summary), **summary, state_file=str(path))
+        return summary
+
+    def _mark_error(self, group: str, key: str, e: LiferaftError, now: float) -> None:
+        """A round that could not reach the source keeps the last measured lag: a cut now loses what was in
+        flight then (the source stopped writing to us when it went away); `stale_since` says since when."""
+        entry = self.record[group].setdefault(key, {})
+        if entry.get("ok", True) or not entry.get("stale_since"):
+            entry["stale_since"] = now
+        entry.update(ok=False, error=str(e)[:300], error_at=now)
+
+    def _measure_logical(self, key: str) -> None:
+        from liferaft.readiness import pgstandby
+
+        src, tgt = self._conns(key)
+        entry = self.record["databases"].setdefault(key, {})
+        name = entry.get("subscription") or _rep_name(src)
+        t = self.opts.source_timeout
+        lag = bounded(lambda: pgstandby.source_lag(src, name, t), t, provider=self.source,
+                      what=f"replication lag of {key}")
+        now = time.time()
+        status = pgstandby.standby_status(tgt, name)
+        entry.update(ok=True, error=None, stale_since=None, lag_bytes=lag.bytes, lag_seconds=round(lag.seconds, 3),
+                     measured_at=now, source_lsn=lag.source_lsn, confirmed_lsn=lag.confirmed_lsn,
+                     last_received_at=status.get("last_received_at"), last_sync_at=now,
+                     # the standby holds what the source committed up to `replay lag` ago
+                     caught_up_at=round(now - lag.seconds, 3))
+        push_history(entry, [now, lag.bytes, lag.seconds])
+
+    def _dump_if_due(self, key: str) -> None:
+        from liferaft.readiness import pgstandby
+
+        src, tgt = self._conns(key)
+        entry = self.record["databases"].setdefault(key, {})
+        t = self.opts.source_timeout
+        last = float(entry.get("last_sync_started_at") or 0.0)
+        now = time.time()
+        if now - last >= self.opts.interval or not entry.get("ok"):
+            lsn = bounded(lambda: pgstandby.source_lsn(src, t), t, provider=self.source, what=f"position of {key}")
+            owner = self.stack.model.data.databases[key].owner
+            res = pgstandby.dump_and_swap(src, tgt, owner)
+            entry.update(ok=True, error=None, stale_since=None, last_sync_started_at=res["dump_started_at"], last_sync_at=time.time(),
+                         dump_lsn=lsn, dump_seconds=res["seconds"], dump_bytes=res["dump_bytes"],
+                         caught_up_at=res["dump_started_at"])
+        since = float(entry["last_sync_started_at"])
+        lag_bytes = bounded(lambda: pgstandby.wal_bytes_since(src, entry["dump_lsn"], t), t, provider=self.source,
+                            what=f"WAL since the last dump of {key}")
+        now = time.time()
+        entry.update(lag_bytes=lag_bytes, lag_seconds=round(now - since, 3), measured_at=now)
+        push_history(entry, [now, lag_bytes, now - since])
+
+    def _sync_bucket(self, key: str) -> None:
+        from liferaft.failover.journal import stack_dir
+        from liferaft.movers.objects import SyncOptions, sync
+
+        src, tgt = self._endpoints(key)
+        entry = self.record["buckets"].setdefault(key, {})
+        t = self.opts.source_timeout
+        bounded(lambda: src.objects.bucket_exists(src.bucket), t, provider=src.provider,
+                what=f"bucket {src.bucket} at the source")
+        started = time.time()
+        tgt.objects.create_bucket(tgt.bucket)
+        res = sync(src, tgt, stack_dir(self.state_dir, self.stack.model.name), SyncOptions(progress_interval=1.0),
+                   events=None)
+        now = time.time()
+        prev_started = entry.get("last_sync_started_at")
+        entry.update(ok=True, error=None, stale_since=None, last_sync_started_at=started, last_sync_at=now, caught_up_at=started,
+                     listed=res.listed, copied=res.copied, lag_bytes=res.bytes_total,
+                     sync_seconds=round(res.seconds, 3),
+                     # a write just after the previous listing waited until this listing: the exposure
+                     lag_seconds=round(now - float(prev_started), 3) if prev_started else round(now - started, 3),
+                     measured_at=now)
+        push_history(entry, [now, res.bytes_total, entry["lag_seconds"]])
+
+    def _endpoints(self, key: str) -> tuple[Any, Any]:
+        from liferaft.failover.observe import open_provider
+        from liferaft.movers.objects import Endpoint
+
+        bucket = self.stack.model.data.buckets[key].name
+
+        def side(provider: str) -> Endpoint:
+            def make() -> Any:
+                return open_provider(self.stack, provider, self.state_dir).require("objects")
+            return Endpoint(provider, make(), bucket, factory=make)
+
+        return side(self.stack.site(self.source).objects), side(self.stack.site(self.target).objects)
+
+    def summary(self) -> dict[str, Any]:
+        def pick(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: d.get(k) for k in ("method", "lag_bytes", "lag_seconds", "ok", "error", "last_sync_at")
+                    if k in d}
+        return {"target": self.target, "source": self.source,
+                "standby_host": (self.record.get("standby_host") or {}).get("name"),
+                "databases": {k: pick(v) for k, v in sorted(self.record["databases"].items())},
+                "buckets": {k: pick(v) for k, v in sorted(self.record["buckets"].items())},
+                "rpo_exposure_s": rpo_exposure(self.record),
+                "source_reachable": self.record.get("source_reachable")}
+
+
+def _rep_name(src: PgConn) -> str:
+    from liferaft.movers.pg_logical import Replication
+
+    return Replication.for_databases(src, src).name
+
+
+def _host_dict(h: TargetHost) -> dict[str, Any]:
+    from liferaft.failover._access import host_to_dict
+
+    return host_to_dict(h)
+
+
+def _lag_line(s: dict[str, Any]) -> str:
+    parts = [f"db {k}: {v.get('lag_bytes', '?')} B / {v.get('lag_seconds', '?')} s" + ("" if v.get("ok") else " (!)")
+             for k, v in s["databases"].items()]
+    parts += [f"bucket {k}: {v.get('lag_bytes', '?')} B / {v.get('lag_seconds', '?')} s"
+              + ("" if v.get("ok") else " (!)") for k, v in s["buckets"].items()]
+    return f"{s['target']}: " + "; ".join(parts) + f"; RPO exposure {s['rpo_exposure_s']} s"
+
+
+def watch(rep: Replicator, *, interval: float, count: int | None, on_round: Any = None,
+          stop: Any = None) -> list[dict[str, Any]]:
+    """Rounds every `interval` seconds (`count` rounds, or until `stop` is set). A round that fails is recorded
+    and the loop goes on: the standby must keep its last good copy and say how stale it grows."""
+    out: list[dict[str, Any]] = []
+    n = 0
+    while count is None or n < count:
+        t0 = time.monotonic()
+        try:
+            summary = rep.round()
+        except Unreachable as e:
+            summary = {"error": str(e)}
+        out.append(summary)
+        if on_round is not None:
+            on_round(summary)
+        n += 1
+        if count is not None and n >= count:
+            break
+        delay = max(0.0, interval - (time.monotonic() - t0))
+        if stop is not None:
+            if stop.wait(delay):
+                break
+        else:
+            time.sleep(delay)
+    return out

@@ -1,0 +1,179 @@
+"""The standby's recorded state: what is replicated where, when it last synced, and the recent lag.
+
+One JSON file per stack, `<state_dir>/readiness/<stack>.json` (owner-only, replaced atomically so a reader -- cold
+failover, drill, health, audit -- sees the previous file or the next one, never half of one):
+
+    {"format": 1, "stack": "microblog", "updated_at": 1764010000.0,
+     "standbys": {"alt-b": {
+         "source": "primary", "target": "alt-b", "started_at": ..., "updated_at": ...,
+         "source_host": {name, address, ...}, "standby_host": {name, address, ..., "spec_name", "provider"},
+         "source_reachable": true, "source_error": null,
+         "databases": {"blog": {"method": "logical", "name": "microblog", "subscription": "liferaft_microblog",
+                                "lag_bytes": 120, "lag_seconds": 0.02, "measured_at": ..., "last_sync_at": ...,
+                                "caught_up_at": ..., "ok": true, "error": null, "history": [[t, bytes, s], ...]}},
+         "buckets": {"images": {"name": "microblog-images", "source": "aws", "target": "objstore",
+                                "last_sync_started_at": ..., "last_sync_at": ..., "listed": 60, "copied": 0,
+                                "lag_bytes": 0, "lag_seconds": 1.2, "ok": true, "error": null, "history": [...]}},
+         "rpo_exposure_s": 1.2}}}
+
+No secret ever goes here: hosts are addresses and pinned public keys, databases are names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liferaft.errors import InvalidInput, Problem
+
+STATE_FORMAT = 1
+HISTORY_MAX = 120  # samples kept per dataset (the recent lag, for reports and drills)
+
+
+def readiness_dir(state_dir: str | os.PathLike[str]) -> Path:
+    d = Path(state_dir) / "readiness"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(d, 0o700)
+    except OSError:
+        pass
+    return d
+
+
+def state_path(state_dir: str | os.PathLike[str], stack: str) -> Path:
+    return readiness_dir(state_dir) / f"{stack}.json"
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Temp file in the same directory (created 0600), fsync, rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@dataclass(frozen=True)
+class StandbyRecord:
+    """One standby (a target site) as recorded: a read-only view over the JSON, for cold failover and reports."""
+
+    target: str
+    data: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return str(self.data.get("source", ""))
+
+    @property
+    def standby_host(self) -> dict[str, Any] | None:
+        host = self.data.get("standby_host")
+        return dict(host) if isinstance(host, dict) else None
+
+    def database(self, key: str) -> dict[str, Any]:
+        return dict((self.data.get("databases") or {}).get(key) or {})
+
+    def bucket(self, key: str) -> dict[str, Any]:
+        return dict((self.data.get("buckets") or {}).get(key) or {})
+
+    @property
+    def rpo_exposure_s(self) -> float | None:
+        value = self.data.get("rpo_exposure_s")
+        return float(value) if value is not None else None
+
+
+def load_state(state_dir: str | os.PathLike[str], stack: str) -> dict[str, Any]:
+    """The stack's readiness file, or an empty one. A corrupt file is an error naming it (never silently reset)."""
+    path = state_path(state_dir, stack)
+    if not path.exists():
+        return {"format": STATE_FORMAT, "stack": stack, "standbys": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("standbys", {}), dict):
+            raise ValueError("expected an object with 'standbys'")  # noqa: TRY004 - reported as bad input
+    except (OSError, ValueError) as e:
+        raise InvalidInput([Problem(str(path), None, None, "", f"unreadable readiness state: {e}")],
+                           what="readiness state") from None
+    data.setdefault("standbys", {})
+    data["stack"] = stack
+    return data
+
+
+def load_standby(state_dir: str | os.PathLike[str], stack: str, target: str) -> StandbyRecord | None:
+    data = load_state(state_dir, stack)
+    rec = data["standbys"].get(target)
+    return StandbyRecord(target, rec) if isinstance(rec, dict) else None
+
+
+def save_standby(state_dir: str | os.PathLike[str], stack: str, target: str, record: dict[str, Any]) -> Path:
+    """Replace one standby's record (others kept), atomically, 0600."""
+    data = load_state(state_dir, stack)
+    now = time.time()
+    data.update(format=STATE_FORMAT, stack=stack, updated_at=now)
+    data["standbys"][target] = {**record, "updated_at": now}
+    path = state_path(state_dir, stack)
+    write_json_atomic(path, data)
+    return path
+
+
+def push_history(entry: dict[str, Any], sample: list[float]) -> None:
+    hist = list(entry.get("history") or [])
+    hist.append([round(x, 3) for x in sample])
+    entry["history"] = hist[-HISTORY_MAX:]
+
+
+def rpo_exposure(record: dict[str, Any]) -> float | None:
+    """The worst dataset's lag in seconds: what a no-notice cut now would lose, at most (None: nothing measured)."""
+    values = [float(d["lag_seconds"]) for group in ("databases", "buckets")
+              for d in (record.get(group) or {}).values() if d.get("lag_seconds") is not None]
+    return round(max(values), 3) if values else None
+
+
+def _esc(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(stack: str, record: dict[str, Any]) -> str:
+    """Prometheus text format (0.0.4) for one standby: lag per dataset in seconds and bytes, sync times, RPO."""
+    target = record.get("target", "")
+    out: list[str] = []
+
+    def family(name: str, help_: str) -> None:
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} gauge")
+
+    rows = [(kind[:-1], key, d) for kind in ("databases", "buckets")
+            for key, d in sorted((record.get(kind) or {}).items())]
+
+    def labels(kind: str, key: str) -> str:
+        return f'{{stack="{_esc(stack)}",target="{_esc(target)}",kind="{kind}",dataset="{_esc(key)}"}}'
+
+    family("liferaft_standby_lag_seconds", "What a no-notice cut now would lose, per dataset, in seconds.")
+    out += [f"liferaft_standby_lag_seconds{labels(k, key)} {float(d['lag_seconds']):.3f}" for k, key, d in rows
+            if d.get("lag_seconds") is not None]
+    family("liferaft_standby_lag_bytes", "Bytes not yet at the standby (WAL for databases, objects for buckets).")
+    out += [f"liferaft_standby_lag_bytes{labels(k, key)} {int(d['lag_bytes'])}" for k, key, d in rows
+            if d.get("lag_bytes") is not None]
+    family("liferaft_standby_last_sync_timestamp_seconds", "When the dataset was last synced or measured in sync.")
+    out += [f"liferaft_standby_last_sync_timestamp_seconds{labels(k, key)} {float(d['last_sync_at']):.3f}"
+            for k, key, d in rows if d.get("last_sync_at") is not None]
+    family("liferaft_standby_ok", "1 if the last round reached the source and synced this dataset.")
+    out += [f"liferaft_standby_ok{labels(k, key)} {int(bool(d.get('ok')))}" for k, key, d in rows]
+    family("liferaft_standby_rpo_exposure_seconds", "The worst dataset's lag: the live RPO exposure.")
+    rpo = rpo_exposure(record)
+    if rpo is not None:
+        out.append(f'liferaft_standby_rpo_exposure_seconds{{stack="{_esc(stack)}",target="{_esc(target)}"}} {rpo:.3f}')
+    return "\n".join(out) + "\n"

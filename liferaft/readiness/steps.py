@@ -1,0 +1,206 @@
+"""Step kinds of a cold failover, registered in the engine's step-kind registry.
+
+- `standby.promote`  the standby database becomes the primary, without any call to the source;
+- `standby.objects`  the standby bucket is used as is, after reading back (sha256) every object the sync manifest
+                     says was copied (a gate: a difference stops the run before DNS);
+- `standby.loss`     the data-loss report: acknowledged writes of the example's ledger missing at the target, or
+                     the last replicated position and time per dataset; recorded in the run's summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from liferaft.errors import CheckFailed
+from liferaft.failover._access import admin_conn, give_to_owner, owner_conn
+from liferaft.failover.kinds import StepKind, register
+from liferaft.failover.plan import Step
+from liferaft.failover.runner import RunContext
+from liferaft.failover.steps.hosts import target_host
+from liferaft.readiness.state import load_standby
+
+
+def _target_db(ctx: RunContext, key: str) -> Any:
+    db = ctx.require_stack().model.data.databases[key]
+    return admin_conn(ctx, target_host(ctx).address, db)
+
+
+@register
+class PromoteStandby(StepKind):
+    name = "standby.promote"
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.movers.pg_logical import Replication
+        from liferaft.readiness import pgstandby
+
+        key = step.params["database"]
+        tgt = _target_db(ctx, key)
+        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
+        t0 = time.monotonic()
+        res = pgstandby.promote(tgt, name)
+        owner = ctx.require_stack().model.data.databases[key].owner
+        moved = give_to_owner(tgt, owner)
+        out = {**res.to_dict(), "owner_fixed": moved, "seconds": round(time.monotonic() - t0, 3)}
+        if res.subscription_dropped:
+            ctx.emit("standby.promoted", f"database {key}: subscription {name} dropped without the source, "
+                     f"{res.sequences_set} sequence(s) set past their columns' max", **out)
+        else:
+            ctx.emit("standby.promoted", f"database {key}: no subscription left (already promoted or dump copy); "
+                     f"{res.sequences_set} sequence(s) set", **out)
+        return out
+
+    def verify(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.movers.pg_conn import connect
+        from liferaft.movers.pg_logical import Replication
+        from liferaft.readiness import pgstandby
+
+        key = step.params["database"]
+        tgt = _target_db(ctx, key)
+        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
+        if pgstandby.has_subscription(tgt, name):
+            raise CheckFailed(f"database {key}: subscription {name} still exists at the target")
+        db = ctx.require_stack().model.data.databases[key]
+        with connect(owner_conn(ctx, tgt.host, db)) as c:
+            row = c.execute("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()").fetchone()
+        if row is None or row[0] != "off" or row[1]:
+            raise CheckFailed(f"database {key} at {tgt.host} is not writable for {db.owner} (read-only={row})")
+
+
+def _sha256(objects: Any, bucket: str, key: str) -> str:
+    h = hashlib.sha256()
+    for chunk in objects.get_object(bucket, key):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+@register
+class StandbyObjects(StepKind):
+    """The standby bucket as is: every object the manifest says was copied must be there with the same sha256."""
+
+    name = "standby.objects"
+    gate = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.failover.journal import stack_dir
+        from liferaft.movers.manifest import Manifest
+        from liferaft.movers.objects import MANIFEST_FILE, Endpoint, pair_id
+
+        stack = ctx.require_stack()
+        bucket = stack.model.data.buckets[step.params["bucket"]].name
+        tgt_objects = ctx.provider(step.params["target"]).require("objects")
+        # The manifest's pair identity names both sides; the source side is only a label here, never contacted.
+        src_ep = Endpoint(step.params["source"], tgt_objects, bucket)
+        tgt_ep = Endpoint(step.params["target"], tgt_objects, bucket)
+        with Manifest(stack_dir(ctx.state_dir, ctx.plan.stack) / MANIFEST_FILE, pair_id(src_ep, tgt_ep)) as man:
+            entries = man.load()
+        if not entries:
+            raise CheckFailed(f"bucket {bucket}: the sync manifest records no object copied to "
+                              f"{step.params['target']}; the standby bucket cannot be trusted",
+                              hint=f"run `liferaft replicate --to {ctx.plan.target}` while the source answers")
+        listed = {o.key: o for o in tgt_objects.list_objects(bucket)}
+        problems = [f"missing at the standby: {k}" for k in sorted(set(entries) - set(listed))]
+        problems += [f"size differs ({listed[k].size} != {e.size}): {k}" for k, e in sorted(entries.items())
+                     if k in listed and listed[k].size != e.size]
+        ok_keys = [k for k in sorted(entries) if k in listed and listed[k].size == entries[k].size]
+
+        def make() -> Any:
+            from liferaft.failover.observe import open_provider
+
+            return open_provider(stack, step.params["target"], ctx.state_dir).require("objects")
+
+        reader = Endpoint(step.params["target"], tgt_objects, bucket, factory=make)
+
+        def check(k: str) -> str | None:
+            got = _sha256(reader.client(), bucket, k)
+            return None if got == entries[k].tgt_sha256 else f"sha256 differs from the manifest: {k}"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            problems += [p for p in pool.map(check, ok_keys) if p]
+        if problems:
+            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            raise CheckFailed(f"bucket {bucket} at {step.params['target']} is not what replicate copied; DNS was "
+                              "not touched:\n  " + "\n  ".join(problems[:10]) + more)
+        last = max(e.copied_at for e in entries.values())
+        out = {"bucket": bucket, "manifest_objects": len(entries), "verified": len(ok_keys),
+               "extra_at_standby": len(set(listed) - set(entries)), "last_copied_at": last}
+        ctx.emit("standby.objects", f"bucket {bucket}: {len(ok_keys)} objects verified by sha256 against the "
+                 "manifest", **out)
+        return out
+
+
+@register
+class DataLoss(StepKind):
+    """What the cut cost: from the write ledger when given, else from the last replicated positions."""
+
+    name = "standby.loss"
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        stack = ctx.require_stack()
+        rec = load_standby(ctx.state_dir, stack.model.name, step.params["target"])
+        promoted = ctx.outputs_of_kind("standby.promote")
+        datasets: dict[str, Any] = {}
+        for key in step.params["databases"]:
+            d = rec.database(key) if rec else {}
+            p = promoted.get(f"promote-{key}", {})
+            datasets[f"database {key}"] = {
+                "method": d.get("method"),
+                "last_replicated_at": p.get("last_received_at") or d.get("caught_up_at"),
+                "remote_lsn": p.get("remote_lsn"), "last_lag_bytes": d.get("lag_bytes"),
+                "last_lag_seconds": d.get("lag_seconds"), "last_measured_at": d.get("measured_at")}
+        for key in step.params["buckets"]:
+            b = rec.bucket(key) if rec else {}
+            datasets[f"bucket {key}"] = {"last_replicated_at": b.get("last_sync_started_at"),
+                                         "last_lag_bytes": b.get("lag_bytes"),
+                                         "last_lag_seconds": b.get("lag_seconds")}
+        times = [float(v["last_replicated_at"]) for v in datasets.values() if v.get("last_replicated_at")]
+        out: dict[str, Any] = {"datasets": datasets,
+                               "oldest_replicated_at": min(times) if times else None,
+                               "recorded_rpo_exposure_s": rec.rpo_exposure_s if rec else None}
+        summary: dict[str, Any] = {"recorded_rpo_exposure_s": out["recorded_rpo_exposure_s"]}
+        if step.params.get("ledger") and step.params["databases"]:
+            led = self._ledger(ctx, step)
+            out["ledger"] = led
+            summary.update(lost_writes=led["missing_count"], lost_window_s=led["window_s"])
+            msg = (f"data loss: {led['missing_count']} of {led['acknowledged']} acknowledged writes missing at the "
+                   f"target, spanning {led['window_s']} s of writes")
+        else:
+            msg = "data loss: everything written after " + ", ".join(
+                f"{k} {time.strftime('%H:%M:%S', time.gmtime(v['last_replicated_at']))}Z"
+                for k, v in datasets.items() if v.get("last_replicated_at"))
+        ctx.summarise(data_loss=summary)
+        ctx.emit("failover.data_loss", msg, **summary)
+        return out
+
+    def _ledger(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.lab.example import verify_ledger
+
+        stack = ctx.require_stack()
+        key = step.params["databases"][0]
+        conn = owner_conn(ctx, target_host(ctx).address, stack.model.data.databases[key])
+        res = verify_ledger(step.params["ledger"], {"host": conn.host, "port": conn.port, "dbname": conn.dbname,
+                                                    "user": conn.user, "password": conn.password})
+        missing = list(res.missing)
+        first = last = None
+        last_present = None
+        with sqlite3.connect(f"file:{step.params['ledger']}?mode=ro", uri=True) as led:
+            if missing:
+                marks = ",".join("?" * len(missing[:5000]))
+                row = led.execute(f"SELECT min(done_at), max(done_at) FROM writes WHERE post_id IN ({marks})",
+                                  missing[:5000]).fetchone()
+                first, last = (row[0], row[1]) if row else (None, None)
+            row = led.execute("SELECT max(done_at) FROM writes WHERE post_id IS NOT NULL").fetchone()
+            last_ack = row[0] if row else None
+            if first is not None:
+                row = led.execute("SELECT max(done_at) FROM writes WHERE post_id IS NOT NULL AND done_at < ?",
+                                  (first,)).fetchone()
+                last_present = row[0] if row else None
+        window = round(float(last) - float(last_present if last_present is not None else first), 3) \
+            if first is not None and last is not None else 0.0
+        return {"acknowledged": res.acknowledged, "present": res.present, "missing_count": len(missing),
+                "mismatched_count": len(res.mismatched), "missing_first": missing[:20],
+                "first_missing_ack_at": first, "last_missing_ack_at": last, "last_ack_at": last_ack,
+                "window_s": window}
