@@ -168,12 +168,9 @@ ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider, Field(d
 
 def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider) -> tuple[str, ...]:
     """Which capabilities a configured provider offers (from its config alone; no SDK is imported)."""
-    if isinstance(p, AwsProvider):
-        return ("compute", "objects", "dns", "account")
-    if isinstance(p, SshProvider):
-        return ("compute", "account")
-    caps = [c for c, d in (("compute", p.compute), ("objects", p.storage), ("dns", p.dns)) if d is not None]
-    return (*caps, "account")
+    from liferaft.providers.registry import capabilities_of  # the one place that knows each type's capabilities
+
+    return tuple(capabilities_of(p))
 
 
 # ------------------------------------------------------------------------------------------- sites and services
