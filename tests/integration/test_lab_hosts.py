@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.lab.hosts import LabHosts, lab_resources, netns_names
+from liferaft.lab.hosts import LabHosts, lab_resources
 
 pytestmark = pytest.mark.lab
 
@@ -153,7 +153,7 @@ def test_stale_hosts_of_a_killed_owner_are_swept(tmp_path: Path) -> None:
     while Path(f"/proc/{ns_pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{ns_pid}").exists(), "host outlived its owner"
-    assert f"lr-{lab_id}-s" in netns_names()  # stale until swept
+    # Its netns and links stay until an up() sweeps them (any lab's: other sessions on this machine may be first).
     hosts = LabHosts(directory=tmp_path / "next", names=("t",))
     try:
         hosts.up()
