@@ -15,6 +15,17 @@ if TYPE_CHECKING:
 CUT_MODES = ("deny", "down", "throttle", "error")
 
 
+def _set_lab_dir(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(dict)["lab_dir"] = value
+
+
+def lab_dir_option(f: Any) -> Any:
+    """`--lab-dir` also after the subcommand (`liferaft lab status --lab-dir DIR`)."""
+    return click.option("--lab-dir", type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                        callback=_set_lab_dir, help="The lab's directory (same as before the subcommand).")(f)
+
+
 def _lab(ctx: click.Context, as_json: bool) -> Lab:
     from liferaft.lab.core import Lab
 
@@ -30,7 +41,7 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
     """The local lab: moto ("aws"), s3rver ("objstore"), PowerDNS ("dnshost"), fault proxies and SSH hosts a, b, c.
 
     \b
-    liferaft lab up                    start it all and deploy the example app (< 60 s)
+    liferaft lab up                    start it all, deploy and seed the example app on host a
     liferaft lab status [--json]       what runs where, healthy or not
     liferaft lab cut aws --mode deny   make a provider answer like a suspended account (or down/throttle/error)
     liferaft lab cut-host a            cut a host's network
@@ -45,6 +56,7 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
 @lab.command()
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait until ready.")
 @click.option("--no-example", is_flag=True, help="Do not deploy the example app on host a.")
+@lab_dir_option
 @json_option
 @click.pass_context
 def up(ctx: click.Context, timeout: float, no_example: bool, as_json: bool) -> int:
@@ -68,6 +80,7 @@ def up(ctx: click.Context, timeout: float, no_example: bool, as_json: bool) -> i
 
 
 @lab.command()
+@lab_dir_option
 @json_option
 @click.pass_context
 def down(ctx: click.Context, as_json: bool) -> int:
@@ -83,6 +96,7 @@ def down(ctx: click.Context, as_json: bool) -> int:
 
 
 @lab.command()
+@lab_dir_option
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> int:
@@ -125,6 +139,7 @@ def _render_status(st: dict[str, Any]) -> None:
 @click.option("--mode", type=click.Choice(CUT_MODES), default="deny", show_default=True,
               help="deny: 403/401 like a suspended account; down: connections dropped; throttle: 503 SlowDown; "
                    "error: 500.")
+@lab_dir_option
 @json_option
 @click.pass_context
 def cut(ctx: click.Context, provider: str, mode: str, as_json: bool) -> int:
@@ -139,6 +154,7 @@ def cut(ctx: click.Context, provider: str, mode: str, as_json: bool) -> int:
 
 @lab.command("cut-host")
 @click.argument("host")
+@lab_dir_option
 @json_option
 @click.pass_context
 def cut_host(ctx: click.Context, host: str, as_json: bool) -> int:
@@ -152,6 +168,7 @@ def cut_host(ctx: click.Context, host: str, as_json: bool) -> int:
 
 
 @lab.command()
+@lab_dir_option
 @json_option
 @click.pass_context
 def heal(ctx: click.Context, as_json: bool) -> int:
