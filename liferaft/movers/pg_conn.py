@@ -20,8 +20,9 @@ from typing import Any
 
 from liferaft.errors import RunFailed, ToolMissing, Unreachable, UsageError
 
-# A progress observer: (event name, details). Observers must never break a run: see `emit`.
-Progress = Callable[[str, dict[str, Any]], None]
+# A progress observer: a callable (event name, details), or a liferaft.events.Events fan-out (anything with
+# `.emit(kind, message, **data)`). Observers must never break a run: see `emit`.
+Progress = Callable[[str, dict[str, Any]], None] | Any
 
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/14/bin")
 
@@ -60,7 +61,14 @@ def emit(progress: Progress | None, event: str, **details: Any) -> None:
     if progress is None:
         return
     with contextlib.suppress(Exception):
-        progress(event, details)
+        if hasattr(progress, "emit"):
+            progress.emit(event, _message(event, details), **details)
+        else:
+            progress(event, details)
+
+
+def _message(event: str, details: dict[str, Any]) -> str:
+    return event.split(".", 1)[-1].replace(".", " ") + "".join(f" {k}={v}" for k, v in details.items())
 
 
 def connect(conn: PgConn, *, autocommit: bool = True, timeout: float = 10.0) -> Any:

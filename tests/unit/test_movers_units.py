@@ -96,3 +96,18 @@ def test_passwords_go_to_a_private_passfile_never_to_argv() -> None:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert Path(path).read_text() == "127.0.0.1:5432:*:u:s3cr\\:et\n"
     assert not os.path.exists(path)
+
+
+def test_postgres_progress_goes_to_callables_and_event_buses() -> None:
+    """emit() feeds a plain callback or a liferaft.events.Events; a failing observer never breaks the mover."""
+    from liferaft.events import Events
+    from liferaft.movers.pg_conn import emit
+
+    got: list[tuple[str, dict[str, object]]] = []
+    emit(lambda e, d: got.append((e, d)), "pg.dump.done", seconds=1.5)
+    bus_events: list[object] = []
+    emit(Events(bus_events.append), "pg.cutover.done", freeze_s=0.3)
+    emit(lambda e, d: 1 / 0, "pg.dump.done")  # must not raise
+    assert got == [("pg.dump.done", {"seconds": 1.5})]
+    ev = bus_events[0]
+    assert ev.kind == "pg.cutover.done" and ev.data == {"freeze_s": 0.3}  # type: ignore[attr-defined]
