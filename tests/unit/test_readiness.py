@@ -1,0 +1,236 @@
+"""Readiness without a lab: the state file, Prometheus text, bounded source calls, and the cold plan's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from liferaft.errors import InvalidInput, Unreachable, UsageError
+from liferaft.readiness.bounded import bounded, tcp_answers
+from liferaft.readiness.state import (
+    load_standby,
+    load_state,
+    prometheus_text,
+    push_history,
+    rpo_exposure,
+    save_standby,
+    state_path,
+)
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "microblog"
+
+
+@pytest.fixture
+def hung_server() -> Iterator[tuple[str, int]]:
+    """A real TCP server that accepts connections and never says a word (a black-holed provider)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not done.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield "127.0.0.1", srv.getsockname()[1]
+    finally:
+        done.set()
+        t.join(2)
+        for s in held:
+            s.close()
+        srv.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _record(**over: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "source": "primary", "target": "alt-b",
+        "databases": {"blog": {"method": "logical", "lag_bytes": 4096, "lag_seconds": 0.25, "ok": True,
+                               "last_sync_at": 1000.0, "subscription": "liferaft_microblog"}},
+        "buckets": {"images": {"lag_bytes": 0, "lag_seconds": 3.5, "ok": False, "last_sync_at": 990.0}},
+    }
+    rec.update(over)
+    return rec
+
+
+def test_state_file_is_owner_only_atomic_and_keeps_other_standbys(tmp_path: Path) -> None:
+    """Each standby's record replaces only itself; the file is 0600 in a 0700 dir; no temp file is left."""
+    save_standby(tmp_path, "microblog", "alt-b", _record())
+    save_standby(tmp_path, "microblog", "alt-c", _record(target="alt-c"))
+    save_standby(tmp_path, "microblog", "alt-b", _record(source="elsewhere"))
+    path = state_path(tmp_path, "microblog")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in path.parent.iterdir()) == ["microblog.json"]
+    data = json.loads(path.read_text())
+    assert data["stack"] == "microblog" and set(data["standbys"]) == {"alt-b", "alt-c"}
+    rec = load_standby(tmp_path, "microblog", "alt-b")
+    assert rec is not None and rec.source == "elsewhere" and rec.database("blog")["lag_bytes"] == 4096
+    assert load_standby(tmp_path, "microblog", "alt-z") is None
+
+
+def test_audit_sees_the_recorded_standby(tmp_path: Path) -> None:
+    """The lead's audit looks for readiness/*.json naming the stack: what replicate writes is what it finds."""
+    from liferaft.audit._core import _replication_recorded
+
+    assert not _replication_recorded(tmp_path, "microblog")
+    save_standby(tmp_path, "microblog", "alt-b", _record())
+    assert _replication_recorded(tmp_path, "microblog")
+
+
+def test_a_corrupt_state_file_is_reported_not_reset(tmp_path: Path) -> None:
+    """Losing the record of what the standby holds silently would be worse than stopping."""
+    path = state_path(tmp_path, "microblog")
+    path.write_text("{not json")
+    with pytest.raises(InvalidInput) as e:
+        load_state(tmp_path, "microblog")
+    assert str(path) in str(e.value)
+    assert path.read_text() == "{not json"
+
+
+def test_rpo_exposure_is_the_worst_dataset_and_history_is_bounded() -> None:
+    rec = _record()
+    assert rpo_exposure(rec) == 3.5
+    assert rpo_exposure({"databases": {}, "buckets": {}}) is None
+    entry: dict[str, object] = {}
+    for i in range(500):
+        push_history(entry, [float(i), 1.0, 2.0])
+    hist = entry["history"]
+    assert isinstance(hist, list) and len(hist) == 120 and hist[-1][0] == 499.0
+
+
+def test_prometheus_text_has_lag_per_dataset_in_seconds_and_bytes() -> None:
+    text = prometheus_text("microblog", _record())
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert ('liferaft_standby_lag_seconds{stack="microblog",target="alt-b",kind="database",dataset="blog"} 0.250'
+            in lines)
+    assert 'liferaft_standby_lag_bytes{stack="microblog",target="alt-b",kind="database",dataset="blog"} 4096' in lines
+    assert 'liferaft_standby_ok{stack="microblog",target="alt-b",kind="bucket",dataset="images"} 0' in lines
+    assert 'liferaft_standby_rpo_exposure_seconds{stack="microblog",target="alt-b"} 3.500' in lines
+    for line in lines:  # every sample is "<name>{labels} <number>"
+        name_labels, value = line.rsplit(" ", 1)
+        float(value)
+        assert name_labels.startswith("liferaft_standby_")
+
+
+def test_bounded_gives_up_on_a_hung_source_on_time(hung_server: tuple[str, int]) -> None:
+    """A black-holed source costs the caller the timeout, not the library's minute."""
+    host, port = hung_server
+
+    def talk() -> bytes:
+        with socket.create_connection((host, port), timeout=30) as s:
+            return s.recv(10)  # never answers
+
+    t0 = time.monotonic()
+    with pytest.raises(Unreachable) as e:
+        bounded(talk, 0.5, provider="aws", what="list bucket")
+    assert time.monotonic() - t0 < 1.5
+    assert "no answer within 0.5 s" in str(e.value)
+    assert bounded(lambda: 42, 1.0, provider="aws", what="x") == 42
+    with pytest.raises(Unreachable):
+        bounded(lambda: 1 / 0, 1.0, provider="aws", what="x")
+
+
+def test_bounded_postgres_lag_on_a_hung_source(hung_server: tuple[str, int]) -> None:
+    """The lag query against a source that accepts TCP and never answers ends at the source timeout."""
+    from liferaft.movers.pg_conn import PgConn
+    from liferaft.readiness.pgstandby import source_lag
+
+    host, port = hung_server
+    conn = PgConn(host=host, port=port, dbname="x", user="u", password="p")
+    t0 = time.monotonic()
+    with pytest.raises(Unreachable):
+        bounded(lambda: source_lag(conn, "slot", 1.0), 1.0, provider="primary", what="lag")
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_tcp_probe(hung_server: tuple[str, int]) -> None:
+    assert tcp_answers(*hung_server, 1.0)[0] is True
+    ok, detail = tcp_answers("127.0.0.1", _closed_port(), 1.0)
+    assert ok is False and "Refused" in detail
+
+
+@pytest.fixture
+def example_stack(tmp_path: Path) -> Path:
+    """The example stack with every endpoint pointed at closed local ports (nothing answers)."""
+    d = tmp_path / "stack"
+    shutil.copytree(EXAMPLE_DIR, d, ignore=shutil.ignore_patterns("__pycache__"))
+    secrets = d / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+                 "s3rver_key", "s3rver_secret"):
+        (secrets / name).write_text("not-a-real-secret\n")
+    return d / "liferaft.yaml"
+
+
+def test_cold_plan_needs_a_recorded_standby(example_stack: Path, tmp_path: Path) -> None:
+    from liferaft.readiness.cold import build_cold_plan
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    target = stack.model.alternates[0]
+    with pytest.raises(UsageError) as e:
+        build_cold_plan(stack, target, state_dir=tmp_path / "state")
+    assert "no standby is recorded" in str(e.value) and "liferaft replicate" in (e.value.hint or "")
+
+
+def test_cold_plan_uses_the_standby_and_never_waits_on_the_source(example_stack: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps in order, engine kinds reused, the source probed once within the timeout and nothing else."""
+    from liferaft.failover.kinds import get_kind
+    from liferaft.readiness.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    m = stack.model
+    target = m.alternates[0]
+    state = tmp_path / "state"
+    rec = {"source": m.primary, "target": target,
+           "source_host": {"name": "a", "address": "127.0.0.1", "port": _closed_port()},
+           "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-{target}",
+                            "provider": stack.site(target).compute},
+           "databases": {k: {"method": d.migrate, "subscription": f"liferaft_{d.name}", "lag_seconds": 0.2}
+                         for k, d in m.data.databases.items()},
+           "buckets": {k: {"last_sync_at": 1.0, "lag_seconds": 2.0} for k in m.data.buckets}}
+    save_standby(state, m.name, target, rec)
+    monkeypatch.setenv(SOURCE_TIMEOUT_ENV, "0.5")
+    t0 = time.monotonic()
+    try:
+        plan = build_cold_plan(stack, target, state_dir=state)
+    except Exception as e:  # the DNS provider of the example does not exist here: planning must still say so
+        pytest.fail(f"cold planning failed without DNS: {e}")
+    assert time.monotonic() - t0 < 15
+    kinds = [s.kind for s in plan.steps]
+    assert plan.mode == "cold" and kinds[0] == "host.allocate" and kinds[-1] == "verify.service"
+    assert plan.steps[0].params["name"] == f"{m.name}-{target}"
+    assert "standby.promote" in kinds and "standby.loss" in kinds and "service.deploy" in kinds
+    assert kinds.index("standby.loss") < kinds.index("service.deploy") < kinds.index("verify.service")
+    if m.data.buckets:
+        assert "standby.objects" in kinds
+    for s in plan.steps:
+        get_kind(s.kind)
+    assert not any(k in kinds for k in ("db.migrate", "cutover.freeze", "objects.sync", "db.access"))
+    assert any("did not answer" in n for n in plan.notes)
+    assert os.environ[SOURCE_TIMEOUT_ENV] == "0.5"
