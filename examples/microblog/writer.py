@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,10 +131,13 @@ def _post_once(url: str, body: str, author: str, timeout: float) -> tuple[int | 
         return None, None, type(e).__name__
 
 
-def run_writer(url: str, ledger_path: str, *, rate: float, duration: float, concurrency: int = 4,
-               timeout: float = 5.0, stop: threading.Event | None = None, author: str = "ledger-writer",
-               on_progress: Any = None) -> WriterReport:
-    """POST `rate` writes per second for `duration` seconds (or until `stop` is set); record every one."""
+def run_writer(url: str | Callable[[], str], ledger_path: str, *, rate: float, duration: float,
+               concurrency: int = 4, timeout: float = 5.0, stop: threading.Event | None = None,
+               author: str = "ledger-writer", on_progress: Any = None) -> WriterReport:
+    """POST `rate` writes per second for `duration` seconds (or until `stop` is set); record every one.
+
+    `url` may be a callable returning the current base URL, called per write: writes then follow a DNS cut-over
+    (e.g. resolve the app's name at the authoritative server each time)."""
     if not 0 < rate <= MAX_RATE:
         raise ValueError(f"rate must be in (0, {MAX_RATE:g}]")
     if not 0 < duration <= MAX_DURATION_S:
@@ -151,7 +154,12 @@ def run_writer(url: str, ledger_path: str, *, rate: float, duration: float, conc
             body = f"ledger {run_id} write {n}: {secrets.token_hex(12)}"
             digest = hashlib.sha256(body.encode()).hexdigest()
             sent = time.time()
-            status, post_id, error = _post_once(url, body, author, timeout)
+            try:
+                base = url() if callable(url) else url
+            except Exception as e:  # noqa: BLE001 - a failed lookup is a failed write, recorded as such
+                status, post_id, error = None, None, f"resolve: {type(e).__name__}"
+            else:
+                status, post_id, error = _post_once(base, body, author, timeout)
             ledger.record(run_id, post_id, digest, sent, time.time(), status, error)
             with lock:
                 counts["ok" if post_id is not None else "fail"] += 1

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -238,8 +239,22 @@ def test_seed_and_ledger_prove_acknowledged_writes(app: RunningApp, local_pg: Lo
     assert w.acknowledged >= 60 and w.failed == 0
     check = example.verify_ledger(ledger, local_pg.dsn)
     assert check.ok and check.acknowledged == w.acknowledged
+    victim = int(local_pg.psql("SELECT max(id) FROM posts", "microblog"))  # the last write of that run
+    # Writes follow a URL lookup per write; failed lookups are failed (unacknowledged) writes in a measured window.
+    lock, calls = threading.Lock(), [0]
+
+    def flaky_url() -> str:
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if 5 <= n < 15:
+            raise OSError("name lookup failed")
+        return app.url
+
+    w2 = example.run_writer(flaky_url, str(tmp_path / "ledger2.sqlite"), rate=40, duration=1.0)
+    assert w2.failed == 10 and w2.failure_windows and w2.max_unavailable_s > 0
+    assert example.verify_ledger(str(tmp_path / "ledger2.sqlite"), local_pg.dsn).acknowledged == w2.acknowledged
     # Remove one acknowledged write at the "target": the ledger check must name it.
-    victim = int(local_pg.psql("SELECT max(id) FROM posts", "microblog"))
     local_pg.psql(f"DELETE FROM posts WHERE id = {victim}", "microblog")
     local_pg.psql(f"UPDATE posts SET body = body || 'x' WHERE id = {victim - 1}", "microblog")
     check = example.verify_ledger(ledger, local_pg.dsn)

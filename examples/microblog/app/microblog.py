@@ -7,7 +7,8 @@ Posts (author, body, optional image) live in PostgreSQL; images live in an S3 bu
     /usr/bin/python3 microblog.py --config /etc/liferaft/web/config.json      (or MICROBLOG_CONFIG=PATH)
 
 The config file (JSON, mode 0600) holds the database DSN parts and the bucket's endpoint, region, keys and name:
-secrets never travel on the command line. See config.example.json.
+secrets never travel on the command line. See ../config.example.json (kept outside app/, so the deploy artifact
+is this one file).
 
 HTTP API:
     POST /posts                 JSON {"author", "body", "image"?: base64, "image_type"?: mime}      -> 201 {"id", ...}
