@@ -72,6 +72,21 @@ def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: 
                     ledger=opts.ledger, ttl=ttl)
 
 
+def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
+    """A host already allocated under the drill's host name (a standby kept warm by `liferaft replicate`, or the
+    result of a real failover) must not be used by a drill: its teardown would stop and remove what runs there."""
+    from liferaft.failover.observe import open_provider
+
+    alloc = next((s for s in plan.steps if s.kind == "host.allocate"), None)
+    if alloc is None:
+        return
+    compute = open_provider(stack, alloc.params["provider"], state_dir).require("compute")
+    if any(h.name == alloc.params["name"] for h in compute.list_hosts()):
+        raise UsageError(f"host {alloc.params['name']} is already allocated at {alloc.params['provider']} (a standby "
+                         "or an earlier failover); a drill would tear down what runs there",
+                         hint="drill into another site, or release the host first")
+
+
 def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events | None = None) -> DrillResult:
     """The whole drill. Raises only when nothing ran (bad input, planning failed); otherwise returns the result,
     with `error` set when the run stopped early (the target is still torn down unless kept)."""
@@ -88,6 +103,7 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     ev.emit("drill.started", f"drill {drill_id}: {stack.model.primary} -> {opts.target} ({opts.scenario})",
             drill=drill_id, target=opts.target)
     plan = build_drill_plan(stack, opts, state_dir, ev)
+    require_free_target(stack, plan, state_dir)
     seen: dict[str, Any] = {}
 
     def capture(event: Event) -> None:

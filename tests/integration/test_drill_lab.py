@@ -1,0 +1,157 @@
+"""`liferaft drill --to alt-b` in the lab, through the real CLI, checked from outside liferaft.
+
+While the drill runs, a watcher queries PowerDNS for the production record and the drill record and GETs the app's
+health on host a, and the example's ledger writer keeps writing to host a. Afterwards: production DNS never moved,
+the drill record pointed at b during the drill and is gone, host a answered 200 throughout and still takes writes,
+every write acknowledged before the cut is at the target (RPO 0), b no longer serves, and the report and the history
+have the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liferaft.lab import example
+from liferaft.stack import load_stack
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def resolve(info: Any, fqdn: str) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    r = dns.resolver.Resolver(configure=False)
+    host, port = info.dns_address
+    r.nameservers, r.port, r.lifetime, r.cache = [host], port, 3.0, None
+    try:
+        return sorted(a.to_text() for a in r.resolve(fqdn, "A"))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException as e:
+        return [f"<{type(e).__name__}>"]
+
+
+def health(address: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}:8080/healthz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return None
+
+
+def post(address: str, body: str) -> int | None:
+    req = urllib.request.Request(f"http://{address}:8080/posts", method="POST",
+                                 data=json.dumps({"author": "drill-test", "body": body}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return None
+
+
+class Watcher:
+    """Samples production DNS, the drill record and host a's health until stopped."""
+
+    def __init__(self, info: Any, www: str, drill: str, a: str) -> None:
+        self.samples: list[tuple[float, list[str], list[str], int | None]] = []
+        self.stop = threading.Event()
+        self._args = (info, www, drill, a)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        info, www, drill, a = self._args
+        while not self.stop.is_set():
+            self.samples.append((time.time(), resolve(info, www), resolve(info, drill), health(a)))
+            self.stop.wait(0.5)
+
+
+def cli(info: Any, state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir", str(state), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: Path) -> None:
+    """The whole drill: measured, verified, isolated from production, torn down, reported, remembered."""
+    info = lab.info
+    a, b = info.hosts["a"].address, info.hosts["b"].address
+    stack = load_stack(info.stack_file)
+    assert stack.model.dns is not None
+    www, drill = info.app_fqdn, stack.model.dns.fqdn("drill")
+    assert resolve(info, www) == [a] and resolve(info, drill) == [] and health(b) is None
+    state, reports, ledger = tmp_path / "state", tmp_path / "reports", tmp_path / "ledger.sqlite"
+
+    stop_writer = threading.Event()
+    writer: dict[str, Any] = {}
+    wthread = threading.Thread(target=lambda: writer.update(report=example.run_writer(
+        f"http://{a}:8080", str(ledger), rate=10, duration=1800, stop=stop_writer)), daemon=True)
+    wthread.start()
+    watcher = Watcher(info, www, drill, a)
+    t0 = time.time()
+    try:
+        out = cli(info, state, "drill", "--to", "alt-b", "--report", str(reports), "--ledger", str(ledger),
+                  "--json")
+    finally:
+        watcher.stop.set()
+        stop_writer.set()
+        watcher.thread.join(10)
+        wthread.join(30)
+    elapsed = time.time() - t0
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    doc = json.loads(out.stdout)
+    print(f"\ndrill {doc['id']}: RTO {doc['rto_s']} s, RPO {doc['rpo_s']} s, {elapsed:.1f} s in all; phases "
+          + ", ".join(f"{p['name']} {p['duration_s']}s" for p in doc["phases"]))
+
+    # Measured and verified.
+    assert doc["passed"] is True and doc["error"] is None and doc["data"]["ok"] is True
+    assert 0 < doc["rto_s"] <= doc["objectives"]["rto_s"] and doc["rpo_s"] == 0.0
+    lg = doc["ledger"]
+    assert lg["acknowledged_before_cut"] > 0 and lg["missing"] == 0 and lg["mismatched"] == 0
+    assert lg["present"] == lg["acknowledged_before_cut"] and lg["writes_after_cut"] > 0
+    assert writer["report"].acknowledged >= lg["acknowledged_before_cut"] + lg["writes_after_cut"]
+    assert [p["name"] for p in doc["phases"]] == ["provision", "configure", "data", "verify", "dns", "teardown"]
+    assert doc["target_address"] == b and doc["drill_record"] == drill and doc["torn_down"] is True
+
+    # Production untouched, drill record used during the drill only, the source served throughout.
+    assert watcher.samples and all(s[1] == [a] for s in watcher.samples), \
+        {tuple(s[1]) for s in watcher.samples}
+    assert any(s[2] == [b] for s in watcher.samples), "the drill record never pointed at b"
+    assert {tuple(s[2]) for s in watcher.samples} <= {(), (b,)}
+    bad = [(round(s[0] - t0, 1), s[3]) for s in watcher.samples if s[3] != 200]
+    assert not bad, f"host a's health was not 200 at {bad}"
+    assert resolve(info, www) == [a] and resolve(info, drill) == []
+    assert post(a, "after the drill") == 201  # the source was never frozen
+
+    # Torn down: nothing answers on b any more.
+    assert health(b) is None
+
+    # Report and history.
+    files = doc["report"]
+    assert Path(files["html"]).exists() and Path(files["markdown"]).exists()
+    saved = json.loads(Path(files["json"]).read_text())
+    assert saved["rto_s"] == doc["rto_s"] and saved["rpo_s"] == doc["rpo_s"]
+    assert all(p["end"] >= p["start"] for p in saved["phases"])
+    listed = cli(info, state, "drills", "--json", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["drills"]
+    assert row["id"] == doc["id"] and row["passed"] is True and row["rto_s"] == doc["rto_s"]
+    runs = cli(info, state, "runs", "--json", timeout=60)
+    assert json.loads(runs.stdout)[0]["status"] == "rolled-back"
