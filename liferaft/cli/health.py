@@ -101,14 +101,16 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     from liferaft.health import check_health, prometheus_text, write_atomic
     from liferaft.health import explain as explain_policy
     from liferaft.health import watch as watch_loop
+    from liferaft.health.probes import caching_opener, default_opener
 
     stack = opts.stack()
     settings = stack.model.health
     confirm_n = confirm or settings.confirm
     state_dir = opts.state_dir
+    opener = caching_opener(default_opener(stack, str(state_dir)))
 
     def check() -> Any:
-        report = check_health(stack, timeout=timeout, canary=canary, state_dir=state_dir)
+        report = check_health(stack, opener=opener, timeout=timeout, canary=canary)
         if prom_file:
             write_atomic(prom_file, prometheus_text(report))
         return report

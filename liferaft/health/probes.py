@@ -169,6 +169,23 @@ def default_opener(stack: Any, state_dir: str | None = None) -> Opener:
     return open_
 
 
+def caching_opener(opener: Opener) -> Opener:
+    """Keep successfully opened providers across checks (`--watch`): SDK clients and their connection pools are
+    reused; a provider that failed to open is tried again next time."""
+    cache: dict[str, Provider] = {}
+    lock = threading.Lock()
+
+    def open_(name: str) -> Provider:
+        with lock:
+            if name in cache:
+                return cache[name]
+        provider = opener(name)
+        with lock:
+            return cache.setdefault(name, provider)
+
+    return open_
+
+
 # ------------------------------------------------------------------------------------------- planning
 def _account(provs: Providers, name: str) -> Callable[[], Found]:
     def fn() -> Found:

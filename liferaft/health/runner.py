@@ -51,9 +51,32 @@ class ProbeTask:
                         site=self.site, target=self.target, latency_s=latency, **kw)
 
 
+IMPORT_RACE_RETRIES = (0.05, 0.1, 0.2, 0.4)
+
+
+def _import_race(exc: BaseException) -> bool:
+    """SDKs import lazily, and some (libcloud) have import cycles that break when two threads import them at once:
+    Python then raises its import-lock `_DeadlockError` or "partially initialized module". The import completes
+    in the other thread; trying again shortly after succeeds. (Adapters wrap unknown exceptions in ProviderError,
+    keeping the original's name and message in the detail.)"""
+    text = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"
+    return "_DeadlockError" in text or ("ImportError" in text and "partially initialized module" in text)
+
+
+def _call(task: ProbeTask) -> Found:
+    for delay in IMPORT_RACE_RETRIES:
+        try:
+            return task.fn()
+        except Exception as exc:  # noqa: BLE001 - only import races are retried
+            if not _import_race(exc):
+                raise
+            time.sleep(delay)
+    return task.fn()
+
+
 def _run_one(task: ProbeTask, started: float) -> tuple[Evidence, tuple[ProbeTask, ...]]:
     try:
-        found = task.fn()
+        found = _call(task)
     except BaseException as exc:  # noqa: BLE001 - every failure is evidence, never a crash
         outcome, err, status, code, detail = classify_exception(exc)
         return task.evidence(outcome, time.monotonic() - started, error=err, status=status, code=code,

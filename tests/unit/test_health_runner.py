@@ -74,3 +74,32 @@ def test_a_probe_that_raises_anything_becomes_evidence_not_a_crash() -> None:
 
     (e,) = run_probes([ProbeTask(probe="x", kind="account", plane="control", timeout=1, fn=boom)])
     assert (e.outcome, e.error) == ("error", "RuntimeError") and "bug in a probe" in e.detail
+
+
+def test_a_lazy_import_race_is_retried_not_reported() -> None:
+    """Two threads importing a cyclic SDK at once fail with Python's import deadlock; the probe tries again."""
+    from liferaft.errors import ProviderError
+
+    calls = []
+
+    def racy() -> Found:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProviderError("dnshost", "probe", "_DeadlockError: deadlock detected by _ModuleLock('x.types')")
+        if len(calls) == 2:
+            raise ImportError("cannot import name 'P' from partially initialized module 'x.providers'")
+        return Found("ok")
+
+    (e,) = run_probes([ProbeTask(probe="account", kind="account", plane="control", timeout=2, fn=racy)])
+    assert e.ok and len(calls) == 3
+
+
+def test_ordinary_import_errors_are_not_retried() -> None:
+    calls = []
+
+    def missing() -> Found:
+        calls.append(1)
+        raise ImportError("No module named 'nosuchsdk'")
+
+    (e,) = run_probes([ProbeTask(probe="account", kind="account", plane="control", timeout=2, fn=missing)])
+    assert e.outcome == "error" and len(calls) == 1
