@@ -67,7 +67,7 @@ def _call(task: ProbeTask) -> Found:
     for delay in IMPORT_RACE_RETRIES:
         try:
             return task.fn()
-        except Exception as exc:  # noqa: BLE001 - only import races are retried
+        except Exception as exc:  # only import races are retried; everything else re-raised
             if not _import_race(exc):
                 raise
             time.sleep(delay)
