@@ -1,0 +1,231 @@
+"""Standby readiness in the whole lab: `liferaft replicate` keeps host b's copy warm and reports the lag; after a
+no-notice cut (aws down, host a cut) `liferaft failover --mode cold` serves the app from host b through DNS, and
+the write ledger shows no more lost writes than the lag reported just before the cut.
+
+The two tests share one lab (session fixture) and one state dir; the second one leaves the lab failed over to b
+(healed network, so later tests can at least reach everything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+RATE = 20.0  # writes per second during the cut
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("readiness-state")
+
+
+def _env(lab: Any, state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFERAFT_")}
+    env.update(LIFERAFT_STACK=str(lab.info.stack_file), LIFERAFT_STATE_DIR=str(state_dir), **extra)
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "liferaft", *args]
+
+
+def _resolve(info: Any) -> str:
+    import dns.resolver
+
+    host, _, port = info.dns_server.rpartition(":")
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = [host]
+    r.port = int(port)
+    r.lifetime = 2.0
+    return str(r.resolve(info.app_fqdn, "A")[0])
+
+
+def _owner_dsn(info: Any, address: str) -> dict[str, Any]:
+    from liferaft.stack import load_stack
+
+    stack = load_stack(info.stack_file)
+    db = next(iter(stack.model.data.databases.values()))
+    return {"host": address, "port": db.port, "dbname": db.name, "user": db.owner,
+            "password": stack.secret(db.password), "connect_timeout": 5}
+
+
+def _count_posts(dsn: dict[str, Any]) -> int:
+    import psycopg
+
+    with psycopg.connect(**dsn) as c:
+        row = c.execute("SELECT count(*) FROM posts").fetchone()
+    return int(row[0]) if row else -1
+
+
+@pytest.fixture
+def writer(lab: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The example's write generator, following the app's DNS name at the lab's DNS server on every write."""
+    from liferaft.lab.example import run_writer
+
+    info = lab.info
+    ledger = tmp_path / "ledger.sqlite"
+    stop = threading.Event()
+    box: dict[str, Any] = {"ledger": str(ledger), "stop": stop}
+
+    def url() -> str:
+        return f"http://{_resolve(info)}:{info.app_port}"
+
+    def run() -> None:
+        box["report"] = run_writer(url, str(ledger), rate=RATE, duration=900, stop=stop, timeout=2.0)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    box["thread"] = t
+    try:
+        yield box
+    finally:
+        stop.set()
+        t.join(15)
+
+
+def test_replicate_once_reports_lag_and_records_the_standby(lab: Any, state_dir: Path, tmp_path: Path) -> None:
+    """One round: the standby on host b has the source's rows and objects, lag per dataset is reported in seconds
+    and bytes (JSON and Prometheus), and the state file records where everything is."""
+    info = lab.info
+    prom = tmp_path / "standby.prom"
+    t0 = time.monotonic()
+    r = subprocess.run(_cli("replicate", "--to", "alt-b", "--json", "--prometheus", str(prom)),
+                       env=_env(lab, state_dir), capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    print(f"replicate (set-up + one round): {took:.1f}s; {json.dumps(out)}")
+    db, bucket = out["databases"]["blog"], out["buckets"]["images"]
+    assert db["ok"] and db["method"] == "logical" and isinstance(db["lag_bytes"], int) and db["lag_seconds"] >= 0
+    assert bucket["ok"] and bucket["lag_bytes"] >= 0 and bucket["lag_seconds"] >= 0
+    assert out["rpo_exposure_s"] is not None and out["source_reachable"] is True
+
+    state_file = state_dir / "readiness" / "microblog.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    rec = json.loads(state_file.read_text())["standbys"]["alt-b"]
+    b = info.hosts["b"]
+    assert rec["standby_host"]["address"] == b.address and rec["source_host"]["address"] == info.primary_address
+    assert rec["databases"]["blog"]["subscription"] == "liferaft_microblog"
+    assert rec["buckets"]["images"]["listed"] > 0
+    assert "password" not in state_file.read_text().lower()
+    text = prom.read_text()
+    assert 'liferaft_standby_lag_seconds{stack="microblog",target="alt-b",kind="database",dataset="blog"}' in text
+    assert 'liferaft_standby_lag_bytes{stack="microblog",target="alt-b",kind="bucket",dataset="images"}' in text
+
+    # the copy is real: same rows at b as at a (the app is idle at this point), every object at the standby store
+    deadline = time.monotonic() + 30
+    while _count_posts(_owner_dsn(info, b.address)) != _count_posts(_owner_dsn(info, info.primary_address)):
+        assert time.monotonic() < deadline, "the standby never caught up"
+        time.sleep(0.2)
+    from liferaft.failover.observe import open_provider
+    from liferaft.stack import load_stack
+
+    stack = load_stack(info.stack_file)
+    objects = open_provider(stack, "objstore", state_dir).require("objects")
+    assert len(list(objects.list_objects("microblog-images"))) == rec["buckets"]["images"]["listed"]
+
+
+def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Path, writer: dict[str, Any]) -> None:
+    """replicate --watch + writes; aws down and host a cut; cold failover; app at b through DNS; lost writes no
+    more than the lag reported just before the cut (and under 5 s of writes)."""
+    from liferaft.lab.example import verify_ledger
+
+    info = lab.info
+    b = info.hosts["b"]
+    rounds: list[tuple[float, dict[str, Any]]] = []
+    rep = subprocess.Popen(_cli("replicate", "--to", "alt-b", "--watch", "--interval", "1", "--count", "900",
+                                "--source-timeout", "2", "--json"),
+                           env=_env(lab, state_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_tail: list[str] = []
+
+    def read_out() -> None:
+        assert rep.stdout is not None
+        for line in rep.stdout:
+            rounds.append((time.time(), json.loads(line)))
+
+    def read_err() -> None:
+        assert rep.stderr is not None
+        for line in rep.stderr:
+            err_tail[:] = [*err_tail[-40:], line]
+
+    for fn in (read_out, read_err):
+        threading.Thread(target=fn, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 240
+        while len(rounds) < 5:
+            assert rep.poll() is None, "replicate exited early:\n" + "".join(err_tail)
+            assert time.monotonic() < deadline, "no replicate rounds:\n" + "".join(err_tail)
+            time.sleep(0.2)
+        assert writer["thread"].is_alive()
+        before = rounds[-1][1]
+        assert before["source_reachable"] and before["databases"]["blog"]["ok"]
+        lag_s = float(before["databases"]["blog"]["lag_seconds"])
+        lag_b = int(before["databases"]["blog"]["lag_bytes"])
+
+        t_cut = time.time()
+        lab.cut("aws", "down")
+        lab.cut_host("a")
+        # replicate notices within a round and the source timeout, and keeps going
+        deadline = time.monotonic() + 30
+        while not any(t > t_cut and not s.get("source_reachable") for t, s in rounds):
+            assert time.monotonic() < deadline, "replicate never reported the source unreachable"
+            assert rep.poll() is None, "replicate died at the cut:\n" + "".join(err_tail)
+            time.sleep(0.2)
+        noticed = min(t for t, s in rounds if t > t_cut and not s.get("source_reachable")) - t_cut
+        rep.send_signal(signal.SIGTERM)
+        assert rep.wait(30) == 3  # its last round could not reach the source
+
+        t0 = time.monotonic()
+        fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"),
+                            env=_env(lab, state_dir, LIFERAFT_VERIFY_LEDGER=writer["ledger"],
+                                     LIFERAFT_SOURCE_TIMEOUT="2"),
+                            capture_output=True, text=True, timeout=900)
+        failover_s = time.monotonic() - t0
+        assert fo.returncode == 0, fo.stderr[-4000:]
+        outcome = json.loads(fo.stdout)
+        assert outcome["status"] == "done"
+        loss = outcome["summary"]["data_loss"]
+
+        # the app answers from b through its DNS name, and takes writes there
+        assert _resolve(info) == b.address
+        with urllib.request.urlopen(f"http://{b.address}:{info.app_port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        acked_at_b = _count_posts(_owner_dsn(info, b.address))
+        deadline = time.monotonic() + 30
+        while _count_posts(_owner_dsn(info, b.address)) < acked_at_b + 20:
+            assert time.monotonic() < deadline, "no new writes reached b through DNS"
+            time.sleep(0.2)
+        writer["stop"].set()
+        writer["thread"].join(15)
+        report = writer["report"]
+
+        check = verify_ledger(writer["ledger"], _owner_dsn(info, b.address))
+        lost = len(check.missing) + len(check.mismatched)
+        allowed = int(RATE * (lag_s + 0.5)) + 1  # the reported lag, a half-second of sampling, one write in flight
+        print(f"\nlag just before the cut: {lag_s:.3f}s / {lag_b} B; replicate noticed the cut after "
+              f"{noticed:.1f}s; cold failover {failover_s:.1f}s; writes acknowledged {check.acknowledged}, "
+              f"lost {lost} (failover reported {loss.get('lost_writes')}, window {loss.get('lost_window_s')}s), "
+              f"allowed {allowed}; writer: {report.to_dict()}")
+        assert loss["lost_writes"] == len(check.missing)
+        assert lost <= allowed
+        assert lost < RATE * 5  # under 5 s of writes
+        assert check.acknowledged > 100
+    finally:
+        if rep.poll() is None:
+            rep.kill()
+            rep.wait(10)
+        lab.heal()
