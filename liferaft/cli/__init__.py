@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "lab": "liferaft.cli.lab:lab",
     "providers": "liferaft.cli.providers:providers",
     "sync": "liferaft.cli.sync:sync",
+    "replicate": "liferaft.cli.replicate:replicate",
     "drill": "liferaft.cli.drill:drill_cmd",
     "drills": "liferaft.cli.drill:drills_cmd",
 }
