@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("liferaft.events")
 
@@ -27,8 +27,8 @@ class Event:
         return {"ts": round(self.ts, 3), "kind": self.kind, "message": self.message, **self.data}
 
 
-class Observer(Protocol):
-    def __call__(self, event: Event) -> None: ...
+# Anything that takes an Event: a function, a bound method, a renderer object with __call__.
+Observer = Callable[[Event], None]
 
 
 class Events:
