@@ -34,8 +34,10 @@ def conns(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
             admin_conn(ctx, target_host(ctx).address, db))
 
 
-def endpoints(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
-    """Both sides of bucket `key`, with one Objects client per worker thread (SDK clients are not all thread-safe)."""
+def endpoints(ctx: RunContext, step: Step, key: str, *, per_thread: bool = True) -> tuple[Any, Any]:
+    """Both sides of bucket `key`. `per_thread`: one Objects client per worker thread (SDK clients are not all
+    thread-safe); without it, the run's clients are shared and must be used one thread per side (no set-up cost:
+    what the write freeze wants)."""
     from liferaft.failover.observe import open_provider
     from liferaft.movers.objects import Endpoint
 
@@ -45,7 +47,8 @@ def endpoints(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
     def side(provider: str) -> Any:
         def make() -> Any:
             return open_provider(stack, provider, ctx.state_dir).require("objects")
-        return Endpoint(provider, ctx.provider(provider).require("objects"), bucket, factory=make)
+        return Endpoint(provider, ctx.provider(provider).require("objects"), bucket,
+                        factory=make if per_thread else None)
 
     return side(step.params["source"]), side(step.params["target"])
 
@@ -53,16 +56,18 @@ def endpoints(ctx: RunContext, step: Step, key: str) -> tuple[Any, Any]:
 DELTA_KEYS_MAX = 1000  # a final delta larger than this is verified in full at the gate
 
 
-def sync_bucket(ctx: RunContext, step: Step, key: str) -> dict[str, Any]:
+def sync_bucket(ctx: RunContext, step: Step, key: str, *, final_delta: bool = False) -> dict[str, Any]:
+    """Bulk copy (many threads), or the final delta inside the freeze (one thread, warm clients, usually tiny)."""
     from liferaft.movers.objects import SyncOptions, sync
 
-    src, tgt = endpoints(ctx, step, key)
-    tgt.objects.create_bucket(tgt.bucket)
+    src, tgt = endpoints(ctx, step, key, per_thread=not final_delta)
+    if not final_delta:
+        tgt.objects.create_bucket(tgt.bucket)
     from liferaft.failover.journal import stack_dir
 
     # The manifest is per stack (not per run): a later failover or a retry copies only what changed.
-    res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), SyncOptions(progress_interval=0.2),
-               events=ctx.events)
+    options = SyncOptions(progress_interval=0.2, workers=1 if final_delta else SyncOptions.workers)
+    res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events)
     d = res.to_dict()
     out = {k: d[k] for k in ("listed", "copied", "skipped", "bytes_copied", "seconds", "objects_per_s")}
     out["copied_keys"] = list(res.copied_keys) if len(res.copied_keys) <= DELTA_KEYS_MAX else None
@@ -130,6 +135,8 @@ def freeze_and_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str
 
     t0 = time.monotonic()
     with connect(src.with_db("postgres")) as c:
+        if "writes_frozen_at" not in ctx.memo:
+            ctx.remember(writes_frozen_at=time.time())
         c.execute(f"ALTER DATABASE {ident(src.dbname)} SET default_transaction_read_only = on")
         c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
                   " AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (src.dbname,))
@@ -147,7 +154,14 @@ def cut_over_logical(ctx: RunContext, src: Any, tgt: Any) -> dict[str, Any]:
     with connect(tgt) as c:
         active = c.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (rep.name,)).fetchone()
     if active:
-        res = pg.cutover(rep, progress=progress(ctx))
+        report = progress(ctx)
+
+        def observe(event: str, details: dict[str, Any]) -> None:
+            if event == "pg.cutover.frozen" and "writes_frozen_at" not in ctx.memo:
+                ctx.remember(writes_frozen_at=time.time())  # the source just became read-only
+            report(event, details)
+
+        res = pg.cutover(rep, progress=observe)
         return {"method": "logical", "freeze_s": round(res.freeze_s, 3), "catch_up_s": round(res.catch_up_s, 3),
                 "sequences": res.sequences_set, "sessions_ended": res.sessions_ended}
     if pg.is_read_only(src):
@@ -164,6 +178,9 @@ class Freeze(StepKind):
     undoable = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        for key in step.params["buckets"]:  # open the object clients now, not inside the freeze
+            for side in endpoints(ctx, step, key, per_thread=False):
+                side.objects.bucket_exists(side.bucket)
         if "freeze_started" not in ctx.memo:  # a resumed freeze keeps its first start: the window is honest
             ctx.remember(freeze_started=time.time())
         started = float(ctx.memo["freeze_started"])
@@ -174,16 +191,26 @@ class Freeze(StepKind):
             owner = stack.model.data.databases[key].owner
             dbs[key] = cut_over_logical(ctx, src, tgt) if method == "logical" else freeze_and_dump(ctx, src, tgt,
                                                                                                    owner)
-        objects = {key: sync_bucket(ctx, step, key) for key in step.params["buckets"]}
-        return {"freeze_started": started, "databases": dbs, "objects": objects,
+        objects = {key: sync_bucket(ctx, step, key, final_delta=True) for key in step.params["buckets"]}
+        return {"freeze_started": started, "writes_frozen_at": ctx.memo.get("writes_frozen_at", started),
+                "databases": dbs, "objects": objects,
                 "catch_up_s": round(time.time() - started, 3)}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         from liferaft.movers import postgres as pg
 
+        from liferaft.movers.pg_conn import connect
+
         for key in step.params["databases"]:
             src, _ = conns(ctx, step, key)
             pg.undo_read_only(src)
+            # Sessions opened during the freeze stay read-only: end them so clients reconnect writable.
+            with connect(src.with_db("postgres")) as c:
+                ended = c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                                  " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                                  (src.dbname,)).fetchall()
+            ctx.emit("db.writable", f"{src.dbname} at the source accepts writes again ({len(ended)} read-only "
+                     "sessions ended)", database=key)
 
 
 @register

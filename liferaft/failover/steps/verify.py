@@ -67,23 +67,25 @@ def _sha256(objects: Any, bucket: str, key: str) -> str:
     return h.hexdigest()
 
 
-def verify_delta(src: Any, tgt: Any, delta_keys: list[str]) -> list[Any]:
-    """After a full sha256 verification before the freeze: compare both listings (every key present, same size)
-    and read back by sha256 only the objects the final delta copied. Returns problems + [objects checked]."""
-    from liferaft.movers.objects import list_both
+def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -> list[Any]:
+    """After a full sha256 verification before the freeze: compare both listings (every key present, same size),
+    ask the sync manifest whether any object changed on either side since it was copied (same-provider ETags),
+    and read back by sha256 the objects the final delta copied. Returns problems + [objects checked]."""
+    from liferaft.movers.objects import SyncOptions, list_both, sync
 
     s, t = list_both(src, tgt)
+    stale = sync(src, tgt, manifest_dir, SyncOptions(dry_run=True)).copied_keys
     problems: list[Any] = [f"missing at the target: {k}" for k in sorted(set(s) - set(t))]
     problems += [f"differs (size {s[k].size} != {t[k].size}): {k}" for k in sorted(set(s) & set(t))
                  if s[k].size != t[k].size]
-    keys = [k for k in delta_keys if k in s and k in t]
+    # Objects changed on either side since they were copied and verified are read back too.
+    keys = sorted({k for k in [*delta_keys, *stale] if k in s and k in t})
 
     def check(k: str) -> str | None:
         same = _sha256(src.client(), src.bucket, k) == _sha256(tgt.client(), tgt.bucket, k)
         return None if same else f"differs (sha256): {k}"
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        problems += [p for p in pool.map(check, keys) if p]
+    problems += [p for p in map(check, keys) if p]  # shared clients: one thread per side
     return [*problems, len(s)]
 
 
@@ -106,15 +108,23 @@ class VerifyData(StepKind):
         checked: dict[str, Any] = {}
         # Journal reads (the target host) happen here, in the runner's thread; the workers only talk to servers.
         db_pairs = {k: conns(ctx, step, k) for k in step.params["databases"]}
-        bucket_pairs = {k: endpoints(ctx, step, k) for k in step.params["buckets"]}
+        bucket_pairs = {k: endpoints(ctx, step, k, per_thread=False) for k in step.params["buckets"]}
+        full_pairs = {k: endpoints(ctx, step, k) for k in step.params["buckets"]}
         report = progress(ctx)
 
+        timings: dict[str, float] = {}
+
         def db(key: str) -> None:
+            t0 = time.monotonic()
             src, tgt = db_pairs[key]
             rep = verify(src, tgt, raise_on_difference=False, progress=report)
+            timings[f"database {key}"] = round(time.monotonic() - t0, 3)
             checked[f"database {key}"] = len(rep.tables)
             problems.extend(f"database {key}: {p}" for p in rep.problems())
 
+        from liferaft.failover.journal import stack_dir
+
+        manifest_dir = stack_dir(ctx.state_dir, ctx.plan.stack)
         delta: dict[str, Any] = {}
         for sid, out in ctx.outputs_of_kind("cutover.freeze").items():
             # A freeze that was interrupted may have copied objects its final result does not list: read all.
@@ -123,16 +133,19 @@ class VerifyData(StepKind):
                           for k, v in (out.get("objects") or {}).items()})
 
         def objects(key: str) -> None:
+            t0 = time.monotonic()
             src, tgt = bucket_pairs[key]
             keys = delta.get(key)
             if keys is None:  # no bounded delta known: read everything back
+                src, tgt = full_pairs[key]
                 rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
                 checked[f"bucket {key}"] = rep.checked
                 problems.extend(f"bucket {key}: {p}" for p in rep.problems() if not p.startswith("only at"))
             else:
-                found = verify_delta(src, tgt, keys)
+                found = verify_delta(src, tgt, keys, manifest_dir)
                 checked[f"bucket {key}"] = found.pop()
                 problems.extend(f"bucket {key}: {p}" for p in found)
+            timings[f"bucket {key}"] = round(time.monotonic() - t0, 3)
 
         jobs = [(db, k) for k in db_pairs] + [(objects, k) for k in bucket_pairs]
         with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
@@ -144,13 +157,15 @@ class VerifyData(StepKind):
         if errors:
             raise RunFailed("could not verify the target's data; DNS was not touched:\n  " + "\n  ".join(errors))
         if step.params.get("ledger"):
+            t0 = time.monotonic()
             problems.extend(self._ledger(ctx, step, checked))
+            timings["ledger"] = round(time.monotonic() - t0, 3)
         if problems:
             more = f"\n  ... and {len(problems) - 15} more" if len(problems) > 15 else ""
             raise CheckFailed("the target's data differs from the source; DNS was not touched:\n  "
                               + "\n  ".join(problems[:15]) + more)
         ctx.emit("verify.data.ok", "data verified: " + ", ".join(f"{k} ({v})" for k, v in sorted(checked.items())),
-                 checked=checked)
+                 checked=checked, timings=timings)
 
     def _ledger(self, ctx: RunContext, step: Step, checked: dict[str, Any]) -> list[str]:
         from liferaft.lab.example import verify_ledger
@@ -249,10 +264,14 @@ class VerifyService(StepKind):
         result: dict[str, Any] = {"answers": answers}
         freeze = ctx.outputs_of_kind("cutover.freeze")
         if freeze:
-            started = min(float(f["freeze_started"]) for f in freeze.values())
+            # From the moment the source database turned read-only (the step's own set-up before it is excluded
+            # but reported) to the service answering through its DNS name at the target.
+            started = min(float(f.get("writes_frozen_at") or f["freeze_started"]) for f in freeze.values())
+            step_start = min(float(f["freeze_started"]) for f in freeze.values())
             window = answered_at - started
             result["write_unavailable_s"] = round(window, 3)
-            ctx.summarise(write_unavailable_s=round(window, 3))
+            ctx.summarise(write_unavailable_s=round(window, 3),
+                          freeze_step_to_service_s=round(answered_at - step_start, 3))
             ctx.emit("failover.window", f"write-unavailability window: {window:.3f}s (freeze start to the service "
                      "answering through DNS at the target)", write_unavailable_s=round(window, 3))
         return result

@@ -1,0 +1,239 @@
+"""Failover end to end in the lab: the example app on host a moves to host b (site alt-b) through the real CLI.
+
+Every check is made from outside liferaft: a real DNS query to PowerDNS, HTTP to the app, every object's sha256 on
+both object stores, and the example app's write ledger looked up in b's database. Each test leaves the lab as it
+found it (rollback: DNS back to a, source writable again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liferaft.lab import example
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+BUCKET = "microblog-images"
+
+
+@dataclass
+class Env:
+    info: Any
+    state: Path
+    tmp: Path
+
+    @property
+    def a(self) -> str:
+        return str(self.info.hosts["a"].address)
+
+    @property
+    def b(self) -> str:
+        return str(self.info.hosts["b"].address)
+
+    def cli(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "liferaft", "--stack", str(self.info.stack_file), "--state-dir",
+                str(self.state), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+
+    def last_run(self) -> dict[str, Any]:
+        out = self.cli("runs", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)[0]
+
+    def dns(self) -> list[str]:
+        import dns.resolver
+
+        r = dns.resolver.Resolver(configure=False)
+        host, port = self.info.dns_address
+        r.nameservers, r.port, r.lifetime = [host], port, 3.0
+        return sorted(a.to_text() for a in r.resolve(self.info.app_fqdn, "A"))
+
+    def s3(self, provider: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        keys = (("aws_access_key_id", "aws_secret_access_key") if provider == "aws" else
+                ("s3rver_key", "s3rver_secret"))
+        return boto3.client("s3", endpoint_url=self.info.direct[provider], region_name="us-east-1",
+                            aws_access_key_id=self.info.secret(keys[0]),
+                            aws_secret_access_key=self.info.secret(keys[1]),
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def hashes(self, provider: str) -> dict[str, str]:
+        s3 = self.s3(provider)
+        out = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()).hexdigest()
+        return out
+
+    def dsn(self, address: str) -> dict[str, Any]:
+        return {"host": address, "port": 5432, "dbname": "microblog", "user": "microblog",
+                "password": self.info.secret("db_password")}
+
+
+@pytest.fixture(scope="module")
+def env(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Env:
+    return Env(lab.info, tmp_path_factory.mktemp("failover-state"), tmp_path_factory.mktemp("failover"))
+
+
+def post(url: str, body: str) -> int:
+    req = urllib.request.Request(f"{url}/posts", data=json.dumps({"author": "t", "body": body}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def health(address: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{address}:8080/healthz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+class Writer:
+    """The example's ledger writer in a thread: every acknowledged write lands in the ledger."""
+
+    def __init__(self, url: str, ledger: Path) -> None:
+        self.stop = threading.Event()
+        self.report: Any = None
+        self.thread = threading.Thread(target=self._run, args=(url, str(ledger)), daemon=True)
+        self.thread.start()
+
+    def _run(self, url: str, ledger: str) -> None:
+        self.report = example.run_writer(url, ledger, rate=20, duration=900, stop=self.stop, timeout=3.0)
+
+    def finish(self) -> Any:
+        self.stop.set()
+        self.thread.join(30)
+        return self.report
+
+
+def assert_serving_from_b(env: Env, ledger: Path | None) -> None:
+    """DNS answers b; the app answers through it; every object equal by sha256; every acknowledged write on b."""
+    assert env.dns() == [env.b]
+    assert health(env.dns()[0]) == 200
+    src, tgt = env.hashes("aws"), env.hashes("objstore")
+    assert src and {k: tgt.get(k) for k in src} == src
+    if ledger is not None:
+        check = example.verify_ledger(str(ledger), env.dsn(env.b))
+        assert check.ok and check.acknowledged > 0, check.to_dict()
+
+
+def rollback_to_a(env: Env, run: str) -> None:
+    out = env.cli("rollback", run, "--yes")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert env.dns() == [env.a]
+    deadline = time.monotonic() + 20  # the app reconnects after its read-only sessions were ended
+    while post(f"http://{env.a}:8080", "writable again after rollback") != 201:
+        assert time.monotonic() < deadline, "the source does not accept writes after the rollback"
+        time.sleep(0.5)
+
+
+def window_of(stdout: str) -> float:
+    line = next(x for x in stdout.splitlines() if x.startswith("write-unavailability window:"))
+    return float(line.split(":")[1].strip().rstrip("s"))
+
+
+def test_killed_mid_copy_then_failed_gate_leaves_dns_untouched_then_resume_completes(env: Env) -> None:
+    """SIGKILL in the middle of the bucket copy; resume; a tampered target fails the data gate naming the objects
+    with DNS untouched; once repaired, resume completes with the app on b."""
+    s3 = env.s3("aws")
+    for i in range(150):  # enough objects that the copy is still running at the first progress report
+        s3.put_object(Bucket=BUCKET, Key=f"extra/{i:04d}", Body=os.urandom(8192))
+    out = env.cli("failover", "--to", "alt-b", "--yes", "--json", LIFERAFT_TEST_KILL_ON_EVENT="objects.progress")
+    assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    run = env.last_run()
+    assert run["status"] == "running"
+    shown = json.loads(env.cli("show", run["run"], "--json").stdout)
+    assert {s["step"]: s["status"] for s in shown["steps"]}["sync-images"] == "running"
+    copied = len(env.hashes("objstore"))
+    assert 0 < copied < 210, copied  # a real partial copy
+
+    out = env.cli("resume", run["run"], "--stop-before", "verify-data")
+    assert out.returncode == 0 and "stopped" in out.stdout, out.stderr[-3000:]
+    tgt = env.s3("objstore")
+    tgt.delete_object(Bucket=BUCKET, Key="extra/0007")
+    body = tgt.get_object(Bucket=BUCKET, Key="extra/0011")["Body"].read()
+    tgt.put_object(Bucket=BUCKET, Key="extra/0011", Body=bytes(b ^ 0xFF for b in body))  # same size, other bytes
+
+    out = env.cli("resume", run["run"])
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "extra/0007" in out.stderr and "extra/0011" in out.stderr and "DNS was not touched" in out.stderr
+    assert env.dns() == [env.a]
+
+    src = env.s3("aws")
+    for key in ("extra/0007", "extra/0011"):  # repair the target, as an operator would
+        tgt.put_object(Bucket=BUCKET, Key=key, Body=src.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    out = env.cli("resume", run["run"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "write-unavailability window" in out.stdout
+    assert_serving_from_b(env, None)
+    rollback_to_a(env, run["run"])
+
+
+def test_failover_under_write_load(env: Env) -> None:
+    """With the writer running against a, the app ends up served from b through DNS with every acknowledged
+    write and every object, and the write-unavailability window is printed (target under 2 s)."""
+    ledger = env.tmp / "ledger-clean.sqlite"
+    writer = Writer(f"http://{env.a}:8080", ledger)
+    try:
+        time.sleep(2)
+        out = env.cli("failover", "--to", "alt-b", "--yes", LIFERAFT_VERIFY_LEDGER=str(ledger))
+    finally:
+        first = writer.finish()
+    assert out.returncode == 0, out.stderr[-4000:]
+    window = window_of(out.stdout)
+    print(f"write-unavailability window {window:.3f}s; writer: {first.to_dict()}")
+    assert first.acknowledged > 0
+    after = example.run_writer(f"http://{env.dns()[0]}:8080", str(ledger), rate=20, duration=2)
+    assert after.acknowledged > 0 and after.failed == 0
+    assert_serving_from_b(env, ledger)
+    assert window < 5.0  # the target is 2 s; this shared 2-core machine is noisy (see the printed value)
+    rollback_to_a(env, env.last_run()["run"])
+
+
+def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
+    """The process is SIGKILLed right after each step in turn; every resume continues where the journal says, and
+    the last one completes with the same checks."""
+    plan = json.loads(env.cli("plan", "--to", "alt-b", "--json").stdout)
+    steps = [s["id"] for s in plan["steps"]]
+    ledger = env.tmp / "ledger-kill.sqlite"
+    writer = Writer(f"http://{env.a}:8080", ledger)
+    try:
+        out = env.cli("failover", "--to", "alt-b", "--yes", LIFERAFT_TEST_KILL_AFTER_STEP=steps[0],
+                      LIFERAFT_VERIFY_LEDGER=str(ledger))
+        assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+        run = env.last_run()["run"]
+        for done, step in enumerate(steps[1:], start=2):
+            out = env.cli("resume", run, LIFERAFT_TEST_KILL_AFTER_STEP=step)
+            assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+            shown = json.loads(env.cli("show", run, "--json").stdout)
+            assert [s["status"] for s in shown["steps"]].count("done") == done
+            assert all(s["attempts"] == 1 for s in shown["steps"])  # nothing applied twice
+        out = env.cli("resume", run)
+    finally:
+        writer.finish()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "write-unavailability window" in out.stdout
+    assert_serving_from_b(env, ledger)
+    rollback_to_a(env, run)

@@ -1,0 +1,75 @@
+"""`liferaft plan` in the lab: the exact steps, bytes, estimate and DNS diff, and provably no side effects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def proxies_mutating(lab: Any) -> dict[str, int]:
+    from liferaft.lab.proxy import FaultProxy
+
+    state = lab.read_state()
+    return {name: int(FaultProxy.attach(name, p["workdir"]).stats()["mutating"])
+            for name, p in state["proxies"].items()}
+
+
+def pg_writes(info: Any) -> tuple[int, ...]:
+    import psycopg
+
+    with psycopg.connect(host=info.hosts["a"].address, port=5432, dbname="microblog", user="microblog",
+                         password=info.secret("db_password"), autocommit=True) as c:
+        row = c.execute("SELECT tup_inserted, tup_updated, tup_deleted FROM pg_stat_database"
+                        " WHERE datname = 'microblog'").fetchone()
+        tables = c.execute("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"
+                           ).fetchone()
+    assert row is not None and tables is not None
+    return (*(int(x) for x in row), int(tables[0]))
+
+
+def test_plan_shows_steps_bytes_and_dns_diff_and_changes_nothing(lab: Any, tmp_path: Path) -> None:
+    """Zero mutating requests at every lab server, zero SSH sessions on every host, zero rows written."""
+    info = lab.info
+    time.sleep(1.0)  # let PostgreSQL flush the statistics of earlier sessions
+    before = (proxies_mutating(lab), {n: h.ssh_count() for n, h in info.hosts.items()}, pg_writes(info))
+    out = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir",
+                          str(tmp_path), "plan", "--to", "alt-b", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    time.sleep(1.0)
+    after = (proxies_mutating(lab), {n: h.ssh_count() for n, h in info.hosts.items()}, pg_writes(info))
+    assert after == before
+
+    plan = json.loads(out.stdout)
+    ids = [s["id"] for s in plan["steps"]]
+    assert ids == ["allocate", "prepare", "postgresql", "db-access", "migrate-blog", "sync-images", "deploy-web",
+                   "freeze", "verify-data", "dns", "verify-service"]
+    assert ids.index("verify-data") < ids.index("dns")  # DNS only after the data gate
+    assert plan["bytes_to_move"] > 1_000_000 and plan["estimate_s"] > 0
+    a, b = info.hosts["a"].address, info.hosts["b"].address
+    assert plan["dns_diff"] == [{"name": info.app_fqdn.rstrip(".") + ".", "type": "A", "ttl": 30, "old": [a], "new": [b]}]
+    assert {"action": "allocate", "kind": "host", "name": "microblog-alt-b", "provider": "colo-b",
+            "detail": "(free: b, c)"} in plan["resources"]
+    again = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir",
+                            str(tmp_path), "plan", "--to", "alt-b", "--json"], capture_output=True, text=True,
+                           timeout=300)
+    assert json.loads(again.stdout)["hash"] == plan["hash"]  # a stable plan
+    human = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir",
+                            str(tmp_path), "plan", "--to", "alt-b"], capture_output=True, text=True, timeout=300)
+    assert human.returncode == 0 and f"{a} -> {b}" in human.stdout
+
+
+def test_cold_mode_is_refused_clearly(lab: Any, tmp_path: Path) -> None:
+    info = lab.info
+    out = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir",
+                          str(tmp_path), "plan", "--to", "alt-b", "--mode", "cold"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "cold mode" in out.stderr and "Traceback" not in out.stderr
