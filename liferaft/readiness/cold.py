@@ -55,8 +55,8 @@ def _ledger_path() -> str | None:
 def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
     rec = load_standby(state_dir, stack.model.name, target)
     if rec is None or not rec.standby_host:
-        raise UsageError(f"no standby is recorded for {stack.model.name} at {target!r}: a cold failover has no copy "
-                         "to restore", hint=f"keep one warm with `liferaft replicate --to {target} --watch` while the "
+        raise UsageError(f"cold mode: no standby is recorded for {stack.model.name} at {target!r}, so there is no "
+                         "copy to restore", hint=f"keep one warm with `liferaft replicate --to {target} --watch` while the "
                          "source still answers")
     missing = [k for k in stack.model.data.databases if not rec.database(k).get("method")]
     missing += [k for k in stack.model.data.buckets if not rec.bucket(k).get("last_sync_at")]
