@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.errors import Problem, SecretError, UsageError
-from liferaft.stack.checks import resolve_playbook
+from liferaft.stack.checks import resolve_artifact, resolve_playbook
 from liferaft.stack.loader import parse_stack
 from liferaft.stack.model import StackModel, provider_capabilities
 
@@ -38,11 +38,7 @@ class Stack:
             return value
         if kind == "file":
             p = Path(target)
-            p = p if p.is_absolute() else self.base_dir / p
-            try:
-                return p.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as e:
-                raise SecretError(f"secret reference file:{target}: cannot read ({e.strerror})") from None
+            return read_secret_file(p if p.is_absolute() else self.base_dir / p, ref)
         raise SecretError("a secret reference must start with env: or file:")
 
     def provider(self, name: str) -> Any:
@@ -70,7 +66,47 @@ class Stack:
 
     def artifact_path(self, service: str) -> Path | None:
         svc = self.model.services[service]
-        return (self.base_dir / svc.artifact).resolve() if svc.artifact else None
+        if not svc.artifact:
+            return None
+        found = resolve_artifact(self.base_dir, svc.artifact)
+        if found is None:
+            raise UsageError(f"artifact {svc.artifact!r} of service {service!r} leaves the stack file's folder")
+        return found
+
+
+MAX_SECRET_BYTES = 64 * 1024  # a key, token or password; a private key is a few KiB
+
+
+def read_secret_file(path: Path, ref: str) -> str:
+    """Read a `file:` secret. Symlinks are followed (container secret mounts are symlinks), but the file reached
+    must be a regular, small, UTF-8 text file: a device (/dev/zero), FIFO or directory would hang or exhaust
+    memory. Errors name the reference, never the content."""
+    import stat
+
+    def refuse(why: str) -> SecretError:
+        return SecretError(f"secret reference {ref}: {why}")
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse("not a regular file (a device, FIFO or directory cannot hold a secret)")
+        if st.st_size > MAX_SECRET_BYTES:
+            raise refuse(f"the file is {st.st_size} bytes; a secret file is at most {MAX_SECRET_BYTES}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between stat and open
+                raise refuse("not a regular file")
+            data = os.read(fd, MAX_SECRET_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise refuse(f"cannot read ({e.strerror})") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise refuse(f"the file is larger than {MAX_SECRET_BYTES} bytes")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise refuse("the file is not UTF-8 text") from None
 
 
 def load_stack(path: str | os.PathLike[str]) -> Stack:

@@ -13,12 +13,46 @@ Loc = tuple[str | int, ...]
 SHIPPED_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
 
+def _inside(base: Path, relative: str) -> Path | None:
+    """`base / relative` resolved (symlinks followed), or None when that leaves `base` (`..`, a symlink out).
+    An absolute path is the operator's explicit choice and is returned as it is (resolved)."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        return candidate.resolve()
+    real_base = base.resolve()
+    resolved = (real_base / candidate).resolve()
+    return resolved if resolved == real_base or real_base in resolved.parents else None
+
+
 def resolve_playbook(stack_dir: Path, playbook: str) -> Path | None:
-    """A playbook named in the stack: a path relative to the stack file, else one shipped with liferaft."""
-    for candidate in (stack_dir / playbook, SHIPPED_PLAYBOOKS / playbook):
-        if candidate.is_file():
-            return candidate.resolve()
+    """A playbook named in the stack: a path relative to the stack file, else one shipped with liferaft.
+    A relative path may not climb out of its folder (stack folder or the shipped playbooks)."""
+    for base in (stack_dir, SHIPPED_PLAYBOOKS):
+        candidate = _inside(base, playbook)
+        if candidate is not None and candidate.is_file():
+            return candidate
     return None
+
+
+def resolve_artifact(stack_dir: Path, artifact: str) -> Path | None:
+    """An artifact path relative to the stack file (or absolute); None when a relative one leaves the folder."""
+    return _inside(stack_dir, artifact)
+
+
+def _escapes(stack_dir: Path, relative: str) -> bool:
+    return not Path(relative).is_absolute() and _inside(stack_dir, relative) is None
+
+
+def _secret_files(m: StackModel, stack_dir: Path) -> list[Path]:
+    from liferaft.stack.secrets import secret_refs
+
+    out = []
+    for _, ref in secret_refs(m):
+        kind, _, target = ref.partition(":")
+        if kind == "file":
+            p = Path(target)
+            out.append((p if p.is_absolute() else stack_dir / p).resolve())
+    return out
 
 
 def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]]) -> Iterator[Problem]:
@@ -65,12 +99,26 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
 
     stack_dir = path.resolve().parent
     for name, svc in m.services.items():
-        if resolve_playbook(stack_dir, svc.playbook) is None:
+        if _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
+            yield problem(("services", name, "playbook"),
+                          "a relative playbook path may not leave the stack file's folder ('..' or a symlink "
+                          "leading out); use a path inside it, or an absolute path")
+        elif resolve_playbook(stack_dir, svc.playbook) is None:
             yield problem(("services", name, "playbook"),
                           f"playbook {svc.playbook!r} not found next to the stack file nor among liferaft's shipped "
                           "playbooks")
-        if svc.artifact and not (stack_dir / svc.artifact).exists():
-            yield problem(("services", name, "artifact"), f"artifact {svc.artifact!r} does not exist")
+        if svc.artifact:
+            artifact = resolve_artifact(stack_dir, svc.artifact)
+            if artifact is None:
+                yield problem(("services", name, "artifact"),
+                              "a relative artifact path may not leave the stack file's folder ('..' or a symlink "
+                              "leading out); use a path inside it, or an absolute path")
+            elif not artifact.exists():
+                yield problem(("services", name, "artifact"), f"artifact {svc.artifact!r} does not exist")
+            elif any(s == artifact or artifact in s.parents for s in _secret_files(m, stack_dir)):
+                yield problem(("services", name, "artifact"),
+                              "the artifact contains the stack's secret files, which would be copied to every "
+                              "host: point it at the application's own folder")
         for i, db in enumerate(svc.databases):
             if db not in m.data.databases:
                 yield problem(("services", name, "databases", i), f"no database named {db!r} under data.databases")

@@ -42,6 +42,9 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
         raise InvalidInput([Problem(str(path), line, col, "", f"YAML syntax: {msg}")]) from None
     except YAMLError as e:
         raise InvalidInput([Problem(str(path), None, None, "", f"YAML syntax: {e}")]) from None
+    except RecursionError:
+        raise InvalidInput([Problem(str(path), None, None, "", "the document is nested too deeply for a stack "
+                                    "file")]) from None
 
     positions: dict[Loc, tuple[int, int]] = {}
     count = 0
@@ -96,10 +99,7 @@ def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
     return tuple(out)
