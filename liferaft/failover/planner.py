@@ -120,7 +120,7 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
              f"{sum(b['objects'] for b in obs.buckets.values())} objects, "
              f"{sum(obs.databases.values())} database bytes"]
     return Plan(stack=name, source=source, target=target, mode=mode, steps=tuple(steps), resources=tuple(resources),
-                bytes_to_move=moved, estimate_s=estimate(stack, obs), dns_diff=tuple(dns_diff), notes=tuple(notes))
+                bytes_to_move=moved, estimate_s=round(estimate(stack, obs), 1), dns_diff=tuple(dns_diff), notes=tuple(notes))
 
 
 def _ledger_path() -> str | None:

@@ -310,3 +310,15 @@ def test_killed_run_leaves_no_lock(tmp_path: Path) -> None:
     (other := tmp_path / "other").mkdir()
     assert Runner(state, stack_name="toy").start(toy_plan(other)).status == "done"
     assert time.monotonic() - t0 < 10
+
+
+def test_kill_on_event_switch_kills_in_the_middle_of_work(tmp_path: Path) -> None:
+    """LIFERAFT_TEST_KILL_ON_EVENT kills at the first event reporting partial progress, mid-step."""
+    state = tmp_path / "state"
+    proc = run_subprocess(tmp_path, toy_plan(tmp_path), state, LIFERAFT_TEST_KILL_ON_EVENT="toy.progress")
+    assert proc.returncode == -signal.SIGKILL
+    with Runner(state, stack_name="toy").journal() as j:
+        (rec,) = j.runs()
+        assert j.step(rec.id, "copy").status == "running"
+    assert len(list((tmp_path / "copy").glob("chunk-*"))) == 1
+    assert Runner(state, stack_name="toy").resume(rec.id).status == "done"
