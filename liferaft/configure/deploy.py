@@ -15,7 +15,7 @@ Every service playbook receives the same variables (documented in liferaft/playb
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,11 @@ def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_ho
 
 def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, with_databases: bool = True,
                    db_host: str | None = None, allowed_networks: Sequence[str] = (), create_schema: bool = True,
-                   on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600) -> PlaybookResult:
+                   on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600,
+                   run_options: Mapping[str, Any] | None = None) -> PlaybookResult:
     """Prepare `host`, install the service's PostgreSQL databases there (unless `with_databases` is False) and run
-    the service's playbook: one ansible-runner run. Raises PlaybookFailed naming host and task."""
+    the service's playbook: one ansible-runner run. Raises PlaybookFailed naming host and task.
+    `run_options` go to `run_playbook` as they are (e.g. `tmp_root`, or `keep_dir` in tests)."""
     sv = service_vars(stack, service, site, host, db_host=db_host, allowed_networks=allowed_networks,
                       create_schema=create_schema)
     books: list[str | os.PathLike[str]] = ["prepare.yml"]
@@ -98,7 +100,7 @@ def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, wit
         books.append("postgresql.yml")
     books.append(stack.playbook_path(service))
     return run_playbook(books, [host], variables=sv.variables, secret_variables=sv.secret_variables,
-                        on_event=on_event, timeout=timeout, base_dir=stack.base_dir)
+                        on_event=on_event, timeout=timeout, base_dir=stack.base_dir, **dict(run_options or {}))
 
 
 def deploy_databases(stack: Any, service: str, site: str, host: TargetHost, *, allowed_networks: Sequence[str] = (),

@@ -179,27 +179,17 @@ def test_postgresql_and_app_deploy_healthy_idempotent_and_secret_free(
         assert (pdd / "secret_vars.json").stat().st_mode & 0o077 == 0
         leaks.extend(_scan_dir(pdd, [DB_PASSWORD, AWS_SECRET]))
 
-    from liferaft.configure import deploy as deploy_mod
-
-    real_run = deploy_mod.run_playbook
-
     tmp_root = tempfile.mkdtemp(prefix="lrt-")  # only this test's runs make SSH control sockets under it
-
-    def run_keeping(*a: Any, **kw: Any) -> Any:
-        return real_run(*a, keep_dir=inspect, tmp_root=tmp_root, **kw)
-
-    deploy_mod.run_playbook = run_keeping  # observe the private data dir before it is deleted (no behaviour change)
-    try:
-        t0 = time.monotonic()
-        with CmdlineWatch([DB_PASSWORD, AWS_SECRET]) as watch:
-            first = deploy_service(stack, "web", "primary", target,
-                                   allowed_networks=[f"{lab_hosts.bridge_address}/24"], on_event=on_event)
-        t_first = time.monotonic() - t0
-        t0 = time.monotonic()
-        second = deploy_service(stack, "web", "primary", target, allowed_networks=[f"{lab_hosts.bridge_address}/24"])
-        t_second = time.monotonic() - t0
-    finally:
-        deploy_mod.run_playbook = real_run
+    opts = {"keep_dir": inspect, "tmp_root": tmp_root}  # look into the private data dir just before deletion
+    nets = [f"{lab_hosts.bridge_address}/24"]
+    t0 = time.monotonic()
+    with CmdlineWatch([DB_PASSWORD, AWS_SECRET]) as watch:
+        first = deploy_service(stack, "web", "primary", target, allowed_networks=nets, on_event=on_event,
+                               run_options=opts)
+    t_first = time.monotonic() - t0
+    t0 = time.monotonic()
+    second = deploy_service(stack, "web", "primary", target, allowed_networks=nets, run_options=opts)
+    t_second = time.monotonic() - t0
     print(f"\nfirst deploy {t_first:.1f} s (changed {first.changed}), re-run {t_second:.1f} s "
           f"(changed {second.changed}), cmdline samples {watch.samples}")
     starts = [(t, e) for t, e in stamps if e.kind == "task.start"]
@@ -268,3 +258,18 @@ def test_failure_names_host_and_task_without_secret(lab_hosts: Any, tmp_path: Pa
     text = str(ei.value) + json.dumps(ei.value.to_dict())
     assert "host c" in text and "Check the widget" in text and "widget broken" in text
     assert secret not in text
+
+
+def test_timeout_cancels_the_run(lab_hosts: Any, tmp_path: Path) -> None:
+    """A run over its time budget is cancelled and reported as timed out; no SSH master outlives it."""
+    book = tmp_path / "slow.yml"
+    book.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                    "    - name: Take too long\n      ansible.builtin.command: sleep 60\n")
+    tmp_root = tempfile.mkdtemp(prefix="lrt-")
+    t0 = time.monotonic()
+    with pytest.raises(PlaybookFailed, match="timed out"):
+        run_playbook(book, [_target(lab_hosts, "c")], timeout=8, tmp_root=tmp_root)
+    assert time.monotonic() - t0 < 40
+    time.sleep(0.3)
+    assert _mux_processes(tmp_root) == [] and os.listdir(tmp_root) == []
+    os.rmdir(tmp_root)
