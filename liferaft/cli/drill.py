@@ -18,11 +18,11 @@ from liferaft.cli._common import (
     pass_opts,
     stdout_console,
 )
-from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK
+from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 
 
 @click.command("drill")
-@click.option("--to", "to", required=True, metavar="SITE", help="The site to drill a failover into.")
+@click.option("--to", "to", metavar="SITE", help="The site to drill a failover into.")
 @click.option("--scenario", type=click.Choice(["notice", "no-notice"]), default="notice", show_default=True,
               help="notice: the source still answers (replicate, cut, no freeze); no-notice: it was cut off.")
 @click.option("--keep", is_flag=True, help="Leave the target running afterwards (default: tear it down).")
@@ -30,17 +30,31 @@ from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK
               help="Write the report (Markdown, HTML, JSON) here. Default: <state dir>/reports.")
 @click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, envvar="LIFERAFT_VERIFY_LEDGER",
               help="A write ledger (the example app's writer) to measure the RPO with. Env: LIFERAFT_VERIFY_LEDGER.")
+@click.option("--teardown", "teardown_run", metavar="RUN",
+              help="Instead of drilling: tear down the target a drill left running with --keep (its run id).")
 @json_option
 @pass_opts
-def drill_cmd(opts: GlobalOptions, to: str, scenario: str, keep: bool, report_dir: str | None, ledger: str | None,
-              as_json: bool) -> int:
+def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, report_dir: str | None,
+              ledger: str | None, teardown_run: str | None, as_json: bool) -> int:
     """Fail over into SITE as a drill: production DNS and the source untouched, RTO and RPO measured, data
     verified, the target torn down, a report written. Exits 1 when an objective of the stack file is missed."""
     from liferaft.drill import history
     from liferaft.drill.report import seconds, write_report
-    from liferaft.drill.run import DrillOptions, require_scenario, run_drill
+    from liferaft.drill.run import DrillOptions, require_scenario, run_drill, teardown_kept
     from liferaft.events import as_events
 
+    if teardown_run is not None:
+        if to is not None:
+            raise UsageError("--teardown RUN and --to SITE do not go together")
+        run_id = teardown_kept(opts.stack(), opts.state_dir, teardown_run,
+                               as_events(event_printer(as_json, opts.verbose)))
+        if as_json:
+            emit_json({"ok": True, "run": run_id, "torn_down": True})
+        else:
+            stdout_console().print(f"drill run {run_id}: target torn down")
+        return EXIT_OK
+    if to is None:
+        raise UsageError("which site? pass --to SITE", hint="the stack's alternates are the usual targets")
     require_scenario(scenario)  # before loading anything: no-notice says what it needs, exit 2
     stack = opts.stack()
     state_dir = opts.state_dir

@@ -41,7 +41,8 @@ class HistoryEntry:
         return {"id": r.id, "stack": r.stack, "source": r.source, "target": r.target, "scenario": r.scenario,
                 "started": round(r.started, 3), "rto_s": r.to_dict()["rto_s"], "rpo_s": r.to_dict()["rpo_s"],
                 "objectives": {"rto_s": r.objective_rto_s, "rpo_s": r.objective_rpo_s},
-                "passed": r.passed, "trend": self.trend, "run_id": r.run_id, "report_dir": self.report_dir}
+                "passed": r.passed, "trend": self.trend, "run_id": r.run_id, "kept": r.kept,
+                "torn_down": r.torn_down, "report_dir": self.report_dir}
 
 
 def history_path(state_dir: str | Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,3 +203,22 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
                        objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
                        ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
                        first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error)
+
+
+def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | None = None) -> str:
+    """Tear down the target of a drill run with --keep: roll its run back (drill record first, the target's
+    services and PostgreSQL stopped and removed, the host released). Returns the run id."""
+    from liferaft.drill import history, steps
+    from liferaft.failover import Runner
+
+    steps.ensure_registered()
+    runner = Runner(state_dir, stack=stack, events=events)
+    with runner.journal() as journal:
+        rec = journal.find_run(run_ref)
+    if "drill.teardown" not in [s.kind for s in rec.plan.steps]:
+        raise UsageError(f"run {rec.id} is not a drill", hint="roll failovers back with `liferaft rollback RUN`")
+    runner.rollback(rec.id)
+    for entry in history.entries(state_dir, stack.model.name):
+        if entry.result.run_id == rec.id:
+            history.record(state_dir, replace(entry.result, torn_down=True), entry.report_dir)
+    return rec.id

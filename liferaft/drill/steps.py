@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from liferaft.errors import CheckFailed, RunFailed
@@ -227,25 +228,37 @@ class DrillVerifyData(StepKind):
         problems: list[str] = []
         notes: list[str] = []
         checked: dict[str, int] = {}
-        for key in step.params["databases"]:
-            src, tgt = conns(ctx, step, key)
-            rep = verify(src, tgt, raise_on_difference=False, progress=progress(ctx))
+
+        # Connections and endpoints are resolved here, in the runner's thread: they read the journal.
+        db_conns = {key: conns(ctx, step, key) for key in step.params["databases"]}
+        bucket_eps = {key: endpoints(ctx, step, key) for key in step.params["buckets"]}
+        report = progress(ctx)
+
+        def database(key: str) -> None:
+            src, tgt = db_conns[key]
+            rep = verify(src, tgt, raise_on_difference=False, progress=report)
             checked[f"database {key} tables"] = len(rep.tables)
-            problems += [f"database {key}: {d}" for d in rep.schema_differences]
+            problems.extend(f"database {key}: {d}" for d in rep.schema_differences)
             for t in rep.tables:
                 if t.target_count is None:
                     problems.append(f"database {key}: table {t.table} missing at the target")
                 elif t.source_count is not None and t.source_count != t.target_count:
                     notes.append(f"database {key}: table {t.table} has {t.source_count} rows at the source and "
                                  f"{t.target_count} at the target (the source kept taking writes after the cut)")
-        for key in step.params["buckets"]:
-            src_ep, tgt_ep = endpoints(ctx, step, key)
+
+        def bucket(key: str) -> None:
+            src_ep, tgt_ep = bucket_eps[key]
             orep = verify_sync(src_ep, tgt_ep, raise_on_difference=False, events=ctx.events)
             checked[f"bucket {key} objects"] = orep.checked
-            problems += [f"bucket {key}: differs (sha256): {k}" for k in orep.differing[:20]]
+            problems.extend(f"bucket {key}: differs (sha256): {k}" for k in orep.differing[:20])
             if orep.missing:
                 notes.append(f"bucket {key}: {len(orep.missing)} object(s) at the source are not at the target "
                              "(written after the cut?)")
+
+        jobs = [(database, k) for k in step.params["databases"]] + [(bucket, k) for k in step.params["buckets"]]
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="liferaft-drill-verify") as pool:
+            for f in [pool.submit(fn, k) for fn, k in jobs]:
+                f.result()  # a liferaft error here (a server gone) fails the step as it is
         ledger_summary = None
         if step.params.get("ledger"):
             ledger_summary = self._ledger(ctx, step, float(cut["cut_at"]), problems)
