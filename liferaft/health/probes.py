@@ -148,7 +148,7 @@ def fail_fast_retries() -> Iterator[None]:
     """While health probes run, a throttled answer is evidence (a busy provider), not something to retry until the
     probe's deadline passes and it looks like silence (an unreachable one). Process-wide: use it where the process
     does nothing else (the `liferaft health` command)."""
-    from liferaft.providers._errors import RetryPolicy, set_retry_policy
+    from liferaft.providers import RetryPolicy, set_retry_policy
 
     old = set_retry_policy(RetryPolicy(attempts=1))
     try:

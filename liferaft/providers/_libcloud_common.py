@@ -19,10 +19,12 @@ _STATUS_IN_MESSAGE = re.compile(r"[Ss]tatus(?: code)?[:=]\s*(\d{3})|HTTP Code: (
 def classify(exc: BaseException, provider: str, operation: str) -> ProviderError | None:
     """libcloud / requests exception -> liferaft error."""
     import requests
-    from libcloud.common import exceptions as lx
-    from libcloud.common import types as lt
-    from libcloud.dns import types as dt
-    from libcloud.storage import types as st
+
+    with IMPORT_LOCK:
+        from libcloud.common import exceptions as lx
+        from libcloud.common import types as lt
+        from libcloud.dns import types as dt
+        from libcloud.storage import types as st
 
     if isinstance(exc, lt.InvalidCredsError):
         return AuthRejected(provider, operation, "credentials rejected", status=401)
@@ -60,11 +62,18 @@ def classify(exc: BaseException, provider: str, operation: str) -> ProviderError
     return None
 
 
+# Two threads importing libcloud's storage and DNS packages at once deadlock on libcloud.common.types (the import
+# system raises _DeadlockError): health probes open providers concurrently. All libcloud imports go through this lock.
+IMPORT_LOCK = threading.RLock()
+
+
 def _load_driver(kind: str, name: str) -> Any:
     """libcloud's own registry: `get_driver(name)` of libcloud.storage / dns / compute."""
     import importlib
 
-    providers = importlib.import_module(f"libcloud.{kind}.providers")
+    with IMPORT_LOCK:
+        importlib.import_module("libcloud.common.types")
+        providers = importlib.import_module(f"libcloud.{kind}.providers")
     try:
         return providers.get_driver(name)
     except AttributeError:

@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,9 +211,19 @@ class SshProbe:
     def probe(self) -> ProbeResult:
         start = time.monotonic()
         names = list(self.adapter.pool)
-        with ThreadPoolExecutor(max_workers=min(8, len(names))) as ex:
-            results = list(ex.map(self._one, names))
-        errors = [e for e in results if e is not None]
+        # Daemon threads, not a pool: a pool's workers are joined at interpreter exit, so a cut host would hold the
+        # process for ssh's own connect timeout after the verdict is already out.
+        results: dict[str, ProviderError | None] = {}
+        threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, self._one(n)), daemon=True)
+                   for n in names]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + self.adapter.connect_timeout + 12
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        errors = [results.get(n) or (None if n in results else Unreachable(
+            self.adapter.name, "ssh probe", f"host {n}: no answer in time")) for n in names]
+        errors = [e for e in errors if e is not None]
         if errors:
             # Auth first (a suspended/changed host matters more than one unreachable box), then unreachable.
             errors.sort(key=lambda e: 0 if isinstance(e, AuthRejected) else 1 if isinstance(e, Unreachable) else 2)
