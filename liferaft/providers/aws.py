@@ -57,6 +57,7 @@ class AwsClients:
         self.endpoint = endpoint
         self.__creds = (access_key_id, secret_access_key, session_token)
         self._clients: dict[str, Any] = {}
+        self._session: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show credentials
@@ -76,10 +77,11 @@ class AwsClients:
                     # Path-style when an endpoint is set: S3-compatible servers (moto, MinIO) rarely do vhost DNS.
                     s3={"addressing_style": "path" if self.endpoint else "auto"},
                 )
-                key, secret, token = self.__creds
-                session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
-                                                aws_session_token=token, region_name=self.region)
-                self._clients[service] = session.client(service, endpoint_url=self.endpoint, config=config)
+                if self._session is None:  # one session per account: botocore loads its data once
+                    key, secret, token = self.__creds
+                    self._session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
+                                                          aws_session_token=token, region_name=self.region)
+                self._clients[service] = self._session.client(service, endpoint_url=self.endpoint, config=config)
             return self._clients[service]
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
