@@ -59,7 +59,7 @@ def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: fl
             argv += ["-o", "IdentitiesOnly=yes", "-i", host.private_key_file]
         argv += [f"{host.user}@{host.address}", command]
         try:
-            r = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise Unreachable(host.name, what, f"no answer within {timeout:.0f}s") from None
     if r.returncode == 255:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from liferaft.errors import LockHeld
 from liferaft.failover.journal import stack_dir
@@ -52,8 +53,10 @@ class StackLock:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> StackLock:
-        return self.acquire() if self._fd is None else self
+    def __enter__(self) -> Self:
+        if self._fd is None:
+            self.acquire()
+        return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.release()

@@ -29,7 +29,7 @@ def _json_safe(value: Any, where: str) -> Any:
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ValueError(f"{where}: keys must be strings, got {type(k).__name__}")
+                raise ValueError(f"{where}: keys must be strings, got {type(k).__name__}")  # noqa: TRY004
             out[k] = _json_safe(v, f"{where}.{k}")
         return out
     raise ValueError(f"{where}: {type(value).__name__} is not JSON-safe")
@@ -126,7 +126,7 @@ class Plan:
         """Rebuild a plan from JSON; anything malformed is an InvalidInput naming the field, never a traceback."""
         try:
             if not isinstance(d, dict):
-                raise ValueError("a plan must be a JSON object")
+                raise ValueError("a plan must be a JSON object")  # noqa: TRY004 (reported as invalid input)
             if d.get("format", PLAN_FORMAT) != PLAN_FORMAT:
                 raise ValueError(f"plan format {d.get('format')!r} is not supported (expected {PLAN_FORMAT})")
             steps = d["steps"]

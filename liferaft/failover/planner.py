@@ -89,13 +89,15 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
                  {"databases": {k: d.migrate for k, d in sorted(dbs.items())}, "buckets": sorted(buckets),
                   "source": src_site.objects, "target": tgt_site.objects, "source_host": src_host},
                  *(svc_steps or deploy_deps))
-    gate = add("verify-data", "verify.data", "verify data: tables by count+hash, sequences, schema; objects by "
-               "listing and sha256 of the final delta (all were read back before the freeze)"
-               + (", write ledger" if ledger else ""),
+    gate = add("verify-data", "verify.data", ("verify data: tables by count+hash, sequences, schema; objects by "
+                                              "listing and sha256 of the final delta (all were read back before "
+                                              "the freeze)" + (", write ledger" if ledger else "")),
                {"databases": sorted(dbs), "buckets": sorted(buckets), "source": src_site.objects,
                 "target": tgt_site.objects, "source_host": src_host, "ledger": ledger}, freeze)
-    records = [{"fqdn": m.dns.fqdn(r.name), "type": r.type, "ttl": r.ttl, "service": r.service}
-               for r in (m.dns.records if m.dns else []) if r.service]
+    dns_cfg = m.dns
+    records: list[dict[str, Any]] = [] if dns_cfg is None else [
+        {"fqdn": dns_cfg.fqdn(r.name), "type": r.type, "ttl": r.ttl, "service": r.service}
+        for r in dns_cfg.records if r.service]
     last = gate
     if records and m.dns is not None:
         last = add("dns", "dns.cutover", f"cut DNS over: {', '.join(r['fqdn'] for r in records)} -> target",
@@ -116,9 +118,9 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
                  "old": obs.dns_current.get(r["fqdn"], {}).get("values", []),
                  "new": [preview] if preview else [f"<address of {host_name}>"]} for r in records]
     moved = sum(obs.databases.values()) + sum(b["bytes"] for b in obs.buckets.values())
-    notes = [f"source host {src_host['name']} ({src_host['address']}); "
-             f"{sum(b['objects'] for b in obs.buckets.values())} objects, "
-             f"{sum(obs.databases.values())} database bytes"]
+    notes = [(f"source host {src_host['name']} ({src_host['address']}); "
+              f"{sum(b['objects'] for b in obs.buckets.values())} objects, "
+              f"{sum(obs.databases.values())} database bytes")]
     return Plan(stack=name, source=source, target=target, mode=mode, steps=tuple(steps), resources=tuple(resources),
                 bytes_to_move=moved, estimate_s=round(estimate(stack, obs), 1), dns_diff=tuple(dns_diff), notes=tuple(notes))
 

@@ -231,7 +231,7 @@ class Runner:
                 result = kind.apply(ctx, step) or {}
                 kind.verify(ctx, step)
                 journal.finish_step(run_id, step.id, result)
-            except (LiferaftError, Exception, KeyboardInterrupt) as e:
+            except (LiferaftError, Exception, KeyboardInterrupt) as e:  # noqa: BLE001 (journaled, then re-raised)
                 self._fail(ctx, step, e)
                 raise self._translate(run_id, step, e) from (None if isinstance(e, LiferaftError) else e)
             finally:
@@ -304,7 +304,7 @@ class Runner:
                 self.events.emit("step.undoing", f"undo {kind.describe(step)}", run=rec.id, step=step.id)
                 try:
                     kind.undo(ctx, step)
-                except (LiferaftError, Exception) as e:
+                except (LiferaftError, Exception) as e:  # noqa: BLE001 (journaled, then re-raised)
                     message = str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
                     journal.set_run_status(rec.id, "rolling-back", f"undo of {step.id} failed: {message}")
                     self.events.emit("step.failed", f"undo of {step.id} failed: {message}", run=rec.id,

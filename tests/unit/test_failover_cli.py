@@ -83,7 +83,7 @@ def test_resume_after_a_kill_through_the_cli(env: tuple[Path, Path], tmp_path: P
     plan_file.write_text(json.dumps(toy_plan(tmp_path).to_dict()))
     proc = subprocess.run([sys.executable, "-m", "tests.unit.test_failover_toys", "start", str(env[1]),
                            str(plan_file)], cwd=REPO, env={"LIFERAFT_TEST_KILL_AFTER_STEP": "gate",
-                                                           "PATH": "/usr/bin:/bin"}, timeout=60)
+                                                           "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
     assert proc.returncode == -signal.SIGKILL
     code, stdout, _ = cli(env, "runs", "--json", capsys=capsys)
     (row,) = json.loads(stdout)

@@ -32,7 +32,7 @@ def run_subprocess(tmp: Path, plan: Plan, state: Path, **env: str) -> subprocess
     plan_file.write_text(json.dumps(plan.to_dict()))
     return subprocess.run([sys.executable, "-m", "tests.unit.test_failover_toys", "start", str(state),
                            str(plan_file)], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -190,7 +190,7 @@ def test_sigkill_in_the_middle_of_a_copy_then_resume(tmp_path: Path) -> None:
     with runner.journal() as j:
         (rec,) = j.runs()
         assert j.step(rec.id, "copy").status == "running"
-        assert [s.step_id for s in j.pending(rec.id)][0] == "copy"
+        assert next(s.step_id for s in j.pending(rec.id)) == "copy"
     assert 0 < len(list((tmp_path / "copy").glob("chunk-*"))) < 10
     out = runner.resume(rec.id)
     assert out.status == "done"
@@ -282,10 +282,9 @@ def test_corrupted_journal_is_a_clear_error(tmp_path: Path, damage: str) -> None
         db.execute(f"UPDATE {table} SET {col}='{{not json'")
         db.commit()
         db.close()
-    with pytest.raises(JournalCorrupt) as err:
-        with Journal(path) as j:
-            for r in j.runs():
-                j.steps(r.id)
+    with pytest.raises(JournalCorrupt) as err, Journal(path) as j:
+        for r in j.runs():
+            j.steps(r.id)
     assert str(path) in str(err.value) and err.value.exit_code == 2
 
 

@@ -27,11 +27,12 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def observed(**kw: object) -> Observed:
-    base = dict(source_host={"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
-                             "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
-                target_host_preview="10.0.0.12", target_free=("b", "c"),
-                buckets={"images": {"objects": 60, "bytes": 8_000_000}}, databases={"blog": 9_000_000},
-                dns_current={"www.microblog.test.": {"type": "A", "ttl": 30, "values": ["10.0.0.11"]}})
+    base: dict[str, object] = {
+        "source_host": {"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
+                        "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
+        "target_host_preview": "10.0.0.12", "target_free": ("b", "c"),
+        "buckets": {"images": {"objects": 60, "bytes": 8_000_000}}, "databases": {"blog": 9_000_000},
+        "dns_current": {"www.microblog.test.": {"type": "A", "ttl": 30, "values": ["10.0.0.11"]}}}
     base.update(kw)
     return Observed(**base)  # type: ignore[arg-type]
 

@@ -198,7 +198,6 @@ class Freeze(StepKind):
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         from liferaft.movers import postgres as pg
-
         from liferaft.movers.pg_conn import connect
 
         for key in step.params["databases"]:
