@@ -151,6 +151,16 @@ def _close_masters(control_dir: Path) -> None:
                        capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False)
 
 
+def _remove(path: Path, attempts: int = 5) -> None:
+    """Delete a run's directory. An ansible process still exiting after a cancel can re-create its local temp
+    dir inside it, so look again a moment later."""
+    for i in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if i and not path.exists():
+            return
+        time.sleep(0.2)
+
+
 def _write_private(path: Path, data: Any) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -259,8 +269,8 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             keep_dir(pdd)
     finally:
         _close_masters(control_dir)
-        shutil.rmtree(control_dir, ignore_errors=True)
-        shutil.rmtree(pdd, ignore_errors=True)
+        _remove(control_dir)
+        _remove(pdd)
     if check_failed and not result.ok:
         raise _failure(result, runner_stdout_hint=status)
     return result
