@@ -53,6 +53,17 @@ class TaskEvent:
         return {"kind": self.kind, "play": self.play, "task": self.task, "host": self.host, "message": self.message}
 
 
+def to_progress(events: Any) -> Any:
+    """An `on_event` callback that forwards TaskEvents to a `liferaft.events.Events` bus as `ansible.<kind>`
+    progress events (task start / ok / changed / failed / skipped per host; unreachable)."""
+
+    def forward(ev: TaskEvent) -> None:
+        label = f"{ev.host}: {ev.task}" if ev.host else (ev.task or ev.play)
+        events.emit(f"ansible.{ev.kind}", label + (f": {ev.message}" if ev.message else ""), **ev.to_dict())
+
+    return forward
+
+
 @dataclass(frozen=True)
 class HostStats:
     ok: int = 0

@@ -140,3 +140,15 @@ def test_s3_settings_accepts_the_stack_model() -> None:
     model = AwsProvider.model_validate({"type": "aws", "region": "us-east-1", "endpoint": "http://10.0.0.1:4100",
                                         "credentials": {"access_key_id": "file:k", "secret_access_key": "file:s"}})
     assert s3_settings(model, _resolver).endpoint_url == "http://10.0.0.1:4100"
+
+
+def test_task_events_become_liferaft_progress_events() -> None:
+    """Ansible task outcomes reach the event bus as ansible.<kind> events naming host and task."""
+    from liferaft.configure import TaskEvent, to_progress
+    from liferaft.events import Event, Events
+
+    seen: list[Event] = []
+    forward = to_progress(Events(seen.append))
+    forward(TaskEvent("task.failed", play="p", task="Start it", host="a", message="boom"))
+    assert seen[0].kind == "ansible.task.failed" and seen[0].message == "a: Start it: boom"
+    assert seen[0].data["host"] == "a" and seen[0].data["task"] == "Start it"
