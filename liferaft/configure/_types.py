@@ -59,7 +59,8 @@ def to_progress(events: Any) -> Any:
 
     def forward(ev: TaskEvent) -> None:
         label = f"{ev.host}: {ev.task}" if ev.host else (ev.task or ev.play)
-        events.emit(f"ansible.{ev.kind}", label + (f": {ev.message}" if ev.message else ""), **ev.to_dict())
+        events.emit(f"ansible.{ev.kind}", label + (f": {ev.message}" if ev.message else ""),
+                    play=ev.play, task=ev.task, host=ev.host, detail=ev.message)
 
     return forward
 
