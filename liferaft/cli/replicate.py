@@ -68,7 +68,7 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
     ropts = ReplicateOptions(target=to, interval=interval or min(30.0, float(health.interval)),
                              source_timeout=source_timeout or float(health.timeout))
     rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
-    rep.setup()
+    rep.setup_or_attach()
 
     def on_round(summary: dict[str, Any]) -> None:
         if prom_file:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from liferaft.errors import LiferaftError, Unreachable, UsageError
+from liferaft.errors import LiferaftError, ProviderError, Unreachable, UsageError
 from liferaft.events import Events, as_events
 from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
 from liferaft.readiness.state import load_standby, push_history, rpo_exposure, save_standby
@@ -142,6 +142,19 @@ class Replicator:
                   host=self._standby_host.name)
         return {"seconds": seconds, "standby_host": self.record["standby_host"]}
 
+    def setup_or_attach(self) -> dict[str, Any]:
+        """Set up; if the source does not answer but a standby was recorded before, keep watching that one (the
+        rounds then record the source as unreachable and the copy as stale instead of failing to start)."""
+        try:
+            return self.setup()
+        except (Unreachable, ProviderError) as e:
+            if not (self.record.get("standby_host") and self.record.get("source_host")):
+                raise
+            self.emit("replicate.degraded", f"set-up could not reach the source ({e}); watching the standby "
+                      "recorded before", error=str(e)[:300])
+            self.attach()
+            return {"attached": True, "error": str(e)[:300]}
+
     def _find_source_host(self) -> TargetHost:
         from liferaft.failover.observe import dns_current, find_source_host
 
@@ -246,16 +259,16 @@ class Replicator:
                     self._measure_logical(key)
                 else:
                     self._dump_if_due(key)
-            except LiferaftError as e:
+            except Exception as e:  # noqa: BLE001 - recorded: a watch keeps the last copy and says it is stale
                 unreachable = unreachable or isinstance(e, Unreachable)
-                errors.append(f"database {key}: {e}")
+                errors.append(f"database {key}: {_describe(e)}")
                 self._mark_error("databases", key, e, t0)
         for key in sorted(self.stack.model.data.buckets):
             try:
                 self._sync_bucket(key)
-            except LiferaftError as e:
+            except Exception as e:  # noqa: BLE001 - recorded, as above
                 unreachable = unreachable or isinstance(e, Unreachable)
-                errors.append(f"bucket {key}: {e}")
+                errors.append(f"bucket {key}: {_describe(e)}")
                 self._mark_error("buckets", key, e, t0)
         self.record["source_reachable"] = not unreachable
         self.record["source_error"] = errors[0] if errors else None
@@ -265,13 +278,13 @@ class Replicator:
         self.emit("replicate.lag", _lag_line(summary), **summary, state_file=str(path))
         return summary
 
-    def _mark_error(self, group: str, key: str, e: LiferaftError, now: float) -> None:
+    def _mark_error(self, group: str, key: str, e: Exception, now: float) -> None:
         """A round that could not reach the source keeps the last measured lag: a cut now loses what was in
         flight then (the source stopped writing to us when it went away); `stale_since` says since when."""
         entry = self.record[group].setdefault(key, {})
         if entry.get("ok", True) or not entry.get("stale_since"):
             entry["stale_since"] = now
-        entry.update(ok=False, error=str(e)[:300], error_at=now)
+        entry.update(ok=False, error=_describe(e)[:300], error_at=now)
 
     def _measure_logical(self, key: str) -> None:
         from liferaft.readiness import pgstandby
@@ -359,6 +372,10 @@ class Replicator:
                 "buckets": {k: pick(v) for k, v in sorted(self.record["buckets"].items())},
                 "rpo_exposure_s": rpo_exposure(self.record),
                 "source_reachable": self.record.get("source_reachable")}
+
+
+def _describe(e: Exception) -> str:
+    return str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
 
 
 def _rep_name(src: PgConn) -> str:

@@ -233,6 +233,17 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         rep.send_signal(signal.SIGTERM)
         assert rep.wait(30) == 3  # its last round could not reach the source
 
+        # started during the outage, replicate neither hangs nor forgets: it keeps the recorded standby, says stale
+        t1 = time.monotonic()
+        once = subprocess.run(_cli("replicate", "--to", "alt-b", "--source-timeout", "2", "--json"),
+                              env=_env(lab, state_dir), capture_output=True, text=True, timeout=120, check=False)
+        once_s = time.monotonic() - t1
+        assert once.returncode == 3, once.stderr[-2000:]
+        stale = json.loads(once.stdout)
+        assert stale["source_reachable"] is False and not stale["databases"]["blog"]["ok"]
+        assert stale["standby_host"] == "microblog-alt-b"
+        assert once_s < 60
+
         t0 = time.monotonic()
         fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"),
                             env=_env(lab, state_dir, LIFERAFT_VERIFY_LEDGER=writer["ledger"],
@@ -261,7 +272,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         lost = len(check.missing) + len(check.mismatched)
         allowed = int(RATE * (lag_s + 0.5)) + 1  # the reported lag, a half-second of sampling, one write in flight
         print(f"\nlag just before the cut: {lag_s:.3f}s / {lag_b} B; replicate noticed the cut after "
-              f"{noticed:.1f}s; cold failover {failover_s:.1f}s; writes acknowledged {check.acknowledged}, "
+              f"{noticed:.1f}s; replicate started during the outage returned in {once_s:.1f}s; cold failover {failover_s:.1f}s; writes acknowledged {check.acknowledged}, "
               f"lost {lost} (failover reported {loss.get('lost_writes')}, window {loss.get('lost_window_s')}s), "
               f"allowed {allowed}; writer: {report.to_dict()}")
         assert loss["lost_writes"] == len(check.missing)
