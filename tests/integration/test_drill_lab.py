@@ -67,20 +67,34 @@ def post(address: str, body: str) -> int | None:
 
 
 class Watcher:
-    """Samples production DNS, the drill record and host a's health until stopped."""
+    """Samples production DNS, the drill record and host a's health until stopped; the drill record also on its
+    own, fast (it points at the target only between the DNS step and the teardown, a second or so)."""
 
     def __init__(self, info: Any, www: str, drill: str, a: str) -> None:
         self.samples: list[tuple[float, list[str], list[str], int | None]] = []
+        self.drill_answers: set[tuple[str, ...]] = set()
         self.stop = threading.Event()
         self._args = (info, www, drill, a)
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.fast = threading.Thread(target=self._run_fast, daemon=True)
         self.thread.start()
+        self.fast.start()
 
     def _run(self) -> None:
         info, www, drill, a = self._args
         while not self.stop.is_set():
             self.samples.append((time.time(), resolve(info, www), resolve(info, drill), health(a)))
             self.stop.wait(0.5)
+
+    def _run_fast(self) -> None:
+        info, _, drill, _ = self._args
+        while not self.stop.is_set():
+            self.drill_answers.add(tuple(resolve(info, drill)))
+            self.stop.wait(0.02)
+
+    def join(self) -> None:
+        self.thread.join(10)
+        self.fast.join(10)
 
 
 def cli(info: Any, state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -112,7 +126,7 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     finally:
         watcher.stop.set()
         stop_writer.set()
-        watcher.thread.join(10)
+        watcher.join()
         wthread.join(30)
     elapsed = time.time() - t0
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
@@ -133,8 +147,8 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     # Production untouched, drill record used during the drill only, the source served throughout.
     assert watcher.samples and all(s[1] == [a] for s in watcher.samples), \
         {tuple(s[1]) for s in watcher.samples}
-    assert any(s[2] == [b] for s in watcher.samples), "the drill record never pointed at b"
-    assert {tuple(s[2]) for s in watcher.samples} <= {(), (b,)}
+    assert (b,) in watcher.drill_answers, f"the drill record never pointed at b: {watcher.drill_answers}"
+    assert watcher.drill_answers | {tuple(s[2]) for s in watcher.samples} <= {(), (b,)}
     bad = [(round(s[0] - t0, 1), s[3]) for s in watcher.samples if s[3] != 200]
     assert not bad, f"host a's health was not 200 at {bad}"
     assert resolve(info, www) == [a] and resolve(info, drill) == []
@@ -155,3 +169,68 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     assert row["id"] == doc["id"] and row["passed"] is True and row["rto_s"] == doc["rto_s"]
     runs = cli(info, state, "runs", "--json", timeout=60)
     assert json.loads(runs.stdout)[0]["status"] == "rolled-back"
+
+
+def test_drill_keep_then_teardown(lab: Any, tmp_path: Path) -> None:
+    """--keep leaves the target serving through the drill record; `drill --teardown RUN` removes it all."""
+    info = lab.info
+    a, b = info.hosts["a"].address, info.hosts["b"].address
+    stack = load_stack(info.stack_file)
+    assert stack.model.dns is not None
+    drill = stack.model.dns.fqdn("drill")
+    state = tmp_path / "state"
+    out = cli(info, state, "drill", "--to", "alt-b", "--keep", "--report", str(tmp_path / "r"), "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    doc = json.loads(out.stdout)
+    print(f"\nkept drill {doc['id']}: RTO {doc['rto_s']} s, RPO {doc['rpo_s']} s")
+    assert doc["kept"] is True and doc["torn_down"] is False and doc["passed"] is True
+    assert [p["name"] for p in doc["phases"]] == ["provision", "configure", "data", "verify", "dns"]
+    try:
+        assert resolve(info, drill) == [b] and health(b) == 200
+        assert resolve(info, info.app_fqdn) == [a] and health(a) == 200
+    finally:
+        down = cli(info, state, "drill", "--teardown", doc["run_id"], "--json", timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert json.loads(down.stdout)["torn_down"] is True
+    assert resolve(info, drill) == [] and health(b) is None and health(a) == 200
+    (row,) = json.loads(cli(info, state, "drills", "--json", timeout=60).stdout)["drills"]
+    assert row["run_id"] == doc["run_id"] and row["kept"] is True and row["torn_down"] is True
+    again = cli(info, state, "drill", "--teardown", doc["run_id"], timeout=60)
+    assert again.returncode == 2 and "already rolled back" in again.stderr
+
+
+def test_failed_data_check_stops_before_dns_and_still_tears_down(lab: Any, tmp_path: Path) -> None:
+    """A write the ledger says was acknowledged with other content fails the data gate: the drill fails (exit 1),
+    the drill record is never set, and the target is torn down all the same."""
+    info = lab.info
+    a, b = info.hosts["a"].address, info.hosts["b"].address
+    stack = load_stack(info.stack_file)
+    assert stack.model.dns is not None
+    drill = stack.model.dns.fqdn("drill")
+    req = urllib.request.Request(f"http://{a}:8080/posts", method="POST",
+                                 data=json.dumps({"author": "drill-test", "body": "the real body"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        post_id = int(json.loads(r.read())["id"])
+    ledger = tmp_path / "ledger.sqlite"
+    led = example._load("writer").Ledger(str(ledger))
+    now = time.time()
+    led.record("forged", post_id, "0" * 64, now - 2, now - 1, 201, None)  # acknowledged before the cut, other body
+    led.close()
+    watcher = Watcher(info, info.app_fqdn, drill, a)
+    try:
+        out = cli(info, tmp_path / "state", "drill", "--to", "alt-b", "--ledger", str(ledger), "--report",
+                  str(tmp_path / "r"), "--json")
+    finally:
+        watcher.stop.set()
+        watcher.join()
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-5000:]
+    doc = json.loads(out.stdout)
+    assert doc["passed"] is False and doc["data"]["ok"] is False and doc["rto_s"] is None
+    assert any(f"post {post_id} differs" in p for p in doc["data"]["problems"])
+    assert "drill-verify-data" in doc["error"] and doc["torn_down"] is True
+    assert watcher.drill_answers | {tuple(s[2]) for s in watcher.samples} == {()}, \
+        "the drill record was set despite the failed gate"
+    assert all(s[1] == [a] and s[3] == 200 for s in watcher.samples)
+    assert health(b) is None and resolve(info, drill) == []
+    assert "verify" in [p["name"] for p in doc["phases"] if p["status"] == "failed"]
