@@ -244,12 +244,26 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         assert stale["standby_host"] == "microblog-alt-b"
         assert once_s < 60
 
+        # a standby object that is not what replicate copied stops the run before DNS; fixed, resume finishes
+        from liferaft.failover.observe import open_provider
+        from liferaft.stack import load_stack
+
+        store = open_provider(load_stack(info.stack_file), "objstore", state_dir).require("objects")
+        victim = min(o.key for o in store.list_objects("microblog-images"))
+        good = b"".join(store.get_object("microblog-images", victim))
+        store.put_object("microblog-images", victim, [good[::-1]], size=len(good))
+        fo_env = _env(lab, state_dir, LIFERAFT_VERIFY_LEDGER=writer["ledger"], LIFERAFT_SOURCE_TIMEOUT="2")
         t0 = time.monotonic()
-        fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"),
-                            env=_env(lab, state_dir, LIFERAFT_VERIFY_LEDGER=writer["ledger"],
-                                     LIFERAFT_SOURCE_TIMEOUT="2"),
+        fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"), env=fo_env,
                             capture_output=True, text=True, timeout=900, check=False)
-        failover_s = time.monotonic() - t0
+        stopped_s = time.monotonic() - t0
+        assert fo.returncode != 0 and "standby-images" in fo.stderr and victim in fo.stderr, fo.stderr[-3000:]
+        assert _resolve(info) == info.primary_address  # DNS untouched
+        store.put_object("microblog-images", victim, [good], size=len(good))
+        t0 = time.monotonic()
+        fo = subprocess.run(_cli("resume", "last", "--json"), env=fo_env, capture_output=True, text=True,
+                            timeout=900, check=False)
+        failover_s = stopped_s + time.monotonic() - t0
         assert fo.returncode == 0, fo.stderr[-4000:]
         outcome = json.loads(fo.stdout)
         assert outcome["status"] == "done"
@@ -272,7 +286,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         lost = len(check.missing) + len(check.mismatched)
         allowed = int(RATE * (lag_s + 0.5)) + 1  # the reported lag, a half-second of sampling, one write in flight
         print(f"\nlag just before the cut: {lag_s:.3f}s / {lag_b} B; replicate noticed the cut after "
-              f"{noticed:.1f}s; replicate started during the outage returned in {once_s:.1f}s; cold failover {failover_s:.1f}s; writes acknowledged {check.acknowledged}, "
+              f"{noticed:.1f}s; replicate started during the outage returned in {once_s:.1f}s; cold failover {failover_s:.1f}s (stopped at the object gate after {stopped_s:.1f}s, then resumed); writes acknowledged {check.acknowledged}, "
               f"lost {lost} (failover reported {loss.get('lost_writes')}, window {loss.get('lost_window_s')}s), "
               f"allowed {allowed}; writer: {report.to_dict()}")
         assert loss["lost_writes"] == len(check.missing)
