@@ -94,7 +94,6 @@ class Replicator:
         self.record.setdefault("buckets", {})
         self._source_host: TargetHost | None = None
         self._standby_host: TargetHost | None = None
-        self._last_dump: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------------- helpers
     def emit(self, kind: str, message: str, **data: Any) -> None:

@@ -47,8 +47,12 @@ class PromoteStandby(StepKind):
         moved = give_to_owner(tgt, owner)
         out = {**res.to_dict(), "owner_fixed": moved, "seconds": round(time.monotonic() - t0, 3)}
         if res.subscription_dropped:
+            # The slot at the source was abandoned on purpose (the source was not contacted); if that server ever
+            # comes back it keeps WAL for the slot until someone drops it there.
+            out["source_cleanup"] = f"SELECT pg_drop_replication_slot('{name}'); DROP PUBLICATION {name};"
             ctx.emit("standby.promoted", f"database {key}: subscription {name} dropped without the source, "
-                     f"{res.sequences_set} sequence(s) set past their columns' max", **out)
+                     f"{res.sequences_set} sequence(s) set past their columns' max; if the old source returns, "
+                     f"run there: {out['source_cleanup']}", **out)
         else:
             ctx.emit("standby.promoted", f"database {key}: no subscription left (already promoted or dump copy); "
                      f"{res.sequences_set} sequence(s) set", **out)
