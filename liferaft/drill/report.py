@@ -127,7 +127,7 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
     show_objective = r.objective_rto_s <= span * 1.5
     axis_max = max(span, r.objective_rto_s if show_objective else 0.0) * 1.04
     plot_w = width - left - right
-    height = top + row * max(1, len(phases)) + 40
+    height = top + row * max(1, len(phases)) + 58
 
     def x(t: float) -> float:
         return left + plot_w * max(0.0, t) / axis_max
@@ -137,8 +137,8 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
     step = _tick(axis_max)
     t = 0.0
     while t <= axis_max:
-        out.append(f'<line x1="{x(t):.1f}" y1="{top - 6}" x2="{x(t):.1f}" y2="{height - 30}" stroke="#eceff3"/>')
-        out.append(f'<text x="{x(t):.1f}" y="{height - 14}" text-anchor="middle">{t:g} s</text>')
+        out.append(f'<line x1="{x(t):.1f}" y1="{top - 6}" x2="{x(t):.1f}" y2="{height - 48}" stroke="#eceff3"/>')
+        out.append(f'<text x="{x(t):.1f}" y="{height - 32}" text-anchor="middle">{t:g} s</text>')
         t += step
     for i, p in enumerate(phases):
         y = top + i * row
@@ -154,11 +154,13 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
             out.append(f'<text x="{x1 + 6:.1f}" y="{y + 17}">{label}</text>')
         else:  # no room on the right: put the figure before the bar
             out.append(f'<text x="{x0 - 6:.1f}" y="{y + 17}" text-anchor="end">{label}</text>')
-    bottom = height - 30
+    bottom = height - 48
     if r.rto_s is not None:
         out.append(f'<line id="rto-measured" x1="{x(r.rto_s):.1f}" y1="{top - 10}" x2="{x(r.rto_s):.1f}" '
                    f'y2="{bottom}" stroke="#1d2330" stroke-width="2"/>')
-        out.append(f'<text x="{x(r.rto_s) + 4:.1f}" y="{top - 14}">RTO {_esc(seconds(r.rto_s))}</text>')
+        near_end = x(r.rto_s) + 100 > width - right
+        out.append(f'<text x="{x(r.rto_s) + (-4 if near_end else 4):.1f}" y="{top - 14}" '
+                   f'text-anchor="{"end" if near_end else "start"}">RTO {_esc(seconds(r.rto_s))}</text>')
     if show_objective:
         out.append(f'<line id="rto-objective" x1="{x(r.objective_rto_s):.1f}" y1="{top - 10}" '
                    f'x2="{x(r.objective_rto_s):.1f}" y2="{bottom}" stroke="#c62828" stroke-width="2" '
@@ -166,7 +168,7 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
         out.append(f'<text x="{x(r.objective_rto_s) - 4:.1f}" y="{top - 14}" text-anchor="end" fill="#c62828">'
                    f'objective {_esc(seconds(r.objective_rto_s))}</text>')
     elif r.objective_rto_s > 0:
-        out.append(f'<text x="{width - right}" y="{top - 14}" text-anchor="end" fill="#c62828">RTO objective '
+        out.append(f'<text x="{width - right}" y="{height - 8}" text-anchor="end" fill="#c62828">RTO objective '
                    f'{_esc(seconds(r.objective_rto_s))} (beyond the chart) &#8594;</text>')
     out.append("</svg>")
     return "".join(out)

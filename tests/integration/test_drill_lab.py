@@ -132,7 +132,7 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     doc = json.loads(out.stdout)
     print(f"\ndrill {doc['id']}: RTO {doc['rto_s']} s, RPO {doc['rpo_s']} s, {elapsed:.1f} s in all; phases "
-          + ", ".join(f"{p['name']} {p['duration_s']}s" for p in doc["phases"]))
+          + ", ".join(f"{p['name']} {p['duration_s']}s" for p in doc["phases"]) + f"; ledger {doc['ledger']}")
 
     # Measured and verified.
     assert doc["passed"] is True and doc["error"] is None and doc["data"]["ok"] is True
