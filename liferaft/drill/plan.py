@@ -22,7 +22,7 @@ from liferaft.failover.plan import Plan, Step
 DRILL_STEP_KINDS = ("drill.teardown", "drill.cut", "drill.verify_data", "drill.verify_service")
 # Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source).
 KEPT_KINDS = ("host.allocate", "host.configure", "db.server", "db.access", "db.migrate", "objects.sync",
-              "service.deploy")
+              "service.deploy", "db.release")
 
 
 def drill_fqdn(dns: Any) -> str | None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 PHASE_OF_KIND = {
     "host.allocate": "provision", "drill.teardown": "provision",
     "host.configure": "configure", "db.server": "configure", "service.deploy": "configure",
-    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data",
+    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data", "db.release": "data",
     "drill.verify_data": "verify", "drill.verify_service": "verify",
     "dns.cutover": "dns",
 }
