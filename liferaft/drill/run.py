@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 PHASE_OF_KIND = {
     "host.allocate": "provision", "drill.teardown": "provision",
     "host.configure": "configure", "db.server": "configure", "service.deploy": "configure",
-    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data", "db.release": "data",
+    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data",
     "drill.verify_data": "verify", "drill.verify_service": "verify",
     "dns.cutover": "dns",
 }
@@ -134,7 +134,9 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     ended = time.time()
     phases = phases_from(records)
     if run_id and not opts.keep:
-        phases.append(Phase("teardown", t_teardown, ended, teardown_status))
+        # Housekeeping after the service answered (e.g. the migration role disabled) counts as teardown.
+        after = [r.started for r in records if r.started is not None and r.kind not in PHASE_OF_KIND]
+        phases.append(Phase("teardown", min([t_teardown, *after]), ended, teardown_status))
     result = measure(drill_id, stack, plan, opts, started, ended, phases, records, run_id, error, torn_down)
     ev.emit("drill.done", f"drill {drill_id}: {'passed' if result.passed else 'FAILED'}; RTO "
             f"{result.rto_s if result.rto_s is None else round(result.rto_s, 1)} s, RPO "
@@ -152,13 +154,14 @@ def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
 
 
 def phases_from(records: list[StepRecord]) -> list[Phase]:
-    """Each phase from the first of its steps starting to the last one ending, in order of their start."""
+    """Each phase from the first of its steps starting to the last one ending, in order of their start. Steps of
+    kinds outside PHASE_OF_KIND (the engine's housekeeping after the move, such as db.release) are left out."""
     spans: dict[str, list[float]] = {}
     failed: set[str] = set()
     for r in records:
-        if r.started is None:
+        name = PHASE_OF_KIND.get(r.kind)
+        if r.started is None or name is None:
             continue
-        name = PHASE_OF_KIND.get(r.kind, "configure")
         end = r.finished if r.finished is not None else r.started
         span = spans.setdefault(name, [r.started, end])
         span[0], span[1] = min(span[0], r.started), max(span[1], end)

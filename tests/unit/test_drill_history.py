@@ -50,14 +50,16 @@ def test_sparkline() -> None:
 
 
 def test_phases_from_journal_records() -> None:
-    """A phase spans from its first step's start to its last step's end; a failed step marks its phase."""
+    """A phase spans from its first step's start to its last step's end; a failed step marks its phase;
+    housekeeping after the move (db.release) is no phase of its own."""
     def rec(step_id: str, kind: str, a: float, b: float | None, status: str = "done") -> StepRecord:
         return StepRecord(run_id="r", step_id=step_id, position=0, kind=kind, status=status, attempts=1,
                           started=T0 + a, finished=None if b is None else T0 + b, result={}, memo={}, error=None)
 
     phases = phases_from([rec("allocate", "host.allocate", 0, 1), rec("prepare", "host.configure", 1, 5),
                           rec("migrate", "db.migrate", 5, 9), rec("deploy", "service.deploy", 9, 12),
-                          rec("cut", "drill.cut", 12, 13, "failed"), rec("x", "drill.verify_data", 13, None, "running")])
+                          rec("cut", "drill.cut", 12, 13, "failed"), rec("x", "drill.verify_data", 13, None, "running"),
+                          rec("release", "db.release", 14, 15)])
     assert [(p.name, p.start - T0, p.end - T0, p.status) for p in phases] == [
         ("provision", 0, 1, "ok"), ("configure", 1, 12, "ok"), ("data", 5, 13, "failed"), ("verify", 13, 13, "ok")]
 
