@@ -102,8 +102,11 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
     if records and m.dns is not None:
         last = add("dns", "dns.cutover", f"cut DNS over: {', '.join(r['fqdn'] for r in records)} -> target",
                    {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, gate)
-    add("verify-service", "verify.service", "verify the service through its DNS name",
-        {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
+    last = add("verify-service", "verify.service", "verify the service through its DNS name",
+               {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
+    if dbs:
+        add("db-release", "db.release", "disable liferaft's migration role at the source and the target",
+            {"databases": sorted(dbs), "source_host": src_host}, last)
 
     preview = obs.target_host_preview
     resources = [{"action": "allocate", "kind": "host", "name": host_name, "provider": tgt_site.compute,

@@ -202,11 +202,20 @@ def test_failover_under_write_load(env: Env) -> None:
         first = writer.finish()
     assert out.returncode == 0, out.stderr[-4000:]
     window = window_of(out.stdout)
-    print(f"write-unavailability window {window:.3f}s; writer: {first.to_dict()}")
+    shown = json.loads(env.cli("show", "last", "--json").stdout)
+    timing = {s["step"]: s["duration_s"] for s in shown["steps"]}
+    print(f"write-unavailability window {window:.3f}s; steps {timing}; writer: {first.to_dict()}")
     assert first.acknowledged > 0
     after = example.run_writer(f"http://{env.dns()[0]}:8080", str(ledger), rate=20, duration=2)
     assert after.acknowledged > 0 and after.failed == 0
     assert_serving_from_b(env, ledger)
+    import psycopg
+
+    secret = (env.state / "stacks" / "microblog" / "pg-migrator.secret").read_text().strip()
+    for address in (env.a, env.b):  # liferaft's superuser for the move can no longer log in anywhere
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host=address, port=5432, dbname="postgres", user="liferaft_migrator", password=secret,
+                            connect_timeout=5).close()
     assert window < 5.0  # the target is 2 s; this shared 2-core machine is noisy (see the printed value)
     rollback_to_a(env, env.last_run()["run"])
 

@@ -40,7 +40,7 @@ def observed(**kw: object) -> Observed:
 def test_example_plan_orders_data_before_the_gate_and_dns_last(stack) -> None:  # type: ignore[no-untyped-def]
     plan = make_plan(stack, "primary", "alt-b", "live", observed())
     ids = list(plan.step_ids)
-    assert ids[0] == "allocate" and ids[-2:] == ["dns", "verify-service"]
+    assert ids[0] == "allocate" and ids[-3:] == ["dns", "verify-service", "db-release"]
     assert ids.index("migrate-blog") < ids.index("freeze") < ids.index("verify-data") < ids.index("dns")
     assert ids.index("sync-images") < ids.index("freeze")
     assert plan.step("verify-data").depends_on == ("freeze",) and plan.step("dns").depends_on == ("verify-data",)

@@ -102,6 +102,25 @@ class DbAccess(StepKind):
 
 
 @register
+class DbRelease(StepKind):
+    """After the move: liferaft's migration role can no longer log in anywhere (undo re-enables it for rollback)."""
+
+    name = "db.release"
+    undoable = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        version, port = _cluster(ctx, step.params["databases"])
+        for host in (host_from_dict(step.params["source_host"]), target_host(ctx)):
+            drop_migrator(host, version, port)
+        return {"role": "liferaft_migrator", "login": False}
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        version, port = _cluster(ctx, step.params["databases"])
+        for host in (host_from_dict(step.params["source_host"]), target_host(ctx)):
+            ensure_migrator(ctx, host, version, port)
+
+
+@register
 class DbMigrate(StepKind):
     name = "db.migrate"
     undoable = True
