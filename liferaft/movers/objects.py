@@ -26,6 +26,7 @@ from typing import Any
 from liferaft.errors import CheckFailed, LiferaftError, ProviderError, RunFailed, Throttled, Unreachable
 from liferaft.events import Events, as_events
 from liferaft.movers.manifest import Entry, Manifest, new_entry
+from liferaft.providers._body import HashedBytes, HashingStream
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, Objects
 
 MANIFEST_FILE = "objects-manifest.sqlite"
@@ -66,6 +67,12 @@ class SyncOptions:
     # the hash declared so the target verifies the stream); "spool" lets the target adapter stage them locally.
     unknown_hash: str = "prehash"
     retries: int = 3  # per object, on transient provider errors
+    # Objects up to `buffer_limit` bytes whose sha256 the source does not declare are read into memory once while
+    # hashing, then written with one PUT that carries the hash: one read, one hash pass, two requests (rclone's
+    # count). Bodies held at once are capped by `memory_budget` bytes (None: workers x CHUNK_SIZE), so memory stays
+    # bounded by workers x part size whatever the object sizes.
+    buffer_limit: int = 4 * CHUNK_SIZE
+    memory_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,11 +143,32 @@ def is_current(src: ObjectInfo, tgt: ObjectInfo | None, entry: Entry | None) -> 
     return not (entry.tgt_etag is not None and tgt.etag is not None and tgt.etag != entry.tgt_etag)
 
 
+class _Budget:
+    """A byte budget for bodies held in memory: acquire(n) waits until n more bytes fit (or nothing is held)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                self._cond.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
 class _Counters:
-    def __init__(self) -> None:
+    def __init__(self, budget: int = 16 * CHUNK_SIZE) -> None:
         self.lock = threading.Lock()
         self.objects = 0
         self.bytes = 0
+        self.budget = _Budget(budget)
 
     def add_bytes(self, n: int) -> None:
         with self.lock:
@@ -149,14 +177,6 @@ class _Counters:
     def add_object(self) -> None:
         with self.lock:
             self.objects += 1
-
-
-def _hashing(chunks: Iterator[bytes], hasher: Any, counters: _Counters, sizes: list[int]) -> Iterator[bytes]:
-    for chunk in chunks:
-        hasher.update(chunk)
-        sizes[0] += len(chunk)
-        counters.add_bytes(len(chunk))
-        yield chunk
 
 
 def _stream_sha256(objects: Objects, bucket: str, key: str) -> tuple[str, int]:
@@ -187,22 +207,32 @@ def copy_object(source: Endpoint, target: Endpoint, info: ObjectInfo, manifest: 
     """Stream one object across, hashing as it goes; record it in the manifest. Returns bytes sent."""
     declared = info.sha256
     src_objects, tgt_objects = source.client(), target.client()
-    if declared is None and info.size > CHUNK_SIZE:
-        head = src_objects.head_object(source.bucket, info.key)
-        declared = head.sha256
-        if declared is None and options.unknown_hash == "prehash":
-            declared, _ = _stream_sha256(src_objects, source.bucket, info.key)
-    hasher = hashlib.sha256()
-    sizes = [0]
     tkey = _target_key(source, target, info.key)
-    stored = tgt_objects.put_object(
-        target.bucket, tkey,
-        _hashing(iter(src_objects.get_object(source.bucket, info.key)), hasher, counters, sizes),
-        size=info.size, sha256=declared)
-    digest = hasher.hexdigest()
-    if sizes[0] != info.size:
-        raise CheckFailed(f"{info.key}: read {sizes[0]} bytes but the source listed {info.size}; it changed while "
-                          "being copied", hint="run the sync again")
+    if declared is None and info.size <= options.buffer_limit:
+        # One read into memory, hashing as it arrives; one PUT that carries the hash (see SyncOptions).
+        counters.budget.acquire(info.size)
+        try:
+            stream = HashingStream(src_objects.get_object(source.bucket, info.key), counters.add_bytes)
+            parts = list(stream)
+            _check_size(info, stream.size)
+            digest = stream.hexdigest()
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            del parts
+            stored = tgt_objects.put_object(target.bucket, tkey, HashedBytes(data, digest), size=info.size)
+            del data
+        finally:
+            counters.budget.release(info.size)
+    else:
+        if declared is None:
+            head = src_objects.head_object(source.bucket, info.key)
+            declared = head.sha256
+            if declared is None and options.unknown_hash == "prehash":
+                declared, _ = _stream_sha256(src_objects, source.bucket, info.key)
+        # Streamed part by part; the stream hashes every byte once and the adapter verifies with that digest.
+        stream = HashingStream(src_objects.get_object(source.bucket, info.key), counters.add_bytes)
+        stored = tgt_objects.put_object(target.bucket, tkey, stream, size=info.size, sha256=declared)
+        _check_size(info, stream.size)
+        digest = stream.hexdigest()
     if declared is not None and declared != digest:
         raise CheckFailed(f"{info.key}: the source's bytes hash to {digest[:12]}..., not the {declared[:12]}... "
                           "it declares")
@@ -210,7 +240,13 @@ def copy_object(source: Endpoint, target: Endpoint, info: ObjectInfo, manifest: 
         raise CheckFailed(f"{info.key}: the target stored sha256 {stored.sha256[:12]}..., sent {digest[:12]}...")
     manifest.record(new_entry(info.key, info.size, digest, stored.sha256 or digest, info.etag, stored.etag))
     counters.add_object()
-    return sizes[0]
+    return info.size
+
+
+def _check_size(info: ObjectInfo, read: int) -> None:
+    if read != info.size:
+        raise CheckFailed(f"{info.key}: read {read} bytes but the source listed {info.size}; it changed while "
+                          "being copied", hint="run the sync again")
 
 
 def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: SyncOptions | None = None,
@@ -233,7 +269,7 @@ def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: Syn
         if options.dry_run:
             return SyncResult(source.label(), target.label(), len(src), 0, len(src) - len(todo), 0, 0, total_bytes,
                               time.monotonic() - t0, tuple(o.key for o in todo), dry_run=True)
-        counters = _Counters()
+        counters = _Counters(options.memory_budget or max(1, options.workers) * CHUNK_SIZE)
         copied: list[str] = []
         failed: list[tuple[str, str]] = []
         t_copy = time.monotonic()

@@ -7,6 +7,7 @@ one retry so a dead endpoint is reported in about a second, not seven.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,23 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 30.0
-SINGLE_PUT_LIMIT = CHUNK_SIZE  # bodies above one chunk go multipart
+SINGLE_PUT_LIMIT = CHUNK_SIZE  # streamed bodies above one chunk go multipart (one in-memory chunk: see _body)
+# HTTP connections kept per client: at least the movers' worker count (16 by default) plus listings, else
+# urllib3 discards connections and every request beyond the pool pays a new TCP connection (and the server an accept).
+MAX_POOL_CONNECTIONS = 64
+
+
+def _fast_timestamp(value: str) -> Any:
+    """botocore's default timestamp parser is dateutil's (slow: it dominated listing 2,000 keys); S3 listings
+    carry ISO 8601 times, which the standard library parses directly. Anything else goes to botocore's parser."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
 
 
 def classify(exc: BaseException, provider: str, operation: str) -> ProviderError | None:
@@ -75,12 +92,19 @@ class AwsClients:
                     # `total_max_attempts` counts calls. Throttling is retried further by _errors.call.
                     retries={"total_max_attempts": 2, "mode": "standard"},
                     # Path-style when an endpoint is set: S3-compatible servers (moto, MinIO) rarely do vhost DNS.
-                    s3={"addressing_style": "path" if self.endpoint else "auto"},
+                    # No SigV4 hash of the payload: that is a second sha256 pass over every byte sent, in this
+                    # process. Integrity of what is sent stays end to end: single PUTs carry our own sha256 as
+                    # x-amz-checksum-sha256 (signed header, verified by S3), parts a CRC32 checksum (botocore's
+                    # default), and the movers hash every byte they read.
+                    s3={"addressing_style": "path" if self.endpoint else "auto", "payload_signing_enabled": False},
+                    max_pool_connections=MAX_POOL_CONNECTIONS,
                 )
                 if self._session is None:  # one session per account: botocore loads its data once
                     key, secret, token = self.__creds
                     self._session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
                                                           aws_session_token=token, region_name=self.region)
+                    self._session._session.get_component("response_parser_factory").set_parser_defaults(
+                        timestamp_parser=_fast_timestamp)
                 self._clients[service] = self._session.client(service, endpoint_url=self.endpoint, config=config)
             return self._clients[service]
 
@@ -170,33 +194,42 @@ class AwsObjects:
 
     def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
                    sha256: str | None = None) -> ObjectInfo:
+        """One PUT for a body in memory, multipart otherwise. The ObjectInfo comes from the upload's own answer
+        (ETag) and what was sent (size, sha256): no HEAD afterwards."""
         body = prepare(chunks, sha256, size)
         try:
             if body.small is not None:
                 data = body.small
-                self._c.call(f"put object {bucket}/{key}", lambda: self._s3.put_object(
-                    Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256}))
+                checksum = base64.b64encode(bytes.fromhex(body.sha256)).decode()
+                r = self._c.call(f"put object {bucket}/{key}", lambda: self._s3.put_object(
+                    Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256},
+                    ChecksumSHA256=checksum))
+                etag, sent = r.get("ETag"), len(data)
             else:
-                self._multipart(bucket, key, body.blocks(), body.sha256, verify=body.verify)
+                etag, sent = self._multipart(bucket, key, body.blocks(), body.sha256, verify=body.verify)
         finally:
             body.close()
-        return self.head_object(bucket, key)
+        return ObjectInfo(key=key, size=sent, sha256=body.sha256, etag=str(etag or "").strip('"') or None)
 
     def _multipart(self, bucket: str, key: str, blocks: Iterator[bytes], sha256: str,
-                   verify: Callable[[str, str], None]) -> None:
+                   verify: Callable[[str, str], None]) -> tuple[str | None, int]:
         op = f"multipart upload {bucket}/{key}"
         up = self._c.call(op, lambda: self._s3.create_multipart_upload(
             Bucket=bucket, Key=key, Metadata={SHA256_META: sha256}))
         upload_id = up["UploadId"]
         parts: list[dict[str, Any]] = []
+        sent = 0
         try:
             for number, block in enumerate(blocks, start=1):
                 r = self._c.call(f"{op} part {number}", lambda b=block, n=number: self._s3.upload_part(  # type: ignore[misc]
                     Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=b))
                 parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                sent += len(block)
+                del block  # the part is sent: do not keep it alive while the next one is read
             verify(self._c.name, key)  # a declared sha256 that does not match: abort before the object exists
-            self._c.call(op, lambda: self._s3.complete_multipart_upload(
+            done = self._c.call(op, lambda: self._s3.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}))
+            return done.get("ETag"), sent
         except BaseException:
             try:
                 self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)

@@ -132,8 +132,29 @@ class LibcloudObjects(Section):
                           etag=(obj.hash or "").strip('"') or None,
                           modified=float(modified) if isinstance(modified, (int, float)) else None)
 
+    def _object(self, bucket: str, key: str) -> Any:
+        """A libcloud Object to hand to the driver without asking the server (no HEAD)."""
+        from libcloud.storage.base import Object
+
+        return Object(name=key, size=0, hash="", extra={}, meta_data={}, container=self._container(bucket),
+                      driver=self._s3())
+
+    def _head(self, bucket: str, key: str) -> Any:
+        """The object's headers: one HEAD. libcloud's S3 get_object HEADs the bucket first (a second request
+        per call); the S3 family is asked directly, other drivers through get_object."""
+        driver = self._s3()
+        if self.is_local or not hasattr(driver, "_headers_to_object"):
+            return driver.get_object(bucket, key)
+        from libcloud.storage.types import ObjectDoesNotExistError
+
+        container = self._container(bucket)
+        response = driver.connection.request(driver._get_object_path(container, key), method="HEAD")
+        if response.status != 200:
+            raise ObjectDoesNotExistError(value=None, driver=driver, object_name=key)
+        return driver._headers_to_object(object_name=key, container=container, headers=response.headers)
+
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        obj = self.call(f"head object {bucket}/{key}", lambda: self._s3().get_object(bucket, key))
+        obj = self.call(f"head object {bucket}/{key}", lambda: self._head(bucket, key))
         info = self._to_info(obj)
         if self.is_local and info.sha256 is None:
             info = ObjectInfo(key=info.key, size=info.size, sha256=self._local_sha256(bucket, key),
@@ -150,7 +171,12 @@ class LibcloudObjects(Section):
 
     def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
         op = f"get object {bucket}/{key}"
-        obj = self.call(op, lambda: self._s3().get_object(bucket, key))
+        # S3 family: one GET (a missing object answers 404 -> NotFound); libcloud's get_object would first HEAD
+        # the bucket and the object. The local driver needs its own Object (it reads the file's path from it).
+        if self.is_local:
+            obj = self.call(op, lambda: self._s3().get_object(bucket, key))
+        else:
+            obj = self._object(bucket, key)
         stream = self.call(op, lambda: self._s3().download_object_as_stream(obj, chunk_size=CHUNK_SIZE))
         return self._stream(op, stream)
 
@@ -171,11 +197,11 @@ class LibcloudObjects(Section):
                 # libcloud's S3 driver uploads EVERY stream as multipart (3 requests, "-1" ETags); one PUT is
                 # enough below one chunk. _put_object is the driver's own single-PUT path (pinned libcloud 3.9).
                 data = body.small
-                self.call(op, lambda: driver._put_object(
+                obj = self.call(op, lambda: driver._put_object(
                     container=self._container(bucket), object_name=key, extra=extra, method="PUT",
                     query_args=None, stream=iter([data]), verify_hash=False))
             else:
-                self.call(op, lambda: driver.upload_object_via_stream(
+                obj = self.call(op, lambda: driver.upload_object_via_stream(
                     body.blocks(), self._container(bucket), key, extra=extra))
             try:
                 body.verify(self.provider, key)
@@ -184,7 +210,12 @@ class LibcloudObjects(Section):
                 raise
         finally:
             body.close()
-        return self.head_object(bucket, key)
+        if self.is_local:  # the local driver's Object carries no hash of ours: read it back as before
+            return self.head_object(bucket, key)
+        # The upload's own answer (ETag, bytes sent) and the sha256 we hashed: no HEAD after the PUT.
+        size = body.size if body.size is not None else int(getattr(obj, "size", None) or 0)
+        return ObjectInfo(key=key, size=size, sha256=body.sha256,
+                          etag=(getattr(obj, "hash", None) or "").strip('"') or None)
 
     def delete_object(self, bucket: str, key: str) -> None:
         from libcloud.storage.base import Object
