@@ -109,7 +109,7 @@ def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
 
     table = Table(box=None, pad_edge=False)
     for col in ("drill", "when (UTC)", "to", "scenario", "RTO", "RPO", "result", "trend"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     import time
 
     for e in reversed(items):
