@@ -1,0 +1,96 @@
+"""The state directory under stress, without the lab: a full disk (a small tmpfs as the state dir) and permissions.
+
+The run is the engine's toy plan (tests/unit/test_failover_toys.py) driven through the real CLI entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import invoke
+from tests.unit.test_reliability_input import STACK_TOY
+
+pytestmark = pytest.mark.reliability
+
+DISK_FULL_DEFECT = (
+    "DEFECT (failover engine, not mine to edit): liferaft/failover/lock.py acquire() lets OSError ENOSPC from "
+    "os.pwrite of the holder note escape (internal error, exit 70), and liferaft/failover/journal.py _guard() "
+    "reports SQLITE_FULL / disk I/O error as JournalCorrupt 'damaged ... its runs cannot be resumed'. Fix: holder "
+    "note best effort; map SQLITE_FULL/SQLITE_IOERR*/ENOSPC to RunFailed 'state directory full: free space, then "
+    "liferaft resume RUN (the journal is intact)'.")
+
+
+@pytest.fixture()
+def small_state(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs as the state dir (root only: mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt / "state"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def _stopped_toy_run(tmp_path: Path, state: Path) -> tuple[Path, str]:
+    from liferaft.failover import Runner
+    from tests.unit.test_failover_toys import toy_plan
+
+    stack = tmp_path / "liferaft.yaml"
+    stack.write_text(STACK_TOY)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = Runner(state, stack_name="toy").start(toy_plan(work), stop_before="gate")
+    return stack, out.run_id
+
+
+@pytest.mark.xfail(strict=True, reason=DISK_FULL_DEFECT)
+def test_full_state_dir_is_a_clear_resumable_stop(tmp_path: Path, small_state: Path) -> None:
+    """With the state dir's disk full, resume stops with 'full' in the message (exit 4), never 'damaged' nor an
+    internal error; once space is freed, the same run resumes and completes."""
+    stack, run = _stopped_toy_run(tmp_path, small_state)
+    filler = small_state.parent / "filler"
+    _fill(filler)
+    base = ("--stack", str(stack), "--state-dir", str(small_state))
+    try:
+        result = invoke(*base, "resume", run)
+    finally:
+        filler.unlink()
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "damaged" not in result.stderr and "cannot be resumed" not in result.stderr, result.stderr
+    assert result.exit_code == 4 and "full" in result.stderr, (result.exit_code, result.stderr)
+    again = invoke(*base, "resume", run)
+    assert again.exit_code == 0, again.stderr
+
+
+def test_state_dir_and_journal_are_owner_only_even_under_a_permissive_umask(tmp_path: Path) -> None:
+    """Journal, lock and folders are created 0600/0700 whatever the umask."""
+    old = os.umask(0)
+    try:
+        state = tmp_path / "state"
+        _stopped_toy_run(tmp_path, state)
+    finally:
+        os.umask(old)
+    for p in [state, *state.rglob("*")]:
+        mode = p.stat().st_mode & 0o777
+        assert mode == (0o700 if p.is_dir() else mode & 0o700) and mode & 0o077 == 0, (p, oct(mode))
