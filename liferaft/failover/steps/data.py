@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -147,7 +148,7 @@ class DbMigrate(StepKind):
             pg.stop(pg.Replication.for_databases(src, tgt))
 
 
-def freeze_and_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str, Any]:
+def freeze_and_dump(ctx: RunContext, src: Any, tgt: Any, owner: str, on_frozen: Any = None) -> dict[str, Any]:
     """Dump mode: make the source read-only, end its sessions, then copy it whole (the freeze lasts the copy)."""
     from liferaft.movers import postgres as pg
     from liferaft.movers.pg_conn import connect, ident
@@ -159,12 +160,14 @@ def freeze_and_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str
         c.execute(f"ALTER DATABASE {ident(src.dbname)} SET default_transaction_read_only = on")
         c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
                   " AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (src.dbname,))
+    if on_frozen is not None:
+        on_frozen()
     res = pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
     give_to_owner(tgt, owner)
     return {"method": "dump", "freeze_s": round(time.monotonic() - t0, 3), "dump_bytes": res.dump_bytes}
 
 
-def cut_over_logical(ctx: RunContext, src: Any, tgt: Any) -> dict[str, Any]:
+def cut_over_logical(ctx: RunContext, src: Any, tgt: Any, on_frozen: Any = None) -> dict[str, Any]:
     """Logical mode: the movers' cutover; after a crash inside it, tell 'already cut over' from 'broken'."""
     from liferaft.movers import postgres as pg
     from liferaft.movers.pg_conn import connect
@@ -176,8 +179,11 @@ def cut_over_logical(ctx: RunContext, src: Any, tgt: Any) -> dict[str, Any]:
         report = progress(ctx)
 
         def observe(event: str, details: dict[str, Any]) -> None:
-            if event == "pg.cutover.frozen" and "writes_frozen_at" not in ctx.memo:
-                ctx.remember(writes_frozen_at=time.time())  # the source just became read-only
+            if event == "pg.cutover.frozen":
+                if "writes_frozen_at" not in ctx.memo:
+                    ctx.remember(writes_frozen_at=time.time())  # the source just became read-only
+                if on_frozen is not None:
+                    on_frozen()
             report(event, details)
 
         res = pg.cutover(rep, progress=observe)
@@ -187,6 +193,36 @@ def cut_over_logical(ctx: RunContext, src: Any, tgt: Any) -> dict[str, Any]:
         return {"method": "logical", "note": "already cut over before an interruption"}
     raise RunFailed(f"the replication {rep.name} is gone and the source is still writable: nothing guarantees "
                     "the target is complete", hint="roll back and fail over again")
+
+
+class _Delta:
+    """The final object delta of every bucket, on its own thread (it never touches the journal)."""
+
+    def __init__(self, ctx: RunContext, step: Step) -> None:
+        self.ctx, self.step = ctx, step
+        self.thread: threading.Thread | None = None
+        self.out: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            for key in self.step.params["buckets"]:
+                self.out[key] = sync_bucket(self.ctx, self.step, key, final_delta=True)
+        except BaseException as e:  # noqa: BLE001 (re-raised on the runner's thread)
+            self.error = e
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="liferaft-final-delta", daemon=True)
+            self.thread.start()
+
+    def result(self) -> dict[str, Any]:
+        self.start()
+        assert self.thread is not None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.out
 
 
 @register
@@ -205,12 +241,24 @@ class Freeze(StepKind):
         started = float(ctx.memo["freeze_started"])
         stack = ctx.require_stack()
         dbs: dict[str, Any] = {}
-        for key, method in step.params["databases"].items():
+        # The final object delta starts once every database is read-only (every object an acknowledged write
+        # refers to exists by then) and runs while the databases catch up.
+        delta = _Delta(ctx, step)
+        databases = step.params["databases"]
+        frozen = [0]
+
+        def on_frozen() -> None:
+            frozen[0] += 1
+            if frozen[0] == len(databases):
+                delta.start()
+
+        for key, method in databases.items():
             src, tgt = conns(ctx, step, key)
             owner = stack.model.data.databases[key].owner
-            dbs[key] = cut_over_logical(ctx, src, tgt) if method == "logical" else freeze_and_dump(ctx, src, tgt,
-                                                                                                   owner)
-        objects = {key: sync_bucket(ctx, step, key, final_delta=True) for key in step.params["buckets"]}
+            dbs[key] = (cut_over_logical(ctx, src, tgt, on_frozen) if method == "logical"
+                        else freeze_and_dump(ctx, src, tgt, owner, on_frozen))
+        delta.start()  # no-op when already running
+        objects = delta.result()
         return {"freeze_started": started, "writes_frozen_at": ctx.memo.get("writes_frozen_at", started),
                 "databases": dbs, "objects": objects,
                 "catch_up_s": round(time.time() - started, 3)}
