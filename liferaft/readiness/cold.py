@@ -9,6 +9,7 @@
     deploy-<svc>      the engine's service.deploy: the service at the target, on the target's DB and bucket
     dns               the engine's dns.cutover
     verify-service    the engine's verify.service, through DNS
+    db-release        liferaft's migration role disabled at the promoted standby (standby.release)
 
 Planning reads only the readiness state file, the DNS provider (independent of the source) and the target pool.
 The source is touched once, by a TCP probe bounded by the source timeout, only to say in the plan whether it
@@ -128,8 +129,11 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     if records and m.dns is not None:
         last = add("dns", "dns.cutover", f"cut DNS over: {', '.join(str(r['fqdn']) for r in records)} -> standby",
                    {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, last)
-    add("verify-service", "verify.service", "verify the service through its DNS name",
-        {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
+    last = add("verify-service", "verify.service", "verify the service through its DNS name",
+               {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
+    if m.data.databases:
+        add("db-release", "standby.release", "disable liferaft's migration role at the promoted standby",
+            {"databases": sorted(m.data.databases)}, last)
 
     address = str(host.get("address") or "")
     resources = [{"action": "reuse", "kind": "host", "name": spec, "provider": provider,

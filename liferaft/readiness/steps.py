@@ -4,7 +4,8 @@
 - `standby.objects`  the standby bucket is used as is, after reading back (sha256) every object the sync manifest
                      says was copied (a gate: a difference stops the run before DNS);
 - `standby.loss`     the data-loss report: acknowledged writes of the example's ledger missing at the target, or
-                     the last replicated position and time per dataset; recorded in the run's summary.
+                     the last replicated position and time per dataset; recorded in the run's summary;
+- `standby.release`  liferaft's migration role disabled at the promoted standby once the service answers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from liferaft.errors import CheckFailed
-from liferaft.failover._access import admin_conn, give_to_owner, owner_conn
+from liferaft.failover._access import admin_conn, drop_migrator, ensure_migrator, give_to_owner, owner_conn
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
@@ -73,6 +74,29 @@ class PromoteStandby(StepKind):
             row = c.execute("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()").fetchone()
         if row is None or row[0] != "off" or row[1]:
             raise CheckFailed(f"database {key} at {tgt.host} is not writable for {db.owner} (read-only={row})")
+
+
+def _cluster(ctx: RunContext, keys: list[str]) -> tuple[int, int]:
+    db = ctx.require_stack().model.data.databases[keys[0]]
+    return int(db.version), int(db.port)
+
+
+@register
+class ReleaseStandby(StepKind):
+    """After the move: liferaft's migration role can no longer log in at the promoted standby (the source is gone,
+    so unlike the live `db.release` nothing is sent there). Undo re-enables it, for a rollback."""
+
+    name = "standby.release"
+    undoable = True
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        version, port = _cluster(ctx, step.params["databases"])
+        drop_migrator(target_host(ctx), version, port)
+        return {"role": "liferaft_migrator", "login": False}
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        version, port = _cluster(ctx, step.params["databases"])
+        ensure_migrator(ctx, target_host(ctx), version, port)
 
 
 def _sha256(objects: Any, bucket: str, key: str) -> str:

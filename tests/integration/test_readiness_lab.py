@@ -282,6 +282,12 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         writer["thread"].join(15)
         report = writer["report"]
 
+        import psycopg  # liferaft's migration superuser no longer logs in at the promoted standby
+
+        migrator = (state_dir / "stacks" / "microblog" / "pg-migrator.secret").read_text().strip()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(**{**_owner_dsn(info, b.address), "user": "liferaft_migrator", "password": migrator})
+
         check = verify_ledger(writer["ledger"], _owner_dsn(info, b.address))
         lost = len(check.missing) + len(check.mismatched)
         allowed = int(RATE * (lag_s + 0.5)) + 1  # the reported lag, a half-second of sampling, one write in flight

@@ -220,7 +220,7 @@ def test_cold_plan_uses_the_standby_and_never_waits_on_the_source(example_stack:
     plan = build_cold_plan(stack, target, state_dir=state)  # the example's DNS provider does not answer here
     assert time.monotonic() - t0 < 15
     kinds = [s.kind for s in plan.steps]
-    assert plan.mode == "cold" and kinds[0] == "host.allocate" and kinds[-1] == "verify.service"
+    assert plan.mode == "cold" and kinds[0] == "host.allocate" and kinds[-2:] == ["verify.service", "standby.release"]
     assert plan.steps[0].params["name"] == f"{m.name}-{target}"
     assert "standby.promote" in kinds and "standby.loss" in kinds and "service.deploy" in kinds
     assert kinds.index("standby.loss") < kinds.index("service.deploy") < kinds.index("verify.service")
