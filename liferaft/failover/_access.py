@@ -83,7 +83,7 @@ def migrator_password(ctx: RunContext) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
     value = path.read_text().strip()
-    ctx._secret_values.add(value)
+    ctx.add_secret(value)
     return value
 
 

@@ -29,10 +29,11 @@ class Observed:
     dns_current: dict[str, dict[str, Any]] = field(hash=False)  # fqdn -> {"type", "ttl", "values"}
 
 
-def open_provider(stack: Stack, name: str, state_dir: Any) -> Any:
+def open_provider(stack: Stack, name: str, state_dir: Any, resolve: Any = None) -> Any:
+    """Open a provider of the stack; `resolve` (default stack.secret) turns secret references into values."""
     from liferaft.providers.registry import open_provider as _open
 
-    return _open(name, stack.provider(name), stack.secret, state_dir=state_dir, base_dir=stack.base_dir)
+    return _open(name, stack.provider(name), resolve or stack.secret, state_dir=state_dir, base_dir=stack.base_dir)
 
 
 def dns_current(stack: Stack, state_dir: Any) -> dict[str, dict[str, Any]]:

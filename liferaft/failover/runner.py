@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class RunContext:
     step: Step | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # live objects shared by steps within one process
     _secret_values: set[str] = field(default_factory=set, repr=False)
+    _secret_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def work_dir(self) -> Path:
@@ -74,11 +76,18 @@ class RunContext:
     def secret(self, ref: str) -> str:
         """Resolve a secret reference; the value is remembered only so the journal can refuse to store it."""
         value = self.require_stack().secret(ref)
-        self._secret_values.add(value)
+        with self._secret_lock:
+            self._secret_values.add(value)
         return value
 
+    def add_secret(self, value: str) -> None:
+        """A secret liferaft generated itself (not from the stack file): never to be journaled either."""
+        with self._secret_lock:
+            self._secret_values.add(value)
+
     def secret_values(self) -> set[str]:
-        return set(self._secret_values)
+        with self._secret_lock:
+            return set(self._secret_values)
 
     def provider(self, name: str) -> Any:
         """The named provider of the stack, opened once per run."""
@@ -86,7 +95,8 @@ class RunContext:
         if key not in self.cache:
             from liferaft.failover.observe import open_provider
 
-            self.cache[key] = open_provider(self.require_stack(), name, self.state_dir)
+            # Credentials resolved for the provider are secrets too: the journal refuses to store them.
+            self.cache[key] = open_provider(self.require_stack(), name, self.state_dir, resolve=self.secret)
         return self.cache[key]
 
     def output(self, step_id: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def endpoints(ctx: RunContext, step: Step, key: str, *, per_thread: bool = True)
 
     def side(provider: str) -> Any:
         def make() -> Any:
-            return open_provider(stack, provider, ctx.state_dir).require("objects")
+            return open_provider(stack, provider, ctx.state_dir, resolve=ctx.secret).require("objects")
         return Endpoint(provider, ctx.provider(provider).require("objects"), bucket,
                         factory=make if per_thread else None)
 

@@ -115,7 +115,7 @@ class DeployService(StepKind):
         sv = service_vars(stack, svc, ctx.plan.target, host, create_schema=False,
                           allowed_networks=allowed_networks(ctx, step, host.address))
         for value in _leaves(sv.secret_variables):
-            ctx._secret_values.add(value)
+            ctx.add_secret(value)
         res = run_playbook([stack.playbook_path(svc)], [host], variables=sv.variables,
                            secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
                            base_dir=stack.base_dir)
