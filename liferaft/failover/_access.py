@@ -83,7 +83,11 @@ def migrator_password(ctx: RunContext) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
     value = path.read_text().strip()
-    ctx.add_secret(value)
+    add = getattr(ctx, "add_secret", None)  # duck-typed contexts (replicate's EngineContext) keep a plain set
+    if add is not None:
+        add(value)
+    else:
+        ctx._secret_values.add(value)
     return value
 
 
