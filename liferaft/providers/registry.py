@@ -115,6 +115,8 @@ def _key_file(name: str, ref: Any, resolve: SecretResolver, state_dir: Path, bas
     material = resolve(ref)
     d = state_dir / "providers" / name
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (d.parent, d):  # mkdir(parents=True) makes the parent with the umask's mode
+        os.chmod(folder, 0o700)
     path = d / "id_private_key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

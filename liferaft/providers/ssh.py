@@ -57,6 +57,8 @@ class SshAdapter:
         self.connect_timeout = connect_timeout
         self.dir = Path(state_dir) / "providers" / name
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (self.dir.parent, self.dir):  # mkdir(parents=True) makes the parent with the umask's mode
+            os.chmod(d, 0o700)
         self.known_hosts_file = self.dir / "known_hosts"
         self._write_known_hosts()
         self.compute = self
