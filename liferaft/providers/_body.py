@@ -86,8 +86,10 @@ def rechunk(chunks: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
             take = size - have
             pieces.append(view[pos:pos + take])
             pos += take
-            yield b"".join(pieces)
-            pieces, have = [], 0
+            block = b"".join(pieces)
+            pieces, have = [], 0  # the input chunks are released before the block is used
+            yield block
+            del block
         if pos < n:
             pieces.append(view[pos:])
             have += n - pos
@@ -114,6 +116,7 @@ class PreparedBody:
             self.file.seek(0)
             while block := self.file.read(size):
                 yield block
+                del block
         elif self.stream is not None:
             yield from self.stream
 
@@ -159,16 +162,12 @@ def prepare(chunks: Iterable[bytes], sha256: str | None, size: int | None = None
         _check_declared(sha256, digest)
         return PreparedBody(sha256=digest, size=len(first), small=first)
     if sha256 is not None:
+        stream = _chain(first, second, blocks)
+        del first, second
         if tracker is not None:  # the caller's stream hashes every byte it yields: verify with its digest
-            return PreparedBody(sha256=sha256, size=size, stream=_chain(first, second, blocks), _hasher=tracker)
+            return PreparedBody(sha256=sha256, size=size, stream=stream, _hasher=tracker)
         hasher = hashlib.sha256()
-
-        def passthrough() -> Iterator[bytes]:
-            for block in _chain(first, second, blocks):
-                hasher.update(block)
-                yield block
-
-        return PreparedBody(sha256=sha256, size=size, stream=passthrough(), _hasher=hasher)
+        return PreparedBody(sha256=sha256, size=size, stream=_hashed(stream, hasher), _hasher=hasher)
     hasher = hashlib.sha256()
     spool = tempfile.TemporaryFile(prefix="liferaft-body-")  # noqa: SIM115 - closed by PreparedBody.close()
     total = 0
@@ -181,13 +180,21 @@ def prepare(chunks: Iterable[bytes], sha256: str | None, size: int | None = None
     return PreparedBody(sha256=digest, size=total, file=spool)
 
 
+def _hashed(blocks: Iterator[bytes], hasher: Any) -> Iterator[bytes]:
+    for block in blocks:
+        hasher.update(block)
+        yield block
+
+
 def _check_declared(declared: str | None, digest: str) -> None:
     if declared is not None and declared != digest:
         raise CheckFailed(f"object body does not match the declared sha256 ({declared[:12]}... != {digest[:12]}...)")
 
 
 def _chain(first: bytes, second: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    if second is not None:
-        yield second
+    """first, second, then rest; holds no reference to a block once it is yielded (parts are megabytes)."""
+    ahead = [first] if second is None else [first, second]
+    del first, second
+    while ahead:
+        yield ahead.pop(0)
     yield from rest

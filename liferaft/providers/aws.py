@@ -23,6 +23,18 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 30.0
 SINGLE_PUT_LIMIT = CHUNK_SIZE  # streamed bodies above one chunk go multipart (one in-memory chunk: see _body)
+MAX_PARTS = 10_000  # S3's limit of parts per multipart upload
+
+
+def _part_size(size: int | None) -> int:
+    """CHUNK_SIZE parts (memory stays workers x part size), larger ones (whole MiB) where an object of known size
+    would otherwise need more than S3's 10,000 parts."""
+    if size is None or size <= CHUNK_SIZE * (MAX_PARTS - 1):
+        return CHUNK_SIZE
+    mib = 1024 * 1024
+    return -(-size // ((MAX_PARTS - 1) * mib)) * mib
+
+
 # HTTP connections kept per client: at least the movers' worker count (16 by default) plus listings, else
 # urllib3 discards connections and every request beyond the pool pays a new TCP connection (and the server an accept).
 MAX_POOL_CONNECTIONS = 64
@@ -224,7 +236,7 @@ class AwsObjects:
     def _stream(self, op: str, body: Any) -> Iterator[bytes]:
         try:
             with _errors.translating(self._c.name, op, self._c._classify):
-                yield from body.iter_chunks(CHUNK_SIZE)
+                yield from body.iter_chunks(CHUNK_SIZE)  # part-sized: passed through to multipart uncopied
         finally:
             body.close()
 
@@ -232,7 +244,8 @@ class AwsObjects:
                    sha256: str | None = None) -> ObjectInfo:
         """One PUT for a body in memory, multipart otherwise. The ObjectInfo comes from the upload's own answer
         (ETag) and what was sent (size, sha256): no HEAD afterwards."""
-        body = prepare(chunks, sha256, size)
+        part_size = _part_size(size)
+        body = prepare(chunks, sha256, size, part_size=part_size)
         try:
             if body.small is not None:
                 data = body.small
@@ -242,7 +255,7 @@ class AwsObjects:
                     ChecksumSHA256=checksum))
                 etag, sent = r.get("ETag"), len(data)
             else:
-                etag, sent = self._multipart(bucket, key, body.blocks(), body.sha256, verify=body.verify)
+                etag, sent = self._multipart(bucket, key, body.blocks(part_size), body.sha256, verify=body.verify)
         finally:
             body.close()
         return ObjectInfo(key=key, size=sent, sha256=body.sha256, etag=str(etag or "").strip('"') or None)
