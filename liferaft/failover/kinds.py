@@ -66,11 +66,19 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+# Modules whose import registers step kinds. A journal may name any of them, so `resume` and `rollback` in a fresh
+# process must be able to find every kind, whichever command started the run (failover, drill, cold failover).
+KIND_MODULES = ("liferaft.failover.steps", "liferaft.drill.steps", "liferaft.readiness.steps")
+
+
 def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        import liferaft.failover.steps  # noqa: F401  (registers the built-in kinds; SDKs load lazily inside)
+        import importlib
+
+        for module in KIND_MODULES:  # registration only; SDKs load lazily inside the kinds
+            importlib.import_module(module)
 
 
 def get_kind(name: str) -> StepKind:
