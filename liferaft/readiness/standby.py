@@ -55,6 +55,9 @@ class EngineContext:
         self._secret_values.add(value)
         return value
 
+    def add_secret(self, value: str) -> None:
+        self._secret_values.add(value)
+
 
 def standby_spec_name(stack: Stack, target: str) -> str:
     """The host name the failover planner allocates at `target` (so both land on the same host)."""
