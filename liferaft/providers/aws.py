@@ -76,6 +76,38 @@ def classify(exc: BaseException, provider: str, operation: str) -> ProviderError
     return None
 
 
+_CREATE_LOCK = threading.Lock()
+_LOADER: list[Any] = []  # botocore's data loader, shared by every account's session in this process
+
+
+def _botocore_session() -> Any:
+    """A botocore session sharing one data loader with the others: the service models (megabytes of JSON) are
+    read and decoded once per process instead of once per account (a sync between two aws accounts made two)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    if _LOADER:
+        session.register_component("data_loader", _LOADER[0])
+    else:
+        _LOADER.append(session.get_component("data_loader"))
+    return session
+
+
+def _handle_200_error_light(operation_model: Any, response_dict: Any, **kwargs: Any) -> None:
+    """botocore parses every S3 answer's XML twice: once to see whether a 200 hides an <Error> (or a body cut short
+    by the network), once for real. For listings (the whole cost of a no-change resync) the same two checks are
+    made on the body's ends instead; other operations keep botocore's check."""
+    from botocore import handlers
+
+    if operation_model.name != "ListObjectsV2":
+        handlers._handle_200_error(operation_model=operation_model, response_dict=response_dict, **kwargs)
+        return
+    body = response_dict.get("body") or b""
+    if response_dict.get("status_code") == 200 and body and (
+            b"<Error>" in body[:512] or not body.rstrip().endswith(b"</ListBucketResult>")):
+        response_dict["status_code"] = 500  # retried like botocore's own check would have it
+
+
 # Operations on one object: their endpoint does not depend on the object's key (see _lighten_s3).
 _KEYED_OPERATIONS = ("GetObject", "HeadObject", "PutObject", "DeleteObject", "CreateMultipartUpload", "UploadPart",
                      "CompleteMultipartUpload", "AbortMultipartUpload")
@@ -99,6 +131,11 @@ def _lighten_s3(client: Any) -> None:
         for op in ("PutObject", "UploadPart"):
             events.unregister(f"before-parameter-build.s3.{op}", handlers.convert_body_to_file_like_object)
     except AttributeError:  # pragma: no cover - a botocore without these handlers
+        pass
+    try:
+        events.unregister("before-parse.s3.*", handlers._handle_200_error)
+        events.register_first("before-parse.s3.*", _handle_200_error_light)
+    except AttributeError:  # pragma: no cover
         pass
     try:
         model = client.meta.service_model
@@ -144,13 +181,15 @@ class AwsClients:
                     s3={"addressing_style": "path" if self.endpoint else "auto", "payload_signing_enabled": False},
                     max_pool_connections=MAX_POOL_CONNECTIONS,
                 )
-                if self._session is None:  # one session per account: botocore loads its data once
-                    key, secret, token = self.__creds
-                    self._session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
-                                                          aws_session_token=token, region_name=self.region)
-                    self._session._session.get_component("response_parser_factory").set_parser_defaults(
-                        timestamp_parser=_fast_timestamp)
-                client = self._session.client(service, endpoint_url=self.endpoint, config=config)
+                with _CREATE_LOCK:  # one at a time: the second account's client then finds the models loaded
+                    if self._session is None:  # one session per account
+                        key, secret, token = self.__creds
+                        self._session = boto3.session.Session(
+                            aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token,
+                            region_name=self.region, botocore_session=_botocore_session())
+                        self._session._session.get_component("response_parser_factory").set_parser_defaults(
+                            timestamp_parser=_fast_timestamp)
+                    client = self._session.client(service, endpoint_url=self.endpoint, config=config)
                 if service == "s3":
                     _lighten_s3(client)
                 self._clients[service] = client
