@@ -43,6 +43,14 @@ class PoolHost:
     host_keys: tuple[str, ...]
 
 
+def _write_owner_only(path: Path, text: str) -> None:
+    """Write a file in the state dir 0600 (the state dir is nobody else's business), replacing any old one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)
+
+
 class SshAdapter:
     """A pool of SSH hosts. Offers compute (allocate/release/wait) and an account probe (ssh to each host)."""
 
@@ -75,7 +83,7 @@ class SshAdapter:
     def _write_known_hosts(self) -> None:
         lines = [line for h in self.pool.values() for line in known_hosts_lines(h.address, h.port, h.host_keys)]
         tmp = self.known_hosts_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in lines))
+        _write_owner_only(tmp, "".join(f"{line}\n" for line in lines))
         os.replace(tmp, self.known_hosts_file)
 
     def access(self, pool_host: PoolHost) -> SshAccess:
@@ -88,7 +96,7 @@ class SshAdapter:
     def _allocations(self) -> Iterator[dict[str, str]]:
         """{pool host name: spec name}, read and written under an exclusive lock."""
         path = self.dir / "allocations.json"
-        with open(self.dir / "allocations.lock", "a+") as lock:
+        with os.fdopen(os.open(self.dir / "allocations.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
@@ -96,7 +104,7 @@ class SshAdapter:
                 yield data
                 if data != before:
                     tmp = path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                    _write_owner_only(tmp, json.dumps(data, indent=1, sort_keys=True))
                     os.replace(tmp, path)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
