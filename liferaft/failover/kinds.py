@@ -68,7 +68,8 @@ def unregister(name: str) -> None:
 
 # Modules whose import registers step kinds. A journal may name any of them, so `resume` and `rollback` in a fresh
 # process must be able to find every kind, whichever command started the run (failover, drill, cold failover).
-KIND_MODULES = ("liferaft.failover.steps", "liferaft.drill.steps", "liferaft.readiness.steps")
+KIND_MODULES = ("liferaft.failover.steps", "liferaft.drill.steps", "liferaft.readiness.steps",
+                "liferaft.terraform.steps")
 
 
 def _load_builtins() -> None:

@@ -27,6 +27,7 @@ class Observed:
     buckets: dict[str, dict[str, int]] = field(hash=False)  # key -> {"objects": n, "bytes": b}
     databases: dict[str, int] = field(hash=False)  # key -> bytes
     dns_current: dict[str, dict[str, Any]] = field(hash=False)  # fqdn -> {"type", "ttl", "values"}
+    terraform: dict[str, Any] | None = field(default=None, hash=False)  # `terraform plan` of a terraform target
 
 
 def open_provider(stack: Stack, name: str, state_dir: Any, resolve: Any = None) -> Any:
@@ -132,5 +133,12 @@ def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Even
                 buckets=buckets)
     dbs = database_sizes(stack, src_host)
     events.emit("plan.observe", f"{sum(dbs.values())} bytes of database at the source", databases=dbs)
+    tf = None
+    if stack.site(target).provision == "terraform":
+        from liferaft.terraform.provision import plan_site
+
+        # terraform plan only reads from the provider; its files stay in liferaft's state dir.
+        tf = plan_site(stack, target, state_dir, events).to_dict()
+        events.emit("plan.observe", f"terraform plan: +{tf['add']} ~{tf['change']} -{tf['remove']}", terraform=tf)
     return Observed(source_host=host_to_dict(src_host), target_host_preview=preview, target_free=free,
-                    buckets=buckets, databases=dbs, dns_current=current)
+                    buckets=buckets, databases=dbs, dns_current=current, terraform=tf)

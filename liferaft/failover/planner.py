@@ -64,8 +64,13 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
         return sid
 
     host_name = f"{name}-{target}"
+    alloc_deps: tuple[str, ...] = ()
+    if tgt_site.provision == "terraform":
+        alloc_deps = (add("provision", "site.provision", f"provision site {target} with Terraform "
+                          f"({tgt_site.hosts} host(s) at {tgt_site.compute})", {"site": target}),)
+        host_name = f"{name}-{target}-0"  # the shipped modules name hosts <stack>-<site>-<n>: allocation finds it
     last = add("allocate", "host.allocate", f"allocate host {host_name} at {tgt_site.compute}",
-               {"provider": tgt_site.compute, "name": host_name, "site": target})
+               {"provider": tgt_site.compute, "name": host_name, "site": target}, *alloc_deps)
     last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
     data_deps: list[str] = []
     if dbs:
@@ -111,6 +116,9 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
     preview = obs.target_host_preview
     resources = [{"action": "allocate", "kind": "host", "name": host_name, "provider": tgt_site.compute,
                   "detail": f"(free: {', '.join(obs.target_free)})" if obs.target_free else ""}]
+    if obs.terraform:
+        resources += [{"action": r["action"], "kind": "terraform", "name": r["address"], "provider": tgt_site.compute}
+                      for r in obs.terraform.get("resources", [])]
     resources += [{"action": "create", "kind": "database", "name": d.name, "provider": tgt_site.compute}
                   for d in dbs.values()]
     resources += [{"action": "create", "kind": "bucket", "name": b.name, "provider": tgt_site.objects}

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,24 +58,26 @@ def public_key_of(stack: Stack, private_key_ref: str | None) -> str:
         key = Path(tmp) / "key"
         key.touch(mode=0o600)
         key.write_text(stack.secret(private_key_ref) + "\n")
-        out = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True)
+        out = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise UsageError("the deploy private key could not be read by ssh-keygen (is it an OpenSSH private key?)")
     return out.stdout.strip()
 
 
-def credentials_env(stack: Stack, site: str) -> dict[str, str]:
-    """The environment terraform needs for the site's compute provider (values stay in memory)."""
+def credentials_env(stack: Stack, site: str, resolve: Callable[[str], str] | None = None) -> dict[str, str]:
+    """The environment terraform needs for the site's compute provider (values stay in memory).
+    `resolve` turns secret references into values (default: stack.secret; a run passes its own to track them)."""
+    secret = resolve or stack.secret
     compute = stack.provider(stack.site(site).compute)
     if isinstance(compute, AwsProvider):
-        env = {"AWS_ACCESS_KEY_ID": stack.secret(compute.credentials.access_key_id),
-               "AWS_SECRET_ACCESS_KEY": stack.secret(compute.credentials.secret_access_key),
+        env = {"AWS_ACCESS_KEY_ID": secret(compute.credentials.access_key_id),
+               "AWS_SECRET_ACCESS_KEY": secret(compute.credentials.secret_access_key),
                "AWS_REGION": compute.region}
         if compute.credentials.session_token:
-            env["AWS_SESSION_TOKEN"] = stack.secret(compute.credentials.session_token)
+            env["AWS_SESSION_TOKEN"] = secret(compute.credentials.session_token)
         return env
     if isinstance(compute, LibcloudProvider) and compute.credentials.key:
-        return {"DIGITALOCEAN_TOKEN": stack.secret(compute.credentials.key)}
+        return {"DIGITALOCEAN_TOKEN": secret(compute.credentials.key)}
     return {}
 
 
@@ -133,8 +136,8 @@ def _provider_block(stack: Stack, site: str, module: str) -> str:
         body += ["  skip_credentials_validation = true", "  skip_metadata_api_check     = true",
                  "  skip_requesting_account_id  = true", "  skip_region_validation      = true",
                  "  s3_use_path_style           = true",
-                 f"  endpoints {{\n    s3      = {ep}\n    ec2     = {ep}\n    route53 = {ep}\n"
-                 f"    sts     = {ep}\n    iam     = {ep}\n  }}"]
+                 (f"  endpoints {{\n    s3      = {ep}\n    ec2     = {ep}\n    route53 = {ep}\n"
+                  f"    sts     = {ep}\n    iam     = {ep}\n  }}")]
     return 'provider "aws" {\n' + "\n".join(body) + "\n}\n"
 
 
@@ -154,7 +157,7 @@ def export_site(stack: Stack, site: str, directory: Path, state_dir: Path, *,
     shutil.copytree(MODULES / module, dst)
     backend, backend_block = _backend_block(stack, site, state_dir)
 
-    module_vars = re.findall(r'^variable "(\w+)"', (MODULES / module / "variables.tf").read_text(), flags=re.M)
+    module_vars = re.findall(r'^variable "(\w+)"', (MODULES / module / "variables.tf").read_text(), flags=re.MULTILINE)
     root_vars = (MODULES / module / "variables.tf").read_text()
     if module == "aws-site":
         root_vars += '\nvariable "region" {\n  description = "AWS region of the site."\n  type        = string\n}\n'

@@ -83,7 +83,7 @@ class Terraform:
     """One root module directory, run with a given environment (credentials) and event observer."""
 
     workdir: Path
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # credentials: never in a repr or traceback
     events: Events | None = None
     label: str = "terraform"  # the provider name used in error messages
 
@@ -171,7 +171,7 @@ class Terraform:
 
     def _run(self, args: list[str], extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.binary, f"-chdir={self.workdir}", *args], capture_output=True, text=True,
-                              env=self._environment(extra_env), stdin=subprocess.DEVNULL)
+                              env=self._environment(extra_env), stdin=subprocess.DEVNULL, check=False)
 
     def _stream(self, args: list[str]) -> subprocess.Popen[str]:
         self._errors: list[str] = []

@@ -15,7 +15,7 @@ import pytest
 from liferaft.errors import InvalidInput, ToolMissing, UsageError
 from liferaft.stack import load_stack
 from liferaft.terraform import Terraform, export_site, find_terraform
-from liferaft.terraform.provision import destroy_site, provision_site, site_workdir
+from liferaft.terraform.provision import provision_site, site_workdir
 from tests.cli_helpers import invoke
 
 MODULES = Path(__file__).resolve().parents[2] / "liferaft" / "terraform" / "modules"
@@ -54,7 +54,8 @@ data:
 AWS_SECRET = "liferaft-test-secret-value-0123456789"
 
 
-def _write_stack(tmp: Path, endpoint: str = "http://127.0.0.1:1", ami: str = "ami-12c6146b") -> Path:
+def _write_stack(tmp: Path, endpoint: str = "http://127.0.0.1:1", ami: str = "ami-12c6146b",
+                 old_endpoint: str | None = None) -> Path:
     (tmp / "secrets").mkdir(exist_ok=True)
     (tmp / "secrets" / "key").write_text("testing\n")
     (tmp / "secrets" / "secret").write_text(AWS_SECRET + "\n")
@@ -62,7 +63,10 @@ def _write_stack(tmp: Path, endpoint: str = "http://127.0.0.1:1", ami: str = "am
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     path = tmp / "liferaft.yaml"
-    path.write_text(STACK.format(endpoint=endpoint, ami=ami))
+    text = STACK.format(endpoint=endpoint, ami=ami)
+    if old_endpoint:  # the primary vendor on a server of its own
+        text = text.replace(f"  old:\n    type: aws\n    endpoint: {endpoint}", f"  old:\n    type: aws\n    endpoint: {old_endpoint}")
+    path.write_text(text)
     return path
 
 
@@ -116,7 +120,7 @@ def test_missing_terraform_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 @needs_terraform
 def test_modules_are_formatted() -> None:
     out = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", str(MODULES)], capture_output=True,
-                         text=True)
+                         text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -126,9 +130,9 @@ def test_aws_module_validates(tmp_path: Path) -> None:
     shutil.copytree(MODULES / "aws-site", tmp_path / "m")
     tf = Terraform(tmp_path / "m")
     tf.init()
+    cli_config = str(tmp_path / "m" / ".terraformrc.liferaft")
     out = subprocess.run(["terraform", f"-chdir={tmp_path / 'm'}", "validate", "-json"], capture_output=True,
-                         text=True, env={**os.environ, "TF_CLI_CONFIG_FILE": str(tmp_path / "m" /
-                                                                                ".terraformrc.liferaft")})
+                         text=True, env={**os.environ, "TF_CLI_CONFIG_FILE": cli_config}, check=False)
     assert json.loads(out.stdout)["valid"] is True, out.stdout
 
 
@@ -140,11 +144,10 @@ def test_missing_provider_plugin_is_a_clear_error(tmp_path: Path, monkeypatch: p
         Terraform(tmp_path / "m").init()
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _moto(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[str]:
     from liferaft.lab.servers import MotoServer
 
-    server = MotoServer(tmp_path_factory.mktemp("tf-moto"))
+    server = MotoServer(tmp_path_factory.mktemp(name))
     server.start()
     try:
         yield server.url
@@ -152,41 +155,67 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The target vendor (an AWS account Terraform provisions)."""
+    yield from _moto(tmp_path_factory, "tf-moto")
+
+
+@pytest.fixture(scope="module")
+def moto_old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The primary vendor, a separate account and server."""
+    yield from _moto(tmp_path_factory, "tf-moto-old")
+
+
+def _running(ec2, stack_tag: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    return [i for r in ec2.describe_instances(Filters=[{"Name": "tag:liferaft:stack", "Values": [stack_tag]},
+                                                       {"Name": "instance-state-name", "Values": ["running"]}]
+                                              )["Reservations"] for i in r["Instances"]]
+
+
 @needs_terraform
 @pytest.mark.lab
 @pytest.mark.slow
-def test_apply_replan_destroy_against_moto(tmp_path: Path, moto: str) -> None:
-    """The AWS module creates real resources (checked with boto3), a second plan is empty, destroy removes them."""
+def test_provision_terraform_through_plan_failover_and_rollback(tmp_path: Path, moto: str, moto_old: str) -> None:
+    """`provision: terraform`: `plan` shows the terraform plan, `failover` applies the AWS module for real (checked
+    with boto3), a second plan of the module is empty, and `rollback` destroys what it made."""
     import boto3
 
-    kw = dict(endpoint_url=moto, region_name="us-east-1", aws_access_key_id="testing",
-              aws_secret_access_key=AWS_SECRET)
-    ec2 = boto3.client("ec2", **kw)
-    s3 = boto3.client("s3", **kw)
+    kw = {"endpoint_url": moto, "region_name": "us-east-1", "aws_access_key_id": "testing",
+          "aws_secret_access_key": AWS_SECRET}
+    ec2, s3 = boto3.client("ec2", **kw), boto3.client("s3", **kw)
     ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    stack = load_stack(_write_stack(tmp_path, endpoint=moto, ami=ami))
+    stack_file = _write_stack(tmp_path, endpoint=moto, ami=ami, old_endpoint=moto_old)
+    boto3.client("s3", **{**kw, "endpoint_url": moto_old}).create_bucket(Bucket="shop-media")  # the source bucket
     state = tmp_path / "state"
-    events: list[str] = []
+    cli = ("--stack", str(stack_file), "--state-dir", str(state))
 
-    done = provision_site(stack, "refuge", state, events=lambda e: events.append(e.kind))  # type: ignore[arg-type]
-    assert done.plan.add >= 5 and len(done.hosts) == 2 and done.buckets == ("shop-media",)
-    running = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:liferaft:stack", "Values": ["shop-refuge"]},
-                                                          {"Name": "instance-state-name", "Values": ["running"]}]
-                                                 )["Reservations"] for i in r["Instances"]]
-    assert sorted(i["InstanceId"] for i in running) == sorted(h["id"] for h in done.hosts)
-    assert "shop-media" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    planned = invoke(*cli, "plan", "--to", "refuge", "--json")
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    assert [s["id"] for s in plan["steps"]][:2] == ["provision", "allocate"]
+    tf_resources = {r["name"] for r in plan["resources"] if r["kind"] == "terraform"}
+    assert {"module.site.aws_instance.host[0]", "module.site.aws_instance.host[1]",
+            "module.site.aws_key_pair.deploy", "module.site.aws_security_group.hosts"} <= tf_resources
+    assert _running(ec2, "shop-refuge") == []  # plan created nothing
+
+    moved = invoke(*cli, "failover", "--to", "refuge", "--yes", "--stop-before", "allocate")
+    assert moved.exit_code in (0, 4), moved.output
+    running = _running(ec2, "shop-refuge")
+    assert len(running) == 2
     assert ec2.describe_key_pairs(KeyNames=["shop-refuge-deploy"])["KeyPairs"]
-    assert "terraform.apply_complete" in events
+    assert "shop-media" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert sorted(t["Value"] for i in running for t in i["Tags"] if t["Key"] == "Name") == \
+        ["shop-refuge-0", "shop-refuge-1"]
 
-    again = provision_site(stack, "refuge", state)
+    again = provision_site(load_stack(stack_file), "refuge", state)
     assert again.plan.no_changes, again.plan.to_dict()
-
     state_file = state / "terraform" / "shop-refuge.tfstate"
     assert state_file.exists() and AWS_SECRET not in state_file.read_text()
-    assert not (site_workdir(stack, "refuge", state) / "terraform.tfstate").exists()
+    assert not (site_workdir(load_stack(stack_file), "refuge", state) / "terraform.tfstate").exists()
 
-    destroy_site(stack, "refuge", state)
-    left = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:liferaft:stack", "Values": ["shop-refuge"]},
-                                                       {"Name": "instance-state-name", "Values": ["running"]}]
-                                              )["Reservations"] for i in r["Instances"]]
-    assert left == [] and "shop-media" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    undone = invoke(*cli, "rollback", "last", "--yes")
+    assert undone.exit_code == 0, undone.output
+    assert _running(ec2, "shop-refuge") == []
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["shop-refuge-deploy"]}])["KeyPairs"] == []
+    assert "shop-media" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
