@@ -78,8 +78,46 @@ def child_main(argv: list[str]) -> None:
 
     r = run_sync(cfg["src"], cfg["src_bucket"], cfg["dst"], cfg["dst_bucket"], cfg["state"], cfg["workers"],
                  on_event)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kib = peak_rss_kib()
     print(json.dumps({"kind": "result", **r.to_dict(), "maxrss_kib": rss_kib}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- CPU
+SERVER_PIDS: list[int] = []  # moto, s3rver: their CPU use is reported next to each timed run
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def cpu_now() -> tuple[float, float]:
+    """(CPU seconds of the lab servers, of this process and its finished children) so far."""
+    t = os.times()
+    return sum(_proc_cpu(p) for p in SERVER_PIDS), t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_note(before: tuple[float, float], seconds: float) -> str:
+    after = cpu_now()
+    servers, client = after[0] - before[0], after[1] - before[1]
+    return f"CPU servers {servers:.1f} s + client {client:.1f} s in {seconds:.1f} s"
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: in a child started by fork/vfork + exec that
+    also counts the PARENT's resident memory at the fork (Linux carries the old mm's high-water mark over exec),
+    which is how this benchmark once reported 852 MiB for a ~90 MiB sync: the parent then held the earlier
+    scenarios' buffers."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---------------------------------------------------------------------------------------------------- rclone
@@ -147,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         moto.start()
         s3r.start()
+        SERVER_PIDS[:] = [pid for pid in (moto.pid, s3r.pid) if pid]
         src = {"name": "aws", "kind": "aws", "url": moto.url, "key": moto.access_key, "secret": moto.secret_key}
         dst = {"name": "objstore", "kind": a.target_adapter, "url": s3r.url, "key": s3r.access_key,
                "secret": s3r.secret_key}
@@ -199,28 +238,37 @@ def _row(name: str, liferaft: float, peer: float, op: str, target: float, note: 
 def _small(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3: Any, state: str, n: int,
            workers: int) -> list[dict[str, Any]]:
     fill(s3, "small", n, 4 * KIB)
+    c0 = cpu_now()
     r = run_sync(src, "small", dst, "lr-small", state, workers)
+    lr_cpu = cpu_note(c0, r.seconds)
     assert r.copied == n, r
+    c0 = cpu_now()
     t_rc = rclone(["copy", "src:small", "dst:rc-small", *RCLONE_TUNED], remotes)
     rows = [_row(f"small: {n} x 4 KiB, objects/s", n / r.seconds, n / t_rc, ">=", 1.0,
-                 f"liferaft {r.seconds:.2f} s, rclone {t_rc:.2f} s")]
+                 f"liferaft {r.seconds:.2f} s ({lr_cpu}), rclone {t_rc:.2f} s ({cpu_note(c0, t_rc)})")]
+    c0 = cpu_now()
     r2 = run_sync(src, "small", dst, "lr-small", state, workers)
+    lr_cpu = cpu_note(c0, r2.seconds)
     assert r2.copied == 0, r2
+    c0 = cpu_now()
     t_rc2 = rclone(["sync", "--checksum", "src:small", "dst:rc-small", *RCLONE_TUNED], remotes)
     rows.append(_row(f"no-change resync of {n}, seconds", r2.seconds, t_rc2, "<=", 1.0,
-                     "peer: rclone sync --checksum (+ tuned flags)"))
+                     f"peer: rclone sync --checksum (+ tuned flags); liferaft {lr_cpu}, rclone {cpu_note(c0, t_rc2)}"))
     return rows
 
 
 def _large(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3: Any, state: str, n: int,
            workers: int) -> list[dict[str, Any]]:
     fill(s3, "large", n, 16 * MIB)
+    c0 = cpu_now()
     r = run_sync(src, "large", dst, "lr-large", state, workers)
+    lr_cpu = cpu_note(c0, r.seconds)
     assert r.copied == n, r
+    c0 = cpu_now()
     t_rc = rclone(["copy", "src:large", "dst:rc-large", *RCLONE_TUNED], remotes)
     total_mb = n * 16 * MIB / 1e6
     return [_row(f"large: {n} x 16 MiB, MB/s", total_mb / r.seconds, total_mb / t_rc, ">=", 1.0,
-                 f"liferaft {r.seconds:.2f} s, rclone {t_rc:.2f} s")]
+                 f"liferaft {r.seconds:.2f} s ({lr_cpu}), rclone {t_rc:.2f} s ({cpu_note(c0, t_rc)})")]
 
 
 def _child(work: Path, cfg: dict[str, Any]) -> subprocess.Popen[str]:
