@@ -150,7 +150,7 @@ class LibcloudObjects(Section):
         container = self._container(bucket)
         response = driver.connection.request(driver._get_object_path(container, key), method="HEAD")
         if response.status != 200:
-            raise ObjectDoesNotExistError(value=None, driver=driver, object_name=key)
+            raise ObjectDoesNotExistError(value=None, driver=driver, object_name=key)  # type: ignore[no-untyped-call]
         return driver._headers_to_object(object_name=key, container=container, headers=response.headers)
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
