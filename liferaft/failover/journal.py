@@ -156,7 +156,13 @@ class Journal:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, OSError) as e:
+            if _disk_full(e):
+                # The transaction was rolled back: the journal is intact and the run can go on once there is room.
+                raise RunFailed(f"the state directory is full ({self.path.parent}): the journal could not be written",
+                                hint="free space there, then `liferaft resume RUN`; the journal is intact") from None
+            if isinstance(e, OSError):
+                raise
             raise JournalCorrupt(f"journal {self.path} is damaged: {e}",
                                  hint="restore it from a backup or move it aside; its runs cannot be resumed") \
                 from None
@@ -169,7 +175,10 @@ class Journal:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back itself after SQLITE_FULL / I/O errors
                 raise
             self._db.execute("COMMIT")
 
@@ -336,3 +345,16 @@ def _loads(text: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise JournalCorrupt(f"journal {path} holds a damaged record (not a JSON object)")
     return value
+
+
+def _disk_full(e: BaseException) -> bool:
+    """SQLITE_FULL, SQLITE_IOERR* (what a full disk gives under WAL) or ENOSPC/EDQUOT."""
+    import errno
+
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        return True
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    return "database or disk is full" in text or "disk i/o error" in text

@@ -34,15 +34,13 @@ class StackLock:
             run = f" (run {holder['run']})" if holder.get("run") else ""
             raise LockHeld(f"stack {self.stack!r} is locked by {who}{run}: one run per stack at a time",
                            hint="wait for it to finish, or check `liferaft runs`") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "run": run_id}).encode(), 0)
+        _note_holder(fd, run_id)
         self._fd = fd
         return self
 
     def set_run(self, run_id: str) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, json.dumps({"pid": os.getpid(), "run": run_id}).encode(), 0)
+            _note_holder(self._fd, run_id)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -68,3 +66,13 @@ def _read_holder(fd: int) -> dict[str, object]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _note_holder(fd: int, run_id: str | None) -> None:
+    """Who holds the lock, for the message a second run gets. Best effort: the flock is the lock, and a full disk
+    must not turn taking it into a crash."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "run": run_id}).encode(), 0)
+    except OSError:
+        pass

@@ -17,12 +17,6 @@ from tests.unit.test_reliability_input import STACK_TOY
 
 pytestmark = pytest.mark.reliability
 
-DISK_FULL_DEFECT = (
-    "DEFECT (failover engine, not mine to edit): liferaft/failover/lock.py acquire() lets OSError ENOSPC from "
-    "os.pwrite of the holder note escape (internal error, exit 70), and liferaft/failover/journal.py _guard() "
-    "reports SQLITE_FULL / disk I/O error as JournalCorrupt 'damaged ... its runs cannot be resumed'. Fix: holder "
-    "note best effort; map SQLITE_FULL/SQLITE_IOERR*/ENOSPC to RunFailed 'state directory full: free space, then "
-    "liferaft resume RUN (the journal is intact)'.")
 
 
 @pytest.fixture()
@@ -64,7 +58,6 @@ def _stopped_toy_run(tmp_path: Path, state: Path) -> tuple[Path, str]:
     return stack, out.run_id
 
 
-@pytest.mark.xfail(strict=True, reason=DISK_FULL_DEFECT)
 def test_full_state_dir_is_a_clear_resumable_stop(tmp_path: Path, small_state: Path) -> None:
     """With the state dir's disk full, resume stops with 'full' in the message (exit 4), never 'damaged' nor an
     internal error; once space is freed, the same run resumes and completes."""
