@@ -341,8 +341,18 @@ def _assert_journal_refused(results: list[object]) -> None:
         assert "journal" in err, err
 
 
+NON_UTF8_DEFECT = (
+    "DEFECT (failover engine, not mine to edit): with one byte of a journal page flipped to 0x80, SQLite's error "
+    "text is not UTF-8 and Python's sqlite3 raises UnicodeDecodeError (seen from PRAGMA journal_mode=WAL in "
+    "liferaft/failover/journal.py Journal.__init__), which _guard() does not catch (it catches sqlite3.DatabaseError "
+    "only): 'internal error', exit 70. Fix: catch UnicodeDecodeError in _guard (and around the opening PRAGMAs) and "
+    "raise JournalCorrupt.")
+
+
 @pytest.mark.parametrize("damage", ["truncated-header", "truncated-half", "garbage", "zeroed-pages",
-                                    "wrong-schema", "newer-schema", "bad-json", "bad-plan", "directory", "symlink"])
+                                    "wrong-schema", "newer-schema", "bad-json", "bad-plan", "directory", "symlink",
+                                    pytest.param("invalid-utf8", marks=pytest.mark.xfail(strict=True,
+                                                                                          reason=NON_UTF8_DEFECT))])
 def test_corrupted_journal_is_a_clear_error_never_a_traceback(tmp_path: Path, damage: str) -> None:
     """runs, show, resume and rollback on a damaged journal: exit 2 naming the journal, never a traceback."""
     stack, journal, run_id = _journal_with_a_run(tmp_path)
@@ -379,6 +389,9 @@ def test_corrupted_journal_is_a_clear_error_never_a_traceback(tmp_path: Path, da
         db.execute("UPDATE runs SET plan_json='{\"steps\": 7}' WHERE id=?", (run_id,))
         db.commit()
         db.close()
+    elif damage == "invalid-utf8":  # the byte hypothesis found (test_hypothesis_mutated_journals_never_traceback)
+        at = 61072 % len(data)
+        journal.write_bytes(data[:at] + b"\x80" + data[at + 1:])
     elif damage == "directory":
         journal.unlink()
         journal.mkdir()
@@ -386,10 +399,24 @@ def test_corrupted_journal_is_a_clear_error_never_a_traceback(tmp_path: Path, da
         journal.unlink()
         (tmp_path / "elsewhere.db").write_bytes(data)
         journal.symlink_to(tmp_path / "elsewhere.db")
-    _assert_journal_refused(_cli_on_journal(stack, journal))
+    results = _cli_on_journal(stack, journal)
+    if damage == "invalid-utf8":  # some commands never read the damaged page: they may work
+        _assert_no_traceback(results)
+    else:
+        _assert_journal_refused(results)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _assert_no_traceback(results: list[object]) -> None:
+    for r in results:
+        out, err, code = r.stdout, r.stderr, r.exit_code  # type: ignore[attr-defined]
+        assert "Traceback" not in out + err and "internal error" not in err, err
+        assert code in (0, 1, 2, 4), (code, err)
+
+
+# derandomize: the same mutations every run, so CI is stable; a random run found the non-UTF-8 defect pinned above
+# as the `invalid-utf8` case.
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.tuples(st.integers(min_value=0, max_value=1 << 16), st.binary(min_size=1, max_size=64)),
                      min_size=1, max_size=6))
 def test_hypothesis_mutated_journals_never_traceback(tmp_path_factory: pytest.TempPathFactory,
@@ -403,7 +430,4 @@ def test_hypothesis_mutated_journals_never_traceback(tmp_path_factory: pytest.Te
         offset %= len(data)
         data[offset:offset + len(blob)] = blob
     journal.write_bytes(bytes(data[: max(len(data), 1)]))
-    for r in _cli_on_journal(stack, journal):
-        out, err, code = r.stdout, r.stderr, r.exit_code  # type: ignore[attr-defined]
-        assert "Traceback" not in out + err and "internal error" not in err, err
-        assert code in (0, 1, 2, 4), (code, err)
+    _assert_no_traceback(_cli_on_journal(stack, journal))
