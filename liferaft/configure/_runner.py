@@ -161,6 +161,19 @@ def _remove(path: Path, attempts: int = 5) -> None:
         time.sleep(0.2)
 
 
+def _unsafe(value: Any) -> Any:
+    """Mark every string as Ansible "unsafe": secrets are data, never templates. Without this a password holding
+    `{{ lookup('pipe', ...) }}` would run a command on the controller when the variable is used. Ansible's JSON
+    decoder turns {"__ansible_unsafe": s} into an unsafe string."""
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, dict):
+        return {k: _unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unsafe(v) for v in value]
+    return value
+
+
 def _write_private(path: Path, data: Any) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -207,7 +220,7 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         _write_private(inventory, _inventory(hosts))
         _write_private(pdd / "env" / "extravars", dict(variables or {}))
         secrets_file = pdd / "secret_vars.json"
-        _write_private(secrets_file, dict(secret_variables or {}))
+        _write_private(secrets_file, _unsafe(dict(secret_variables or {})))
         if len(paths) == 1:
             project_dir, book = paths[0].parent, paths[0].name
         else:

@@ -156,7 +156,8 @@ class Journal:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except (sqlite3.DatabaseError, OSError) as e:
+        except (sqlite3.DatabaseError, OSError, UnicodeDecodeError) as e:
+            # UnicodeDecodeError: SQLite's error text about a damaged page need not be UTF-8 (a flipped byte).
             if _disk_full(e):
                 # The transaction was rolled back: the journal is intact and the run can go on once there is room.
                 raise RunFailed(f"the state directory is full ({self.path.parent}): the journal could not be written",

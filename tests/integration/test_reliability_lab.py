@@ -294,11 +294,6 @@ def test_changed_host_key_is_refused_before_any_session(j: Journey) -> None:
     j.outcomes["host key changed"] = f"refused, exit {fo.returncode}"
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT (configure, not mine to edit): liferaft/configure/_runner.py writes "
-                   "secret_vars.json as plain JSON, which Ansible treats as trusted templates, so a secret value "
-                   "holding {{ lookup('pipe', ...) }} runs a command on the controller. Fix: write every string "
-                   "leaf of the secret variables as {\"__ansible_unsafe\": value} (AnsibleJSONDecoder marks it "
-                   "unsafe), then drop this xfail.")
 def test_jinja_in_a_secret_value_is_never_templated(j: Journey) -> None:
     """A secret value is data: a database password holding a Jinja expression is passed to the host verbatim and
     the expression never runs on the controller."""

@@ -341,18 +341,11 @@ def _assert_journal_refused(results: list[object]) -> None:
         assert "journal" in err, err
 
 
-NON_UTF8_DEFECT = (
-    "DEFECT (failover engine, not mine to edit): with one byte of a journal page flipped to 0x80, SQLite's error "
-    "text is not UTF-8 and Python's sqlite3 raises UnicodeDecodeError (seen from PRAGMA journal_mode=WAL in "
-    "liferaft/failover/journal.py Journal.__init__), which _guard() does not catch (it catches sqlite3.DatabaseError "
-    "only): 'internal error', exit 70. Fix: catch UnicodeDecodeError in _guard (and around the opening PRAGMAs) and "
-    "raise JournalCorrupt.")
 
 
 @pytest.mark.parametrize("damage", ["truncated-header", "truncated-half", "garbage", "zeroed-pages",
                                     "wrong-schema", "newer-schema", "bad-json", "bad-plan", "directory", "symlink",
-                                    pytest.param("invalid-utf8", marks=pytest.mark.xfail(strict=True,
-                                                                                          reason=NON_UTF8_DEFECT))])
+                                    "invalid-utf8"])
 def test_corrupted_journal_is_a_clear_error_never_a_traceback(tmp_path: Path, damage: str) -> None:
     """runs, show, resume and rollback on a damaged journal: exit 2 naming the journal, never a traceback."""
     stack, journal, run_id = _journal_with_a_run(tmp_path)

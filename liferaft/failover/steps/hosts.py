@@ -27,7 +27,10 @@ def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:
 def ansible_events(ctx: RunContext) -> Any:
     def on_event(ev: Any) -> None:
         if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **ev.to_dict())
+            # The event's own kind and message are the emitted event's: passing them twice raised a TypeError that
+            # the observer guard swallowed, and no Ansible progress reached the user.
+            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
+            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
     return on_event
 
 
