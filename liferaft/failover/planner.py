@@ -149,10 +149,10 @@ def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | N
     ev = as_events(events)
     m = stack.model
     source = source or m.primary
-    if mode == "cold":
-        raise UsageError("cold mode (the source no longer answers) is not available yet",
-                         hint="use --mode live while the source still answers; cold failover comes with the "
-                              "standby/readiness work")
+    if mode == "cold":  # the source no longer answers: restore from the standby that `replicate` keeps
+        from liferaft.readiness.cold import build_cold_plan
+
+        return build_cold_plan(stack, target, source=source, state_dir=state_dir, events=ev)
     if mode != "live":
         raise UsageError(f"unknown mode {mode!r}", hint="live or cold")
     stack.site(target)
