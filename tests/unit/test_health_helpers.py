@@ -19,6 +19,14 @@ from liferaft.errors import AuthRejected, ProviderError, Unreachable
 from liferaft.providers.base import ProbeResult, Provider
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """Probes hang up on slow servers on purpose; the handler thread then fails writing, possibly seconds later,
+    while another test captures stderr. Such errors are expected here and must not print."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class ProbeServer:
     """127.0.0.1 HTTP server. `status` is answered to every request after `delay` seconds; `fail_next` requests
     answer `fail_status` first. `hang` makes requests sleep `hang` seconds before answering."""
@@ -69,7 +77,7 @@ class ProbeServer:
                 self._answer(True)
 
         self.posted: list[bytes] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},

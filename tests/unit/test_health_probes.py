@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from liferaft.health import ProbeFailed
 from liferaft.health.probes import dns_probe, http_probe, tls_probe
+from tests.unit.test_health_helpers import QuietHTTPServer
 
 
 def make_cert(directory: Path, days: float, name: str = "app.unit.test") -> tuple[Path, Path]:
@@ -50,8 +51,8 @@ class Ok(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def https_server(cert: Path, key: Path) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+def https_server(cert: Path, key: Path) -> QuietHTTPServer:
+    httpd = QuietHTTPServer(("127.0.0.1", 0), Ok)
     httpd.daemon_threads = True
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
