@@ -35,7 +35,11 @@ STATE_FORMAT = 1
 HISTORY_MAX = 120  # samples kept per dataset (the recent lag, for reports and drills)
 
 
-def readiness_dir(state_dir: str | os.PathLike[str]) -> Path:
+def readiness_dir(state_dir: str | os.PathLike[str] | None) -> Path:
+    if state_dir is None:  # library callers without a state dir get liferaft's default one
+        from liferaft.providers.registry import default_state_dir
+
+        state_dir = default_state_dir()
     d = Path(state_dir) / "readiness"
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
