@@ -59,9 +59,7 @@ def lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHostsHand
             raise AssertionError(f"lab hosts teardown left: {problems}")
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A whole lab (servers, proxies, hosts, example app, stack file), up for the session."""
+def _whole_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     _require_lab_hosts()
     from liferaft.lab.core import Lab
 
@@ -71,3 +69,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A whole lab (servers, proxies, hosts, example app, stack file), up for the session."""
+    yield from _whole_lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def own_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A whole lab of the module's own, for journeys that must start from a pristine primary (DNS on host a, no
+    replication slot) whatever the session's earlier tests (cold failovers, cuts) left in the shared one."""
+    yield from _whole_lab(tmp_path_factory)

@@ -230,12 +230,12 @@ class Writer:
 
 
 @pytest.fixture(scope="module")
-def j(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
+def j(own_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
     tmp = tmp_path_factory.mktemp("reliability")
     state = tmp / "state"
     _mount_tmpfs(state)
     sampler = CmdlineSampler()
-    journey = Journey(info=lab.info, lab=lab, state=state, tmp=tmp, sampler=sampler)
+    journey = Journey(info=own_lab.info, lab=own_lab, state=state, tmp=tmp, sampler=sampler)
     try:
         yield journey
     finally:
@@ -243,7 +243,7 @@ def j(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
         if journey.writer is not None:
             journey.writer.finish()
         try:
-            lab.heal()
+            own_lab.heal()
         finally:
             _umount(state)
 
