@@ -1,7 +1,7 @@
 """`liferaft drill` (prove we can move: measured RTO/RPO, torn down, reported) and `liferaft drills` (the history).
 
 Thin: parse, call liferaft.drill, render. Exit codes: 0 the drill passed; 1 an objective was missed or the data or
-service check failed (the report says which); 2 usage (unknown site, no-notice before cold failover exists).
+service check failed (the report says which); 2 usage (unknown site, a missing standby that cannot be made).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 @click.command("drill")
 @click.option("--to", "to", metavar="SITE", help="The site to drill a failover into.")
 @click.option("--scenario", type=click.Choice(["notice", "no-notice"]), default="notice", show_default=True,
-              help="notice: the source still answers (replicate, cut, no freeze); no-notice: it was cut off.")
+              help="notice: the source still answers (replicate, cut, no freeze); no-notice: the primary is cut off "
+                   "first (for real in the local lab) and the standby is failed over cold (RTO from the cut).")
 @click.option("--keep", is_flag=True, help="Leave the target running afterwards (default: tear it down).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write the report (Markdown, HTML, JSON) here. Default: <state dir>/reports.")
@@ -55,7 +56,7 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
         return EXIT_OK
     if to is None:
         raise UsageError("which site? pass --to SITE", hint="the stack's alternates are the usual targets")
-    require_scenario(scenario)  # before loading anything: no-notice says what it needs, exit 2
+    require_scenario(scenario)
     stack = opts.stack()
     state_dir = opts.state_dir
     result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PHASES: tuple[str, ...] = ("provision", "configure", "data", "verify", "dns", "teardown")
+PHASES: tuple[str, ...] = ("standby", "provision", "configure", "data", "verify", "dns", "teardown")
 SCENARIOS: tuple[str, ...] = ("notice", "no-notice")
 REPORT_FORMAT = 1
 
@@ -114,6 +114,7 @@ class DrillResult:
     kept: bool = False  # --keep: the target was left running
     torn_down: bool = False
     error: str | None = None  # why the drill stopped early, if it did
+    rto_from: str = "start"  # "start" (notice: the drill's start) or "cut" (no-notice: the primary cut off)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(self.phases))
@@ -129,6 +130,11 @@ class DrillResult:
     @property
     def passed(self) -> bool:
         return self.error is None and self.data.ok and self.rto_met and self.rpo_met
+
+    @property
+    def rto_origin(self) -> float:
+        """The instant the RTO is measured from."""
+        return self.cut_at if self.rto_from == "cut" and self.cut_at is not None else self.started
 
     @property
     def duration_s(self) -> float:
@@ -149,7 +155,7 @@ class DrillResult:
             "data": self.data.to_dict(), "ledger": self.ledger.to_dict() if self.ledger else None,
             "drill_record": self.drill_record, "target_address": self.target_address,
             "cut_at": _r(self.cut_at), "first_healthy_at": _r(self.first_healthy_at),
-            "kept": self.kept, "torn_down": self.torn_down, "error": self.error,
+            "kept": self.kept, "torn_down": self.torn_down, "error": self.error, "rto_from": self.rto_from,
         }
 
     @classmethod
@@ -164,4 +170,5 @@ class DrillResult:
                    run_id=d.get("run_id"), drill_record=d.get("drill_record"),
                    target_address=d.get("target_address"), cut_at=d.get("cut_at"),
                    first_healthy_at=d.get("first_healthy_at"), kept=bool(d.get("kept")),
-                   torn_down=bool(d.get("torn_down")), error=d.get("error"))
+                   torn_down=bool(d.get("torn_down")), error=d.get("error"),
+                   rto_from=str(d.get("rto_from", "start")))

@@ -99,6 +99,74 @@ def to_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, 
     return drilled
 
 
+# Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
+COLD_KEPT_KINDS = ("host.allocate", "host.configure", "standby.promote", "standby.objects", "standby.loss",
+                   "service.deploy", "standby.release")
+
+
+def to_cold_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
+                  nameserver: str | None = None, ledger: str | None = None, ttl: int = 30) -> Plan:
+    """The drill version of a cold failover plan (the no-notice scenario): the standby is promoted and serves
+    through the drill record; production DNS is never in the plan; a teardown guard follows the allocation."""
+    if plan.mode != "cold":
+        raise UsageError(f"a no-notice drill is built from a cold plan, not {plan.mode!r}")
+    production = [r.get("fqdn") for s in plan.steps if s.kind == "dns.cutover" for r in s.params.get("records", [])]
+    if drill_record is not None and drill_record in production:
+        raise UsageError(f"the drill record {drill_record} is a production record",
+                         hint="set dns.drill_record to a name no service uses (default: drill)")
+    service = next((r.get("service") for s in plan.steps if s.kind == "dns.cutover"
+                    for r in s.params.get("records", []) if r.get("service")), None)
+    if service is None:
+        service = next((s.params["service"] for s in plan.steps if s.kind == "service.deploy"), None)
+    records = ([{"fqdn": drill_record, "type": "A", "ttl": int(ttl), "service": service}]
+               if drill_record and dns_provider and zone else [])
+    renamed: dict[str, str] = {}
+    steps: list[Step] = []
+
+    def deps(step: Step) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x for x in (renamed.get(d, d) for d in step.depends_on) if x))
+
+    for s in plan.steps:
+        if s.kind in COLD_KEPT_KINDS:
+            params = {**s.params, "ledger": ledger} if s.kind == "standby.loss" else s.params
+            steps.append(replace(s, params=params, depends_on=deps(s)))
+            if s.kind == "host.allocate":
+                steps.append(Step("drill-teardown", "drill.teardown",
+                                  "tear-down guard: undone last, it stops and removes what the drill started on the "
+                                  "standby host", {"services": sorted(_services(plan)),
+                                                   "databases": _promoted_keys(plan)}, (s.id,)))
+        elif s.kind == "dns.cutover":
+            if records:
+                renamed[s.id] = "drill-dns"
+                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the standby"
+                                  " (production records untouched)",
+                                  {"provider": dns_provider, "zone": zone, "records": records}, deps(s)))
+            else:
+                renamed[s.id] = deps(s)[0] if deps(s) else ""
+        elif s.kind == "verify.service":
+            renamed[s.id] = "drill-verify-service"
+            steps.append(Step("drill-verify-service", "drill.verify_service",
+                              "verify the service at the standby" + (f" through {drill_record}" if records else ""),
+                              {"records": records, "nameserver": nameserver, "service": service}, deps(s)))
+        else:
+            raise UsageError(f"a drill does not know whether step {s.id!r} ({s.kind}) is safe to run",
+                             hint="the cold failover plan has a step kind the drill does not handle yet")
+    dns_diff = tuple({"name": r["fqdn"], "type": "A", "ttl": r["ttl"], "old": [], "new": ["<standby address>"]}
+                     for r in records)
+    notes = (*plan.notes, "no-notice drill: the primary is cut off first; the standby copy is promoted and the target "
+             "torn down afterwards; production DNS records untouched"
+             + (f"; {drill_record} points at the standby during the drill" if records else ""))
+    drilled = Plan(stack=plan.stack, source=plan.source, target=plan.target, mode=plan.mode, steps=tuple(steps),
+                   resources=plan.resources, bytes_to_move=plan.bytes_to_move, estimate_s=plan.estimate_s,
+                   dns_diff=dns_diff, notes=notes)
+    assert_safe(drilled, production)
+    return drilled
+
+
+def _promoted_keys(plan: Plan) -> list[str]:
+    return sorted({str(s.params["database"]) for s in plan.steps if s.kind == "standby.promote"})
+
+
 def assert_safe(plan: Plan, production: list[Any]) -> None:
     """A drill plan freezes nothing and never names a production record."""
     for s in plan.steps:

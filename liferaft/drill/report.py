@@ -14,7 +14,7 @@ from pathlib import Path
 
 from liferaft.drill.model import PHASES, DrillResult
 
-PHASE_COLOURS = {"provision": "#4e79a7", "configure": "#59a14f", "data": "#f28e2b", "verify": "#b07aa1",
+PHASE_COLOURS = {"standby": "#bab0ac", "provision": "#4e79a7", "configure": "#59a14f", "data": "#f28e2b", "verify": "#b07aa1",
                  "dns": "#76b7b2", "teardown": "#9c755f"}
 
 
@@ -59,7 +59,9 @@ def to_markdown(r: DrillResult) -> str:
     lines += ["| | measured | objective | |", "|---|---|---|---|",
               f"| RTO | {seconds(r.rto_s)} | {seconds(r.objective_rto_s)} | {_verdict(r.rto_met)} |",
               f"| RPO | {seconds(r.rpo_s)} | {seconds(r.objective_rpo_s)} | {_verdict(r.rpo_met)} |", "",
-              "RTO: from the start of the drill to the first healthy answer of the service at the target"
+              ("RTO: from the cut (the primary switched off) to the first healthy answer of the service at the "
+               "standby" if r.rto_from == "cut" else
+               "RTO: from the start of the drill to the first healthy answer of the service at the target")
               + (f", reached through `{r.drill_record}`" if r.drill_record else "") + ".",
               ("RPO: acknowledged writes made before the cut that are missing at the target (their time span), "
               "else the replication lag at the cut."), "", "## Phases", "",
@@ -123,9 +125,10 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
     """One bar per phase on a time axis from the drill's start; the measured RTO and the RTO objective as lines."""
     left, right, top, row = 110, 20, 28, 30
     phases = list(r.phases)
-    span = max([r.duration_s, r.rto_s or 0.0] + [p.end - r.started for p in phases] + [1.0])
-    show_objective = r.objective_rto_s <= span * 1.5
-    axis_max = max(span, r.objective_rto_s if show_objective else 0.0) * 1.04
+    origin = r.rto_origin - r.started  # the RTO's zero on the drill's time axis (the cut, in no-notice)
+    span = max([r.duration_s, origin + (r.rto_s or 0.0)] + [p.end - r.started for p in phases] + [1.0])
+    show_objective = origin + r.objective_rto_s <= span * 1.5
+    axis_max = max(span, origin + r.objective_rto_s if show_objective else 0.0) * 1.04
     plot_w = width - left - right
     height = top + row * max(1, len(phases)) + 58
 
@@ -155,17 +158,23 @@ def timeline_svg(r: DrillResult, width: int = 920) -> str:
         else:  # no room on the right: put the figure before the bar
             out.append(f'<text x="{x0 - 6:.1f}" y="{y + 17}" text-anchor="end">{label}</text>')
     bottom = height - 48
+    if origin > 0:
+        out.append(f'<line id="cut" x1="{x(origin):.1f}" y1="{top - 10}" x2="{x(origin):.1f}" y2="{bottom}" '
+                   'stroke="#c62828" stroke-width="1"/>')
+        out.append(f'<text x="{x(origin) + 4:.1f}" y="{bottom + 12}" fill="#c62828">cut</text>')
     if r.rto_s is not None:
-        out.append(f'<line id="rto-measured" x1="{x(r.rto_s):.1f}" y1="{top - 10}" x2="{x(r.rto_s):.1f}" '
+        at = x(origin + r.rto_s)
+        out.append(f'<line id="rto-measured" x1="{at:.1f}" y1="{top - 10}" x2="{at:.1f}" '
                    f'y2="{bottom}" stroke="#1d2330" stroke-width="2"/>')
-        near_end = x(r.rto_s) + 100 > width - right
-        out.append(f'<text x="{x(r.rto_s) + (-4 if near_end else 4):.1f}" y="{top - 14}" '
+        near_end = at + 100 > width - right
+        out.append(f'<text x="{at + (-4 if near_end else 4):.1f}" y="{top - 14}" '
                    f'text-anchor="{"end" if near_end else "start"}">RTO {_esc(seconds(r.rto_s))}</text>')
     if show_objective:
-        out.append(f'<line id="rto-objective" x1="{x(r.objective_rto_s):.1f}" y1="{top - 10}" '
-                   f'x2="{x(r.objective_rto_s):.1f}" y2="{bottom}" stroke="#c62828" stroke-width="2" '
+        at = x(origin + r.objective_rto_s)
+        out.append(f'<line id="rto-objective" x1="{at:.1f}" y1="{top - 10}" '
+                   f'x2="{at:.1f}" y2="{bottom}" stroke="#c62828" stroke-width="2" '
                    'stroke-dasharray="6 4"/>')
-        out.append(f'<text x="{x(r.objective_rto_s) - 4:.1f}" y="{top - 14}" text-anchor="end" fill="#c62828">'
+        out.append(f'<text x="{at - 4:.1f}" y="{top - 14}" text-anchor="end" fill="#c62828">'
                    f'objective {_esc(seconds(r.objective_rto_s))}</text>')
     elif r.objective_rto_s > 0:
         out.append(f'<text x="{width - right}" y="{height - 8}" text-anchor="end" fill="#c62828">RTO objective '

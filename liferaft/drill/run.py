@@ -32,6 +32,8 @@ PHASE_OF_KIND = {
     "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data",
     "drill.verify_data": "verify", "drill.verify_service": "verify",
     "dns.cutover": "dns",
+    # the no-notice scenario's cold plan
+    "standby.promote": "data", "standby.objects": "verify", "standby.loss": "verify",
 }
 LEDGER_ENV = "LIFERAFT_VERIFY_LEDGER"
 
@@ -49,15 +51,8 @@ def new_drill_id() -> str:
 
 
 def require_scenario(scenario: str) -> None:
-    if scenario == "notice":
-        return
-    if scenario == "no-notice":
-        raise UsageError(
-            "the no-notice scenario fails over cold from the standby copy, and cold failover is not available in "
-            "this build yet",
-            hint="it needs a standby kept warm by `liferaft replicate --to SITE` and `liferaft failover --mode cold`"
-                 " (the readiness work); run `liferaft drill --scenario notice` meanwhile")
-    raise UsageError(f"unknown scenario {scenario!r}", hint="notice or no-notice")
+    if scenario not in ("notice", "no-notice"):
+        raise UsageError(f"unknown scenario {scenario!r}", hint="notice or no-notice")
 
 
 def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: Events) -> Plan:
@@ -91,7 +86,6 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     """The whole drill. Raises only when nothing ran (bad input, planning failed); otherwise returns the result,
     with `error` set when the run stopped early (the target is still torn down unless kept)."""
     from liferaft.drill import steps
-    from liferaft.failover import Runner
 
     require_scenario(opts.scenario)
     steps.ensure_registered()
@@ -102,8 +96,32 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     started = time.time()
     ev.emit("drill.started", f"drill {drill_id}: {stack.model.primary} -> {opts.target} ({opts.scenario})",
             drill=drill_id, target=opts.target)
+    if opts.scenario == "no-notice":
+        return _run_no_notice(stack, state_dir, opts, ev, drill_id, started)
     plan = build_drill_plan(stack, opts, state_dir, ev)
     require_free_target(stack, plan, state_dir)
+    ex = _execute(stack, state_dir, plan, opts, ev, drill_id)
+    result = measure(drill_id, stack, plan, opts, started, ex.ended, ex.phases, ex.records, ex.run_id, ex.error,
+                     ex.torn_down)
+    return _done(ev, result)
+
+
+@dataclass
+class _Execution:
+    run_id: str | None
+    records: list[StepRecord]
+    phases: list[Phase]
+    error: str | None
+    torn_down: bool
+    ended: float
+
+
+def _execute(stack: Stack, state_dir: Path, plan: Plan, opts: DrillOptions, ev: Events, drill_id: str,
+             after_run: Any = None) -> _Execution:
+    """Run the drill plan through the engine, then (after `after_run`, e.g. healing a cut) tear the target down by
+    rolling the run back unless kept."""
+    from liferaft.failover import Runner
+
     seen: dict[str, Any] = {}
 
     def capture(event: Event) -> None:
@@ -119,6 +137,8 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
         error = e.message
         ev.emit("drill.failed", f"the drill stopped: {e.message}", drill=drill_id)
     run_id = seen.get("run")
+    if after_run is not None:
+        error = _also(error, after_run(_steps(runner, run_id)))
     records = _steps(runner, run_id)
     t_teardown = time.time()
     torn_down = False
@@ -130,19 +150,96 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
             torn_down = True
         except LiferaftError as e:
             teardown_status = "failed"
-            error = (error + "; " if error else "") + f"teardown failed: {e.message}"
+            error = _also(error, f"teardown failed: {e.message}")
     ended = time.time()
     phases = phases_from(records)
     if run_id and not opts.keep:
         # Housekeeping after the service answered (e.g. the migration role disabled) counts as teardown.
         after = [r.started for r in records if r.started is not None and r.kind not in PHASE_OF_KIND]
         phases.append(Phase("teardown", min([t_teardown, *after]), ended, teardown_status))
-    result = measure(drill_id, stack, plan, opts, started, ended, phases, records, run_id, error, torn_down)
-    ev.emit("drill.done", f"drill {drill_id}: {'passed' if result.passed else 'FAILED'}; RTO "
-            f"{result.rto_s if result.rto_s is None else round(result.rto_s, 1)} s, RPO "
-            f"{result.rpo_s if result.rpo_s is None else round(result.rpo_s, 3)} s", drill=drill_id,
+    return _Execution(run_id, records, phases, error, torn_down, ended)
+
+
+def _also(error: str | None, more: str | None) -> str | None:
+    if not more:
+        return error
+    return (error + "; " if error else "") + more
+
+
+def _done(ev: Events, result: DrillResult) -> DrillResult:
+    ev.emit("drill.done", f"drill {result.id}: {'passed' if result.passed else 'FAILED'}; RTO "
+            f"{result.rto_s if result.rto_s is None else round(result.rto_s, 1)} s"
+            + (" (from the cut)" if result.rto_from == "cut" else "") + ", RPO "
+            f"{result.rpo_s if result.rpo_s is None else round(result.rpo_s, 3)} s", drill=result.id,
             rto_s=result.rto_s, rpo_s=result.rpo_s, passed=result.passed)
     return result
+
+
+# ------------------------------------------------------------------------------------------------- no-notice
+def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events, drill_id: str,
+                   started: float) -> DrillResult:
+    """Standby (kept warm by `replicate`, or made now while the source answers) -> cut the primary off -> cold
+    failover into the standby through the drill record -> heal -> the source's abandoned slot dropped -> target torn
+    down -> the standby re-established if there was one before (else forgotten)."""
+    from liferaft.drill import cut as cutting
+    from liferaft.drill import standby as sb
+
+    seeded = sb.ensure_standby(stack, state_dir, opts.target, ev)
+    source_address = seeded.source_address
+    the_cut = cutting.cut_primary(stack, opts.target, source_address, ev)
+    cut_at = time.time()  # the outage starts when the cut has taken effect
+
+    def heal_and_clean(records: list[StepRecord]) -> str | None:
+        problems: list[str] = []
+        try:
+            cutting.heal(the_cut, ev)
+        except LiferaftError as e:
+            problems.append(f"healing the cut failed: {e.message}")
+        promoted = {r.step_id.removeprefix("promote-") for r in records
+                    if r.kind == "standby.promote" and r.status == "done"}
+        try:
+            sb.drop_abandoned_slots(stack, state_dir, seeded, promoted, ev)
+        except LiferaftError as e:
+            problems.append(f"the source's abandoned replication slot could not be dropped: {e.message}")
+        return "; ".join(problems) or None
+
+    try:
+        plan = build_no_notice_plan(stack, opts, state_dir, ev)
+    except BaseException:
+        heal_and_clean([])
+        raise
+    ex = _execute(stack, state_dir, plan, opts, ev, drill_id, after_run=heal_and_clean)
+    error = ex.error
+    phases = list(ex.phases)
+    if seeded.seconds is not None:
+        phases.insert(0, Phase("standby", seeded.started, seeded.ended, "ok"))
+    t_reseed = time.time()
+    try:
+        note = sb.after_drill(stack, state_dir, opts.target, seeded, kept=opts.keep, torn_down=ex.torn_down,
+                              events=ev)
+        if note:
+            ev.emit("drill.standby", note)
+    except LiferaftError as e:
+        error = _also(error, f"re-establishing the standby failed: {e.message}")
+    if seeded.pre_existing and not opts.keep and ex.torn_down:
+        phases.append(Phase("standby", t_reseed, time.time(), "ok" if error is None else "failed"))
+    ended = time.time()
+    result = measure(drill_id, stack, plan, opts, started, ended, phases, ex.records, ex.run_id, error,
+                     ex.torn_down, cut_at=cut_at)
+    return _done(ev, result)
+
+
+def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: Events) -> Plan:
+    """The cold failover plan from the standby (the source is not probed: it was cut on purpose), as a drill."""
+    from liferaft.drill.plan import to_cold_drill
+    from liferaft.readiness.cold import build_cold_plan
+
+    plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False)
+    dns = stack.model.dns
+    ttl = min((r.ttl for r in dns.records), default=30) if dns else 30
+    return to_cold_drill(plan, drill_record=drill_fqdn(dns), dns_provider=dns.provider if dns else None,
+                         zone=dns.zone if dns else None, nameserver=dns.nameserver if dns else None,
+                         ledger=opts.ledger, ttl=ttl)
 
 
 def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
@@ -173,8 +270,11 @@ def phases_from(records: list[StepRecord]) -> list[Phase]:
 
 def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started: float, ended: float,
             phases: list[Phase], records: list[StepRecord], run_id: str | None, error: str | None,
-            torn_down: bool) -> DrillResult:
+            torn_down: bool, cut_at: float | None = None) -> DrillResult:
     by_id = {r.step_id: r for r in records}
+    if plan.mode == "cold":
+        return _measure_cold(drill_id, stack, plan, opts, started, ended, phases, records, run_id, error, torn_down,
+                             cut_at)
     svc = by_id.get("drill-verify-service")
     first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
     cut = by_id.get("drill-cut")
@@ -206,6 +306,82 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
                        objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
                        ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
                        first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error)
+
+
+def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started: float, ended: float,
+                  phases: list[Phase], records: list[StepRecord], run_id: str | None, error: str | None,
+                  torn_down: bool, cut_at: float | None) -> DrillResult:
+    """No-notice: RTO from the cut; RPO from the ledger's missing writes (their span), else from the oldest last
+    replicated position; data = the standby objects read back by sha256, the databases promoted, no ledger write
+    differing."""
+    by_id = {r.step_id: r for r in records}
+    svc = by_id.get("drill-verify-service")
+    first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
+    loss = by_id.get("data-loss")
+    out = loss.result if loss and loss.status == "done" else {}
+    problems: list[str] = []
+    notes: list[str] = []
+    checked: dict[str, int] = {}
+    for r in records:
+        if r.kind == "standby.objects" and r.status == "done":
+            checked[f"bucket {r.step_id.removeprefix('standby-')} objects"] = int(r.result.get("verified", 0))
+        elif r.kind in ("standby.objects", "standby.promote") and r.status == "failed":
+            problems.append(f"{r.step_id}: {r.error or 'failed'}")
+        elif r.kind == "standby.promote" and r.status == "done":
+            checked[f"database {r.step_id.removeprefix('promote-')} promoted"] = 1
+            if r.result.get("sequences_set") is not None:
+                notes.append(f"database {r.step_id.removeprefix('promote-')}: {r.result['sequences_set']} sequence(s)"
+                             " set past their columns' max")
+    ledger = None
+    rpo: float | None = None
+    led = out.get("ledger")
+    if led:
+        after = _writes_after(opts.ledger, cut_at, loss.started if loss else None)
+        ledger = LedgerSummary(acknowledged_before_cut=int(led["acknowledged"]) - after,
+                               present=int(led["present"]), missing=int(led["missing_count"]),
+                               mismatched=int(led["mismatched_count"]), writes_after_cut=after,
+                               first_missing_at=led.get("first_missing_ack_at"))
+        checked["ledger writes before the cut"] = ledger.acknowledged_before_cut
+        if ledger.mismatched:
+            problems.append(f"ledger: {ledger.mismatched} acknowledged write(s) differ at the target")
+        rpo = 0.0 if not ledger.missing else float(led.get("window_s") or 0.0)
+    elif out:
+        oldest = out.get("oldest_replicated_at")
+        rpo = max(0.0, (cut_at or ended) - float(oldest)) if oldest else None
+        if oldest is None:
+            notes.append("no replicated position was recorded: the RPO is unknown")
+    lag = out.get("recorded_rpo_exposure_s")
+    if out:
+        data = DataSummary(ok=not problems and (loss is not None and loss.status == "done"), checked=checked,
+                           problems=tuple(problems), notes=tuple(notes), replication_lag_s=lag)
+    else:
+        stopped = "the data was not verified: the drill stopped before the data-loss check"
+        data = DataSummary(ok=False, problems=(*problems, stopped))
+    allocate = by_id.get("allocate")
+    address = allocate.result.get("address") if allocate and allocate.status == "done" else None
+    record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
+    objectives = stack.model.objectives
+    origin = cut_at if cut_at is not None else started
+    return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
+                       scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
+                       rto_s=None if first_healthy is None else first_healthy - origin, rpo_s=rpo,
+                       objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
+                       ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
+                       first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error,
+                       rto_from="cut" if cut_at is not None else "start")
+
+
+def _writes_after(ledger: str | None, cut_at: float | None, checked_at: float | None) -> int:
+    """Writes acknowledged after the cut and before the data-loss check counted them (a real cut leaves none)."""
+    if not ledger or cut_at is None or checked_at is None:
+        return 0
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT count(*) FROM writes WHERE post_id IS NOT NULL AND done_at > ? AND done_at <= ?",
+                         (cut_at, checked_at)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | None = None) -> str:

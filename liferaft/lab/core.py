@@ -275,6 +275,23 @@ class Lab:
         self._update_state(lambda s: s["cut_hosts"].append(name) if name not in s["cut_hosts"] else None)
         self.events.emit("lab.cut_host", f"host {name}: network cut", host=name)
 
+    def heal_provider(self, provider: str) -> None:
+        """One provider forwards again (other cuts stay)."""
+        state = self._require_state()
+        self._proxy(state, provider).heal()
+        self._update_state(lambda s: s["modes"].__setitem__(provider, "forward"))
+        self.events.emit("lab.heal", f"{provider}: forward", provider=provider)
+
+    def heal_host(self, name: str) -> None:
+        """One host reachable again (other cuts stay)."""
+        state = self._require_state()
+        hosts = LabHosts.from_dict(state["hosts"])
+        if name not in hosts.hosts:
+            raise UsageError(f"unknown lab host {name!r}; expected one of {', '.join(hosts.hosts)}")
+        hosts[name].heal()
+        self._update_state(lambda s: s.__setitem__("cut_hosts", [h for h in s["cut_hosts"] if h != name]))
+        self.events.emit("lab.heal", f"host {name}: reachable", host=name)
+
     def heal(self) -> None:
         """Every provider forwards again and every host is reachable again."""
         state = self._require_state()

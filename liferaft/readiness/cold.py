@@ -68,8 +68,9 @@ def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
 
 
 def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, state_dir: Any = None,
-                    events: Events | None = None) -> Plan:
-    """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source."""
+                    events: Events | None = None, probe_source: bool = True) -> Plan:
+    """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source; with
+    `probe_source=False` (a drill that cut it off on purpose) does not even probe it."""
     import liferaft.readiness.steps  # noqa: F401  (registers the standby step kinds)
     from liferaft.failover.observe import dns_current, target_free
 
@@ -82,7 +83,8 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     rec = require_standby(stack, target, state_dir)
     host = rec.standby_host or {}
     timeout = source_timeout(stack)
-    notes = _probe_source(rec, stack, timeout, ev)
+    notes = (_probe_source(rec, stack, timeout, ev) if probe_source
+             else ["the source was not probed: it was cut off on purpose (drill)"])
     current: dict[str, dict[str, Any]] = {}
     try:
         current = bounded(lambda: dns_current(stack, state_dir), max(timeout, 10.0), provider="dns",

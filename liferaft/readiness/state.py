@@ -133,6 +133,17 @@ def save_standby(state_dir: str | os.PathLike[str], stack: str, target: str, rec
     return path
 
 
+def forget_standby(state_dir: str | os.PathLike[str], stack: str, target: str) -> bool:
+    """Remove one standby's record (a drill's own, or one promoted and gone). True if there was one."""
+    data = load_state(state_dir, stack)
+    if target not in data["standbys"]:
+        return False
+    del data["standbys"][target]
+    data["updated_at"] = time.time()
+    write_json_atomic(state_path(state_dir, stack), data)
+    return True
+
+
 def push_history(entry: dict[str, Any], sample: list[float]) -> None:
     hist = list(entry.get("history") or [])
     hist.append([round(x, 3) for x in sample])

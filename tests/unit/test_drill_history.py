@@ -85,11 +85,6 @@ def test_drills_command_lists_history_with_trend(tmp_path: Path, capsys: pytest.
     assert code == 0 and "d1" in out and "better" in out and "42.0 s" in out
 
 
-def test_no_notice_says_what_it_needs_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = cli(tmp_path, "drill", "--to", "alt-b", "--scenario", "no-notice", capsys=capsys)
-    assert code == 2 and "cold failover" in err and "liferaft replicate" in err
-
-
 def test_unknown_site_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(tmp_path, "drill", "--to", "nowhere", capsys=capsys)
     assert code == 2 and "nowhere" in err

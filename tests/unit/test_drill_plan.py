@@ -106,3 +106,66 @@ def test_teardown_script_stops_services_and_postgres() -> None:
     assert "pg_ctl stop -D /var/lib/postgresql/15/liferaft" in script
     assert "rm -rf /var/lib/postgresql/15/liferaft" in script
     assert "postgresql" not in teardown_script(["web"], None)
+
+
+# ------------------------------------------------------------------------------------------ no-notice (cold plan)
+def cold_plan(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    """The example's cold failover plan from a recorded standby; nothing answers (and nothing is probed)."""
+    import shutil
+
+    from liferaft.readiness.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
+    from liferaft.readiness.state import save_standby
+
+    d = tmp_path / "stack"
+    shutil.copytree(REPO / "examples" / "microblog", d, ignore=shutil.ignore_patterns("__pycache__"))
+    (d / "secrets").mkdir(exist_ok=True)
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+                 "s3rver_key", "s3rver_secret"):
+        (d / "secrets" / name).write_text("not-a-real-secret\n")
+    local = load_stack(d / "liferaft.yaml")
+    m = local.model
+    target = m.alternates[0]
+    save_standby(tmp_path / "state", m.name, target, {
+        "source": m.primary, "target": target, "source_host": {"name": "a", "address": "127.0.0.1", "port": 1},
+        "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-{target}",
+                         "provider": local.site(target).compute},
+        "databases": {k: {"method": db.migrate, "subscription": f"liferaft_{db.name}"}
+                      for k, db in m.data.databases.items()},
+        "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
+    monkeypatch.setenv(SOURCE_TIMEOUT_ENV, "0.5")
+    return build_cold_plan(local, target, state_dir=tmp_path / "state", probe_source=False)
+
+
+def test_no_notice_drill_plan_promotes_the_standby_behind_the_drill_record(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liferaft.drill.plan import to_cold_drill
+
+    cold = cold_plan(stack, tmp_path, monkeypatch)
+    assert any("not probed" in n for n in cold.notes)
+    dns = stack.model.dns
+    assert dns is not None
+    plan = to_cold_drill(cold, drill_record=drill_fqdn(dns), dns_provider=dns.provider, zone=dns.zone,
+                         nameserver=dns.nameserver, ledger="/tmp/ledger.sqlite")
+    kinds = [s.kind for s in plan.steps]
+    ids = list(plan.step_ids)
+    assert ids[:2] == ["allocate", "drill-teardown"] and "verify.service" not in kinds
+    assert "standby.promote" in kinds and "drill.verify_service" in kinds
+    names = {r["fqdn"] for s in plan.steps for r in s.params.get("records", [])}
+    assert names == {"drill.microblog.test."}  # production records never in the plan
+    loss = next(s for s in plan.steps if s.kind == "standby.loss")
+    assert loss.params["ledger"] == "/tmp/ledger.sqlite"
+    assert ids.index("drill-dns") < ids.index("drill-verify-service")
+    for s in plan.steps:  # every dependency names a step of the plan
+        assert set(s.depends_on) <= set(ids), s
+    teardown = plan.steps[1]
+    assert teardown.params["databases"] == sorted(stack.model.data.databases)
+
+
+def test_no_notice_drill_refuses_a_live_plan_and_a_live_drill_refuses_a_cold_one(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liferaft.drill.plan import to_cold_drill
+
+    with pytest.raises(UsageError):
+        to_cold_drill(failover_plan(stack), drill_record=None, dns_provider=None, zone=None)
+    with pytest.raises(UsageError):
+        to_drill(cold_plan(stack, tmp_path, monkeypatch), drill_record=None, dns_provider=None, zone=None)

@@ -14,6 +14,7 @@ from liferaft.drill.model import PHASES, DataSummary, DrillResult, LedgerSummary
 from liferaft.drill.report import seconds, to_html, to_markdown, write_report
 
 T0 = 1_795_000_000.0
+NOTICE_PHASES = [p for p in PHASES if p != "standby"]  # "standby": a no-notice drill that made its own standby
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -38,7 +39,7 @@ def test_json_round_trip_has_the_figures(tmp_path: Path) -> None:
     d = json.loads(files.json.read_text())
     assert d["rto_s"] == 41.25 and d["rpo_s"] == 0.0
     assert d["objectives"] == {"rto_s": 60.0, "rpo_s": 0.0} and d["objectives_met"] == {"rto": True, "rpo": True}
-    assert [p["name"] for p in d["phases"]] == list(PHASES)
+    assert [p["name"] for p in d["phases"]] == NOTICE_PHASES
     assert all(p["end"] >= p["start"] > 0 for p in d["phases"])
     assert d["passed"] is True and d["ledger"]["acknowledged_before_cut"] == 812
     assert DrillResult.from_dict(d).to_dict() == d
@@ -56,7 +57,7 @@ def test_markdown_names_figures_and_verdicts(tmp_path: Path) -> None:
     md = to_markdown(result(rto=75.0))
     assert "**Result: FAILED**" in md and "| RTO | 1m 15s | 1m 00s | MISSED |" in md
     assert "| RPO | 0.0 s | 0.0 s | met |" in md
-    for name in PHASES:
+    for name in NOTICE_PHASES:
         assert f"| {name} |" in md
 
 
@@ -65,8 +66,23 @@ def test_html_is_self_contained_with_one_bar_per_phase() -> None:
     assert "<script" not in page.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.IGNORECASE)
     assert "@import" not in page and "url(" not in page
-    assert len(re.findall(r'<rect class="phase-bar"', page)) == len(PHASES)
+    assert len(re.findall(r'<rect class="phase-bar"', page)) == len(result().phases)
+    assert {p.name for p in result().phases} <= set(PHASES)
     assert 'id="rto-measured"' in page and 'id="rto-objective"' in page
+
+
+def test_no_notice_rto_is_drawn_from_the_cut() -> None:
+    """No-notice: the RTO runs from the cut, so its line sits at cut + RTO on the drill's time axis."""
+    from dataclasses import replace
+
+    r = replace(result(rto=12.0), scenario="no-notice", rto_from="cut", cut_at=T0 + 20.0, first_healthy_at=T0 + 32.0)
+    assert r.rto_origin == T0 + 20.0 and DrillResult.from_dict(r.to_dict()) == r
+    page = to_html(r)
+    xs = {m.group(1): float(m.group(2)) for m in re.finditer(r'<line id="(cut|rto-measured)" x1="([0-9.]+)"', page)}
+    notice = {m.group(1): float(m.group(2)) for m in
+              re.finditer(r'<line id="(rto-measured)" x1="([0-9.]+)"', to_html(replace(r, rto_from="start")))}
+    assert xs["cut"] < xs["rto-measured"] and notice["rto-measured"] < xs["rto-measured"]
+    assert "from the cut" in to_markdown(r)
 
 
 def test_objective_far_beyond_the_drill_is_named_not_drawn() -> None:
@@ -102,7 +118,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     svg = re.search(r'<svg id="timeline".*?</svg>', html, re.DOTALL)
     assert svg, "no timeline chart in the rendered DOM"
     bars = re.findall(r'<rect class="phase-bar" data-phase="([a-z]+)"', svg.group(0))
-    assert bars == list(PHASES)
+    assert bars == NOTICE_PHASES
     assert re.search(r'id="rto".*?data-seconds="41\.250">41\.2 s<', html, re.DOTALL)
     assert re.search(r'id="rpo".*?data-seconds="0\.000">0\.0 s<', html, re.DOTALL)
     assert "objective 1m 00s: met" in html and ">PASSED<" in html

@@ -1,0 +1,150 @@
+"""The standby a no-notice drill fails over into, before and after.
+
+Before the cut: the standby `liferaft replicate` keeps warm at the target is used as it is; when there is none the
+drill makes one now, while the source still answers (the replicate set-up and one round), and forgets it afterwards.
+
+After the run (the cut healed): promotion dropped the standby's subscription without the source, which leaves its
+replication slot and publication at the source -- a slot nobody reads keeps WAL forever, so the drill drops them
+(only where the standby's subscription is really gone). After the teardown a standby that existed before the drill is
+set up again (replicate's set-up and one round); one the drill made is forgotten.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liferaft.errors import RunFailed, UsageError
+from liferaft.events import Events
+
+if TYPE_CHECKING:
+    from liferaft.stack import Stack
+
+
+@dataclass
+class Seeded:
+    pre_existing: bool  # a standby was recorded before the drill (it is set up again afterwards)
+    source_address: str | None
+    started: float
+    ended: float
+    seconds: float | None = None  # how long the drill took to make the standby (None: it existed)
+    subscriptions: dict[str, str] = field(default_factory=dict)  # database key -> subscription (= slot) name
+
+
+def _replicator(stack: Stack, state_dir: Path, target: str, events: Events) -> Any:
+    from liferaft.readiness.cold import source_timeout
+    from liferaft.readiness.standby import ReplicateOptions, Replicator
+
+    return Replicator(stack, state_dir, ReplicateOptions(target=target, source_timeout=source_timeout(stack)),
+                      events=events)
+
+
+def _subscriptions(record: dict[str, Any]) -> dict[str, str]:
+    return {k: str(d["subscription"]) for k, d in (record.get("databases") or {}).items()
+            if d.get("method") == "logical" and d.get("subscription")}
+
+
+def _setup_and_round(rep: Any) -> dict[str, Any]:
+    rep.setup()
+    summary: dict[str, Any] = rep.round()
+    if rep.record.get("source_error"):
+        raise RunFailed(f"the standby could not be brought up to date: {rep.record['source_error']}",
+                        hint=f"check `liferaft replicate --to {rep.target}` while the source answers")
+    return summary
+
+
+def ensure_standby(stack: Stack, state_dir: Path, target: str, events: Events) -> Seeded:
+    """The recorded standby, or a new one made now (needs the source to answer)."""
+    from liferaft.failover.observe import open_provider
+    from liferaft.readiness.cold import require_standby
+    from liferaft.readiness.standby import standby_spec_name
+
+    t0 = time.time()
+    try:
+        rec = require_standby(stack, target, state_dir)
+    except UsageError:
+        rec = None
+    if rec is not None:
+        src = rec.data.get("source_host") or {}
+        host = rec.standby_host or {}
+        events.emit("drill.standby", f"using the standby kept at {target} on {host.get('name')} "
+                    f"({host.get('address')}); last recorded RPO exposure "
+                    f"{rec.rpo_exposure_s if rec.rpo_exposure_s is not None else '?'} s", pre_existing=True)
+        return Seeded(True, src.get("address"), t0, t0, None, _subscriptions(rec.data))
+    name = standby_spec_name(stack, target)
+    compute = open_provider(stack, stack.site(target).compute, state_dir).require("compute")
+    if any(h.name == name for h in compute.list_hosts()):
+        raise UsageError(f"host {name} is already allocated at {stack.site(target).compute} but no standby is "
+                         "recorded for it (an earlier failover?); a no-notice drill would promote and tear down what "
+                         "runs there", hint="drill into another site, or release the host first")
+    events.emit("drill.standby", f"no standby at {target}: making one now, while the source answers (replicate's "
+                "set-up and one round); the drill forgets it afterwards", pre_existing=False)
+    rep = _replicator(stack, state_dir, target, events)
+    _setup_and_round(rep)
+    t1 = time.time()
+    src = rep.record.get("source_host") or {}
+    return Seeded(False, src.get("address"), t0, t1, t1 - t0, _subscriptions(rep.record))
+
+
+def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted: set[str],
+                         events: Events) -> list[str]:
+    """At the (healed) source: drop the slot and publication of every database whose standby the drill promoted
+    (the promotion dropped the subscription without the source). A database not promoted (the drill stopped before)
+    keeps its slot: the standby still subscribes and catches up now that the source answers again."""
+    from liferaft.failover._access import admin_conn
+    from liferaft.movers.pg_conn import connect, ident
+    from liferaft.readiness.standby import EngineContext, _Plan
+
+    if not seeded.source_address:
+        return []
+    ctx = EngineContext(stack, Path(state_dir), _Plan(stack.model.name))
+    dropped: list[str] = []
+    for key, name in sorted(seeded.subscriptions.items()):
+        if key not in promoted:
+            continue
+        db = stack.model.data.databases[key]
+        with connect(admin_conn(ctx, seeded.source_address, db)) as c:  # type: ignore[arg-type]
+            # The walsender that served the promoted subscription may not have noticed the cut yet (it would after
+            # wal_sender_timeout): nobody will read this slot again, so it is ended rather than waited for.
+            deadline = time.monotonic() + 15.0
+            while True:
+                held = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active",
+                                 (name,)).fetchone()
+                if held is None or time.monotonic() > deadline:
+                    break
+                c.execute("SELECT pg_terminate_backend(%s)", (held[0],))
+                time.sleep(0.2)
+            row = c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (name,)).fetchone()
+            c.execute(f"DROP PUBLICATION IF EXISTS {ident(name)}")
+            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
+                raise RunFailed(f"replication slot {name} is still in use at the source; drop it there once free: "
+                                f"SELECT pg_drop_replication_slot('{name}');")
+        if row is not None:
+            dropped.append(name)
+    if dropped:
+        events.emit("drill.source_cleaned", f"dropped the replication slot(s) the promotion abandoned at the source: "
+                    f"{', '.join(dropped)}", slots=dropped)
+    return dropped
+
+
+def after_drill(stack: Stack, state_dir: Path, target: str, seeded: Seeded, *, kept: bool, torn_down: bool,
+                events: Events) -> str | None:
+    """Leave the readiness state true: set a standby that existed before up again, forget one the drill made."""
+    from liferaft.readiness.state import forget_standby
+
+    if kept:
+        forget_standby(state_dir, stack.model.name, target)
+        return (f"the standby at {target} was promoted by the drill and is kept running (--keep); after `liferaft "
+                f"drill --teardown RUN`, run `liferaft replicate --to {target}` to keep a standby again")
+    if not torn_down:
+        return None
+    if not seeded.pre_existing:
+        forget_standby(state_dir, stack.model.name, target)
+        return f"the standby the drill made at {target} is torn down and forgotten"
+    t0 = time.monotonic()
+    events.emit("drill.standby", f"setting the standby at {target} up again (it was promoted by the drill)")
+    _setup_and_round(_replicator(stack, state_dir, target, events))
+    return f"the standby at {target} is set up again and current ({time.monotonic() - t0:.1f} s)"
