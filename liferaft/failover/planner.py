@@ -144,7 +144,7 @@ def _ledger_path() -> str | None:
 
 
 def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | None = None,
-               state_dir: Any = None, events: Events | None = None) -> Plan:
+               state_dir: Any = None, events: Events | None = None, source_timeout: float | None = None) -> Plan:
     """Observe (read-only) and plan a failover of `stack` to site `target`."""
     ev = as_events(events)
     m = stack.model
@@ -152,7 +152,8 @@ def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | N
     if mode == "cold":  # the source no longer answers: restore from the standby that `replicate` keeps
         from liferaft.readiness.cold import build_cold_plan
 
-        return build_cold_plan(stack, target, source=source, state_dir=state_dir, events=ev)
+        return build_cold_plan(stack, target, source=source, state_dir=state_dir, events=ev,
+                               source_timeout_s=source_timeout)
     if mode != "live":
         raise UsageError(f"unknown mode {mode!r}", hint="live or cold")
     stack.site(target)

@@ -68,9 +68,11 @@ def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
 
 
 def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, state_dir: Any = None,
-                    events: Events | None = None, probe_source: bool = True) -> Plan:
+                    events: Events | None = None, probe_source: bool = True,
+                    source_timeout_s: float | None = None) -> Plan:
     """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source; with
-    `probe_source=False` (a drill that cut it off on purpose) does not even probe it."""
+    `probe_source=False` (a drill that cut it off on purpose) does not even probe it. `source_timeout_s`
+    overrides LIFERAFT_SOURCE_TIMEOUT and the stack's health.timeout."""
     import liferaft.readiness.steps  # noqa: F401  (registers the standby step kinds)
     from liferaft.failover.observe import dns_current, target_free
 
@@ -82,7 +84,7 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
         raise UsageError(f"site {target!r} is already the source", hint=f"alternates: {', '.join(m.alternates)}")
     rec = require_standby(stack, target, state_dir)
     host = rec.standby_host or {}
-    timeout = source_timeout(stack)
+    timeout = max(0.5, float(source_timeout_s)) if source_timeout_s is not None else source_timeout(stack)
     notes = (_probe_source(rec, stack, timeout, ev) if probe_source
              else ["the source was not probed: it was cut off on purpose (drill)"])
     current: dict[str, dict[str, Any]] = {}

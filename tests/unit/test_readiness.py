@@ -246,3 +246,36 @@ def test_replicate_cli_refuses_count_without_watch(example_stack: Path, tmp_path
                         str(tmp_path / "s"), "replicate", "--to", "primary"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2 and "is the primary" in r.stderr
+
+
+def test_plan_source_timeout_flag_bounds_the_cold_probe(example_stack: Path, tmp_path: Path,
+                                                        hung_server: tuple[str, int]) -> None:
+    """`plan --mode cold --source-timeout S`: the one probe of a source that accepts and never answers is bounded
+    by S (the flag wins over LIFERAFT_SOURCE_TIMEOUT); the flag is refused in live mode."""
+    import subprocess
+    import sys
+
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    m = stack.model
+    target = m.alternates[0]
+    state = tmp_path / "state"
+    host, port = hung_server
+    save_standby(state, m.name, target, {
+        "source": m.primary, "target": target, "source_host": {"name": "a", "address": host, "port": port},
+        "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-{target}",
+                         "provider": stack.site(target).compute},
+        "databases": {k: {"method": d.migrate, "subscription": f"liferaft_{d.name}"} for k, d in m.data.databases.items()},
+        "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
+    base = [sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state)]
+    env = {**os.environ, "LIFERAFT_SOURCE_TIMEOUT": "30"}
+    t0 = time.monotonic()
+    r = subprocess.run([*base, "plan", "--to", target, "--mode", "cold", "--source-timeout", "1", "--json"],
+                       capture_output=True, text=True, timeout=120, check=False, env=env)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "timeout 1 s" in r.stderr and took < 25, (took, r.stderr[-1000:])
+    r = subprocess.run([*base, "plan", "--to", target, "--source-timeout", "1"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and "--mode cold" in r.stderr
