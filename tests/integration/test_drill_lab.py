@@ -168,7 +168,7 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     (row,) = json.loads(listed.stdout)["drills"]
     assert row["id"] == doc["id"] and row["passed"] is True and row["rto_s"] == doc["rto_s"]
     runs = cli(info, state, "runs", "--json", timeout=60)
-    assert json.loads(runs.stdout)[0]["status"] == "rolled-back"
+    assert json.loads(runs.stdout)[0]["status"] == "rolled-back" and json.loads(runs.stdout)[0]["drill"] is True
 
 
 def test_drill_keep_then_teardown(lab: Any, tmp_path: Path) -> None:
