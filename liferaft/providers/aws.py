@@ -11,12 +11,15 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from liferaft.errors import AuthRejected, ProviderError, Unreachable
 from liferaft.providers import _errors
 from liferaft.providers._body import SHA256_META, prepare
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
+
+if TYPE_CHECKING:
+    from liferaft.providers._s3fast import Answer, S3Fast
 
 T = TypeVar("T")
 
@@ -237,6 +240,8 @@ class AwsClients:
         self.__creds = (access_key_id, secret_access_key, session_token)
         self._clients: dict[str, Any] = {}
         self._session: Any = None
+        self._fast: S3Fast | None = None  # the lean S3 path, when it applies to this account
+        self._fast_checked = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show credentials
@@ -278,6 +283,23 @@ class AwsClients:
                 self._clients[service] = client
             return self._clients[service]
 
+    def fast_s3(self) -> S3Fast | None:
+        """The lean S3 request path for this account (see _s3fast), or None where it does not apply (no static
+        credentials, a proxy, ...): boto3 then serves every request."""
+        if self._fast_checked:
+            return self._fast
+        with self._lock:
+            if not self._fast_checked:
+                from liferaft.providers import _s3fast
+
+                key, secret, token = self.__creds
+                if key and secret and _s3fast.usable(self.endpoint, self.region, key, secret):
+                    self._fast = _s3fast.S3Fast(self.name, self.region, self.endpoint, key, secret, token,
+                                                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                                                pool_size=MAX_POOL_CONNECTIONS)
+                self._fast_checked = True
+            return self._fast
+
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         return _errors.call(self.name, operation, self._classify, fn)
 
@@ -300,6 +322,28 @@ class AwsObjects:
     @property
     def _s3(self) -> Any:
         return self._c.client("s3")
+
+    def _lean(self, bucket: str) -> S3Fast | None:
+        """The lean request path for GET/HEAD/single PUT of an object in `bucket`, if it serves this bucket."""
+        fast = self._c.fast_s3()
+        return fast if fast is not None and fast.serves(bucket) else None
+
+    def _try_lean(self, operation: str, bucket: str, fn: Callable[[S3Fast], T]) -> T | None:
+        """fn over the lean path, with the adapter's retry policy; None: boto3 must do it (no lean path for this
+        account or bucket, or the bucket redirected to another region)."""
+        from liferaft.providers._s3fast import UseBoto3
+
+        fast = self._lean(bucket)
+        if fast is None:
+            return None
+
+        def attempt() -> T | None:
+            try:
+                return fn(fast)
+            except UseBoto3:
+                return None
+
+        return self._c.call(operation, attempt)
 
     def create_bucket(self, bucket: str) -> None:
         kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -346,19 +390,26 @@ class AwsObjects:
             token = page.get("NextContinuationToken")
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        r = self._c.call(f"head object {bucket}/{key}", lambda: self._s3.head_object(Bucket=bucket, Key=key))
+        op = f"head object {bucket}/{key}"
+        answer = self._try_lean(op, bucket, lambda fast: fast.head(op, bucket, key))
+        if answer is not None:
+            return _info_from_headers(key, answer)
+        r = self._c.call(op, lambda: self._s3.head_object(Bucket=bucket, Key=key))
         return ObjectInfo(key=key, size=int(r["ContentLength"]), sha256=(r.get("Metadata") or {}).get(SHA256_META),
                           etag=str(r.get("ETag", "")).strip('"') or None, modified=r["LastModified"].timestamp())
 
-    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
+    def get_object(self, bucket: str, key: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         op = f"get object {bucket}/{key}"
+        got = self._try_lean(op, bucket, lambda fast: fast.get(op, bucket, key, chunk_size))
+        if got is not None:
+            return got[1]
         r = self._c.call(op, lambda: self._s3.get_object(Bucket=bucket, Key=key))
-        return self._stream(op, r["Body"])
+        return self._stream(op, r["Body"], chunk_size)
 
-    def _stream(self, op: str, body: Any) -> Iterator[bytes]:
+    def _stream(self, op: str, body: Any, chunk_size: int) -> Iterator[bytes]:
         try:
             with _errors.translating(self._c.name, op, self._c._classify):
-                yield from body.iter_chunks(CHUNK_SIZE)  # part-sized: passed through to multipart uncopied
+                yield from body.iter_chunks(chunk_size)  # part-sized: passed through to multipart uncopied
         finally:
             body.close()
 
@@ -370,12 +421,18 @@ class AwsObjects:
         body = prepare(chunks, sha256, size, part_size=part_size)
         try:
             if body.small is not None:
-                data = body.small
-                checksum = base64.b64encode(bytes.fromhex(body.sha256)).decode()
-                r = self._c.call(f"put object {bucket}/{key}", lambda: self._s3.put_object(
-                    Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256},
-                    ChecksumSHA256=checksum))
-                etag, sent = r.get("ETag"), len(data)
+                data, op = body.small, f"put object {bucket}/{key}"
+                answer = self._try_lean(op, bucket, lambda fast: fast.put(op, bucket, key, data, body.sha256,
+                                                                           {SHA256_META: body.sha256}))
+                if answer is not None:
+                    etag: str | None = answer.etag
+                else:
+                    checksum = base64.b64encode(bytes.fromhex(body.sha256)).decode()
+                    r = self._c.call(op, lambda: self._s3.put_object(
+                        Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256},
+                        ChecksumSHA256=checksum))
+                    etag = r.get("ETag")
+                sent = len(data)
             else:
                 etag, sent = self._multipart(bucket, key, body.blocks(part_size), body.sha256, verify=body.verify)
         finally:
@@ -414,6 +471,16 @@ class AwsObjects:
         except ProviderError as exc:
             if exc.code != "NoSuchKey":
                 raise
+
+
+def _info_from_headers(key: str, answer: Answer) -> ObjectInfo:
+    """ObjectInfo from a HEAD's headers (the lean path's; boto3's parsed answer carries the same fields)."""
+    from email.utils import parsedate_to_datetime
+
+    h = answer.headers
+    modified = h.get("last-modified")
+    return ObjectInfo(key=key, size=int(h.get("content-length") or 0), sha256=h.get(f"x-amz-meta-{SHA256_META}"),
+                      etag=answer.etag, modified=parsedate_to_datetime(modified).timestamp() if modified else None)
 
 
 # ---------------------------------------------------------------------------------------------------- STS
