@@ -212,7 +212,9 @@ def copy_object(source: Endpoint, target: Endpoint, info: ObjectInfo, manifest: 
         # One read into memory, hashing as it arrives; one PUT that carries the hash (see SyncOptions).
         counters.budget.acquire(info.size)
         try:
-            stream = HashingStream(src_objects.get_object(source.bucket, info.key), counters.add_bytes)
+            # The body is budgeted whole: asked for in one chunk (no join copy where the adapter can do that).
+            stream = HashingStream(src_objects.get_object(source.bucket, info.key, chunk_size=max(1, info.size)),
+                                   counters.add_bytes)
             parts = list(stream)
             _check_size(info, stream.size)
             digest = stream.hexdigest()

@@ -94,8 +94,9 @@ class Objects(Protocol):
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo: ...
 
-    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
-        """Stream the object's body in chunks; never loads a whole large object into memory."""
+    def get_object(self, bucket: str, key: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the object's body in chunks of up to `chunk_size` bytes; never loads a whole large object into
+        memory. A caller that budgeted memory for the whole body passes its size: one chunk, no re-joining."""
         ...
 
     def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,

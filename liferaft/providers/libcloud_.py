@@ -169,7 +169,7 @@ class LibcloudObjects(Section):
             h.update(block)
         return h.hexdigest()
 
-    def get_object(self, bucket: str, key: str) -> Iterator[bytes]:
+    def get_object(self, bucket: str, key: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         op = f"get object {bucket}/{key}"
         # S3 family: one GET (a missing object answers 404 -> NotFound); libcloud's get_object would first HEAD
         # the bucket and the object. The local driver needs its own Object (it reads the file's path from it).
@@ -177,7 +177,7 @@ class LibcloudObjects(Section):
             obj = self.call(op, lambda: self._s3().get_object(bucket, key))
         else:
             obj = self._object(bucket, key)
-        stream = self.call(op, lambda: self._s3().download_object_as_stream(obj, chunk_size=CHUNK_SIZE))
+        stream = self.call(op, lambda: self._s3().download_object_as_stream(obj, chunk_size=chunk_size))
         return self._stream(op, stream)
 
     def _stream(self, op: str, stream: Iterator[bytes]) -> Iterator[bytes]:
