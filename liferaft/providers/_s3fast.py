@@ -340,6 +340,57 @@ class S3Fast:
                             headers=headers).answer()
 
 
+    def list_page(self, operation: str, bucket: str, prefix: str, max_keys: int, token: str | None) -> Page:
+        """One ListObjectsV2 page. Keys are asked URL-encoded (XML 1.0 cannot carry every byte a key may hold)
+        and decoded when the server says it encoded them (s3rver does not)."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys), "encoding-type": "url"}
+        if token:
+            query["continuation-token"] = token
+        resp = self.request(operation, "GET", bucket, None, query=query)
+        return parse_listing(resp.data)
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    etag: str | None
+    modified: float | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Listed]
+    truncated: bool
+    next_token: str | None
+
+
+def parse_listing(body: bytes) -> Page:
+    """A ListBucketResult (S3's namespace, s3rver's other one, or none) -> Page. Malformed -> ValueError."""
+    from datetime import datetime
+    from urllib.parse import unquote_plus
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"unreadable listing: {exc}") from None
+    if not root.tag.endswith("ListBucketResult"):
+        raise ValueError(f"not a listing: {root.tag[:80]}")
+    ns = root.tag[:-len("ListBucketResult")]
+    encoded = (root.findtext(ns + "EncodingType") or "").lower() == "url"
+    items = []
+    for node in root.iterfind(ns + "Contents"):
+        key = node.findtext(ns + "Key") or ""
+        modified = node.findtext(ns + "LastModified")
+        etag = node.findtext(ns + "ETag")
+        items.append(Listed(key=unquote_plus(key) if encoded else key, size=int(node.findtext(ns + "Size") or 0),
+                            etag=etag.strip('"') if etag else None,
+                            modified=datetime.fromisoformat(modified).timestamp() if modified else None))
+    truncated = (root.findtext(ns + "IsTruncated") or "").strip().lower() == "true"
+    return Page(items, truncated, root.findtext(ns + "NextContinuationToken") or None)
+
+
 class Response:
     """One answer and the connection it came on; `done()` after the body is read returns the connection."""
 

@@ -374,7 +374,22 @@ class AwsObjects:
                 raise
 
     def list_objects(self, bucket: str, prefix: str = "", *, hashes: bool = False) -> Iterator[ObjectInfo]:
+        op = f"list objects in {bucket}"
         token: str | None = None
+        while self._lean(bucket) is not None:
+            page = self._try_lean(op, bucket, lambda fast, t=token: fast.list_page(  # type: ignore[misc]
+                op, bucket, prefix, self.page_size, t))
+            if page is None:  # the bucket redirected (another region): boto3 lists it, from the start
+                if token is not None:
+                    raise ProviderError(self._c.name, op, "the bucket redirected in the middle of a listing")
+                break
+            for item in page.items:
+                info = ObjectInfo(key=item.key, size=item.size, etag=item.etag, modified=item.modified)
+                yield self.head_object(bucket, info.key) if hashes else info
+            if not page.truncated:
+                return
+            token = page.next_token
+        token = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self.page_size}
             if token:
