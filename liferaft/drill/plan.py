@@ -13,7 +13,8 @@ A drill must not touch production and must not harm the source:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from liferaft.errors import UsageError
@@ -32,11 +33,64 @@ def drill_fqdn(dns: Any) -> str | None:
     return str(dns.fqdn(dns.drill_record))
 
 
+# Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
+COLD_KEPT_KINDS = ("host.allocate", "host.configure", "standby.promote", "standby.objects", "standby.loss",
+                   "service.deploy", "standby.release")
+
+
+@dataclass(frozen=True)
+class _Drilled:
+    """How one kind of failover plan becomes a drill: what to expect, keep, and how to word it."""
+
+    mode: str  # the failover plan's mode
+    kept: tuple[str, ...]
+    where: str  # "target" | "standby"
+    note: str
+    # A step of the plan's own kind turned into the drill's version (None: the kind is not this mode's).
+    special: Callable[[Step, tuple[str, ...]], Step | None]
+    teardown_databases: Callable[[Plan], list[str]]
+
+
 def to_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
              nameserver: str | None = None, ledger: str | None = None, ttl: int = 30) -> Plan:
     """The drill version of a live failover plan. Refuses any step it does not know to be safe for a drill."""
-    if plan.mode != "live":
-        raise UsageError(f"a drill is built from a live plan, not {plan.mode!r}")
+
+    def special(s: Step, deps: tuple[str, ...]) -> Step | None:
+        if s.kind == "cutover.freeze":
+            return Step("drill-cut", "drill.cut", "cut: stop replication at this instant, without freezing the source;"
+                        " catch the target up to the cut position", dict(s.params), deps)
+        if s.kind == "verify.data":
+            return Step("drill-verify-data", "drill.verify_data", "verify data as of the cut: schema, objects by "
+                        "sha256" + (", write ledger" if ledger else ""), {**s.params, "ledger": ledger}, deps)
+        return None
+
+    how = _Drilled("live", KEPT_KINDS, "target", "drill: the source keeps taking writes (no freeze); production DNS "
+                   "records untouched", special, _database_keys)
+    return _transform(plan, how, drill_record=drill_record, dns_provider=dns_provider, zone=zone,
+                      nameserver=nameserver, ttl=ttl)
+
+
+def to_cold_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
+                  nameserver: str | None = None, ledger: str | None = None, ttl: int = 30) -> Plan:
+    """The drill version of a cold failover plan (the no-notice scenario): the standby is promoted and serves
+    through the drill record; production DNS is never in the plan; a teardown guard follows the allocation."""
+
+    def special(s: Step, deps: tuple[str, ...]) -> Step | None:
+        if s.kind == "standby.loss":  # the data-loss report measures the RPO from the drill's ledger
+            return replace(s, params={**s.params, "ledger": ledger}, depends_on=deps)
+        return None
+
+    how = _Drilled("cold", tuple(k for k in COLD_KEPT_KINDS if k != "standby.loss"), "standby",
+                   "no-notice drill: the primary is cut off first; the standby copy is promoted and the target torn "
+                   "down afterwards; production DNS records untouched", special, _promoted_keys)
+    return _transform(plan, how, drill_record=drill_record, dns_provider=dns_provider, zone=zone,
+                      nameserver=nameserver, ttl=ttl)
+
+
+def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
+               nameserver: str | None, ttl: int) -> Plan:
+    if plan.mode != how.mode:
+        raise UsageError(f"this drill is built from a {how.mode} plan, not {plan.mode!r}")
     production = [r.get("fqdn") for s in plan.steps if s.kind == "dns.cutover" for r in s.params.get("records", [])]
     if drill_record is not None and drill_record in production:
         raise UsageError(f"the drill record {drill_record} is a production record",
@@ -54,113 +108,41 @@ def to_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, 
         return tuple(dict.fromkeys(x for x in (renamed.get(d, d) for d in step.depends_on) if x))
 
     for s in plan.steps:
-        if s.kind in KEPT_KINDS:
+        drilled = how.special(s, deps(s))
+        if drilled is not None:
+            renamed[s.id] = drilled.id
+            steps.append(drilled)
+        elif s.kind in how.kept:
             steps.append(replace(s, depends_on=deps(s)))
             if s.kind == "host.allocate":
                 steps.append(Step("drill-teardown", "drill.teardown",
-                                  "tear-down guard: undone last, it stops and removes what the drill started on the "
-                                  "target", {"services": sorted(_services(plan)),
-                                             "databases": _database_keys(plan)}, (s.id,)))
-        elif s.kind == "cutover.freeze":
-            renamed[s.id] = "drill-cut"
-            params = {k: v for k, v in s.params.items()}
-            steps.append(Step("drill-cut", "drill.cut", "cut: stop replication at this instant, without freezing "
-                              "the source; catch the target up to the cut position", params, deps(s)))
-        elif s.kind == "verify.data":
-            renamed[s.id] = "drill-verify-data"
-            params = {**s.params, "ledger": ledger}
-            steps.append(Step("drill-verify-data", "drill.verify_data",
-                              "verify data as of the cut: schema, objects by sha256"
-                              + (", write ledger" if ledger else ""), params, deps(s)))
+                                  f"tear-down guard: undone last, it stops and removes what the drill started on the "
+                                  f"{how.where}", {"services": sorted(_services(plan)),
+                                                   "databases": how.teardown_databases(plan)}, (s.id,)))
         elif s.kind == "dns.cutover":
             if records:
                 renamed[s.id] = "drill-dns"
-                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the target"
-                                  " (production records untouched)",
+                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the "
+                                  f"{how.where} (production records untouched)",
                                   {"provider": dns_provider, "zone": zone, "records": records}, deps(s)))
             else:
                 renamed[s.id] = deps(s)[0] if deps(s) else ""  # later steps wait for what DNS waited for
         elif s.kind == "verify.service":
             renamed[s.id] = "drill-verify-service"
-            steps.append(Step("drill-verify-service", "drill.verify_service",
-                              "verify the service at the target" + (f" through {drill_record}" if records else ""),
+            steps.append(Step("drill-verify-service", "drill.verify_service", f"verify the service at the {how.where}"
+                              + (f" through {drill_record}" if records else ""),
                               {"records": records, "nameserver": nameserver, "service": service}, deps(s)))
         else:
             raise UsageError(f"a drill does not know whether step {s.id!r} ({s.kind}) is safe to run",
                              hint="the failover plan has a step kind the drill does not handle yet")
-    dns_diff = tuple({"name": r["fqdn"], "type": "A", "ttl": r["ttl"], "old": [], "new": ["<target address>"]}
+    dns_diff = tuple({"name": r["fqdn"], "type": "A", "ttl": r["ttl"], "old": [], "new": [f"<{how.where} address>"]}
                      for r in records)
-    notes = (*plan.notes, "drill: the source keeps taking writes (no freeze); production DNS records untouched"
-             + (f"; {drill_record} points at the target during the drill" if records else ""))
-    drilled = Plan(stack=plan.stack, source=plan.source, target=plan.target, mode=plan.mode, steps=tuple(steps),
-                   resources=plan.resources, bytes_to_move=plan.bytes_to_move, estimate_s=plan.estimate_s,
-                   dns_diff=dns_diff, notes=notes)
-    assert_safe(drilled, production)
-    return drilled
-
-
-# Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
-COLD_KEPT_KINDS = ("host.allocate", "host.configure", "standby.promote", "standby.objects", "standby.loss",
-                   "service.deploy", "standby.release")
-
-
-def to_cold_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
-                  nameserver: str | None = None, ledger: str | None = None, ttl: int = 30) -> Plan:
-    """The drill version of a cold failover plan (the no-notice scenario): the standby is promoted and serves
-    through the drill record; production DNS is never in the plan; a teardown guard follows the allocation."""
-    if plan.mode != "cold":
-        raise UsageError(f"a no-notice drill is built from a cold plan, not {plan.mode!r}")
-    production = [r.get("fqdn") for s in plan.steps if s.kind == "dns.cutover" for r in s.params.get("records", [])]
-    if drill_record is not None and drill_record in production:
-        raise UsageError(f"the drill record {drill_record} is a production record",
-                         hint="set dns.drill_record to a name no service uses (default: drill)")
-    service = next((r.get("service") for s in plan.steps if s.kind == "dns.cutover"
-                    for r in s.params.get("records", []) if r.get("service")), None)
-    if service is None:
-        service = next((s.params["service"] for s in plan.steps if s.kind == "service.deploy"), None)
-    records = ([{"fqdn": drill_record, "type": "A", "ttl": int(ttl), "service": service}]
-               if drill_record and dns_provider and zone else [])
-    renamed: dict[str, str] = {}
-    steps: list[Step] = []
-
-    def deps(step: Step) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(x for x in (renamed.get(d, d) for d in step.depends_on) if x))
-
-    for s in plan.steps:
-        if s.kind in COLD_KEPT_KINDS:
-            params = {**s.params, "ledger": ledger} if s.kind == "standby.loss" else s.params
-            steps.append(replace(s, params=params, depends_on=deps(s)))
-            if s.kind == "host.allocate":
-                steps.append(Step("drill-teardown", "drill.teardown",
-                                  "tear-down guard: undone last, it stops and removes what the drill started on the "
-                                  "standby host", {"services": sorted(_services(plan)),
-                                                   "databases": _promoted_keys(plan)}, (s.id,)))
-        elif s.kind == "dns.cutover":
-            if records:
-                renamed[s.id] = "drill-dns"
-                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the standby"
-                                  " (production records untouched)",
-                                  {"provider": dns_provider, "zone": zone, "records": records}, deps(s)))
-            else:
-                renamed[s.id] = deps(s)[0] if deps(s) else ""
-        elif s.kind == "verify.service":
-            renamed[s.id] = "drill-verify-service"
-            steps.append(Step("drill-verify-service", "drill.verify_service",
-                              "verify the service at the standby" + (f" through {drill_record}" if records else ""),
-                              {"records": records, "nameserver": nameserver, "service": service}, deps(s)))
-        else:
-            raise UsageError(f"a drill does not know whether step {s.id!r} ({s.kind}) is safe to run",
-                             hint="the cold failover plan has a step kind the drill does not handle yet")
-    dns_diff = tuple({"name": r["fqdn"], "type": "A", "ttl": r["ttl"], "old": [], "new": ["<standby address>"]}
-                     for r in records)
-    notes = (*plan.notes, "no-notice drill: the primary is cut off first; the standby copy is promoted and the target "
-             "torn down afterwards; production DNS records untouched"
-             + (f"; {drill_record} points at the standby during the drill" if records else ""))
-    drilled = Plan(stack=plan.stack, source=plan.source, target=plan.target, mode=plan.mode, steps=tuple(steps),
-                   resources=plan.resources, bytes_to_move=plan.bytes_to_move, estimate_s=plan.estimate_s,
-                   dns_diff=dns_diff, notes=notes)
-    assert_safe(drilled, production)
-    return drilled
+    notes = (*plan.notes, how.note + (f"; {drill_record} points at the {how.where} during the drill" if records else ""))
+    result = Plan(stack=plan.stack, source=plan.source, target=plan.target, mode=plan.mode, steps=tuple(steps),
+                  resources=plan.resources, bytes_to_move=plan.bytes_to_move, estimate_s=plan.estimate_s,
+                  dns_diff=dns_diff, notes=notes)
+    assert_safe(result, production)
+    return result
 
 
 def _promoted_keys(plan: Plan) -> list[str]:
