@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import NotFound, ProviderError, Unreachable
-from liferaft.providers._net import host_keys_from_console, known_hosts_lines, wait_tcp
+from liferaft.providers._net import host_keys_from_console, known_hosts_lines, wait_running, wait_tcp
 from liferaft.providers.base import Host, HostSpec, RecordSet, SshAccess
 
 if TYPE_CHECKING:
@@ -113,15 +113,8 @@ class AwsCompute:
             return
 
     def wait_running(self, host_id: str, timeout: float = 120.0) -> Host:
-        deadline = time.monotonic() + timeout
-        while True:
-            host = self.get_host(host_id)
-            if host.state == "running":
-                return host
-            if host.state == "terminated" or time.monotonic() >= deadline:
-                raise Unreachable(self._c.name, f"wait for instance {host_id}",
-                                  f"state is {host.extra.get('ec2_state')} after {timeout:.0f} s")
-            time.sleep(self.poll_interval)
+        return wait_running(self.get_host, host_id, timeout, self.poll_interval, provider=self._c.name,
+                            what="instance", state_key="ec2_state")
 
     def host_keys(self, host_id: str) -> tuple[str, ...]:
         """Host keys printed by cloud-init on the console (the only trustworthy source before first login)."""

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from liferaft.errors import NotFound, ProviderError, Unreachable
 from liferaft.providers._libcloud_common import Section
-from liferaft.providers._net import wait_tcp
+from liferaft.providers._net import wait_running, wait_tcp
 from liferaft.providers.base import Host, HostSpec, ProbeResult, RecordSet, SshAccess
 
 
@@ -218,15 +218,8 @@ class LibcloudCompute(Section):
                 return
 
     def wait_running(self, host_id: str, timeout: float = 120.0) -> Host:
-        deadline = time.monotonic() + timeout
-        while True:
-            host = self.get_host(host_id)
-            if host.state == "running":
-                return host
-            if host.state == "terminated" or time.monotonic() >= deadline:
-                raise Unreachable(self.provider, f"wait for node {host_id}",
-                                  f"state is {host.extra.get('driver_state')} after {timeout:.0f} s")
-            time.sleep(self.poll_interval)
+        return wait_running(self.get_host, host_id, timeout, self.poll_interval, provider=self.provider,
+                            what="node", state_key="driver_state")
 
     def wait_reachable(self, host: Host, timeout: float = 120.0) -> Host:
         """Running and the SSH port answers. Host keys are not known through generic libcloud: the SshAccess

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from liferaft.providers.base import Host
 
 from liferaft.errors import Unreachable
 
@@ -44,6 +49,21 @@ def wait_tcp(provider: str, address: str, port: int, timeout: float, *, what: st
 
 
 _KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.DOTALL)
+
+
+def wait_running(get_host: Callable[[str], Host], host_id: str, timeout: float, poll: float, *, provider: str,
+                 what: str, state_key: str) -> Host:
+    """Poll a compute provider until the host runs; Unreachable when it is terminated or the timeout passes (the
+    provider's own state, under `state_key` of the host's extra, in the message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        host = get_host(host_id)
+        if host.state == "running":
+            return host
+        if host.state == "terminated" or time.monotonic() >= deadline:
+            raise Unreachable(provider, f"wait for {what} {host_id}",
+                              f"state is {host.extra.get(state_key)} after {timeout:.0f} s")
+        time.sleep(poll)
 
 
 def host_keys_from_console(output: str) -> tuple[str, ...]:
