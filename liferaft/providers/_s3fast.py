@@ -289,7 +289,8 @@ class S3Fast:
         if resp.status in (301, 307) or code in _REDIRECT_CODES:
             self._boto3_buckets.add(bucket)  # another region (or a moved endpoint): botocore follows those
             raise UseBoto3(code or str(resp.status))
-        code = code or str(resp.status)  # botocore's code for a body-less error (HEAD): the status
+        if code is None:  # a body-less error (HEAD): botocore's code is the status, its message the reason
+            code, message = str(resp.status), message or resp.raw.reason or ""
         detail = f"{code}: {message}" if message else f"{code} (HTTP {resp.status})"
         raise _errors.error_for(self.provider, operation, detail, status=resp.status, code=code,
                                 retry_after=_errors.parse_retry_after(resp.header("retry-after")))
