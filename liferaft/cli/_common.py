@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from liferaft.errors import EXIT_USAGE, InvalidInput, LiferaftError
+from liferaft.statedir import default_state_dir, owner_only_dir
 
 if TYPE_CHECKING:
     from liferaft.events import Event
@@ -23,11 +23,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERNAL = 70  # an unexpected error: a bug in liferaft (the traceback shows with -v)
 EXIT_INTERRUPTED = 130
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "liferaft"
 
 
 @dataclass
@@ -40,13 +35,7 @@ class GlobalOptions:
     @property
     def state_dir(self) -> Path:
         """The state directory, created owner-only (journals and manifests are nobody else's business)."""
-        path = Path(self.state_dir_opt) if self.state_dir_opt else default_state_dir()
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            os.chmod(path, 0o700)
-        except OSError:
-            pass
-        return path
+        return owner_only_dir(Path(self.state_dir_opt) if self.state_dir_opt else default_state_dir())
 
     def stack(self) -> Stack:
         """Load the stack file once; warnings are shown on stderr."""

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from liferaft.errors import LiferaftError, RunFailed, UsageError
 from liferaft.failover.plan import Plan
+from liferaft.statedir import owner_only_dir
 
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -93,14 +94,7 @@ class RunRecord:
 
 def stack_dir(state_dir: Path, stack: str) -> Path:
     """The stack's private folder in the state dir (0700)."""
-    d = Path(state_dir) / "stacks" / stack
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for p in (Path(state_dir), Path(state_dir) / "stacks", d):
-        try:
-            os.chmod(p, 0o700)
-        except OSError:
-            pass
-    return d
+    return owner_only_dir(Path(state_dir) / "stacks" / stack, parents_from=Path(state_dir).parent)
 
 
 def journal_path(state_dir: Path, stack: str) -> Path:

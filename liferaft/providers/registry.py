@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 
 from liferaft.errors import UsageError
 from liferaft.providers.base import CAPABILITIES, Capability, Provider
+from liferaft.statedir import default_state_dir, owner_only_dir
 
 ProviderType = Literal["aws", "libcloud", "ssh"]
 PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
@@ -90,11 +91,6 @@ def capabilities_of(config: Any) -> tuple[Capability, ...]:
     return CAPABILITY_MATRIX[t]
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "liferaft"
-
-
 def _secret(resolve: SecretResolver, ref: Any) -> str | None:
     return None if ref is None else resolve(str(ref))
 
@@ -113,10 +109,7 @@ def _key_file(name: str, ref: Any, resolve: SecretResolver, state_dir: Path, bas
         if p.is_file():
             return str(p)
     material = resolve(ref)
-    d = state_dir / "providers" / name
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for folder in (d.parent, d):  # mkdir(parents=True) makes the parent with the umask's mode
-        os.chmod(folder, 0o700)
+    d = owner_only_dir(state_dir / "providers" / name, parents_from=state_dir)
     path = d / "id_private_key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

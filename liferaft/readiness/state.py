@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.errors import InvalidInput, Problem
+from liferaft.statedir import default_state_dir, owner_only_dir
 
 STATE_FORMAT = 1
 HISTORY_MAX = 120  # samples kept per dataset (the recent lag, for reports and drills)
@@ -37,16 +38,8 @@ HISTORY_MAX = 120  # samples kept per dataset (the recent lag, for reports and d
 
 def readiness_dir(state_dir: str | os.PathLike[str] | None) -> Path:
     if state_dir is None:  # library callers without a state dir get liferaft's default one
-        from liferaft.providers.registry import default_state_dir
-
         state_dir = default_state_dir()
-    d = Path(state_dir) / "readiness"
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        os.chmod(d, 0o700)
-    except OSError:
-        pass
-    return d
+    return owner_only_dir(Path(state_dir) / "readiness")
 
 
 def state_path(state_dir: str | os.PathLike[str], stack: str) -> Path:
