@@ -127,10 +127,12 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
 
     if not watch:
         report = check()
+        standbys = _standbys(state_dir, stack.model.name)
         if as_json:
-            emit_json(report.to_dict())
+            emit_json({**report.to_dict(), "standbys": standbys})
         else:
             render_report(report, stdout_console())
+            _render_standbys(standbys, stdout_console())
         return int(report.exit_code)
 
     events = Events(_watch_renderer(as_json, opts.verbose))
@@ -143,6 +145,35 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         confirmed = ", ".join(f"{s}={_styled(v.value)}" for s, v in sorted(result.confirmed.items())) or "none yet"
         con.print(f"watch: {result.rounds} round(s); confirmed: {confirmed}; verdict {_styled(result.verdict.value)}")
     return int(result.verdict.exit_code)
+
+
+def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:
+    """The recorded standbys' RPO exposure (readiness state file; unreadable -> reported, never fatal)."""
+    from liferaft.errors import LiferaftError
+    from liferaft.readiness.state import exposure
+
+    try:
+        return exposure(state_dir, stack)
+    except LiferaftError as e:
+        return {"error": str(e)}
+
+
+def _render_standbys(standbys: dict[str, Any], con: Any) -> None:
+    if "error" in standbys:
+        con.print(f"standby: [yellow]{standbys['error']}[/]")
+        return
+    if not standbys:
+        con.print("standby: none recorded; a no-notice cut would lose everything not copied elsewhere "
+                  "([dim]liferaft replicate --to SITE --watch[/])")
+        return
+    for target, s in standbys.items():
+        rpo = s["rpo_exposure_s"]
+        age = s["measured_ago_s"]
+        line = (f"standby at {target} ({s['standby_host']}): a cut now would lose about "
+                f"{'?' if rpo is None else f'{rpo:g}'} s of writes (measured {'?' if age is None else f'{age:g}'} s ago)")
+        if s.get("source_error"):
+            line += f"; last replicate error: {s['source_error']}"
+        con.print(line)
 
 
 def _watch_renderer(as_json: bool, verbose: int) -> Any:

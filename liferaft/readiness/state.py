@@ -137,6 +137,22 @@ def forget_standby(state_dir: str | os.PathLike[str], stack: str, target: str) -
     return True
 
 
+def exposure(state_dir: str | os.PathLike[str], stack: str, now: float | None = None) -> dict[str, Any]:
+    """What a no-notice cut would lose now, per recorded standby (from the state file only; no network): the
+    last measured RPO exposure, how old that measurement is, and the last error replicate saw."""
+    now = time.time() if now is None else now
+    out: dict[str, Any] = {}
+    for target, rec in sorted(load_state(state_dir, stack)["standbys"].items()):
+        if not isinstance(rec, dict):
+            continue
+        updated = rec.get("updated_at")
+        out[target] = {"rpo_exposure_s": rpo_exposure(rec),
+                       "measured_ago_s": round(now - float(updated), 1) if updated else None,
+                       "standby_host": (rec.get("standby_host") or {}).get("name"),
+                       "source_error": rec.get("source_error")}
+    return out
+
+
 def push_history(entry: dict[str, Any], sample: list[float]) -> None:
     hist = list(entry.get("history") or [])
     hist.append([round(x, 3) for x in sample])

@@ -279,3 +279,27 @@ def test_plan_source_timeout_flag_bounds_the_cold_probe(example_stack: Path, tmp
     r = subprocess.run([*base, "plan", "--to", target, "--source-timeout", "1"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2 and "--mode cold" in r.stderr
+
+
+def test_health_shows_each_standbys_rpo_exposure(example_stack: Path, tmp_path: Path) -> None:
+    """`liferaft health` reads the readiness state (no network for it) and says what a cut now would lose."""
+    import json
+    import subprocess
+    import sys
+
+    from liferaft.readiness.state import exposure
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    m = stack.model
+    state = tmp_path / "state"
+    assert exposure(state, m.name) == {}
+    save_standby(state, m.name, "alt-b", _record())
+    got = exposure(state, m.name, now=time.time() + 10)
+    assert got["alt-b"]["rpo_exposure_s"] == 3.5 and 9 <= got["alt-b"]["measured_ago_s"] <= 12
+    base = [sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state), "health"]
+    r = subprocess.run([*base, "--json", "--timeout", "1"], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode in (0, 1, 2, 3), r.stderr[-2000:]
+    assert json.loads(r.stdout)["standbys"]["alt-b"]["rpo_exposure_s"] == 3.5
+    r = subprocess.run([*base, "--timeout", "1"], capture_output=True, text=True, timeout=120, check=False)
+    assert "standby at alt-b" in r.stdout and "lose about 3.5 s" in r.stdout, r.stdout[-2000:]
