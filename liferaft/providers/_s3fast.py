@@ -27,6 +27,7 @@ import hmac
 import http.client
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # virtual-hosted
 _REDIRECT_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "TemporaryRedirect",
                              "IllegalLocationConstraintException"})
 _SPACES = re.compile(r"\s+")
+# How a kept-alive connection that the server closed fails when reused: retried at once on a new connection.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class UseBoto3(Exception):
@@ -145,8 +148,17 @@ def usable(endpoint: str | None, region: str, access_key: str | None, secret_key
     if endpoint is None:
         return not _proxied("https", "s3.amazonaws.com")
     u = urlsplit(endpoint)
-    return u.scheme in ("http", "https") and bool(u.hostname) and not u.query and not _proxied(u.scheme, u.hostname
-                                                                                                    or "")
+    host = u.hostname or ""
+    # An IPv6 literal would need brackets in the Host header: boto3 does that.
+    return u.scheme in ("http", "https") and bool(host) and ":" not in host and not u.query \
+        and not _proxied(u.scheme, host)
+
+
+def _readable(sock: Any) -> bool:
+    """Has an idle connection's socket something to read? For a kept-alive HTTP connection: the server's EOF."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Pool:
@@ -161,17 +173,24 @@ class _Pool:
         self._lock = threading.Lock()
         self._ssl: Any = None
 
-    def take(self) -> tuple[http.client.HTTPConnection, bool]:
-        """(a connection, whether it was used before: such one may have been closed by the server meanwhile)."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
+    def take(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """(a connection, whether it was used before). An idle one the server has closed meanwhile (its socket
+        reads as ready: EOF) is dropped; `fresh` asks for a new connection."""
+        while not fresh:
+            with self._lock:
+                if not self._idle:
+                    break
+                idle = self._idle.pop()
+            if idle.sock is not None and not _readable(idle.sock):
+                return idle, True
+            idle.close()
+        conn: http.client.HTTPConnection
         if self.scheme == "https":
             if self._ssl is None:
                 import ssl
 
                 self._ssl = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self.connect_timeout, context=self._ssl)
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
@@ -251,14 +270,16 @@ class S3Fast:
         qs = canonical_query(query) if query else ""
         url = f"{path}?{qs}" if qs else path
         pool = self._pool(host)
-        for attempt in range(2):
+        failures, fresh = 0, False
+        while True:
             hdrs = {"host": host}
             if headers:
                 hdrs.update(headers)
             self._signer.sign(method, path, qs, hdrs, payload_hash)
             conn: http.client.HTTPConnection | None = None
+            reused = False
             try:
-                conn, _ = pool.take()
+                conn, reused = pool.take(fresh=fresh)
                 conn.request(method, url, body=body, headers=hdrs)
                 raw = conn.getresponse()
                 resp = Response(raw, conn, pool)
@@ -271,9 +292,12 @@ class S3Fast:
             except (OSError, http.client.HTTPException) as exc:
                 if conn is not None:
                     conn.close()
-                if attempt:
+                fresh = True
+                if reused and isinstance(exc, _STALE):  # a kept-alive connection the server had closed meanwhile
+                    continue
+                failures += 1
+                if failures >= 2:
                     raise self.unreachable(operation, exc) from None
-        raise AssertionError("unreachable")
 
     def unreachable(self, operation: str, exc: BaseException) -> Unreachable:
         where = self.endpoint or "S3"

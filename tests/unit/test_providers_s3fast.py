@@ -150,6 +150,7 @@ class _Wire(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
     script: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {}
+    connections: ClassVar[list[int]] = []
 
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -162,8 +163,12 @@ class _Wire(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        if "Content-Length" in headers:  # a body cut short: say more than is sent, then hang up
+        if "Content-Length" in headers or "X-Hang-Up" in headers:  # cut short, or keep-alive then hang up
             self.close_connection = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
 
     do_GET = do_PUT = do_HEAD = _answer
 
@@ -173,7 +178,7 @@ class _Wire(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def wire() -> Iterator[tuple[str, type[_Wire]]]:
-    _Wire.seen, _Wire.script = [], {}
+    _Wire.seen, _Wire.script, _Wire.connections = [], {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Wire)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -233,3 +238,30 @@ def test_errors_map_like_botocore_s(wire: tuple[str, type[_Wire]]) -> None:
     with pytest.raises(NotFound) as gone:
         fast.head("head", "bkt", "gone")
     assert gone.value.code == "404" and "404: Not Found" in str(gone.value)
+
+
+def test_kept_alive_connections_are_reused_and_a_closed_one_is_replaced(wire: tuple[str, type[_Wire]]) -> None:
+    """Keep-alive: many requests, one connection. A server that hangs up after answering (as idle keep-alive
+    timeouts do): every next request still succeeds, on a new connection, without counting as a failure."""
+    url, handler = wire
+    fast = _s3fast.S3Fast("p", "us-east-1", url, "AKID", "secret")
+    for _ in range(10):
+        fast.head("head", "bkt", "k")
+    assert len(handler.connections) == 1
+    handler.script["/bkt/bye"] = (200, {"X-Hang-Up": "1", "ETag": '"e"'}, b"")
+    for _ in range(20):
+        assert fast.head("head", "bkt", "bye").etag == "e"
+    assert len(handler.connections) == 20  # the first "bye" came on the kept-alive one
+
+
+def test_a_stale_connection_found_only_when_used_is_retried_on_a_new_one(wire: tuple[str, type[_Wire]],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the hang-up is only seen on use (the close raced with taking the connection), the request is sent
+    again on a new connection at once: no error, no retry counted against the endpoint."""
+    url, handler = wire
+    monkeypatch.setattr(_s3fast, "_readable", lambda sock: False)
+    handler.script["/bkt/bye"] = (200, {"X-Hang-Up": "1", "ETag": '"e"'}, b"")
+    fast = _s3fast.S3Fast("p", "us-east-1", url, "AKID", "secret")
+    for _ in range(5):
+        assert fast.put("put", "bkt", "bye", b"body", hashlib.sha256(b"body").hexdigest(), {}).etag == "e"
+    assert len(handler.connections) == 5 and len(handler.seen) == 5
