@@ -28,7 +28,8 @@ Machine: {platform.platform()}, {os.cpu_count()} cores, load average at the end 
 
 Peers: rclone {os.popen('rclone version').read().split()[1]} tuned (`--transfers 8 --checkers 16 --fast-list --s3-no-head
 --s3-no-check-bucket`), configured by environment; pg_dump/pg_restore 15 (`-Fd -j2`, `pg_restore -j2`).
-Object servers: moto (source, liferaft's aws/boto3 adapter) -> s3rver (target). PostgreSQL: two local 15 clusters.
+Object servers: moto (source) -> s3rver (target), both through liferaft's aws adapter (its lean SigV4 path for
+GET/HEAD/PUT/listings, boto3 for multipart). PostgreSQL: two local 15 clusters.
 
 {table(rows)}
 """
