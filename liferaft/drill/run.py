@@ -350,6 +350,10 @@ def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, s
         rpo = max(0.0, (cut_at or ended) - float(oldest)) if oldest else None
         if oldest is None:
             notes.append("no replicated position was recorded: the RPO is unknown")
+        else:
+            notes.append("RPO without a write ledger: an upper bound, the time from the oldest dataset's last "
+                         "replicated point to the cut (what was written in it may or may not have been lost); "
+                         "pass --ledger to measure the writes actually missing")
     lag = out.get("recorded_rpo_exposure_s")
     if out:
         data = DataSummary(ok=not problems and (loss is not None and loss.status == "done"), checked=checked,
