@@ -19,6 +19,7 @@ import pytest
 
 from liferaft.lab.proxy import FaultProxy
 from liferaft.lab.servers import LabServer, MotoServer, PowerDNSServer, S3rverServer
+from liferaft.providers._errors import RetryPolicy, set_retry_policy
 
 
 @dataclass(frozen=True)
@@ -150,3 +151,14 @@ def clean_s3rver_endpoint(s3rver_endpoint: Endpoint) -> Endpoint:
 def clean_pdns_endpoint(pdns_endpoint: Endpoint) -> Endpoint:
     pdns_endpoint.server.reset()
     return pdns_endpoint
+
+
+@pytest.fixture
+def fast_retries() -> Iterator[RetryPolicy]:
+    """The provider retry policy with short waits (fault tests), restored afterwards."""
+    policy = RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0)
+    old = set_retry_policy(policy)
+    try:
+        yield policy
+    finally:
+        set_retry_policy(old)

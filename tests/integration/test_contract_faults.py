@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from liferaft.errors import AuthRejected, ProviderError, Throttled, Unreachable
-from liferaft.providers._errors import RetryPolicy, set_retry_policy
+from liferaft.providers._errors import RetryPolicy
 from liferaft.providers.base import Provider
 from tests.contract_shims.libcloud_ec2 import moto_ec2_namespace
 from tests.contract_shims.targets import (
@@ -59,16 +59,6 @@ def _open(name: str, request: pytest.FixtureRequest, tmp: Path) -> tuple[Provide
     if name == "libcloud-s3@moto":
         return libcloud_s3_provider("lc-moto", ep, tmp), ep.proxy, nullcontext
     return libcloud_ec2_provider(ep, tmp), ep.proxy, moto_ec2_namespace
-
-
-@pytest.fixture
-def fast_retries() -> Iterator[RetryPolicy]:
-    policy = RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0)
-    old = set_retry_policy(policy)
-    try:
-        yield policy
-    finally:
-        set_retry_policy(old)
 
 
 @pytest.mark.parametrize(("name", "capability"), CASES, ids=[f"{n}-{c}" for n, c in CASES])

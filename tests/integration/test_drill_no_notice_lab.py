@@ -21,6 +21,7 @@ import pytest
 from liferaft.lab import example
 from liferaft.stack import load_stack
 from tests.integration.test_drill_lab import Watcher, cli, health, post, resolve
+from tests.lab_checks import owner_dsn, secret_values
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -28,27 +29,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 def _pg(info: Any, address: str, sql: str) -> list[tuple[Any, ...]]:
     import psycopg
 
-    stack = load_stack(info.stack_file)
-    db = next(iter(stack.model.data.databases.values()))
-    with psycopg.connect(host=address, port=db.port, dbname=db.name, user=db.owner,
-                         password=stack.secret(db.password), connect_timeout=5) as c:
+    with psycopg.connect(**owner_dsn(info, address), connect_timeout=5) as c:
         return list(c.execute(sql).fetchall())
-
-
-def _secret_values(info: Any, state: Path) -> dict[str, str]:
-    """The lab's secrets and the ones liferaft generated (migration role password), by name."""
-    values: dict[str, str] = {}
-    for p in sorted(Path(info.secrets_dir).iterdir()):
-        if p.suffix == ".pub":
-            continue
-        text = p.read_text().strip()
-        if p.name == "id_ed25519":  # a private key: its base64 body lines are the secret
-            values.update({f"id_ed25519 line {i}": line for i, line in enumerate(text.splitlines())
-                           if line and not line.startswith("-----")})
-        else:
-            values[p.name] = text
-    values.update({f"state:{p.name}": p.read_text().strip() for p in state.rglob("*.secret")})
-    return {k: v for k, v in values.items() if len(v) >= 8}
 
 
 OUTPUTS: list[tuple[str, str]] = []  # (what, text) of every drill run here, for the secrets check
@@ -152,7 +134,7 @@ def test_no_notice_drill_without_then_with_a_kept_standby(own_lab: Any, tmp_path
         assert time.monotonic() < deadline, "the re-established standby does not follow the source"
         time.sleep(0.5)
     # No secret in any output, report, journal or state file of either drill.
-    secrets = _secret_values(info, state)
+    secrets = secret_values(info, state)
     assert {"db_password", "aws_secret_access_key"} <= set(secrets) and any(k.startswith("state:") for k in secrets)
     texts = list(OUTPUTS) + [(str(p), p.read_bytes().decode("utf-8", "replace")) for p in
                              [*tmp_path.glob("*-reports/*"), *state.rglob("*")]

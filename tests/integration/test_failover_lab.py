@@ -7,7 +7,6 @@ found it (rollback: DNS back to a, source writable again).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from liferaft.lab import example
+from tests.lab_checks import app_records, bucket_hashes, direct_s3, owner_dsn
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 BUCKET = "microblog-images"
@@ -55,35 +55,16 @@ class Env:
         return json.loads(out.stdout)[0]
 
     def dns(self) -> list[str]:
-        import dns.resolver
-
-        r = dns.resolver.Resolver(configure=False)
-        host, port = self.info.dns_address
-        r.nameservers, r.port, r.lifetime = [host], port, 3.0
-        return sorted(a.to_text() for a in r.resolve(self.info.app_fqdn, "A"))
+        return app_records(self.info)
 
     def s3(self, provider: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        keys = (("aws_access_key_id", "aws_secret_access_key") if provider == "aws" else
-                ("s3rver_key", "s3rver_secret"))
-        return boto3.client("s3", endpoint_url=self.info.direct[provider], region_name="us-east-1",
-                            aws_access_key_id=self.info.secret(keys[0]),
-                            aws_secret_access_key=self.info.secret(keys[1]),
-                            config=Config(s3={"addressing_style": "path"}))
+        return direct_s3(self.info, provider)
 
     def hashes(self, provider: str) -> dict[str, str]:
-        s3 = self.s3(provider)
-        out = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for o in page.get("Contents", []):
-                out[o["Key"]] = hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()).hexdigest()
-        return out
+        return bucket_hashes(self.info, provider, BUCKET)
 
     def dsn(self, address: str) -> dict[str, Any]:
-        return {"host": address, "port": 5432, "dbname": "microblog", "user": "microblog",
-                "password": self.info.secret("db_password")}
+        return owner_dsn(self.info, address)
 
 
 @pytest.fixture(scope="module")

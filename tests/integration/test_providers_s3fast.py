@@ -18,7 +18,7 @@ import pytest
 
 from liferaft.errors import AuthRejected, CheckFailed, NotFound, ProviderError, Throttled, Unreachable
 from liferaft.lab.servers import MotoServer
-from liferaft.providers._errors import RetryPolicy, set_retry_policy
+from liferaft.providers._errors import RetryPolicy
 from liferaft.providers.aws import AwsAdapter, AwsObjects
 from tests.fixtures_servers import Endpoint as LabEndpoint
 
@@ -199,16 +199,6 @@ def test_session_token_credentials_work(auth_moto: AuthMoto) -> None:
 
 
 # ------------------------------------------------------------------------------ the fault proxy
-@pytest.fixture
-def fast_retries() -> Iterator[RetryPolicy]:
-    policy = RetryPolicy(attempts=3, base_delay=0.05, max_delay=2.0)
-    old = set_retry_policy(policy)
-    try:
-        yield policy
-    finally:
-        set_retry_policy(old)
-
-
 @pytest.fixture
 def lean_aws(aws_endpoint: LabEndpoint) -> tuple[AwsObjects, str, Any]:
     objects = _objects(aws_endpoint.url, aws_endpoint.access_key, aws_endpoint.secret_key)

@@ -12,7 +12,6 @@ machine is sampled from /proc every ~50 ms for the whole module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from typing import Any
 import pytest
 
 from liferaft.lab import example
+from tests.lab_checks import app_records, bucket_hashes, direct_s3, owner_dsn, secret_values
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab, pytest.mark.slow]
 BUCKET = "microblog-images"
@@ -138,35 +138,16 @@ class Journey:
         return {s["step"]: s["attempts"] for s in self.show()["steps"]}
 
     def dns(self) -> list[str]:
-        import dns.resolver
-
-        r = dns.resolver.Resolver(configure=False)
-        host, port = self.info.dns_address
-        r.nameservers, r.port, r.lifetime = [host], port, 3.0
-        return sorted(a.to_text() for a in r.resolve(self.info.app_fqdn, "A"))
+        return app_records(self.info)
 
     def s3(self, provider: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        keys = (("aws_access_key_id", "aws_secret_access_key") if provider == "aws" else
-                ("s3rver_key", "s3rver_secret"))
-        return boto3.client("s3", endpoint_url=self.info.direct[provider], region_name="us-east-1",
-                            aws_access_key_id=self.info.secret(keys[0]),
-                            aws_secret_access_key=self.info.secret(keys[1]),
-                            config=Config(s3={"addressing_style": "path"}))
+        return direct_s3(self.info, provider)
 
     def dsn(self, address: str) -> dict[str, Any]:
-        return {"host": address, "port": 5432, "dbname": "microblog", "user": "microblog",
-                "password": self.info.secret("db_password")}
+        return owner_dsn(self.info, address)
 
     def hashes(self, provider: str) -> dict[str, str]:
-        s3 = self.s3(provider)
-        out = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for o in page.get("Contents", []):
-                out[o["Key"]] = hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()).hexdigest()
-        return out
+        return bucket_hashes(self.info, provider, BUCKET)
 
     def count(self, provider: str) -> int:
         s3 = self.s3(provider)
@@ -185,21 +166,7 @@ class Journey:
 
     def secret_values(self) -> dict[str, str]:
         """Every secret value of the lab (and the ones liferaft generated in its state dir), by name."""
-        values: dict[str, str] = {}
-        for p in sorted(Path(self.info.secrets_dir).iterdir()):
-            if p.suffix == ".pub":
-                continue
-            text = p.read_text().strip()
-            if p.name == "id_ed25519":  # a private key: its base64 body lines are the secret
-                for i, line in enumerate(text.splitlines()):
-                    if line and not line.startswith("-----"):
-                        values[f"id_ed25519 line {i}"] = line
-            else:
-                values[p.name] = text
-        for p in self.state.rglob("*.secret"):
-            values[f"state:{p.name}"] = p.read_text().strip()
-        # s3rver's fixed public default key ("S3RVER") is no secret: it is in s3rver's documentation.
-        return {k: v for k, v in values.items() if len(v) >= 8}
+        return secret_values(self.info, self.state)
 
 
 def _mount_tmpfs(path: Path) -> None:
