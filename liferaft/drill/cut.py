@@ -53,9 +53,7 @@ def find_lab(stack: Stack) -> Any | None:
     """The running lab whose stack file this is (its directory, LIFERAFT_LAB_DIR, or the default), else None."""
     from liferaft.lab.core import Lab, default_lab_dir
 
-    path = getattr(stack, "path", None)
-    if path is None:
-        return None
+    path = stack.path
     for directory in dict.fromkeys([Path(path).parent, default_lab_dir()]):
         lab = Lab(directory)
         state = lab.read_state()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,16 @@ def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: 
     from liferaft.failover.planner import build_plan
 
     plan = build_plan(stack, opts.target, "live", state_dir=state_dir, events=events)
+    return to_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
+
+
+def _drill_dns(stack: Stack) -> dict[str, Any]:
+    """The drill record and where it lives, for the plan transforms."""
     dns = stack.model.dns
-    ttl = min((r.ttl for r in dns.records), default=30) if dns else 30
-    return to_drill(plan, drill_record=drill_fqdn(dns), dns_provider=dns.provider if dns else None,
-                    zone=dns.zone if dns else None, nameserver=dns.nameserver if dns else None,
-                    ledger=opts.ledger, ttl=ttl)
+    if dns is None:
+        return {"drill_record": None, "dns_provider": None, "zone": None, "nameserver": None}
+    return {"drill_record": drill_fqdn(dns), "dns_provider": dns.provider, "zone": dns.zone,
+            "nameserver": dns.nameserver, "ttl": min((r.ttl for r in dns.records), default=30)}
 
 
 def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
@@ -117,7 +123,7 @@ class _Execution:
 
 
 def _execute(stack: Stack, state_dir: Path, plan: Plan, opts: DrillOptions, ev: Events, drill_id: str,
-             after_run: Any = None) -> _Execution:
+             after_run: Callable[[list[StepRecord]], str | None] | None = None) -> _Execution:
     """Run the drill plan through the engine, then (after `after_run`, e.g. healing a cut) tear the target down by
     rolling the run back unless kept."""
     from liferaft.failover import Runner
@@ -235,11 +241,7 @@ def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, even
     from liferaft.readiness.cold import build_cold_plan
 
     plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False)
-    dns = stack.model.dns
-    ttl = min((r.ttl for r in dns.records), default=30) if dns else 30
-    return to_cold_drill(plan, drill_record=drill_fqdn(dns), dns_provider=dns.provider if dns else None,
-                         zone=dns.zone if dns else None, nameserver=dns.nameserver if dns else None,
-                         ledger=opts.ledger, ttl=ttl)
+    return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
 
 
 def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
@@ -271,52 +273,59 @@ def phases_from(records: list[StepRecord]) -> list[Phase]:
 def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started: float, ended: float,
             phases: list[Phase], records: list[StepRecord], run_id: str | None, error: str | None,
             torn_down: bool, cut_at: float | None = None) -> DrillResult:
+    """The drill's figures from its journaled steps. Notice (live plan): RTO from the start, data as of the cut
+    the drill.cut step made. No-notice (cold plan): RTO from `cut_at`, the primary's cut."""
     by_id = {r.step_id: r for r in records}
     if plan.mode == "cold":
-        return _measure_cold(drill_id, stack, plan, opts, started, ended, phases, records, run_id, error, torn_down,
-                             cut_at)
+        rpo, data, ledger = _data_cold(records, by_id, opts, ended, cut_at)
+        rto_from = "start" if cut_at is None else "cut"
+    else:
+        cut = by_id.get("drill-cut")
+        cut_at = float(cut.memo["cut_at"]) if cut and "cut_at" in cut.memo else None
+        rpo, data, ledger = _data_live(by_id, cut_at)
+        rto_from = "start"
     svc = by_id.get("drill-verify-service")
     first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
-    cut = by_id.get("drill-cut")
-    cut_at = float(cut.memo["cut_at"]) if cut and "cut_at" in cut.memo else None
-    vd = by_id.get("drill-verify-data")
-    summary = (vd.memo.get("summary") if vd else None) or {}
-    ledger = None
-    rpo: float | None = None
-    if summary:
-        lg = summary.get("ledger")
-        if lg:
-            ledger = LedgerSummary.from_dict(lg)
-            rpo = 0.0 if not ledger.missing else max(0.0, (cut_at or 0.0) - float(ledger.first_missing_at or 0.0))
-        else:
-            rpo = 0.0 if summary.get("caught_up") else float(summary.get("lag_s_left") or 0.0)
-        data = DataSummary(ok=bool(summary.get("ok")), checked=summary.get("checked") or {},
-                           problems=tuple(summary.get("problems") or ()), notes=tuple(summary.get("notes") or ()),
-                           replication_lag_s=summary.get("replication_lag_s"),
-                           replication_lag_bytes=summary.get("replication_lag_bytes"))
-    else:
-        data = DataSummary(ok=False, problems=("the data was not verified: the drill stopped before the check",))
+    origin = cut_at if rto_from == "cut" and cut_at is not None else started
     allocate = by_id.get("allocate")
     address = allocate.result.get("address") if allocate and allocate.status == "done" else None
     record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
     objectives = stack.model.objectives
     return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
                        scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
-                       rto_s=None if first_healthy is None else first_healthy - started, rpo_s=rpo,
+                       rto_s=None if first_healthy is None else first_healthy - origin, rpo_s=rpo,
                        objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
                        ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
-                       first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error)
+                       first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error,
+                       rto_from=rto_from)
 
 
-def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started: float, ended: float,
-                  phases: list[Phase], records: list[StepRecord], run_id: str | None, error: str | None,
-                  torn_down: bool, cut_at: float | None) -> DrillResult:
-    """No-notice: RTO from the cut; RPO from the ledger's missing writes (their span), else from the oldest last
-    replicated position; data = the standby objects read back by sha256, the databases promoted, no ledger write
-    differing."""
-    by_id = {r.step_id: r for r in records}
-    svc = by_id.get("drill-verify-service")
-    first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
+def _data_live(by_id: dict[str, StepRecord], cut_at: float | None
+               ) -> tuple[float | None, DataSummary, LedgerSummary | None]:
+    """Notice: what drill.verify_data found as of the cut; RPO from the ledger, else the lag left at the cut."""
+    vd = by_id.get("drill-verify-data")
+    summary = (vd.memo.get("summary") if vd else None) or {}
+    if not summary:
+        stopped = "the data was not verified: the drill stopped before the check"
+        return None, DataSummary(ok=False, problems=(stopped,)), None
+    ledger = None
+    lg = summary.get("ledger")
+    if lg:
+        ledger = LedgerSummary.from_dict(lg)
+        rpo = 0.0 if not ledger.missing else max(0.0, (cut_at or 0.0) - float(ledger.first_missing_at or 0.0))
+    else:
+        rpo = 0.0 if summary.get("caught_up") else float(summary.get("lag_s_left") or 0.0)
+    data = DataSummary(ok=bool(summary.get("ok")), checked=summary.get("checked") or {},
+                       problems=tuple(summary.get("problems") or ()), notes=tuple(summary.get("notes") or ()),
+                       replication_lag_s=summary.get("replication_lag_s"),
+                       replication_lag_bytes=summary.get("replication_lag_bytes"))
+    return rpo, data, ledger
+
+
+def _data_cold(records: list[StepRecord], by_id: dict[str, StepRecord], opts: DrillOptions, ended: float,
+               cut_at: float | None) -> tuple[float | None, DataSummary, LedgerSummary | None]:
+    """No-notice: the standby objects read back by sha256, the databases promoted, no ledger write differing; RPO
+    from the ledger's missing writes (their span), else an upper bound from the oldest last replicated point."""
     loss = by_id.get("data-loss")
     out = loss.result if loss and loss.status == "done" else {}
     problems: list[str] = []
@@ -332,6 +341,9 @@ def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, s
             if r.result.get("sequences_set") is not None:
                 notes.append(f"database {r.step_id.removeprefix('promote-')}: {r.result['sequences_set']} sequence(s)"
                              " set past their columns' max")
+    if not out:
+        stopped = "the data was not verified: the drill stopped before the data-loss check"
+        return None, DataSummary(ok=False, problems=(*problems, stopped)), None
     ledger = None
     rpo: float | None = None
     led = out.get("ledger")
@@ -345,7 +357,7 @@ def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, s
         if ledger.mismatched:
             problems.append(f"ledger: {ledger.mismatched} acknowledged write(s) differ at the target")
         rpo = 0.0 if not ledger.missing else float(led.get("window_s") or 0.0)
-    elif out:
+    else:
         oldest = out.get("oldest_replicated_at")
         rpo = max(0.0, (cut_at or ended) - float(oldest)) if oldest else None
         if oldest is None:
@@ -354,25 +366,9 @@ def _measure_cold(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, s
             notes.append("RPO without a write ledger: an upper bound, the time from the oldest dataset's last "
                          "replicated point to the cut (what was written in it may or may not have been lost); "
                          "pass --ledger to measure the writes actually missing")
-    lag = out.get("recorded_rpo_exposure_s")
-    if out:
-        data = DataSummary(ok=not problems and (loss is not None and loss.status == "done"), checked=checked,
-                           problems=tuple(problems), notes=tuple(notes), replication_lag_s=lag)
-    else:
-        stopped = "the data was not verified: the drill stopped before the data-loss check"
-        data = DataSummary(ok=False, problems=(*problems, stopped))
-    allocate = by_id.get("allocate")
-    address = allocate.result.get("address") if allocate and allocate.status == "done" else None
-    record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
-    objectives = stack.model.objectives
-    origin = cut_at if cut_at is not None else started
-    return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
-                       scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
-                       rto_s=None if first_healthy is None else first_healthy - origin, rpo_s=rpo,
-                       objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
-                       ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
-                       first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error,
-                       rto_from="cut" if cut_at is not None else "start")
+    data = DataSummary(ok=not problems, checked=checked, problems=tuple(problems), notes=tuple(notes),
+                       replication_lag_s=out.get("recorded_rpo_exposure_s"))
+    return rpo, data, ledger
 
 
 def _writes_after(ledger: str | None, cut_at: float | None, checked_at: float | None) -> int:

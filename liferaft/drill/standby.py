@@ -95,11 +95,11 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
     keeps its slot: the standby still subscribes and catches up now that the source answers again."""
     from liferaft.failover._access import admin_conn
     from liferaft.movers.pg_conn import connect, ident
-    from liferaft.readiness.standby import EngineContext, _Plan
+    from liferaft.readiness.standby import EngineContext
 
     if not seeded.source_address:
         return []
-    ctx = EngineContext(stack, Path(state_dir), _Plan(stack.model.name))
+    ctx = EngineContext.for_stack(stack, state_dir)
     dropped: list[str] = []
     for key, name in sorted(seeded.subscriptions.items()):
         if key not in promoted:

@@ -58,6 +58,10 @@ class EngineContext:
     def add_secret(self, value: str) -> None:
         self._secret_values.add(value)
 
+    @classmethod
+    def for_stack(cls, stack: Stack, state_dir: Path) -> EngineContext:
+        return cls(stack, Path(state_dir), _Plan(stack.model.name))
+
 
 def standby_spec_name(stack: Stack, target: str) -> str:
     """The host name the failover planner allocates at `target` (so both land on the same host)."""
@@ -88,7 +92,7 @@ class Replicator:
         self.source = m.primary
         self.target = options.target
         self.events = as_events(events)
-        self.ctx = EngineContext(stack, self.state_dir, _Plan(m.name))
+        self.ctx = EngineContext.for_stack(stack, self.state_dir)
         prev = load_standby(self.state_dir, m.name, self.target)
         self.record: dict[str, Any] = dict(prev.data) if prev else {}
         self.record.update(source=self.source, target=self.target)
