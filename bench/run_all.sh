@@ -33,14 +33,15 @@ GET/HEAD/PUT/listings, boto3 for multipart). PostgreSQL: two local 15 clusters.
 
 {table(rows)}
 """
-# Keep what other benchmarks wrote between their markers (bench/bench_drill.py's drill section).
+# Keep what was written between markers: the notes on these rows (by hand) and bench/bench_drill.py's section.
 try:
     old = open("bench/RESULTS.md").read()
 except OSError:
     old = ""
 from bench.bench_drill import BEGIN, END
-if BEGIN in old and END in old:
-    md = md.rstrip() + "\n\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+for begin, end in (("<!-- notes on the movers rows (kept by run_all.sh) -->", "<!-- end of notes -->"), (BEGIN, END)):
+    if begin in old and end in old:
+        md = md.rstrip() + "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 open("bench/RESULTS.md", "w").write(md)
 print(table(rows))
 PY
