@@ -1,7 +1,9 @@
 """Object sync between any two Objects adapters (liferaft.providers.base.Objects), by content hash.
 
-- Streaming: each object flows get_object() chunks -> put_object(); the sha256 is computed while it streams.
-  Nothing here holds a whole object in memory.
+- Streaming, one read per object: an object up to `buffer_limit` is read into memory (within a byte budget) and
+  written with one PUT that carries its sha256; a larger one flows get_object() chunks -> put_object() part by
+  part. Every byte is hashed once on the way; large objects are never held whole. The sha256 of a large object
+  reaches the target's metadata only when the source declared it (`unknown_hash`); the manifest always has it.
 - Concurrent: both listings run at once; transfers run on a thread pool.
 - Incremental: a manifest (SQLite, see manifest.py) records size and sha256 at source and target of every copied
   object, plus both sides' ETags at copy time. An object is skipped when the manifest says it was copied, its size
@@ -63,9 +65,11 @@ class SyncOptions:
     delete: bool = False
     dry_run: bool = False
     progress_interval: float = 0.5
-    # Large objects whose sha256 the source does not know: "prehash" reads them twice (hash, then copy with
-    # the hash declared so the target verifies the stream); "spool" lets the target adapter stage them locally.
-    unknown_hash: str = "prehash"
+    # Large objects (over `buffer_limit`) whose sha256 the source does not know: "stream" reads them once and
+    # uploads them part by part as they stream, hashing on the way; the manifest keeps the sha256, the target
+    # object goes without the sha256 metadata (S3-style stores take it before the body). "prehash" reads them
+    # twice (hash, then copy with the hash declared and stored); "spool" lets the target adapter stage them.
+    unknown_hash: str = "stream"
     retries: int = 3  # per object, on transient provider errors
     # Objects up to `buffer_limit` bytes whose sha256 the source does not declare are read into memory once while
     # hashing, then written with one PUT that carries the hash: one read, one hash pass, two requests (rclone's
@@ -232,7 +236,8 @@ def copy_object(source: Endpoint, target: Endpoint, info: ObjectInfo, manifest: 
                 declared, _ = _stream_sha256(src_objects, source.bucket, info.key)
         # Streamed part by part; the stream hashes every byte once and the adapter verifies with that digest.
         stream = HashingStream(src_objects.get_object(source.bucket, info.key), counters.add_bytes)
-        stored = tgt_objects.put_object(target.bucket, tkey, stream, size=info.size, sha256=declared)
+        stored = tgt_objects.put_object(target.bucket, tkey, stream, size=info.size, sha256=declared,
+                                        store_sha256=declared is not None or options.unknown_hash != "stream")
         _check_size(info, stream.size)
         digest = stream.hexdigest()
     if declared is not None and declared != digest:

@@ -1,8 +1,10 @@
 """Streaming helpers for object bodies: re-chunking, hashing, spooling when the hash must be known up front.
 
 S3-style stores take user metadata (where liferaft keeps the sha256) in the request headers, i.e. BEFORE the body.
-When the caller does not know the sha256 of a large stream, the body is spooled to a temporary file once while
-hashing, then uploaded from there. Small bodies (< one chunk) are held in memory; so is a body the caller hands
+When the caller does not know the sha256 of a large stream, the body is either spooled to a temporary file once
+while hashing, then uploaded from there (`store_sha256=True`: the stored object carries its sha256), or uploaded as
+it streams without that metadata (`store_sha256=False`: one read, nothing staged; the caller hashes the stream and
+keeps the digest itself, as the object-sync manifest does). Small bodies (< one chunk) are held in memory; so is a body the caller hands
 over as ONE in-memory chunk of up to SINGLE_PUT_MAX bytes (it is in memory already: one PUT, no copy).
 
 Hash passes are counted: a body wrapped in `HashingStream` (the movers do this while streaming) is hashed once,
@@ -100,9 +102,10 @@ def rechunk(chunks: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
 @dataclass
 class PreparedBody:
     """A body ready for upload: either in memory (`small`) or spooled to `file`, with size and sha256 known,
-    or (when the caller supplied the sha256) a pass-through stream verified as it is read."""
+    or a pass-through stream: verified as it is read when the caller supplied the sha256, else (store_sha256=False)
+    with `sha256` None — not known before the upload, so not stored with the object."""
 
-    sha256: str
+    sha256: str | None
     size: int | None
     small: bytes | None = None
     file: IO[bytes] | None = None
@@ -123,7 +126,7 @@ class PreparedBody:
     def verify(self, provider: str, key: str) -> None:
         """After a pass-through upload: the bytes sent must hash to the declared sha256."""
         hasher = self._hasher
-        if hasher is not None and hasher.hexdigest() != self.sha256:
+        if hasher is not None and self.sha256 is not None and hasher.hexdigest() != self.sha256:
             raise CheckFailed(
                 f"provider {provider!r}: body of {key!r} does not match the declared sha256 "
                 f"(declared {self.sha256[:12]}..., got {hasher.hexdigest()[:12]}...)",
@@ -136,8 +139,9 @@ class PreparedBody:
 
 
 def prepare(chunks: Iterable[bytes], sha256: str | None, size: int | None = None,
-            part_size: int = CHUNK_SIZE) -> PreparedBody:
-    """Read ahead; small bodies stay in memory, large ones are spooled unless sha256 is declared.
+            part_size: int = CHUNK_SIZE, *, store_sha256: bool = True) -> PreparedBody:
+    """Read ahead; small bodies stay in memory, large ones are spooled unless sha256 is declared or the caller
+    gives up storing it (`store_sha256=False`: streamed, `sha256` None).
 
     Each byte is hashed once: by the caller's HashingStream / HashedBytes where given, else here."""
     if isinstance(chunks, HashedBytes):
@@ -168,6 +172,8 @@ def prepare(chunks: Iterable[bytes], sha256: str | None, size: int | None = None
             return PreparedBody(sha256=sha256, size=size, stream=stream, _hasher=tracker)
         hasher = hashlib.sha256()
         return PreparedBody(sha256=sha256, size=size, stream=_hashed(stream, hasher), _hasher=hasher)
+    if not store_sha256:  # streamed as it comes; the caller's own hash of it is the record
+        return PreparedBody(sha256=None, size=size, stream=_chain(first, second, blocks))
     hasher = hashlib.sha256()
     spool = tempfile.TemporaryFile(prefix="liferaft-body-")  # noqa: SIM115 - closed by PreparedBody.close()
     total = 0

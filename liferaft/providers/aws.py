@@ -429,22 +429,23 @@ class AwsObjects:
             body.close()
 
     def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
-                   sha256: str | None = None) -> ObjectInfo:
+                   sha256: str | None = None, store_sha256: bool = True) -> ObjectInfo:
         """One PUT for a body in memory, multipart otherwise. The ObjectInfo comes from the upload's own answer
-        (ETag) and what was sent (size, sha256): no HEAD afterwards."""
+        (ETag) and what was sent (size, sha256): no HEAD afterwards. `store_sha256=False`: a large body whose
+        sha256 is not known up front goes up part by part as it streams, without the sha256 metadata."""
         part_size = _part_size(size)
-        body = prepare(chunks, sha256, size, part_size=part_size)
+        body = prepare(chunks, sha256, size, part_size=part_size, store_sha256=store_sha256)
         try:
             if body.small is not None:
-                data, op = body.small, f"put object {bucket}/{key}"
-                answer = self._try_lean(op, bucket, lambda fast: fast.put(op, bucket, key, data, body.sha256,
-                                                                           {SHA256_META: body.sha256}))
+                data, op, digest = body.small, f"put object {bucket}/{key}", str(body.sha256)
+                answer = self._try_lean(op, bucket, lambda fast: fast.put(op, bucket, key, data, digest,
+                                                                           {SHA256_META: digest}))
                 if answer is not None:
                     etag: str | None = answer.etag
                 else:
-                    checksum = base64.b64encode(bytes.fromhex(body.sha256)).decode()
+                    checksum = base64.b64encode(bytes.fromhex(digest)).decode()
                     r = self._c.call(op, lambda: self._s3.put_object(
-                        Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: body.sha256},
+                        Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: digest},
                         ChecksumSHA256=checksum))
                     etag = r.get("ETag")
                 sent = len(data)
@@ -454,11 +455,11 @@ class AwsObjects:
             body.close()
         return ObjectInfo(key=key, size=sent, sha256=body.sha256, etag=str(etag or "").strip('"') or None)
 
-    def _multipart(self, bucket: str, key: str, blocks: Iterator[bytes], sha256: str,
+    def _multipart(self, bucket: str, key: str, blocks: Iterator[bytes], sha256: str | None,
                    verify: Callable[[str, str], None]) -> tuple[str | None, int]:
         op = f"multipart upload {bucket}/{key}"
         up = self._c.call(op, lambda: self._s3.create_multipart_upload(
-            Bucket=bucket, Key=key, Metadata={SHA256_META: sha256}))
+            Bucket=bucket, Key=key, Metadata={SHA256_META: sha256} if sha256 else {}))
         upload_id = up["UploadId"]
         parts: list[dict[str, Any]] = []
         sent = 0

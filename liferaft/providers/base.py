@@ -100,8 +100,10 @@ class Objects(Protocol):
         ...
 
     def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
-                   sha256: str | None = None) -> ObjectInfo:
-        """Store a streamed body (multipart for large objects). `sha256`, when given, is kept as metadata."""
+                   sha256: str | None = None, store_sha256: bool = True) -> ObjectInfo:
+        """Store a streamed body (multipart for large objects). The sha256 is kept as metadata where the store
+        has it: the declared one, or learned by staging a large body once. `store_sha256=False`: a large body of
+        unknown sha256 is uploaded as it streams and stored without it (ObjectInfo.sha256 None)."""
         ...
 
     def delete_object(self, bucket: str, key: str) -> None:

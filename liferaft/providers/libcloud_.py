@@ -187,11 +187,11 @@ class LibcloudObjects(Section):
                     yield bytes(block)
 
     def put_object(self, bucket: str, key: str, chunks: Iterable[bytes], *, size: int | None = None,
-                   sha256: str | None = None) -> ObjectInfo:
+                   sha256: str | None = None, store_sha256: bool = True) -> ObjectInfo:
         op = f"put object {bucket}/{key}"
-        body = prepare(chunks, sha256, size)
+        body = prepare(chunks, sha256, size, store_sha256=store_sha256)
         try:
-            extra = {"meta_data": {SHA256_META: body.sha256}}
+            extra = {"meta_data": {SHA256_META: body.sha256} if body.sha256 else {}}
             driver = self._s3()
             if body.small is not None and hasattr(driver, "supports_s3_multipart_upload"):
                 # libcloud's S3 driver uploads EVERY stream as multipart (3 requests, "-1" ETags); one PUT is

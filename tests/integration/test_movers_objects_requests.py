@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from liferaft.movers.objects import Endpoint, SyncOptions, sync, verify_sync
+from liferaft.movers.objects import Endpoint, SyncOptions, manifest_for, sync, verify_sync
 from liferaft.providers.aws import AwsAdapter
 from liferaft.providers.base import CHUNK_SIZE
 from liferaft.providers.libcloud_ import LibcloudAdapter
@@ -69,3 +69,48 @@ def test_sync_costs_one_get_and_one_put_per_object(aws_endpoint: LabEndpoint, s3
     for key, body in bodies.items():
         assert dst.objects.head_object(name, key).sha256 == hashlib.sha256(body).hexdigest()
     assert verify_sync(src, dst).ok
+
+
+@pytest.mark.parametrize("target_kind", ["aws", "libcloud"])
+def test_a_large_object_of_unknown_sha256_is_read_once(aws_endpoint: LabEndpoint, s3rver_endpoint: LabEndpoint,
+                                                       tmp_path: Path, target_kind: str) -> None:
+    """Over the in-memory limit and without a sha256 at the source: one HEAD (does the source declare one?) and
+    ONE GET at the source, a multipart upload at the target as it streams; the manifest holds the sha256 of the
+    bytes; the target object goes without the sha256 metadata. `unknown_hash="prehash"` reads it twice and
+    stores it."""
+    name = "rq1-" + uuid.uuid4().hex[:10]
+    src = Endpoint("aws", _aws(aws_endpoint), name)
+    make_target = (lambda: _aws(s3rver_endpoint)) if target_kind == "aws" else (lambda: _libcloud(s3rver_endpoint))
+    dst = Endpoint("objstore", make_target(), name, factory=make_target if target_kind == "libcloud" else None)
+    src.objects.create_bucket(name)
+    dst.objects.create_bucket(name)
+    body = os.urandom(2 * CHUNK_SIZE + 1024 * 1024 + 17)  # three parts
+    digest = hashlib.sha256(body).hexdigest()
+    aws_endpoint.client("s3", direct=True).put_object(Bucket=name, Key="big", Body=body)
+    options = SyncOptions(workers=2, buffer_limit=CHUNK_SIZE)
+
+    for mode, reads, stored in (("stream", 1, None), ("prehash", 2, digest)):
+        aws_endpoint.proxy.reset_stats()
+        s3rver_endpoint.proxy.reset_stats()
+        result = sync(src, dst, tmp_path / mode, SyncOptions(**{**options.__dict__, "unknown_hash": mode}))
+        assert result.copied == 1 and result.bytes_copied == len(body) and not result.failed
+        at_source = aws_endpoint.proxy.stats()["by_method"]
+        assert at_source == {"HEAD": 1, "GET": reads + 1}, (mode, at_source)  # + the listing
+        at_target = s3rver_endpoint.proxy.stats()["by_method"]
+        if target_kind == "aws":  # three parts, plus the upload's start and end
+            assert at_target.get("PUT") == 3 and at_target.get("POST") == 2, (mode, at_target)
+        else:  # libcloud's driver streams it in one request of its choosing
+            assert at_target.get("PUT", 0) + at_target.get("POST", 0) >= 1, (mode, at_target)
+        assert _sha_of(dst, name, "big") == digest
+        assert dst.objects.head_object(name, "big").sha256 == stored, mode
+        with manifest_for(tmp_path / mode, src, dst) as manifest:
+            entry = manifest.load()["big"]
+        assert (entry.src_sha256, entry.tgt_sha256, entry.size) == (digest, digest, len(body))
+        dst.objects.delete_object(name, "big")
+
+
+def _sha_of(ep: Endpoint, bucket: str, key: str) -> str:
+    h = hashlib.sha256()
+    for chunk in ep.client().get_object(bucket, key):
+        h.update(chunk)
+    return h.hexdigest()

@@ -35,6 +35,18 @@ def test_large_body_of_unknown_hash_is_spooled() -> None:
         body.close()
 
 
+def test_large_body_of_unknown_hash_streams_when_its_hash_need_not_be_stored() -> None:
+    """store_sha256=False: the same large body passes through as it streams (nothing spooled, no hash pass
+    here): its sha256 is unknown up front, so the upload cannot store it; the caller's HashingStream has it."""
+    data = os.urandom(20 * 1024 * 1024)  # three parts
+    stream = HashingStream([data[i:i + 100_000] for i in range(0, len(data), 100_000)])
+    body = prepare(stream, None, len(data), store_sha256=False)
+    assert body.file is None and body.small is None and body.sha256 is None
+    assert stream.size < len(data)  # read ahead by two parts at most, not to the end
+    assert b"".join(body.blocks()) == data and stream.hexdigest() == hashlib.sha256(data).hexdigest()
+    body.verify("p", "k")  # nothing declared: nothing to refuse
+
+
 def test_declared_hash_is_verified() -> None:
     """A wrong declared sha256 fails for small bodies at once and for streamed ones after the last byte."""
     with pytest.raises(CheckFailed):
