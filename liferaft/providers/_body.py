@@ -4,8 +4,9 @@ S3-style stores take user metadata (where liferaft keeps the sha256) in the requ
 When the caller does not know the sha256 of a large stream, the body is either spooled to a temporary file once
 while hashing, then uploaded from there (`store_sha256=True`: the stored object carries its sha256), or uploaded as
 it streams without that metadata (`store_sha256=False`: one read, nothing staged; the caller hashes the stream and
-keeps the digest itself, as the object-sync manifest does). Small bodies (< one chunk) are held in memory; so is a body the caller hands
-over as ONE in-memory chunk of up to SINGLE_PUT_MAX bytes (it is in memory already: one PUT, no copy).
+keeps the digest itself, as the object-sync manifest does). Small bodies (< one chunk) are held in memory; so is a
+body the caller hands over as ONE in-memory chunk of up to SINGLE_PUT_MAX bytes (in memory already: one PUT, no
+copy).
 
 Hash passes are counted: a body wrapped in `HashingStream` (the movers do this while streaming) is hashed once,
 by that wrapper, and `prepare` uses its digest instead of hashing the same bytes again; `HashedBytes` is a body
@@ -25,6 +26,11 @@ from liferaft.providers.base import CHUNK_SIZE
 
 SHA256_META = "liferaft-sha256"  # stored as x-amz-meta-liferaft-sha256 on S3-style stores
 SINGLE_PUT_MAX = 64 * 1024 * 1024  # one in-memory chunk up to this size goes up in one PUT (S3 allows 5 GB)
+
+
+def sha256_metadata(sha256: str | None) -> dict[str, str]:
+    """The user metadata that carries a body's sha256 on S3-style stores; none when it is not known up front."""
+    return {SHA256_META: sha256} if sha256 else {}
 
 
 class HashingStream:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from liferaft.errors import AuthRejected, ProviderError, Unreachable
 from liferaft.providers import _errors
-from liferaft.providers._body import SHA256_META, prepare
+from liferaft.providers._body import SHA256_META, prepare, sha256_metadata
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
 
 if TYPE_CHECKING:
@@ -437,15 +437,16 @@ class AwsObjects:
         body = prepare(chunks, sha256, size, part_size=part_size, store_sha256=store_sha256)
         try:
             if body.small is not None:
-                data, op, digest = body.small, f"put object {bucket}/{key}", str(body.sha256)
+                data, op, digest = body.small, f"put object {bucket}/{key}", body.sha256
+                assert digest is not None  # a body in memory is always hashed
                 answer = self._try_lean(op, bucket, lambda fast: fast.put(op, bucket, key, data, digest,
-                                                                           {SHA256_META: digest}))
+                                                                           sha256_metadata(digest)))
                 if answer is not None:
                     etag: str | None = answer.etag
                 else:
                     checksum = base64.b64encode(bytes.fromhex(digest)).decode()
                     r = self._c.call(op, lambda: self._s3.put_object(
-                        Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: digest},
+                        Bucket=bucket, Key=key, Body=data, Metadata=sha256_metadata(digest),
                         ChecksumSHA256=checksum))
                     etag = r.get("ETag")
                 sent = len(data)
@@ -459,7 +460,7 @@ class AwsObjects:
                    verify: Callable[[str, str], None]) -> tuple[str | None, int]:
         op = f"multipart upload {bucket}/{key}"
         up = self._c.call(op, lambda: self._s3.create_multipart_upload(
-            Bucket=bucket, Key=key, Metadata={SHA256_META: sha256} if sha256 else {}))
+            Bucket=bucket, Key=key, Metadata=sha256_metadata(sha256)))
         upload_id = up["UploadId"]
         parts: list[dict[str, Any]] = []
         sent = 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from liferaft.errors import AuthRejected, NotFound, ProviderError, UsageError
 from liferaft.providers import _errors
-from liferaft.providers._body import SHA256_META, prepare
+from liferaft.providers._body import SHA256_META, prepare, sha256_metadata
 from liferaft.providers._libcloud_common import Section, classify
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, ProbeResult, Provider
 
@@ -191,7 +191,7 @@ class LibcloudObjects(Section):
         op = f"put object {bucket}/{key}"
         body = prepare(chunks, sha256, size, store_sha256=store_sha256)
         try:
-            extra = {"meta_data": {SHA256_META: body.sha256} if body.sha256 else {}}
+            extra = {"meta_data": sha256_metadata(body.sha256)}
             driver = self._s3()
             if body.small is not None and hasattr(driver, "supports_s3_multipart_upload"):
                 # libcloud's S3 driver uploads EVERY stream as multipart (3 requests, "-1" ETags); one PUT is
