@@ -281,34 +281,45 @@ def _compared(name: str, work: float, samples: dict[str, list[tuple[float, str]]
     return _row(name, lt, pt, op, target, note)
 
 
-def _small(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3: Any, s3d: Any, state: str,
-           n: int, workers: int, rounds: int) -> list[dict[str, Any]]:
-    fill(s3, "small", n, 4 * KIB)
+def _round_bucket(s3d: Any, tool: str, dataset: str, i: int) -> str:
+    """The target bucket of one tool's copy of a dataset in round i (-1: the warm-up); made on first use."""
+    name = f"{tool}-{dataset}-{'w' if i < 0 else i}"
+    if not _exists(s3d, name):
+        s3d.create_bucket(Bucket=name)
+    return name
 
-    def bucket(tool: str, i: int) -> str:
-        name = f"{tool}-small-{'w' if i < 0 else i}"
-        if not _exists(s3d, name):
-            s3d.create_bucket(Bucket=name)
-        return name
 
+def _copies(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3d: Any, dataset: str, n: int,
+            state: str, workers: int) -> dict[str, Any]:
+    """Each tool's full copy of source bucket `dataset` (n objects) into its bucket of the round: fn(round) -> s."""
     def lr(i: int) -> float:
-        r = run_sync(src, "small", dst, bucket("lr", i), state, workers)
+        r = run_sync(src, dataset, dst, _round_bucket(s3d, "lr", dataset, i), state, workers)
         assert r.copied == n, r
         return float(r.seconds)
 
     def rc(i: int) -> float:
-        return rclone(["copy", "src:small", f"dst:{bucket('rc', i)}", *RCLONE_TUNED], remotes)
+        return rclone(["copy", f"src:{dataset}", f"dst:{_round_bucket(s3d, 'rc', dataset, i)}", *RCLONE_TUNED],
+                      remotes)
 
-    rows = [_compared(f"small: {n} x 4 KiB, objects/s", n, _rounds(rounds, {"liferaft": lr, "rclone": rc}),
+    return {"liferaft": lr, "rclone": rc}
+
+
+def _small(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3: Any, s3d: Any, state: str,
+           n: int, workers: int, rounds: int) -> list[dict[str, Any]]:
+    fill(s3, "small", n, 4 * KIB)
+
+    rows = [_compared(f"small: {n} x 4 KiB, objects/s", n,
+                      _rounds(rounds, _copies(src, dst, remotes, s3d, "small", n, state, workers)),
                       ">=", 1.0, as_rate=True)]
 
     def lr_again(i: int) -> float:  # the same pair and state as the copy of round i: nothing to do
-        r = run_sync(src, "small", dst, bucket("lr", i), state, workers)
+        r = run_sync(src, "small", dst, _round_bucket(s3d, "lr", "small", i), state, workers)
         assert r.copied == 0, r
         return float(r.seconds)
 
     def rc_again(i: int) -> float:
-        return rclone(["sync", "--checksum", "src:small", f"dst:{bucket('rc', i)}", *RCLONE_TUNED], remotes)
+        return rclone(["sync", "--checksum", "src:small", f"dst:{_round_bucket(s3d, 'rc', 'small', i)}", *RCLONE_TUNED],
+                      remotes)
 
     rows.append(_compared(f"no-change resync of {n}, seconds", 0,
                           _rounds(rounds, {"liferaft": lr_again, "rclone": rc_again}), "<=", 1.0, as_rate=False,
@@ -319,22 +330,9 @@ def _small(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3
 def _large(src: dict[str, str], dst: dict[str, str], remotes: dict[str, Any], s3: Any, s3d: Any, state: str,
            n: int, workers: int, rounds: int) -> list[dict[str, Any]]:
     fill(s3, "large", n, 16 * MIB)
-
-    def bucket(tool: str, i: int) -> str:
-        name = f"{tool}-large-{'w' if i < 0 else i}"
-        s3d.create_bucket(Bucket=name)
-        return name
-
-    def lr(i: int) -> float:
-        r = run_sync(src, "large", dst, bucket("lr", i), state, workers)
-        assert r.copied == n, r
-        return float(r.seconds)
-
-    def rc(i: int) -> float:
-        return rclone(["copy", "src:large", f"dst:{bucket('rc', i)}", *RCLONE_TUNED], remotes)
-
     total_mb = n * 16 * MIB / 1e6
-    return [_compared(f"large: {n} x 16 MiB, MB/s", total_mb, _rounds(rounds, {"liferaft": lr, "rclone": rc}),
+    return [_compared(f"large: {n} x 16 MiB, MB/s", total_mb,
+                      _rounds(rounds, _copies(src, dst, remotes, s3d, "large", n, state, workers)),
                       ">=", 1.0, as_rate=True)]
 
 

@@ -35,17 +35,23 @@ def _libcloud(ep: LabEndpoint) -> Any:
                            key=ep.access_key, secret=ep.secret_key).objects
 
 
+def _pair(source: LabEndpoint, target: LabEndpoint, target_kind: str) -> tuple[str, Endpoint, Endpoint]:
+    """A fresh bucket of one name on both servers: moto through the aws adapter, s3rver through `target_kind`."""
+    name = "rq-" + uuid.uuid4().hex[:10]
+    src = Endpoint("aws", _aws(source), name)
+    make_target = (lambda: _aws(target)) if target_kind == "aws" else (lambda: _libcloud(target))
+    dst = Endpoint("objstore", make_target(), name, factory=make_target if target_kind == "libcloud" else None)
+    src.objects.create_bucket(name)
+    dst.objects.create_bucket(name)
+    return name, src, dst
+
+
 @pytest.mark.parametrize("target_kind", ["aws", "libcloud"])
 def test_sync_costs_one_get_and_one_put_per_object(aws_endpoint: LabEndpoint, s3rver_endpoint: LabEndpoint,
                                                    tmp_path: Path, target_kind: str) -> None:
     """20 small objects and one 12 MiB object of unknown sha256: one GET each at the source, one PUT each at the
     target, and no HEAD anywhere; the bytes and the stored sha256 are right (verify reads both sides)."""
-    name = "rq-" + uuid.uuid4().hex[:10]
-    src = Endpoint("aws", _aws(aws_endpoint), name)
-    make_target = (lambda: _aws(s3rver_endpoint)) if target_kind == "aws" else (lambda: _libcloud(s3rver_endpoint))
-    dst = Endpoint("objstore", make_target(), name, factory=make_target if target_kind == "libcloud" else None)
-    src.objects.create_bucket(name)
-    dst.objects.create_bucket(name)
+    name, src, dst = _pair(aws_endpoint, s3rver_endpoint, target_kind)
     raw = aws_endpoint.client("s3", direct=True)  # filled without liferaft: no sha256 metadata at the source
     bodies = {f"o/{i:03d}": os.urandom(4096 + i) for i in range(20)}
     bodies["big/one"] = os.urandom(CHUNK_SIZE + 4 * 1024 * 1024)
@@ -78,12 +84,7 @@ def test_a_large_object_of_unknown_sha256_is_read_once(aws_endpoint: LabEndpoint
     ONE GET at the source, a multipart upload at the target as it streams; the manifest holds the sha256 of the
     bytes; the target object goes without the sha256 metadata. `unknown_hash="prehash"` reads it twice and
     stores it."""
-    name = "rq1-" + uuid.uuid4().hex[:10]
-    src = Endpoint("aws", _aws(aws_endpoint), name)
-    make_target = (lambda: _aws(s3rver_endpoint)) if target_kind == "aws" else (lambda: _libcloud(s3rver_endpoint))
-    dst = Endpoint("objstore", make_target(), name, factory=make_target if target_kind == "libcloud" else None)
-    src.objects.create_bucket(name)
-    dst.objects.create_bucket(name)
+    name, src, dst = _pair(aws_endpoint, s3rver_endpoint, target_kind)
     body = os.urandom(2 * CHUNK_SIZE + 1024 * 1024 + 17)  # three parts
     digest = hashlib.sha256(body).hexdigest()
     aws_endpoint.client("s3", direct=True).put_object(Bucket=name, Key="big", Body=body)
