@@ -1,8 +1,9 @@
 """`liferaft replicate --to SITE [--watch]`: keep the standby's data current and report the lag (live RPO exposure).
 
-Thin: parse, call liferaft.readiness, render. Exit codes: 0 every dataset synced in the last round; 3 the source
-did not answer (the standby keeps its last copy; the state file says how stale it grows); other liferaft errors as
-usual.
+Thin: parse, call liferaft.readiness, render. Holds the site's lock (liferaft.failover.lock.SiteLock) while it runs:
+a drill or failover run into the site is refused meanwhile, and it is refused while one runs. Exit codes: 0 every
+dataset synced in the last round; 3 the source did not answer (the standby keeps its last copy; the state file says
+how stale it grows); the lock's exit code when the site is in use; other liferaft errors as usual.
 """
 
 from __future__ import annotations
@@ -55,18 +56,30 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
               source_timeout: float | None, prom_file: str | None, as_json: bool) -> int:
     """Keep the standby at SITE current: PostgreSQL by logical replication (or periodic dumps), buckets by
     incremental sync; report lag per dataset in seconds and bytes, and record it for failover, drill and audit."""
-    from liferaft.events import Events
-    from liferaft.health.report import write_atomic
-    from liferaft.readiness.standby import ReplicateOptions, Replicator
-    from liferaft.readiness.standby import watch as watch_loop
-    from liferaft.readiness.state import prometheus_text
+    from liferaft.failover.lock import SiteLock
+    from liferaft.readiness.standby import ReplicateOptions
 
     if count is not None and not watch:
         raise UsageError("--count needs --watch")
     stack = opts.stack()
+    stack.site(to)  # an unknown site is a usage error, before any lock file is made for it
     health = stack.model.health
     ropts = ReplicateOptions(target=to, interval=interval or min(30.0, float(health.interval)),
                              source_timeout=source_timeout or float(health.timeout))
+    # The site is this process's while it keeps the standby there: a drill or a failover run into the same site
+    # would promote the standby this loop keeps syncing into (and it would undo their work).
+    with SiteLock(opts.state_dir, stack.model.name, to).acquire(by="replicate --watch" if watch else "replicate"):
+        return _replicate(opts, stack, ropts, watch, count, prom_file, as_json)
+
+
+def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None,
+               as_json: bool) -> int:
+    from liferaft.events import Events
+    from liferaft.health.report import write_atomic
+    from liferaft.readiness.standby import Replicator
+    from liferaft.readiness.standby import watch as watch_loop
+    from liferaft.readiness.state import prometheus_text
+
     rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
     rep.setup_or_attach()
 

@@ -97,7 +97,17 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     steps.ensure_registered()
     ledger = opts.ledger or os.environ.get(LEDGER_ENV) or None
     opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(ledger).resolve()) if ledger else None)
+    from liferaft.failover.lock import SiteLock
+
     ev = events or Events()
+    stack.site(opts.target)  # an unknown site is a usage error, before any lock file is made for it
+    # The site is the drill's from its standby set-up to the standby set up again: a `replicate` of that site would
+    # sync into the standby the drill promotes, a failover run into it would fight over the same host.
+    with SiteLock(state_dir, stack.model.name, opts.target).acquire(by=f"drill, {opts.scenario}"):
+        return _run_drill(stack, state_dir, opts, ev)
+
+
+def _run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events) -> DrillResult:
     drill_id = new_drill_id()
     started = time.time()
     ev.emit("drill.started", f"drill {drill_id}: {stack.model.primary} -> {opts.target} ({opts.scenario})",

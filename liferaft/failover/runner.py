@@ -14,6 +14,7 @@ Test switches (public, documented; for crash tests only):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets as _secrets
 import signal
@@ -27,7 +28,7 @@ from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
 from liferaft.events import Events, as_events
 from liferaft.failover.journal import Journal, RunRecord, journal_path, stack_dir
 from liferaft.failover.kinds import get_kind
-from liferaft.failover.lock import StackLock
+from liferaft.failover.lock import SiteLock, StackLock
 from liferaft.failover.plan import Plan, Step
 
 if TYPE_CHECKING:
@@ -181,7 +182,9 @@ class Runner:
             get_kind(s.kind)  # an unknown kind is refused before anything acts
         run_id = new_run_id()
         box: list[RunContext] = []
-        with StackLock(self.state_dir, plan.stack).acquire(run_id), self._open_journal(box) as journal:
+        with StackLock(self.state_dir, plan.stack).acquire(run_id, by="failover run"), \
+                SiteLock(self.state_dir, plan.stack, plan.target).acquire(run_id, by="failover run"), \
+                self._open_journal(box) as journal:
             journal.create_run(run_id, plan)
             ctx = RunContext(run_id=run_id, plan=plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
@@ -193,8 +196,8 @@ class Runner:
     # ------------------------------------------------------------------------------------------------ resume
     def resume(self, run_ref: str, *, stop_before: str | None = None) -> RunOutcome:
         box: list[RunContext] = []
-        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref) as lock, \
-                self._open_journal(box) as journal:
+        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="failover run") as lock, \
+                contextlib.ExitStack() as site, self._open_journal(box) as journal:
             rec = journal.find_run(run_ref)
             lock.set_run(rec.id)
             if rec.status == "done":
@@ -205,6 +208,8 @@ class Runner:
                                  if rec.status == "rolling-back" else "start a new failover")
             if stop_before is not None and stop_before not in rec.plan.step_ids:
                 raise UsageError(f"--stop-before {stop_before!r}: no such step", hint=", ".join(rec.plan.step_ids))
+            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).acquire(rec.id,
+                                                                                                 by="failover run"))
             journal.set_run_status(rec.id, "running")
             ctx = RunContext(run_id=rec.id, plan=rec.plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
@@ -290,12 +295,14 @@ class Runner:
     def rollback(self, run_ref: str) -> RunOutcome:
         t0 = time.monotonic()
         box: list[RunContext] = []
-        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref) as lock, \
-                self._open_journal(box) as journal:
+        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="rollback") as lock, \
+                contextlib.ExitStack() as site, self._open_journal(box) as journal:
             rec = journal.find_run(run_ref)
             lock.set_run(rec.id)
             if rec.status == "rolled-back":
                 raise UsageError(f"run {rec.id} is already rolled back")
+            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).acquire(rec.id,
+                                                                                                 by="rollback"))
             ctx = RunContext(run_id=rec.id, plan=rec.plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
             box.append(ctx)

@@ -3,7 +3,8 @@
 No-notice: the primary is cut off first (in the lab: the aws proxy drops connections and host a's network is cut),
 then the standby at b is promoted and serves through the drill record. Two drills in a row:
 1. no standby recorded: the drill makes one while the source answers, and forgets it afterwards;
-2. a standby kept by `liferaft replicate`: the drill uses it, and sets it up again afterwards.
+2. a standby kept by `liferaft replicate --watch`: while the watch runs the drill is refused (the site is the watch's);
+   once it is stopped the drill uses the standby, and sets it up again afterwards.
 After each: production DNS never moved, the cut is healed (host a serves and takes writes again), b serves nothing,
 no replication slot is left abandoned at the source, and the figures are in the report.
 """
@@ -11,6 +12,9 @@ no replication slot is left abandoned at the source, and the figures are in the 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from liferaft.errors import EXIT_LOCKED
 from liferaft.lab import example
 from liferaft.stack import load_stack
 from tests.integration.test_drill_lab import Watcher, cli, health, post, resolve
@@ -117,9 +122,30 @@ def test_no_notice_drill_without_then_with_a_kept_standby(own_lab: Any, tmp_path
     status = lab.status()  # only what the drill cut was healed, and all of it
     assert status["cut_hosts"] == [] and set(status["modes"].values()) == {"forward"}, status
 
-    # 2. A standby kept by replicate: used as it is, set up again afterwards (subscribed and current).
-    rep = cli(info, state, "replicate", "--to", "alt-b", "--json", timeout=600)
-    assert rep.returncode == 0, rep.stderr[-3000:]
+    # 2. A standby kept by `replicate --watch`. While the watch runs, the site is its own: a drill is refused before
+    # it touches anything (it would promote the standby the watch keeps syncing into). Once the watch is stopped,
+    # the drill uses the standby as it is and sets it up again afterwards (subscribed and current).
+    watch = subprocess.Popen([sys.executable, "-m", "liferaft", "--stack", str(info.stack_file), "--state-dir",
+                              str(state), "replicate", "--to", "alt-b", "--watch", "--interval", "1", "--json"],
+                             stdout=subprocess.PIPE, stderr=(tmp_path / "watch.err").open("w"), text=True,
+                             stdin=subprocess.DEVNULL)
+    first: dict[str, Any] = {}
+    try:
+        assert watch.stdout is not None
+        first = json.loads(watch.stdout.readline() or "{}")  # one round done: the standby is set up and current
+        assert first.get("source_reachable") is True, first
+        refused = cli(info, state, "drill", "--to", "alt-b", "--scenario", "no-notice", "--json", timeout=120)
+        OUTPUTS.append(("refused drill output", refused.stdout + refused.stderr))
+        assert refused.returncode == EXIT_LOCKED, refused.stdout[-2000:] + refused.stderr[-2000:]
+        assert json.loads(refused.stdout)["error"] == "LockHeld"
+        assert f"process {watch.pid} (replicate --watch)" in refused.stderr, refused.stderr[-2000:]
+        assert "stop `liferaft replicate --to alt-b`" in refused.stderr
+        assert lab.status()["cut_hosts"] == []  # refused before the cut
+    finally:
+        watch.send_signal(signal.SIGTERM)  # the watch ends after its round in progress
+        rest, _ = watch.communicate(timeout=120)
+    OUTPUTS.append(("replicate --watch output", json.dumps(first) + rest + (tmp_path / "watch.err").read_text()))
+    assert watch.returncode == 0, (tmp_path / "watch.err").read_text()[-3000:]
     doc, watcher, writer = _drill(info, state, tmp_path, "second")
     _check_common(info, doc, watcher, writer)
     assert doc["phases"][0]["name"] != "standby"  # the drill did not make it (it sets it up again at the end)

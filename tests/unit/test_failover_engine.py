@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,8 +10,11 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,6 +218,77 @@ def test_second_run_is_refused_while_the_lock_is_held_and_free_after_holder_dies
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert Runner(state, stack_name="toy").start(toy_plan(tmp_path)).status == "done"
+
+
+@contextlib.contextmanager
+def _site_held(state: Path, site: str, by: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the toy stack's lock on `site`, as `by` would (replicate --watch, a drill)."""
+    holder = subprocess.Popen([sys.executable, "-m", "tests.unit.test_failover_toys", "hold-site", str(state), "toy",
+                               site, by], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_a_run_into_a_site_another_process_uses_is_refused(tmp_path: Path) -> None:
+    """A site kept by `replicate --watch` (or drilled) in another process: a failover run into it is refused before
+    any step, and so are resuming and rolling back a run into it; a run into another site goes ahead; once the
+    holder is gone (SIGKILL: the kernel drops the flock) the run into the site goes ahead too."""
+    state = tmp_path / "state"
+    runner = Runner(state, stack_name="toy")
+    stopped = runner.start(toy_plan(tmp_path), stop_before="dns")  # a run into "there", left to resume
+    assert stopped.status == "stopped"
+    before = calls(tmp_path)
+    with _site_held(state, "there", "replicate --watch") as holder:
+        for attempt in (lambda: runner.start(toy_plan(tmp_path)), lambda: runner.resume(stopped.run_id),
+                        lambda: runner.rollback(stopped.run_id)):
+            with pytest.raises(LockHeld, match=f"site 'there' of stack 'toy' is in use by process {holder.pid} "
+                                               r"\(replicate --watch\)") as e:
+                attempt()
+            assert "liferaft replicate --to there" in (e.value.hint or "")
+        assert calls(tmp_path) == before  # nothing ran, nothing was undone
+        with runner.journal() as j:
+            assert j.run(stopped.run_id).status == "stopped"
+        elsewhere = Plan(**{**toy_plan(tmp_path / "other").__dict__, "target": "elsewhere"})
+        (tmp_path / "other").mkdir()
+        assert runner.start(elsewhere).status == "done"
+    assert runner.resume(stopped.run_id).status == "done"
+
+
+def test_the_site_lock_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
+    """A drill holds its site and starts the failover run into it (which takes the site again): that goes ahead.
+    Meanwhile another thread of the same process, and another process, are refused; after the outer release
+    the site is free."""
+    from liferaft.failover import SiteLock
+
+    state = tmp_path / "state"
+    refused: list[BaseException] = []
+    with SiteLock(state, "toy", "there").acquire(by="drill, no-notice"):
+        assert Runner(state, stack_name="toy").start(toy_plan(tmp_path)).status == "done"
+        with SiteLock(state, "toy", "there").acquire(by="nested"):
+            pass
+        t = threading.Thread(target=lambda: _try(lambda: SiteLock(state, "toy", "there").acquire(), refused))
+        t.start()
+        t.join()
+        assert len(refused) == 1 and isinstance(refused[0], LockHeld), refused
+        assert f"process {os.getpid()} (drill, no-notice)" in str(refused[0])  # the outer holder, not "nested"
+        code = ("import sys; from pathlib import Path; from liferaft.failover import SiteLock; "
+                "SiteLock(Path(sys.argv[1]), 'toy', 'there').acquire()")
+        other = subprocess.run([sys.executable, "-c", code, str(state)],
+                               cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert other.returncode != 0 and "LockHeld" in other.stderr and "is in use by" in other.stderr
+    with SiteLock(state, "toy", "there").acquire(by="after"):  # free again
+        pass
+
+
+def _try(fn: Any, errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as e:  # noqa: BLE001 - collected for the test thread to look at
+        errors.append(e)
 
 
 # ------------------------------------------------------------------------------------------------ rollback

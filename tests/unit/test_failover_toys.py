@@ -1,7 +1,8 @@
 """Toy step kinds for the engine's tests, and a tiny entry point so a real subprocess can run (and die in) a plan.
 
 `python -m tests.unit.test_failover_toys start STATE_DIR PLAN_FILE` runs a plan; `hold-lock STATE_DIR STACK`
-takes the stack's lock and sleeps. The kinds act on files so every effect can be checked from outside.
+takes the stack's lock and sleeps; `hold-site STATE_DIR STACK SITE BY` takes a site's lock (as BY) and sleeps.
+The kinds act on files so every effect can be checked from outside.
 """
 
 from __future__ import annotations
@@ -151,6 +152,13 @@ def main(argv: list[str]) -> int:
         from liferaft.failover import StackLock
 
         with StackLock(Path(argv[1]), argv[2]).acquire("holder"):
+            print("locked", flush=True)
+            time.sleep(60)
+        return 0
+    if argv[0] == "hold-site":
+        from liferaft.failover import SiteLock
+
+        with SiteLock(Path(argv[1]), argv[2], argv[3]).acquire(by=argv[4]):
             print("locked", flush=True)
             time.sleep(60)
         return 0

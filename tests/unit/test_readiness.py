@@ -26,7 +26,8 @@ from liferaft.readiness.state import (
     state_path,
 )
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "microblog"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_DIR = REPO / "examples" / "microblog"
 
 
 @pytest.fixture
@@ -246,6 +247,40 @@ def test_replicate_cli_refuses_count_without_watch(example_stack: Path, tmp_path
                         str(tmp_path / "s"), "replicate", "--to", "primary"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2 and "is the primary" in r.stderr
+
+
+def test_replicate_and_drill_refuse_a_site_another_process_uses(example_stack: Path, tmp_path: Path) -> None:
+    """`replicate` and `drill` (both scenarios) into a site another process holds (a `replicate --watch`, a drill, a
+    failover run) exit with the lock's code, naming the holder, before anything is contacted; an unknown site is a
+    usage error that leaves no lock file behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from liferaft.errors import EXIT_LOCKED
+    from liferaft.stack import load_stack
+
+    state = tmp_path / "s"
+    name = load_stack(example_stack).model.name
+    base = [sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state)]
+    holder = subprocess.Popen([sys.executable, "-m", "tests.unit.test_failover_toys", "hold-site", str(state), name,
+                               "alt-b", "replicate --watch"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for args in (["replicate", "--to", "alt-b"], ["replicate", "--to", "alt-b", "--watch"],
+                     ["drill", "--to", "alt-b"], ["drill", "--to", "alt-b", "--scenario", "no-notice"]):
+            t0 = time.monotonic()
+            r = subprocess.run([*base, *args, "--json"], capture_output=True, text=True, timeout=60, check=False)
+            assert r.returncode == EXIT_LOCKED, (args, r.stdout, r.stderr)
+            assert json.loads(r.stdout)["error"] == "LockHeld"
+            assert f"site 'alt-b' of stack '{name}' is in use by process {holder.pid} (replicate --watch)" in r.stderr
+            assert time.monotonic() - t0 < 30  # refused at once, not after waiting on the closed endpoints
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    r = subprocess.run([*base, "drill", "--to", "nowhere"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "no site named 'nowhere'" in r.stderr
+    assert not list(state.rglob("site-nowhere*"))
 
 
 def test_plan_source_timeout_flag_bounds_the_cold_probe(example_stack: Path, tmp_path: Path,
