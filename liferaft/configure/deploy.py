@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from liferaft.configure._runner import run_playbook
@@ -32,23 +31,6 @@ class ServiceVars:
 
     variables: dict[str, Any] = field(hash=False)
     secret_variables: dict[str, Any] = field(hash=False, repr=False)
-
-
-def target_hosts(stack: Any, provider_name: str, names: Sequence[str] | None = None) -> list[TargetHost]:
-    """TargetHosts of an `ssh` provider's pool (pinned keys, private key path resolved from its reference)."""
-    prov = stack.provider(provider_name)
-    if getattr(prov, "type", None) != "ssh":
-        raise UsageError(f"provider {provider_name!r} is not an ssh host pool")
-    key_path: str | None = None
-    if prov.private_key:
-        kind, _, target = prov.private_key.partition(":")
-        if kind != "file":
-            raise UsageError(f"provider {provider_name!r}: private_key must be a file: reference (a key path)")
-        p = Path(target)
-        key_path = str(p if p.is_absolute() else stack.base_dir / p)
-    return [TargetHost(name=h.name, address=h.address, port=h.port, user=prov.user, host_keys=tuple(h.host_keys),
-                       private_key_file=key_path)
-            for h in prov.hosts if names is None or h.name in names]
 
 
 def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_host: str | None = None,

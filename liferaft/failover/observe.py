@@ -52,15 +52,11 @@ def dns_current(stack: Stack, state_dir: Any) -> dict[str, dict[str, Any]]:
 
 
 def compute_candidates(stack: Stack, provider_name: str, state_dir: Any) -> list[TargetHost]:
-    """Hosts of a compute provider that liferaft can reach over SSH (pinned keys)."""
+    """Hosts of a compute provider that liferaft can reach over SSH (pinned keys) and that may run the stack."""
     from liferaft.configure import TargetHost
-    from liferaft.configure.deploy import target_hosts
 
-    cfg = stack.provider(provider_name)
-    if getattr(cfg, "type", None) == "ssh":
-        return target_hosts(stack, provider_name)
     compute = open_provider(stack, provider_name, state_dir).require("compute")
-    return [TargetHost.from_access(h.name, h.ssh) for h in compute.list_hosts() if h.ssh is not None]
+    return [TargetHost.from_access(h.name, h.ssh) for h in compute.reachable_hosts() if h.ssh is not None]
 
 
 def find_source_host(stack: Stack, site: str, current: dict[str, dict[str, Any]], state_dir: Any) -> TargetHost:

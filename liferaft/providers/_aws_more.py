@@ -69,6 +69,9 @@ class AwsCompute:
     def list_hosts(self) -> list[Host]:
         return self._describe("describe instances")
 
+    def reachable_hosts(self) -> list[Host]:
+        return [h for h in self.list_hosts() if h.ssh is not None]
+
     def get_host(self, host_id: str) -> Host:
         hosts = self._describe(f"describe instance {host_id}", InstanceIds=[host_id])
         if not hosts:

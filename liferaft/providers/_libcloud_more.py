@@ -186,6 +186,9 @@ class LibcloudCompute(Section):
     def list_hosts(self) -> list[Host]:
         return [self._to_host(n) for n in self._nodes()]
 
+    def reachable_hosts(self) -> list[Host]:
+        return [h for h in self.list_hosts() if h.ssh is not None]
+
     def get_host(self, host_id: str) -> Host:
         for n in self._nodes():
             if str(n.id) == host_id:

@@ -52,6 +52,12 @@ class HostSpec:
 class Compute(Protocol):
     def list_hosts(self) -> list[Host]: ...
 
+    def reachable_hosts(self) -> list[Host]:
+        """Every host here liferaft can reach over SSH (pinned host keys) and that may run the stack -- where a
+        failover looks for the source host. An API provider: its existing hosts with SSH access. A pool you bring:
+        every host in it, allocated or not (the primary's own hosts were never allocated by liferaft)."""
+        ...
+
     def create_host(self, spec: HostSpec) -> Host:
         """Create (or, for a pool of hosts you bring, allocate) a host. Idempotent by spec.name."""
         ...

@@ -118,6 +118,11 @@ class SshAdapter:
         with self._allocations() as alloc:
             return [self._host(p, s) for p, s in sorted(alloc.items()) if p in self.pool]
 
+    def reachable_hosts(self) -> list[Host]:
+        """Every host of the pool under its pool name, allocated or not."""
+        return [Host(id=h.name, name=h.name, address=h.address, state="running", ssh=self.access(h),
+                     extra={"pool_host": h.name, "port": h.port}) for h in self.pool.values()]
+
     def free_hosts(self) -> list[str]:
         with self._allocations() as alloc:
             return [p for p in self.pool if p not in alloc]

@@ -66,6 +66,19 @@ def test_contract_create_is_idempotent_by_name(target: Target) -> None:
     assert all(h.state == "terminated" for h in compute.list_hosts() if h.id == host.id)
 
 
+def test_contract_reachable_hosts_have_ssh_access(target: Target) -> None:
+    """reachable_hosts (where a failover looks for the source host) lists only hosts with SSH access: a cloud's
+    existing hosts, a pool's every host allocated or not."""
+    compute: Compute = target.provider.require("compute")
+    listed = {h.id for h in compute.list_hosts()}
+    reachable = compute.reachable_hosts()
+    assert all(h.ssh is not None and h.ssh.known_hosts for h in reachable)
+    if target.extra.get("pool"):
+        assert sorted(h.id for h in reachable) == ["a", "b"] and listed <= {h.id for h in reachable}
+    else:
+        assert {h.id for h in reachable} <= listed
+
+
 def test_contract_ssh_pool_allocates_and_pins_host_keys(lab_hosts: object, tmp_path: Path) -> None:
     """The ssh pool allocates hosts until it is empty, then Conflict; wait_reachable proves SSH works with
     StrictHostKeyChecking and returns known_hosts lines of the pinned keys; release frees the host; allocations

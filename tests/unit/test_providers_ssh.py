@@ -32,6 +32,19 @@ def test_allocation_is_idempotent_exhaustible_and_persistent(tmp_path: Path) -> 
         again.create_host(HostSpec("web-9", tags={"pool_host": "zz"}))
 
 
+def test_every_pool_host_is_reachable_allocated_or_not(tmp_path: Path) -> None:
+    """Where a failover looks for the source host: every pool host under its pool name with its pinned keys and
+    port, whether liferaft allocated it (a standby) or not (the primary's own host)."""
+    pool = SshAdapter("colo", "deploy", "/keys/id", POOL, tmp_path)
+    pool.create_host(HostSpec("web-1"))
+    hosts = {h.name: h for h in pool.reachable_hosts()}
+    assert sorted(hosts) == ["a", "b"] and [h.name for h in pool.list_hosts()] == ["web-1"]
+    b = hosts["b"]
+    assert b.ssh is not None and (b.address, b.ssh.port, b.ssh.user, b.ssh.private_key_file) == (
+        "10.9.9.12", 2222, "deploy", "/keys/id")
+    assert list(b.ssh.known_hosts) == [f"[10.9.9.12]:2222 {KEY_B}"]
+
+
 def test_known_hosts_pins_configured_keys_only(tmp_path: Path) -> None:
     """known_hosts holds exactly the pinned keys, with [addr]:port for non-22 ports; SshAccess carries them."""
     pool = SshAdapter("colo", "root", "/keys/id", POOL, tmp_path)
