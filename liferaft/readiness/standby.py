@@ -76,6 +76,35 @@ class ReplicateOptions:
     setup_timeout: float = 600.0
 
 
+def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
+    """Refuse to replicate into a site that a failover run or a drill has (or may have) put the stack into: every
+    run into it that is not rolled back. A done failover made it where the stack runs now -- replicating the stack
+    file's primary into it would overwrite its data with the old site's the day the old provider answers again; a
+    drill kept running (--keep) serves a promoted copy there; a run that stopped or failed midway is resumed or
+    rolled back first. Rolled-back runs (every drill that tore down) leave the site free."""
+    from liferaft.failover.journal import Journal, journal_path
+
+    path = journal_path(state_dir, stack.model.name)
+    if not path.exists():
+        return
+    with Journal(path) as journal:
+        runs = [r for r in journal.runs() if r.target == target and r.status != "rolled-back"]
+        drills = {r.id for r in runs if any(s.kind == "drill.teardown" for s in r.plan.steps)}
+    if not runs:
+        return
+    r = runs[0]  # newest first
+    if r.id in drills and r.status == "done":
+        raise UsageError(f"a drill kept its target running at {target!r} (run {r.id}): a standby there would "
+                         "subscribe into the drill's promoted copy", hint=f"liferaft drill --teardown {r.id}")
+    if r.status == "done":
+        raise UsageError(f"the stack was failed over into {target!r} (run {r.id}, done): it runs there now, and "
+                         f"replicating the old primary {stack.model.primary!r} into it would overwrite its data",
+                         hint=f"make {target!r} the primary in the stack file to keep a standby of it elsewhere, or "
+                              f"move back first (`liferaft rollback {r.id}`)")
+    raise UsageError(f"run {r.id} into {target!r} is {r.status}: the site holds whatever it left there",
+                     hint=f"finish it (`liferaft resume {r.id}`) or undo it (`liferaft rollback {r.id}`) first")
+
+
 class Replicator:
     """One standby (target site) of one stack."""
 
@@ -86,6 +115,7 @@ class Replicator:
             raise UsageError(f"site {options.target!r} is the primary: replicate to an alternate",
                              hint=f"alternates: {', '.join(m.alternates) or '(none)'}")
         stack.site(options.target)
+        require_no_run_into(stack, Path(state_dir), options.target)
         self.stack = stack
         self.state_dir = Path(state_dir)
         self.opts = options

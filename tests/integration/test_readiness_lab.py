@@ -299,6 +299,14 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         assert lost <= allowed
         assert lost < RATE * 5  # under 5 s of writes
         assert check.acknowledged > 100
+
+        # b is where the stack runs now: replicating the old primary into it is refused (the day the old provider
+        # answers again it would overwrite b's data), before anything is contacted
+        again = subprocess.run(_cli("replicate", "--to", "alt-b", "--json"), env=_env(lab, state_dir),
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert again.returncode == 2, again.stderr[-2000:]
+        assert f"failed over into 'alt-b' (run {outcome['run']}, done)" in again.stderr
+        assert _count_posts(_owner_dsn(info, b.address)) >= acked_at_b + 20
     finally:
         if rep.poll() is None:
             rep.kill()

@@ -283,6 +283,53 @@ def test_replicate_and_drill_refuse_a_site_another_process_uses(example_stack: P
     assert not list(state.rglob("site-nowhere*"))
 
 
+def test_replicate_refuses_a_site_a_run_put_the_stack_into(example_stack: Path, tmp_path: Path) -> None:
+    """A done failover into the site (the stack runs there now), a drill kept running there, a run stopped midway:
+    `replicate --to` that site exits 2 saying which run and what to do, before anything is contacted. Rolled-back
+    runs leave the site free; runs into other sites do not matter."""
+    import subprocess
+    import sys
+
+    from liferaft.failover import Journal, Plan, Step, journal_path
+    from liferaft.readiness.standby import require_no_run_into
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    state = tmp_path / "s"
+    base = [sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state)]
+
+    def add_run(run_id: str, status: str, *, target: str = "alt-b", drill: bool = False) -> None:
+        steps = (Step("one", "host.allocate", "x"),) + ((Step("guard", "drill.teardown", "y"),) if drill else ())
+        plan = Plan(stack.model.name, stack.model.primary, target, "live", steps)
+        with Journal(journal_path(state, stack.model.name)) as j:
+            j.create_run(run_id, plan)
+            j.set_run_status(run_id, status)
+
+    def refused() -> str:
+        r = subprocess.run([*base, "replicate", "--to", "alt-b"], capture_output=True, text=True, timeout=60,
+                           check=False)
+        assert r.returncode == 2, r.stderr
+        return r.stderr
+
+    require_no_run_into(stack, state, "alt-b")  # no journal yet: free
+    add_run("r-failover", "done")
+    add_run("r-other-site", "done", target="alt-c")
+    assert "failed over into 'alt-b' (run r-failover, done)" in refused()
+    assert "liferaft rollback r-failover" in refused()
+    with Journal(journal_path(state, stack.model.name)) as j:
+        j.set_run_status("r-failover", "rolled-back")
+    add_run("r-drill", "done", drill=True)
+    assert "a drill kept its target running at 'alt-b' (run r-drill)" in refused()
+    assert "liferaft drill --teardown r-drill" in refused()
+    with Journal(journal_path(state, stack.model.name)) as j:
+        j.set_run_status("r-drill", "rolled-back")
+    add_run("r-stopped", "stopped")
+    assert "run r-stopped into 'alt-b' is stopped" in refused()
+    with Journal(journal_path(state, stack.model.name)) as j:
+        j.set_run_status("r-stopped", "rolled-back")
+    require_no_run_into(stack, state, "alt-b")  # every run into alt-b rolled back: free again
+
+
 def test_plan_source_timeout_flag_bounds_the_cold_probe(example_stack: Path, tmp_path: Path,
                                                         hung_server: tuple[str, int]) -> None:
     """`plan --mode cold --source-timeout S`: the one probe of a source that accepts and never answers is bounded
