@@ -147,21 +147,18 @@ def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before
     return _render_outcome(_runner(opts, as_json).start(plan, stop_before=stop_before), as_json)
 
 
-def _is_drill(steps: Any) -> bool:
-    """A drill's run: its plan carries the drill's teardown guard (liferaft.drill.plan)."""
-    return any(s.kind == "drill.teardown" for s in steps)
-
-
 @click.command("runs")
 @json_option
 @pass_opts
 def runs_cmd(opts: GlobalOptions, as_json: bool) -> int:
     """List this stack's failover runs, newest first."""
+    from liferaft.drill.plan import is_drill
+
     with _runner(opts, as_json, need_stack=False).journal() as journal:
         runs = journal.runs()
         rows = [(r, journal.steps(r.id)) for r in runs]
     if as_json:
-        emit_json([{**r.to_dict(), "drill": _is_drill(st), "steps_done": sum(1 for s in st if s.status == "done"),
+        emit_json([{**r.to_dict(), "drill": is_drill(st), "steps_done": sum(1 for s in st if s.status == "done"),
                     "steps_total": len(st)} for r, st in rows])
         return EXIT_OK
     from rich.table import Table
@@ -170,7 +167,7 @@ def runs_cmd(opts: GlobalOptions, as_json: bool) -> int:
     for col in ("run", "status", "from", "to", "mode", "steps", "error"):
         table.add_column(col)
     for r, st in rows:
-        table.add_row(r.id, r.status, r.source, r.target, r.mode + (" (drill)" if _is_drill(st) else ""),
+        table.add_row(r.id, r.status, r.source, r.target, r.mode + (" (drill)" if is_drill(st) else ""),
                       f"{sum(1 for s in st if s.status == 'done')}/{len(st)}", (r.error or "")[:60])
     stdout_console().print(table if rows else "no runs yet")
     return EXIT_OK

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.drill.model import DataSummary, DrillResult, LedgerSummary, Phase
-from liferaft.drill.plan import drill_fqdn, to_drill
+from liferaft.drill.plan import drill_fqdn, is_drill, to_drill
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Event, Events
 
@@ -404,7 +404,7 @@ def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | 
     runner = Runner(state_dir, stack=stack, events=events)
     with runner.journal() as journal:
         rec = journal.find_run(run_ref)
-    if "drill.teardown" not in [s.kind for s in rec.plan.steps]:
+    if not is_drill(rec.plan.steps):
         raise UsageError(f"run {rec.id} is not a drill", hint="roll failovers back with `liferaft rollback RUN`")
     runner.rollback(rec.id)
     for entry in history.entries(state_dir, stack.model.name):

@@ -364,7 +364,6 @@ class S3Fast:
         return self.request(operation, "PUT", bucket, key, body=data, payload_hash=sha256_hex,
                             headers=headers).answer()
 
-
     def list_page(self, operation: str, bucket: str, prefix: str, max_keys: int, token: str | None) -> Page:
         """One ListObjectsV2 page. Keys are asked URL-encoded (XML 1.0 cannot carry every byte a key may hold)
         and decoded when the server says it encoded them (s3rver does not)."""

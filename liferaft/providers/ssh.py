@@ -23,6 +23,7 @@ from pathlib import Path
 from liferaft.errors import AuthRejected, Conflict, NotFound, ProviderError, ToolMissing, Unreachable
 from liferaft.providers._net import known_hosts_lines, wait_tcp
 from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
+from liferaft.statedir import owner_only_dir
 
 CONNECT_TIMEOUT = 5  # seconds, ssh -o ConnectTimeout
 HOST_KEY_HINT = ("the host_keys pinned for this host in the stack file. If the host was reinstalled, check its "
@@ -63,10 +64,7 @@ class SshAdapter:
         self.private_key_file = private_key_file
         self.pool = {h.name: h for h in hosts}
         self.connect_timeout = connect_timeout
-        self.dir = Path(state_dir) / "providers" / name
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for d in (self.dir.parent, self.dir):  # mkdir(parents=True) makes the parent with the umask's mode
-            os.chmod(d, 0o700)
+        self.dir = owner_only_dir(Path(state_dir) / "providers" / name, parents_from=state_dir)
         self.known_hosts_file = self.dir / "known_hosts"
         self._write_known_hosts()
         self.compute = self

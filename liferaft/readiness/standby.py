@@ -82,6 +82,7 @@ def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
     file's primary into it would overwrite its data with the old site's the day the old provider answers again; a
     drill kept running (--keep) serves a promoted copy there; a run that stopped or failed midway is resumed or
     rolled back first. Rolled-back runs (every drill that tore down) leave the site free."""
+    from liferaft.drill.plan import is_drill
     from liferaft.failover.journal import Journal, journal_path
 
     path = journal_path(state_dir, stack.model.name)
@@ -89,11 +90,10 @@ def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
         return
     with Journal(path) as journal:
         runs = [r for r in journal.runs() if r.target == target and r.status != "rolled-back"]
-        drills = {r.id for r in runs if any(s.kind == "drill.teardown" for s in r.plan.steps)}
     if not runs:
         return
     r = runs[0]  # newest first
-    if r.id in drills and r.status == "done":
+    if r.status == "done" and is_drill(r.plan.steps):
         raise UsageError(f"a drill kept its target running at {target!r} (run {r.id}): a standby there would "
                          "subscribe into the drill's promoted copy", hint=f"liferaft drill --teardown {r.id}")
     if r.status == "done":
