@@ -92,13 +92,12 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
     """The whole drill. Raises only when nothing ran (bad input, planning failed); otherwise returns the result,
     with `error` set when the run stopped early (the target is still torn down unless kept)."""
     from liferaft.drill import steps
+    from liferaft.failover.lock import SiteLock
 
     require_scenario(opts.scenario)
     steps.ensure_registered()
     ledger = opts.ledger or os.environ.get(LEDGER_ENV) or None
     opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(ledger).resolve()) if ledger else None)
-    from liferaft.failover.lock import SiteLock
-
     ev = events or Events()
     stack.site(opts.target)  # an unknown site is a usage error, before any lock file is made for it
     # The site is the drill's from its standby set-up to the standby set up again: a `replicate` of that site would
