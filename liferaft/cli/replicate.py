@@ -1,4 +1,5 @@
-"""`liferaft replicate --to SITE [--watch]`: keep the standby's data current and report the lag (live RPO exposure).
+"""`liferaft replicate --to SITE [--watch | --stop]`: keep the standby's data current and report the lag (live RPO
+exposure); `--stop` stops keeping it (subscription, and the slot at the source, dropped; the record forgotten).
 
 Thin: parse, call liferaft.readiness, render. Holds the site's lock (liferaft.failover.lock.SiteLock) while it runs:
 a drill or failover run into the site is refused meanwhile, and it is refused while one runs. Exit codes: 0 every
@@ -50,10 +51,13 @@ def _render(summary: dict[str, Any]) -> None:
               help="Give up on a source call after S seconds (default: the stack's health.timeout).")
 @click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Write the lag in Prometheus text format to FILE after each round (atomic).")
+@click.option("--stop", "stop_it", is_flag=True,
+              help="Stop keeping the standby: drop its subscription, and the replication slot and publication at "
+                   "the source (a slot nobody reads keeps WAL there forever); forget it. Its host and copies stay.")
 @json_option
 @pass_opts
 def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None, count: int | None,
-              source_timeout: float | None, prom_file: str | None, as_json: bool) -> int:
+              source_timeout: float | None, prom_file: str | None, stop_it: bool, as_json: bool) -> int:
     """Keep the standby at SITE current: PostgreSQL by logical replication (or periodic dumps), buckets by
     incremental sync; report lag per dataset in seconds and bytes, and record it for failover, drill and audit."""
     from liferaft.failover.lock import SiteLock
@@ -61,6 +65,8 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
 
     if count is not None and not watch:
         raise UsageError("--count needs --watch")
+    if stop_it and (watch or prom_file or interval is not None):
+        raise UsageError("--stop takes none of --watch, --count, --interval, --prometheus")
     stack = opts.stack()
     stack.site(to)  # an unknown site is a usage error, before any lock file is made for it
     health = stack.model.health
@@ -68,8 +74,25 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
                              source_timeout=source_timeout or float(health.timeout))
     # The site is this process's while it keeps the standby there: a drill or a failover run into the same site
     # would promote the standby this loop keeps syncing into (and it would undo their work).
-    with SiteLock(opts.state_dir, stack.model.name, to).acquire(by="replicate --watch" if watch else "replicate"):
+    by = "replicate --stop" if stop_it else "replicate --watch" if watch else "replicate"
+    with SiteLock(opts.state_dir, stack.model.name, to).acquire(by=by):
+        if stop_it:
+            return _stop(opts, stack, ropts, as_json)
         return _replicate(opts, stack, ropts, watch, count, prom_file, as_json)
+
+
+def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
+    from liferaft.events import Events
+    from liferaft.readiness.standby import Replicator
+
+    rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
+    result = rep.stop()
+    if as_json:
+        emit_json({"ok": True, **result})
+    else:
+        stdout_console().print(f"the standby at {result['target']} is no longer kept (host {result['standby_host']} "
+                               "and its copies left as they are)")
+    return EXIT_OK
 
 
 def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None,

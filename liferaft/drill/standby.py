@@ -94,7 +94,7 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
     (the promotion dropped the subscription without the source). A database not promoted (the drill stopped before)
     keeps its slot: the standby still subscribes and catches up now that the source answers again."""
     from liferaft.failover._access import admin_conn
-    from liferaft.movers.pg_conn import connect, ident
+    from liferaft.readiness.pgstandby import drop_source_side
     from liferaft.readiness.standby import EngineContext
 
     if not seeded.source_address:
@@ -105,24 +105,7 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
         if key not in promoted:
             continue
         db = stack.model.data.databases[key]
-        with connect(admin_conn(ctx, seeded.source_address, db)) as c:  # type: ignore[arg-type]
-            # The walsender that served the promoted subscription may not have noticed the cut yet (it would after
-            # wal_sender_timeout): nobody will read this slot again, so it is ended rather than waited for.
-            deadline = time.monotonic() + 15.0
-            while True:
-                held = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active",
-                                 (name,)).fetchone()
-                if held is None or time.monotonic() > deadline:
-                    break
-                c.execute("SELECT pg_terminate_backend(%s)", (held[0],))
-                time.sleep(0.2)
-            row = c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                            "WHERE slot_name = %s AND NOT active", (name,)).fetchone()
-            c.execute(f"DROP PUBLICATION IF EXISTS {ident(name)}")
-            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
-                raise RunFailed(f"replication slot {name} is still in use at the source; drop it there once free: "
-                                f"SELECT pg_drop_replication_slot('{name}');")
-        if row is not None:
+        if drop_source_side(admin_conn(ctx, seeded.source_address, db), name):  # type: ignore[arg-type]
             dropped.append(name)
     if dropped:
         events.emit("drill.source_cleaned", f"dropped the replication slot(s) the promotion abandoned at the source: "

@@ -112,7 +112,8 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
         how = ("drop the subscription without the source, sequences past their columns' max"
                if d.get("method") == "logical" else "the last periodic dump, sequences checked")
         data_steps.append(add(f"promote-{key}", "standby.promote", f"promote the standby database {db.name} ({how})",
-                              {"database": key, "method": d.get("method"), "subscription": d.get("subscription")},
+                              {"database": key, "method": d.get("method"), "subscription": d.get("subscription"),
+                               "source_address": rec.source_address},
                               last))
     tgt_objects = stack.site(target).objects
     src_objects = stack.site(source).objects

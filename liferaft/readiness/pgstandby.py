@@ -7,7 +7,8 @@ the source is gone.
 
 Promotion (`promote`) never contacts the source: DISABLE the subscription, SET (slot_name = NONE), DROP it (the
 slot at the dead source is abandoned), then set every sequence past the max of the column it feeds (logical
-replication does not copy sequences).
+replication does not copy sequences). Once the source answers again, `drop_source_side` drops the abandoned slot
+and publication there (a rollback of the cold failover, a drill after its heal).
 
 Dump mode (`dump_and_swap`): pg_dump/pg_restore into a staging database at the standby, then swap names, so the
 standby database is never half-restored when a cut comes.
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from liferaft.errors import RunFailed
 from liferaft.movers.pg_conn import PgConn, Progress, connect, ident
 
 STAGING_SUFFIX = "_lr_next"
@@ -129,6 +131,31 @@ def promote(target: PgConn, name: str) -> Promotion:
     seqs = set_sequences_past_max(target)
     return Promotion(subscription_dropped=dropped, sequences_set=seqs,
                      last_received_at=status.get("last_received_at"), remote_lsn=status.get("remote_lsn"))
+
+
+def drop_source_side(source: PgConn, name: str, *, wait: float = 15.0) -> bool:
+    """At the source: drop the replication slot and the publication named `name` that a promoted standby's
+    subscription used. Promotion dropped the subscription without the source, so both stayed there, and a slot
+    nobody reads keeps WAL forever (and its name blocks a new standby's subscription). A walsender still serving the
+    slot -- the subscriber's end vanished with the cut, which it notices only after wal_sender_timeout -- is ended:
+    nobody will read this slot again. Call it only once the subscription is gone. Idempotent; returns whether a
+    slot was dropped."""
+    with connect(source) as c:
+        deadline = time.monotonic() + wait
+        while True:
+            held = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active",
+                             (name,)).fetchone()
+            if held is None or time.monotonic() > deadline:
+                break
+            c.execute("SELECT pg_terminate_backend(%s)", (held[0],))
+            time.sleep(0.2)
+        row = c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND NOT active", (name,)).fetchone()
+        c.execute(f"DROP PUBLICATION IF EXISTS {ident(name)}")
+        if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
+            raise RunFailed(f"replication slot {name} is still in use at the source; drop it there once free: "
+                            f"SELECT pg_drop_replication_slot('{name}');")
+    return row is not None
 
 
 def has_subscription(target: PgConn, name: str) -> bool:

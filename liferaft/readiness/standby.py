@@ -282,6 +282,51 @@ class Replicator:
             raise UsageError(f"no standby recorded for {self.target}", hint=f"run `liferaft replicate --to "
                              f"{self.target}` while the source answers")
 
+    # ------------------------------------------------------------------------------------------------- stop
+    def stop(self) -> dict[str, Any]:
+        """Stop keeping this standby. Per logical database: the subscription at the standby is dropped (without
+        asking the source to drop its slot, so a standby that is gone does not block this), then the slot and the
+        publication at the source (a slot nobody reads keeps WAL at the primary forever). Then the record is
+        forgotten. The standby's copies and its host are left as they are. The source must answer (that is where
+        the slot is); a standby that does not answer is reported and the source is cleaned all the same."""
+        from liferaft.movers.pg_conn import connect, ident
+        from liferaft.readiness.pgstandby import drop_source_side, has_subscription
+        from liferaft.readiness.state import forget_standby
+
+        if not self.record.get("standby_host"):
+            raise UsageError(f"no standby recorded at {self.target!r}: nothing to stop")
+        self.attach()
+        out: dict[str, Any] = {}
+        for key, entry in sorted(self.record["databases"].items()):
+            if entry.get("method") != "logical":
+                continue
+            src, tgt = self._conns(key)
+            name = str(entry.get("subscription") or _rep_name(src))
+            done: dict[str, Any] = {"subscription": name, "subscription_dropped": False}
+            try:
+                if has_subscription(tgt, name):
+                    with connect(tgt) as c:
+                        c.execute(f"ALTER SUBSCRIPTION {ident(name)} DISABLE")
+                        c.execute(f"ALTER SUBSCRIPTION {ident(name)} SET (slot_name = NONE)")
+                        c.execute(f"DROP SUBSCRIPTION {ident(name)}")
+                    done["subscription_dropped"] = True
+            except Unreachable as e:
+                done["standby_error"] = str(e)
+                self.emit("replicate.standby_unreachable", f"database {key}: the standby does not answer ({e}); "
+                          f"if it comes back, drop its subscription there: DROP SUBSCRIPTION {name};",
+                          database=key)
+            done["slot_dropped"] = drop_source_side(src, name)
+            out[key] = done
+            self.emit("replicate.db_stopped", f"database {key}: subscription {name} "
+                      + ("dropped" if done["subscription_dropped"] else "not found at the standby")
+                      + "; slot and publication at the source " + ("dropped" if done["slot_dropped"] else "gone"),
+                      database=key, **{k: v for k, v in done.items() if k != "standby_error"})
+        forget_standby(self.state_dir, self.stack.model.name, self.target)
+        host = self.record.get("standby_host") or {}
+        self.emit("replicate.stopped", f"the standby at {self.target} is no longer kept; its host "
+                  f"{host.get('name')} ({host.get('address')}) and its copies are left as they are")
+        return {"target": self.target, "stopped": True, "standby_host": host.get("name"), "databases": out}
+
     # ------------------------------------------------------------------------------------------------- rounds
     def round(self) -> dict[str, Any]:
         """One measurement/sync round: lag per database, dumps where due, bucket sync; state saved."""

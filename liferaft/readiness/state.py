@@ -80,6 +80,12 @@ class StandbyRecord:
         host = self.data.get("standby_host")
         return dict(host) if isinstance(host, dict) else None
 
+    @property
+    def source_address(self) -> str | None:
+        """The address of the source host the standby replicates from (its slots and publications live there)."""
+        host = self.data.get("source_host")
+        return str(host["address"]) if isinstance(host, dict) and host.get("address") else None
+
     def database(self, key: str) -> dict[str, Any]:
         return dict((self.data.get("databases") or {}).get(key) or {})
 

@@ -1,6 +1,7 @@
 """Step kinds of a cold failover, registered in the engine's step-kind registry.
 
-- `standby.promote`  the standby database becomes the primary, without any call to the source;
+- `standby.promote`  the standby database becomes the primary, without any call to the source; its undo (a
+                     rollback, the source answering again) drops the slot and publication abandoned there;
 - `standby.objects`  the standby bucket is used as is, after reading back (sha256) every object the sync manifest
                      says was copied (a gate: a difference stops the run before DNS);
 - `standby.loss`     the data-loss report: acknowledged writes of the example's ledger missing at the target, or
@@ -17,13 +18,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from liferaft.errors import CheckFailed
+from liferaft.errors import CheckFailed, ProviderError, RunFailed, Unreachable
 from liferaft.failover._access import admin_conn, drop_migrator, ensure_migrator, give_to_owner, owner_conn
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
 from liferaft.failover.steps.hosts import target_host
 from liferaft.readiness.state import load_standby
+
+
+def _recorded_source(ctx: RunContext) -> str | None:
+    """The source host's address from the standby record (plans made before it was a step parameter)."""
+    plan = ctx.plan
+    rec = load_standby(ctx.state_dir, plan.stack, plan.target)
+    return rec.source_address if rec is not None else None
 
 
 def _target_db(ctx: RunContext, key: str) -> Any:
@@ -34,6 +42,7 @@ def _target_db(ctx: RunContext, key: str) -> Any:
 @register
 class PromoteStandby(StepKind):
     name = "standby.promote"
+    undoable = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         from liferaft.movers.pg_logical import Replication
@@ -58,6 +67,42 @@ class PromoteStandby(StepKind):
             ctx.emit("standby.promoted", f"database {key}: no subscription left (already promoted or dump copy); "
                      f"{res.sequences_set} sequence(s) set", **out)
         return out
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        """A promotion itself cannot be undone: the standby took writes as the primary. What a rollback needs is the
+        source fit to be the primary again: the replication slot and publication the promotion abandoned there are
+        dropped (a slot nobody reads keeps WAL at the source forever, and its name would stop `replicate` from
+        setting a standby up again). A standby still subscribed (the promotion never happened) keeps its slot. Needs
+        the source to answer, as the rollback's DNS change points the service back at it."""
+        from liferaft.movers.pg_logical import Replication
+        from liferaft.readiness import pgstandby
+
+        if step.params.get("method") != "logical":
+            return
+        key = step.params["database"]
+        tgt = _target_db(ctx, key)
+        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
+        if pgstandby.has_subscription(tgt, name):
+            ctx.emit("standby.source_kept", f"database {key}: the standby still subscribes ({name}); its slot at "
+                     "the source stays", database=key, slot=name)
+            return
+        address = step.params.get("source_address") or _recorded_source(ctx)
+        if not address:
+            ctx.emit("standby.source_unknown", f"database {key}: no source host recorded; if slot {name} is left "
+                     f"at the source, drop it there: SELECT pg_drop_replication_slot('{name}');", database=key)
+            return
+        db = ctx.require_stack().model.data.databases[key]
+        try:
+            dropped = pgstandby.drop_source_side(admin_conn(ctx, address, db), name)
+        except (Unreachable, ProviderError) as e:
+            raise RunFailed(f"database {key}: the source at {address} does not answer, so the replication slot "
+                            f"{name} the promotion abandoned there cannot be dropped ({e})",
+                            hint="roll back once the source answers (the stack's DNS now points at it), or drop it "
+                                 f"there yourself: SELECT pg_drop_replication_slot('{name}'); DROP PUBLICATION "
+                                 f"{name};") from None
+        ctx.emit("standby.source_cleaned", f"database {key}: "
+                 + (f"dropped the slot and publication {name} the promotion abandoned at the source"
+                    if dropped else f"no slot {name} left at the source"), database=key, slot=name, dropped=dropped)
 
     def verify(self, ctx: RunContext, step: Step) -> None:
         from liferaft.movers.pg_conn import connect

@@ -2,8 +2,10 @@
 no-notice cut (aws down, host a cut) `liferaft failover --mode cold` serves the app from host b through DNS, and
 the write ledger shows no more lost writes than the lag reported just before the cut.
 
-The two tests share one lab (session fixture) and one state dir; the second one leaves the lab failed over to b
-(healed network, so later tests can at least reach everything).
+The tests share one lab (session fixture) and one state dir. The failover journey ends by rolling back (which drops
+the slot the promotion abandoned at a), keeping a standby at b again and stopping it (`replicate --stop`): DNS at a,
+no slot, no subscription. A rollback does not stop the service deployed at b, so a drill test that expects b silent
+must run before this module (pytest's file order does that).
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ def _count_posts(dsn: dict[str, Any]) -> int:
     with psycopg.connect(**dsn) as c:
         row = c.execute("SELECT count(*) FROM posts").fetchone()
     return int(row[0]) if row else -1
+
+
+def _slots(info: Any, address: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(**_owner_dsn(info, address)) as c:
+        return [str(r[0]) for r in c.execute("SELECT slot_name FROM pg_replication_slots ORDER BY 1").fetchall()]
+
+
+def _subscriptions(info: Any, address: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(**_owner_dsn(info, address)) as c:
+        return [str(r[0]) for r in c.execute("SELECT subname FROM pg_subscription ORDER BY 1").fetchall()]
 
 
 @pytest.fixture
@@ -307,6 +323,38 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         assert again.returncode == 2, again.stderr[-2000:]
         assert f"failed over into 'alt-b' (run {outcome['run']}, done)" in again.stderr
         assert _count_posts(_owner_dsn(info, b.address)) >= acked_at_b + 20
+
+        # the old primary answers again and the failover is rolled back: DNS at a, and the replication slot the
+        # promotion abandoned at a is dropped (nobody reads it: it would keep a's WAL forever, and its name would
+        # stop a new standby's subscription)
+        lab.heal()
+        from liferaft.readiness.state import load_standby
+
+        recorded = load_standby(state_dir, "microblog", "alt-b")
+        assert recorded is not None
+        slot = str(recorded.database("blog")["subscription"])
+        assert _slots(info, info.primary_address) == [slot]  # left by the promotion, which could not reach a
+        back = subprocess.run(_cli("rollback", outcome["run"], "--yes", "--json"), env=_env(lab, state_dir),
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert back.returncode == 0, back.stderr[-3000:]
+        assert "standby.source_cleaned" in back.stderr and f"slot and publication {slot}" in back.stderr
+        assert _resolve(info) == info.primary_address
+        assert _slots(info, info.primary_address) == []
+
+        # so a standby can be kept at b again (from a), and stopped: subscription, slot and record gone
+        kept = subprocess.run(_cli("replicate", "--to", "alt-b", "--json"), env=_env(lab, state_dir),
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert kept.returncode == 0, kept.stderr[-3000:]
+        assert json.loads(kept.stdout)["databases"]["blog"]["ok"]
+        assert _slots(info, info.primary_address) == [slot] and _subscriptions(info, b.address) == [slot]
+        stop = subprocess.run(_cli("replicate", "--to", "alt-b", "--stop", "--json"), env=_env(lab, state_dir),
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert stop.returncode == 0, stop.stderr[-3000:]
+        stopped = json.loads(stop.stdout)
+        assert stopped["stopped"] and stopped["databases"]["blog"] == {
+            "subscription": slot, "subscription_dropped": True, "slot_dropped": True}
+        assert _slots(info, info.primary_address) == [] and _subscriptions(info, b.address) == []
+        assert load_standby(state_dir, "microblog", "alt-b") is None
     finally:
         if rep.poll() is None:
             rep.kill()

@@ -230,11 +230,15 @@ def test_cold_plan_uses_the_standby_and_never_waits_on_the_source(example_stack:
     for s in plan.steps:
         get_kind(s.kind)
     assert not any(k in kinds for k in ("db.migrate", "cutover.freeze", "objects.sync", "db.access"))
+    # a rollback drops the slot the promotion abandons at the source: the plan says where that is
+    promotes = [s for s in plan.steps if s.kind == "standby.promote"]
+    assert promotes and all(s.params["source_address"] == "127.0.0.1" for s in promotes)
+    assert get_kind("standby.promote").undoable
     assert any("did not answer" in n for n in plan.notes)
     assert os.environ[SOURCE_TIMEOUT_ENV] == "0.5"
 
 
-def test_replicate_cli_refuses_count_without_watch(example_stack: Path, tmp_path: Path) -> None:
+def test_replicate_cli_usage_mistakes(example_stack: Path, tmp_path: Path) -> None:
     """Usage mistakes exit 2 before anything is contacted."""
     import subprocess
     import sys
@@ -247,6 +251,15 @@ def test_replicate_cli_refuses_count_without_watch(example_stack: Path, tmp_path
                         str(tmp_path / "s"), "replicate", "--to", "primary"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2 and "is the primary" in r.stderr
+    for extra in (["--watch"], ["--interval", "5"], ["--prometheus", str(tmp_path / "p.prom")]):
+        r = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir",
+                            str(tmp_path / "s"), "replicate", "--to", "alt-b", "--stop", *extra],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 2 and "--stop takes none of" in r.stderr, extra
+    r = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir",
+                        str(tmp_path / "s"), "replicate", "--to", "alt-b", "--stop"], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "no standby recorded at 'alt-b'" in r.stderr
 
 
 def test_replicate_and_drill_refuse_a_site_another_process_uses(example_stack: Path, tmp_path: Path) -> None:
