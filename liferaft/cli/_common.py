@@ -52,7 +52,7 @@ pass_opts = click.make_pass_decorator(GlobalOptions)
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)  # type: ignore[return-value]
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
 
 
 def emit_json(obj: Any) -> None:
@@ -134,7 +134,7 @@ def run(command: click.Command, argv: list[str] | None) -> Any:
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
-    except Exception as e:  # a bug: say so plainly; the traceback only with -v
+    except Exception as e:  # noqa: BLE001 (the last resort: a bug is said plainly; the traceback only with -v)
         click.echo(click.style("internal error: ", fg="red", bold=True) + f"{type(e).__name__}: {e}", err=True)
         if verbose:
             traceback.print_exc()

@@ -236,14 +236,14 @@ class SshProbe:
             t.join(max(0.0, deadline - time.monotonic()))
         errors = [results.get(n) or (None if n in results else Unreachable(
             self.adapter.name, "ssh probe", f"host {n}: no answer in time")) for n in names]
-        errors = [e for e in errors if e is not None]
-        if errors:
+        failed: list[ProviderError] = [e for e in errors if e is not None]
+        if failed:
             # Auth first (a suspended/changed host matters more than one unreachable box), then unreachable.
-            errors.sort(key=lambda e: 0 if isinstance(e, AuthRejected) else 1 if isinstance(e, Unreachable) else 2)
-            first = errors[0]
-            if len(errors) > 1:
+            failed.sort(key=lambda e: 0 if isinstance(e, AuthRejected) else 1 if isinstance(e, Unreachable) else 2)
+            first = failed[0]
+            if len(failed) > 1:
                 raise type(first)(first.provider, first.operation,
-                                  f"{first.detail} (and {len(errors) - 1} more of {len(names)} hosts failed)",
+                                  f"{first.detail} (and {len(failed) - 1} more of {len(names)} hosts failed)",
                                   hint=first.hint, status=first.status, code=first.code)
             raise first
         return ProbeResult(latency_s=time.monotonic() - start, account=self.adapter.user,

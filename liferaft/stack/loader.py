@@ -7,7 +7,7 @@ import os
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -58,7 +58,7 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
             out = {}
             for k, v in node.items():
                 try:
-                    line, col = node.lc.key(k)
+                    line, col = cast(Any, node).lc.key(k)  # ruamel's CommentedMap
                     positions[(*loc, str(k))] = (line + 1, col + 1)
                 except (AttributeError, KeyError, TypeError):
                     pass
@@ -68,7 +68,7 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
             out_l = []
             for i, v in enumerate(node):
                 try:
-                    line, col = node.lc.item(i)
+                    line, col = cast(Any, node).lc.item(i)  # ruamel's CommentedSeq
                     positions[(*loc, i)] = (line + 1, col + 1)
                 except (AttributeError, KeyError, TypeError, IndexError):
                     pass
@@ -111,7 +111,7 @@ def _allowed_keys(data: Any, loc: Loc) -> list[str]:
     node = data
     for part in loc[:-1]:
         tp = _step_type(tp, node, part)
-        node = node[part] if isinstance(node, (dict, list)) else None
+        node = node[part] if isinstance(node, (dict, list)) else None  # type: ignore[index]  # a list by int
         if tp is None:
             return []
     tp = _unwrap(tp, node)
@@ -151,7 +151,7 @@ def _step_type(tp: Any, node: Any, part: str | int) -> Any:
     return None
 
 
-def _expected(err: dict[str, Any]) -> str:
+def _expected(err: Any) -> str:  # pydantic's ErrorDetails
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "missing":

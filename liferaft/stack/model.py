@@ -61,7 +61,7 @@ SecretRef = Annotated[str, AfterValidator(_check_secret_ref)]
 def parse_duration(value: Any) -> float:
     """'90s', '5m', '1h', '1h30m', 0, 12.5 -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
+        raise ValueError("expected a duration such as 30s, 5m or 1h")  # noqa: TRY004 (pydantic reports ValueErrors)
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -168,7 +168,9 @@ ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider, Field(d
 
 def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider) -> tuple[str, ...]:
     """Which capabilities a configured provider offers (from its config alone; no SDK is imported)."""
-    from liferaft.providers.registry import capabilities_of  # the one place that knows each type's capabilities
+    from liferaft.providers.registry import (
+        capabilities_of,  # the one place that knows each type's capabilities
+    )
 
     return tuple(capabilities_of(p))
 

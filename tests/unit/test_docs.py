@@ -32,7 +32,7 @@ def test_every_exit_code_is_documented() -> None:
     from liferaft import errors
 
     codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
-    table = re.findall(r"^\|\s*`?(\d+)`?\s*\|", README, flags=re.M)
+    table = re.findall(r"^\|\s*`?(\d+)`?\s*\|", README, flags=re.MULTILINE)
     assert codes <= {int(c) for c in table}
 
 

@@ -52,7 +52,7 @@ def test_example_validates() -> None:
 
 
 def test_malformed_yaml_names_line(example: Path) -> None:
-    path, text = _broken(example, "primary: primary", "primary: [primary")
+    path, _text = _broken(example, "primary: primary", "primary: [primary")
     (problem,) = _problems(path)
     assert problem.startswith(f"{path}:") and "YAML syntax" in problem
 

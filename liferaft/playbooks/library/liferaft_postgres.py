@@ -85,7 +85,8 @@ def main() -> None:
                 key, name, owner = db["key"], db["name"], db["owner"]
                 password = (p["secrets"].get(key) or {}).get("password")
                 if not password:
-                    module.fail_json(msg=f"no password for database {key!r} in the secret vars")
+                    module.fail_json(msg=f"no password for database {key!r} in the secret vars")  # exits
+                password = str(password)
                 attrs = sql.SQL("LOGIN REPLICATION" if db.get("replication", True) else "LOGIN")
                 cur.execute("SELECT rolpassword, rolcanlogin, rolreplication FROM pg_authid WHERE rolname = %s",
                             (owner,))
