@@ -93,7 +93,7 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
     """At the (healed) source: drop the slot and publication of every database whose standby the drill promoted
     (the promotion dropped the subscription without the source). A database not promoted (the drill stopped before)
     keeps its slot: the standby still subscribes and catches up now that the source answers again."""
-    from liferaft.failover._access import admin_conn
+    from liferaft.failover.access import admin_conn
     from liferaft.readiness.pgstandby import drop_source_side
     from liferaft.readiness.standby import EngineContext
 

@@ -77,7 +77,7 @@ class DrillTeardown(StepKind):
         return {"host": host.name, "address": host.address}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.failover._access import ssh
+        from liferaft.failover.access import ssh
 
         try:
             host = _target(ctx)
@@ -150,7 +150,7 @@ def cut_logical(src: Any, tgt: Any, timeout: float) -> dict[str, Any]:
 
 def cut_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str, Any]:
     """Dump mode: a consistent snapshot copied whole, while the source keeps taking writes."""
-    from liferaft.failover._access import give_to_owner
+    from liferaft.failover.access import give_to_owner
     from liferaft.failover.steps.data import progress
     from liferaft.movers import postgres as pg
 
@@ -279,7 +279,7 @@ class DrillVerifyData(StepKind):
         return summary
 
     def _ledger(self, ctx: RunContext, step: Step, cut_at: float, problems: list[str]) -> dict[str, Any]:
-        from liferaft.failover._access import owner_conn
+        from liferaft.failover.access import owner_conn
         from liferaft.lab.example import verify_ledger
 
         stack = ctx.require_stack()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events
-from liferaft.failover._access import host_to_dict
+from liferaft.failover.access import host_to_dict
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost

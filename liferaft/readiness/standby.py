@@ -141,7 +141,7 @@ class Replicator:
         return save_standby(self.state_dir, self.stack.model.name, self.target, self.record)
 
     def _conns(self, key: str) -> tuple[PgConn, PgConn]:
-        from liferaft.failover._access import admin_conn
+        from liferaft.failover.access import admin_conn
 
         db = self.stack.model.data.databases[key]
         assert self._source_host is not None and self._standby_host is not None
@@ -219,7 +219,7 @@ class Replicator:
 
     def _ensure_postgresql(self) -> None:
         from liferaft.configure import run_playbook
-        from liferaft.failover._access import controller_address
+        from liferaft.failover.access import controller_address
         from liferaft.failover.steps.hosts import database_vars
 
         assert self._standby_host is not None and self._source_host is not None
@@ -247,7 +247,7 @@ class Replicator:
             self.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
 
     def _ensure_migrators(self) -> None:
-        from liferaft.failover._access import ensure_migrator
+        from liferaft.failover.access import ensure_migrator
 
         db = next(iter(self.stack.model.data.databases.values()))
         for host in (self._source_host, self._standby_host):
@@ -255,7 +255,7 @@ class Replicator:
             ensure_migrator(self.ctx, host, int(db.version), int(db.port))  # type: ignore[arg-type]
 
     def _subscribe(self, key: str) -> dict[str, Any]:
-        from liferaft.failover._access import give_to_owner
+        from liferaft.failover.access import give_to_owner
         from liferaft.movers import postgres as pg
 
         src, tgt = self._conns(key)
@@ -272,7 +272,7 @@ class Replicator:
 
     def attach(self) -> None:
         """Use the hosts recorded by an earlier set-up (no source or DNS calls)."""
-        from liferaft.failover._access import host_from_dict
+        from liferaft.failover.access import host_from_dict
 
         if self._source_host is None and self.record.get("source_host"):
             self._source_host = host_from_dict(self.record["source_host"])
@@ -466,7 +466,7 @@ def _rep_name(src: PgConn) -> str:
 
 
 def _host_dict(h: TargetHost) -> dict[str, Any]:
-    from liferaft.failover._access import host_to_dict
+    from liferaft.failover.access import host_to_dict
 
     return host_to_dict(h)
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from liferaft.errors import CheckFailed, ProviderError, RunFailed, Unreachable
-from liferaft.failover._access import admin_conn, drop_migrator, ensure_migrator, give_to_owner, owner_conn
+from liferaft.failover.access import admin_conn, drop_migrator, ensure_migrator, give_to_owner, owner_conn
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext

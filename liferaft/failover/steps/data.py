@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from liferaft.errors import RunFailed
-from liferaft.failover._access import (
+from liferaft.failover.access import (
     admin_conn,
     drop_migrator,
     ensure_migrator,

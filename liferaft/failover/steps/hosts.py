@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from liferaft.errors import CheckFailed
-from liferaft.failover._access import controller_address, host_from_dict, host_to_dict
+from liferaft.failover.access import controller_address, host_from_dict, host_to_dict
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
-from liferaft.failover._access import owner_conn
+from liferaft.failover.access import owner_conn
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
