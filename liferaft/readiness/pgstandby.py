@@ -119,18 +119,24 @@ def set_sequences_past_max(target: PgConn) -> int:
 def promote(target: PgConn, name: str) -> Promotion:
     """Make the standby the primary without contacting the source: subscription dropped locally, sequences set."""
     status = standby_status(target, name)
-    dropped = False
-    if status.get("subscription"):
-        with connect(target) as c:
-            c.execute(f"ALTER SUBSCRIPTION {ident(name)} DISABLE")
-            c.execute(f"ALTER SUBSCRIPTION {ident(name)} SET (slot_name = NONE)")
-            c.execute(f"DROP SUBSCRIPTION {ident(name)}")
-        dropped = True
+    dropped = detach_subscription(target, name)
     with connect(target.with_db("postgres")) as c:  # a standby database must never stay read-only
         c.execute(f"ALTER DATABASE {ident(target.dbname)} RESET default_transaction_read_only")
     seqs = set_sequences_past_max(target)
     return Promotion(subscription_dropped=dropped, sequences_set=seqs,
                      last_received_at=status.get("last_received_at"), remote_lsn=status.get("remote_lsn"))
+
+
+def detach_subscription(target: PgConn, name: str) -> bool:
+    """Drop the subscription `name` at the standby without contacting its source (DISABLE, SET (slot_name = NONE),
+    DROP): the slot and publication stay at the source, for `drop_source_side`. False if there was none."""
+    with connect(target) as c:
+        if c.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone() is None:
+            return False
+        c.execute(f"ALTER SUBSCRIPTION {ident(name)} DISABLE")
+        c.execute(f"ALTER SUBSCRIPTION {ident(name)} SET (slot_name = NONE)")
+        c.execute(f"DROP SUBSCRIPTION {ident(name)}")
+    return True
 
 
 def drop_source_side(source: PgConn, name: str, *, wait: float = 15.0) -> bool:

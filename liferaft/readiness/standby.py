@@ -289,8 +289,7 @@ class Replicator:
         publication at the source (a slot nobody reads keeps WAL at the primary forever). Then the record is
         forgotten. The standby's copies and its host are left as they are. The source must answer (that is where
         the slot is); a standby that does not answer is reported and the source is cleaned all the same."""
-        from liferaft.movers.pg_conn import connect, ident
-        from liferaft.readiness.pgstandby import drop_source_side, has_subscription
+        from liferaft.readiness.pgstandby import detach_subscription, drop_source_side
         from liferaft.readiness.state import forget_standby
 
         if not self.record.get("standby_host"):
@@ -304,12 +303,7 @@ class Replicator:
             name = str(entry.get("subscription") or _rep_name(src))
             done: dict[str, Any] = {"subscription": name, "subscription_dropped": False}
             try:
-                if has_subscription(tgt, name):
-                    with connect(tgt) as c:
-                        c.execute(f"ALTER SUBSCRIPTION {ident(name)} DISABLE")
-                        c.execute(f"ALTER SUBSCRIPTION {ident(name)} SET (slot_name = NONE)")
-                        c.execute(f"DROP SUBSCRIPTION {ident(name)}")
-                    done["subscription_dropped"] = True
+                done["subscription_dropped"] = detach_subscription(tgt, name)
             except Unreachable as e:
                 done["standby_error"] = str(e)
                 self.emit("replicate.standby_unreachable", f"database {key}: the standby does not answer ({e}); "
