@@ -18,8 +18,6 @@ import os
 import sqlite3
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,11 +38,11 @@ def _target(ctx: RunContext) -> Any:
 # ------------------------------------------------------------------------------------------------------ teardown
 def teardown_script(services: list[str], pg_version: int | None) -> str:
     """The shell run on the target to remove what a drill started there. Names are validated by the stack model."""
-    lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
+    from liferaft.failover.steps.hosts import stop_services_lines
+
+    lines = stop_services_lines(services)
     for svc in services:
-        lines += [(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
-                  f"rm -f /etc/systemd/system/liferaft-{svc}.service; else start-stop-daemon --stop --pidfile "
-                  f"/run/liferaft-{svc}.pid --retry TERM/10/KILL/5 --remove-pidfile --oknodo >/dev/null; fi"),
+        lines += [f"rm -f /etc/systemd/system/liferaft-{svc}.service",
                   f"rm -rf /opt/liferaft/{svc} /etc/liferaft/{svc} /var/log/liferaft/{svc}"]
     if pg_version is not None:
         v = int(pg_version)
@@ -55,16 +53,6 @@ def teardown_script(services: list[str], pg_version: int | None) -> str:
                   f"rm -rf {data}"]
     lines.append("echo torn-down")
     return "\n".join(lines) + "\n"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @register
@@ -78,29 +66,22 @@ class DrillTeardown(StepKind):
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         from liferaft.failover.access import ssh
+        from liferaft.failover.steps.hosts import health_url, refuse_source_host, wait_silent
 
         try:
             host = _target(ctx)
         except (RunFailed, KeyError):
             return  # no host was allocated: nothing to tear down
         stack = ctx.require_stack()
-        source = next((s.params.get("source_host") for s in ctx.plan.steps if s.params.get("source_host")), None)
-        if source and source.get("address") == host.address:
-            raise RunFailed(f"refusing to tear down {host.address}: it is the source host")
+        refuse_source_host(ctx, host.address)
         dbs = [stack.model.data.databases[k] for k in step.params.get("databases", [])]
         services = [s for s in step.params.get("services", []) if s in stack.model.services]
         ssh(host, "sh -s", stdin=teardown_script(services, dbs[0].version if dbs else None), timeout=120.0,
             what="tear the drill target down")
         for svc in services:
-            health = stack.model.services[svc].health
-            if health is None:
-                continue
-            url = f"{health.scheme}://{host.address}:{health.port}{health.path}"
-            deadline = time.monotonic() + 15.0
-            while _answers(url):
-                if time.monotonic() > deadline:
-                    raise CheckFailed(f"{url} still answers after the teardown")
-                time.sleep(0.2)
+            url = health_url(ctx, svc, host.address)
+            if url is not None:
+                wait_silent(url, timeout=15.0)
         ctx.emit("drill.torn_down", f"{host.name} ({host.address}): services {', '.join(services) or '-'} and "
                  f"{'PostgreSQL' if dbs else 'nothing else'} stopped and removed", address=host.address)
 

@@ -4,8 +4,8 @@ the write ledger shows no more lost writes than the lag reported just before the
 
 The tests share one lab (session fixture) and one state dir. The failover journey ends by rolling back (which drops
 the slot the promotion abandoned at a), keeping a standby at b again and stopping it (`replicate --stop`): DNS at a,
-no slot, no subscription. A rollback does not stop the service deployed at b, so a drill test that expects b silent
-must run before this module (pytest's file order does that).
+no slot, no subscription, and the service deployed at b stopped by the rollback (so the drill tests, which expect b
+silent, may run after this module).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,6 +341,10 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         assert "standby.source_cleaned" in back.stderr and f"slot and publication {slot}" in back.stderr
         assert _resolve(info) == info.primary_address
         assert _slots(info, info.primary_address) == []
+        assert "service.stopped" in back.stderr
+        with pytest.raises(urllib.error.URLError) as refused:  # stopped: no answer at all, not even an error page
+            urllib.request.urlopen(f"http://{b.address}:{info.app_port}/healthz", timeout=5).close()
+        assert not isinstance(refused.value, urllib.error.HTTPError), refused.value
 
         # so a standby can be kept at b again (from a), and stopped: subscription, slot and record gone
         kept = subprocess.run(_cli("replicate", "--to", "alt-b", "--json"), env=_env(lab, state_dir),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import pytest
 
 from liferaft.drill.plan import DRILL_STEP_KINDS, drill_fqdn, to_drill
 from liferaft.drill.steps import teardown_script
-from liferaft.errors import UsageError
+from liferaft.errors import RunFailed, UsageError
 from liferaft.failover import Plan, Step
 from liferaft.failover.observe import Observed
 from liferaft.failover.planner import make_plan
@@ -169,3 +171,100 @@ def test_no_notice_drill_refuses_a_live_plan_and_a_live_drill_refuses_a_cold_one
         to_cold_drill(failover_plan(stack), drill_record=None, dns_provider=None, zone=None)
     with pytest.raises(UsageError):
         to_drill(cold_plan(stack, tmp_path, monkeypatch), drill_record=None, dns_provider=None, zone=None)
+
+
+# ------------------------------------------------------------------------------- service.deploy undo (rollback)
+class _UndoCtx:
+    """What DeployService.undo reads of a run context: the allocate step's output, the plan, the stack, events."""
+
+    def __init__(self, stack: Stack, host: dict[str, Any] | None, source_address: str = "10.0.0.1") -> None:
+        self._host = host
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.plan = types.SimpleNamespace(steps=[Step(id="allocate", kind="host.allocate", title="allocate",
+                                                      params={"source_host": {"address": source_address}})])
+        self._stack = stack
+
+    def output(self, step_id: str) -> dict[str, Any]:
+        if self._host is None:
+            raise RunFailed(f"step {step_id!r} has not completed (status pending)")
+        return self._host
+
+    def require_stack(self) -> Stack:
+        return self._stack
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        self.events.append((kind, data))
+
+
+def _deploy_step(service: str) -> Any:
+    return Step(id=f"deploy-{service}", kind="service.deploy", title="deploy", params={"service": service})
+
+
+def test_service_stop_lines_follow_the_shipped_playbooks_and_remove_nothing() -> None:
+    """A rolled-back deploy is stopped the way the shipped playbooks start it; its files and data stay."""
+    from liferaft.failover.steps.hosts import stop_services_lines
+
+    script = "\n".join(stop_services_lines(["web"]))
+    assert "systemctl disable --now liferaft-web.service" in script
+    assert "start-stop-daemon --stop --pidfile /run/liferaft-web.pid" in script and "--oknodo" in script
+    assert "rm " not in script
+
+
+def test_deploy_undo_stops_the_service_on_the_target(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """service.deploy is undoable: its undo runs the stop script on the allocated host, never the source."""
+    from liferaft.failover import access
+    from liferaft.failover.kinds import get_kind
+
+    kind = get_kind("service.deploy")
+    assert kind.undoable
+    svc = min(stack.model.services)
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(access, "ssh", lambda host, cmd, **kw: calls.append((host.address, kw["stdin"])) or "")
+    monkeypatch.setattr("liferaft.failover.steps.hosts.health_url", lambda ctx, s, a: None)
+    host = {"name": "b", "address": "10.0.0.2", "host_keys": ["ssh-ed25519 AAAA"]}
+
+    kind.undo(_UndoCtx(stack, None), _deploy_step(svc))  # nothing allocated: nothing to stop
+    assert calls == []
+    ctx = _UndoCtx(stack, host)
+    kind.undo(ctx, _deploy_step(svc))
+    assert [a for a, _ in calls] == ["10.0.0.2"] and f"/run/liferaft-{svc}.pid" in calls[0][1]
+    assert [k for k, _ in ctx.events] == ["service.stopped"]
+    with pytest.raises(RunFailed, match="source host"):
+        kind.undo(_UndoCtx(stack, host, source_address="10.0.0.2"), _deploy_step(svc))
+    assert len(calls) == 1
+
+
+def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SSH to the target: the rollback goes on when the service does not answer either, and stops (naming the
+    URL) when it still does: a client holding its address would still be writing there."""
+    import http.server
+
+    from liferaft.errors import Unreachable
+    from liferaft.failover import access
+    from liferaft.failover.kinds import get_kind
+
+    def unreachable(host: Any, cmd: str, **kw: Any) -> str:
+        raise Unreachable(host.name, "ssh", "No route to host")
+
+    monkeypatch.setattr(access, "ssh", unreachable)
+    kind, svc = get_kind("service.deploy"), min(stack.model.services)
+    host = {"name": "b", "address": "127.0.0.1", "host_keys": ["ssh-ed25519 AAAA"]}
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    port = server.server_address[1]
+    server.server_close()  # nothing listens on the port now
+    monkeypatch.setattr("liferaft.failover.steps.hosts.health_url",
+                        lambda ctx, s, a: f"http://127.0.0.1:{port}/healthz")
+    ctx = _UndoCtx(stack, host)
+    kind.undo(ctx, _deploy_step(svc))
+    assert [k for k, _ in ctx.events] == ["service.stop_skipped"]
+
+    server = http.server.HTTPServer(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)  # answers 501
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(RunFailed, match="still answers"):
+            kind.undo(_UndoCtx(stack, host), _deploy_step(svc))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
-from liferaft.errors import CheckFailed
+from liferaft.errors import CheckFailed, RunFailed, Unreachable
 from liferaft.failover.access import controller_address, host_from_dict, host_to_dict
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
@@ -106,7 +109,12 @@ class DbServer(StepKind):
 
 @register
 class DeployService(StepKind):
+    """Deploy one service on the target. Undone by stopping it there (its data and files stay): after a rollback
+    the source serves again, and a client still holding the target's address must get errors, not acknowledgements
+    for writes nobody will carry back."""
+
     name = "service.deploy"
+    undoable = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         from liferaft.configure import run_playbook
@@ -130,6 +138,77 @@ class DeployService(StepKind):
         svc = ctx.require_stack().model.services[step.params["service"]]
         if svc.health is not None:
             http_check(target_host(ctx).address, svc.health, timeout=30.0)
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.failover.access import ssh
+
+        try:
+            host = target_host(ctx)
+        except (RunFailed, KeyError):
+            return  # no host was allocated: nothing was deployed
+        refuse_source_host(ctx, host.address)
+        svc = step.params["service"]
+        url = health_url(ctx, svc, host.address)
+        try:
+            ssh(host, "sh -s", stdin="\n".join(stop_services_lines([svc])) + "\n", timeout=120.0,
+                what=f"stop service {svc}")
+        except Unreachable as exc:
+            # Nobody reaches the host to stop it. Harmless only if its service does not answer either.
+            if url is not None and answers(url):
+                raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
+                                f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
+                                "again") from None
+            ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
+                     "not answering", service=svc, address=host.address, error=str(exc))
+            return
+        if url is not None:
+            wait_silent(url, timeout=15.0)
+        ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
+                 address=host.address)
+
+
+def refuse_source_host(ctx: RunContext, address: str | None) -> None:
+    """Never stop or remove anything on the host the stack ran on before the move."""
+    source = next((s.params.get("source_host") for s in ctx.plan.steps if s.params.get("source_host")), None)
+    if source and source.get("address") == address:
+        raise RunFailed(f"refusing to stop services on {address}: it is the source host")
+
+
+def stop_services_lines(services: list[str]) -> list[str]:
+    """Shell lines that stop services the way the shipped playbooks start them: the systemd unit
+    `liferaft-<service>.service`, else the start-stop-daemon pidfile `/run/liferaft-<service>.pid`. Idempotent.
+    Service names are validated by the stack model (no shell metacharacters)."""
+    lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
+    for svc in services:
+        lines.append(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
+                     f"else start-stop-daemon --stop --pidfile /run/liferaft-{svc}.pid --retry TERM/10/KILL/5 "
+                     f"--remove-pidfile --oknodo >/dev/null; fi")
+    return lines
+
+
+def health_url(ctx: RunContext, service: str, address: str) -> str | None:
+    svc = ctx.require_stack().model.services.get(service)
+    health = svc.health if svc is not None else None
+    return None if health is None else f"{health.scheme}://{address}:{health.port}{health.path}"
+
+
+def answers(url: str) -> bool:
+    """Does anything answer HTTP at `url` (any status counts)?"""
+    try:
+        with urllib.request.urlopen(url, timeout=2.0):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_silent(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while answers(url):
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{url} still answers after its service was stopped")
+        time.sleep(0.2)
 
 
 def _leaves(value: Any) -> list[str]:
