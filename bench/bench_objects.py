@@ -1,10 +1,12 @@
 """Object-sync benchmark: liferaft vs rclone, moto -> s3rver, on lab servers this script starts itself.
 
-    python -m bench.bench_objects [--small 2000] [--large 20] [--rounds 3] [--memory-gib 0] [--only ...] [--json]
+    python -m bench.bench_objects [--small 2000] [--large 20] [--rounds 3] [--large-rounds 9] [--memory-gib 0]
+                                  [--only ...] [--json]
 
 Prints one comparison table (ratios from one run: the machine is shared and noisy). The small, resync and large
-rows time each tool --rounds times after one untimed warm-up run of each, alternating which tool goes first, and
-compare the medians (the first copy after the fill is slower whoever makes it). Scenarios:
+rows time each tool --rounds (large: --large-rounds) times after one untimed warm-up run of each, alternating which
+tool goes first, and compare the medians (the first copy after the fill is slower whoever makes it), each tool's
+times net of its own no-op run (liferaft is timed in-process, rclone as a process). Scenarios:
   small      N x 4 KiB, objects/s               liferaft vs rclone tuned          target >= 1.0x
   large      20 x 16 MiB, MB/s                  liferaft vs rclone tuned          target >= 1.0x
   resync     no-change resync of the N objects  liferaft vs rclone sync --checksum target <= 1.0x (time)
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=3,
                    help="timed runs per tool in the small, resync and large rows (after one untimed warm-up run "
                         "each, alternating who goes first); the medians are compared")
+    p.add_argument("--large-rounds", type=int, default=9,
+                   help="timed runs per tool in the large row (each copy takes about a second: more rounds make "
+                        "its median steadier on a noisy machine)")
     p.add_argument("--target-adapter", choices=["aws", "libcloud"], default="aws",
                    help="adapter liferaft uses for s3rver (aws = boto3 against its S3 API)")
     p.add_argument("--memory-gib", type=float, default=1.0, help="0 to skip the memory scenario")
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         state = str(work / "state")
         scenarios = {"small": lambda: _small(src, dst, remotes, s3, s3d, state, a.small, a.workers, a.rounds),
-                     "large": lambda: _large(src, dst, remotes, s3, s3d, state, a.large, a.workers, a.rounds),
+                     "large": lambda: _large(src, dst, remotes, s3, s3d, state, a.large, a.workers, a.large_rounds),
                      "resume": lambda: [_resume(work, src, dst, s3, a.small, a.workers)],
                      "memory": lambda: [_memory(work, src, dst, s3d, int(a.memory_gib * 1024 * MIB), a.workers)]}
         for name, run in scenarios.items():
