@@ -66,7 +66,7 @@ class DrillTeardown(StepKind):
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         from liferaft.failover.access import ssh
-        from liferaft.failover.steps.hosts import health_url, refuse_source_host, wait_silent
+        from liferaft.failover.steps.hosts import refuse_source_host, service_health_url, wait_silent
 
         try:
             host = _target(ctx)
@@ -79,7 +79,7 @@ class DrillTeardown(StepKind):
         ssh(host, "sh -s", stdin=teardown_script(services, dbs[0].version if dbs else None), timeout=120.0,
             what="tear the drill target down")
         for svc in services:
-            url = health_url(ctx, svc, host.address)
+            url = service_health_url(ctx, svc, host.address)
             if url is not None:
                 wait_silent(url, timeout=15.0)
         ctx.emit("drill.torn_down", f"{host.name} ({host.address}): services {', '.join(services) or '-'} and "

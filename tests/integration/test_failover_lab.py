@@ -124,9 +124,8 @@ def rollback_to_a(env: Env, run: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert env.dns() == [env.a]
     # the app deployed at b was stopped: a client still holding b's address gets no answer, not an acknowledgement
-    with pytest.raises(urllib.error.URLError) as refused:
+    with pytest.raises(urllib.error.URLError):  # health() returns the status of any HTTP answer, errors included
         health(env.b)
-    assert not isinstance(refused.value, urllib.error.HTTPError), refused.value
     deadline = time.monotonic() + 20  # the app reconnects after its read-only sessions were ended
     while post(f"http://{env.a}:8080", "writable again after rollback") != 201:
         assert time.monotonic() < deadline, "the source does not accept writes after the rollback"

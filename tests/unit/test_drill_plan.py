@@ -220,7 +220,7 @@ def test_deploy_undo_stops_the_service_on_the_target(stack: Stack, monkeypatch: 
     svc = min(stack.model.services)
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(access, "ssh", lambda host, cmd, **kw: calls.append((host.address, kw["stdin"])) or "")
-    monkeypatch.setattr("liferaft.failover.steps.hosts.health_url", lambda ctx, s, a: None)
+    monkeypatch.setattr("liferaft.failover.steps.hosts.service_health_url", lambda ctx, s, a: None)
     host = {"name": "b", "address": "10.0.0.2", "host_keys": ["ssh-ed25519 AAAA"]}
 
     kind.undo(_UndoCtx(stack, None), _deploy_step(svc))  # nothing allocated: nothing to stop
@@ -253,7 +253,7 @@ def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     port = server.server_address[1]
     server.server_close()  # nothing listens on the port now
-    monkeypatch.setattr("liferaft.failover.steps.hosts.health_url",
+    monkeypatch.setattr("liferaft.failover.steps.hosts.service_health_url",
                         lambda ctx, s, a: f"http://127.0.0.1:{port}/healthz")
     ctx = _UndoCtx(stack, host)
     kind.undo(ctx, _deploy_step(svc))

@@ -148,7 +148,7 @@ class DeployService(StepKind):
             return  # no host was allocated: nothing was deployed
         refuse_source_host(ctx, host.address)
         svc = step.params["service"]
-        url = health_url(ctx, svc, host.address)
+        url = service_health_url(ctx, svc, host.address)
         try:
             ssh(host, "sh -s", stdin="\n".join(stop_services_lines([svc])) + "\n", timeout=120.0,
                 what=f"stop service {svc}")
@@ -186,10 +186,14 @@ def stop_services_lines(services: list[str]) -> list[str]:
     return lines
 
 
-def health_url(ctx: RunContext, service: str, address: str) -> str | None:
+def health_url(health: Any, address: str) -> str:
+    """A service's health check (the stack's `services.<name>.health`) at `address`."""
+    return f"{health.scheme}://{address}:{health.port}{health.path}"
+
+
+def service_health_url(ctx: RunContext, service: str, address: str) -> str | None:
     svc = ctx.require_stack().model.services.get(service)
-    health = svc.health if svc is not None else None
-    return None if health is None else f"{health.scheme}://{address}:{health.port}{health.path}"
+    return None if svc is None or svc.health is None else health_url(svc.health, address)
 
 
 def answers(url: str) -> bool:

@@ -14,12 +14,12 @@ from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
 from liferaft.failover.steps.data import conns, endpoints, progress
-from liferaft.failover.steps.hosts import target_host
+from liferaft.failover.steps.hosts import health_url, target_host
 
 
 def http_check(address: str, health: Any, *, timeout: float = 10.0) -> float:
     """GET the health path on `address` until it answers the expected status; returns when it first did."""
-    url = f"{health.scheme}://{address}:{health.port}{health.path}"
+    url = health_url(health, address)
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
