@@ -35,14 +35,14 @@ LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
     seq          INTEGER PRIMARY KEY,
     run_id       TEXT NOT NULL,
-    post_id      INTEGER,            -- set only for acknowledged writes (HTTP 201 with an id)
-    body_sha256  TEXT NOT NULL,
+    row_key,                         -- the post id; set only for acknowledged writes (HTTP 201 with an id)
+    value_sha256 TEXT NOT NULL,      -- sha256 of the post's body
     sent_at      REAL NOT NULL,
     done_at      REAL NOT NULL,
     status       INTEGER,            -- HTTP status, NULL when no answer
     error        TEXT
 );
-CREATE INDEX IF NOT EXISTS writes_post ON writes (post_id);
+CREATE INDEX IF NOT EXISTS writes_row_key ON writes (row_key);
 """
 
 
@@ -98,17 +98,17 @@ class Ledger:
     def record(self, run_id: str, post_id: int | None, digest: str, sent: float, done: float,
                status: int | None, error: str | None) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO writes (run_id, post_id, body_sha256, sent_at, done_at, status, error) "
+            self._db.execute("INSERT INTO writes (run_id, row_key, value_sha256, sent_at, done_at, status, error) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, post_id, digest, sent, done, status, error))
 
     def acknowledged(self) -> list[tuple[int, str]]:
         with self._lock:
             return list(self._db.execute(
-                "SELECT post_id, body_sha256 FROM writes WHERE post_id IS NOT NULL ORDER BY post_id"))
+                "SELECT row_key, value_sha256 FROM writes WHERE row_key IS NOT NULL ORDER BY row_key"))
 
     def attempts(self, run_id: str) -> list[tuple[float, float, int | None]]:
         with self._lock:
-            return list(self._db.execute("SELECT sent_at, done_at, post_id FROM writes WHERE run_id = ? "
+            return list(self._db.execute("SELECT sent_at, done_at, row_key FROM writes WHERE run_id = ? "
                                          "ORDER BY sent_at", (run_id,)))
 
     def close(self) -> None:

@@ -29,8 +29,9 @@ from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 @click.option("--keep", is_flag=True, help="Leave the target running afterwards (default: tear it down).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write the report (Markdown, HTML, JSON) here. Default: <state dir>/reports.")
-@click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, envvar="LIFERAFT_VERIFY_LEDGER",
-              help="A write ledger (the example app's writer) to measure the RPO with. Env: LIFERAFT_VERIFY_LEDGER.")
+@click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="A write ledger (format: liferaft.movers.ledger) kept by a writer during the drill: the RPO is "
+                   "measured from it.")
 @click.option("--teardown", "teardown_run", metavar="RUN",
               help="Instead of drilling: tear down the target a drill left running with --keep (its run id).")
 @json_option

@@ -6,6 +6,7 @@ Thin: parse, call liferaft.failover, render. Errors are liferaft errors, transla
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -51,20 +52,29 @@ def _confirm(question: str, yes: bool) -> None:
         raise click.exceptions.Abort()
 
 
-def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_timeout: float | None = None) -> Plan:
+def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_timeout: float | None = None,
+                ledger: str | None = None) -> Plan:
     from liferaft.events import Events
     from liferaft.failover.planner import build_plan
 
     if source_timeout is not None and mode != "cold":
         raise UsageError("--source-timeout is for --mode cold (a live move needs the source to answer)")
     return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir,
-                      events=Events(event_printer(as_json, opts.verbose)), source_timeout=source_timeout)
+                      events=Events(event_printer(as_json, opts.verbose)), source_timeout=source_timeout,
+                      ledger=str(Path(ledger).resolve()) if ledger else None)
 
 
 def source_timeout_option(f: Any) -> Any:
     return click.option("--source-timeout", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
                         help="Cold mode: how long to wait for the source's one probe. Default: "
                              "LIFERAFT_SOURCE_TIMEOUT, else the stack's health.timeout.")(f)
+
+
+def ledger_option(f: Any) -> Any:
+    return click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+                        help="A write ledger (SQLite, format in liferaft.movers.ledger) kept by a writer while the "
+                             "app served: every acknowledged write must be at the target (the database's "
+                             "`ledger:` in the stack says where).")(f)
 
 
 def render_plan(plan: Plan) -> None:
@@ -117,11 +127,13 @@ def _render_outcome(out: RunOutcome, as_json: bool) -> int:
 @click.option("--mode", type=click.Choice(["live", "cold"]), default="live", show_default=True,
               help="live: the source still answers (replicate, freeze, cut over); cold: it does not.")
 @source_timeout_option
+@ledger_option
 @json_option
 @pass_opts
-def plan_cmd(opts: GlobalOptions, to: str, mode: str, source_timeout: float | None, as_json: bool) -> int:
+def plan_cmd(opts: GlobalOptions, to: str, mode: str, source_timeout: float | None, ledger: str | None,
+             as_json: bool) -> int:
     """Show what a failover to SITE would do: steps, resources, bytes, time, DNS diff. Makes no changes."""
-    plan = _build_plan(opts, to, mode, as_json, source_timeout)
+    plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
     if as_json:
         emit_json(plan.to_dict())
     else:
@@ -135,12 +147,13 @@ def plan_cmd(opts: GlobalOptions, to: str, mode: str, source_timeout: float | No
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
 @click.option("--stop-before", metavar="STEP", help="Stop before this step (resume later).")
 @source_timeout_option
+@ledger_option
 @json_option
 @pass_opts
 def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before: str | None,
-                 source_timeout: float | None, as_json: bool) -> int:
+                 source_timeout: float | None, ledger: str | None, as_json: bool) -> int:
     """Move the stack to SITE now: provision, configure, migrate, verify, then cut DNS over. Journaled."""
-    plan = _build_plan(opts, to, mode, as_json, source_timeout)
+    plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
     if not as_json:
         render_plan(plan)
     _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)

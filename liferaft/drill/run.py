@@ -9,7 +9,6 @@ the replication lag that was left.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -36,7 +35,6 @@ PHASE_OF_KIND = {
     # the no-notice scenario's cold plan
     "standby.promote": "data", "standby.objects": "verify", "standby.loss": "verify",
 }
-LEDGER_ENV = "LIFERAFT_VERIFY_LEDGER"
 
 
 @dataclass(frozen=True)
@@ -96,8 +94,7 @@ def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events 
 
     require_scenario(opts.scenario)
     steps.ensure_registered()
-    ledger = opts.ledger or os.environ.get(LEDGER_ENV) or None
-    opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(ledger).resolve()) if ledger else None)
+    opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(opts.ledger).resolve()) if opts.ledger else None)
     ev = events or Events()
     stack.site(opts.target)  # an unknown site is a usage error, before any lock file is made for it
     # The site is the drill's from its standby set-up to the standby set up again: a `replicate` of that site would
@@ -249,7 +246,8 @@ def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, even
     from liferaft.drill.plan import to_cold_drill
     from liferaft.readiness.cold import build_cold_plan
 
-    plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False)
+    plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False,
+                           ledger=opts.ledger)
     return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
 
 
@@ -384,13 +382,9 @@ def _writes_after(ledger: str | None, cut_at: float | None, checked_at: float | 
     """Writes acknowledged after the cut and before the data-loss check counted them (a real cut leaves none)."""
     if not ledger or cut_at is None or checked_at is None:
         return 0
-    import contextlib
-    import sqlite3
+    from liferaft.movers.ledger import acknowledged_between
 
-    with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as db:
-        row = db.execute("SELECT count(*) FROM writes WHERE post_id IS NOT NULL AND done_at > ? AND done_at <= ?",
-                         (cut_at, checked_at)).fetchone()
-    return int(row[0]) if row else 0
+    return acknowledged_between(ledger, cut_at, checked_at)
 
 
 def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | None = None) -> str:

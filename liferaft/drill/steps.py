@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -166,33 +164,6 @@ class DrillCut(StepKind):
 
 
 # -------------------------------------------------------------------------------------------------- verify data
-def ledger_before(ledger: str, cut_at: float, directory: str) -> tuple[str, int, int, dict[int, float]]:
-    """A copy of the ledger holding only writes acknowledged at or before the cut; counts before/after the cut and
-    each kept write's acknowledgement time (post id -> unix seconds)."""
-    if not os.path.exists(ledger):
-        raise CheckFailed(f"write ledger {ledger} not found")
-    src = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-    try:
-        rows = src.execute("SELECT seq, run_id, post_id, body_sha256, sent_at, done_at, status, error FROM writes "
-                           "WHERE post_id IS NOT NULL").fetchall()
-    finally:
-        src.close()
-    before = [r for r in rows if r[5] <= cut_at]
-    path = os.path.join(directory, "ledger-before-cut.sqlite")
-    if os.path.exists(path):
-        os.unlink(path)
-    dst = sqlite3.connect(path)
-    try:
-        dst.execute("CREATE TABLE writes (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, post_id INTEGER, "
-                    "body_sha256 TEXT NOT NULL, sent_at REAL NOT NULL, done_at REAL NOT NULL, status INTEGER, "
-                    "error TEXT)")
-        dst.executemany("INSERT INTO writes VALUES (?,?,?,?,?,?,?,?)", before)
-        dst.commit()
-    finally:
-        dst.close()
-    return path, len(before), len(rows) - len(before), {int(r[2]): float(r[5]) for r in before}
-
-
 @register
 class DrillVerifyData(StepKind):
     """The gate, as of the cut. Its findings are remembered in the journal before it passes or fails."""
@@ -261,7 +232,7 @@ class DrillVerifyData(StepKind):
 
     def _ledger(self, ctx: RunContext, step: Step, cut_at: float, problems: list[str]) -> dict[str, Any]:
         from liferaft.failover.access import owner_conn
-        from liferaft.lab.example import verify_ledger
+        from liferaft.movers import ledger
 
         stack = ctx.require_stack()
         key = next(iter(step.params["databases"]), None)
@@ -269,13 +240,13 @@ class DrillVerifyData(StepKind):
             problems.append("a write ledger was given but the stack has no database")
             return {"acknowledged_before_cut": 0, "present": 0, "missing": 0, "mismatched": 0,
                     "writes_after_cut": 0, "first_missing_at": None}
-        conn = owner_conn(ctx, _target(ctx).address, stack.model.data.databases[key])
+        db = stack.model.data.databases[key]
+        conn = owner_conn(ctx, _target(ctx).address, db)
         with tempfile.TemporaryDirectory(prefix="liferaft-drill-ledger-") as d:
-            path, before, after, acked_at = ledger_before(step.params["ledger"], cut_at, d)
-            res = verify_ledger(path, {"host": conn.host, "port": conn.port, "dbname": conn.dbname,
-                                       "user": conn.user, "password": conn.password})
-        problems += [f"ledger: post {pid} differs at the target" for pid in res.mismatched[:10]]
-        first = min((acked_at[pid] for pid in res.missing if pid in acked_at), default=None)
+            path, before, after, acked_at = ledger.copy_before(step.params["ledger"], cut_at, d)
+            res = ledger.check(path, conn, ledger.spec_for(db, key))
+        problems += [f"ledger: row {k} differs at the target" for k in res.mismatched[:10]]
+        first = min((acked_at[k] for k in res.missing if k in acked_at), default=None)
         return {"acknowledged_before_cut": before, "present": res.present, "missing": len(res.missing),
                 "mismatched": len(res.mismatched), "writes_after_cut": after, "first_missing_at": first}
 
@@ -317,5 +288,4 @@ def ensure_registered() -> None:
         register(kind)
 
 
-__all__ = ["CUT_CATCH_UP_TIMEOUT_S", "cut_logical", "ensure_registered", "ledger_before",
-           "teardown_script"]
+__all__ = ["CUT_CATCH_UP_TIMEOUT_S", "cut_logical", "ensure_registered", "teardown_script"]

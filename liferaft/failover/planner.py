@@ -12,7 +12,6 @@ are deliberately simple and documented here so an operator can tell where a numb
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import UsageError
@@ -32,7 +31,6 @@ ANSIBLE_PREPARE_S = 6.0
 ANSIBLE_PG_S = 15.0
 ANSIBLE_SERVICE_S = 10.0
 FIXED_S = 5.0
-LEDGER_ENV = "LIFERAFT_VERIFY_LEDGER"  # path of the example app's write ledger, checked at the data gate
 
 
 def estimate(stack: Stack, obs: Observed) -> float:
@@ -47,8 +45,8 @@ def estimate(stack: Stack, obs: Observed) -> float:
     return t
 
 
-def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) -> Plan:
-    """The steps, in order. Pure: everything it needs is in `obs`."""
+def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, *, ledger: str | None = None) -> Plan:
+    """The steps, in order. Pure: everything it needs is in `obs` (and `ledger`, a write ledger the data gate checks)."""
     m = stack.model
     name = m.name
     src_host = obs.source_host
@@ -56,7 +54,6 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
     src_site = stack.site(source)
     dbs = m.data.databases
     buckets = m.data.buckets
-    ledger = _ledger_path()
     steps: list[Step] = []
 
     def add(sid: str, kind: str, title: str, params: dict[str, Any], *deps: str) -> str:
@@ -136,16 +133,11 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
                 bytes_to_move=moved, estimate_s=round(estimate(stack, obs), 1), dns_diff=tuple(dns_diff), notes=tuple(notes))
 
 
-def _ledger_path() -> str | None:
-    import os
-
-    value = os.environ.get(LEDGER_ENV)
-    return str(Path(value).resolve()) if value else None
-
-
 def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | None = None,
-               state_dir: Any = None, events: Events | None = None, source_timeout: float | None = None) -> Plan:
-    """Observe (read-only) and plan a failover of `stack` to site `target`."""
+               state_dir: Any = None, events: Events | None = None, source_timeout: float | None = None,
+               ledger: str | None = None) -> Plan:
+    """Observe (read-only) and plan a failover of `stack` to site `target`. `ledger`: a write ledger (a path) whose
+    acknowledged writes the data gate looks up at the target (liferaft.movers.ledger)."""
     ev = as_events(events)
     m = stack.model
     source = source or m.primary
@@ -153,14 +145,14 @@ def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | N
         from liferaft.readiness.cold import build_cold_plan
 
         return build_cold_plan(stack, target, source=source, state_dir=state_dir, events=ev,
-                               source_timeout_s=source_timeout)
+                               source_timeout_s=source_timeout, ledger=ledger)
     if mode != "live":
         raise UsageError(f"unknown mode {mode!r}", hint="live or cold")
     stack.site(target)
     if target == source:
         raise UsageError(f"site {target!r} is already the source", hint=f"alternates: {', '.join(m.alternates)}")
     obs = observe(stack, source, target, state_dir, ev)
-    plan = make_plan(stack, source, target, mode, obs)
+    plan = make_plan(stack, source, target, mode, obs, ledger=ledger)
     ev.emit("plan.ready", f"{len(plan.steps)} steps, {plan.bytes_to_move} bytes, ~{plan.estimate_s:.0f}s",
             plan_hash=plan.hash)
     return plan

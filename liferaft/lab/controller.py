@@ -304,6 +304,7 @@ data:
       password: file:secrets/db_password
       port: 5432
       migrate: logical
+      ledger: {{table: posts, key: id, value: body}}
   buckets:
     images:
       name: microblog-images

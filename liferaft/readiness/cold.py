@@ -19,7 +19,6 @@ still answers (a live failover would then lose nothing).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import LiferaftError, UsageError
@@ -46,13 +45,6 @@ def source_timeout(stack: Stack) -> float:
     return float(getattr(stack.model.health, "timeout", DEFAULT_SOURCE_TIMEOUT))
 
 
-def _ledger_path() -> str | None:
-    from liferaft.failover.planner import LEDGER_ENV
-
-    value = os.environ.get(LEDGER_ENV)
-    return str(Path(value).resolve()) if value else None
-
-
 def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
     rec = load_standby(state_dir, stack.model.name, target)
     if rec is None or not rec.standby_host:
@@ -69,7 +61,7 @@ def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
 
 def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, state_dir: Any = None,
                     events: Events | None = None, probe_source: bool = True,
-                    source_timeout_s: float | None = None) -> Plan:
+                    source_timeout_s: float | None = None, ledger: str | None = None) -> Plan:
     """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source; with
     `probe_source=False` (a drill that cut it off on purpose) does not even probe it. `source_timeout_s`
     overrides LIFERAFT_SOURCE_TIMEOUT and the stack's health.timeout."""
@@ -95,7 +87,6 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
         notes.append(f"DNS could not be read while planning ({e}); the cutover step will try again")
     provider = str(host.get("provider") or stack.site(target).compute)
     free, _ = target_free(stack, provider, state_dir)
-    ledger = _ledger_path()
     steps: list[Step] = []
 
     def add(sid: str, kind: str, title: str, params: dict[str, Any], *deps: str) -> str:

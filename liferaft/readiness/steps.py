@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -250,39 +248,10 @@ class DataLoss(StepKind):
         return out
 
     def _ledger(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.movers import ledger
+
         stack = ctx.require_stack()
         key = step.params["databases"][0]
-        conn = owner_conn(ctx, target_host(ctx).address, stack.model.data.databases[key])
-        return ledger_loss(step.params["ledger"], {"host": conn.host, "port": conn.port, "dbname": conn.dbname,
-                                                   "user": conn.user, "password": conn.password})
-
-
-def ledger_loss(ledger: str, dsn: dict[str, Any]) -> dict[str, Any]:
-    """Acknowledged writes of the example's ledger missing (or different) at the database `dsn`, and the span of
-    writes they cover: from the last acknowledged write that survived before the first lost one, to the last lost
-    one (0 when nothing was lost)."""
-    from liferaft.lab.example import verify_ledger
-
-    res = verify_ledger(ledger, dsn)
-    missing = list(res.missing)
-    first = last = last_present = last_ack = None
-    with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as led:
-        if missing:
-            marks = ",".join("?" * len(missing[:5000]))
-            row = led.execute(f"SELECT min(done_at), max(done_at) FROM writes WHERE post_id IN ({marks})",
-                              missing[:5000]).fetchone()
-            first, last = (row[0], row[1]) if row else (None, None)
-        row = led.execute("SELECT max(done_at) FROM writes WHERE post_id IS NOT NULL").fetchone()
-        last_ack = row[0] if row else None
-        if first is not None:
-            lost = set(missing)
-            rows = led.execute("SELECT post_id, done_at FROM writes WHERE post_id IS NOT NULL AND done_at < ?"
-                               " ORDER BY done_at DESC", (first,)).fetchall()
-            last_present = next((t for pid, t in rows if pid not in lost), None)
-    window = 0.0
-    if first is not None and last is not None:
-        window = round(float(last) - float(last_present if last_present is not None else first), 3)
-    return {"acknowledged": res.acknowledged, "present": res.present, "missing_count": len(missing),
-            "mismatched_count": len(res.mismatched), "missing_first": missing[:20],
-            "first_missing_ack_at": first, "last_missing_ack_at": last, "last_ack_at": last_ack,
-            "window_s": window}
+        db = stack.model.data.databases[key]
+        return ledger.loss(step.params["ledger"], owner_conn(ctx, target_host(ctx).address, db),
+                           ledger.spec_for(db, key))

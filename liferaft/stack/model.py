@@ -212,6 +212,15 @@ class Service(_Model):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
+class WriteLedger(_Model):
+    """The rows a write ledger's acknowledged writes created: `table`.`key` = the ledger's row key, and the sha256 of
+    `value` (as text) = the ledger's value_sha256."""
+
+    table: SqlName
+    key: SqlName
+    value: SqlName
+
+
 class Database(_Model):
     engine: Literal["postgresql"] = "postgresql"
     version: Annotated[int, Field(ge=12, le=18)] = 15
@@ -220,6 +229,7 @@ class Database(_Model):
     password: SecretRef
     port: Port = 5432
     migrate: Literal["logical", "dump"] = "logical"
+    ledger: WriteLedger | None = None  # where a write ledger's acknowledged writes land (liferaft.movers.ledger)
 
 
 class Bucket(_Model):

@@ -227,7 +227,7 @@ def test_failed_data_check_stops_before_dns_and_still_tears_down(lab: Any, tmp_p
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-5000:]
     doc = json.loads(out.stdout)
     assert doc["passed"] is False and doc["data"]["ok"] is False and doc["rto_s"] is None
-    assert any(f"post {post_id} differs" in p for p in doc["data"]["problems"])
+    assert any(f"row {post_id} differs" in p for p in doc["data"]["problems"])
     assert "drill-verify-data" in doc["error"] and doc["torn_down"] is True
     assert watcher.drill_answers | {tuple(s[2]) for s in watcher.samples} == {()}, \
         "the drill record was set despite the failed gate"

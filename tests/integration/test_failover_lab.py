@@ -181,7 +181,7 @@ def test_failover_under_write_load(env: Env) -> None:
     writer = Writer(f"http://{env.a}:8080", ledger)
     try:
         time.sleep(2)
-        out = env.cli("failover", "--to", "alt-b", "--yes", LIFERAFT_VERIFY_LEDGER=str(ledger))
+        out = env.cli("failover", "--to", "alt-b", "--yes", "--ledger", str(ledger))
     finally:
         first = writer.finish()
     assert out.returncode == 0, out.stderr[-4000:]
@@ -212,8 +212,8 @@ def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
     ledger = env.tmp / "ledger-kill.sqlite"
     writer = Writer(f"http://{env.a}:8080", ledger)
     try:
-        out = env.cli("failover", "--to", "alt-b", "--yes", LIFERAFT_TEST_KILL_AFTER_STEP=steps[0],
-                      LIFERAFT_VERIFY_LEDGER=str(ledger))
+        out = env.cli("failover", "--to", "alt-b", "--yes", "--ledger", str(ledger),
+                      LIFERAFT_TEST_KILL_AFTER_STEP=steps[0])
         assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
         run = env.last_run()["run"]
         for done, step in enumerate(steps[1:], start=2):

@@ -285,9 +285,10 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         victim = min(o.key for o in store.list_objects("microblog-images"))
         good = b"".join(store.get_object("microblog-images", victim))
         store.put_object("microblog-images", victim, [good[::-1]], size=len(good))
-        fo_env = _env(lab, state_dir, LIFERAFT_VERIFY_LEDGER=writer["ledger"], LIFERAFT_SOURCE_TIMEOUT="2")
+        fo_env = _env(lab, state_dir, LIFERAFT_SOURCE_TIMEOUT="2")
         t0 = time.monotonic()
-        fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"), env=fo_env,
+        fo = subprocess.run(_cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json",
+                                 "--ledger", writer["ledger"]), env=fo_env,
                             capture_output=True, text=True, timeout=900, check=False)
         stopped_s = time.monotonic() - t0
         assert fo.returncode != 0 and "standby-images" in fo.stderr and victim in fo.stderr, fo.stderr[-3000:]

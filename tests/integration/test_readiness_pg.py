@@ -122,31 +122,32 @@ def test_ledger_loss_counts_lost_writes_and_their_span(pg_pair: PgPair, tmp_path
     """The data-loss report from a real write ledger against a real database: missing and altered writes, and
     the span from the last surviving write before the loss to the last lost one."""
     import hashlib
+    import sqlite3
 
-    from liferaft.lab.example import _load
-    from liferaft.readiness.steps import ledger_loss
+    from liferaft.movers.ledger import LEDGER_SCHEMA, LedgerSpec
+    from liferaft.movers.ledger import loss as ledger_loss
 
     ledger_path = tmp_path / "ledger.sqlite"
-    ledger = _load("writer").Ledger(str(ledger_path))
     t0 = 1_800_000_000.0
     bodies = {i: f"write {i}" for i in range(1, 101)}
-    for i, body in bodies.items():
-        ledger.record("run1", i, hashlib.sha256(body.encode()).hexdigest(), t0 + i * 0.05, t0 + i * 0.05 + 0.01,
-                      201, None)
-    ledger.record("run1", None, "0" * 64, t0 + 6, t0 + 6.5, None, "URLError")  # never acknowledged: not lost
-    ledger.close()
+    rows = [("run1", i, hashlib.sha256(body.encode()).hexdigest(), t0 + i * 0.05, t0 + i * 0.05 + 0.01, 201, None)
+            for i, body in bodies.items()]
+    rows.append(("run1", None, "0" * 64, t0 + 6, t0 + 6.5, None, "URLError"))  # never acknowledged: not lost
+    with sqlite3.connect(ledger_path) as led:
+        led.executescript(LEDGER_SCHEMA)
+        led.executemany("INSERT INTO writes (run_id, row_key, value_sha256, sent_at, done_at, status, error) "
+                        "VALUES (?,?,?,?,?,?,?)", rows)
+    spec = LedgerSpec(table="posts", key="id", value="body")
     with connect(pg_pair.source) as c:
         c.execute("CREATE TABLE posts (id bigint PRIMARY KEY, body text)")
         with c.cursor() as cur:
             cur.executemany("INSERT INTO posts VALUES (%s, %s)",
                             [(i, "altered" if i == 50 else b) for i, b in bodies.items() if i <= 90])
-    dsn = {"host": pg_pair.source.host, "port": pg_pair.source.port, "dbname": pg_pair.source.dbname,
-           "user": pg_pair.source.user, "password": pg_pair.source.password}
-    loss = ledger_loss(str(ledger_path), dsn)
+    loss = ledger_loss(str(ledger_path), pg_pair.source, spec)
     assert loss["acknowledged"] == 100 and loss["missing_count"] == 10 and loss["mismatched_count"] == 1
     assert loss["missing_first"][:3] == [91, 92, 93]
     assert loss["window_s"] == pytest.approx(0.5, abs=0.001)  # write 90 survived, writes 91..100 were lost
     with connect(pg_pair.source) as c:
         c.execute("INSERT INTO posts SELECT g, 'write ' || g FROM generate_series(91, 100) g")
-    assert ledger_loss(str(ledger_path), dsn)["missing_count"] == 0
-    assert ledger_loss(str(ledger_path), dsn)["window_s"] == 0.0
+    assert ledger_loss(str(ledger_path), pg_pair.source, spec)["missing_count"] == 0
+    assert ledger_loss(str(ledger_path), pg_pair.source, spec)["window_s"] == 0.0

@@ -168,18 +168,18 @@ class VerifyData(StepKind):
                  checked=checked, timings=timings)
 
     def _ledger(self, ctx: RunContext, step: Step, checked: dict[str, Any]) -> list[str]:
-        from liferaft.lab.example import verify_ledger
+        from liferaft.movers import ledger
 
         stack = ctx.require_stack()
         key = next((k for k in step.params["databases"]), None)
         if key is None:
             return ["a write ledger was given but the stack has no database"]
-        conn = owner_conn(ctx, target_host(ctx).address, stack.model.data.databases[key])
-        res = verify_ledger(step.params["ledger"], {"host": conn.host, "port": conn.port, "dbname": conn.dbname,
-                                                    "user": conn.user, "password": conn.password})
+        db = stack.model.data.databases[key]
+        res = ledger.check(step.params["ledger"], owner_conn(ctx, target_host(ctx).address, db),
+                           ledger.spec_for(db, key))
         checked["ledger writes"] = res.acknowledged
-        out = [f"ledger: acknowledged write (post {pid}) missing at the target" for pid in res.missing[:10]]
-        out += [f"ledger: post {pid} differs at the target" for pid in res.mismatched[:10]]
+        out = [f"ledger: acknowledged write (row {k}) missing at the target" for k in res.missing[:10]]
+        out += [f"ledger: row {k} differs at the target" for k in res.mismatched[:10]]
         return out
 
 
