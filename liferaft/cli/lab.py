@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from liferaft.cli._common import emit_json, event_printer, json_option, stdout_console
-from liferaft.errors import EXIT_CHECK_FAILED
+from liferaft.errors import EXIT_CHECK_FAILED, UsageError
 
 if TYPE_CHECKING:
     from liferaft.lab.core import Lab
@@ -179,3 +179,36 @@ def heal(ctx: click.Context, as_json: bool) -> int:
     else:
         click.echo("healed: all providers forward, all hosts reachable")
     return 0
+
+
+def _hook(ctx: click.Context, fn_name: str) -> int:
+    import json
+    import sys
+
+    from liferaft.lab import drillcut
+
+    try:
+        request = json.loads(sys.stdin.read() or "{}")
+    except ValueError:
+        raise UsageError("the drill hook reads one JSON object on stdin (see liferaft.drill.cut)") from None
+    if not isinstance(request, dict):
+        raise UsageError("the drill hook reads one JSON object on stdin (see liferaft.drill.cut)")
+    emit_json(getattr(drillcut, fn_name)(ctx.obj["lab_dir"], request))
+    return 0
+
+
+@lab.command("drill-cut")
+@lab_dir_option
+@click.pass_context
+def drill_cut(ctx: click.Context) -> int:
+    """The lab's no-notice drill hook (`drill.cut` in the lab's stack file): reads the hook's JSON on stdin, cuts the
+    source site's lab providers and host off, prints what it cut as JSON."""
+    return _hook(ctx, "cut")
+
+
+@lab.command("drill-heal")
+@lab_dir_option
+@click.pass_context
+def drill_heal(ctx: click.Context) -> int:
+    """The lab's heal hook (`drill.heal`): undoes exactly the cut described in the JSON on stdin."""
+    return _hook(ctx, "heal")

@@ -204,7 +204,7 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
     def heal_and_clean(records: list[StepRecord]) -> str | None:
         problems: list[str] = []
         try:
-            cutting.heal(the_cut, ev)
+            cutting.heal(stack, the_cut, ev)
         except LiferaftError as e:
             problems.append(f"healing the cut failed: {e.message}")
         promoted = {r.step_id.removeprefix("promote-") for r in records

@@ -107,7 +107,7 @@ class Controller:
         self.emit("lab.step", f"zone {ZONE} served at {bridge}:{pdns.dns_port}; www -> host a ({a.address})")
 
         stack_file = self.dir / "liferaft.yaml"
-        stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}"))
+        stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}", self.dir))
         self.state = self._state(app={"deployed": False, "reason": "deploying"})
         infra_s = round(time.monotonic() - self.t0, 2)
         self.state["timings"] = {"infrastructure_s": infra_s}
@@ -214,7 +214,7 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
-def render_stack(hosts: LabHosts, proxies: dict[str, Any], nameserver: str) -> str:
+def render_stack(hosts: LabHosts, proxies: dict[str, Any], nameserver: str, lab_dir: Path | None = None) -> str:
     """The lab's stack file, in exactly the shape of the documented example; secrets by `file:` reference."""
     aws, obj, dns = proxies["aws"], proxies["objstore"], proxies["dnshost"]
 
@@ -323,7 +323,16 @@ dns:
 objectives:
   rto: 5m
   rpo: 0s
-"""
+{_drill_hooks(lab_dir)}"""
+
+
+def _drill_hooks(lab_dir: Path | None) -> str:
+    """The lab registers its cut for no-notice drills as the stack's drill hooks (protocol: liferaft.drill.cut)."""
+    if lab_dir is None:
+        return ""
+    base = [sys.executable, "-m", "liferaft", "lab", "--lab-dir", str(lab_dir)]
+    return ("\n# No-notice drills cut the primary off through the lab's fault proxies and host cuts.\n"
+            f"drill:\n  cut: {json.dumps([*base, 'drill-cut'])}\n  heal: {json.dumps([*base, 'drill-heal'])}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

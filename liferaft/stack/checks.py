@@ -138,6 +138,10 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
                 yield problem(loc, f"duplicate host name {host.name!r} (also at {'.'.join(map(str, hostnames[host.name]))})")
             hostnames[host.name] = loc
 
+    if bool(m.drill.cut) != bool(m.drill.heal):
+        yield problem(("drill", "heal" if m.drill.cut else "cut"), "a drill cut hook needs its heal hook (and a "
+                                                                   "heal hook its cut hook): give both or neither")
+
     if m.dns is not None:
         yield from need(("dns", "provider"), m.dns.provider, "dns")
         keys: set[tuple[str, str]] = set()

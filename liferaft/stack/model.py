@@ -279,6 +279,13 @@ class HealthSettings(_Model):
     failover_to: Name | None = None  # default: the first alternate
 
 
+class DrillSettings(_Model):
+    """How a no-notice drill cuts the primary off: argv hooks (no shell), see liferaft.drill.cut for the protocol."""
+
+    cut: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = []
+    heal: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = []
+
+
 class Dependency(_Model):
     """A layer the stack relies on outside its providers: who runs it, and (for backups) what encrypts it."""
 
@@ -312,4 +319,5 @@ class StackModel(_Model):
     dns: DnsConfig | None = None
     objectives: Objectives = Objectives()
     health: HealthSettings = HealthSettings()
+    drill: DrillSettings = DrillSettings()
     dependencies: Dependencies = Dependencies()
