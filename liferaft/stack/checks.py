@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from liferaft.errors import Problem
+from liferaft.stack._files import real_path
 from liferaft.stack.model import StackModel, provider_capabilities
 
 Loc = tuple[str | int, ...]
@@ -18,9 +19,9 @@ def _inside(base: Path, relative: str) -> Path | None:
     An absolute path is the operator's explicit choice and is returned as it is (resolved)."""
     candidate = Path(relative)
     if candidate.is_absolute():
-        return candidate.resolve()
-    real_base = base.resolve()
-    resolved = (real_base / candidate).resolve()
+        return real_path(candidate)
+    real_base = real_path(base)
+    resolved = real_path(real_base / candidate)
     return resolved if resolved == real_base or real_base in resolved.parents else None
 
 
@@ -51,7 +52,7 @@ def _secret_files(m: StackModel, stack_dir: Path) -> list[Path]:
         kind, _, target = ref.partition(":")
         if kind == "file":
             p = Path(target)
-            out.append((p if p.is_absolute() else stack_dir / p).resolve())
+            out.append(real_path(p if p.is_absolute() else stack_dir / p))
     return out
 
 
@@ -97,7 +98,7 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(("alternates", i), f"site {alt!r} is listed twice")
         seen.add(alt)
 
-    stack_dir = path.resolve().parent
+    stack_dir = real_path(path).parent
     for name, svc in m.services.items():
         if _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
             yield problem(("services", name, "playbook"),
