@@ -14,6 +14,7 @@ from liferaft.cli._common import (
     GlobalOptions,
     emit_json,
     event_printer,
+    finite_seconds,
     json_option,
     pass_opts,
     stdout_console,
@@ -62,7 +63,8 @@ def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_t
 
 
 def source_timeout_option(f: Any) -> Any:
-    return click.option("--source-timeout", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+    return click.option("--source-timeout", type=float, callback=finite_seconds(0.5), default=None,
+                        metavar="SECONDS",
                         help="Cold mode: how long to wait for the source's one probe. Default: "
                              "LIFERAFT_SOURCE_TIMEOUT, else the stack's health.timeout.")(f)
 

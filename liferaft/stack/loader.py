@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import typing
 from collections.abc import Iterator
@@ -76,15 +77,23 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
             return out_l
         if isinstance(node, str):
             return str(node)
+        if isinstance(node, float) and not math.isfinite(node):
+            nonfinite.append(loc)  # `.inf`, `.nan`: no field of a stack file takes one
+            return node
         if node is None or isinstance(node, (bool, int, float)):
             return node
         return str(node)  # timestamps and other YAML types: let the model complain about the string
 
+    nonfinite: list[Loc] = []
     try:
-        return plain(doc, ()), positions
+        data = plain(doc, ())
     except (_TooBig, RecursionError):
         raise InvalidInput([Problem(str(path), None, None, "", f"document expands to more than {MAX_NODES} nodes "
                                     "(an alias bomb, or far too large for a stack file)")]) from None
+    if nonfinite:
+        raise InvalidInput([Problem(str(path), *_position(positions, loc), ".".join(map(str, loc)),
+                                    "expected a finite number (.inf and .nan are not accepted)") for loc in nonfinite])
+    return data, positions
 
 
 def _position(positions: dict[Loc, tuple[int, int]], loc: Loc) -> tuple[int | None, int | None]:

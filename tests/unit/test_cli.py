@@ -83,3 +83,54 @@ def test_console_script_runs(tmp_path: Path) -> None:
                          check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ok"] is True
+
+
+def test_terminal_escapes_and_bidi_in_keys_are_shown_not_obeyed(tmp_path: Path) -> None:
+    """A key holding an OSC escape (retitles the terminal) or U+202E (reverses text) reaches stderr escaped;
+    --json escapes them through the JSON encoder and keeps the real key."""
+    (tmp_path / "app").mkdir()
+    stack = tmp_path / "liferaft.yaml"
+    stack.write_text(EXAMPLE.read_text().replace("services:\n", 'services:\n  "x\\e]0;pwned\\ay\\u202eevil": {}\n', 1)
+                     + '"\\e[2J\\u202etop": 1\n')
+    for args in (("validate", str(stack)), ("--stack", str(stack), "health"), ("--stack", str(stack), "runs")):
+        result = invoke(*args)
+        assert result.exit_code in (2, 78), result.stderr
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\u202e" not in result.stderr
+        assert "\\x1b]0;pwned\\x07y\\u202eevil" in result.stderr, result.stderr
+        assert "\\x1b[2J\\u202etop" in result.stderr, result.stderr
+    body = json.loads(invoke("validate", str(stack), "--json").stdout)
+    assert any("x\x1b]0;pwned\x07y\u202eevil" in p["path"] for p in body["problems"])
+
+
+def test_terminal_safe_keeps_ordinary_text() -> None:
+    from liferaft.cli._common import terminal_safe
+
+    assert terminal_safe("line one\n\tdéjà vu — ok ✓") == "line one\n\tdéjà vu — ok ✓"
+    assert terminal_safe("a\x1bb\x7fc\u200fd\u2028e") == "a\\x1bb\\x7fc\\u200fd\\u2028e"
+
+
+def test_a_typo_in_the_command_gets_a_suggestion() -> None:
+    result = invoke("helth")
+    assert result.exit_code == 2 and "Did you mean 'health'?" in result.stderr
+    assert "Did you mean 'drills' or 'drill'?" in invoke("drils").stderr  # the closest first
+    assert "Did you mean" not in invoke("zzzzzz").stderr
+
+
+def test_a_global_option_after_the_command_gets_a_hint() -> None:
+    """`liferaft validate --stack x`: --stack belongs before the command; say so."""
+    result = invoke("validate", "--stack", "x.yaml")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr and "--stack is a global option: put it before the command" \
+        in result.stderr
+    assert "--state-dir is a global option" in invoke("runs", "--state-dir", "/tmp/x").stderr
+    assert "is a global option" not in invoke("validate", "--nope").stderr
+
+
+def test_suggestions_import_no_command_module() -> None:
+    """The 'did you mean' comes from the command table: no command module (and no SDK) is imported for it."""
+    code = ("import sys; from liferaft.cli import main\n"
+            "try:\n    main(['helth'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('liferaft.cli.', 'boto', 'libcloud', 'rich'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[2])})
+    assert out.stdout.strip() == "['liferaft.cli._common']", out.stdout
