@@ -61,7 +61,8 @@ def init(opts: GlobalOptions, file: str | None, force: bool, as_json: bool) -> i
     text = files("liferaft.stack").joinpath("starter.yaml").read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     if as_json:
-        emit_json({"ok": True, "file": str(path)})
+        emit_json({"ok": True, "file": str(path), "placeholders_to_replace": True})
     else:
-        click.echo(f"wrote {path}: edit the providers and sites, then run `liferaft validate`")
+        click.echo(f"wrote {path}: replace its placeholders (example addresses and domains, the host key), edit the "
+                   "providers and sites, then run `liferaft validate` (it fails until every placeholder is gone)")
     return 0

@@ -56,6 +56,44 @@ def _secret_files(m: StackModel, stack_dir: Path) -> list[Path]:
     return out
 
 
+# Values that cannot be real: documentation-only addresses (RFC 5737), the reserved example domains (RFC 2606) and
+# host keys marked as placeholders. `liferaft init`'s starter holds them so that it fails validation until filled in.
+_DOC_NETS = ("192.0.2.", "198.51.100.", "203.0.113.")
+_EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+_PLACEHOLDER_KEY_MARKS = ("replacewith", "placeholder")
+_ADDRESS_FIELDS = {"address", "host", "endpoint", "zone", "nameserver", "webhook"}
+
+
+def _placeholder(field: str, value: str) -> str | None:
+    """Why `value` (of a field named `field`) is a placeholder, or None."""
+    if field == "host_keys" and any(mark in value.lower() for mark in _PLACEHOLDER_KEY_MARKS):
+        return ("a placeholder host key: replace it with the host's real public key (its "
+                "/etc/ssh/ssh_host_ed25519_key.pub, or `ssh-keyscan -t ed25519 HOST` checked out of band)")
+    if field not in _ADDRESS_FIELDS:
+        return None
+    host = value.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] if field != "zone" else value
+    host = host.strip("[]").rstrip(".").lower()
+    if host.startswith(_DOC_NETS):
+        return f"{host} is a documentation-only address (RFC 5737), a placeholder: replace it with the real address"
+    if any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS):
+        return f"{host} is a reserved example domain (RFC 2606), a placeholder: replace it with your real one"
+    return None
+
+
+def _placeholders(node: object, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _placeholders(v, (*loc, str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _placeholders(v, (*loc, i))
+    elif isinstance(node, str) and loc:
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        why = _placeholder(field, node)
+        if why:
+            yield loc, why
+
+
 def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]]) -> Iterator[Problem]:
     def problem(loc: Loc, message: str, severity: str = "error") -> Problem:
         line, col = None, None
@@ -129,6 +167,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
+
+    for where, why in _placeholders(m.model_dump(by_alias=True, exclude_defaults=True)):
+        yield problem(where, why)
 
     # Provider, site and service names are mapping keys: duplicates are caught by the YAML reader.
     hostnames: dict[str, Loc] = {}

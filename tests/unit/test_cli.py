@@ -134,3 +134,37 @@ def test_suggestions_import_no_command_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[2])})
     assert out.stdout.strip() == "['liferaft.cli._common']", out.stdout
+
+
+def test_the_starter_fails_validation_until_its_placeholders_are_replaced(tmp_path: Path) -> None:
+    """`init` writes it (exit 0), but a starter with example addresses and a placeholder host key must not pass
+    `validate` as if it described a real stack: each placeholder is named, with 'replace it'."""
+    target = tmp_path / "liferaft.yaml"
+    assert invoke("init", str(target)).exit_code == 0
+    result = invoke("validate", str(target), "--json")
+    assert result.exit_code == 2, result.stdout
+    problems = {p["path"]: p["message"] for p in json.loads(result.stdout)["problems"]}
+    assert set(problems) == {"providers.colo.hosts.0.address", "providers.colo.hosts.0.host_keys.0",
+                             "providers.backup.storage.host", "providers.dns.dns.host", "dns.zone"}, problems
+    assert all("placeholder" in m and "replace it" in m for m in problems.values()), problems
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA/ugkVGSOctNgI54jGZg2AY4iSHYxzkbPrw/BdRwxD9"
+    text = target.read_text()
+    for old, new in (("192.0.2.10", "10.20.0.10"), ("objects.example.net", "objects.my-backup.io"),
+                     ("dns.example.net", "ns-api.my-dns.io"), ("example.org.", "myapp.io."),
+                     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplaceWithTheHostsRealPublicKey0000000000", key)):
+        assert old in text, old
+        text = text.replace(old, new)
+    target.write_text(text)
+    result = invoke("validate", str(target))
+    assert result.exit_code == 0, result.stderr
+
+
+def test_documentation_addresses_are_placeholders_anywhere(tmp_path: Path) -> None:
+    """The rule is not tied to the starter's exact values: any RFC 5737 address or RFC 2606 domain in an address
+    field is refused; real-looking ones next to them are not."""
+    from liferaft.stack.checks import _placeholder
+
+    assert _placeholder("address", "203.0.113.7") and _placeholder("endpoint", "https://s3.example.com:9000/x")
+    assert _placeholder("zone", "shop.example.com.") and _placeholder("webhook", "http://example.org/hook")
+    assert not _placeholder("address", "10.0.0.1") and not _placeholder("host", "example.com.evil.io")
+    assert not _placeholder("detail", "see example.com") and not _placeholder("zone", "notexample.com.")
