@@ -37,7 +37,12 @@ class GlobalOptions:
     @property
     def state_dir(self) -> Path:
         """The state directory, created owner-only (journals and manifests are nobody else's business)."""
-        return owner_only_dir(Path(self.state_dir_opt) if self.state_dir_opt else default_state_dir())
+        return owner_only_dir(self.state_dir_path)
+
+    @property
+    def state_dir_path(self) -> Path:
+        """Where the state directory is, creating nothing: for commands that only read it."""
+        return Path(self.state_dir_opt) if self.state_dir_opt else default_state_dir()
 
     def stack(self) -> Stack:
         """Load the stack file once; warnings are shown on stderr."""

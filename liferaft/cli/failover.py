@@ -39,7 +39,9 @@ def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> R
     from liferaft.failover import Runner
 
     stack = opts.stack()
-    return Runner(opts.state_dir, stack=stack if need_stack else None, stack_name=stack.model.name,
+    # Not opts.state_dir, which creates it: runs, show and a resume of nothing create nothing there; a run creates
+    # the state dir owner-only with its lock, before anything else is written.
+    return Runner(opts.state_dir_path, stack=stack if need_stack else None, stack_name=stack.model.name,
                   events=Events(event_printer(as_json, opts.verbose)))
 
 
