@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.cli_helpers import invoke
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "liferaft.yaml"
@@ -85,6 +87,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert json.loads(out.stdout)["ok"] is True
 
 
+@pytest.mark.reliability
 def test_terminal_escapes_and_bidi_in_keys_are_shown_not_obeyed(tmp_path: Path) -> None:
     """A key holding an OSC escape (retitles the terminal) or U+202E (reverses text) reaches stderr escaped;
     --json escapes them through the JSON encoder and keeps the real key."""
@@ -109,6 +112,7 @@ def test_terminal_safe_keeps_ordinary_text() -> None:
     assert terminal_safe("a\x1bb\x7fc\u200fd\u2028e") == "a\\x1bb\\x7fc\\u200fd\\u2028e"
 
 
+@pytest.mark.reliability
 def test_a_typo_in_the_command_gets_a_suggestion() -> None:
     result = invoke("helth")
     assert result.exit_code == 2 and "Did you mean 'health'?" in result.stderr
@@ -116,6 +120,7 @@ def test_a_typo_in_the_command_gets_a_suggestion() -> None:
     assert "Did you mean" not in invoke("zzzzzz").stderr
 
 
+@pytest.mark.reliability
 def test_a_global_option_after_the_command_gets_a_hint() -> None:
     """`liferaft validate --stack x`: --stack belongs before the command; say so."""
     result = invoke("validate", "--stack", "x.yaml")
@@ -136,6 +141,7 @@ def test_suggestions_import_no_command_module() -> None:
     assert out.stdout.strip() == "['liferaft.cli._common']", out.stdout
 
 
+@pytest.mark.reliability
 def test_the_starter_fails_validation_until_its_placeholders_are_replaced(tmp_path: Path) -> None:
     """`init` writes it (exit 0), but a starter with example addresses and a placeholder host key must not pass
     `validate` as if it described a real stack: each placeholder is named, with 'replace it'."""

@@ -14,6 +14,8 @@ from liferaft.errors import InvalidInput, ProviderError, SecretError, Unreachabl
 from tests.cli_helpers import invoke
 from tests.unit.test_health_helpers import write_stack
 
+pytestmark = pytest.mark.reliability
+
 
 def test_invalid_stack_file_is_78_not_unreachable(tmp_path: Path) -> None:
     """Before: exit 2, the same code as an 'unreachable' verdict."""
