@@ -144,11 +144,6 @@ def terminal_safe(text: str) -> str:
     return "".join(out)
 
 
-def echo_err(text: str) -> None:
-    """A line on stderr, made terminal-safe."""
-    click.echo(terminal_safe(text), err=True)
-
-
 # sysexits.h codes for commands whose 0-3 are verdicts (`health`): a monitor (Nagios-style) reads 0-3 as states,
 # so an error that is not a verdict must not look like one.
 EX_USAGE = 64  # the command line was wrong

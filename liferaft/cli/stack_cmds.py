@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from liferaft.cli._common import GlobalOptions, emit_json, json_option, pass_opts
+from liferaft.cli._common import GlobalOptions, emit_json, json_option, pass_opts, terminal_safe
 from liferaft.errors import EXIT_CHECK_FAILED, SecretError, UsageError
 
 
@@ -38,11 +38,12 @@ def validate(opts: GlobalOptions, file: str | None, check_secrets: bool, as_json
                    "warnings": [w.to_dict() for w in stack.warnings], "unresolved_secrets": unresolved})
     else:
         for w in stack.warnings:
-            click.echo(click.style("warning: ", fg="yellow") + str(w), err=True)
+            click.echo(click.style("warning: ", fg="yellow") + terminal_safe(str(w)), err=True)
         for u in unresolved:
-            click.echo(click.style("secret: ", fg="red") + f"{u['field']}: {u['problem']}", err=True)
+            click.echo(click.style("secret: ", fg="red") + terminal_safe(f"{u['field']}: {u['problem']}"), err=True)
         parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items())
-        click.echo(f"{path}: valid ({parts})" if not unresolved else f"{path}: valid, but secrets are missing")
+        shown = terminal_safe(str(path))
+        click.echo(f"{shown}: valid ({parts})" if not unresolved else f"{shown}: valid, but secrets are missing")
     return EXIT_CHECK_FAILED if unresolved else 0
 
 

@@ -103,6 +103,13 @@ def test_terminal_escapes_and_bidi_in_keys_are_shown_not_obeyed(tmp_path: Path) 
         assert "\\x1b[2J\\u202etop" in result.stderr, result.stderr
     body = json.loads(invoke("validate", str(stack), "--json").stdout)
     assert any("x\x1b]0;pwned\x07y\u202eevil" in p["path"] for p in body["problems"])
+    # A valid stack whose secret reference holds them: the unresolved-secret line is escaped too.
+    stack.write_text(EXAMPLE.read_text().replace("password: file:secrets/db_password",
+                                                 'password: "file:secrets/\\e]0;pwned\\a\\u202e"'))
+    result = invoke("validate", str(stack), "--check-secrets")
+    assert result.exit_code == 1, result.stderr
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert "file:secrets/\\x1b]0;pwned\\x07\\u202e" in result.stderr, result.stderr
 
 
 def test_terminal_safe_keeps_ordinary_text() -> None:
