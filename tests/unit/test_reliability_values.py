@@ -62,3 +62,19 @@ def test_durations_still_parse() -> None:
     from liferaft.stack.model import parse_duration
 
     assert parse_duration("1h30m") == 5400.0 and parse_duration(0) == 0.0 and parse_duration(12.5) == 12.5
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "Infinity"])
+def test_non_finite_source_timeout_from_the_environment_is_refused(tmp_path: Path, value: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIFERAFT_SOURCE_TIMEOUT=inf waited forever on a dead source (and nan became 0.5 s silently)."""
+    from liferaft.errors import UsageError
+    from liferaft.readiness.cold import source_timeout
+    from liferaft.stack import load_stack
+
+    stack = load_stack(_example(tmp_path / "stack"))
+    monkeypatch.setenv("LIFERAFT_SOURCE_TIMEOUT", value)
+    with pytest.raises(UsageError, match="is not a number of seconds"):
+        source_timeout(stack)
+    monkeypatch.setenv("LIFERAFT_SOURCE_TIMEOUT", "2.5")
+    assert source_timeout(stack) == 2.5
