@@ -11,6 +11,7 @@ Exit codes (documented in the README):
     3  provider error (auth rejected, unreachable, not found, throttled ...)
     4  a run failed or was interrupted; it can be resumed or rolled back
     5  another run holds the stack's lock
+`health` keeps 0-3 for its verdicts; its errors exit 64, 69 or 78 instead (cli/_common.py, VerdictCommand).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from liferaft import __version__
-from liferaft.cli._common import GlobalOptions, run
+from liferaft.cli._common import GlobalOptions, note_invoked, run
 
 # name -> "module:attribute". Each command group lives in its own module under liferaft/cli/.
 COMMANDS: dict[str, str] = {
@@ -40,6 +40,21 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = sorted(set(COMMANDS) | set(self.commands))
         return sorted(names, key=lambda n: (HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER), n))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                          list[str]]:
+        """As Click's, but an unknown command gets a 'did you mean' from the command table (no module imported),
+        and run() is told which command runs (its exit codes may differ: `health`)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS and name not in self.commands:
+            import difflib  # only for a mistyped command: ~1 ms kept off every start-up
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {' or '.join(repr(c) for c in close)}?")
+        cmd_name, cmd, rest = super().resolve_command(ctx, args)
+        note_invoked(cmd)
+        return cmd_name, cmd, rest
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:

@@ -20,7 +20,7 @@ def audit(opts: GlobalOptions, ns: tuple[str, ...], no_dns: bool, as_json: bool)
     from liferaft.audit import audit as run_audit
 
     stack = opts.stack()
-    report = run_audit(stack, state_dir=opts.state_dir, ns_records=list(ns) if ns else None, check_ns=not no_dns)
+    report = run_audit(stack, state_dir=opts.state_dir_path, ns_records=list(ns) if ns else None, check_ns=not no_dns)
     if as_json:
         emit_json({"ok": report.critical == 0, **report.to_dict()})
     else:

@@ -98,7 +98,7 @@ def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
     from liferaft.drill import history
     from liferaft.drill.report import seconds
 
-    items = history.entries(opts.state_dir, opts.stack().model.name)
+    items = history.entries(opts.state_dir_path, opts.stack().model.name)  # reads only: creates nothing
     if as_json:
         emit_json({"drills": [e.to_dict() for e in reversed(items)],
                    "rto_sparkline": history.sparkline([e.result.rto_s for e in items])})

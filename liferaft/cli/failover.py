@@ -15,6 +15,7 @@ from liferaft.cli._common import (
     GlobalOptions,
     emit_json,
     event_printer,
+    finite_seconds,
     json_option,
     pass_opts,
     stdout_console,
@@ -39,7 +40,9 @@ def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> R
     from liferaft.failover import Runner
 
     stack = opts.stack()
-    return Runner(opts.state_dir, stack=stack if need_stack else None, stack_name=stack.model.name,
+    # Not opts.state_dir, which creates it: runs, show and a resume of nothing create nothing there; a run creates
+    # the state dir owner-only with its lock, before anything else is written.
+    return Runner(opts.state_dir_path, stack=stack if need_stack else None, stack_name=stack.model.name,
                   events=Events(event_printer(as_json, opts.verbose)))
 
 
@@ -65,7 +68,8 @@ def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_t
 
 
 def source_timeout_option(f: Any) -> Any:
-    return click.option("--source-timeout", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+    return click.option("--source-timeout", type=float, callback=finite_seconds(0.5), default=None,
+                        metavar="SECONDS",
                         help="Cold mode: how long to wait for the source's one probe. Default: "
                              "LIFERAFT_SOURCE_TIMEOUT, else the stack's health.timeout.")(f)
 

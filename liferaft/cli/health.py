@@ -10,9 +10,11 @@ import click
 
 from liferaft.cli._common import (
     GlobalOptions,
+    VerdictCommand,
     console,
     emit_json,
     event_printer,
+    finite_seconds,
     json_option,
     pass_opts,
     stdout_console,
@@ -21,7 +23,8 @@ from liferaft.events import Event, Events
 
 VERDICT_STYLE = {"healthy": "green", "degraded": "yellow", "unreachable": "red", "terminated": "bold red",
                  "unknown": "dim"}
-EXIT_HELP = "Exit codes: 0 healthy, 1 degraded, 2 unreachable, 3 terminated (the worst verdict wins)."
+EXIT_HELP = ("Exit codes: 0 healthy, 1 degraded, 2 unreachable, 3 terminated (the worst verdict wins); no verdict: "
+             "64 usage error, 78 invalid stack file or unreadable credentials, 69 another error, 70 a bug.")
 
 
 def _styled(verdict: str) -> str:
@@ -64,16 +67,18 @@ def _render_explain(x: dict[str, Any], con: Any) -> None:
     con.print(f"[dim]{x['note']}[/]")
 
 
-@click.command("health", epilog=EXIT_HELP)
+@click.command("health", cls=VerdictCommand, epilog=EXIT_HELP)
 @json_option
 @click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False), default=None,
               help="Also write Prometheus text exposition to FILE (atomically; for node_exporter's textfile "
                    "collector). Rewritten every round under --watch.")
-@click.option("--timeout", type=float, default=None, help="Per-probe timeout in seconds (default: stack file).")
+@click.option("--timeout", type=float, callback=finite_seconds(), default=None,
+              help="Per-probe timeout in seconds (default: stack file).")
 @click.option("--canary/--no-canary", default=None,
               help="Put/get/delete a tiny object at the primary site's objects provider (default: stack file).")
 @click.option("--watch", is_flag=True, help="Repeat; change a verdict only after --confirm agreeing results.")
-@click.option("--interval", type=float, default=None, help="Seconds between checks under --watch.")
+@click.option("--interval", type=float, callback=finite_seconds(), default=None,
+              help="Seconds between checks under --watch.")
 @click.option("--confirm", type=click.IntRange(1, 100), default=None,
               help="Agreeing results in a row before a verdict changes (default: stack file).")
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop --watch after this many checks.")
@@ -104,6 +109,7 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     from liferaft.health.probes import caching_opener, default_opener
 
     stack = opts.stack()
+    _check_credentials(stack)
     settings = stack.model.health
     confirm_n = confirm or settings.confirm
     state_dir = opts.state_dir
@@ -145,6 +151,27 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         confirmed = ", ".join(f"{s}={_styled(v.value)}" for s, v in sorted(result.confirmed.items())) or "none yet"
         con.print(f"watch: {result.rounds} round(s); confirmed: {confirmed}; verdict {_styled(result.verdict.value)}")
     return int(result.verdict.exit_code)
+
+
+def _check_credentials(stack: Any) -> None:
+    """Every provider's secret references must resolve before any probe runs: an unreadable credential is a
+    configuration error (exit 78) naming the reference, not a 'degraded' verdict for every provider."""
+    from liferaft.errors import SecretError
+    from liferaft.stack.secrets import secret_refs
+
+    problems = []
+    for where, ref in secret_refs(stack.model):
+        if not where.startswith("providers."):
+            continue  # database passwords and the like: health never reads them
+        try:
+            stack.secret(ref)
+        except SecretError as e:
+            problems.append(f"{where}: {e.message}")
+    if problems:
+        raise SecretError("cannot read the credentials health needs (no provider was probed):\n  "
+                          + "\n  ".join(problems),
+                          hint="set the environment variables or create the files the stack file references; "
+                               "`liferaft validate --check-secrets` lists them all")
 
 
 def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from liferaft.cli._common import emit_json, event_printer, json_option, stdout_console
+from liferaft.cli._common import emit_json, event_printer, finite_seconds, json_option, stdout_console
 from liferaft.errors import EXIT_CHECK_FAILED, UsageError
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
 
 
 @lab.command()
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait until ready.")
+@click.option("--timeout", type=float, callback=finite_seconds(), default=300.0, show_default=True,
+              help="Seconds to wait until ready.")
 @click.option("--no-example", is_flag=True, help="Do not deploy the example app on host a.")
 @lab_dir_option
 @json_option

@@ -20,6 +20,7 @@ from liferaft.cli._common import (
     GlobalOptions,
     emit_json,
     event_printer,
+    finite_seconds,
     json_option,
     pass_opts,
     stdout_console,
@@ -43,11 +44,11 @@ def _render(summary: dict[str, Any]) -> None:
 @click.command("replicate")
 @click.option("--to", "to", required=True, metavar="SITE", help="The alternate site holding the standby.")
 @click.option("--watch", is_flag=True, help="Keep going: a round every --interval seconds.")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=None, metavar="S",
+@click.option("--interval", type=float, callback=finite_seconds(0.2), default=None, metavar="S",
               help="Seconds between rounds (default: the stack's health.interval, at most 30).")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="K",
               help="Stop after K rounds (with --watch).")
-@click.option("--source-timeout", type=click.FloatRange(min=0.5), default=None, metavar="S",
+@click.option("--source-timeout", type=float, callback=finite_seconds(0.5), default=None, metavar="S",
               help="Give up on a source call after S seconds (default: the stack's health.timeout).")
 @click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Write the lag in Prometheus text format to FILE after each round (atomic).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from liferaft.cli._common import GlobalOptions, emit_json, json_option, pass_opts
+from liferaft.cli._common import GlobalOptions, emit_json, json_option, pass_opts, terminal_safe
 from liferaft.errors import EXIT_CHECK_FAILED, SecretError, UsageError
 
 
@@ -38,11 +38,12 @@ def validate(opts: GlobalOptions, file: str | None, check_secrets: bool, as_json
                    "warnings": [w.to_dict() for w in stack.warnings], "unresolved_secrets": unresolved})
     else:
         for w in stack.warnings:
-            click.echo(click.style("warning: ", fg="yellow") + str(w), err=True)
+            click.echo(click.style("warning: ", fg="yellow") + terminal_safe(str(w)), err=True)
         for u in unresolved:
-            click.echo(click.style("secret: ", fg="red") + f"{u['field']}: {u['problem']}", err=True)
+            click.echo(click.style("secret: ", fg="red") + terminal_safe(f"{u['field']}: {u['problem']}"), err=True)
         parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items())
-        click.echo(f"{path}: valid ({parts})" if not unresolved else f"{path}: valid, but secrets are missing")
+        shown = terminal_safe(str(path))
+        click.echo(f"{shown}: valid ({parts})" if not unresolved else f"{shown}: valid, but secrets are missing")
     return EXIT_CHECK_FAILED if unresolved else 0
 
 
@@ -61,7 +62,8 @@ def init(opts: GlobalOptions, file: str | None, force: bool, as_json: bool) -> i
     text = files("liferaft.stack").joinpath("starter.yaml").read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     if as_json:
-        emit_json({"ok": True, "file": str(path)})
+        emit_json({"ok": True, "file": str(path), "placeholders_to_replace": True})
     else:
-        click.echo(f"wrote {path}: edit the providers and sites, then run `liferaft validate`")
+        click.echo(f"wrote {path}: replace its placeholders (example addresses and domains, the host key), edit the "
+                   "providers and sites, then run `liferaft validate` (it fails until every placeholder is gone)")
     return 0

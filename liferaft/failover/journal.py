@@ -101,18 +101,28 @@ def journal_path(state_dir: Path, stack: str) -> Path:
     return stack_dir(state_dir, stack) / "journal.db"
 
 
+def journal_file(state_dir: Path, stack: str) -> Path:
+    """Where the stack's journal is, creating nothing (for readers: `runs`, `show`)."""
+    return Path(state_dir) / "stacks" / stack / "journal.db"
+
+
 class Journal:
     """Runs and their steps for one stack. Use as a context manager or call close()."""
 
-    def __init__(self, path: Path, *, secrets: Callable[[], set[str]] | None = None) -> None:
+    def __init__(self, path: Path, *, secrets: Callable[[], set[str]] | None = None, create: bool = True) -> None:
+        """create=False (readers): a journal that does not exist is read as an empty one, held in memory, so
+        `runs`, `show` and a `resume` of nothing leave no file behind."""
         self.path = Path(path)
         self._secrets = secrets or (lambda: set())
         self._check_file()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(self.path, 0o600)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            if create or os.path.lexists(self.path):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                os.chmod(self.path, 0o600)
+                self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            else:
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
         except OSError as e:
             raise UsageError(f"cannot open the journal {self.path}: {e.strerror}") from None
         with self._guard():

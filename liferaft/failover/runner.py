@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
 from liferaft.events import Events, as_events
-from liferaft.failover.journal import Journal, RunRecord, journal_path, stack_dir
+from liferaft.failover.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
 from liferaft.failover.kinds import get_kind
 from liferaft.failover.lock import SiteLock, StackLock
 from liferaft.failover.plan import Plan, Step
@@ -169,8 +169,13 @@ class Runner:
                        secrets=lambda: ctx_box[0].secret_values() if ctx_box else set())
 
     def journal(self) -> Journal:
-        """Open the stack's journal for reading (runs, show)."""
-        return Journal(journal_path(self.state_dir, self.stack_name or ""))
+        """Open the stack's journal for reading (runs, show); creates nothing when there is none."""
+        return Journal(journal_file(self.state_dir, self.stack_name or ""), create=False)
+
+    def _must_exist(self, run_ref: str) -> None:
+        """An unknown run is refused before the lock is taken: a `resume last` of nothing creates no file."""
+        with self.journal() as journal:
+            journal.find_run(run_ref)
 
     # ------------------------------------------------------------------------------------------------ start
     def start(self, plan: Plan, *, stop_before: str | None = None) -> RunOutcome:
@@ -195,6 +200,7 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------------ resume
     def resume(self, run_ref: str, *, stop_before: str | None = None) -> RunOutcome:
+        self._must_exist(run_ref)
         box: list[RunContext] = []
         with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="failover run") as lock, \
                 contextlib.ExitStack() as site, self._open_journal(box) as journal:
@@ -293,6 +299,7 @@ class Runner:
 
     # ---------------------------------------------------------------------------------------------- rollback
     def rollback(self, run_ref: str) -> RunOutcome:
+        self._must_exist(run_ref)
         t0 = time.monotonic()
         box: list[RunContext] = []
         with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="rollback") as lock, \

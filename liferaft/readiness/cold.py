@@ -18,6 +18,7 @@ still answers (a live failover would then lose nothing).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,10 @@ def source_timeout(stack: Stack) -> float:
     env = os.environ.get(SOURCE_TIMEOUT_ENV)
     if env:
         try:
-            return max(0.5, float(env))
+            seconds = float(env)
+            if not math.isfinite(seconds):  # `inf` would wait forever on a dead source; max(0.5, nan) is 0.5
+                raise ValueError(env)
+            return max(0.5, seconds)
         except ValueError:
             raise UsageError(f"{SOURCE_TIMEOUT_ENV}={env!r} is not a number of seconds") from None
     return float(getattr(stack.model.health, "timeout", DEFAULT_SOURCE_TIMEOUT))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.errors import Problem, SecretError, UsageError
+from liferaft.stack._files import real_path
 from liferaft.stack.checks import resolve_artifact, resolve_playbook
 from liferaft.stack.loader import parse_stack
 from liferaft.stack.model import StackModel, provider_capabilities
@@ -26,7 +27,7 @@ class Stack:
 
     @property
     def base_dir(self) -> Path:
-        return self.path.resolve().parent
+        return real_path(self.path).parent
 
     def secret(self, ref: str) -> str:
         """Resolve `env:NAME` or `file:PATH` (relative to the stack file). The value is never logged."""
@@ -79,30 +80,19 @@ MAX_SECRET_BYTES = 64 * 1024  # a key, token or password; a private key is a few
 
 def read_secret_file(path: Path, ref: str) -> str:
     """Read a `file:` secret. Symlinks are followed (container secret mounts are symlinks), but the file reached
-    must be a regular, small, UTF-8 text file: a device (/dev/zero), FIFO or directory would hang or exhaust
-    memory. Errors name the reference, never the content."""
-    import stat
+    must be a regular, small, UTF-8 text file: a device (/dev/zero), FIFO, directory or symlink loop would hang,
+    exhaust memory or crash. Errors name the reference, never the content."""
+    from liferaft.stack._files import Refused, read_limited
 
     def refuse(why: str) -> SecretError:
         return SecretError(f"secret reference {ref}: {why}")
 
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise refuse("not a regular file (a device, FIFO or directory cannot hold a secret)")
-        if st.st_size > MAX_SECRET_BYTES:
-            raise refuse(f"the file is {st.st_size} bytes; a secret file is at most {MAX_SECRET_BYTES}")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between stat and open
-                raise refuse("not a regular file")
-            data = os.read(fd, MAX_SECRET_BYTES + 1)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise refuse(f"cannot read ({e.strerror})") from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise refuse(f"the file is larger than {MAX_SECRET_BYTES} bytes")
+        data = read_limited(path, MAX_SECRET_BYTES)
+    except FileNotFoundError:
+        raise refuse("cannot read (No such file or directory)") from None
+    except Refused as e:
+        raise refuse(str(e)) from None
     try:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:

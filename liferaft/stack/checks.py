@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from liferaft.errors import Problem
+from liferaft.stack._files import real_path
 from liferaft.stack.model import StackModel, provider_capabilities
 
 Loc = tuple[str | int, ...]
@@ -18,9 +19,9 @@ def _inside(base: Path, relative: str) -> Path | None:
     An absolute path is the operator's explicit choice and is returned as it is (resolved)."""
     candidate = Path(relative)
     if candidate.is_absolute():
-        return candidate.resolve()
-    real_base = base.resolve()
-    resolved = (real_base / candidate).resolve()
+        return real_path(candidate)
+    real_base = real_path(base)
+    resolved = real_path(real_base / candidate)
     return resolved if resolved == real_base or real_base in resolved.parents else None
 
 
@@ -51,8 +52,46 @@ def _secret_files(m: StackModel, stack_dir: Path) -> list[Path]:
         kind, _, target = ref.partition(":")
         if kind == "file":
             p = Path(target)
-            out.append((p if p.is_absolute() else stack_dir / p).resolve())
+            out.append(real_path(p if p.is_absolute() else stack_dir / p))
     return out
+
+
+# Values that cannot be real: documentation-only addresses (RFC 5737), the reserved example domains (RFC 2606) and
+# host keys marked as placeholders. `liferaft init`'s starter holds them so that it fails validation until filled in.
+_DOC_NETS = ("192.0.2.", "198.51.100.", "203.0.113.")
+_EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+_PLACEHOLDER_KEY_MARKS = ("replacewith", "placeholder")
+_ADDRESS_FIELDS = {"address", "host", "endpoint", "zone", "nameserver", "webhook"}
+
+
+def _placeholder(field: str, value: str) -> str | None:
+    """Why `value` (of a field named `field`) is a placeholder, or None."""
+    if field == "host_keys" and any(mark in value.lower() for mark in _PLACEHOLDER_KEY_MARKS):
+        return ("a placeholder host key: replace it with the host's real public key (its "
+                "/etc/ssh/ssh_host_ed25519_key.pub, or `ssh-keyscan -t ed25519 HOST` checked out of band)")
+    if field not in _ADDRESS_FIELDS:
+        return None
+    host = value.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] if field != "zone" else value
+    host = host.strip("[]").rstrip(".").lower()
+    if host.startswith(_DOC_NETS):
+        return f"{host} is a documentation-only address (RFC 5737), a placeholder: replace it with the real address"
+    if any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS):
+        return f"{host} is a reserved example domain (RFC 2606), a placeholder: replace it with your real one"
+    return None
+
+
+def _placeholders(node: object, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _placeholders(v, (*loc, str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _placeholders(v, (*loc, i))
+    elif isinstance(node, str) and loc:
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        why = _placeholder(field, node)
+        if why:
+            yield loc, why
 
 
 def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]]) -> Iterator[Problem]:
@@ -97,7 +136,7 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(("alternates", i), f"site {alt!r} is listed twice")
         seen.add(alt)
 
-    stack_dir = path.resolve().parent
+    stack_dir = real_path(path).parent
     for name, svc in m.services.items():
         if _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
             yield problem(("services", name, "playbook"),
@@ -128,6 +167,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
+
+    for where, why in _placeholders(m.model_dump(by_alias=True, exclude_defaults=True)):
+        yield problem(where, why)
 
     # Provider, site and service names are mapping keys: duplicates are caught by the YAML reader.
     hostnames: dict[str, Loc] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import typing
 from collections.abc import Iterator
@@ -76,15 +77,23 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
             return out_l
         if isinstance(node, str):
             return str(node)
+        if isinstance(node, float) and not math.isfinite(node):
+            nonfinite.append(loc)  # `.inf`, `.nan`: no field of a stack file takes one
+            return node
         if node is None or isinstance(node, (bool, int, float)):
             return node
         return str(node)  # timestamps and other YAML types: let the model complain about the string
 
+    nonfinite: list[Loc] = []
     try:
-        return plain(doc, ()), positions
+        data = plain(doc, ())
     except (_TooBig, RecursionError):
         raise InvalidInput([Problem(str(path), None, None, "", f"document expands to more than {MAX_NODES} nodes "
                                     "(an alias bomb, or far too large for a stack file)")]) from None
+    if nonfinite:
+        raise InvalidInput([Problem(str(path), *_position(positions, loc), ".".join(map(str, loc)),
+                                    "expected a finite number (.inf and .nan are not accepted)") for loc in nonfinite])
+    return data, positions
 
 
 def _position(positions: dict[Loc, tuple[int, int]], loc: Loc) -> tuple[int | None, int | None]:
@@ -203,19 +212,7 @@ def parse_stack(path: Path, text: str | None = None) -> tuple[StackModel, list[P
     from liferaft.stack.checks import cross_checks  # avoid a cycle at import time
 
     if text is None:
-        try:
-            if path.is_symlink() and not path.resolve().is_file():
-                raise InvalidInput([Problem(str(path), None, None, "", "a symlink that does not lead to a file")])
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise InvalidInput([Problem(str(path), None, None, "",
-                                            f"file is {size} bytes; a stack file is at most {MAX_FILE_BYTES}")])
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InvalidInput([Problem(str(path), None, None, "", "no such file (create one with `liferaft init`)")],
-                               ) from None
-        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
-            raise InvalidInput([Problem(str(path), None, None, "", f"cannot read: {type(e).__name__}")]) from None
+        text = read_stack_text(path)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise InvalidInput([Problem(str(path), None, None, "", f"a stack file is at most {MAX_FILE_BYTES} bytes")])
 
@@ -230,6 +227,31 @@ def parse_stack(path: Path, text: str | None = None) -> tuple[StackModel, list[P
     if any(p.severity == "error" for p in problems):
         raise InvalidInput(problems)
     return model, problems, positions
+
+
+def read_stack_text(path: Path) -> str:
+    """The stack file's text: a regular file (symlinks followed) of at most MAX_FILE_BYTES, UTF-8. A device, FIFO,
+    directory or symlink loop is refused naming the path, never read (st_size is 0 for /dev/zero: never trusted)."""
+    from liferaft.stack._files import Refused, read_limited
+
+    def refuse(why: str) -> InvalidInput:
+        return InvalidInput([Problem(str(path), None, None, "", why)])
+
+    try:
+        data = read_limited(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise refuse("a symlink that does not lead to a file") from None
+        raise refuse("no such file (create one with `liferaft init`)") from None
+    except Refused as e:
+        reason = str(e)
+        if reason.startswith("larger than"):
+            reason = f"the file is larger than {MAX_FILE_BYTES} bytes; a stack file is at most {MAX_FILE_BYTES}"
+        raise refuse(reason) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse("cannot read: not UTF-8 text (UnicodeDecodeError)") from None
 
 
 def default_stack_path() -> Path:

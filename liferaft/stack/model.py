@@ -7,6 +7,7 @@ Secrets are only ever references (`env:NAME`, `file:PATH`); the value is read wh
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -58,27 +59,38 @@ def _check_secret_ref(value: str) -> str:
 SecretRef = Annotated[str, AfterValidator(_check_secret_ref)]
 
 
+MAX_DURATION_S = 366 * 86400.0  # a year: anything longer is a typo, and `inf` overflows every timer it reaches
+
+
 def parse_duration(value: Any) -> float:
-    """'90s', '5m', '1h', '1h30m', 0, 12.5 -> seconds."""
+    """'90s', '5m', '1h', '1h30m', 0, 12.5 -> seconds. Finite, not negative, at most a year (`.inf` and `.nan`
+    would pass every `< 0` test and then overflow a timer or make every comparison false)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")  # noqa: TRY004 (pydantic reports ValueErrors)
+    seconds: float | None = None
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):  # (an int of 400 digits overflows isfinite)
+            raise ValueError("expected a finite duration such as 30s, 5m or 1h (not .inf or .nan)")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value) if value <= MAX_DURATION_S else math.inf
+    elif isinstance(value, str):
         parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", value)
         if parts and any(parts.groups()):
             h, m, s = (float(g) if g else 0.0 for g in parts.groups())
-            return h * 3600 + m * 60 + s
-    raise ValueError("expected a duration such as 30s, 5m or 1h")
+            seconds = h * 3600 + m * 60 + s
+    if seconds is None:
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if not seconds <= MAX_DURATION_S:  # also catches a 400-digit number that became inf
+        raise ValueError(f"a duration is at most {MAX_DURATION_S / 86400:.0f} days")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------------------------------------ providers

@@ -38,7 +38,7 @@ providers:
     credentials: {{access_key_id: file:secrets/key, secret_access_key: file:secrets/secret}}
   colo:
     type: ssh
-    hosts: [{{name: h1, address: 192.0.2.1, host_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA/ugkVGSOctNgI54jGZg2AY4iSHYxzkbPrw/BdRwxD9"]}}]
+    hosts: [{{name: h1, address: 10.255.255.1, host_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA/ugkVGSOctNgI54jGZg2AY4iSHYxzkbPrw/BdRwxD9"]}}]
 sites:
   main: {{compute: colo, objects: old}}
   refuge: {{compute: new, objects: new, provision: terraform, hosts: 2}}

@@ -30,8 +30,10 @@ def test_every_command_is_documented() -> None:
 
 def test_every_exit_code_is_documented() -> None:
     from liferaft import errors
+    from liferaft.cli import _common
 
     codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    codes |= {v for k, v in vars(_common).items() if k.startswith(("EXIT_", "EX_")) and isinstance(v, int)}
     table = re.findall(r"^\|\s*`?(\d+)`?\s*\|", README, flags=re.MULTILINE)
     assert codes <= {int(c) for c in table}
 

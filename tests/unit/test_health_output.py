@@ -126,10 +126,11 @@ def test_json_report_has_verdicts_rules_and_evidence(tmp_path: Path) -> None:
 
 
 def test_cli_rejects_watch_options_without_watch(tmp_path: Path) -> None:
+    """A usage error of `health` exits 64 (EX_USAGE): 2 means 'unreachable' there."""
     from tests.cli_helpers import invoke
 
     stack = write_stack(tmp_path, cloud_port=1, app_port=2)
     r = invoke("--stack", str(stack), "health", "--count", "2")
-    assert r.exit_code == 2 and "--count and --interval need --watch" in r.stderr
+    assert r.exit_code == 64 and "--count and --interval need --watch" in r.stderr
     r = invoke("--stack", str(stack), "health", "--watch", "--explain")
-    assert r.exit_code == 2
+    assert r.exit_code == 64

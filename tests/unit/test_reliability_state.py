@@ -87,3 +87,43 @@ def test_state_dir_and_journal_are_owner_only_even_under_a_permissive_umask(tmp_
     for p in [state, *state.rglob("*")]:
         mode = p.stat().st_mode & 0o777
         assert mode == (0o700 if p.is_dir() else mode & 0o700) and mode & 0o077 == 0, (p, oct(mode))
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+READERS = [("runs",), ("runs", "--json"), ("show", "last"), ("show", "last", "--json"), ("resume", "last"),
+           ("rollback", "last", "--yes"), ("resume", "nosuchrun", "--json"), ("drills",), ("drills", "--json"),
+           ("audit", "--no-dns", "--json"), ("validate",)]
+
+
+@pytest.mark.parametrize("args", READERS)
+def test_read_only_commands_create_no_state_dir(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`runs`, `show` and a resume or rollback of a run that does not exist created the state dir, the stack's
+    folder, an empty journal and a lock file: now nothing."""
+    stack = tmp_path / "liferaft.yaml"
+    stack.write_text(STACK_TOY)
+    state = tmp_path / "state"
+    result = invoke("--stack", str(stack), "--state-dir", str(state), *args)
+    reads_runs = args[0] in ("show", "resume", "rollback")
+    assert result.exit_code in ((2,) if reads_runs else (0, 1)), (result.exit_code, result.stderr)
+    assert "internal error" not in result.stderr
+    assert not state.exists(), _tree(state)
+    if reads_runs:
+        assert "no run" in result.stderr
+
+
+def test_read_only_commands_leave_an_existing_state_dir_as_it_was(tmp_path: Path) -> None:
+    """With a journal already there: no file appears (no lock for a run that does not exist, no -wal left)."""
+    stack, run = _stopped_toy_run(tmp_path, tmp_path / "state")
+    state = tmp_path / "state"
+    lock = state / "stacks" / "toy" / "lock"
+    if lock.exists():
+        lock.unlink()
+    before = _tree(state)
+    for args in (("runs",), ("show", run), ("show", "last", "--json"), ("resume", "nosuchrun"),
+                 ("rollback", "nosuchrun", "--yes")):
+        result = invoke("--stack", str(stack), "--state-dir", str(state), *args)
+        assert result.exit_code in (0, 2) and "internal error" not in result.stderr, result.stderr
+        assert _tree(state) == before, (args, _tree(state) ^ before)
