@@ -3,9 +3,10 @@
 "Create" allocates a free pool host to a spec name (idempotent by that name), "destroy" (or `liferaft hosts
 release`) releases it. Allocations live in `<state_dir>/providers/<name>/allocations.json`, changed under an
 exclusive file lock, so two runs never hand out the same host. Each allocation remembers the host keys pinned for
-its host when it was made (`allocated_keys.json`): once the stack pins none of them any more, the machine is another
-one (reinstalled, or a new lab's host after `lab down` and `lab up`) and the allocation is void and forgotten. Host keys are always checked: every ssh call uses StrictHostKeyChecking=yes and a
-known_hosts file written from the pinned keys only (no keyscan, no trust on first use).
+its host when it was made (`allocated_keys.json`): once the stack pins none of them any more, the machine is
+another one (reinstalled, or a new lab's host after `lab down` and `lab up`) and the allocation is void and
+forgotten. Host keys are always checked: every ssh call uses StrictHostKeyChecking=yes and a known_hosts file
+written from the pinned keys only (no keyscan, no trust on first use).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class SshAdapter:
                 for pool_name in [p for p in data if p in self.pool and p in keys]:
                     if not set(keys[pool_name]) & _key_ids(self.pool[pool_name].host_keys):
                         del data[pool_name]  # another machine under that name now: what was allocated is gone
+                        del keys[pool_name]
                 yield data
                 keys = {p: keys.get(p) or sorted(_key_ids(self.pool[p].host_keys)) for p in data if p in self.pool}
                 for target, value, old in ((keys_path, keys, keys_before), (path, data, before)):

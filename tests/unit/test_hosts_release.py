@@ -46,6 +46,11 @@ def _pool(state: Path, b_keys: tuple[str, ...] = (KEY_B,)) -> SshAdapter:
 def test_an_allocation_is_void_once_its_host_pins_none_of_its_keys(tmp_path: Path) -> None:
     """Host b rebuilt with new keys (as every `lab up` makes them): what was allocated there is gone, so is the
     allocation. A key added beside the old one is the same machine: the allocation stays."""
+    _pool(tmp_path / "first").create_host(HostSpec("toy-s2", tags={"pool_host": "b"}))
+    again = _pool(tmp_path / "first", (KEY_B2,)).create_host(HostSpec("toy-s3", tags={"pool_host": "b"}))
+    assert again.name == "toy-s3"  # allocated anew at once, and recorded with the new machine's keys:
+    assert [h.name for h in _pool(tmp_path / "first", (KEY_B2,)).list_hosts()] == ["toy-s3"]
+
     _pool(tmp_path).create_host(HostSpec("toy-s2", tags={"pool_host": "b"}))
     assert [h.name for h in _pool(tmp_path, (KEY_B, KEY_B2)).list_hosts()] == ["toy-s2"]
     rebuilt = _pool(tmp_path, (KEY_B2,))
