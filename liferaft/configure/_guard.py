@@ -68,8 +68,8 @@ def end_run(run_dir: str, control_dir: str | None, *, attempts: int = 20) -> int
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
-            except ProcessLookupError:
-                pass
+            except (ProcessLookupError, PermissionError):  # gone, or (setuid) not ours to end
+                killed.add(pid)
         time.sleep(0.05)
     for path in (run_dir, control_dir):
         if path:
