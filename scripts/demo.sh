@@ -20,8 +20,12 @@ if has providers; then say "liferaft providers check"; liferaft providers check 
 if has health; then say "liferaft health"; liferaft health || true; fi
 if has plan; then say "liferaft plan --to $ALT"; liferaft plan --to "$ALT"; fi
 if has drill; then
-  say "liferaft drill --to $ALT"
-  liferaft drill --to "$ALT" --report "${LIFERAFT_REPORT_DIR:-reports}"
+  # Reports go to the state dir (as `liferaft drill` does by default), never into this checkout.
+  STATE_DIR="${LIFERAFT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/liferaft}"
+  REPORT_DIR="${LIFERAFT_REPORT_DIR:-$STATE_DIR/reports}"
+  say "liferaft drill --to $ALT --report $REPORT_DIR"
+  liferaft drill --to "$ALT" --report "$REPORT_DIR"
+  say "drill reports (Markdown, HTML, JSON) are in $REPORT_DIR"
 elif has failover; then
   say "liferaft failover --to $ALT --yes  (drills are still to come: this is a real failover in the lab)"
   liferaft failover --to "$ALT" --yes

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "replicate": "liferaft.cli.replicate:replicate",
     "drill": "liferaft.cli.drill:drill_cmd",
     "drills": "liferaft.cli.drill:drills_cmd",
+    "hosts": "liferaft.cli.hosts:hosts",
 }
 
 HELP_ORDER = ["health", "plan", "failover", "drill", "replicate", "audit"]

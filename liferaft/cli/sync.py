@@ -73,7 +73,9 @@ def sync(opts: GlobalOptions, source: str | None, target: str | None, bucket: st
     \b
     Incremental: a manifest in the state dir remembers what was copied (size and sha256 at both ends), so a
     second run copies only what changed, and a run killed at any moment resumes without recopying finished
-    objects. Deletes at the target only with --delete. --verify compares content hashes, never ETags.
+    objects. Deletes at the target only with --delete. --verify compares content hashes, never ETags, and marks
+    what differs (e.g. corrupted at rest at the target) stale, so the same command again repairs it. The target
+    bucket is created if it does not exist (not with --dry-run).
     Exit codes: 0 done (and verified), 1 verification found differences, 3 provider error, 4 copy failures.
     """
     from liferaft.events import as_events
@@ -82,15 +84,17 @@ def sync(opts: GlobalOptions, source: str | None, target: str | None, bucket: st
 
     src, dst = _sides(opts, source, target, bucket, from_site, to_site)
     events = as_events(event_printer(as_json, opts.verbose))
-    result = do_sync(src, dst, opts.state_dir, SyncOptions(workers=workers, delete=delete, dry_run=dry_run),
-                     events=events)
+    result = do_sync(src, dst, opts.state_dir, SyncOptions(workers=workers, delete=delete, dry_run=dry_run,
+                                                           create_target=True), events=events)
     out: dict[str, Any] = {"ok": True, "sync": result.to_dict()}
     report = None
     if verify and not dry_run:
         report = verify_sync(src, dst, workers=workers, allow_extra=not delete, raise_on_difference=False,
-                             events=events)
+                             events=events, state_dir=opts.state_dir)
         out["verify"] = report.to_dict()
         out["ok"] = not report.missing and not report.differing and (not delete or not report.extra)
+        if not out["ok"]:
+            out["repair"] = _again(opts, source, target, bucket, from_site, to_site, delete)
     if as_json:
         emit_json(out)
     else:
@@ -108,7 +112,29 @@ def sync(opts: GlobalOptions, source: str | None, target: str | None, bucket: st
         assert report is not None
         if as_json:  # the JSON document above already says what differs
             return EXIT_CHECK_FAILED
+        again = out["repair"]
+        stale = len(report.missing) + len(report.differing)
         raise CheckFailed(f"{dst.label()} differs from {src.label()}: {len(report.missing)} missing, "
                           f"{len(report.differing)} differing, {len(report.extra)} extra",
-                          hint="run `liferaft sync` again; --verify compares content hashes")
+                          hint=(f"the {stale} missing or differing objects are marked stale; `{again}` copies them "
+                                "again and verifies" if stale else f"objects appeared at the target meanwhile; `{again}` removes them"))
     return 0
+
+
+def _again(opts: GlobalOptions, source: str | None, target: str | None, bucket: str | None, from_site: str | None,
+           to_site: str | None, delete: bool) -> str:
+    """The command that repairs what verification found: the same sync, with --verify."""
+    import shlex
+
+    argv = ["liferaft"]
+    if opts.stack_path != "liferaft.yaml":
+        argv += ["--stack", opts.stack_path]
+    if opts.state_dir_opt:
+        argv += ["--state-dir", opts.state_dir_opt]
+    argv.append("sync")
+    if source and target:
+        argv += [source, target]
+    else:
+        argv += ["--bucket", str(bucket), "--to", str(to_site)] + (["--from", from_site] if from_site else [])
+    argv += (["--delete"] if delete else []) + ["--verify"]
+    return shlex.join(argv)

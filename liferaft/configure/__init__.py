@@ -9,14 +9,17 @@ from liferaft.configure._types import (
     TaskEvent,
     to_progress,
 )
+from liferaft.configure._workspace import Cleaned, clean_dead_runs
 
 __all__ = [
     "PLAYBOOK_DIR",
+    "Cleaned",
     "HostStats",
     "PlaybookFailed",
     "PlaybookResult",
     "TargetHost",
     "TaskEvent",
+    "clean_dead_runs",
     "resolve_playbook",
     "run_playbook",
     "syntax_check",

@@ -3,8 +3,11 @@
 ansible-runner prints, reuses state left in its private data dir and turns host-key checking off unless told;
 this adapter wraps it so none of that leaks into liferaft:
 
-- a FRESH private data dir (0700) per run, deleted afterwards (its artifacts hold variables); only a scrubbed
-  `PlaybookResult` survives;
+- a FRESH private data dir (0700) per run under the state dir (`_workspace`: never /tmp), deleted afterwards (it
+  holds the secret variables); only a scrubbed `PlaybookResult` survives; leftovers of killed runs are removed by
+  the next run, `resume` and `rollback` (`clean_dead_runs`);
+- ansible-playbook runs under `_guard`, so it and its workers and ssh masters die with the liferaft process, and
+  the guard deletes the run's folder when that happens;
 - non-secret variables go to `env/extravars` (a file, passed as `-e @file`); secret variables go to a 0600 JSON file
   passed as `-e @file` too: values never appear in argv (`ps`), in events or in errors (they are scrubbed);
 - `ANSIBLE_HOST_KEY_CHECKING=True`, a known_hosts file built from the pinned keys, `StrictHostKeyChecking=yes`;
@@ -28,8 +31,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from liferaft.configure import _guard
 from liferaft.configure._types import HostStats, PlaybookFailed, PlaybookResult, TargetHost, TaskEvent
+from liferaft.configure._workspace import clean_dead_runs, new_run_dirs
 from liferaft.errors import ToolMissing, UsageError
+from liferaft.statedir import default_state_dir
 
 log = logging.getLogger("liferaft.configure")
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
@@ -180,21 +186,28 @@ def _write_private(path: Path, data: Any) -> None:
         json.dump(data, f)
 
 
+def _guarded(command: list[str], run_dir: Path, control_dir: Path) -> list[str]:
+    """ansible-playbook's command line, started through `_guard` (see its doc) by this process."""
+    return [sys.executable, "-I", str(Path(__file__).with_name("_guard.py")), str(os.getpid()), str(run_dir), str(control_dir), "--",
+            *command]
+
+
 def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  hosts: Sequence[TargetHost], *, variables: Mapping[str, Any] | None = None,
                  secret_variables: Mapping[str, Any] | None = None,
                  on_event: Callable[[TaskEvent], None] | None = None, timeout: float | None = 600,
                  base_dir: str | os.PathLike[str] | None = None, forks: int = 10,
                  check_failed: bool = True, keep_dir: Callable[[Path], None] | None = None,
-                 tmp_root: str | None = None) -> PlaybookResult:
+                 tmp_root: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> PlaybookResult:
     """Run one playbook (or several in order, as one run) against `hosts`; raise PlaybookFailed on failure.
 
-    `tmp_root` is where the per-run private data dir and SSH control dir are made (default: the system temp dir;
-    keep it short, SSH control socket paths are limited to ~100 bytes). `keep_dir`, for tests only, is called with
-    the private data dir just before it is deleted.
+    The per-run private data dir (secret variables included) is made under `<state_dir>/ansible/` (default: the
+    default state dir); `tmp_root` is where the SSH control dir is made (default: the system temp dir; keep it
+    short, SSH control socket paths are limited to ~100 bytes). `keep_dir`, for tests only, is called with the
+    private data dir just before it is deleted.
     """
     try:
-        import ansible_runner
+        from ansible_runner.interface import init_runner
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise ToolMissing("ansible-runner is not installed", hint="pip install ansible-runner") from e
     if not hosts:
@@ -207,8 +220,12 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     scrub = _Scrubber(secret_variables)
     state = _Run(scrub, on_event)
     label = ",".join(p.name for p in paths)
-    pdd = Path(tempfile.mkdtemp(prefix="liferaft-ansible-", dir=tmp_root))
-    control_dir = Path(tempfile.mkdtemp(prefix="lrcp-", dir=tmp_root or "/tmp"))  # short: socket paths are limited
+    state_dir = state_dir if state_dir is not None else default_state_dir()
+    cleaned = clean_dead_runs(state_dir)
+    if cleaned:
+        log.warning("%s", cleaned.describe())
+    dirs = new_run_dirs(state_dir, tmp_root)
+    pdd, control_dir = dirs.private, dirs.control
     t0 = time.monotonic()
     try:
         for sub in ("env", "inventory", "project", "tmp", "home"):
@@ -247,16 +264,19 @@ def run_playbook(playbook: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
             "ANSIBLE_LOCALHOST_WARNING": "False",
             "ANSIBLE_TIMEOUT": "15",
+            _guard.MARK: str(pdd),  # every process of the run inherits it: how the guard and clean_dead_runs find them
         }
         cancel = threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
-        runner = ansible_runner.run(
+        runner = init_runner(
             private_data_dir=str(pdd), project_dir=str(project_dir), playbook=book, inventory=str(inventory),
             envvars=envvars, cmdline=f"-e @{secrets_file}", forks=forks, quiet=True, rotate_artifacts=0,
             event_handler=state.handle,
             cancel_callback=lambda: cancel.is_set() or (deadline is not None and time.monotonic() > deadline),
             ident="run",
         )
+        runner.config.command = _guarded(runner.config.command, pdd, control_dir)
+        runner.run()
         stats_raw = state.stats or runner.stats or {}
         names = {h.name for h in hosts}
         stats = {

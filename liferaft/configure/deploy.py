@@ -74,7 +74,7 @@ def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, wit
                    run_options: Mapping[str, Any] | None = None) -> PlaybookResult:
     """Prepare `host`, install the service's PostgreSQL databases there (unless `with_databases` is False) and run
     the service's playbook: one ansible-runner run. Raises PlaybookFailed naming host and task.
-    `run_options` go to `run_playbook` as they are (e.g. `tmp_root`, or `keep_dir` in tests)."""
+    `run_options` go to `run_playbook` as they are (e.g. `state_dir`, `tmp_root`, or `keep_dir` in tests)."""
     sv = service_vars(stack, service, site, host, db_host=db_host, allowed_networks=allowed_networks,
                       create_schema=create_schema)
     books: list[str | os.PathLike[str]] = ["prepare.yml"]
@@ -86,7 +86,8 @@ def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, wit
 
 
 def deploy_databases(stack: Any, service: str, site: str, host: TargetHost, *, allowed_networks: Sequence[str] = (),
-                     on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600) -> PlaybookResult:
+                     on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600,
+                     state_dir: str | os.PathLike[str] | None = None) -> PlaybookResult:
     """Only the PostgreSQL side of `service` on `host` (prepare + postgresql.yml): e.g. a migration target that
     must exist, empty, before the data moves and the service is deployed against it."""
     sv = service_vars(stack, service, site, host, allowed_networks=allowed_networks)
@@ -94,4 +95,4 @@ def deploy_databases(stack: Any, service: str, site: str, host: TargetHost, *, a
         raise UsageError(f"service {service!r} uses no databases")
     return run_playbook(["prepare.yml", "postgresql.yml"], [host], variables=sv.variables,
                         secret_variables=sv.secret_variables, on_event=on_event, timeout=timeout,
-                        base_dir=stack.base_dir)
+                        base_dir=stack.base_dir, state_dir=state_dir)

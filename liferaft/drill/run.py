@@ -83,7 +83,9 @@ def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
     if any(h.name == alloc.params["name"] for h in compute.list_hosts()):
         raise UsageError(f"host {alloc.params['name']} is already allocated at {alloc.params['provider']} (a standby "
                          "or an earlier failover); a drill would tear down what runs there",
-                         hint="drill into another site, or release the host first")
+                         hint="drill into another site; or, if no run of yours uses it any more (e.g. it is left "
+                         f"from a lab taken down), `liferaft hosts release {alloc.params['provider']} "
+                         f"{alloc.params['name']}`")
 
 
 def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events | None = None) -> DrillResult:

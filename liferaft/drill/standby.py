@@ -78,7 +78,8 @@ def ensure_standby(stack: Stack, state_dir: Path, target: str, events: Events) -
     if any(h.name == name for h in compute.list_hosts()):
         raise UsageError(f"host {name} is already allocated at {stack.site(target).compute} but no standby is "
                          "recorded for it (an earlier failover?); a no-notice drill would promote and tear down what "
-                         "runs there", hint="drill into another site, or release the host first")
+                         "runs there", hint="drill into another site; or, if no run of yours uses it any more (e.g. it "
+                         f"is left from a lab taken down), `liferaft hosts release {stack.site(target).compute} {name}`")
     events.emit("drill.standby", f"no standby at {target}: making one now, while the source answers (replicate's "
                 "set-up and one round); the drill forgets it afterwards", pre_existing=False)
     rep = _replicator(stack, state_dir, target, events)

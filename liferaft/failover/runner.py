@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from liferaft.configure import clean_dead_runs
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
 from liferaft.events import Events, as_events
 from liferaft.failover.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
@@ -164,6 +165,14 @@ class Runner:
         if os.environ.get(KILL_ON_EVENT):
             self.events.subscribe(_kill_on_event(os.environ[KILL_ON_EVENT]))
 
+    def _clean_dead_ansible_runs(self) -> None:
+        """A run killed in the middle of an Ansible step may have left its processes and its folder (secret
+        variables) behind if even its guard was killed: end and delete them before acting again."""
+        cleaned = clean_dead_runs(self.state_dir)
+        if cleaned:
+            self.events.emit("ansible.cleaned", cleaned.describe(), folders=list(cleaned.folders),
+                             processes=cleaned.processes)
+
     def _open_journal(self, ctx_box: list[RunContext]) -> Journal:
         return Journal(journal_path(self.state_dir, self.stack_name or ""),
                        secrets=lambda: ctx_box[0].secret_values() if ctx_box else set())
@@ -204,6 +213,7 @@ class Runner:
         box: list[RunContext] = []
         with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="failover run") as lock, \
                 contextlib.ExitStack() as site, self._open_journal(box) as journal:
+            self._clean_dead_ansible_runs()
             rec = journal.find_run(run_ref)
             lock.set_run(rec.id)
             if rec.status == "done":
@@ -304,6 +314,7 @@ class Runner:
         box: list[RunContext] = []
         with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="rollback") as lock, \
                 contextlib.ExitStack() as site, self._open_journal(box) as journal:
+            self._clean_dead_ansible_runs()
             rec = journal.find_run(run_ref)
             lock.set_run(rec.id)
             if rec.status == "rolled-back":

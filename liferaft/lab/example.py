@@ -104,7 +104,7 @@ def deploy_and_seed(info: Any, *, posts: int = LAB_POSTS, images: int = LAB_IMAG
         _create_bucket(settings, stack.data.buckets[key].name)
     t_bucket = time.monotonic()
     result = deploy_service(stack, service, site, target, allowed_networks=[f"{info.bridge_address}/24"],
-                            on_event=on_event)
+                            on_event=on_event, run_options={"state_dir": info.directory})
     t_deploy = time.monotonic()
     port = svc.health.port if svc.health else (svc.ports[0] if svc.ports else 8080)
     url = f"http://{target.address}:{port}"

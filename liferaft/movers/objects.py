@@ -12,6 +12,9 @@
   flight.
 - Deletions at the target only when asked (`delete=True`).
 - Verification (`verify_sync`): missing / extra / differing by sha256 of the bytes actually read from both sides.
+  Given the state dir, it feeds back into the manifest: an object found missing or differing (e.g. corrupted at
+  rest at the target, its ETag kept) is marked stale, so the next sync copies it again.
+- The target bucket is created when missing (`SyncOptions.create_target`; never in a dry run).
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class SyncOptions:
     # bounded by workers x part size whatever the object sizes.
     buffer_limit: int = 4 * CHUNK_SIZE
     memory_budget: int | None = None
+    # Create the target bucket first if it does not exist (the same idempotent `create_bucket` failover and
+    # replicate use); a dry run only looks and plans against an empty target.
+    create_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,7 +270,17 @@ def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: Syn
     t0 = time.monotonic()
     ev.emit("objects.listing", f"listing {source.label()} and {target.label()}", source=source.label(),
             target=target.label())
-    src, tgt = list_both(source, target)
+    target_exists = True
+    if options.create_target and options.dry_run:
+        target_exists = target.objects.bucket_exists(target.bucket)
+    elif options.create_target:
+        target.objects.create_bucket(target.bucket)
+    if target_exists:
+        src, tgt = list_both(source, target)
+    else:
+        src, tgt = {o.key: o for o in source.client().list_objects(source.bucket, source.prefix)}, {}
+        ev.emit("objects.create_bucket", f"{target.label()} does not exist: a sync would create it",
+                bucket=target.bucket)
     with manifest_for(state_dir, source, target) as manifest:
         entries = manifest.load()
         todo = [o for k, o in sorted(src.items()) if not is_current(o, tgt.get(k), entries.get(k))]
@@ -341,6 +357,13 @@ def _run_pool(items: list[ObjectInfo], fn: Callable[[ObjectInfo], int], workers:
 
 
 # ---------------------------------------------------------------------------------------------------- verify
+def mark_stale(state_dir: str | Path, source: Endpoint, target: Endpoint, keys: tuple[str, ...]) -> None:
+    """Forget the manifest rows of `keys` (source key space): the next sync treats them as not copied."""
+    with manifest_for(state_dir, source, target) as manifest:
+        for key in keys:
+            manifest.forget(key)
+
+
 @dataclass(frozen=True)
 class ObjectsVerifyReport:
     source: str
@@ -366,10 +389,11 @@ class ObjectsVerifyReport:
 
 
 def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_extra: bool = True,
-                raise_on_difference: bool = True,
-                events: Events | Callable[..., None] | None = None) -> ObjectsVerifyReport:
+                raise_on_difference: bool = True, events: Events | Callable[..., None] | None = None,
+                state_dir: str | Path | None = None) -> ObjectsVerifyReport:
     """Read every object on both sides and compare sha256 of the bytes. Extra target objects fail only if
-    `allow_extra` is False (a sync without --delete leaves them on purpose)."""
+    `allow_extra` is False (a sync without --delete leaves them on purpose). With `state_dir` (where the sync's
+    manifest is), missing and differing objects are marked stale there: the next sync copies them again."""
     ev = as_events(events)
     src, tgt = list_both(source, target)
     both = sorted(set(src) & set(tgt))
@@ -393,6 +417,8 @@ def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_
     report = ObjectsVerifyReport(source.label(), target.label(), len(set(src) | set(tgt)),
                                  tuple(sorted(set(src) - set(tgt))), tuple(sorted(set(tgt) - set(src))),
                                  tuple(sorted(differing)))
+    if state_dir is not None and (report.missing or report.differing):
+        mark_stale(state_dir, source, target, report.missing + report.differing)
     ev.emit("objects.verified", "objects verified" if report.ok else "objects differ", **report.to_dict())
     bad = report.missing or report.differing or (report.extra and not allow_extra)
     if raise_on_difference and bad:

@@ -1,9 +1,12 @@
 """The `ssh` adapter: hosts you bring (colo, bare metal, a VPS with no API) as a pool with pinned host keys.
 
-"Create" allocates a free pool host to a spec name (idempotent by that name), "destroy" releases it. Allocations
-live in `<state_dir>/providers/<name>/allocations.json`, changed under an exclusive file lock, so two runs never
-hand out the same host. Host keys are always checked: every ssh call uses StrictHostKeyChecking=yes and a
-known_hosts file written from the pinned keys only (no keyscan, no trust on first use).
+"Create" allocates a free pool host to a spec name (idempotent by that name), "destroy" (or `liferaft hosts
+release`) releases it. Allocations live in `<state_dir>/providers/<name>/allocations.json`, changed under an
+exclusive file lock, so two runs never hand out the same host. Each allocation remembers the host keys pinned for
+its host when it was made (`allocated_keys.json`): once the stack pins none of them any more, the machine is
+another one (reinstalled, or a new lab's host after `lab down` and `lab up`) and the allocation is void and
+forgotten. Host keys are always checked: every ssh call uses StrictHostKeyChecking=yes and a known_hosts file
+written from the pinned keys only (no keyscan, no trust on first use).
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ class PoolHost:
     address: str
     port: int
     host_keys: tuple[str, ...]
+
+
+def _key_ids(host_keys: tuple[str, ...]) -> set[str]:
+    """"<type> <base64>" of each pinned key, whatever else its line carried (a host pattern, a comment)."""
+    ids = set()
+    for line in host_keys:
+        parts = line.split()
+        for i, part in enumerate(parts[:-1]):
+            if part.startswith(("ssh-", "ecdsa-", "sk-")):
+                ids.add(f"{part} {parts[i + 1]}")
+                break
+    return ids
 
 
 def _write_owner_only(path: Path, text: str) -> None:
@@ -92,18 +107,26 @@ class SshAdapter:
     # ------------------------------------------------------------------------------------------ allocations
     @contextmanager
     def _allocations(self) -> Iterator[dict[str, str]]:
-        """{pool host name: spec name}, read and written under an exclusive lock."""
-        path = self.dir / "allocations.json"
+        """{pool host name: spec name}, read and written under an exclusive lock; void allocations (see the
+        module doc) are dropped on the way in."""
+        path, keys_path = self.dir / "allocations.json", self.dir / "allocated_keys.json"
         with os.fdopen(os.open(self.dir / "allocations.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-                before = dict(data)
+                keys: dict[str, list[str]] = json.loads(keys_path.read_text()) if keys_path.exists() else {}
+                before, keys_before = dict(data), dict(keys)
+                for pool_name in [p for p in data if p in self.pool and p in keys]:
+                    if not set(keys[pool_name]) & _key_ids(self.pool[pool_name].host_keys):
+                        del data[pool_name]  # another machine under that name now: what was allocated is gone
+                        del keys[pool_name]
                 yield data
-                if data != before:
-                    tmp = path.with_suffix(".tmp")
-                    _write_owner_only(tmp, json.dumps(data, indent=1, sort_keys=True))
-                    os.replace(tmp, path)
+                keys = {p: keys.get(p) or sorted(_key_ids(self.pool[p].host_keys)) for p in data if p in self.pool}
+                for target, value, old in ((keys_path, keys, keys_before), (path, data, before)):
+                    if value != old:
+                        tmp = target.with_suffix(".tmp")
+                        _write_owner_only(tmp, json.dumps(value, indent=1, sort_keys=True))
+                        os.replace(tmp, target)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -147,6 +170,16 @@ class SshAdapter:
         """Release the pool host back to the pool (nothing on the host is touched)."""
         with self._allocations() as alloc:
             alloc.pop(host_id, None)
+
+    def release(self, name: str) -> tuple[str, str] | None:
+        """Forget the allocation of a pool host, named by its pool name or by the name it was allocated to
+        (nothing on the host is touched). Returns (pool host, allocated name), or None if none matched."""
+        with self._allocations() as alloc:
+            for pool_name, spec_name in list(alloc.items()):
+                if name in (pool_name, spec_name):
+                    del alloc[pool_name]
+                    return pool_name, spec_name
+        return None
 
     # ------------------------------------------------------------------------------------------ ssh
     def ssh_argv(self, h: PoolHost) -> list[str]:

@@ -237,7 +237,7 @@ class Replicator:
             "liferaft_listen_address": host.address, "liferaft_databases": dbs,
             "liferaft_allowed_networks": nets}, secret_variables=secret_vars,
             on_event=self._on_task, base_dir=self.stack.base_dir,
-            timeout=self.opts.setup_timeout)
+            timeout=self.opts.setup_timeout, state_dir=self.state_dir)
         self.record["postgresql_deployed_on"] = host.address
         self.emit("replicate.deployed", f"PostgreSQL on {host.name} in {res.duration_s:.1f}s",
                   seconds=round(res.duration_s, 2))

@@ -236,3 +236,62 @@ def test_cli_sync_rejects_a_malformed_side(tmp_path: Path, moto_server: MotoServ
     stack = _stack(tmp_path, moto_server, s3rver_server, "whatever")
     r = _cli(stack, tmp_path / "state", "aws", "objstore:x")
     assert r.returncode == 2 and "PROVIDER:BUCKET" in r.stderr
+
+
+def _corrupt_at_rest(s3r: S3rverServer, bucket: str, key: str) -> None:
+    """Change an object's bytes in s3rver's store on disk, same size, ETag (its .md5 file) and mtime kept: rot."""
+    path = s3r.store_dir / bucket / f"{key}._S3rver_object"
+    st = path.stat()
+    path.write_bytes(bytes(b ^ 0x5A for b in path.read_bytes()))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cli_verify_marks_an_object_corrupted_at_rest_stale_and_its_named_command_repairs_it(
+        pair: tuple[Endpoint, Endpoint], tmp_path: Path, moto_server: MotoServer, s3rver_server: S3rverServer) -> None:
+    """Bytes changed at the target behind liferaft's back, ETag kept: `sync --verify` exits 1 and names the exact
+    command that repairs it; that command copies the object again (the manifest no longer calls it current) and
+    verifies: exit 0, content hashes equal."""
+    src, dst = pair
+    bodies = _fill(src, 5, 700)
+    stack = _stack(tmp_path, moto_server, s3rver_server, src.bucket)
+    state = tmp_path / "state"
+    a, b = f"aws:{src.bucket}", f"objstore:{dst.bucket}"
+    assert _cli(stack, state, a, b, "--verify").returncode == 0
+    etags = {o.key: o.etag for o in dst.objects.list_objects(dst.bucket)}
+    _corrupt_at_rest(s3rver_server, dst.bucket, "o/0003")
+    assert {o.key: o.etag for o in dst.objects.list_objects(dst.bucket)} == etags  # nothing a listing can see
+    assert _sha(dst.objects, dst.bucket, "o/0003") != hashlib.sha256(bodies["o/0003"]).hexdigest()
+
+    found = _cli(stack, state, a, b, "--verify")
+    assert found.returncode == 1, found.stderr
+    assert "differs (sha256): o/0003" in found.stdout
+    command = f"liferaft --stack {stack} --state-dir {state} sync {a} {b} --verify"
+    assert "marked stale" in found.stderr and command in found.stderr.replace("\n", " "), found.stderr
+    repaired = subprocess.run([sys.executable, "-m", *command.split(), "--json"],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True,
+                              timeout=300, check=False)
+    assert repaired.returncode == 0, repaired.stderr
+    out = json.loads(repaired.stdout)
+    assert (out["sync"]["copied"], out["verify"]["ok"]) == (1, True)
+    assert _sha(dst.objects, dst.bucket, "o/0003") == hashlib.sha256(bodies["o/0003"]).hexdigest()
+
+
+def test_cli_sync_creates_a_missing_target_bucket(moto_server: MotoServer, s3rver_server: S3rverServer,
+                                                 tmp_path: Path) -> None:
+    """Sync into a bucket that does not exist creates it (as failover and replicate do); --dry-run creates
+    nothing and plans against an empty target."""
+    name = "b-" + uuid.uuid4().hex[:12]
+    src = Endpoint("aws", _aws(moto_server), name)
+    src.objects.create_bucket(name)
+    bodies = _fill(src, 3, 300)
+    target = _s3rver(s3rver_server)
+    new = "new-" + uuid.uuid4().hex[:10]
+    stack = _stack(tmp_path, moto_server, s3rver_server, name)
+    state = tmp_path / "state"
+    dry = _cli(stack, state, f"aws:{name}", f"objstore:{new}", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["sync"]["dry_run"] is True and not target.bucket_exists(new)
+    done = _cli(stack, state, f"aws:{name}", f"objstore:{new}", "--verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verify"]["ok"] and target.bucket_exists(new)
+    assert {k: _sha(target, new, k) for k in bodies} == {k: hashlib.sha256(v).hexdigest() for k, v in bodies.items()}

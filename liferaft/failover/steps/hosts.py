@@ -76,7 +76,8 @@ class Configure(StepKind):
 
         host = target_host(ctx)
         res = run_playbook(step.params["playbook"], [host], variables={"liferaft_listen_address": host.address},
-                           on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir)
+                           on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
+                           state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 
@@ -103,7 +104,8 @@ class DbServer(StepKind):
         res = run_playbook("postgresql.yml", [host], variables={
             "liferaft_listen_address": host.address, "liferaft_databases": dbs,
             "liferaft_allowed_networks": allowed_networks(ctx, step, host.address)},
-            secret_variables=secret_vars, on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir)
+            secret_variables=secret_vars, on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
+            state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 
@@ -129,7 +131,7 @@ class DeployService(StepKind):
             ctx.add_secret(value)
         res = run_playbook([stack.playbook_path(svc)], [host], variables=sv.variables,
                            secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
-                           base_dir=stack.base_dir)
+                           base_dir=stack.base_dir, state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name}
 
     def verify(self, ctx: RunContext, step: Step) -> None:
