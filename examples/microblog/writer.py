@@ -7,7 +7,8 @@
 `run` POSTs at a fixed rate for a bounded time and records every attempt in a SQLite ledger; a write counts as
 ACKNOWLEDGED only when the app answered 201 with the new post's id. `verify` looks every acknowledged write up at a
 target database (id present, sha256 of the body equal). Also importable (liferaft.lab.example re-exports it):
-`run_writer(...)`, `verify_ledger(ledger, dsn)`. Standard library only, plus psycopg 3 or psycopg2 for `verify`.
+`run_writer(...)`, `verify_ledger(ledger, dsn)`. `run` needs the standard library only; `verify` uses liferaft's
+ledger check (liferaft.movers.ledger, the ledger's format is documented there).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 MAX_DURATION_S = 24 * 3600.0
@@ -64,25 +65,6 @@ class WriterReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "max_unavailable_s": round(self.max_unavailable_s, 3)}
-
-
-@dataclass(frozen=True)
-class LedgerCheck:
-    """Result of looking every acknowledged write up at a database."""
-
-    acknowledged: int
-    present: int
-    missing: tuple[int, ...] = field(default=())  # post ids not found
-    mismatched: tuple[int, ...] = field(default=())  # found, but the body's sha256 differs
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.mismatched
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "acknowledged": self.acknowledged, "present": self.present,
-                "missing": list(self.missing[:100]), "missing_count": len(self.missing),
-                "mismatched": list(self.mismatched[:100]), "mismatched_count": len(self.mismatched)}
 
 
 class Ledger:
@@ -212,41 +194,20 @@ def _summarise(run_id: str, attempts: list[tuple[float, float, int | None]], ela
                         failure_windows=tuple((round(a, 3), round(b, 3)) for a, b in windows))
 
 
-def _connect(dsn: str | Mapping[str, Any]) -> Any:
-    try:
-        import psycopg  # the controller's psycopg 3
-        return psycopg.connect(dsn) if isinstance(dsn, str) else psycopg.connect(**dsn)
-    except ImportError:
-        import psycopg2  # Debian's python3-psycopg2
-        return psycopg2.connect(dsn) if isinstance(dsn, str) else psycopg2.connect(**dsn)
+def verify_ledger(ledger_path: str, dsn: str | Mapping[str, Any]) -> Any:
+    """Look every acknowledged write of the ledger up in the `posts` table at `dsn` (a libpq string or connect
+    keywords), with liferaft's own ledger check (liferaft.movers.ledger): id present, sha256 of the body equal."""
+    from liferaft.movers.ledger import LedgerSpec, check
+    from liferaft.movers.pg_conn import PgConn
 
+    if isinstance(dsn, str):
+        from psycopg.conninfo import conninfo_to_dict
 
-def verify_ledger(ledger_path: str, dsn: str | Mapping[str, Any], *, batch: int = 1000) -> LedgerCheck:
-    """Look every acknowledged write of the ledger up in the `posts` table at `dsn`."""
-    ledger = Ledger(ledger_path)
-    try:
-        acked = ledger.acknowledged()
-    finally:
-        ledger.close()
-    missing: list[int] = []
-    mismatched: list[int] = []
-    conn = _connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            for i in range(0, len(acked), batch):
-                chunk = acked[i:i + batch]
-                cur.execute("SELECT id, body FROM posts WHERE id = ANY(%s)", ([pid for pid, _ in chunk],))
-                found = {pid: hashlib.sha256(body.encode()).hexdigest() for pid, body in cur.fetchall()}
-                for pid, digest in chunk:
-                    if pid not in found:
-                        missing.append(pid)
-                    elif found[pid] != digest:
-                        mismatched.append(pid)
-        conn.rollback()
-    finally:
-        conn.close()
-    return LedgerCheck(acknowledged=len(acked), present=len(acked) - len(missing), missing=tuple(missing),
-                       mismatched=tuple(mismatched))
+        dsn = conninfo_to_dict(dsn)
+    conn = PgConn(host=str(dsn.get("host", "localhost")), port=int(dsn.get("port", 5432)),
+                  dbname=str(dsn["dbname"]), user=str(dsn["user"]),
+                  password=None if dsn.get("password") is None else str(dsn["password"]))
+    return check(ledger_path, conn, LedgerSpec(table="posts", key="id", value="body"))
 
 
 def main(argv: list[str] | None = None) -> int:
