@@ -1,0 +1,153 @@
+"""A failover takes the site from a standby keeper (`replicate`): SIGTERM, a bounded wait for its round to end,
+then the site is the run's. A run or a drill holding the site is refused at once; a pid the note names is only
+signalled while it is still the process that wrote the note. Real processes and real flocks."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from liferaft.errors import LockHeld
+from liferaft.events import Event
+from liferaft.failover import Runner, SiteLock
+
+REPO = Path(__file__).resolve().parents[2]
+HOLDER = """
+import signal, sys, threading, time
+from pathlib import Path
+from liferaft.failover import SiteLock
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+state, by, yields, round_s, stubborn = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", float(sys.argv[4]), sys.argv[5] == "1"
+with SiteLock(state, "toy", "there").acquire(by=by, yields=yields):
+    print("held", flush=True)
+    while not stop.wait(0.05):
+        pass
+    print("asked", flush=True)
+    time.sleep(round_s)  # the round in progress ends first
+    while stubborn:
+        time.sleep(0.1)
+print("released", flush=True)
+"""
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def _hold(procs: list[subprocess.Popen[str]], state: Path, by: str, *, yields: bool, round_s: float = 0.0,
+          stubborn: bool = False) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(state), by, "1" if yields else "0", str(round_s),
+                          "1" if stubborn else "0"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    procs.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_keeper_is_asked_to_end_its_round_and_the_site_is_taken(tmp_path: Path,
+                                                                    holders: list[subprocess.Popen[str]]) -> None:
+    """replicate-like keeper: SIGTERM, its 1 s round ends, it releases and exits 0; the run then holds the site."""
+    state = tmp_path / "state"
+    keeper = _hold(holders, state, "replicate --watch", yields=True, round_s=1.0)
+    events: list[Event] = []
+    t0 = time.monotonic()
+    with SiteLock(state, "toy", "there").take("run-1", by="failover run", events=events.append) as lock:
+        took = time.monotonic() - t0
+        assert keeper.wait(10) == 0
+        note = json.loads(lock.path.read_text())
+        assert note["pid"] == os.getpid() and note["by"] == "failover run" and note["yields"] is None
+    assert 1.0 <= took < 5.0, took
+    assert keeper.stdout is not None and keeper.stdout.read().split() == ["asked", "released"]
+    kinds = [e.kind for e in events]
+    assert kinds == ["site.taking", "site.taken"], kinds
+    assert f"took site there from replicate --watch pid {keeper.pid} in" in events[-1].message
+    assert events[-1].data["seconds"] >= 1.0
+
+
+def test_a_run_or_drill_holding_the_site_is_refused_at_once_and_not_signalled(
+        tmp_path: Path, holders: list[subprocess.Popen[str]]) -> None:
+    state = tmp_path / "state"
+    for by in ("failover run", "drill, no-notice"):
+        other = _hold(holders, state, by, yields=False)
+        t0 = time.monotonic()
+        with pytest.raises(LockHeld) as refused:
+            SiteLock(state, "toy", "there").take(by="failover run")
+        assert time.monotonic() - t0 < 0.5
+        assert f"process {other.pid} ({by})" in str(refused.value)
+        assert other.poll() is None  # never signalled
+        other.kill()
+        other.wait(10)
+
+
+def test_a_keeper_that_does_not_let_go_in_time_is_a_clear_refusal(tmp_path: Path,
+                                                                  holders: list[subprocess.Popen[str]]) -> None:
+    state = tmp_path / "state"
+    keeper = _hold(holders, state, "replicate --watch", yields=True, stubborn=True)
+    t0 = time.monotonic()
+    with pytest.raises(LockHeld, match=f"replicate --watch \\(pid {keeper.pid}\\) was asked to stop 1 s ago"):
+        SiteLock(state, "toy", "there").take(by="failover run", wait=1.0)
+    assert 1.0 <= time.monotonic() - t0 < 3.0
+    assert keeper.stdout is not None and keeper.stdout.readline().strip() == "asked"  # it did get the signal
+
+
+def test_a_stale_note_never_gets_its_pid_signalled(tmp_path: Path, holders: list[subprocess.Popen[str]]) -> None:
+    """The flock is held by a process that has not written its note yet; the note left behind names a pid that is
+    now another process (its start time differs): that process is not signalled, the take is refused in time."""
+    state = tmp_path / "state"
+    lock = SiteLock(state, "toy", "there")
+    lock.path.parent.mkdir(parents=True, exist_ok=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        lock.path.write_text(json.dumps({"pid": bystander.pid, "by": "replicate --watch", "run": None,
+                                         "start": "1", "yields": "SIGTERM"}))
+        code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+        flocker = subprocess.Popen([sys.executable, "-c", code, str(lock.path)], stdout=subprocess.PIPE, text=True)
+        holders.append(flocker)
+        assert flocker.stdout is not None and flocker.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match="was asked to stop"):
+            lock.take(by="failover run", wait=0.5)
+        assert bystander.poll() is None and flocker.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait(10)
+    with pytest.raises(BlockingIOError):  # the flocker really held it throughout
+        fd = os.open(lock.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+def test_claim_before_planning(tmp_path: Path, holders: list[subprocess.Popen[str]]) -> None:
+    """The failover command claims the stack and the site before it plans: without confirmation yet, a keeper is
+    only checked (left running); with it, the keeper is stopped; a run holding the site is refused at once."""
+    state = tmp_path / "state"
+    runner = Runner(state, stack_name="toy")
+    keeper = _hold(holders, state, "replicate --watch", yields=True)
+    with runner.claim("there", take_site=False):
+        assert keeper.poll() is None
+    with runner.claim("there", take_site=True):
+        assert keeper.wait(10) == 0
+        with SiteLock(state, "toy", "there").take(by="failover run"):  # re-entered by the run it plans
+            pass
+    other = _hold(holders, state, "failover run", yields=False)
+    for take_site in (False, True):
+        with pytest.raises(LockHeld), runner.claim("there", take_site=take_site):
+            pass
+    assert other.poll() is None
