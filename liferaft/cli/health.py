@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -57,6 +59,7 @@ def _render_explain(x: dict[str, Any], con: Any) -> None:
     con.print(f"policy: failover_on={x['failover_on']}, target={x['target'] or '(none)'}")
     if x["would_failover"]:
         con.print(f"[bold]would start:[/] liferaft {' '.join(x['command'][2:])}  [dim](not started: --explain)[/]")
+        con.print(f"mode {x['mode']}: {x['mode_why']}")
     else:
         con.print("would not fail over")
     con.print(f"because: {x['why']}")
@@ -115,9 +118,10 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
             write_atomic(prom_file, prometheus_text(report))
         return report
 
+    standby_at, moved = _readiness(state_dir, stack.model.name)
     if explain:
         report = check()
-        x = explain_policy(stack, report, confirm=confirm_n)
+        x = explain_policy(stack, report, confirm=confirm_n, standby_at=standby_at, moved=moved())
         if as_json:
             emit_json({"report": report.to_dict(), "explain": x})
         else:
@@ -136,15 +140,44 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         return int(report.exit_code)
 
     events = Events(_watch_renderer(as_json, opts.verbose))
-    result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
-                        confirm=confirm_n, count=count, state_dir=state_dir, events=events)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
+                            confirm=confirm_n, count=count, state_dir=state_dir, events=events, stop=stop,
+                            standby_at=standby_at, moved=moved)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         emit_json({"watch": result.to_dict()})
     else:
         con = stdout_console()
         confirmed = ", ".join(f"{s}={_styled(v.value)}" for s, v in sorted(result.confirmed.items())) or "none yet"
         con.print(f"watch: {result.rounds} round(s); confirmed: {confirmed}; verdict {_styled(result.verdict.value)}")
+        if result.moved and (result.failover or {}).get("outcome") == "moved":
+            con.print(f"the stack moved to {result.moved['site']} (run {result.moved['run']}): the watch ended")
+    if (result.failover or {}).get("outcome") == "moved":
+        return 0  # this watch's failover completed: the stack is served from the alternate
     return int(result.verdict.exit_code)
+
+
+def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:
+    """What the watch reads from the readiness state: is a standby recorded at a site (cold failover possible)?
+    and the stack's move record (a failover moved it: never fail over from the old primary again)."""
+    from liferaft.errors import LiferaftError
+    from liferaft.readiness.state import load_move, load_standby
+
+    def standby_at(site: str) -> bool:
+        try:
+            rec = load_standby(state_dir, stack, site)
+        except LiferaftError:
+            return False
+        return bool(rec and rec.standby_host)
+
+    def moved() -> dict[str, Any] | None:
+        return load_move(state_dir, stack)
+
+    return standby_at, moved
 
 
 def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:
@@ -180,22 +213,29 @@ def _watch_renderer(as_json: bool, verbose: int) -> Any:
     """Per round: a JSON line on stdout (--json) or one line on stderr; changes and actions as they happen."""
     plain = event_printer(as_json, verbose)
     con = None if as_json else console()
+    out_lock = threading.Lock()  # failover events come from the supervisor's thread
 
     def observe(event: Event) -> None:
         if event.kind == "health.probe":
             return
+        if as_json and event.kind.startswith("health.failover."):  # the automatic failover, as it happens
+            with out_lock:
+                sys.stdout.write(json.dumps({"failover": event.data["failover"]}) + "\n")
+                sys.stdout.flush()
         if event.kind == "health.round":
             report = event.data["report"]
             if as_json:
-                sys.stdout.write(json.dumps({"round": event.data["round"], "confirmed": event.data["confirmed"],
-                                             "report": report.to_dict()}) + "\n")
-                sys.stdout.flush()
+                with out_lock:
+                    sys.stdout.write(json.dumps({"round": event.data["round"], "confirmed": event.data["confirmed"],
+                                                 "report": report.to_dict()}) + "\n")
+                    sys.stdout.flush()
             else:
                 assert con is not None
                 raw = ", ".join(f"{s}={_styled(v.value)}" for s, v in report.verdicts().items())
                 con.print(f"[dim]round {event.data['round']}[/] {_styled(report.verdict.value)} "
                           f"({report.duration_s:.2f} s): {raw}")
             return
-        plain(event)
+        with out_lock:
+            plain(event)
 
     return observe
