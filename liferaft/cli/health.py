@@ -119,6 +119,7 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         return report
 
     standby_at, moved = _readiness(state_dir, stack.model.name)
+    standing_run = _standing_run(state_dir, stack.model.name)
     if explain:
         report = check()
         x = explain_policy(stack, report, confirm=confirm_n, standby_at=standby_at, moved=moved())
@@ -145,7 +146,7 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     try:
         result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
                             confirm=confirm_n, count=count, state_dir=state_dir, events=events, stop=stop,
-                            standby_at=standby_at, moved=moved)
+                            standby_at=standby_at, moved=moved, standing_run=standing_run)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
@@ -159,6 +160,25 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     if (result.failover or {}).get("outcome") == "moved":
         return 0  # this watch's failover completed: the stack is served from the alternate
     return int(result.verdict.exit_code)
+
+
+def _standing_run(state_dir: Any, stack: str) -> Any:
+    """site -> the newest failover run into it left failed or stopped (not a drill), for the watch to resume
+    instead of starting a second run."""
+    from liferaft.drill.plan import is_drill
+    from liferaft.failover.journal import Journal, journal_path
+
+    def find(site: str) -> str | None:
+        path = journal_path(state_dir, stack)
+        if not path.exists():
+            return None
+        with Journal(path) as journal:
+            for r in journal.runs():
+                if r.target == site and r.status in ("failed", "stopped", "running") and not is_drill(r.plan.steps):
+                    return r.id
+        return None
+
+    return find
 
 
 def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:

@@ -10,7 +10,9 @@
   own JSON events (`run.started`).
 - **Bounded retries**: a failed attempt is retried `RETRIES` times, `RETRY_DELAY_S` apart: by `liferaft resume RUN`
   once the run exists, else (refused before a run was made: the site still held, planning failed) by starting the
-  failover again -- never a second run. Exit 2 (usage: no standby, bad input) is not retried: it cannot pass alone.
+  failover again -- never a second run: a run into the target left failed or stopped (by an earlier watch, or by
+  hand) is resumed from the first attempt on, and a move completed meanwhile by another process ends it. Exit 2
+  (usage: no standby, bad input) is not retried: it cannot pass alone.
 - **Done** when an attempt exits 0 (the failover command then records the move: readiness/<stack>.moved.json) or
   when the budget is spent; the watch ends on the first, and stops triggering on both.
 """
@@ -83,12 +85,18 @@ class AutoFailover:
 
     def __init__(self, stack: Any, target: str, mode: str, *, state_dir: str | Path | None, events: Events,
                  notify: Callable[[dict[str, Any]], None], retries: int = RETRIES,
-                 retry_delay: float = RETRY_DELAY_S, program: list[str] | None = None) -> None:
+                 retry_delay: float = RETRY_DELAY_S, program: list[str] | None = None,
+                 moved: Callable[[], dict[str, Any] | None] | None = None,
+                 standing_run: Callable[[str], str | None] | None = None) -> None:
+        """`moved()`: the stack's move record (checked before any fresh start: a run may have completed since);
+        `standing_run(site)`: a run into `site` left failed or stopped (an earlier watch's, or by hand): it is
+        resumed, never doubled by a second run."""
         self.stack, self.target, self.mode = stack, target, mode
         self.state_dir = state_dir
         self.events, self.notify = events, notify
         self.retries, self.retry_delay = retries, retry_delay
         self.program = program
+        self._moved, self._standing_run = moved, standing_run
         self.attempts: list[Attempt] = []
         self.run: str | None = None
         self.outcome: str | None = None  # moved | gave-up
@@ -100,8 +108,9 @@ class AutoFailover:
 
     # ------------------------------------------------------------------------------------------------ life
     def start(self, why: str) -> Attempt:
-        attempt = self._launch(["failover", "--mode", self.mode, "--to", self.target, "--yes", "--json"])
-        self._report("started", attempt, f"{why}: started liferaft failover --mode {self.mode} --to {self.target}"
+        self.run = self._standing_run(self.target) if self._standing_run else None
+        attempt = self._launch(self._next_args())
+        self._report("started", attempt, f"{why}: started liferaft {' '.join(attempt.args[:-1])}"
                      + (f" (pid {attempt.pid}, log {attempt.log})" if attempt.pid else f": {attempt.error}"))
         self._thread = threading.Thread(target=self._supervise, name="liferaft-auto-failover", daemon=True)
         self._thread.start()
@@ -143,6 +152,13 @@ class AutoFailover:
         return attempt
 
     def _supervise(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # noqa: BLE001 - the watch must learn that supervision stopped, never hang on it
+            attempt = self.attempts[-1]
+            self._finish("gave-up", attempt, f"supervising the failover failed: {type(e).__name__}: {e}")
+
+    def _loop(self) -> None:
         while True:
             with self._guard:
                 proc, attempt = self._proc, self.attempts[-1]
@@ -160,6 +176,12 @@ class AutoFailover:
             if ok:
                 return self._finish("moved", attempt, f"the stack moved to {self.target} (run {self.run}): the "
                                     "watch ends; it does not fail over from the old primary again")
+            moved = self._moved() if self._moved else None
+            if moved:  # another process's run (an earlier watch's child, or by hand) completed meanwhile
+                with self._guard:
+                    self.run = str(moved.get("run") or self.run)
+                return self._finish("moved", attempt, f"the stack was moved to {moved.get('site')} by run "
+                                    f"{moved.get('run')} meanwhile: no failover of ours is needed")
             if attempt.returncode in NOT_RETRIED or len(self.attempts) > self.retries:
                 return self._finish("gave-up", attempt, f"automatic failover to {self.target} gave up after "
                                     f"{len(self.attempts)} attempt(s); see {attempt.log or 'the log'}"
@@ -167,11 +189,15 @@ class AutoFailover:
             if self._closing.wait(self.retry_delay):
                 return self._finish("gave-up", attempt, "the watch ended before a retry: "
                                     + (f"`liferaft resume {self.run}`" if self.run else "start the failover again"))
-            args = (["resume", self.run, "--json"] if self.run else
-                    ["failover", "--mode", self.mode, "--to", self.target, "--yes", "--json"])
+            args = self._next_args()
             retry = self._launch(args)
             self._report("retrying", retry, f"retry {retry.n - 1} of {self.retries}: liferaft {' '.join(args[:2])}"
                          + (f" (pid {retry.pid})" if retry.pid else f": {retry.error}"))
+
+    def _next_args(self) -> list[str]:
+        if self.run:
+            return ["resume", self.run, "--json"]
+        return ["failover", "--mode", self.mode, "--to", self.target, "--yes", "--json"]
 
     def _finish(self, outcome: str, attempt: Attempt, message: str) -> None:
         with self._guard:

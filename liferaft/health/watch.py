@@ -330,7 +330,8 @@ def _maybe_fail_over(stack: Any, policy: Policy, confirmed: dict[str, Verdict], 
         for action in actions:
             ev.emit(f"health.{action.action}", action.detail, action=action.to_dict())
 
-    auto = AutoFailover(stack, policy.target, mode, state_dir=state_dir, events=ev, notify=notify, **auto_options)
+    auto = AutoFailover(stack, policy.target, mode, state_dir=state_dir, events=ev, notify=notify, moved=moved,
+                        **auto_options)
     attempt = auto.start(f"{why}; {mode_why}")
     with lock:
         result.actions.append(ActionResult("failover", attempt.error is None,

@@ -75,9 +75,9 @@ def test_mode_from_the_evidence() -> None:
     assert mode == "live" and "no standby is recorded" in why
 
 
-def _auto(env: Callable[..., Env], tmp_path: Path, plan: list[tuple[int, bool]], **kw: Any
+def _auto(make_env: Callable[..., Env], tmp_path: Path, plan: list[tuple[int, bool]], **kw: Any
           ) -> tuple[AutoFailover, Fake, list[Event], list[dict[str, Any]]]:
-    e = env(failover_on="terminated")
+    e = make_env(failover_on="terminated")
     fake = Fake(tmp_path, plan)
     events: list[Event] = []
     notified: list[dict[str, Any]] = []
@@ -194,3 +194,23 @@ def test_a_stopped_watch_waits_for_the_attempt_running_and_starts_no_other(env: 
     assert [c[0] for c in fake.calls()] == ["failover"]
     assert result.failover is not None and result.failover["attempts"][0]["returncode"] == 4
     assert result.failover["outcome"] == "gave-up"
+
+
+def test_a_run_left_standing_is_resumed_not_doubled(env: Callable[..., Env], tmp_path: Path) -> None:  # noqa: F811
+    """An earlier watch's (or a person's) run into the target failed: the first attempt resumes it."""
+    auto, fake, _, _ = _auto(env, tmp_path, [(0, False)], standing_run=lambda site: "R0" if site == "standby" else None)
+    auto.start("x")
+    assert auto.done.wait(20) and auto.outcome == "moved"
+    assert fake.calls() == [["resume", "R0", "--json"]]
+
+
+def test_a_move_completed_meanwhile_by_another_process_ends_it(env: Callable[..., Env],  # noqa: F811
+                                                                tmp_path: Path) -> None:
+    """Refused (exit 5: another process's run holds the stack), and that run completes the move: no retry."""
+    box: dict[str, Any] = {}
+    auto, fake, events, _ = _auto(env, tmp_path, [(5, False), (0, True)], moved=lambda: box.get("rec"))
+    box["rec"] = {"site": "standby", "run": "R9", "mode": "cold"}
+    auto.start("x")
+    assert auto.done.wait(20) and auto.outcome == "moved" and auto.run == "R9"
+    assert [c[0] for c in fake.calls()] == ["failover"]
+    assert "moved to standby by run R9 meanwhile" in events[-1].message
