@@ -133,11 +133,16 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     if not watch:
         report = check()
         standbys = _standbys(state_dir, stack.model.name)
+        moved_to = _safe(moved)
         if as_json:
-            emit_json({**report.to_dict(), "standbys": standbys})
+            emit_json({**report.to_dict(), "standbys": standbys, "moved": moved_to})
         else:
             render_report(report, stdout_console())
             _render_standbys(standbys, stdout_console())
+            if moved_to:
+                stdout_console().print(f"moved: the stack runs at {moved_to.get('site')} since run "
+                                       f"{moved_to.get('run')} ({moved_to.get('mode')}); the stack file still names "
+                                       f"{stack.model.primary} as primary")
         return int(report.exit_code)
 
     events = Events(_watch_renderer(as_json, opts.verbose))
@@ -160,6 +165,16 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     if (result.failover or {}).get("outcome") == "moved":
         return 0  # this watch's failover completed: the stack is served from the alternate
     return int(result.verdict.exit_code)
+
+
+def _safe(moved: Any) -> Any:
+    """The move record for a report: an unreadable one is said, never fatal to a health check."""
+    from liferaft.errors import LiferaftError
+
+    try:
+        return moved()
+    except LiferaftError as e:
+        return {"error": str(e)}
 
 
 def _standing_run(state_dir: Any, stack: str) -> Any:

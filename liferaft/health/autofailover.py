@@ -140,8 +140,9 @@ class AutoFailover:
         attempt = Attempt(len(self.attempts) + 1, list(args), None, None, time.time())
         try:
             with open(log_path, "ab") as log:
+                # its own session: a Ctrl-C at the watch's terminal must not interrupt a failover mid-step
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=self.stack.base_dir, shell=False)
+                                        cwd=self.stack.base_dir, shell=False, start_new_session=True)
             attempt.pid, attempt.log = proc.pid, str(log_path)
         except OSError as e:
             proc, attempt.error = None, f"could not start: {e.strerror or e}"

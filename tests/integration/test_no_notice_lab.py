@@ -163,6 +163,24 @@ def _first_200_by_dns(info: Any, address: str, since: float, timeout: float) -> 
     raise AssertionError(f"the app never answered 200 at {address} by DNS within {timeout} s")
 
 
+def _phases(log: str) -> str:
+    """Where a failover's time went, from its JSON event lines: site taken, planned, each step."""
+    events = []
+    for line in log.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and "ts" in e:
+            events.append(e)
+    if not events:
+        return "?"
+    t0 = events[0]["ts"]
+    out = [f"{e['kind']} +{e['ts'] - t0:.1f}s" for e in events if e["kind"] in ("site.taken", "plan.ready", "run.done")]
+    out += [f"{e['step']} {e['duration_s']:.1f}s" for e in events if e["kind"] == "step.done"]
+    return ", ".join(out)
+
+
 def _lost_writes(info: Any, writer: dict[str, Any], address: str) -> tuple[int, int]:
     from liferaft.lab.example import verify_ledger
 
@@ -214,7 +232,8 @@ def test_one_command_at_the_cut_takes_the_site_from_replicate(own_lab: Any, stat
         print(f"\nby hand: lag before the cut {lag_s:.3f} s; replicate lag after the cut {lag1} s then {lag2} s; "
               f"site taken in {took[0]['seconds']} s; cut -> first 200 by DNS {first_200:.1f} s; "
               f"writes acknowledged {acknowledged}, lost {lost} (allowed {allowed}); "
-              f"failover said {outcome['summary'].get('data_loss', {}).get('lost_writes')}")
+              f"failover said {outcome['summary'].get('data_loss', {}).get('lost_writes')}; "
+              f"failover phases: {_phases(fo.stderr)}")
         assert lost <= allowed and acknowledged > 50
         moved = json.loads((state_dir / "readiness" / "microblog.moved.json").read_text())
         assert moved["site"] == "alt-b" and moved["run"] == outcome["run"] and moved["mode"] == "cold"
@@ -276,7 +295,7 @@ def test_automatic_failover_completes_with_no_human_command(own_lab: Any, state_
         print(f"\nautomatic: lag before the cut {lag_s:.3f} s; termination confirmed {t_conf - t_cut:.1f} s after the "
               f"cut; {len(attempts)} attempt(s) ({', '.join(str(a['duration_s']) + ' s' for a in attempts)}); "
               f"cut -> first 200 by DNS {first_200:.1f} s; writes acknowledged {acknowledged}, lost {lost} "
-              f"(allowed {allowed})")
+              f"(allowed {allowed}); failover phases: {_phases(log)}")
         assert lost <= allowed and acknowledged > 50
     finally:
         for p in (watch, rep):

@@ -120,3 +120,22 @@ def test_lag_grows_from_the_last_confirmed_position_while_the_source_is_silent(e
             assert d["ok"] is False and 10.0 <= d["lag_seconds"] < 20.0, (group, key, d)
             assert second[group][key]["lag_seconds"] >= d["lag_seconds"] + 0.9
     assert second["rpo_exposure_s"] >= 11.0
+
+
+def test_the_move_record_is_shown_and_forgotten_only_by_its_own_rollback(example_stack: Path,  # noqa: F811
+                                                                          tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from liferaft.readiness.state import forget_move, load_move, record_move
+
+    assert load_move(tmp_path, "microblog") is None
+    record_move(tmp_path, "microblog", site="alt-b", source="primary", run="R1", mode="cold")
+    r = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(tmp_path),
+                        "health", "--json", "--timeout", "1"], capture_output=True, text=True, timeout=120,
+                       check=False)
+    moved = json.loads(r.stdout)["moved"]
+    assert moved["site"] == "alt-b" and moved["run"] == "R1" and moved["mode"] == "cold"
+    assert forget_move(tmp_path, "microblog", run="R0") is False and load_move(tmp_path, "microblog")
+    assert forget_move(tmp_path, "microblog", run="R1") is True and load_move(tmp_path, "microblog") is None

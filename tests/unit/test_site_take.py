@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ import pytest
 from liferaft.errors import LockHeld
 from liferaft.events import Event
 from liferaft.failover import Runner, SiteLock
+from liferaft.readiness.state import save_standby
+from tests.unit.test_readiness import example_stack  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDER = """
@@ -151,3 +154,45 @@ def test_claim_before_planning(tmp_path: Path, holders: list[subprocess.Popen[st
         with pytest.raises(LockHeld), runner.claim("there", take_site=take_site):
             pass
     assert other.poll() is None
+
+
+def test_failover_cli_is_refused_at_once_not_after_probing_the_source(
+        tmp_path: Path, holders: list[subprocess.Popen[str]], example_stack: Path) -> None:  # noqa: F811
+    """`failover --mode cold` into a site a drill holds: exit 5 before the source is probed (a black-holed source
+    under a 20 s source timeout); the plan used to be made first (~10.5 s in the lab) and the refusal came after."""
+    from liferaft.errors import EXIT_LOCKED
+    from liferaft.stack import load_stack
+
+    stack = load_stack(example_stack)
+    m = stack.model
+    state = tmp_path / "state"
+    with socket.socket() as silent:  # a listener that never accepts: connects to it hang (queue full)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        for f in fillers:
+            f.setblocking(False)
+            f.connect_ex(silent.getsockname())
+        save_standby(state, m.name, "alt-b", {
+            "source": m.primary, "target": "alt-b",
+            "source_host": {"name": "a", "address": "127.0.0.1", "port": silent.getsockname()[1]},
+            "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-alt-b",
+                             "provider": stack.site("alt-b").compute},
+            "databases": {k: {"method": d.migrate, "subscription": "s"} for k, d in m.data.databases.items()},
+            "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
+        drill = subprocess.Popen([sys.executable, "-m", "tests.unit.test_failover_toys", "hold-site", str(state), m.name,
+                                  "alt-b", "drill, no-notice"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        holders.append(drill)
+        assert drill.stdout is not None and drill.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state),
+                            "failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env={**os.environ, "LIFERAFT_SOURCE_TIMEOUT": "20"})
+        took = time.monotonic() - t0
+        for f in fillers:
+            f.close()
+    assert r.returncode == EXIT_LOCKED, r.stderr[-2000:]
+    assert f"process {drill.pid} (drill, no-notice)" in r.stderr and "source probe" not in r.stderr
+    assert took < 10, took  # Python start-up and the stack file, not the 20 s probe
+    assert drill.poll() is None  # a drill is never signalled
