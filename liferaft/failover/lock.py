@@ -50,7 +50,6 @@ class FileLock:
         self.path = path
         self._fd: int | None = None
         self._by: str | None = None
-        self._yields = False
 
     def acquire(self, run_id: str | None = None, *, by: str | None = None, yields: bool = False) -> Self:
         """Take the lock now or raise LockHeld (with the holder's note). `yields`: the holder gives the lock up
@@ -74,7 +73,7 @@ class FileLock:
                 raise self._refusal(holder) from None
             _held[key] = (fd, me, 1)
         _note_holder(fd, run_id, by, yields)
-        self._fd, self._by, self._yields = fd, by, yields
+        self._fd, self._by = fd, by
         return self
 
     def _refusal(self, holder: dict[str, object]) -> LockHeld:
