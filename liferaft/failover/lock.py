@@ -40,6 +40,7 @@ TAKE_WAIT_S = 30.0  # how long a failover waits for a standby keeper to end its 
 YIELD_SIGNAL = "SIGTERM"  # what a keeper that yields is sent (replicate ends its round, then exits 0)
 
 _held: dict[str, tuple[int, int, int]] = {}  # path -> (fd, owning thread id, depth): the locks this process holds
+_asked: dict[str, tuple[int, float]] = {}  # path -> (keeper pid, monotonic time): keepers this process asked to go
 _held_guard = threading.Lock()
 
 
@@ -159,6 +160,19 @@ class SiteLock(FileLock):
             return
         self.release()
 
+    def ask(self, *, by: str, events: Events | None = None) -> bool:
+        """Without waiting: take the site if it is free (True: held now, release it later); refuse at once if a run
+        or a drill holds it; if a standby keeper holds it, ask the keeper now (SIGTERM) to end its round and let
+        go (False: `take` waits for it later). A failover plans while the keeper finishes its round."""
+        try:
+            self.acquire(by=by)
+            return True
+        except LockHeld as refused:
+            if not yields(refused.holder) or refused.holder.get("pid") == os.getpid():
+                raise
+            self._ask_keeper(refused.holder, as_events(events), TAKE_WAIT_S)
+            return False
+
     def take(self, run_id: str | None = None, *, by: str, events: Events | None = None,
              wait: float = TAKE_WAIT_S) -> Self:
         """Acquire; if a standby keeper holds the site, stop it in a controlled way and take the site from it:
@@ -171,15 +185,27 @@ class SiteLock(FileLock):
                 raise
             return self._evict(refused.holder, run_id, by, as_events(events), wait)
 
-    def _evict(self, holder: dict[str, object], run_id: str | None, by: str, ev: Events, wait: float) -> Self:
+    def _ask_keeper(self, holder: dict[str, object], ev: Events, wait: float) -> float:
+        """SIGTERM the keeper once (not again if this process already asked it); when it was first asked."""
+        key, pid = str(self.path), int(str(holder.get("pid")))
+        with _held_guard:
+            asked = _asked.get(key)
+        if asked is not None and asked[0] == pid:
+            return asked[1]
         t0 = time.monotonic()
-        signalled: set[int] = set()
+        if _signal_holder(holder):
+            with _held_guard:
+                _asked[key] = (pid, t0)
+            what = str(holder.get("by") or "a standby keeper")
+            ev.emit("site.taking", f"site {self.site}: asking {what} (pid {pid}) to end its round and let the "
+                    f"site go (up to {wait:g} s)", site=self.site, holder_pid=pid, holder=what)
+        return t0
+
+    def _evict(self, holder: dict[str, object], run_id: str | None, by: str, ev: Events, wait: float) -> Self:
+        t0 = self._ask_keeper(holder, ev, wait)
         while True:
             pid, what = int(str(holder.get("pid"))), str(holder.get("by") or "a standby keeper")
-            if pid not in signalled and _signal_holder(holder):
-                signalled.add(pid)
-                ev.emit("site.taking", f"site {self.site}: asking {what} (pid {pid}) to end its round and let the "
-                        f"site go (up to {wait:g} s)", site=self.site, holder_pid=pid, holder=what)
+            t0 = min(t0, self._ask_keeper(holder, ev, wait))
             time.sleep(0.05)
             try:
                 self.acquire(run_id, by=by)
@@ -193,6 +219,8 @@ class SiteLock(FileLock):
                                    hint=f"it stops after its round or set-up in progress; wait until process {pid} "
                                         "has exited and run this again, or stop it yourself") from None
                 continue
+            with _held_guard:
+                _asked.pop(str(self.path), None)
             took = round(time.monotonic() - t0, 2)
             ev.emit("site.taken", f"took site {self.site} from {what} pid {pid} in {took:.1f} s", site=self.site,
                     holder_pid=pid, holder=what, seconds=took)

@@ -175,16 +175,18 @@ class Runner:
 
     @contextlib.contextmanager
     def claim(self, target: str, *, take_site: bool = True) -> Iterator[None]:
-        """Hold the stack's lock and the target site's before planning, so a refusal (another run, a drill)
-        comes at once, not after the source was probed; a standby keeper is stopped and the site taken from it
-        (`take_site`), or, when the run still waits for a confirmation, only checked. `start` re-enters both."""
+        """Hold the stack's lock and claim the target site before planning, so a refusal (another run, a drill)
+        comes at once, not after the source was probed. A standby keeper holding the site is asked at once to end
+        its round and let go (`take_site`), so it finishes while the plan is made; `start` then takes the site
+        (waiting, bounded, for the keeper) -- or, when the run still waits for a confirmation, the site is only
+        checked here. `start` re-enters what is held."""
         with StackLock(self.state_dir, self.stack_name or "").acquire(by="failover run"), \
                 contextlib.ExitStack() as site:
             lock = SiteLock(self.state_dir, self.stack_name or "", target)
-            if take_site:
-                site.enter_context(lock.take(by="failover run", events=self.events))
-            else:
+            if not take_site:
                 lock.check()
+            elif lock.ask(by="failover run", events=self.events):
+                site.callback(lock.release)
             yield
 
     # ------------------------------------------------------------------------------------------------ start

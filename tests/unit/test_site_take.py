@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.errors import LockHeld
-from liferaft.events import Event
+from liferaft.events import Event, Events
 from liferaft.failover import Runner, SiteLock
 from liferaft.readiness.state import save_standby
 from tests.unit.test_readiness import example_stack  # noqa: F401 (a fixture)
@@ -139,16 +139,24 @@ def test_a_stale_note_never_gets_its_pid_signalled(tmp_path: Path, holders: list
 
 def test_claim_before_planning(tmp_path: Path, holders: list[subprocess.Popen[str]]) -> None:
     """The failover command claims the stack and the site before it plans: without confirmation yet, a keeper is
-    only checked (left running); with it, the keeper is stopped; a run holding the site is refused at once."""
+    only checked (left running); with it, the keeper is asked at once and not waited for (its 1 s round ends while
+    the plan is made); the run then takes the site, timed from the ask; a run holding the site is refused at once."""
     state = tmp_path / "state"
-    runner = Runner(state, stack_name="toy")
-    keeper = _hold(holders, state, "replicate --watch", yields=True)
+    events: list[Event] = []
+    runner = Runner(state, stack_name="toy", events=Events(events.append))
+    keeper = _hold(holders, state, "replicate --watch", yields=True, round_s=1.0)
     with runner.claim("there", take_site=False):
         assert keeper.poll() is None
+    t0 = time.monotonic()
     with runner.claim("there", take_site=True):
-        assert keeper.wait(10) == 0
-        with SiteLock(state, "toy", "there").take(by="failover run"):  # re-entered by the run it plans
-            pass
+        assert time.monotonic() - t0 < 0.5 and keeper.poll() is None  # asked, not waited for
+        time.sleep(0.6)  # planning
+        with SiteLock(state, "toy", "there").take(by="failover run", events=runner.events):
+            assert keeper.wait(10) == 0
+        assert 1.0 <= time.monotonic() - t0 < 3.0
+    assert [e.kind for e in events] == ["site.taking", "site.taken"] and events[1].data["seconds"] >= 1.0
+    with runner.claim("there", take_site=True):  # a free site is simply held
+        pass
     other = _hold(holders, state, "failover run", yields=False)
     for take_site in (False, True):
         with pytest.raises(LockHeld), runner.claim("there", take_site=take_site):
