@@ -40,7 +40,7 @@ TAKE_WAIT_S = 30.0  # how long a failover waits for a standby keeper to end its 
 YIELD_SIGNAL = "SIGTERM"  # what a keeper that yields is sent (replicate ends its round, then exits 0)
 
 _held: dict[str, tuple[int, int, int]] = {}  # path -> (fd, owning thread id, depth): the locks this process holds
-_asked: dict[str, tuple[int, float]] = {}  # path -> (keeper pid, monotonic time): keepers this process asked to go
+_asked: dict[str, tuple[int, float, str]] = {}  # path -> (keeper pid, when asked, what): keepers asked to let go
 _held_guard = threading.Lock()
 
 
@@ -179,11 +179,24 @@ class SiteLock(FileLock):
         SIGTERM, then up to `wait` seconds for it to end its round in progress and release. A holder that does not
         yield (a failover run, a drill) is refused at once, as `acquire` does."""
         try:
-            return self.acquire(run_id, by=by)
+            self.acquire(run_id, by=by)
         except LockHeld as refused:
             if not yields(refused.holder) or refused.holder.get("pid") == os.getpid():
                 raise
             return self._evict(refused.holder, run_id, by, as_events(events), wait)
+        self._taken(as_events(events))  # the keeper asked earlier (`ask`) may have let go already
+        return self
+
+    def _taken(self, ev: Events) -> None:
+        """Report the site taken from a keeper this process asked to let go (nothing if none was asked)."""
+        with _held_guard:
+            asked = _asked.pop(str(self.path), None)
+        if asked is None:
+            return
+        pid, t0, what = asked
+        took = round(time.monotonic() - t0, 2)
+        ev.emit("site.taken", f"took site {self.site} from {what} pid {pid} in {took:.1f} s", site=self.site,
+                holder_pid=pid, holder=what, seconds=took)
 
     def _ask_keeper(self, holder: dict[str, object], ev: Events, wait: float) -> float:
         """SIGTERM the keeper once (not again if this process already asked it); when it was first asked."""
@@ -194,9 +207,9 @@ class SiteLock(FileLock):
             return asked[1]
         t0 = time.monotonic()
         if _signal_holder(holder):
-            with _held_guard:
-                _asked[key] = (pid, t0)
             what = str(holder.get("by") or "a standby keeper")
+            with _held_guard:
+                _asked[key] = (pid, t0, what)
             ev.emit("site.taking", f"site {self.site}: asking {what} (pid {pid}) to end its round and let the "
                     f"site go (up to {wait:g} s)", site=self.site, holder_pid=pid, holder=what)
         return t0
@@ -219,11 +232,7 @@ class SiteLock(FileLock):
                                    hint=f"it stops after its round or set-up in progress; wait until process {pid} "
                                         "has exited and run this again, or stop it yourself") from None
                 continue
-            with _held_guard:
-                _asked.pop(str(self.path), None)
-            took = round(time.monotonic() - t0, 2)
-            ev.emit("site.taken", f"took site {self.site} from {what} pid {pid} in {took:.1f} s", site=self.site,
-                    holder_pid=pid, holder=what, seconds=took)
+            self._taken(ev)
             return self
 
 
