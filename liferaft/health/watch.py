@@ -267,24 +267,15 @@ def watch(stack: Any, check: Callable[[], HealthReport], *, interval: float, con
             if auto is None and not result.moved:
                 auto = _maybe_fail_over(stack, policy, hyst.confirmed, result, ev, state_dir, standby_at, moved,
                                         auto_options)
-            if auto is not None:
-                result.failover = auto.to_dict()
-                if auto.outcome == "moved":
-                    result.moved = {"site": auto.target, "run": auto.run, "mode": auto.mode, "by": "this watch"}
-                    break
-            if count is not None and result.rounds >= count:
+            if _has_moved(auto) or (count is not None and result.rounds >= count):
                 break
-            if _wait(stop, auto, max(0.0, interval - (time.monotonic() - t0))):
-                break
-            if auto is not None and auto.outcome == "moved":  # woken by the failover's end: no more rounds
-                result.failover = auto.to_dict()
-                result.moved = {"site": auto.target, "run": auto.run, "mode": auto.mode, "by": "this watch"}
-                break
+            if _wait(stop, auto, max(0.0, interval - (time.monotonic() - t0))) or _has_moved(auto):
+                break  # stopped, or woken by the failover's end: the stack moved, no more rounds
     finally:
         if auto is not None:
             auto.close()
             result.failover = auto.to_dict()
-            if auto.outcome == "moved" and not result.moved:
+            if auto.outcome == "moved":
                 result.moved = {"site": auto.target, "run": auto.run, "mode": auto.mode, "by": "this watch"}
     return result
 
@@ -352,6 +343,10 @@ def _wait(stop: threading.Event, auto: AutoFailover | None, seconds: float) -> b
             return True
         if auto is not None and not ended_before and auto.done.is_set():
             return False
+
+
+def _has_moved(auto: AutoFailover | None) -> bool:
+    return auto is not None and auto.outcome == "moved"
 
 
 def _moved_why(moved: dict[str, Any]) -> str:
