@@ -113,9 +113,13 @@ class RunFailed(LiferaftError):
 
 
 class LockHeld(LiferaftError):
-    """Another run of the same stack holds the lock."""
+    """Another run of the same stack holds the lock (or another process uses the site)."""
 
     exit_code = EXIT_LOCKED
+
+    def __init__(self, message: str, *, hint: str | None = None, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder: dict[str, object] = dict(holder or {})  # what the lock file says of its holder (pid, by, ...)
 
 
 class ToolMissing(UsageError):

@@ -156,12 +156,36 @@ def plan_cmd(opts: GlobalOptions, to: str, mode: str, source_timeout: float | No
 @pass_opts
 def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before: str | None,
                  source_timeout: float | None, ledger: str | None, as_json: bool) -> int:
-    """Move the stack to SITE now: provision, configure, migrate, verify, then cut DNS over. Journaled."""
-    plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
-    if not as_json:
-        render_plan(plan)
-    _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)
-    return _render_outcome(_runner(opts, as_json).start(plan, stop_before=stop_before), as_json)
+    """Move the stack to SITE now: provision, configure, migrate, verify, then cut DNS over. Journaled.
+
+    The stack's lock and the site's are taken first: another run or a drill there is refused at once; a
+    `replicate` keeping the standby at SITE is asked to end its round and let the site go (with --yes at once,
+    else after the confirmation)."""
+    runner = _runner(opts, as_json)
+    opts.stack().site(to)  # an unknown site is a usage error, before any lock file is made for it
+    with runner.claim(to, take_site=yes):
+        plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
+        if not as_json:
+            render_plan(plan)
+        _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)
+        out = runner.start(plan, stop_before=stop_before)
+    _note_moved(runner, out)
+    return _render_outcome(out, as_json)
+
+
+def _note_moved(runner: Runner, out: RunOutcome) -> None:
+    """A done failover (not a drill) moved the stack: record where it runs now, so `health --watch` stops
+    watching the old primary (a minimal record; issue 20 makes it the stack's active site)."""
+    from liferaft.drill.plan import is_drill
+    from liferaft.readiness.state import record_move
+
+    if out.status != "done":
+        return
+    with runner.journal() as journal:
+        rec = journal.run(out.run_id)
+        steps = journal.steps(out.run_id)
+    if not is_drill(steps):
+        record_move(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode)
 
 
 @click.command("runs")
@@ -229,7 +253,10 @@ def show_cmd(opts: GlobalOptions, run_ref: str, as_json: bool) -> int:
 @pass_opts
 def resume_cmd(opts: GlobalOptions, run_ref: str, stop_before: str | None, as_json: bool) -> int:
     """Continue a stopped, failed or crashed run: done steps are skipped, the interrupted one re-applied."""
-    return _render_outcome(_runner(opts, as_json).resume(run_ref, stop_before=stop_before), as_json)
+    runner = _runner(opts, as_json)
+    out = runner.resume(run_ref, stop_before=stop_before)
+    _note_moved(runner, out)
+    return _render_outcome(out, as_json)
 
 
 @click.command("rollback")
@@ -240,4 +267,8 @@ def resume_cmd(opts: GlobalOptions, run_ref: str, stop_before: str | None, as_js
 def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) -> int:
     """Undo a run's completed steps in reverse order, DNS first."""
     _confirm(f"Roll back run {run_ref}?", yes)
-    return _render_outcome(_runner(opts, as_json).rollback(run_ref), as_json)
+    from liferaft.readiness.state import forget_move
+
+    out = _runner(opts, as_json).rollback(run_ref)
+    forget_move(opts.state_dir, opts.stack().model.name, run=out.run_id)
+    return _render_outcome(out, as_json)

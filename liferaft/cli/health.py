@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -60,6 +62,7 @@ def _render_explain(x: dict[str, Any], con: Any) -> None:
     con.print(f"policy: failover_on={x['failover_on']}, target={x['target'] or '(none)'}")
     if x["would_failover"]:
         con.print(f"[bold]would start:[/] liferaft {' '.join(x['command'][2:])}  [dim](not started: --explain)[/]")
+        con.print(f"mode {x['mode']}: {x['mode_why']}")
     else:
         con.print("would not fail over")
     con.print(f"because: {x['why']}")
@@ -121,9 +124,11 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
             write_atomic(prom_file, prometheus_text(report))
         return report
 
+    standby_at, moved = _readiness(state_dir, stack.model.name)
+    standing_run = _standing_run(state_dir, stack.model.name)
     if explain:
         report = check()
-        x = explain_policy(stack, report, confirm=confirm_n)
+        x = explain_policy(stack, report, confirm=confirm_n, standby_at=standby_at, moved=moved())
         if as_json:
             emit_json({"report": report.to_dict(), "explain": x})
         else:
@@ -134,22 +139,37 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     if not watch:
         report = check()
         standbys = _standbys(state_dir, stack.model.name)
+        moved_to = _safe(moved)
         if as_json:
-            emit_json({**report.to_dict(), "standbys": standbys})
+            emit_json({**report.to_dict(), "standbys": standbys, "moved": moved_to})
         else:
             render_report(report, stdout_console())
             _render_standbys(standbys, stdout_console())
+            if moved_to:
+                stdout_console().print(f"moved: the stack runs at {moved_to.get('site')} since run "
+                                       f"{moved_to.get('run')} ({moved_to.get('mode')}); the stack file still names "
+                                       f"{stack.model.primary} as primary")
         return int(report.exit_code)
 
     events = Events(_watch_renderer(as_json, opts.verbose))
-    result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
-                        confirm=confirm_n, count=count, state_dir=state_dir, events=events)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        result = watch_loop(stack, check, interval=settings.interval if interval is None else interval,
+                            confirm=confirm_n, count=count, state_dir=state_dir, events=events, stop=stop,
+                            standby_at=standby_at, moved=moved, standing_run=standing_run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         emit_json({"watch": result.to_dict()})
     else:
         con = stdout_console()
         confirmed = ", ".join(f"{s}={_styled(v.value)}" for s, v in sorted(result.confirmed.items())) or "none yet"
         con.print(f"watch: {result.rounds} round(s); confirmed: {confirmed}; verdict {_styled(result.verdict.value)}")
+        if result.moved and (result.failover or {}).get("outcome") == "moved":
+            con.print(f"the stack moved to {result.moved['site']} (run {result.moved['run']}): the watch ended")
+    if (result.failover or {}).get("outcome") == "moved":
+        return 0  # this watch's failover completed: the stack is served from the alternate
     return int(result.verdict.exit_code)
 
 
@@ -172,6 +192,54 @@ def _check_credentials(stack: Any) -> None:
                           + "\n  ".join(problems),
                           hint="set the environment variables or create the files the stack file references; "
                                "`liferaft validate --check-secrets` lists them all")
+
+
+def _safe(moved: Any) -> Any:
+    """The move record for a report: an unreadable one is said, never fatal to a health check."""
+    from liferaft.errors import LiferaftError
+
+    try:
+        return moved()
+    except LiferaftError as e:
+        return {"error": str(e)}
+
+
+def _standing_run(state_dir: Any, stack: str) -> Any:
+    """site -> the newest failover run into it left failed or stopped (not a drill), for the watch to resume
+    instead of starting a second run."""
+    from liferaft.drill.plan import is_drill
+    from liferaft.failover.journal import Journal, journal_path
+
+    def find(site: str) -> str | None:
+        path = journal_path(state_dir, stack)
+        if not path.exists():
+            return None
+        with Journal(path) as journal:
+            for r in journal.runs():
+                if r.target == site and r.status in ("failed", "stopped", "running") and not is_drill(r.plan.steps):
+                    return r.id
+        return None
+
+    return find
+
+
+def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:
+    """What the watch reads from the readiness state: is a standby recorded at a site (cold failover possible)?
+    and the stack's move record (a failover moved it: never fail over from the old primary again)."""
+    from liferaft.errors import LiferaftError
+    from liferaft.readiness.state import load_move, load_standby
+
+    def standby_at(site: str) -> bool:
+        try:
+            rec = load_standby(state_dir, stack, site)
+        except LiferaftError:
+            return False
+        return bool(rec and rec.standby_host)
+
+    def moved() -> dict[str, Any] | None:
+        return load_move(state_dir, stack)
+
+    return standby_at, moved
 
 
 def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:
@@ -207,22 +275,29 @@ def _watch_renderer(as_json: bool, verbose: int) -> Any:
     """Per round: a JSON line on stdout (--json) or one line on stderr; changes and actions as they happen."""
     plain = event_printer(as_json, verbose)
     con = None if as_json else console()
+    out_lock = threading.Lock()  # failover events come from the supervisor's thread
 
     def observe(event: Event) -> None:
         if event.kind == "health.probe":
             return
+        if as_json and event.kind.startswith("health.failover."):  # the automatic failover, as it happens
+            with out_lock:
+                sys.stdout.write(json.dumps({"failover": event.data["failover"]}) + "\n")
+                sys.stdout.flush()
         if event.kind == "health.round":
             report = event.data["report"]
             if as_json:
-                sys.stdout.write(json.dumps({"round": event.data["round"], "confirmed": event.data["confirmed"],
-                                             "report": report.to_dict()}) + "\n")
-                sys.stdout.flush()
+                with out_lock:
+                    sys.stdout.write(json.dumps({"round": event.data["round"], "confirmed": event.data["confirmed"],
+                                                 "report": report.to_dict()}) + "\n")
+                    sys.stdout.flush()
             else:
                 assert con is not None
                 raw = ", ".join(f"{s}={_styled(v.value)}" for s, v in report.verdicts().items())
                 con.print(f"[dim]round {event.data['round']}[/] {_styled(report.verdict.value)} "
                           f"({report.duration_s:.2f} s): {raw}")
             return
-        plain(event)
+        with out_lock:
+            plain(event)
 
     return observe

@@ -2,9 +2,11 @@
 exposure); `--stop` stops keeping it (subscription, and the slot at the source, dropped; the record forgotten).
 
 Thin: parse, call liferaft.readiness, render. Holds the site's lock (liferaft.failover.lock.SiteLock) while it runs:
-a drill or failover run into the site is refused meanwhile, and it is refused while one runs. Exit codes: 0 every
-dataset synced in the last round; 3 the source did not answer (the standby keeps its last copy; the state file says
-how stale it grows); the lock's exit code when the site is in use; other liferaft errors as usual.
+a drill into the site is refused meanwhile, and it is refused while a drill or a run holds the site. It holds the
+site as a keeper that yields: a failover run into the site sends it SIGTERM, and it ends its round in progress (or
+its set-up), releases the site and exits 0. Exit codes: 0 every dataset synced in the last round, or stopped by
+SIGTERM; 3 the source did not answer (the standby keeps its last copy; the state file says how stale it grows); the
+lock's exit code when the site is in use; other liferaft errors as usual.
 """
 
 from __future__ import annotations
@@ -75,11 +77,19 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
                              source_timeout=source_timeout or float(health.timeout))
     # The site is this process's while it keeps the standby there: a drill or a failover run into the same site
     # would promote the standby this loop keeps syncing into (and it would undo their work).
+    # A keeper yields the site to a failover run (SIGTERM: it ends its round, releases, exits 0); `--stop` is short
+    # and must not be cut halfway, so it does not yield.
     by = "replicate --stop" if stop_it else "replicate --watch" if watch else "replicate"
-    with SiteLock(opts.state_dir, stack.model.name, to).acquire(by=by):
-        if stop_it:
-            return _stop(opts, stack, ropts, as_json)
-        return _replicate(opts, stack, ropts, watch, count, prom_file, as_json)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if not stop_it else None
+    try:
+        with SiteLock(opts.state_dir, stack.model.name, to).acquire(by=by, yields=not stop_it):
+            if stop_it:
+                return _stop(opts, stack, ropts, as_json)
+            return _replicate(opts, stack, ropts, watch, count, prom_file, as_json, stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
@@ -97,7 +107,7 @@ def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
 
 
 def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None,
-               as_json: bool) -> int:
+               as_json: bool, stop: threading.Event) -> int:
     from liferaft.events import Events
     from liferaft.health.report import write_atomic
     from liferaft.readiness.standby import Replicator
@@ -115,17 +125,15 @@ def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: 
         elif watch:
             _render(summary)
 
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        rounds = watch_loop(rep, interval=ropts.interval, count=count if watch else 1, on_round=on_round,
-                            stop=stop)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    rounds = watch_loop(rep, interval=ropts.interval, count=count if watch else 1, on_round=on_round, stop=stop)
     last = rounds[-1] if rounds else rep.summary()
     if not watch:
         if as_json:
             emit_json({"ok": bool(last.get("source_reachable")), **last})
         else:
             _render(last)
+    if stop.is_set():  # asked to stop (an operator, or a failover run taking the site): done as asked
+        rep.emit("replicate.stopped_by_signal", f"stopped by SIGTERM after {len(rounds)} round(s); the site is "
+                 "released", rounds=len(rounds))
+        return EXIT_OK
     return EXIT_OK if last.get("source_reachable") else EXIT_PROVIDER

@@ -20,6 +20,7 @@ import secrets as _secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +187,22 @@ class Runner:
         with self.journal() as journal:
             journal.find_run(run_ref)
 
+    @contextlib.contextmanager
+    def claim(self, target: str, *, take_site: bool = True) -> Iterator[None]:
+        """Hold the stack's lock and claim the target site before planning, so a refusal (another run, a drill)
+        comes at once, not after the source was probed. A standby keeper holding the site is asked at once to end
+        its round and let go (`take_site`), so it finishes while the plan is made; `start` then takes the site
+        (waiting, bounded, for the keeper) -- or, when the run still waits for a confirmation, the site is only
+        checked here. `start` re-enters what is held."""
+        with StackLock(self.state_dir, self.stack_name or "").acquire(by="failover run"), \
+                contextlib.ExitStack() as site:
+            lock = SiteLock(self.state_dir, self.stack_name or "", target)
+            if not take_site:
+                lock.check()
+            elif lock.ask(by="failover run", events=self.events):
+                site.callback(lock.release)
+            yield
+
     # ------------------------------------------------------------------------------------------------ start
     def start(self, plan: Plan, *, stop_before: str | None = None) -> RunOutcome:
         if plan.stack != self.stack_name:
@@ -196,9 +213,12 @@ class Runner:
             get_kind(s.kind)  # an unknown kind is refused before anything acts
         run_id = new_run_id()
         box: list[RunContext] = []
-        with StackLock(self.state_dir, plan.stack).acquire(run_id, by="failover run"), \
-                SiteLock(self.state_dir, plan.stack, plan.target).acquire(run_id, by="failover run"), \
+        with StackLock(self.state_dir, plan.stack).acquire(run_id, by="failover run") as lock, \
+                SiteLock(self.state_dir, plan.stack, plan.target).take(run_id, by="failover run",
+                                                                       events=self.events) as site, \
                 self._open_journal(box) as journal:
+            lock.set_run(run_id)
+            site.set_run(run_id)
             journal.create_run(run_id, plan)
             ctx = RunContext(run_id=run_id, plan=plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
@@ -224,8 +244,8 @@ class Runner:
                                  if rec.status == "rolling-back" else "start a new failover")
             if stop_before is not None and stop_before not in rec.plan.step_ids:
                 raise UsageError(f"--stop-before {stop_before!r}: no such step", hint=", ".join(rec.plan.step_ids))
-            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).acquire(rec.id,
-                                                                                                 by="failover run"))
+            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).take(
+                rec.id, by="failover run", events=self.events))
             journal.set_run_status(rec.id, "running")
             ctx = RunContext(run_id=rec.id, plan=rec.plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
@@ -319,8 +339,8 @@ class Runner:
             lock.set_run(rec.id)
             if rec.status == "rolled-back":
                 raise UsageError(f"run {rec.id} is already rolled back")
-            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).acquire(rec.id,
-                                                                                                 by="rollback"))
+            site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).take(
+                rec.id, by="rollback", events=self.events))
             ctx = RunContext(run_id=rec.id, plan=rec.plan, journal=journal, events=self.events,
                              state_dir=self.state_dir, stack=self.stack)
             box.append(ctx)

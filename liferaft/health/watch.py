@@ -7,8 +7,12 @@ On every confirmed change (except unknown -> healthy, the quiet start) the watch
 - runs the configured hook argv (never through a shell) with the change as JSON on stdin,
 - POSTs the same JSON to the configured webhook,
 - and, when the stack's policy says `failover_on: terminated` and the primary site's termination is confirmed,
-  starts `liferaft failover --to <target> --yes` as a subprocess (once per watch).
-A failing hook, webhook or failover start is reported as an event; it never stops the watch.
+  starts ONE automatic failover (`liferaft.health.autofailover`): the mode chosen from the evidence (cold from the
+  standby when the source is terminated or unreachable), the child supervised (its exit reported at once through
+  events, the hook and the webhook), a failed attempt retried by `liferaft resume RUN` within a bounded budget.
+Once that failover completes the stack has moved: the watch ends (exit 0). A watch started after a move (the record
+`readiness/<stack>.moved.json` the failover command writes) keeps checking but never fails over from the old primary.
+A failing hook, webhook or failover attempt is reported as an event; it never stops the watch.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.events import Events, as_events
+from liferaft.health.autofailover import AutoFailover, choose_mode, liferaft_argv
 from liferaft.health.evidence import Verdict
 from liferaft.health.report import HealthReport
 
@@ -109,8 +113,10 @@ def run_hook(argv: list[str], payload: dict[str, Any], *, cwd: Path | None = Non
     cmd = list(argv)
     if cwd is not None and "/" in cmd[0] and not os.path.isabs(cmd[0]):
         cmd[0] = str(cwd / cmd[0])
-    env = dict(os.environ, LIFERAFT_HEALTH_SUBJECT=payload["subject"], LIFERAFT_HEALTH_VERDICT=payload["verdict"],
-               LIFERAFT_HEALTH_PREVIOUS=payload["previous"])
+    env = dict(os.environ, LIFERAFT_HEALTH_SUBJECT=str(payload.get("subject", "")),
+               LIFERAFT_HEALTH_VERDICT=str(payload.get("verdict", "")),
+               LIFERAFT_HEALTH_PREVIOUS=str(payload.get("previous", "")),
+               LIFERAFT_HEALTH_EVENT=str(payload.get("event", "change")))
     try:
         proc = subprocess.run(cmd, input=json.dumps(payload).encode(), capture_output=True, timeout=timeout,
                               cwd=cwd, env=env, shell=False, check=False)
@@ -174,24 +180,29 @@ class Policy:
         return True, f"primary site {self.primary} is terminated: fail over to {self.target}"
 
 
-def failover_argv(stack_path: str | Path, target: str, state_dir: str | Path | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_path)]
-    if state_dir is not None:
-        argv += ["--state-dir", str(state_dir)]
-    return argv + ["failover", "--to", target, "--yes"]
+def failover_argv(stack_path: str | Path, target: str, state_dir: str | Path | None = None,
+                  mode: str = "live") -> list[str]:
+    return liferaft_argv(stack_path, state_dir, "failover", "--mode", mode, "--to", target, "--yes", "--json")
 
 
-def explain(stack: Any, report: HealthReport, *, confirm: int) -> dict[str, Any]:
+def explain(stack: Any, report: HealthReport, *, confirm: int, standby_at: Callable[[str], bool] | None = None,
+            moved: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the watch policy would do given this check's verdicts, without doing anything."""
     policy = Policy.from_stack(stack)
     act, why = policy.decide(report.verdicts())
+    if act and moved:
+        act, why = False, _moved_why(moved)
+    mode, mode_why = choose_mode(report.verdicts(), policy.primary,
+                                 bool(policy.target and standby_at and standby_at(policy.target)))
     return {
         "verdict": report.verdict.value,
         "failover_on": policy.failover_on,
         "target": policy.target,
         "would_failover": act,
         "why": why,
-        "command": failover_argv(stack.path, policy.target)[1:] if act and policy.target else None,
+        "mode": mode if act else None,
+        "mode_why": mode_why if act else None,
+        "command": failover_argv(stack.path, policy.target, mode=mode)[1:] if act and policy.target else None,
         "confirm": confirm,
         "note": f"under --watch, a verdict counts only after {confirm} agreeing result{'s' if confirm != 1 else ''}"
                 " in a row; hooks and the webhook run on every confirmed change",
@@ -208,66 +219,139 @@ class WatchResult:
     effective: dict[str, Verdict] = field(default_factory=dict)
     changes: list[dict[str, Any]] = field(default_factory=list)
     actions: list[ActionResult] = field(default_factory=list)
-    failover_pid: int | None = None
-    failover_returncode: int | None = None
+    failover: dict[str, Any] | None = None  # the automatic failover: mode, run, attempts, outcome
+    moved: dict[str, Any] | None = None  # the stack moved (by this watch's failover, or before it started)
 
     @property
     def verdict(self) -> Verdict:
         return Verdict.worst(list(self.effective.values()))
 
+    @property
+    def failover_pid(self) -> int | None:
+        attempts = (self.failover or {}).get("attempts") or []
+        return attempts[0]["pid"] if attempts else None
+
+    @property
+    def failover_returncode(self) -> int | None:
+        attempts = (self.failover or {}).get("attempts") or []
+        return attempts[-1]["returncode"] if attempts else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "verdict": self.verdict.value, "exit_code": self.verdict.exit_code,
                 "confirmed": {k: v.value for k, v in self.confirmed.items()},
                 "changes": self.changes, "actions": [a.to_dict() for a in self.actions],
+                "failover": self.failover, "moved": self.moved,
                 "failover_pid": self.failover_pid, "failover_returncode": self.failover_returncode}
 
 
 def watch(stack: Any, check: Callable[[], HealthReport], *, interval: float, confirm: int, count: int | None = None,
           state_dir: str | Path | None = None, events: Events | None = None,
-          stop: threading.Event | None = None) -> WatchResult:
-    """Check every `interval` seconds (from the start of one check to the next) until `count` rounds or `stop`."""
+          stop: threading.Event | None = None, standby_at: Callable[[str], bool] | None = None,
+          moved: Callable[[], dict[str, Any] | None] | None = None, **auto_options: Any) -> WatchResult:
+    """Check every `interval` seconds (from the start of one check to the next) until `count` rounds, `stop`, or
+    the stack has moved by this watch's failover. `standby_at(site)`: is a standby recorded there (cold possible)?
+    `moved()`: the stack's move record, if a failover moved it (then this watch never fails over). `auto_options`
+    go to the AutoFailover (retries, retry_delay, program)."""
     ev = as_events(events)
     stop = stop or threading.Event()
     policy = Policy.from_stack(stack)
     hyst = Hysteresis(confirm)
-    result = WatchResult()
-    failover: subprocess.Popen[bytes] | None = None
+    result = WatchResult(moved=moved() if moved else None)
+    if result.moved:
+        ev.emit("health.moved", _moved_why(result.moved), moved=result.moved)
+    auto: AutoFailover | None = None
     try:
         while count is None or result.rounds < count:
             t0 = time.monotonic()
-            report = check()
-            result.rounds += 1
-            transitions = hyst.observe(report.verdicts())
-            result.confirmed, result.effective = dict(hyst.confirmed), hyst.effective()
-            ev.emit("health.round", f"round {result.rounds}: {report.verdict.value}", round=result.rounds,
-                    report=report, confirmed={k: v.value for k, v in hyst.confirmed.items()})
-            for t in transitions:
-                payload = change_payload(report.stack, t, report, result.verdict)
-                if t.previous == UNKNOWN and t.current is Verdict.HEALTHY:
-                    ev.emit("health.baseline", f"{t.subject} healthy (confirmed)", change=payload)
-                    continue
-                result.changes.append(payload)
-                ev.emit("health.change", f"{t.subject}: {t.previous} -> {t.current.value}", change=payload)
-                for action in _notify(stack, policy, payload):
-                    result.actions.append(action)
-                    ev.emit(f"health.{action.action}", action.detail, action=action.to_dict())
-            if failover is None:
-                act, why = policy.decide(hyst.confirmed)
-                if act and policy.target:
-                    failover, action = _start_failover(stack, policy.target, state_dir)
-                    result.actions.append(action)
-                    result.failover_pid = failover.pid if failover else None
-                    ev.emit("health.failover", f"{why}: {action.detail}", action=action.to_dict())
-            if count is not None and result.rounds >= count:
+            _round(stack, check, hyst, result, policy, ev)
+            if auto is None and not result.moved:
+                auto = _maybe_fail_over(stack, policy, hyst.confirmed, result, ev, state_dir, standby_at, moved,
+                                        auto_options)
+            if _has_moved(auto) or (count is not None and result.rounds >= count):
                 break
-            if stop.wait(max(0.0, interval - (time.monotonic() - t0))):
-                break
+            if _wait(stop, auto, max(0.0, interval - (time.monotonic() - t0))) or _has_moved(auto):
+                break  # stopped, or woken by the failover's end: the stack moved, no more rounds
     finally:
-        if failover is not None:
-            result.failover_returncode = failover.wait()
-            ev.emit("health.failover", f"liferaft failover exited {result.failover_returncode}",
-                    returncode=result.failover_returncode)
+        if auto is not None:
+            auto.close()
+            result.failover = auto.to_dict()
+            if auto.outcome == "moved":
+                result.moved = {"site": auto.target, "run": auto.run, "mode": auto.mode, "by": "this watch"}
     return result
+
+
+def _round(stack: Any, check: Callable[[], HealthReport], hyst: Hysteresis, result: WatchResult, policy: Policy,
+           ev: Events) -> None:
+    report = check()
+    result.rounds += 1
+    transitions = hyst.observe(report.verdicts())
+    result.confirmed, result.effective = dict(hyst.confirmed), hyst.effective()
+    ev.emit("health.round", f"round {result.rounds}: {report.verdict.value}", round=result.rounds,
+            report=report, confirmed={k: v.value for k, v in hyst.confirmed.items()})
+    for t in transitions:
+        payload = change_payload(report.stack, t, report, result.verdict)
+        if t.previous == UNKNOWN and t.current is Verdict.HEALTHY:
+            ev.emit("health.baseline", f"{t.subject} healthy (confirmed)", change=payload)
+            continue
+        result.changes.append(payload)
+        ev.emit("health.change", f"{t.subject}: {t.previous} -> {t.current.value}", change=payload)
+        for action in _notify(stack, policy, payload):
+            result.actions.append(action)
+            ev.emit(f"health.{action.action}", action.detail, action=action.to_dict())
+
+
+def _maybe_fail_over(stack: Any, policy: Policy, confirmed: dict[str, Verdict], result: WatchResult, ev: Events,
+                     state_dir: str | Path | None, standby_at: Callable[[str], bool] | None,
+                     moved: Callable[[], dict[str, Any] | None] | None,
+                     auto_options: dict[str, Any]) -> AutoFailover | None:
+    act, why = policy.decide(confirmed)
+    if not act or not policy.target:
+        return None
+    result.moved = moved() if moved else None  # a failover run by hand may have moved it meanwhile
+    if result.moved:
+        ev.emit("health.moved", _moved_why(result.moved), moved=result.moved)
+        return None
+    mode, mode_why = choose_mode(confirmed, policy.primary, bool(standby_at and standby_at(policy.target)))
+    lock = threading.Lock()
+
+    def notify(payload: dict[str, Any]) -> None:  # runs on the supervisor's thread too
+        actions = _notify(stack, policy, payload)
+        with lock:
+            result.actions.extend(actions)
+        for action in actions:
+            ev.emit(f"health.{action.action}", action.detail, action=action.to_dict())
+
+    auto = AutoFailover(stack, policy.target, mode, state_dir=state_dir, events=ev, notify=notify, moved=moved,
+                        **auto_options)
+    attempt = auto.start(f"{why}; {mode_why}")
+    with lock:
+        result.actions.append(ActionResult("failover", attempt.error is None,
+                                           attempt.error or f"started pid {attempt.pid}: "
+                                           f"{' '.join(attempt.to_dict()['command'])} (log {attempt.log})"))
+    return auto
+
+
+def _wait(stop: threading.Event, auto: AutoFailover | None, seconds: float) -> bool:
+    """Sleep until the next round; True if the watch must stop. Wakes at once when the failover ends."""
+    deadline = time.monotonic() + seconds
+    ended_before = auto is not None and auto.done.is_set()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if stop.wait(min(left, 0.2)):
+            return True
+        if auto is not None and not ended_before and auto.done.is_set():
+            return False
+
+
+def _has_moved(auto: AutoFailover | None) -> bool:
+    return auto is not None and auto.outcome == "moved"
+
+
+def _moved_why(moved: dict[str, Any]) -> str:
+    return (f"the stack was moved to {moved.get('site')} (run {moved.get('run')}, {moved.get('mode')}): the watch "
+            "does not fail over from the old primary again")
 
 
 def _notify(stack: Any, policy: Policy, payload: dict[str, Any]) -> list[ActionResult]:
@@ -277,24 +361,3 @@ def _notify(stack: Any, policy: Policy, payload: dict[str, Any]) -> list[ActionR
     if policy.webhook:
         out.append(post_webhook(policy.webhook, payload))
     return out
-
-
-def _start_failover(stack: Any, target: str, state_dir: str | Path | None
-                    ) -> tuple[subprocess.Popen[bytes] | None, ActionResult]:
-    argv = failover_argv(stack.path, target, state_dir)
-    log_dir = Path(state_dir) if state_dir is not None else stack.base_dir
-    log_path = log_dir / f"health-failover-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    try:
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    except OSError:
-        log = None
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log or subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT, cwd=stack.base_dir, shell=False)
-    except OSError as e:
-        return None, ActionResult("failover", False, f"could not start liferaft failover: {e}")
-    finally:
-        if log is not None:
-            log.close()
-    return proc, ActionResult("failover", True, f"started pid {proc.pid}: {' '.join(argv[1:])}"
-                              + (f" (log {log_path})" if log else ""), None)

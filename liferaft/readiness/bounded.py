@@ -53,3 +53,24 @@ def tcp_answers(address: str, port: int, timeout: float) -> tuple[bool, str]:
             return True, f"answered in {time.monotonic() - t0:.2f} s"
     except OSError as e:
         return False, f"{type(e).__name__}: {e.strerror or e}"[:200]
+
+
+def probe_ports(address: str, ports: list[int], timeout: float) -> dict[int, tuple[bool, str]]:
+    """Probe every port at once under ONE deadline: `timeout` seconds for the whole probe, not per port. Each port
+    -> (answered?, detail); a port with no answer by the deadline is reported as such (its thread is abandoned)."""
+    results: dict[int, tuple[bool, str]] = {}
+    guard = threading.Lock()
+    deadline = time.monotonic() + timeout
+
+    def one(port: int) -> None:
+        res = tcp_answers(address, port, max(0.05, deadline - time.monotonic()))
+        with guard:
+            results[port] = res
+
+    threads = [threading.Thread(target=one, args=(p,), name=f"liferaft-probe-{p}", daemon=True) for p in ports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    with guard:
+        return {p: results.get(p, (False, f"no answer within {timeout:g} s")) for p in ports}

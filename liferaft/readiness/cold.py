@@ -12,8 +12,8 @@
     db-release        liferaft's migration role disabled at the promoted standby (standby.release)
 
 Planning reads only the readiness state file, the DNS provider (independent of the source) and the target pool.
-The source is touched once, by a TCP probe bounded by the source timeout, only to say in the plan whether it
-still answers (a live failover would then lose nothing).
+The source is touched once, by a TCP probe of its ports in parallel, the whole probe bounded by the source timeout,
+only to say in the plan whether it still answers (a live failover would then lose nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events, as_events
 from liferaft.failover.plan import Plan, Step
-from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
+from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
 from liferaft.readiness.state import StandbyRecord, load_standby
 
 if TYPE_CHECKING:
@@ -160,13 +160,14 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
 
 
 def _probe_source(rec: StandbyRecord, stack: Stack, timeout: float, ev: Events) -> list[str]:
-    """One bounded TCP probe of the source's database (and SSH): only to tell the operator, never to wait."""
+    """One TCP probe of the source's database and SSH ports at once, the whole probe bounded by `timeout`: only to
+    tell the operator, never to wait."""
     src = rec.data.get("source_host") or {}
     address = src.get("address")
     if not address:
         return ["source host unknown; not probed"]
     ports = sorted({int(d.port) for d in stack.model.data.databases.values()} | {int(src.get("port", 22))})
-    results = {p: tcp_answers(str(address), p, timeout) for p in ports}
+    results = probe_ports(str(address), ports, timeout)
     answering = [p for p, (ok, _) in results.items() if ok]
     detail = "; ".join(f"{address}:{p} {'answers' if ok else 'no answer'} ({d})" for p, (ok, d) in results.items())
     ev.emit("plan.observe", f"source probe (timeout {timeout:g} s): {detail}", source_answers=bool(answering))

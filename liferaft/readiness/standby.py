@@ -354,12 +354,17 @@ class Replicator:
         return summary
 
     def _mark_error(self, group: str, key: str, e: Exception, now: float) -> None:
-        """A round that could not reach the source keeps the last measured lag: a cut now loses what was in
-        flight then (the source stopped writing to us when it went away); `stale_since` says since when."""
+        """A round that could not sync or measure: the lag grows from the last confirmed position -- lag_seconds
+        is now minus the time up to which the standby was last confirmed to hold the source's writes
+        (`caught_up_at`): the source may have taken writes since, and nobody can say it did not. The bytes stay the
+        last measured (unknown since). `stale_since` says since when."""
         entry = self.record[group].setdefault(key, {})
         if entry.get("ok", True) or not entry.get("stale_since"):
             entry["stale_since"] = now
         entry.update(ok=False, error=_describe(e)[:300], error_at=now)
+        confirmed = entry.get("caught_up_at")
+        if confirmed is not None:
+            entry.update(lag_seconds=round(max(0.0, now - float(confirmed)), 3), measured_at=now)
 
     def _measure_logical(self, key: str) -> None:
         from liferaft.readiness import pgstandby
@@ -480,6 +485,8 @@ def watch(rep: Replicator, *, interval: float, count: int | None, on_round: Any 
     out: list[dict[str, Any]] = []
     n = 0
     while count is None or n < count:
+        if stop is not None and stop.is_set():  # asked to stop before this round (e.g. during the set-up)
+            break
         t0 = time.monotonic()
         try:
             summary = rep.round()

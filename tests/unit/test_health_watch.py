@@ -170,7 +170,12 @@ def test_explain_shows_the_policy_without_acting(env: Callable[..., Env]) -> Non
     e.cloud.status = 403  # the primary objects provider refuses us: the primary site is terminated
     x = explain(stack, e.checker(stack)(), confirm=3)
     assert x["verdict"] == "terminated" and x["would_failover"] is True
-    assert x["command"][-4:] == ["failover", "--to", "standby", "--yes"]
+    assert x["command"][-7:] == ["failover", "--mode", "live", "--to", "standby", "--yes", "--json"]
+    assert "no standby is recorded" in x["mode_why"]  # cold needs one
+    x = explain(stack, e.checker(stack)(), confirm=3, standby_at=lambda site: site == "standby")
+    assert x["mode"] == "cold" and x["command"][-7:-4] == ["failover", "--mode", "cold"]
+    x = explain(stack, e.checker(stack)(), confirm=3, moved={"site": "standby", "run": "R", "mode": "cold"})
+    assert x["would_failover"] is False and "moved to standby" in x["why"]
 
 
 def test_policy_never_does_not_fail_over(env: Callable[..., Env]) -> None:
@@ -194,7 +199,7 @@ def test_confirmed_termination_starts_liferaft_failover_once(env: Callable[..., 
     result = watch(stack, e.checker(stack), interval=0.0, confirm=2, count=4, state_dir=state)
     starts = [a for a in result.actions if a.action == "failover"]
     assert len(starts) == 1 and starts[0].ok, result.to_dict()
-    assert "failover --to standby --yes" in starts[0].detail
+    assert "failover --mode live --to standby --yes --json" in starts[0].detail
     assert result.failover_pid and result.failover_returncode is not None
     (log,) = state.glob("health-failover-*.log")
     assert log.exists()
