@@ -146,3 +146,19 @@ class Plan:
             raise InvalidInput([Problem(source_name, None, None, "hash",
                                         f"the plan's content does not match its hash {d['hash']!r}")], what="plan")
         return plan
+
+
+# A record's TTL is how long resolvers may keep sending clients to the old address after the cut: the plan warns when
+# it takes more than this share of the RTO objective (the rest is for provisioning, data and verification).
+DNS_RTO_SHARE = 0.25
+
+
+def ttl_notes(cached_ttls: dict[str, int], rto_s: float) -> list[str]:
+    """Warnings for records whose TTL (as resolvers cached it: the current record's, else the stack's) exceeds the
+    RTO objective's share for DNS."""
+    limit = rto_s * DNS_RTO_SHARE
+    return [f"DNS: {fqdn} has a TTL of {ttl} s, more than {DNS_RTO_SHARE:.0%} of the RTO objective ({rto_s:g} s): "
+            f"resolvers may send clients to the old address for up to {ttl} s after the cut; lower the TTL ahead "
+            "of time (e.g. to 60 s)"
+            for fqdn, ttl in sorted(cached_ttls.items()) if ttl > limit]
+

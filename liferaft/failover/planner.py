@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from liferaft.errors import UsageError
 from liferaft.events import Events, as_events
 from liferaft.failover.observe import Observed, observe
-from liferaft.failover.plan import Plan, Step
+from liferaft.failover.plan import Plan, Step, ttl_notes
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -129,6 +129,8 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
     notes = [(f"source host {src_host['name']} ({src_host['address']}); "
               f"{sum(b['objects'] for b in obs.buckets.values())} objects, "
               f"{sum(obs.databases.values())} database bytes")]
+    notes += ttl_notes({r["fqdn"]: int(obs.dns_current.get(r["fqdn"], {}).get("ttl") or r["ttl"]) for r in records},
+                       m.objectives.rto)
     return Plan(stack=name, source=source, target=target, mode=mode, steps=tuple(steps), resources=tuple(resources),
                 bytes_to_move=moved, estimate_s=round(estimate(stack, obs), 1), dns_diff=tuple(dns_diff), notes=tuple(notes))
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events, as_events
-from liferaft.failover.plan import Plan, Step
+from liferaft.failover.plan import Plan, Step, ttl_notes
 from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
 from liferaft.readiness.state import StandbyRecord, load_standby
 
@@ -146,6 +146,8 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     dns_diff = [{"name": r["fqdn"], "type": r["type"], "ttl": r["ttl"],
                  "old": current.get(str(r["fqdn"]), {}).get("values", []), "new": [address] if address else []}
                 for r in records]
+    notes += ttl_notes({str(r["fqdn"]): int(current.get(str(r["fqdn"]), {}).get("ttl") or r["ttl"]) for r in records},
+                       m.objectives.rto)
     exposure = rec.rpo_exposure_s
     notes.append(f"standby on {host.get('name')} ({address}); last recorded RPO exposure "
                  f"{exposure if exposure is not None else '?'} s" + (f"; free hosts: {', '.join(free)}" if free else ""))

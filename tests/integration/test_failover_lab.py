@@ -186,6 +186,7 @@ def test_failover_under_write_load(env: Env) -> None:
         first = writer.finish()
     assert out.returncode == 0, out.stderr[-4000:]
     window = window_of(out.stdout)
+    assert "dns_stale_for_s: 30" in out.stdout  # the lab record's TTL: how long resolvers may still answer a
     shown = json.loads(env.cli("show", "last", "--json").stdout)
     timing = {s["step"]: s["duration_s"] for s in shown["steps"]}
     print(f"write-unavailability window {window:.3f}s; steps {timing}; writer: {first.to_dict()}")

@@ -89,3 +89,11 @@ def test_cold_mode_and_bad_targets_are_refused(stack) -> None:  # type: ignore[n
         build_plan(stack, "nowhere", "live")
     with pytest.raises(UsageError, match="already the source"):
         build_plan(stack, "primary", "live")
+
+
+def test_a_ttl_above_the_rto_share_for_dns_is_a_plan_warning(stack) -> None:  # type: ignore[no-untyped-def]
+    """Resolvers keep the cached record for its TTL: the plan warns when that is over a quarter of the RTO (5m)."""
+    long = observed(dns_current={"www.microblog.test.": {"type": "A", "ttl": 3600, "values": ["10.0.0.11"]}})
+    notes = make_plan(stack, "primary", "alt-b", "live", long).notes
+    assert any("www.microblog.test. has a TTL of 3600 s" in n and "old address for up to 3600 s" in n for n in notes)
+    assert not any("TTL" in n for n in make_plan(stack, "primary", "alt-b", "live", observed()).notes)  # 30 s

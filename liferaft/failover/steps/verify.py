@@ -211,10 +211,16 @@ class DnsCutover(StepKind):
                                        "values": sorted(v for rs in found for v in rs.values)}
             ctx.remember(previous=previous)
         address = target_host(ctx).address
+        previous = ctx.memo["previous"]
         for r in step.params["records"]:
             dns.upsert_record(zone, RecordSet(r["fqdn"], r["type"], int(r["ttl"]), (address,)))
-            ctx.emit("dns.updated", f"{r['fqdn']} {r['type']} -> {address}", name=r["fqdn"], value=address)
-        return {"address": address, "previous": ctx.memo["previous"], "cut_at": time.time()}
+            old_ttl = int(previous.get(r["fqdn"], {}).get("ttl") or r["ttl"])
+            ctx.emit("dns.updated", f"{r['fqdn']} {r['type']} -> {address}; resolvers may answer the old address "
+                     f"for up to {old_ttl} s (its TTL)", name=r["fqdn"], value=address, stale_for_s=old_ttl)
+        cut_at = time.time()
+        stale = max((int(p.get("ttl") or 0) for p in previous.values()), default=0)
+        ctx.summarise(dns_stale_for_s=stale, dns_stale_until=round(cut_at + stale, 3))
+        return {"address": address, "previous": previous, "cut_at": cut_at, "stale_for_s": stale}
 
     def verify(self, ctx: RunContext, step: Step) -> None:
         dns, zone = self._dns(ctx, step), step.params["zone"]
