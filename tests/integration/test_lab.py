@@ -78,7 +78,7 @@ def _key_tree(node: Any, path: str = "") -> set[str]:
 
 def test_stack_file_has_the_documented_shape(lab: Lab) -> None:
     """The written stack file has exactly the keys of the example stack (examples/microblog/liferaft.yaml), but for
-    its `dependencies` section (declared by people, not by the lab)."""
+    its `dependencies` section (declared by people, not by the lab) and its `drill` hooks (the lab's own cut)."""
     from ruamel.yaml import YAML
 
     example = Path(__file__).parents[2] / "examples" / "microblog" / "liferaft.yaml"
@@ -88,6 +88,8 @@ def test_stack_file_has_the_documented_shape(lab: Lab) -> None:
 
     want = {k for k in shape(example.read_text()) if not k.startswith(".dependencies")}
     got = shape(lab.info.stack_file.read_text())
+    assert {".drill.cut", ".drill.heal"} <= got
+    got = {k for k in got if not k.startswith(".drill")}
     assert got - want == set()
     assert want - got == set()
 
