@@ -46,6 +46,7 @@ class HostSpec:
     image: str | None = None
     size: str | None = None
     tags: dict[str, str] = field(default_factory=dict, hash=False)
+    ports: tuple[int, ...] = ()  # service ports a cloud firewall opens (SSH is opened to the controller only)
 
 
 @runtime_checkable
