@@ -93,6 +93,8 @@ def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
     assert listed[host.id].extra["labels"] == {"liferaft": "managed", "liferaft-stack": "microblog",
                                               "liferaft-run": "r1"}
     assert compute.create_host(HostSpec(name="alt-h-1")).id == host.id  # idempotent by name
+    state_files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert state_files and not [p for p in state_files if "PRIVATE KEY" in p.read_text(errors="replace")]
     fw = next(f for f in cloud(hlab)["firewalls"] if f["name"] == "liferaft-alt-h-1")
     bridge = hlab.info.bridge_address
     assert [(r["port"], r["source_ips"]) for r in fw["rules"]] == [("22", [f"{bridge}/32"]),
@@ -173,9 +175,12 @@ def test_rate_limit_is_retried_within_the_budget(hlab: Lab, tmp_path: Path) -> N
         assert account.probe().detail.startswith("3 locations")
         assert proxy.stats()["requests"] == 3
         proxy.set_mode("throttle", count=5)
+        t0 = time.monotonic()
         with pytest.raises(Throttled) as exc:
             account.probe()
         assert exc.value.code == "rate_limit_exceeded"
+        assert time.monotonic() - t0 < 3.0  # liferaft's budget, not the library's own backoff (up to 60 s a try)
+        assert proxy.stats()["requests"] == 3 + 3
     finally:
         proxy.heal()
         set_retry_policy(old)

@@ -48,23 +48,38 @@ class Allocate(StepKind):
         return {"free": free() if free else None}
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        """Create (or allocate) the site's `count` hosts -- `name`, `name-1`, ... -- each journaled before the
+        wait, then wait until every one answers SSH with its pinned key. The first is the target host."""
         from liferaft.configure import TargetHost
         from liferaft.providers.base import HostSpec
 
         compute = ctx.provider(step.params["provider"]).require("compute")
-        host = compute.create_host(HostSpec(name=step.params["name"], tags={"liferaft-stack": ctx.plan.stack}))
-        ctx.remember(host_id=host.id)
-        host = compute.wait_reachable(host, timeout=120.0)
-        if host.ssh is None or host.address is None:
-            raise CheckFailed(f"host {host.name} has no SSH access; liferaft cannot configure it")
-        th = TargetHost.from_access(host.name, host.ssh)
-        ctx.emit("host.allocated", f"{host.name}: {host.id} at {th.address}", host=host.id, address=th.address)
-        return {**host_to_dict(th), "host_id": host.id}
+        name = step.params["name"]
+        names = [name] + [f"{name}-{i}" for i in range(1, int(step.params.get("count", 1)))]
+        ports = tuple(p for svc in ctx.require_stack().model.services.values() for p in svc.ports)
+        ids: list[str] = list(ctx.memo.get("host_ids") or [])
+        created = []
+        for n in names:
+            host = compute.create_host(HostSpec(name=n, ports=ports, tags={"liferaft-stack": ctx.plan.stack,
+                                                                          "liferaft-run": ctx.run_id}))
+            ids += [] if host.id in ids else [host.id]
+            ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
+            created.append(host)
+        ready = [compute.wait_reachable(h, timeout=120.0) for h in created]
+        targets = []
+        for host in ready:
+            if host.ssh is None or host.address is None:
+                raise CheckFailed(f"host {host.name} has no SSH access; liferaft cannot configure it")
+            th = TargetHost.from_access(host.name, host.ssh)
+            ctx.emit("host.allocated", f"{host.name}: {host.id} at {th.address}", host=host.id, address=th.address)
+            targets.append({**host_to_dict(th), "host_id": host.id})
+        return {**targets[0], "hosts": targets}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        host_id = ctx.memo.get("host_id")
-        if host_id:
-            ctx.provider(step.params["provider"]).require("compute").destroy_host(host_id)
+        compute = ctx.provider(step.params["provider"]).require("compute")
+        ids = ctx.memo.get("host_ids") or ([ctx.memo["host_id"]] if ctx.memo.get("host_id") else [])
+        for host_id in reversed(ids):
+            compute.destroy_host(host_id)
 
 
 @register

@@ -1,0 +1,94 @@
+"""Failover into a Hetzner-like site that starts with no servers: the allocate step creates the site's `hosts: N`
+servers through `hcloud` against the lab cloud, and rollback deletes every one (the lab cloud lists none)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from liferaft.lab.core import Lab
+from liferaft.lab.hosts import netns_names
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def cloud_state(lab: Lab) -> dict[str, Any]:
+    from liferaft.lab.clouds.server import lab_control
+
+    state = lab.read_state()
+    assert state is not None
+    d = state["servers"]["hcloud"]
+    return lab_control(d["url"], Path(d["control_token_file"]), "/lab/state")
+
+
+def hcloud_stack(lab: Lab, hosts: int) -> Path:
+    """The lab's stack plus a `hetzner` provider (the lab cloud, through its fault proxy) and a site `alt-h` on it
+    with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve."""
+    info = lab.info
+    yaml = YAML()
+    data = yaml.load(info.stack_file.read_text())
+    data["providers"]["hetzner"] = {
+        "type": "hcloud", "endpoint": info.endpoints["hcloud"] + "/v1", "location": "fsn1", "server_type": "cx22",
+        "image": "debian-12", "credentials": {"token": "file:secrets/hcloud_token"},
+        "private_key": "file:secrets/id_ed25519"}
+    data["sites"]["alt-h"] = {"compute": "hetzner", "objects": "objstore", "hosts": hosts}
+    data["alternates"].append("alt-h")
+    path = info.directory / "liferaft-hcloud.yaml"
+    with path.open("w") as f:
+        yaml.dump(data, f)
+    return path
+
+
+def cli(stack: Path, state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack), "--state-dir", str(state), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=dict(os.environ),
+                          stdin=subprocess.DEVNULL)
+
+
+def last_json(out: subprocess.CompletedProcess[str]) -> Any:
+    """The last top-level JSON document on stdout (event lines may come before it)."""
+    text = out.stdout
+    i = text.rfind("\n{")
+    return json.loads(text[i + 1:] if i >= 0 else text)
+
+
+def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own_lab: Lab, tmp_path: Path) -> None:
+    """hosts: 2 at an hcloud site that has no servers: `plan` says 2 hosts; the allocate step creates 2 servers
+    labelled with the stack and the run; the failover finishes there (DNS on the first server, the app answers);
+    rollback deletes both servers and their namespaces, and the lab cloud lists none."""
+    from tests.lab_checks import app_records
+
+    stack, state = hcloud_stack(own_lab, hosts=2), tmp_path / "state"
+    plan = cli(stack, state, "plan", "--to", "alt-h", "--json")
+    assert plan.returncode == 0, plan.stderr
+    alloc = next(s for s in last_json(plan)["steps"] if s["id"] == "allocate")
+    assert alloc["params"]["count"] == 2 and alloc["params"]["provider"] == "hetzner"
+    assert cloud_state(own_lab)["servers"] == []
+
+    run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json")
+    outcome = last_json(run)
+    assert outcome["status"] == "stopped", run.stdout + run.stderr
+    servers = cloud_state(own_lab)["servers"]
+    assert sorted(s["name"] for s in servers) == ["microblog-alt-h", "microblog-alt-h-1"]
+    assert all(s["status"] == "running" and s["labels"]["liferaft-stack"] == "microblog"
+               and s["labels"]["liferaft-run"] == outcome["run"] for s in servers)
+    namespaces = [s["lab"]["netns"] for s in servers]
+    assert set(namespaces) <= set(netns_names())
+
+    done = cli(stack, state, "resume", outcome["run"], "--json")
+    assert last_json(done)["status"] == "done", done.stdout[-3000:] + done.stderr[-3000:]
+    first = next(s for s in servers if s["name"] == "microblog-alt-h")
+    assert app_records(own_lab.info) == [first["public_net"]["ipv4"]["ip"]]
+
+    back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    assert cloud_state(own_lab)["servers"] == []
+    assert not set(namespaces) & set(netns_names())
+    assert app_records(own_lab.info) == [own_lab.info.primary_address]
