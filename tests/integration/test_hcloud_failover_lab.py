@@ -19,13 +19,13 @@ from liferaft.lab.hosts import netns_names
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
-def cloud_state(lab: Lab) -> dict[str, Any]:
+def cloud_state(lab: Lab, path: str = "/lab/state", body: dict[str, Any] | None = None) -> dict[str, Any]:
     from liferaft.lab.clouds.server import lab_control
 
     state = lab.read_state()
     assert state is not None
     d = state["servers"]["hcloud"]
-    return lab_control(d["url"], Path(d["control_token_file"]), "/lab/state")
+    return lab_control(d["url"], Path(d["control_token_file"]), path, body)
 
 
 def hcloud_stack(lab: Lab, hosts: int) -> Path:
@@ -46,10 +46,10 @@ def hcloud_stack(lab: Lab, hosts: int) -> Path:
     return path
 
 
-def cli(stack: Path, state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def cli(stack: Path, state: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "liferaft", "--stack", str(stack), "--state-dir", str(state), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=dict(os.environ),
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
 def last_json(out: subprocess.CompletedProcess[str]) -> Any:
@@ -92,3 +92,28 @@ def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own
     assert cloud_state(own_lab)["servers"] == []
     assert not set(namespaces) & set(netns_names())
     assert app_records(own_lab.info) == [own_lab.info.primary_address]
+
+
+def test_a_server_that_never_answers_is_deleted_and_the_run_resumes(own_lab: Lab, tmp_path: Path) -> None:
+    """A new server that never boots within the bound: the allocate step deletes what it created and the run
+    stops (exit 4, resumable); once servers boot again, resume creates it anew; rollback deletes it."""
+    stack, state = hcloud_stack(own_lab, hosts=1), tmp_path / "state"
+    cloud_state(own_lab, "/lab/settings", {"hold_boot": True})
+    try:
+        run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json",
+                  LIFERAFT_HOST_READY_TIMEOUT="3")
+        assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "did not answer SSH" in run.stdout + run.stderr
+        assert cloud_state(own_lab)["servers"] == []
+    finally:
+        cloud_state(own_lab, "/lab/settings", {"hold_boot": False})
+    runs = json.loads(cli(stack, state, "runs", "--json").stdout)
+    outcome = runs[0]
+    assert outcome["status"] == "failed"
+    resumed = cli(stack, state, "resume", outcome["run"], "--stop-before", "prepare", "--json")
+    assert last_json(resumed)["status"] == "stopped", resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    servers = cloud_state(own_lab)["servers"]
+    assert [(s["name"], s["status"]) for s in servers] == [("microblog-alt-h", "running")]
+    back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
+    assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+    assert cloud_state(own_lab)["servers"] == []

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from liferaft.errors import CheckFailed, RunFailed, Unreachable
+from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
 from liferaft.failover.access import controller_address, host_from_dict, host_to_dict
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
+
+HOST_READY_TIMEOUT_S = 120.0
+
+
+def host_ready_timeout() -> float:
+    """How long the allocate step waits for each new host to answer SSH: LIFERAFT_HOST_READY_TIMEOUT seconds."""
+    value = os.environ.get("LIFERAFT_HOST_READY_TIMEOUT")
+    try:
+        return max(1.0, float(value)) if value else HOST_READY_TIMEOUT_S
+    except ValueError:
+        raise UsageError(f"LIFERAFT_HOST_READY_TIMEOUT={value!r} is not a number of seconds") from None
 
 
 def target_host(ctx: RunContext) -> Any:
@@ -65,7 +77,15 @@ class Allocate(StepKind):
             ids += [] if host.id in ids else [host.id]
             ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
             created.append(host)
-        ready = [compute.wait_reachable(h, timeout=120.0) for h in created]
+        try:
+            ready = [compute.wait_reachable(h, timeout=host_ready_timeout()) for h in created]
+        except Unreachable as exc:
+            for host_id in reversed(ids):  # a host that never answers is not left running (and billed)
+                compute.destroy_host(host_id)
+            ctx.remember(host_id=None, host_ids=[])
+            raise RunFailed(f"a new host did not answer SSH in time ({exc.detail}); the {len(ids)} host(s) this "
+                            "step created were deleted", hint="`liferaft resume RUN` creates them again; "
+                            "`liferaft rollback RUN` undoes the run") from None
         targets = []
         for host in ready:
             if host.ssh is None or host.address is None:

@@ -72,6 +72,8 @@ class HetznerState:
         self.slots: dict[int, int] = {}  # server id -> machine slot
         self.server_limit = 10
         self.apply_user_data_host_keys = True
+        self.hold_boot = False  # servers stay `initializing` (their hosts are not built) until released
+        self.held: list[Callable[[], None]] = []
         self._next = 1000 + secrets.randbelow(1000)
 
     def next_id(self) -> int:
@@ -158,7 +160,11 @@ class HetznerState:
         config = parse_cloud_config(body.get("user_data"))
         authorized = "".join(k["public_key"] + "\n" for k in keys)
         self.slots[sid] = slot = self.machines.reserve_slot()
-        self.jobs.put(lambda: self._build(sid, slot, authorized, config, (action, start)))
+        build = lambda: self._build(sid, slot, authorized, config, (action, start))
+        if self.hold_boot:
+            self.held.append(build)
+        else:
+            self.jobs.put(build)
         return {"server": server, "action": action, "next_actions": [start], "root_password": None}
 
     def _build(self, sid: int, slot: int, authorized: str, config: dict[str, Any],
@@ -171,7 +177,9 @@ class HetznerState:
             host_key = (str(keys["ed25519_private"]), str(keys["ed25519_public"]))
         with self.lock:
             server = self.servers.get(sid)
-            name = server["name"] if server else f"s{sid}"
+            if server is None or self.slots.get(sid) != slot:
+                return  # deleted before it booted
+            name = server["name"]
         try:
             host = self.machines.create(slot, name, authorized, host_key)
         except Exception as e:  # noqa: BLE001 - the action reports it, as Hetzner's does
@@ -194,6 +202,13 @@ class HetznerState:
                     self.finish(a)
         if server is None:  # deleted while it was being built
             self.machines.remove(slot)
+
+    def set_hold_boot(self, hold: bool) -> None:
+        self.hold_boot = hold
+        if not hold:
+            for build in self.held:
+                self.jobs.put(build)
+            self.held = []
 
     def delete_server(self, sid: int) -> dict[str, Any]:
         server = self.get_server(sid)

@@ -156,10 +156,13 @@ def make_handler(state: HetznerState, control_token: str) -> type[BaseHTTPReques
                         state.server_limit = int(body["server_limit"])
                     if "apply_user_data_host_keys" in body:
                         state.apply_user_data_host_keys = bool(body["apply_user_data_host_keys"])
+                    if "hold_boot" in body:
+                        state.set_hold_boot(bool(body["hold_boot"]))
                 elif path != "/lab/state":
                     raise ApiError(404, "not_found", f"no lab route {path}")
                 self._send(200, {"servers": list(state.servers.values()), "server_limit": state.server_limit,
                                  "apply_user_data_host_keys": state.apply_user_data_host_keys,
+                                 "hold_boot": state.hold_boot,
                                  "ssh_keys": len(state.ssh_keys), "firewalls": list(state.firewalls.values())})
 
         do_GET = do_POST = do_DELETE = do_PUT = _handle

@@ -18,7 +18,8 @@ Creation is asynchronous as at Hetzner: POST answers at once with status `initia
 host is built by the main thread (hosts die with the thread that made them), then the server is `running`.
 
 Lab-only control (header X-Lab-Token: the token in `<dir>/control_token`): GET /lab/state, POST /lab/settings
-{"server_limit": N, "apply_user_data_host_keys": bool}.
+{"server_limit": N, "apply_user_data_host_keys": bool,
+"hold_boot": bool (new servers stay `initializing`, as one that never boots, until released)}.
 """
 
 from __future__ import annotations
