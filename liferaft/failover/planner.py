@@ -117,8 +117,13 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed) 
             {"databases": sorted(dbs), "source_host": src_host}, last)
 
     preview = obs.target_host_preview
-    resources = [{"action": "allocate", "kind": "host", "name": host_name, "provider": tgt_site.compute,
-                  "detail": f"(free: {', '.join(obs.target_free)})" if obs.target_free else ""}]
+    detail = f"(free: {', '.join(obs.target_free)})" if obs.target_free else ""
+    offer = obs.target_offer
+    if offer:
+        detail = (f"{count} x {offer['server_type']} ({offer['image']}) at {offer['location']}, {offer['hourly_gross']} "
+                  f"{offer['currency']}/h each incl. VAT, as the provider's API quotes it")
+    resources = [{"action": "allocate" if not offer else "create", "kind": "host", "name": host_name,
+                  "provider": tgt_site.compute, "detail": detail}]
     if obs.terraform:
         resources += [{"action": r["action"], "kind": "terraform", "name": r["address"], "provider": tgt_site.compute}
                       for r in obs.terraform.get("resources", [])]

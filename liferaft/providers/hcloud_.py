@@ -219,6 +219,26 @@ class HcloudCompute:
         server = self._c.call(f"get server {host_id}", lambda: self._c.sdk.servers.get_by_id(int(host_id)))
         return self._to_host(server, self._pinned(server.name))
 
+    def offer(self, spec: HostSpec) -> dict[str, Any]:
+        """What creating `spec` would get, read from the API (creates nothing): server type, location, image and
+        the hourly price the provider quotes. Unknown names are NotFound now, not at creation."""
+        size, image, location = spec.size or self.server_type, spec.image or self.image, self.location
+        st = self._c.call(f"get server type {size}", lambda: self._c.sdk.server_types.get_by_name(size))
+        if st is None:
+            raise NotFound(self.name, f"get server type {size}", f"no server type {size!r} at this provider")
+        img = self._c.call(f"get image {image}", lambda: self._c.sdk.images.get_by_name_and_architecture(
+            image, st.architecture or "x86"))
+        if img is None:
+            raise NotFound(self.name, f"get image {image}", f"no image {image!r} for {st.architecture or 'x86'}")
+        prices = [p for p in st.prices or [] if location is None or p.get("location") == location]
+        if not prices:
+            raise NotFound(self.name, f"price of {size}", f"server type {size!r} is not offered at {location!r}")
+        pricing = self._c.call("get pricing", lambda: self._c.sdk.request("GET", "/pricing"))
+        hourly = prices[0]["price_hourly"]
+        return {"server_type": size, "location": prices[0].get("location"), "image": image,
+                "hourly_net": hourly.get("net"), "hourly_gross": hourly.get("gross"),
+                "currency": (pricing.get("pricing") or {}).get("currency", "EUR")}
+
     # ------------------------------------------------------------------------------------------ creating
     def _ssh_key(self) -> Any:
         """liferaft's SSH key in the project (uploaded once, found again by its public key)."""

@@ -52,11 +52,20 @@ def cli(stack: Path, state: Path, *args: str, timeout: float = 900, **env: str) 
                           env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
-def last_json(out: subprocess.CompletedProcess[str]) -> Any:
-    """The last top-level JSON document on stdout (event lines may come before it)."""
-    text = out.stdout
-    i = text.rfind("\n{")
-    return json.loads(text[i + 1:] if i >= 0 else text)
+def last_json(out: subprocess.CompletedProcess[str], key: str = "steps_total") -> Any:
+    """The last top-level JSON object on stdout that has `key` (event lines may come before or after it)."""
+    decoder, found, text = json.JSONDecoder(), None, "\n" + out.stdout
+    i = text.find("\n{")
+    while i >= 0:
+        try:
+            doc, _ = decoder.raw_decode(text, i + 1)
+            if isinstance(doc, dict) and key in doc:
+                found = doc
+        except ValueError:
+            pass
+        i = text.find("\n{", i + 1)
+    assert found is not None, f"no JSON with {key!r} in: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+    return found
 
 
 def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own_lab: Lab, tmp_path: Path) -> None:
@@ -68,8 +77,11 @@ def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own
     stack, state = hcloud_stack(own_lab, hosts=2), tmp_path / "state"
     plan = cli(stack, state, "plan", "--to", "alt-h", "--json")
     assert plan.returncode == 0, plan.stderr
-    alloc = next(s for s in last_json(plan)["steps"] if s["id"] == "allocate")
+    alloc = next(s for s in last_json(plan, "steps")["steps"] if s["id"] == "allocate")
     assert alloc["params"]["count"] == 2 and alloc["params"]["provider"] == "hetzner"
+    host_row = next(r for r in last_json(plan, "resources")["resources"] if r["kind"] == "host")
+    assert host_row["action"] == "create"
+    assert host_row["detail"].startswith("2 x cx22 (debian-12) at fsn1, 0.0071 EUR/h each")  # the lab cloud's price
     assert cloud_state(own_lab)["servers"] == []
 
     run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json")
@@ -107,11 +119,13 @@ def test_a_server_that_never_answers_is_deleted_and_the_run_resumes(own_lab: Lab
         assert cloud_state(own_lab)["servers"] == []
     finally:
         cloud_state(own_lab, "/lab/settings", {"hold_boot": False})
-    runs = json.loads(cli(stack, state, "runs", "--json").stdout)
-    outcome = runs[0]
-    assert outcome["status"] == "failed"
+    runs = cli(stack, state, "runs", "--json")
+    assert runs.returncode == 0, runs.stdout[-3000:] + runs.stderr[-3000:]
+    outcome = json.loads(runs.stdout)[0]
+    assert outcome["status"] == "failed", outcome
     resumed = cli(stack, state, "resume", outcome["run"], "--stop-before", "prepare", "--json")
-    assert last_json(resumed)["status"] == "stopped", resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert last_json(resumed)["status"] == "stopped", resumed.stdout[-2000:]
     servers = cloud_state(own_lab)["servers"]
     assert [(s["name"], s["status"]) for s in servers] == [("microblog-alt-h", "running")]
     back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")

@@ -184,3 +184,17 @@ def test_rate_limit_is_retried_within_the_budget(hlab: Lab, tmp_path: Path) -> N
     finally:
         proxy.heal()
         set_retry_policy(old)
+
+
+def test_offer_reads_type_image_and_hourly_price_without_creating(hlab: Lab, tmp_path: Path) -> None:
+    """`offer` (what `plan` shows) reads the server type, image and hourly price from the API; an unknown server
+    type is NotFound before anything is created."""
+    from liferaft.errors import NotFound
+
+    compute = hetzner(hlab, tmp_path / "state").require("compute")
+    offer = compute.offer(HostSpec(name="alt-h-1"))
+    assert offer == {"server_type": "cx22", "location": "fsn1", "image": "debian-12", "hourly_net": "0.0060",
+                     "hourly_gross": "0.0071", "currency": "EUR"}
+    with pytest.raises(NotFound):
+        compute.offer(HostSpec(name="alt-h-1", size="cx999"))
+    assert cloud(hlab)["servers"] == [] and cloud(hlab)["firewalls"] == []
