@@ -28,7 +28,7 @@ def cloud_state(lab: Lab, path: str = "/lab/state", body: dict[str, Any] | None 
     return lab_control(d["url"], Path(d["control_token_file"]), path, body)
 
 
-def hcloud_stack(lab: Lab, hosts: int) -> Path:
+def hcloud_stack(lab: Lab, hosts: int, token: str = "file:secrets/hcloud_token") -> Path:
     """The lab's stack plus a `hetzner` provider (the lab cloud, through its fault proxy) and a site `alt-h` on it
     with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve."""
     info = lab.info
@@ -36,7 +36,7 @@ def hcloud_stack(lab: Lab, hosts: int) -> Path:
     data = yaml.load(info.stack_file.read_text())
     data["providers"]["hetzner"] = {
         "type": "hcloud", "endpoint": info.endpoints["hcloud"] + "/v1", "location": "fsn1", "server_type": "cx22",
-        "image": "debian-12", "credentials": {"token": "file:secrets/hcloud_token"},
+        "image": "debian-12", "credentials": {"token": token},
         "private_key": "file:secrets/id_ed25519"}
     data["sites"]["alt-h"] = {"compute": "hetzner", "objects": "objstore", "hosts": hosts}
     data["alternates"].append("alt-h")
@@ -131,3 +131,20 @@ def test_a_server_that_never_answers_is_deleted_and_the_run_resumes(own_lab: Lab
     back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
     assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
     assert cloud_state(own_lab)["servers"] == []
+
+
+def test_health_says_terminated_when_the_hetzner_token_is_refused(own_lab: Lab, tmp_path: Path) -> None:
+    """`liferaft health` with a token the cloud refuses (401 `unauthorized`): the hetzner provider is terminated
+    (rule P1, the 401 as evidence), its site too, exit 3; the other providers stay healthy."""
+    bad = own_lab.info.directory / "secrets" / "hcloud_token_revoked"
+    bad.write_text("revoked-token")
+    stack = hcloud_stack(own_lab, hosts=1, token=f"file:{bad}")
+    out = cli(stack, tmp_path / "state", "health", "--json", timeout=180)
+    report = json.loads(out.stdout)
+    hetzner = report["providers"]["hetzner"]
+    assert out.returncode == 3, out.stdout[-3000:]
+    assert (hetzner["verdict"], hetzner["rule"]) == ("terminated", "P1")
+    assert any(e["status"] == 401 and e["error"] == "AuthRejected" for e in hetzner["evidence"])
+    assert report["sites"]["alt-h"]["verdict"] == "terminated"
+    assert report["providers"]["colo-a"]["verdict"] == "healthy"
+    assert "revoked-token" not in out.stdout + out.stderr
