@@ -258,7 +258,14 @@ class HcloudCompute:
         """SSH from the controller only; the service ports from anywhere (IPv4 and IPv6)."""
         from hcloud.firewalls import FirewallRule
 
-        sources = list(self.ssh_sources) or [f"{controller_address(self._c.endpoint)}/32"]
+        sources = list(self.ssh_sources)
+        if not sources:
+            try:
+                sources = [f"{controller_address(self._c.endpoint)}/32"]
+            except OSError as exc:
+                raise ProviderError(self.name, "firewall rules", f"cannot tell this controller's address toward "
+                                    f"{self._c.endpoint}: {exc}", hint="set ssh_sources (the controller's public "
+                                    "address as a /32) for this provider in the stack file") from None
         rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=sources,
                               description="ssh from the liferaft controller")]
         for port in sorted({int(p) for p in ports}):

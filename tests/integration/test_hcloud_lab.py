@@ -100,6 +100,12 @@ def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
     assert [(r["port"], r["source_ips"]) for r in fw["rules"]] == [("22", [f"{bridge}/32"]),
                                                                    ("8080", ["0.0.0.0/0", "::/0"])]
 
+    host_key = (Path(lab_server["lab"]["directory"]) / "upper/etc/ssh/liferaft_host_ed25519_key").read_text()
+    assert "OPENSSH PRIVATE KEY" in host_key  # the injected private host key reached the server, and only there:
+    body = host_key.splitlines()[1]
+    logs = [p for p in hlab.directory.rglob("*.log")] + [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert logs and not [p for p in logs if body in p.read_text(errors="replace")]
+
     compute.destroy_host(host.id)
     compute.destroy_host(host.id)  # a missing server is not an error
     assert compute.list_hosts() == []
