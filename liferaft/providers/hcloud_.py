@@ -304,8 +304,12 @@ class HcloudCompute:
                 name=spec.name, server_type=ServerType(name=spec.size or self.server_type),
                 image=Image(name=spec.image or self.image), ssh_keys=[key], firewalls=[firewall],
                 user_data=user_data(host_key, hostname=spec.name), labels=labels, location=location))
-        except ProviderError:
-            self._delete_firewall(spec.name)  # nothing of this server stays behind (quota, bad input ...)
+        except ProviderError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:  # refused (quota, bad input): nothing was made
+                try:
+                    self._delete_firewall(spec.name)  # so nothing made for it stays behind either
+                except ProviderError:
+                    pass  # the refusal is the error to report
             raise
         with self.pinned.edit() as keys:
             keys[spec.name]["id"] = r.server.id
