@@ -254,8 +254,10 @@ class HcloudCompute:
         return self._c.call(f"upload ssh key {name}", lambda: self._c.sdk.ssh_keys.create(
             name=name, public_key=public, labels={MANAGED_LABEL: "managed"}))
 
-    def firewall_rules(self, ports: Iterable[int]) -> list[Any]:
-        """SSH from the controller only; the service ports from anywhere (IPv4 and IPv6)."""
+    def firewall_rules(self, ports: Iterable[int], private_ports: Iterable[int] = (),
+                       peers: Iterable[str] = ()) -> list[Any]:
+        """SSH from the controller only; `private_ports` (databases) from the controller and the peers (the source
+        host); the service ports from anywhere (IPv4 and IPv6). Outbound stays open, as Hetzner's default is."""
         from hcloud.firewalls import FirewallRule
 
         sources = list(self.ssh_sources)
@@ -268,14 +270,18 @@ class HcloudCompute:
                                     "address as a /32) for this provider in the stack file") from None
         rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=sources,
                               description="ssh from the liferaft controller")]
+        trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
+        for port in sorted({int(p) for p in private_ports}):
+            rules.append(FirewallRule(direction="in", protocol="tcp", port=str(port), source_ips=trusted,
+                                      description=f"port {port} from the controller and the source host"))
         for port in sorted({int(p) for p in ports}):
             rules.append(FirewallRule(direction="in", protocol="tcp", port=str(port),
                                       source_ips=["0.0.0.0/0", "::/0"], description=f"service port {port}"))
         return rules
 
-    def _firewall(self, server_name: str, ports: Iterable[int], labels: dict[str, str]) -> Any:
+    def _firewall(self, server_name: str, spec: HostSpec, labels: dict[str, str]) -> Any:
         name = f"liferaft-{server_name}"[:63]
-        rules = self.firewall_rules(ports)
+        rules = self.firewall_rules(spec.ports, spec.private_ports, spec.peers)
         existing = self._c.call(f"find firewall {name}", lambda: self._c.sdk.firewalls.get_by_name(name))
         if existing is not None:
             self._c.call(f"set firewall rules {name}", lambda: self._c.sdk.firewalls.set_rules(existing, rules))
@@ -294,7 +300,7 @@ class HcloudCompute:
             return self._to_host(existing, self._pinned(spec.name))
         labels = {MANAGED_LABEL: "managed", **{label_value(k): label_value(v) for k, v in spec.tags.items()}}
         key = self._ssh_key()
-        firewall = self._firewall(spec.name, spec.ports, labels)
+        firewall = self._firewall(spec.name, spec, labels)
         host_key = generate_host_key()
         with self.pinned.edit() as keys:  # pinned before the server exists: its first answer is already checked
             keys[spec.name] = {"id": None, "host_key": host_key.public}

@@ -93,6 +93,11 @@ def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own
                and s["labels"]["liferaft-run"] == outcome["run"] for s in servers)
     namespaces = [s["lab"]["netns"] for s in servers]
     assert set(namespaces) <= set(netns_names())
+    info = own_lab.info
+    rules = {r["port"]: r["source_ips"] for f in cloud_state(own_lab)["firewalls"] if f["name"] == "liferaft-microblog-alt-h"
+             for r in f["rules"]}  # SSH from the controller; PostgreSQL from it and the source host; the app open
+    assert rules == {"22": [f"{info.bridge_address}/32"], "8080": ["0.0.0.0/0", "::/0"],
+                     "5432": sorted([f"{info.bridge_address}/32", f"{info.primary_address}/32"])}
 
     done = cli(stack, state, "resume", outcome["run"], "--json")
     assert last_json(done)["status"] == "done", done.stdout[-3000:] + done.stderr[-3000:]

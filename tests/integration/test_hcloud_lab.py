@@ -76,7 +76,7 @@ def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
     compute = hetzner(hlab, tmp_path / "state").require("compute")
     t0 = time.monotonic()
     host = compute.create_host(HostSpec(name="alt-h-1", tags={"liferaft-stack": "microblog", "liferaft-run": "r1"},
-                                        ports=(8080,)))
+                                        ports=(8080,), private_ports=(5432,), peers=("10.213.0.7",)))
     ready = compute.wait_reachable(host, timeout=60)
     took = time.monotonic() - t0
     print(f"server create -> SSH login ready: {took:.2f} s")
@@ -97,8 +97,9 @@ def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
     assert state_files and not [p for p in state_files if "PRIVATE KEY" in p.read_text(errors="replace")]
     fw = next(f for f in cloud(hlab)["firewalls"] if f["name"] == "liferaft-alt-h-1")
     bridge = hlab.info.bridge_address
-    assert [(r["port"], r["source_ips"]) for r in fw["rules"]] == [("22", [f"{bridge}/32"]),
-                                                                   ("8080", ["0.0.0.0/0", "::/0"])]
+    assert [(r["port"], r["source_ips"]) for r in fw["rules"]] == [
+        ("22", [f"{bridge}/32"]), ("5432", sorted([f"{bridge}/32", "10.213.0.7/32"])),
+        ("8080", ["0.0.0.0/0", "::/0"])]
 
     host_key = (Path(lab_server["lab"]["directory"]) / "upper/etc/ssh/liferaft_host_ed25519_key").read_text()
     assert "OPENSSH PRIVATE KEY" in host_key  # the injected private host key reached the server, and only there:

@@ -68,12 +68,16 @@ class Allocate(StepKind):
         compute = ctx.provider(step.params["provider"]).require("compute")
         name = step.params["name"]
         names = [name] + [f"{name}-{i}" for i in range(1, int(step.params.get("count", 1)))]
-        ports = tuple(p for svc in ctx.require_stack().model.services.values() for p in svc.ports)
+        model = ctx.require_stack().model
+        ports = tuple(p for svc in model.services.values() for p in svc.ports)
+        db_ports = tuple(db.port for db in model.data.databases.values())
+        source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
+        peers = (source["address"],) if source else ()
         ids: list[str] = list(ctx.memo.get("host_ids") or [])
         created = []
         for n in names:
-            host = compute.create_host(HostSpec(name=n, ports=ports, tags={"liferaft-stack": ctx.plan.stack,
-                                                                          "liferaft-run": ctx.run_id}))
+            host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers,
+                                                tags={"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}))
             ids += [] if host.id in ids else [host.id]
             ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
             created.append(host)

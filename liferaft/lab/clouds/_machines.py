@@ -51,6 +51,7 @@ class CloudMachines:
         self.hosts: dict[int, LabHost] = {}  # slot -> host
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._pending: set[int] = set()  # slots recorded but not yet built
+        self._last = -1
 
     def _names(self, slot: int) -> tuple[str, str, str]:
         return f"lr-{self.lab_id}-s{slot}", f"lr{self.lab_id}s{slot}", f"lr{self.lab_id}t{slot}"
@@ -64,11 +65,14 @@ class CloudMachines:
                 "netns": [self._names(s)[0] for s in slots], "processes": procs}
 
     def reserve_slot(self) -> int:
-        """A free slot (address), reserved until `create` or `remove` of it."""
+        """A free slot (address), reserved until `create` or `remove` of it. Slots go round: an address comes back
+        only after all others, as neighbours (the controller, other hosts) may still cache its old MAC for ~30 s."""
         used = set(self.hosts) | self._pending
-        for slot in range(MAX_HOSTS):
+        for i in range(MAX_HOSTS):
+            slot = (self._last + 1 + i) % MAX_HOSTS
             if slot not in used:
                 self._pending.add(slot)
+                self._last = slot
                 return slot
         raise RunFailed(f"the lab cloud has no free address left ({MAX_HOSTS} servers)")
 
@@ -84,6 +88,7 @@ class CloudMachines:
         _ip("link", "set", veth, "master", self.bridge)
         _ip("link", "set", veth, "up")
         _ip("link", "set", peer, "netns", ns)
+        subprocess.run(["ip", "neigh", "flush", "to", address], capture_output=True, check=False, timeout=10)
         _ip("-n", ns, "-batch", "-", stdin=(f"link set lo up\nlink set {peer} name eth0\naddr add {address}/24 dev "
                                            f"eth0\nlink set eth0 up\nroute add default via {self.bridge_address}\n"))
         host = LabHost(name=name, address=address, netns=ns, veth=veth, directory=self.directory / f"s{slot}",
