@@ -70,13 +70,24 @@ def ssh(host: Host, known_hosts: Path, command: str = "hostname") -> subprocess.
         capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
 
 
+def connect_from(netns: str, address: str, port: int) -> str:
+    """A TCP connect from inside a network namespace: "open", "refused" (reached, nothing listens) or "dropped"."""
+    code = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)\n"
+            "    print('open')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept OSError:\n"
+            "    print('dropped')\n")
+    r = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", code, address, str(port)],
+                       capture_output=True, text=True, timeout=30, check=True)
+    return r.stdout.strip()
+
+
 def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
-    """A server created through `hcloud` is a real host: SSH with the pinned, injected host key works; the list
-    shows the stack's labels; delete removes the server and its namespace, and the cloud lists none."""
+    """A server created through `hcloud` is a real host: SSH with the pinned, injected host key works; its firewall
+    is enforced; the list shows the stack's labels; delete removes the server and its namespace, and the cloud
+    lists none."""
     compute = hetzner(hlab, tmp_path / "state").require("compute")
     t0 = time.monotonic()
     host = compute.create_host(HostSpec(name="alt-h-1", tags={"liferaft-stack": "microblog", "liferaft-run": "r1"},
-                                        ports=(8080,), private_ports=(5432,), peers=("10.213.0.7",)))
+                                        ports=(8080,), private_ports=(5432,), peers=(hlab.info.hosts["a"].address,)))
     ready = compute.wait_reachable(host, timeout=60)
     took = time.monotonic() - t0
     print(f"server create -> SSH login ready: {took:.2f} s")
@@ -97,9 +108,14 @@ def test_create_ssh_list_delete(hlab: Lab, tmp_path: Path) -> None:
     assert state_files and not [p for p in state_files if "PRIVATE KEY" in p.read_text(errors="replace")]
     fw = next(f for f in cloud(hlab)["firewalls"] if f["name"] == "liferaft-alt-h-1")
     bridge = hlab.info.bridge_address
+    a, b = hlab.info.hosts["a"], hlab.info.hosts["b"]
     assert [(r["port"], r["source_ips"]) for r in fw["rules"]] == [
-        ("22", [f"{bridge}/32"]), ("5432", sorted([f"{bridge}/32", "10.213.0.7/32"])),
+        ("22", [f"{bridge}/32"]), ("5432", sorted([f"{bridge}/32", f"{a.address}/32"])),
         ("8080", ["0.0.0.0/0", "::/0"])]
+    # enforced on the server (nftables in its namespace): SSH from the controller only, PostgreSQL from the
+    # controller and the peer (host a), the service port from anyone; "refused" = let through, nothing listens
+    assert [connect_from(a.netns, ready.address, p) for p in (22, 5432, 8080)] == ["dropped", "refused", "refused"]
+    assert [connect_from(b.netns, ready.address, p) for p in (22, 5432, 8080)] == ["dropped", "dropped", "refused"]
 
     host_key = (Path(lab_server["lab"]["directory"]) / "upper/etc/ssh/liferaft_host_ed25519_key").read_text()
     assert "OPENSSH PRIVATE KEY" in host_key  # the injected private host key reached the server, and only there:

@@ -182,6 +182,7 @@ class HetznerState:
             name = server["name"]
         try:
             host = self.machines.create(slot, name, authorized, host_key)
+            self.machines.apply_firewall(slot, self.inbound_rules(sid))  # before the server counts as running
         except Exception as e:  # noqa: BLE001 - the action reports it, as Hetzner's does
             traceback.print_exc()
             with self.lock:
@@ -202,6 +203,22 @@ class HetznerState:
                     self.finish(a)
         if server is None:  # deleted while it was being built
             self.machines.remove(slot)
+
+    def inbound_rules(self, sid: int) -> list[dict[str, Any]] | None:
+        """The rules of every firewall applied to the server (None: no firewall, so nothing is filtered)."""
+        with self.lock:
+            server = self.servers.get(sid)
+            ids = [f["id"] for f in server["public_net"]["firewalls"]] if server else []
+            fws = [self.firewalls[i] for i in ids if i in self.firewalls]
+            return [r for fw in fws for r in fw["rules"]] if fws else None
+
+    def refresh_firewalls(self, server_ids: list[int]) -> None:
+        """Queue re-applying the rules on these servers' hosts (after set_rules), on the main thread."""
+        for sid in server_ids:
+            slot = self.slots.get(sid)
+            if slot is not None:
+                self.jobs.put(lambda sid=sid, slot=slot: self.machines.apply_firewall(  # type: ignore[misc]
+                    slot, self.inbound_rules(sid)))
 
     def set_hold_boot(self, hold: bool) -> None:
         self.hold_boot = hold

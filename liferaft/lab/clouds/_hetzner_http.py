@@ -56,6 +56,7 @@ def _set_rules(st: HetznerState, m: re.Match[str], q: Query, body: dict[str, Any
         raise ApiError(404, "not_found", f"firewall with ID '{m.group(1)}' not found")
     fw["rules"] = [firewall_rule(r) for r in body.get("rules") or []]
     servers = [r["server"]["id"] for r in fw["applied_to"] if r.get("server")]
+    st.refresh_firewalls(servers)
     action = st.action("set_firewall_rules", [(fw["id"], "firewall")] + [(s, "server") for s in servers],
                        status="success")
     return 201, {"actions": [action]}

@@ -116,6 +116,20 @@ class CloudMachines:
                 raise RunFailed(f"cloud host {host.name} not ready after {timeout:.0f} s:\n{tail(host.sshd_log)}")
             time.sleep(0.05)
 
+    def apply_firewall(self, slot: int, rules: list[dict[str, Any]] | None) -> None:
+        """Enforce a server's inbound firewall rules (Hetzner semantics: with a firewall, inbound is dropped unless a
+        rule allows it; outbound stays open) with nftables inside its namespace. None: no firewall, all open."""
+        host = self.hosts.get(slot)
+        if host is None:
+            return
+        script = "add table inet liferaft_fw\ndelete table inet liferaft_fw\n"
+        if rules is not None:
+            script += nft_ruleset(rules)
+        cp = subprocess.run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], input=script, capture_output=True,
+                            text=True, check=False, timeout=30)
+        if cp.returncode != 0:
+            raise RunFailed(f"nft in {host.netns} failed: {cp.stderr.strip()[-500:]}")
+
     def remove(self, slot: int) -> list[str]:
         """Kill the host (its namespace's PID 1 first), delete its veth and netns. Returns problems."""
         self._pending.discard(slot)
@@ -143,3 +157,23 @@ class CloudMachines:
             problems += self.remove(slot)
         problems += release_resources(self._entry())
         return problems
+
+
+def nft_ruleset(rules: list[dict[str, Any]]) -> str:
+    """Hetzner inbound firewall rules as an nftables table: established traffic, loopback and ICMP pass; each
+    tcp/udp rule opens its port (or range) to its source networks; everything else inbound is dropped."""
+    lines = ["table inet liferaft_fw {", " chain input {", "  type filter hook input priority 0; policy drop;",
+             "  ct state established,related accept", '  iif "lo" accept',
+             "  meta l4proto { icmp, ipv6-icmp } accept"]
+    for r in rules:
+        if r.get("direction") != "in":
+            continue
+        proto = r.get("protocol")
+        if proto in ("icmp", "esp", "gre"):
+            lines.append(f"  meta l4proto {proto} accept")
+            continue
+        port = f" {proto} dport {r['port']}" if r.get("port") else f" meta l4proto {proto}"
+        for src in r.get("source_ips") or []:
+            family = "ip6" if ":" in src else "ip"
+            lines.append(f"  {family} saddr {src}{port} accept")
+    return "\n".join(lines + [" }", "}", ""])
