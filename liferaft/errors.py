@@ -171,6 +171,12 @@ class Throttled(ProviderError):
     what_to_check = "request rates; retry later"
 
 
+class QuotaExceeded(ProviderError):
+    """The account's limit for a resource is reached (servers, cores, IPs ...): nothing was created."""
+
+    what_to_check = "the account's limits at the provider (ask it to raise them) or delete unused resources"
+
+
 class Conflict(ProviderError):
     """The resource exists in a state that conflicts with the request (name taken, not empty, ...)."""
 

@@ -28,6 +28,8 @@ class Observed:
     databases: dict[str, int] = field(hash=False)  # key -> bytes
     dns_current: dict[str, dict[str, Any]] = field(hash=False)  # fqdn -> {"type", "ttl", "values"}
     terraform: dict[str, Any] | None = field(default=None, hash=False)  # `terraform plan` of a terraform target
+    # what one new host at the target would be and cost, where its compute provider can say (cloud APIs)
+    target_offer: dict[str, Any] | None = field(default=None, hash=False)
 
 
 def open_provider(stack: Stack, name: str, state_dir: Any, resolve: Any = None) -> Any:
@@ -136,5 +138,25 @@ def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Even
         # terraform plan only reads from the provider; its files stay in liferaft's state dir.
         tf = plan_site(stack, target, state_dir, events).to_dict()
         events.emit("plan.observe", f"terraform plan: +{tf['add']} ~{tf['change']} -{tf['remove']}", terraform=tf)
+    offer = target_offer(stack, target, state_dir)
+    if offer:
+        events.emit("plan.observe", f"a new host at {target}: {offer['server_type']} at {offer['location']}, "
+                    f"{offer['hourly_gross']} {offer['currency']}/h", offer=offer)
     return Observed(source_host=host_to_dict(src_host), target_host_preview=preview, target_free=free,
-                    buckets=buckets, databases=dbs, dns_current=current, terraform=tf)
+                    buckets=buckets, databases=dbs, dns_current=current, terraform=tf, target_offer=offer)
+
+
+def target_offer(stack: Stack, target: str, state_dir: Any) -> dict[str, Any] | None:
+    """The target compute provider's offer for one new host (type, location, hourly price), read-only; None where
+    the provider has no such notion (a pool of hosts you bring, Terraform sites)."""
+    site = stack.site(target)
+    if site.provision != "api":
+        return None
+    compute = open_provider(stack, site.compute, state_dir).require("compute")
+    offer = getattr(compute, "offer", None)
+    if offer is None:
+        return None
+    from liferaft.providers.base import HostSpec
+
+    result: dict[str, Any] = offer(HostSpec(name=f"{stack.model.name}-{target}"))
+    return result

@@ -66,8 +66,11 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
         alloc_deps = (add("provision", "site.provision", f"provision site {target} with Terraform "
                           f"({tgt_site.hosts} host(s) at {tgt_site.compute})", {"site": target}),)
         host_name = f"{name}-{target}-0"  # the shipped modules name hosts <stack>-<site>-<n>: allocation finds it
-    last = add("allocate", "host.allocate", f"allocate host {host_name} at {tgt_site.compute}",
-               {"provider": tgt_site.compute, "name": host_name, "site": target}, *alloc_deps)
+    count = tgt_site.hosts if tgt_site.provision == "api" else 1  # Terraform makes all N; allocation finds -0
+    alloc_params = {"provider": tgt_site.compute, "name": host_name, "site": target}
+    what = f"host {host_name}" if count == 1 else f"{count} hosts {host_name}, {host_name}-1 ..."
+    last = add("allocate", "host.allocate", f"allocate {what} at {tgt_site.compute}",
+               {**alloc_params, "count": count} if count > 1 else alloc_params, *alloc_deps)
     last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
     data_deps: list[str] = []
     if dbs:
@@ -111,8 +114,13 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
             {"databases": sorted(dbs), "source_host": src_host}, last)
 
     preview = obs.target_host_preview
-    resources = [{"action": "allocate", "kind": "host", "name": host_name, "provider": tgt_site.compute,
-                  "detail": f"(free: {', '.join(obs.target_free)})" if obs.target_free else ""}]
+    detail = f"(free: {', '.join(obs.target_free)})" if obs.target_free else ""
+    offer = obs.target_offer
+    if offer:
+        detail = (f"{count} x {offer['server_type']} ({offer['image']}) at {offer['location']}, {offer['hourly_gross']} "
+                  f"{offer['currency']}/h each incl. VAT, as the provider's API quotes it")
+    resources = [{"action": "allocate" if not offer else "create", "kind": "host", "name": host_name,
+                  "provider": tgt_site.compute, "detail": detail}]
     if obs.terraform:
         resources += [{"action": r["action"], "kind": "terraform", "name": r["address"], "provider": tgt_site.compute}
                       for r in obs.terraform.get("resources", [])]

@@ -45,6 +45,10 @@ _FAULTS: dict[tuple[str, str], tuple[int, str, str]] = {
     ("powerdns", "deny"): (401, "", "Unauthorized"),
     ("powerdns", "throttle"): (429, "", "Too Many Requests"),
     ("powerdns", "error"): (500, "", "Internal Server Error"),
+    # Hetzner Cloud (docs.hetzner.cloud, "Errors"): a revoked token, rate limiting, a server error.
+    ("hcloud", "deny"): (401, "unauthorized", "unable to authenticate"),
+    ("hcloud", "throttle"): (429, "rate_limit_exceeded", "limit of 3600 requests per hour reached"),
+    ("hcloud", "error"): (500, "server_error", "an internal server error occurred"),
 }
 _SCOPE = re.compile(r"Credential=[^/,\s]+/[^/]+/[^/]+/([^/]+)/")
 
@@ -97,7 +101,13 @@ def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> b
     """The full HTTP response a provider of `flavour` gives in fault `mode` (deny, throttle, error)."""
     rid = secrets.token_hex(8).upper()
     headers = [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))]
-    if flavour == "powerdns":
+    if flavour == "hcloud":
+        status, code, message = _FAULTS[("hcloud", mode)]
+        body, ctype = json.dumps({"error": {"code": code, "message": message, "details": {}}}), "application/json"
+        if mode == "throttle":
+            headers += [("RateLimit-Limit", "3600"), ("RateLimit-Remaining", "0"),
+                        ("RateLimit-Reset", str(int(time.time()) + retry_after))]
+    elif flavour == "powerdns":
         status, _, message = _FAULTS[("powerdns", mode)]
         body, ctype = message, "text/plain; charset=utf-8"
         if mode == "deny":

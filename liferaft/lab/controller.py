@@ -31,7 +31,7 @@ APP_FQDN = "www.microblog.test"
 APP_PORT = 8080
 HOST_NAMES = ("a", "b", "c")
 # provider name in the stack file -> (proxy flavour, server kind)
-PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns"}
+PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns", "hcloud": "hcloud"}
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app"
 
 
@@ -70,6 +70,7 @@ class Controller:
 
     # ------------------------------------------------------------------ up
     def up(self) -> None:
+        from liferaft.lab.clouds.server import HetznerCloudServer
         from liferaft.lab.proxy import FaultProxy
         from liferaft.lab.servers import MotoServer, PowerDNSServer, S3rverServer
 
@@ -91,6 +92,11 @@ class Controller:
             "aws": MotoServer(work, bridge, name="moto"),
             "objstore": S3rverServer(work, bridge, name="s3rver"),
             "dnshost": PowerDNSServer(work, bridge, api_key=pdns_key, name="pdns"),
+            # A Hetzner-compatible cloud that starts with no servers; each server it creates is a real host on the
+            # lab bridge (not in the stack file: stacks that move there name it themselves).
+            "hcloud": HetznerCloudServer(work, bridge, bridge=self.hosts.bridge, bridge_address=bridge,
+                                         lab_id=self.hosts.id, token=(self.secrets_dir / "hcloud_token").read_text(),
+                                         name="hcloud"),
         }
         for name, server in self.servers.items():
             self.emit("lab.step", f"starting {server.kind} ({name})")
@@ -129,6 +135,7 @@ class Controller:
         _write_secret(s / "s3rver_key", S3rverServer.access_key)
         _write_secret(s / "s3rver_secret", S3rverServer.secret_key)
         _write_secret(s / "pdns_api_key", pdns_key)
+        _write_secret(s / "hcloud_token", secrets.token_urlsafe(48))
         _write_secret(s / "db_password", secrets.token_urlsafe(18))
         _write_secret(s / "id_ed25519", self.hosts.client_key.read_text())
         (s / "id_ed25519.pub").write_text(Path(str(self.hosts.client_key) + ".pub").read_text())

@@ -318,6 +318,102 @@ exec /usr/sbin/sshd -D -e -f {config}
 """
 
 
+def prepare_host_dir(host: LabHost, authorized_keys: str, *, host_key: tuple[str, str] | None = None,
+                     comment: str = "lab") -> None:
+    """The host's directories (overlay upper/work, bound /root /run /tmp), root's authorized_keys, its host key
+    (`host_key` = (private OpenSSH text, public line), else a generated one) and sshd config. Sets
+    host.host_public_key."""
+    d = host.directory
+    for sub in OVERLAID:
+        (d / "upper" / sub).mkdir(parents=True, exist_ok=True)
+        (d / "work" / sub).mkdir(parents=True, exist_ok=True)
+    for sub in BOUND:
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(d / "root", 0o700)
+    os.chmod(d / "tmp", 0o1777)
+    (d / "run" / "sshd").mkdir(exist_ok=True)
+    pg_run = d / "run" / "postgresql"
+    pg_run.mkdir(exist_ok=True)
+    os.chmod(pg_run, 0o2775)
+    try:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(pg_run, pw.pw_uid, pw.pw_gid)
+    except (KeyError, OSError):
+        pass
+    ssh_dir = d / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    auth = ssh_dir / "authorized_keys"
+    auth.write_text(authorized_keys)
+    os.chmod(auth, 0o600)
+    etc_ssh = d / "upper" / "etc" / "ssh"
+    etc_ssh.mkdir(parents=True, exist_ok=True)
+    key = etc_ssh / "liferaft_host_ed25519_key"
+    if host_key is not None:
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(host_key[0].rstrip("\n") + "\n")
+        Path(str(key) + ".pub").write_text(host_key[1].strip() + "\n")
+    elif not key.exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}@{comment}", "-f", str(key)])
+    pub = Path(str(key) + ".pub").read_text().split()
+    host.host_public_key = f"{pub[0]} {pub[1]}"
+    (etc_ssh / Path(SSHD_CONFIG).name).write_text(sshd_config(host))
+
+
+def sshd_config(host: LabHost) -> str:
+    """The sshd configuration of a lab host (written to SSHD_CONFIG inside it); host key at the fixed path."""
+    return "\n".join([
+        f"Port {host.port}", f"ListenAddress {host.address}", "ListenAddress 127.0.0.1",
+        "HostKey /etc/ssh/liferaft_host_ed25519_key", "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "UsePAM no", "LogLevel VERBOSE", "PidFile /run/sshd.pid", "MaxStartups 100:30:200",
+        "MaxSessions 100", "AcceptEnv LANG LC_*", "Subsystem sftp /usr/lib/openssh/sftp-server", "",
+    ])
+
+
+def spawn_host(host: LabHost) -> subprocess.Popen[bytes]:
+    """Start a prepared host (its netns, directory and sshd config exist): its own mount, PID, UTS and IPC
+    namespaces, sshd in the foreground. Dies with the calling THREAD (pdeathsig): call from a long-lived one."""
+    script = _SETUP.format(overlaid=" ".join(OVERLAID), bound=" ".join(BOUND), config=SSHD_CONFIG)
+    argv = ["ip", "netns", "exec", host.netns, "setpriv", "--pdeathsig", "KILL", "unshare", "--mount",
+            "--propagation", "private", "--pid", "--fork", "--kill-child", "--uts", "--ipc",
+            "sh", "-c", script]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LR_DIR": str(host.directory), "LR_NAME": host.name,
+           "LANG": "C.UTF-8"}
+    with open(host.sshd_log, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                start_new_session=True)
+    host.pid = proc.pid
+    host.start_time = proc_start_time(proc.pid)
+    return proc
+
+
+def ns_init(host: LabHost) -> None:
+    """Learn PID 1 of the host's PID namespace (the child of the unshare process), once it exists."""
+    if not host.ns_init_pid:
+        kids = _children(host.pid)
+        if kids:
+            host.ns_init_pid, host.ns_init_start_time = kids[0], proc_start_time(kids[0])
+
+
+def record_resources(entry: dict[str, Any]) -> None:
+    """Record (or update) a registry entry -- id, owner_pid, owner_start_time, links, netns, processes -- so
+    the resources it lists are swept when its owner dies. Record BEFORE creating what it lists."""
+    with _registry_lock():
+        _write_json(REGISTRY_DIR / f"{entry['id']}.json", entry)
+
+
+def release_resources(entry: dict[str, Any]) -> list[str]:
+    """Remove what a registry entry lists and forget it (when nothing is left). Returns what could not be removed."""
+    with _registry_lock():
+        problems = _release(entry)
+        if not problems:
+            (REGISTRY_DIR / f"{entry['id']}.json").unlink(missing_ok=True)
+    return problems
+
+
 @dataclass
 class LabHosts:
     """A bridge and N hosts. `up()` builds them, `down()` removes everything they made."""
@@ -433,59 +529,12 @@ class LabHosts:
                 host_public_key="", known_hosts_file=self.known_hosts, client_key=self.client_key)
 
     def _prepare_host_dir(self, host: LabHost) -> None:
-        d = host.directory
-        for sub in OVERLAID:
-            (d / "upper" / sub).mkdir(parents=True, exist_ok=True)
-            (d / "work" / sub).mkdir(parents=True, exist_ok=True)
-        for sub in BOUND:
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(d / "root", 0o700)
-        os.chmod(d / "tmp", 0o1777)
-        (d / "run" / "sshd").mkdir(exist_ok=True)
-        pg_run = d / "run" / "postgresql"
-        pg_run.mkdir(exist_ok=True)
-        os.chmod(pg_run, 0o2775)
-        try:
-            import pwd
-
-            pw = pwd.getpwnam("postgres")
-            os.chown(pg_run, pw.pw_uid, pw.pw_gid)
-        except (KeyError, OSError):
-            pass
-        ssh_dir = d / "root" / ".ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        auth = ssh_dir / "authorized_keys"
-        auth.write_text(Path(str(self.client_key) + ".pub").read_text())
-        os.chmod(auth, 0o600)
-        etc_ssh = d / "upper" / "etc" / "ssh"
-        etc_ssh.mkdir(parents=True, exist_ok=True)
-        key = etc_ssh / "liferaft_host_ed25519_key"
-        if not key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}@lab-{self.id}", "-f", str(key)])
-        pub = Path(str(key) + ".pub").read_text().split()
-        host.host_public_key = f"{pub[0]} {pub[1]}"
-        (etc_ssh / Path(SSHD_CONFIG).name).write_text("\n".join([
-            f"Port {host.port}", f"ListenAddress {host.address}", "ListenAddress 127.0.0.1",
-            "HostKey /etc/ssh/liferaft_host_ed25519_key", "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "UsePAM no", "LogLevel VERBOSE", "PidFile /run/sshd.pid", "MaxStartups 100:30:200",
-            "MaxSessions 100", "AcceptEnv LANG LC_*", "Subsystem sftp /usr/lib/openssh/sftp-server", "",
-        ]))
+        prepare_host_dir(host, Path(str(self.client_key) + ".pub").read_text(), comment=f"lab-{self.id}")
 
     def _start_host(self, i: int, name: str) -> None:
         host = self.hosts[name]
         self._prepare_host_dir(host)
-        script = _SETUP.format(overlaid=" ".join(OVERLAID), bound=" ".join(BOUND), config=SSHD_CONFIG)
-        argv = ["ip", "netns", "exec", host.netns, "setpriv", "--pdeathsig", "KILL", "unshare", "--mount",
-                "--propagation", "private", "--pid", "--fork", "--kill-child", "--uts", "--ipc",
-                "sh", "-c", script]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LR_DIR": str(host.directory), "LR_NAME": name,
-               "LANG": "C.UTF-8"}
-        with open(host.sshd_log, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                    start_new_session=True)
-        host.pid = proc.pid
-        host.start_time = proc_start_time(proc.pid)
+        proc = spawn_host(host)
         self._popen = getattr(self, "_popen", {})
         self._popen[name] = proc
 

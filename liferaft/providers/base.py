@@ -46,6 +46,9 @@ class HostSpec:
     image: str | None = None
     size: str | None = None
     tags: dict[str, str] = field(default_factory=dict, hash=False)
+    ports: tuple[int, ...] = ()  # service ports a cloud firewall opens to anyone (SSH: to the controller only)
+    private_ports: tuple[int, ...] = ()  # opened to the controller and `peers` only (databases)
+    peers: tuple[str, ...] = ()  # addresses besides the controller that reach `private_ports` (the source host)
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ from liferaft.errors import UsageError
 from liferaft.providers.base import CAPABILITIES, Capability, Provider
 from liferaft.statedir import default_state_dir, owner_only_dir
 
-ProviderType = Literal["aws", "libcloud", "ssh"]
+ProviderType = Literal["aws", "libcloud", "ssh", "hcloud"]
 PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
 
 # libcloud style: type -> (module, class), imported only when a provider of that type is opened.
@@ -25,6 +25,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "aws": ("liferaft.providers.aws", "AwsAdapter"),
     "libcloud": ("liferaft.providers.libcloud_", "LibcloudAdapter"),
     "ssh": ("liferaft.providers.ssh", "SshAdapter"),
+    "hcloud": ("liferaft.providers.hcloud_", "HcloudAdapter"),
 }
 
 # Which capabilities a provider of each type CAN offer (a configured one may offer fewer: see `capabilities_of`).
@@ -32,6 +33,7 @@ CAPABILITY_MATRIX: dict[str, tuple[Capability, ...]] = {
     "aws": ("compute", "objects", "dns", "account"),
     "libcloud": ("compute", "objects", "dns", "account"),
     "ssh": ("compute", "account"),
+    "hcloud": ("compute", "account"),
 }
 
 TYPE_DESCRIPTIONS: dict[str, str] = {
@@ -39,6 +41,8 @@ TYPE_DESCRIPTIONS: dict[str, str] = {
     "libcloud": "any libcloud driver by name: storage (s3, minio, local, ...), dns (powerdns, cloudflare, ...), "
                 "compute (ec2, digitalocean, linode, ...)",
     "ssh": "hosts you bring (colo, bare metal, a VPS without an API): a pool with pinned host keys",
+    "hcloud": "Hetzner Cloud through its official library: servers with a firewall, labels and a host key liferaft "
+              "generated, injected and pinned",
 }
 
 SecretResolver = Callable[[str], str]
@@ -141,6 +145,15 @@ def open_provider(name: str, config: Any, resolve_secret: SecretResolver, *, sta
                       compute=_settings(_field(config, "compute")),
                       key=_secret(resolve_secret, _field(creds, "key")),
                       secret=_secret(resolve_secret, _field(creds, "secret")))
+    elif t == "hcloud":
+        endpoint = _field(config, "endpoint")
+        adapter = cls(name, _secret(resolve_secret, _field(creds, "token")), sdir,
+                      endpoint=str(endpoint) if endpoint else None,
+                      server_type=str(_field(config, "server_type", "cx22")),
+                      image=str(_field(config, "image", "debian-12")), location=_field(config, "location"),
+                      ssh_user=str(_field(config, "user", "root")),
+                      private_key_file=_key_file(name, _field(config, "private_key"), resolve_secret, sdir, bdir),
+                      ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())))
     else:
         from liferaft.providers.ssh import PoolHost
 

@@ -175,10 +175,35 @@ class SshProvider(_Model):
         return "ssh:" + ",".join(h.address for h in self.hosts)
 
 
-ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider, Field(discriminator="type")]
+class HcloudCredentials(_Model):
+    token: SecretRef  # a project's API token (read & write)
 
 
-def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider) -> tuple[str, ...]:
+class HcloudProvider(_Model):
+    """Hetzner Cloud through its official library: servers with their own firewall, labels and pinned host keys."""
+
+    type: Literal["hcloud"]
+    endpoint: Url | None = None  # the lab's Hetzner-compatible API; absent means https://api.hetzner.cloud/v1
+    credentials: HcloudCredentials
+    location: Annotated[str, StringConstraints(pattern=r"^[a-z]{3}[0-9]{0,2}$")] | None = None  # fsn1, nbg1, ash ...
+    server_type: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,30}$")] = "cx22"
+    image: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$")] = "debian-12"
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"  # SSH user of the image
+    private_key: SecretRef | None = None  # SSH key for the servers (its public half is uploaded)
+    # Who may reach SSH through each server's firewall; default: this controller's address toward the API.
+    ssh_sources: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]+/\d{1,3}$")]] = []
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")
+
+    @property
+    def vendor(self) -> str:
+        return self.vendor_name or "hetzner"
+
+
+ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider | HcloudProvider,
+                           Field(discriminator="type")]
+
+
+def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider | HcloudProvider) -> tuple[str, ...]:
     """Which capabilities a configured provider offers (from its config alone; no SDK is imported)."""
     from liferaft.providers.registry import (
         capabilities_of,  # the one place that knows each type's capabilities

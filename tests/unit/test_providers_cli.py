@@ -11,13 +11,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "life
 
 
 def test_providers_without_stack_lists_types(tmp_path: Path) -> None:
-    """No stack file needed: the three types and what each can offer."""
+    """No stack file needed: the four types and what each can offer."""
     r = invoke("--stack", str(tmp_path / "absent.yaml"), "providers", "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert {t["type"]: t["capabilities"] for t in data["types"]} == {
         "aws": ["compute", "objects", "dns", "account"], "libcloud": ["compute", "objects", "dns", "account"],
-        "ssh": ["compute", "account"]}
+        "ssh": ["compute", "account"], "hcloud": ["compute", "account"]}
     assert data["providers"] == []
     human = invoke("--stack", str(tmp_path / "absent.yaml"), "providers")
     assert human.exit_code == 0 and "libcloud" in human.stdout and "types only" in human.stdout

@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("boto3", "botocore", "libcloud", "ansible", "ansible_runner", "psycopg", "dns", "rich", "pydantic")
+HEAVY = ("boto3", "botocore", "libcloud", "ansible", "ansible_runner", "psycopg", "dns", "rich", "pydantic", "hcloud",
+         "requests", "cryptography")
 
 
 def test_help_imports_no_sdk() -> None:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from liferaft.errors import CheckFailed, RunFailed, Unreachable
+from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
 from liferaft.failover.access import controller_address, host_from_dict, host_to_dict
 from liferaft.failover.kinds import StepKind, register
 from liferaft.failover.plan import Step
 from liferaft.failover.runner import RunContext
+
+HOST_READY_TIMEOUT_S = 120.0
+
+
+def host_ready_timeout() -> float:
+    """How long the allocate step waits for each new host to answer SSH: LIFERAFT_HOST_READY_TIMEOUT seconds."""
+    value = os.environ.get("LIFERAFT_HOST_READY_TIMEOUT")
+    try:
+        return max(1.0, float(value)) if value else HOST_READY_TIMEOUT_S
+    except ValueError:
+        raise UsageError(f"LIFERAFT_HOST_READY_TIMEOUT={value!r} is not a number of seconds") from None
 
 
 def target_host(ctx: RunContext) -> Any:
@@ -48,23 +60,50 @@ class Allocate(StepKind):
         return {"free": free() if free else None}
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        """Create (or allocate) the site's `count` hosts -- `name`, `name-1`, ... -- each journaled before the
+        wait, then wait until every one answers SSH with its pinned key. The first is the target host."""
         from liferaft.configure import TargetHost
         from liferaft.providers.base import HostSpec
 
         compute = ctx.provider(step.params["provider"]).require("compute")
-        host = compute.create_host(HostSpec(name=step.params["name"], tags={"liferaft-stack": ctx.plan.stack}))
-        ctx.remember(host_id=host.id)
-        host = compute.wait_reachable(host, timeout=120.0)
-        if host.ssh is None or host.address is None:
-            raise CheckFailed(f"host {host.name} has no SSH access; liferaft cannot configure it")
-        th = TargetHost.from_access(host.name, host.ssh)
-        ctx.emit("host.allocated", f"{host.name}: {host.id} at {th.address}", host=host.id, address=th.address)
-        return {**host_to_dict(th), "host_id": host.id}
+        name = step.params["name"]
+        names = [name] + [f"{name}-{i}" for i in range(1, int(step.params.get("count", 1)))]
+        model = ctx.require_stack().model
+        ports = tuple(p for svc in model.services.values() for p in svc.ports)
+        db_ports = tuple(db.port for db in model.data.databases.values())
+        source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
+        peers = (source["address"],) if source else ()
+        ids: list[str] = list(ctx.memo.get("host_ids") or [])
+        created = []
+        for n in names:
+            host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers,
+                                                tags={"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}))
+            ids += [] if host.id in ids else [host.id]
+            ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
+            created.append(host)
+        try:
+            ready = [compute.wait_reachable(h, timeout=host_ready_timeout()) for h in created]
+        except Unreachable as exc:
+            for host_id in reversed(ids):  # a host that never answers is not left running (and billed)
+                compute.destroy_host(host_id)
+            ctx.remember(host_id=None, host_ids=[])
+            raise RunFailed(f"a new host did not answer SSH in time ({exc.detail}); the {len(ids)} host(s) this "
+                            "step created were deleted", hint="`liferaft resume RUN` creates them again; "
+                            "`liferaft rollback RUN` undoes the run") from None
+        targets = []
+        for host in ready:
+            if host.ssh is None or host.address is None:
+                raise CheckFailed(f"host {host.name} has no SSH access; liferaft cannot configure it")
+            th = TargetHost.from_access(host.name, host.ssh)
+            ctx.emit("host.allocated", f"{host.name}: {host.id} at {th.address}", host=host.id, address=th.address)
+            targets.append({**host_to_dict(th), "host_id": host.id})
+        return {**targets[0], "hosts": targets}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        host_id = ctx.memo.get("host_id")
-        if host_id:
-            ctx.provider(step.params["provider"]).require("compute").destroy_host(host_id)
+        compute = ctx.provider(step.params["provider"]).require("compute")
+        ids = ctx.memo.get("host_ids") or ([ctx.memo["host_id"]] if ctx.memo.get("host_id") else [])
+        for host_id in reversed(ids):
+            compute.destroy_host(host_id)
 
 
 @register

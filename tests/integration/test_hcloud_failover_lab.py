@@ -1,0 +1,155 @@
+"""Failover into a Hetzner-like site that starts with no servers: the allocate step creates the site's `hosts: N`
+servers through `hcloud` against the lab cloud, and rollback deletes every one (the lab cloud lists none)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from liferaft.lab.core import Lab
+from liferaft.lab.hosts import netns_names
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def cloud_state(lab: Lab, path: str = "/lab/state", body: dict[str, Any] | None = None) -> dict[str, Any]:
+    from liferaft.lab.clouds.server import lab_control
+
+    state = lab.read_state()
+    assert state is not None
+    d = state["servers"]["hcloud"]
+    return lab_control(d["url"], Path(d["control_token_file"]), path, body)
+
+
+def hcloud_stack(lab: Lab, hosts: int, token: str = "file:secrets/hcloud_token") -> Path:
+    """The lab's stack plus a `hetzner` provider (the lab cloud, through its fault proxy) and a site `alt-h` on it
+    with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve."""
+    info = lab.info
+    yaml = YAML()
+    data = yaml.load(info.stack_file.read_text())
+    data["providers"]["hetzner"] = {
+        "type": "hcloud", "endpoint": info.endpoints["hcloud"] + "/v1", "location": "fsn1", "server_type": "cx22",
+        "image": "debian-12", "credentials": {"token": token},
+        "private_key": "file:secrets/id_ed25519"}
+    data["sites"]["alt-h"] = {"compute": "hetzner", "objects": "objstore", "hosts": hosts}
+    data["alternates"].append("alt-h")
+    path = info.directory / "liferaft-hcloud.yaml"
+    with path.open("w") as f:
+        yaml.dump(data, f)
+    return path
+
+
+def cli(stack: Path, state: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack), "--state-dir", str(state), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+
+
+def last_json(out: subprocess.CompletedProcess[str], key: str = "steps_total") -> Any:
+    """The last top-level JSON object on stdout that has `key` (event lines may come before or after it)."""
+    decoder, found, text = json.JSONDecoder(), None, "\n" + out.stdout
+    i = text.find("\n{")
+    while i >= 0:
+        try:
+            doc, _ = decoder.raw_decode(text, i + 1)
+            if isinstance(doc, dict) and key in doc:
+                found = doc
+        except ValueError:
+            pass
+        i = text.find("\n{", i + 1)
+    assert found is not None, f"no JSON with {key!r} in: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+    return found
+
+
+def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own_lab: Lab, tmp_path: Path) -> None:
+    """hosts: 2 at an hcloud site that has no servers: `plan` says 2 hosts; the allocate step creates 2 servers
+    labelled with the stack and the run; the failover finishes there (DNS on the first server, the app answers);
+    rollback deletes both servers and their namespaces, and the lab cloud lists none."""
+    from tests.lab_checks import app_records
+
+    stack, state = hcloud_stack(own_lab, hosts=2), tmp_path / "state"
+    plan = cli(stack, state, "plan", "--to", "alt-h", "--json")
+    assert plan.returncode == 0, plan.stderr
+    alloc = next(s for s in last_json(plan, "steps")["steps"] if s["id"] == "allocate")
+    assert alloc["params"]["count"] == 2 and alloc["params"]["provider"] == "hetzner"
+    host_row = next(r for r in last_json(plan, "resources")["resources"] if r["kind"] == "host")
+    assert host_row["action"] == "create"
+    assert host_row["detail"].startswith("2 x cx22 (debian-12) at fsn1, 0.0071 EUR/h each")  # the lab cloud's price
+    assert cloud_state(own_lab)["servers"] == []
+
+    run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json")
+    outcome = last_json(run)
+    assert outcome["status"] == "stopped", run.stdout + run.stderr
+    servers = cloud_state(own_lab)["servers"]
+    assert sorted(s["name"] for s in servers) == ["microblog-alt-h", "microblog-alt-h-1"]
+    assert all(s["status"] == "running" and s["labels"]["liferaft-stack"] == "microblog"
+               and s["labels"]["liferaft-run"] == outcome["run"] for s in servers)
+    namespaces = [s["lab"]["netns"] for s in servers]
+    assert set(namespaces) <= set(netns_names())
+    info = own_lab.info
+    rules = {r["port"]: r["source_ips"] for f in cloud_state(own_lab)["firewalls"] if f["name"] == "liferaft-microblog-alt-h"
+             for r in f["rules"]}  # SSH from the controller; PostgreSQL from it and the source host; the app open
+    assert rules == {"22": [f"{info.bridge_address}/32"], "8080": ["0.0.0.0/0", "::/0"],
+                     "5432": sorted([f"{info.bridge_address}/32", f"{info.primary_address}/32"])}
+
+    done = cli(stack, state, "resume", outcome["run"], "--json")
+    assert last_json(done)["status"] == "done", done.stdout[-3000:] + done.stderr[-3000:]
+    first = next(s for s in servers if s["name"] == "microblog-alt-h")
+    assert app_records(own_lab.info) == [first["public_net"]["ipv4"]["ip"]]
+
+    back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    assert cloud_state(own_lab)["servers"] == []
+    assert not set(namespaces) & set(netns_names())
+    assert app_records(own_lab.info) == [own_lab.info.primary_address]
+
+
+def test_a_server_that_never_answers_is_deleted_and_the_run_resumes(own_lab: Lab, tmp_path: Path) -> None:
+    """A new server that never boots within the bound: the allocate step deletes what it created and the run
+    stops (exit 4, resumable); once servers boot again, resume creates it anew; rollback deletes it."""
+    stack, state = hcloud_stack(own_lab, hosts=1), tmp_path / "state"
+    cloud_state(own_lab, "/lab/settings", {"hold_boot": True})
+    try:
+        run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json",
+                  LIFERAFT_HOST_READY_TIMEOUT="3")
+        assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "did not answer SSH" in run.stdout + run.stderr
+        assert cloud_state(own_lab)["servers"] == []
+    finally:
+        cloud_state(own_lab, "/lab/settings", {"hold_boot": False})
+    runs = cli(stack, state, "runs", "--json")
+    assert runs.returncode == 0, runs.stdout[-3000:] + runs.stderr[-3000:]
+    outcome = json.loads(runs.stdout)[0]
+    assert outcome["status"] == "failed", outcome
+    resumed = cli(stack, state, "resume", outcome["run"], "--stop-before", "prepare", "--json")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert last_json(resumed)["status"] == "stopped", resumed.stdout[-2000:]
+    servers = cloud_state(own_lab)["servers"]
+    assert [(s["name"], s["status"]) for s in servers] == [("microblog-alt-h", "running")]
+    back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
+    assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+    assert cloud_state(own_lab)["servers"] == []
+
+
+def test_health_says_terminated_when_the_hetzner_token_is_refused(own_lab: Lab, tmp_path: Path) -> None:
+    """`liferaft health` with a token the cloud refuses (401 `unauthorized`): the hetzner provider is terminated
+    (rule P1, the 401 as evidence), its site too, exit 3; the other providers stay healthy."""
+    bad = own_lab.info.directory / "secrets" / "hcloud_token_revoked"
+    bad.write_text("revoked-token")
+    stack = hcloud_stack(own_lab, hosts=1, token=f"file:{bad}")
+    out = cli(stack, tmp_path / "state", "health", "--json", timeout=180)
+    report = json.loads(out.stdout)
+    hetzner = report["providers"]["hetzner"]
+    assert out.returncode == 3, out.stdout[-3000:]
+    assert (hetzner["verdict"], hetzner["rule"]) == ("terminated", "P1")
+    assert any(e["status"] == 401 and e["error"] == "AuthRejected" for e in hetzner["evidence"])
+    assert report["sites"]["alt-h"]["verdict"] == "terminated"
+    assert report["providers"]["colo-a"]["verdict"] == "healthy"
+    assert "revoked-token" not in out.stdout + out.stderr
