@@ -46,6 +46,11 @@ def _read_yaml(path: Path, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
     except RecursionError:
         raise InvalidInput([Problem(str(path), None, None, "", "the document is nested too deeply for a stack "
                                     "file")]) from None
+    except (IndexError, ValueError, TypeError, AttributeError) as e:
+        # ruamel's own constructors crash on some scalars it first resolved as numbers (`+_` -> IndexError): still
+        # a document we cannot read, never an internal error.
+        raise InvalidInput([Problem(str(path), None, None, "", f"YAML: a value could not be read "
+                                    f"({type(e).__name__})")]) from None
 
     positions: dict[Loc, tuple[int, int]] = {}
     count = 0

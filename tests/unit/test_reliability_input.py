@@ -142,7 +142,7 @@ def test_deeply_nested_document_refused(tmp_path: Path) -> None:
     _assert_clean_refusal(result, tmp_path / "none")
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"\x00" * 64, b"!!python/object/apply:os.system ['id']",
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"+_", b"\x00" * 64, b"!!python/object/apply:os.system ['id']",
                                      b"version: !!python/object/apply:os.system ['touch SENTINEL']\n"])
 def test_binary_and_tagged_stack_files_refused(tmp_path: Path, content: bytes) -> None:
     """Binary garbage and Python-object YAML tags are refused; no tag constructs anything."""
