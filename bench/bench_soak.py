@@ -3,6 +3,7 @@ under a write load, watching each watch process for growth (target: flat, no gro
 
     python -m bench.bench_soak [--rounds 2000] [--interval 1] [--every 20] [--warmup 100] [--only replicate,health]
                                [--log-dir DIR] [--json] [--write]
+    python -m bench.bench_soak --report SAVED.json [--write]     (a run saved with --json, rendered again)
 
 Starts a lab of its own (a temporary directory; stopped at the end) and the example's ledger writer at 10 writes/s
 against host a, then both watches at once through the real CLI (`--watch --interval 1 --count N --json`, one JSON
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -340,7 +342,28 @@ def _progress(watches: list[Watch]) -> None:
             for w in watches), file=sys.stderr, flush=True)
 
 
-def main() -> int:
+def section(meta: dict[str, Any], results: list[dict[str, Any]], writer: dict[str, Any]) -> str:
+    """The soak section of bench/RESULTS.md for one run."""
+    load = meta.get("load_at_end")
+    prose = textwrap.fill(
+        f"Run {meta.get('started')} to {meta.get('ended')}"
+        + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}" if load else "")
+        + f". Both watches at once (`--watch --interval {meta.get('interval', 1.0):g} --count "
+        f"{meta.get('rounds')} --json`), the ledger writer at {WRITE_RATE:g} writes/s against host a throughout "
+        f"(acknowledged {writer.get('acknowledged', '?')}, failed {writer.get('failed', '?')}, longest gap between "
+        f"acknowledgements {writer.get('max_ack_gap_s', '?')} s). Sampled every {meta.get('every')} rounds; slope "
+        f"and noise from round {meta.get('warmup')} on. Period: from one round's JSON line to the next.", 118)
+    rss = []
+    for r in results:
+        picked = r["samples"][:: max(1, len(r["samples"]) // 10)]
+        picked += [] if r["samples"][-1:] == picked[-1:] else r["samples"][-1:]
+        rss.append(f"- {r['watch']}: " + ", ".join(f"{s['rss_mib']:.1f} (r{int(s['round'])})" for s in picked))
+    return (f"## Soak: watch processes over {meta.get('rounds')} rounds (`python -m bench.bench_soak --rounds "
+            f"{meta.get('rounds')}`)\n\n{prose}\n\n{table(results)}\n\nRSS (MiB) along the run:\n"
+            + "\n".join(rss) + f"\n\nFailed rounds:\n{failures_text(results)}\n")
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2000, help="rounds per watch (default 2000)")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between rounds (default 1)")
@@ -350,25 +373,35 @@ def main() -> int:
     ap.add_argument("--log-dir", default=None, help="keep each watch's stdout (JSON lines) and stderr here")
     ap.add_argument("--json", action="store_true", help="print the results (with every sample) as JSON")
     ap.add_argument("--write", action="store_true", help="replace the soak section of bench/RESULTS.md")
+    ap.add_argument("--report", metavar="FILE", default=None,
+                    help="no run: render (and with --write, write) a run saved with --json")
     args = ap.parse_args()
     if args.rounds < 3 or args.every < 1 or not set(args.only.split(",")) <= set(FAILURE):
         ap.error("--rounds >= 3, --every >= 1, --only from replicate,health")
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with tempfile.TemporaryDirectory(prefix="liferaft-bench-soak-") as tmp:
-        results, writer = soak(args, Path(tmp))
+    return args
+
+
+def main() -> int:
+    args = _args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        meta, results, writer = saved.get("meta") or {}, saved["results"], saved.get("writer") or {}
+        for r in results:  # the curves again from the samples (the warm-up may differ)
+            r["curves"] = {m: curve(r["samples"], m, int(meta.get("warmup", args.warmup))) for m in METRICS}
+    else:
+        meta = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
+                "interval": args.interval, "every": args.every, "warmup": args.warmup}
+        with tempfile.TemporaryDirectory(prefix="liferaft-bench-soak-") as tmp:
+            results, writer = soak(args, Path(tmp))
+        meta.update(ended=time.strftime("%H:%M UTC", time.gmtime()), load_at_end=[round(x, 2) for x in os.getloadavg()])
+        print(f"writer: {writer}", file=sys.stderr)
     good = ok(results)
-    text = table(results) + "\n\n" + failures_text(results)
-    print(json.dumps({"results": results, "writer": writer, "ok": good}, indent=1) if args.json else text)
-    print(f"writer: {writer}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"meta": meta, "results": results, "writer": writer, "ok": good}, indent=1))
+    else:
+        print(table(results) + "\n\n" + failures_text(results))
     if args.write:
-        load = os.getloadavg()
-        write_section(
-            f"## Soak: watch processes over {args.rounds} rounds (`python -m bench.bench_soak --rounds "
-            f"{args.rounds} --write`)\n\nStarted {started}; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
-            f"{load[2]:.1f}. Both watches at once (`--interval {args.interval:g}`), the ledger writer at "
-            f"{WRITE_RATE:g} writes/s against host a (acknowledged {writer.get('acknowledged', '?')}, failed "
-            f"{writer.get('failed', '?')}, longest gap between acknowledgements {writer.get('max_ack_gap_s', '?')} s). Sampled every {args.every} rounds; slope and noise from round "
-            f"{args.warmup} on.\n\n{text}\n")
+        write_section(section(meta, results, writer))
     return 0 if good else 1
 
 
