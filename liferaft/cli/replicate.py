@@ -125,15 +125,15 @@ def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: 
         elif watch:
             _render(summary)
 
-    rounds = watch_loop(rep, interval=ropts.interval, count=count if watch else 1, on_round=on_round, stop=stop)
-    last = rounds[-1] if rounds else rep.summary()
+    watched = watch_loop(rep, interval=ropts.interval, count=count if watch else 1, on_round=on_round, stop=stop)
+    last = watched.last if watched.last is not None else rep.summary()
     if not watch:
         if as_json:
             emit_json({"ok": bool(last.get("source_reachable")), **last})
         else:
             _render(last)
     if stop.is_set():  # asked to stop (an operator, or a failover run taking the site): done as asked
-        rep.emit("replicate.stopped_by_signal", f"stopped by SIGTERM after {len(rounds)} round(s); the site is "
-                 "released", rounds=len(rounds))
+        rep.emit("replicate.stopped_by_signal", f"stopped by SIGTERM after {watched.rounds} round(s); the site is "
+                 "released", rounds=watched.rounds)
         return EXIT_OK
     return EXIT_OK if last.get("source_reachable") else EXIT_PROVIDER

@@ -478,11 +478,20 @@ def _lag_line(s: dict[str, Any]) -> str:
     return f"{s['target']}: " + "; ".join(parts) + f"; RPO exposure {s['rpo_exposure_s']} s"
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What a watch did: how many rounds, and the last round's summary (None when it ran none). Only the last is
+    kept: a watch runs for days (the soak benchmark measured ~1.5 MiB per 1,000 rounds when every one was kept)."""
+
+    rounds: int
+    last: dict[str, Any] | None
+
+
 def watch(rep: Replicator, *, interval: float, count: int | None, on_round: Any = None,
-          stop: Any = None) -> list[dict[str, Any]]:
+          stop: Any = None) -> Watched:
     """Rounds every `interval` seconds (`count` rounds, or until `stop` is set). A round that fails is recorded
     and the loop goes on: the standby must keep its last good copy and say how stale it grows."""
-    out: list[dict[str, Any]] = []
+    summary: dict[str, Any] | None = None
     n = 0
     while count is None or n < count:
         if stop is not None and stop.is_set():  # asked to stop before this round (e.g. during the set-up)
@@ -492,7 +501,6 @@ def watch(rep: Replicator, *, interval: float, count: int | None, on_round: Any 
             summary = rep.round()
         except Unreachable as e:
             summary = {"error": str(e)}
-        out.append(summary)
         if on_round is not None:
             on_round(summary)
         n += 1
@@ -504,4 +512,4 @@ def watch(rep: Replicator, *, interval: float, count: int | None, on_round: Any 
                 break
         else:
             time.sleep(delay)
-    return out
+    return Watched(n, summary)

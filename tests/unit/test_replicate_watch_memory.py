@@ -1,15 +1,12 @@
 """`replicate --watch` must not grow with the number of rounds (the soak benchmark, bench/bench_soak.py, measured
 ~1.5 MiB of RSS per 1,000 rounds: `liferaft.readiness.standby.watch` keeps every round's summary in the list it
-returns). Known and not fixed yet: strict xfail, so the fix turns this test into a failure that asks for the marker
-to go."""
+returns; now only the last is kept)."""
 
 from __future__ import annotations
 
 import random
 import tracemalloc
 from typing import Any
-
-import pytest
 
 from liferaft.readiness.standby import watch
 
@@ -27,7 +24,6 @@ class _StubReplicator:
                 "rpo_exposure_s": random.random(), "source_reachable": True}
 
 
-@pytest.mark.xfail(strict=True, reason="readiness.standby.watch keeps every round's summary (bench/RESULTS.md, soak)")
 def test_replicate_watch_memory_does_not_grow_with_rounds() -> None:
     traced: dict[int, int] = {}
     seen = [0]
