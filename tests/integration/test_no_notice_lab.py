@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.lab_checks import app_records, owner_dsn
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 RATE = 20.0  # writes per second through the app's DNS name
@@ -43,21 +45,11 @@ def _env(stack_file: Path, state_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def _resolve(info: Any) -> str:
-    import dns.resolver
-
-    host, _, port = info.dns_server.rpartition(":")
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers, r.port, r.lifetime, r.cache = [host], int(port), 2.0, None
-    return str(r.resolve(info.app_fqdn, "A")[0])
+    return app_records(info)[0]
 
 
 def _owner_dsn(info: Any, address: str) -> dict[str, Any]:
-    from liferaft.stack import load_stack
-
-    stack = load_stack(info.stack_file)
-    db = next(iter(stack.model.data.databases.values()))
-    return {"host": address, "port": db.port, "dbname": db.name, "user": db.owner,
-            "password": stack.secret(db.password), "connect_timeout": 5}
+    return {**owner_dsn(info, address), "connect_timeout": 5}
 
 
 def _auto_stack(info: Any) -> Path:
