@@ -54,13 +54,17 @@ def _render(summary: dict[str, Any]) -> None:
               help="Give up on a source call after S seconds (default: the stack's health.timeout).")
 @click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Write the lag in Prometheus text format to FILE after each round (atomic).")
+@click.option("--lower-ttl", type=click.IntRange(min=1, max=86400), default=None, metavar="S",
+              help="Lower the service records' DNS TTLs to S seconds now, so resolvers follow a failover within S "
+                   "seconds (the originals are kept and restored by --stop).")
 @click.option("--stop", "stop_it", is_flag=True,
               help="Stop keeping the standby: drop its subscription, and the replication slot and publication at "
                    "the source (a slot nobody reads keeps WAL there forever); forget it. Its host and copies stay.")
 @json_option
 @pass_opts
 def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None, count: int | None,
-              source_timeout: float | None, prom_file: str | None, stop_it: bool, as_json: bool) -> int:
+              source_timeout: float | None, prom_file: str | None, lower_ttl: int | None, stop_it: bool,
+              as_json: bool) -> int:
     """Keep the standby at SITE current: PostgreSQL by logical replication (or periodic dumps), buckets by
     incremental sync; report lag per dataset in seconds and bytes, and record it for failover, drill and audit."""
     from liferaft.failover.lock import SiteLock
@@ -68,13 +72,13 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
 
     if count is not None and not watch:
         raise UsageError("--count needs --watch")
-    if stop_it and (watch or prom_file or interval is not None):
-        raise UsageError("--stop takes none of --watch, --count, --interval, --prometheus")
+    if stop_it and (watch or prom_file or interval is not None or lower_ttl is not None):
+        raise UsageError("--stop takes none of --watch, --count, --interval, --prometheus, --lower-ttl")
     stack = opts.stack()
     stack.site(to)  # an unknown site is a usage error, before any lock file is made for it
     health = stack.model.health
     ropts = ReplicateOptions(target=to, interval=interval or min(30.0, float(health.interval)),
-                             source_timeout=source_timeout or float(health.timeout))
+                             source_timeout=source_timeout or float(health.timeout), lower_ttl=lower_ttl)
     # The site is this process's while it keeps the standby there: a drill or a failover run into the same site
     # would promote the standby this loop keeps syncing into (and it would undo their work).
     # A keeper yields the site to a failover run (SIGTERM: it ends its round, releases, exits 0); `--stop` is short
@@ -116,6 +120,7 @@ def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: 
 
     rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
     rep.setup_or_attach()
+    rep.lower_ttls()
 
     def on_round(summary: dict[str, Any]) -> None:
         if prom_file:

@@ -74,6 +74,7 @@ class ReplicateOptions:
     interval: float = 5.0
     source_timeout: float = DEFAULT_SOURCE_TIMEOUT
     setup_timeout: float = 600.0
+    lower_ttl: int | None = None  # lower the service records' TTLs to this many seconds (restored by stop())
 
 
 def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
@@ -177,6 +178,20 @@ class Replicator:
                   f"({self._standby_host.address}) ready in {seconds:.1f}s", seconds=seconds,
                   host=self._standby_host.name)
         return {"seconds": seconds, "standby_host": self.record["standby_host"]}
+
+    def lower_ttls(self) -> None:
+        """With `lower_ttl`: the service records' TTLs lowered ahead of a move, the originals kept in the record."""
+        from liferaft.readiness.ttl import lower_ttls
+
+        if self.opts.lower_ttl is None:
+            return
+        before = dict(self.record.get("dns_ttls") or {})
+        self.record["dns_ttls"] = lower_ttls(self.stack, self.state_dir, self.opts.lower_ttl, before)
+        self.save()
+        lowered = sorted(set(self.record["dns_ttls"]) - set(before))
+        if lowered:
+            self.emit("replicate.ttl_lowered", f"DNS TTL of {', '.join(lowered)} lowered to "
+                      f"{self.opts.lower_ttl} s (restored by --stop)", records=lowered, ttl=self.opts.lower_ttl)
 
     def setup_or_attach(self) -> dict[str, Any]:
         """Set up; if the source does not answer but a standby was recorded before, keep watching that one (the
@@ -291,6 +306,7 @@ class Replicator:
         the slot is); a standby that does not answer is reported and the source is cleaned all the same."""
         from liferaft.readiness.pgstandby import detach_subscription, drop_source_side
         from liferaft.readiness.state import forget_standby
+        from liferaft.readiness.ttl import restore_ttls
 
         if not self.record.get("standby_host"):
             raise UsageError(f"no standby recorded at {self.target!r}: nothing to stop")
@@ -315,6 +331,10 @@ class Replicator:
                       + ("dropped" if done["subscription_dropped"] else "not found at the standby")
                       + "; slot and publication at the source " + ("dropped" if done["slot_dropped"] else "gone"),
                       database=key, **{k: v for k, v in done.items() if k != "standby_error"})
+        restored = restore_ttls(self.stack, self.state_dir, self.record.get("dns_ttls") or {})
+        if restored:
+            self.emit("replicate.ttl_restored", "DNS TTLs restored: " + ", ".join(
+                f"{fqdn} {ttl} s" for fqdn, ttl in restored.items()), restored=restored)
         forget_standby(self.state_dir, self.stack.model.name, self.target)
         host = self.record.get("standby_host") or {}
         self.emit("replicate.stopped", f"the standby at {self.target} is no longer kept; its host "

@@ -57,6 +57,16 @@ def _resolve(info: Any) -> str:
     return str(r.resolve(info.app_fqdn, "A")[0])
 
 
+def _ttl(info: Any) -> int:
+    """The TTL of the app's A record as the lab's authoritative server answers it."""
+    import dns.resolver
+
+    host, _, port = info.dns_server.rpartition(":")
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers, r.port, r.lifetime = [host], int(port), 2.0
+    return int(r.resolve(info.app_fqdn, "A").rrset.ttl)
+
+
 def _owner_dsn(info: Any, address: str) -> dict[str, Any]:
     from liferaft.stack import load_stack
 
@@ -368,10 +378,13 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
             urllib.request.urlopen(f"http://{b.address}:{info.app_port}/healthz", timeout=5).close()
         assert not isinstance(refused.value, urllib.error.HTTPError), refused.value
 
-        # so a standby can be kept at b again (from a), and stopped: subscription, slot and record gone
-        kept = subprocess.run(_cli("replicate", "--to", "alt-b", "--json"), env=_env(lab, state_dir),
-                              capture_output=True, text=True, timeout=600, check=False)
+        # so a standby can be kept at b again (from a), the record's TTL lowered ahead of a move, and stopped:
+        # subscription, slot and record gone, the TTL back as it was
+        assert _ttl(info) == 30
+        kept = subprocess.run(_cli("replicate", "--to", "alt-b", "--json", "--lower-ttl", "5"),
+                              env=_env(lab, state_dir), capture_output=True, text=True, timeout=600, check=False)
         assert kept.returncode == 0, kept.stderr[-3000:]
+        assert _ttl(info) == 5 and "replicate.ttl_lowered" in kept.stderr
         assert json.loads(kept.stdout)["databases"]["blog"]["ok"]
         assert _slots(info, info.primary_address) == [slot] and _subscriptions(info, b.address) == [slot]
         stop = subprocess.run(_cli("replicate", "--to", "alt-b", "--stop", "--json"), env=_env(lab, state_dir),
@@ -382,6 +395,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
             "subscription": slot, "subscription_dropped": True, "slot_dropped": True}
         assert _slots(info, info.primary_address) == [] and _subscriptions(info, b.address) == []
         assert load_standby(state_dir, "microblog", "alt-b") is None
+        assert _ttl(info) == 30 and _resolve(info) == info.primary_address
     finally:
         if rep.poll() is None:
             rep.kill()

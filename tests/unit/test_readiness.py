@@ -251,7 +251,7 @@ def test_replicate_cli_usage_mistakes(example_stack: Path, tmp_path: Path) -> No
                         str(tmp_path / "s"), "replicate", "--to", "primary"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2 and "is the primary" in r.stderr
-    for extra in (["--watch"], ["--interval", "5"], ["--prometheus", str(tmp_path / "p.prom")]):
+    for extra in (["--watch"], ["--interval", "5"], ["--prometheus", str(tmp_path / "p.prom")], ["--lower-ttl", "30"]):
         r = subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir",
                             str(tmp_path / "s"), "replicate", "--to", "alt-b", "--stop", *extra],
                            capture_output=True, text=True, timeout=60, check=False)
