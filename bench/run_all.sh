@@ -33,8 +33,8 @@ GET/HEAD/PUT/listings, boto3 for multipart). PostgreSQL: two local 15 clusters.
 
 {table(rows)}
 """
-# Keep what was written between markers: the notes on these rows (by hand), bench/bench_drill.py's and
-# bench/bench_soak.py's sections.
+# Keep what was written between markers: the notes on these rows (by hand), bench/bench_drill.py's section, the
+# no-notice day's table (by hand) and bench/bench_soak.py's section.
 try:
     old = open("bench/RESULTS.md").read()
 except OSError:
@@ -42,7 +42,7 @@ except OSError:
 from bench.bench_drill import BEGIN, END
 from bench.bench_soak import BEGIN as SOAK_BEGIN, END as SOAK_END
 for begin, end in (("<!-- notes on the movers rows (kept by run_all.sh) -->", "<!-- end of notes -->"), (BEGIN, END),
-                   (SOAK_BEGIN, SOAK_END)):
+                   ("<!-- no-notice day (by hand) -->", "<!-- end of no-notice day -->"), (SOAK_BEGIN, SOAK_END)):
     if begin in old and end in old:
         md = md.rstrip() + "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 open("bench/RESULTS.md", "w").write(md)
