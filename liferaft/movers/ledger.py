@@ -183,7 +183,7 @@ def _ack_span(led: sqlite3.Connection, keys: Sequence[Any]) -> tuple[Any, Any]:
 
 def spec_for(database: Any, key: str) -> LedgerSpec:
     """The stack's `ledger:` of database `key`, or a usage error saying what to add."""
-    led = getattr(database, "ledger", None)
+    led = database.ledger
     if led is None:
         raise UsageError(f"a write ledger was given but data.databases.{key} does not say where its writes land",
                          hint=f"add `ledger: {{table: ..., key: ..., value: ...}}` to data.databases.{key}")

@@ -22,17 +22,18 @@ def _records(stack: Stack, state_dir: Path) -> tuple[Any, str, list[tuple[str, s
     return dns, cfg.zone, [(cfg.fqdn(r.name), r.type) for r in cfg.records]
 
 
-def _set_ttl(dns: Any, zone: str, fqdn: str, rtype: str, ttl: int) -> int | None:
-    """Upsert the record with `ttl` and its current values; the TTL it had (None when there is no such record)."""
+def _set_ttl(dns: Any, zone: str, fqdn: str, rtype: str, ttl: int, *, only_lower: bool = False) -> int | None:
+    """Upsert the record with `ttl` and its current values (with `only_lower`, only when that lowers it); the TTL it
+    had (None when there is no such record)."""
     from liferaft.providers.base import RecordSet
 
     found = [r for r in dns.get_records(zone, fqdn, rtype) if r.type == rtype]
     if not found:
         return None
-    values = tuple(sorted(v for r in found for v in r.values))
-    if found[0].ttl != ttl:
-        dns.upsert_record(zone, RecordSet(fqdn, rtype, ttl, values))
-    return int(found[0].ttl)
+    old = int(found[0].ttl)
+    if old != ttl and not (only_lower and old < ttl):
+        dns.upsert_record(zone, RecordSet(fqdn, rtype, ttl, tuple(sorted(v for r in found for v in r.values))))
+    return old
 
 
 def lower_ttls(stack: Stack, state_dir: Path, ttl: int, remembered: dict[str, Any]) -> dict[str, Any]:
@@ -41,11 +42,9 @@ def lower_ttls(stack: Stack, state_dir: Path, ttl: int, remembered: dict[str, An
     dns, zone, records = _records(stack, state_dir)
     out = dict(remembered)
     for fqdn, rtype in records:
-        found = [r for r in dns.get_records(zone, fqdn, rtype) if r.type == rtype]
-        if not found or found[0].ttl <= ttl:
-            continue
-        out.setdefault(fqdn, {"type": rtype, "ttl": int(found[0].ttl)})
-        _set_ttl(dns, zone, fqdn, rtype, ttl)
+        old = _set_ttl(dns, zone, fqdn, rtype, ttl, only_lower=True)
+        if old is not None and old > ttl:
+            out.setdefault(fqdn, {"type": rtype, "ttl": old})
     return out
 
 
