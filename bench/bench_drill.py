@@ -106,16 +106,16 @@ def summary(rows: list[dict[str, Any]]) -> tuple[str, bool]:
     return "\n".join(lines), ok_all
 
 
-def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        current = head + block + tail
+def write_section(text: str, begin: str = BEGIN, end: str = END, path: Path = RESULTS) -> None:
+    """Replace the block between `begin` and `end` in RESULTS.md with `text` (appended when there is none)."""
+    current = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + block + rest.split(end, 1)[1]
     else:
         current = current.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(current)
+    path.write_text(current)
 
 
 def main() -> int:

@@ -278,17 +278,10 @@ def ok(results: list[dict[str, Any]]) -> bool:
 
 
 def write_section(text: str, path: Path | None = None) -> None:
-    from bench.bench_drill import RESULTS
+    """The soak section of RESULTS.md (bench_drill's writer, with this benchmark's markers)."""
+    from bench import bench_drill
 
-    path = path or RESULTS
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    path.write_text(current)
+    bench_drill.write_section(text, BEGIN, END, path or bench_drill.RESULTS)
 
 
 # ------------------------------------------------------------------------------------------- main
