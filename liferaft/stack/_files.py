@@ -16,6 +16,10 @@ class Refused(Exception):
     """The file cannot be read as a small regular file; str() is the reason, never the content."""
 
 
+class TooLarge(Refused):
+    """The file is over the byte cap."""
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
@@ -63,7 +67,7 @@ def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
     finally:
         os.close(fd)
     if total > limit:
-        raise Refused(f"larger than {limit} bytes")
+        raise TooLarge(f"larger than {limit} bytes")
     return b"".join(chunks)
 
 

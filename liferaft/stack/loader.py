@@ -237,7 +237,7 @@ def parse_stack(path: Path, text: str | None = None) -> tuple[StackModel, list[P
 def read_stack_text(path: Path) -> str:
     """The stack file's text: a regular file (symlinks followed) of at most MAX_FILE_BYTES, UTF-8. A device, FIFO,
     directory or symlink loop is refused naming the path, never read (st_size is 0 for /dev/zero: never trusted)."""
-    from liferaft.stack._files import Refused, read_limited
+    from liferaft.stack._files import Refused, TooLarge, read_limited
 
     def refuse(why: str) -> InvalidInput:
         return InvalidInput([Problem(str(path), None, None, "", why)])
@@ -248,11 +248,11 @@ def read_stack_text(path: Path) -> str:
         if path.is_symlink():
             raise refuse("a symlink that does not lead to a file") from None
         raise refuse("no such file (create one with `liferaft init`)") from None
+    except TooLarge:
+        raise refuse(f"the file is larger than {MAX_FILE_BYTES} bytes; a stack file is at most "
+                     f"{MAX_FILE_BYTES}") from None
     except Refused as e:
-        reason = str(e)
-        if reason.startswith("larger than"):
-            reason = f"the file is larger than {MAX_FILE_BYTES} bytes; a stack file is at most {MAX_FILE_BYTES}"
-        raise refuse(reason) from None
+        raise refuse(str(e)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
