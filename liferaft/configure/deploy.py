@@ -21,7 +21,6 @@ from typing import Any
 
 from liferaft.configure._runner import run_playbook
 from liferaft.configure._types import PlaybookResult, TargetHost, TaskEvent
-from liferaft.errors import UsageError
 from liferaft.providers.appenv import s3_settings
 
 
@@ -84,15 +83,3 @@ def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, wit
     return run_playbook(books, [host], variables=sv.variables, secret_variables=sv.secret_variables,
                         on_event=on_event, timeout=timeout, base_dir=stack.base_dir, **dict(run_options or {}))
 
-
-def deploy_databases(stack: Any, service: str, site: str, host: TargetHost, *, allowed_networks: Sequence[str] = (),
-                     on_event: Callable[[TaskEvent], None] | None = None, timeout: float = 600,
-                     state_dir: str | os.PathLike[str] | None = None) -> PlaybookResult:
-    """Only the PostgreSQL side of `service` on `host` (prepare + postgresql.yml): e.g. a migration target that
-    must exist, empty, before the data moves and the service is deployed against it."""
-    sv = service_vars(stack, service, site, host, allowed_networks=allowed_networks)
-    if not sv.variables["liferaft_databases"]:
-        raise UsageError(f"service {service!r} uses no databases")
-    return run_playbook(["prepare.yml", "postgresql.yml"], [host], variables=sv.variables,
-                        secret_variables=sv.secret_variables, on_event=on_event, timeout=timeout,
-                        base_dir=stack.base_dir, state_dir=state_dir)
