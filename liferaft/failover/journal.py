@@ -92,9 +92,13 @@ class RunRecord:
                 "plan_hash": self.plan.hash, "error": self.error, "summary": self.summary}
 
 
+def _stack_path(state_dir: Path, stack: str) -> Path:
+    return Path(state_dir) / "stacks" / stack
+
+
 def stack_dir(state_dir: Path, stack: str) -> Path:
     """The stack's private folder in the state dir (0700)."""
-    return owner_only_dir(Path(state_dir) / "stacks" / stack, parents_from=Path(state_dir).parent)
+    return owner_only_dir(_stack_path(state_dir, stack), parents_from=Path(state_dir).parent)
 
 
 def journal_path(state_dir: Path, stack: str) -> Path:
@@ -103,7 +107,7 @@ def journal_path(state_dir: Path, stack: str) -> Path:
 
 def journal_file(state_dir: Path, stack: str) -> Path:
     """Where the stack's journal is, creating nothing (for readers: `runs`, `show`)."""
-    return Path(state_dir) / "stacks" / stack / "journal.db"
+    return _stack_path(state_dir, stack) / "journal.db"
 
 
 class Journal:

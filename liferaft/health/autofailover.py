@@ -50,6 +50,11 @@ def choose_mode(verdicts: dict[str, Verdict], primary: str, standby_recorded: bo
     return "live", f"the source site {primary} answers ({site.value if site else 'unknown'}): live failover"
 
 
+def failover_args(mode: str, target: str) -> list[str]:
+    """The failover the watch starts (and `--explain` shows)."""
+    return ["failover", "--mode", mode, "--to", target, "--yes", "--json"]
+
+
 def liferaft_argv(stack_path: str | Path, state_dir: str | Path | None, *args: str,
                   program: list[str] | None = None) -> list[str]:
     """`liferaft --stack F [--state-dir D] ARGS...` run by this interpreter (`program` replaces the first part: a
@@ -198,7 +203,7 @@ class AutoFailover:
     def _next_args(self) -> list[str]:
         if self.run:
             return ["resume", self.run, "--json"]
-        return ["failover", "--mode", self.mode, "--to", self.target, "--yes", "--json"]
+        return failover_args(self.mode, self.target)
 
     def _finish(self, outcome: str, attempt: Attempt, message: str) -> None:
         with self._guard:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.events import Events, as_events
-from liferaft.health.autofailover import AutoFailover, choose_mode, liferaft_argv
+from liferaft.health.autofailover import AutoFailover, choose_mode, failover_args, liferaft_argv
 from liferaft.health.evidence import Verdict
 from liferaft.health.report import HealthReport
 
@@ -182,7 +182,7 @@ class Policy:
 
 def failover_argv(stack_path: str | Path, target: str, state_dir: str | Path | None = None,
                   mode: str = "live") -> list[str]:
-    return liferaft_argv(stack_path, state_dir, "failover", "--mode", mode, "--to", target, "--yes", "--json")
+    return liferaft_argv(stack_path, state_dir, *failover_args(mode, target))
 
 
 def explain(stack: Any, report: HealthReport, *, confirm: int, standby_at: Callable[[str], bool] | None = None,

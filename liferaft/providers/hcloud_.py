@@ -204,9 +204,6 @@ class HcloudCompute:
                     ssh=ssh, extra={"hcloud_status": server.status, "labels": labels, "host_key": host_key,
                                     "server_type": getattr(server.server_type, "name", None)})
 
-    def _pinned(self, name: str) -> str | None:
-        return self.pinned.get(name)
-
     def list_hosts(self) -> list[Host]:
         servers = self._c.call("list servers", lambda: self._c.sdk.servers.get_all())
         with self.pinned.edit() as keys:
@@ -217,7 +214,7 @@ class HcloudCompute:
 
     def get_host(self, host_id: str) -> Host:
         server = self._c.call(f"get server {host_id}", lambda: self._c.sdk.servers.get_by_id(int(host_id)))
-        return self._to_host(server, self._pinned(server.name))
+        return self._to_host(server, self.pinned.get(server.name))
 
     def offer(self, spec: HostSpec) -> dict[str, Any]:
         """What creating `spec` would get, read from the API (creates nothing): server type, location, image and
@@ -297,7 +294,7 @@ class HcloudCompute:
 
         existing = self._c.call(f"find server {spec.name}", lambda: self._c.sdk.servers.get_by_name(spec.name))
         if existing is not None:
-            return self._to_host(existing, self._pinned(spec.name))
+            return self._to_host(existing, self.pinned.get(spec.name))
         labels = {MANAGED_LABEL: "managed", **{label_value(k): label_value(v) for k, v in spec.tags.items()}}
         key = self._ssh_key()
         firewall = self._firewall(spec.name, spec, labels)
@@ -316,6 +313,8 @@ class HcloudCompute:
                     self._delete_firewall(spec.name)  # so nothing made for it stays behind either
                 except ProviderError:
                     pass  # the refusal is the error to report
+                with self.pinned.edit() as keys:  # nor the key pinned for a server that never existed
+                    keys.pop(spec.name, None)
             raise
         with self.pinned.edit() as keys:
             keys[spec.name]["id"] = r.server.id
