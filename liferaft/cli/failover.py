@@ -23,7 +23,7 @@ from liferaft.cli._common import (
 from liferaft.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from liferaft.failover import Plan, Runner, RunOutcome
+    from liferaft.engine import Plan, Runner, RunOutcome
 
 
 def _human_bytes(n: int) -> str:
@@ -36,8 +36,9 @@ def _human_bytes(n: int) -> str:
 
 
 def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> Runner:
+    import liferaft.steps  # noqa: F401  (registers the step library: a journal may name any of its kinds)
+    from liferaft.engine import Runner
     from liferaft.events import Events
-    from liferaft.failover import Runner
 
     stack = opts.stack()
     # Not opts.state_dir, which creates it: runs, show and a resume of nothing create nothing there; a run creates
@@ -176,8 +177,8 @@ def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before
 def _note_moved(runner: Runner, out: RunOutcome) -> None:
     """A done failover (not a drill) moved the stack: record where it runs now, so `health --watch` stops
     watching the old primary (a minimal record; issue 20 makes it the stack's active site)."""
-    from liferaft.drill.plan import is_drill
-    from liferaft.readiness.state import record_move
+    from liferaft.engine.standby_state import record_move
+    from liferaft.steps.drill import is_drill
 
     if out.status != "done":
         return
@@ -192,7 +193,7 @@ def _note_moved(runner: Runner, out: RunOutcome) -> None:
 @pass_opts
 def runs_cmd(opts: GlobalOptions, as_json: bool) -> int:
     """List this stack's failover runs, newest first."""
-    from liferaft.drill.plan import is_drill
+    from liferaft.steps.drill import is_drill
 
     with _runner(opts, as_json, need_stack=False).journal() as journal:
         runs = journal.runs()
@@ -266,7 +267,7 @@ def resume_cmd(opts: GlobalOptions, run_ref: str, stop_before: str | None, as_js
 def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) -> int:
     """Undo a run's completed steps in reverse order, DNS first."""
     _confirm(f"Roll back run {run_ref}?", yes)
-    from liferaft.readiness.state import forget_move
+    from liferaft.engine.standby_state import forget_move
 
     out = _runner(opts, as_json).rollback(run_ref)
     forget_move(opts.state_dir, opts.stack().model.name, run=out.run_id)

@@ -207,8 +207,8 @@ def _safe(moved: Any) -> Any:
 def _standing_run(state_dir: Any, stack: str) -> Any:
     """site -> the newest failover run into it left failed or stopped (not a drill), for the watch to resume
     instead of starting a second run."""
-    from liferaft.drill.plan import is_drill
-    from liferaft.failover.journal import Journal, journal_path
+    from liferaft.engine.journal import Journal, journal_path
+    from liferaft.steps.drill import is_drill
 
     def find(site: str) -> str | None:
         path = journal_path(state_dir, stack)
@@ -226,8 +226,8 @@ def _standing_run(state_dir: Any, stack: str) -> Any:
 def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:
     """What the watch reads from the readiness state: is a standby recorded at a site (cold failover possible)?
     and the stack's move record (a failover moved it: never fail over from the old primary again)."""
+    from liferaft.engine.standby_state import load_move, load_standby
     from liferaft.errors import LiferaftError
-    from liferaft.readiness.state import load_move, load_standby
 
     def standby_at(site: str) -> bool:
         try:
@@ -244,8 +244,8 @@ def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:
 
 def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:
     """The recorded standbys' RPO exposure (readiness state file; unreadable -> reported, never fatal)."""
+    from liferaft.engine.standby_state import exposure
     from liferaft.errors import LiferaftError
-    from liferaft.readiness.state import exposure
 
     try:
         return exposure(state_dir, stack)

@@ -14,7 +14,7 @@ from liferaft.errors import UsageError
 def _pool(opts: GlobalOptions, name: str) -> Any:
     """The compute capability of provider `name` if it is a pool liferaft allocates from (it can release), else
     None."""
-    from liferaft.failover.observe import open_provider
+    from liferaft.engine.observe import open_provider
     from liferaft.providers.registry import capabilities_of
 
     stack = opts.stack()

@@ -1,7 +1,7 @@
 """`liferaft replicate --to SITE [--watch | --stop]`: keep the standby's data current and report the lag (live RPO
 exposure); `--stop` stops keeping it (subscription, and the slot at the source, dropped; the record forgotten).
 
-Thin: parse, call liferaft.readiness, render. Holds the site's lock (liferaft.failover.lock.SiteLock) while it runs:
+Thin: parse, call liferaft.standby, render. Holds the site's lock (liferaft.engine.lock.SiteLock) while it runs:
 a drill into the site is refused meanwhile, and it is refused while a drill or a run holds the site. It holds the
 site as a keeper that yields: a failover run into the site sends it SIGTERM, and it ends its round in progress (or
 its set-up), releases the site and exits 0. Exit codes: 0 every dataset synced in the last round, or stopped by
@@ -67,8 +67,8 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
               as_json: bool) -> int:
     """Keep the standby at SITE current: PostgreSQL by logical replication (or periodic dumps), buckets by
     incremental sync; report lag per dataset in seconds and bytes, and record it for failover, drill and audit."""
-    from liferaft.failover.lock import SiteLock
-    from liferaft.readiness.standby import ReplicateOptions
+    from liferaft.engine.lock import SiteLock
+    from liferaft.standby.keeper import ReplicateOptions
 
     if count is not None and not watch:
         raise UsageError("--count needs --watch")
@@ -98,7 +98,7 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
 
 def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
     from liferaft.events import Events
-    from liferaft.readiness.standby import Replicator
+    from liferaft.standby.keeper import Replicator
 
     rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
     result = rep.stop()
@@ -112,11 +112,11 @@ def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
 
 def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None,
                as_json: bool, stop: threading.Event) -> int:
+    from liferaft.engine.standby_state import prometheus_text
     from liferaft.events import Events
     from liferaft.health.report import write_atomic
-    from liferaft.readiness.standby import Replicator
-    from liferaft.readiness.standby import watch as watch_loop
-    from liferaft.readiness.state import prometheus_text
+    from liferaft.standby.keeper import Replicator
+    from liferaft.standby.keeper import watch as watch_loop
 
     rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
     rep.setup_or_attach()

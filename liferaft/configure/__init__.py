@@ -7,6 +7,8 @@ from liferaft.configure._types import (
     PlaybookResult,
     TargetHost,
     TaskEvent,
+    host_from_dict,
+    host_to_dict,
     to_progress,
 )
 from liferaft.configure._workspace import Cleaned, clean_dead_runs
@@ -20,6 +22,8 @@ __all__ = [
     "TargetHost",
     "TaskEvent",
     "clean_dead_runs",
+    "host_from_dict",
+    "host_to_dict",
     "resolve_playbook",
     "run_playbook",
     "syntax_check",

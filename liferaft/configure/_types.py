@@ -115,3 +115,15 @@ class PlaybookFailed(RunFailed):
         d = super().to_dict()
         d.update(host=self.host, task=self.task, result=self.result.to_dict())
         return d
+
+
+def host_from_dict(d: dict[str, Any]) -> TargetHost:
+    """A TargetHost from a step result (JSON: address, port, user, host_keys, private_key_file)."""
+    return TargetHost(name=str(d["name"]), address=str(d["address"]), port=int(d.get("port", 22)),
+                      user=str(d.get("user", "root")), host_keys=tuple(d.get("host_keys") or ()),
+                      private_key_file=d.get("private_key_file"))
+
+
+def host_to_dict(h: TargetHost) -> dict[str, Any]:
+    return {"name": h.name, "address": h.address, "port": h.port, "user": h.user, "host_keys": list(h.host_keys),
+            "private_key_file": h.private_key_file}

@@ -15,7 +15,7 @@ that cut. A non-zero exit stops the drill before anything else happens. `heal` g
 `cut` set to what `cut` printed, and must undo that cut only. Both are bounded by HOOK_TIMEOUT_S.
 
 Without a hook the primary is simply not used: the cold failover that follows never contacts it
-(see liferaft.readiness.cold).
+(see liferaft.failover.cold).
 """
 
 from __future__ import annotations

@@ -13,22 +13,17 @@ A drill must not touch production and must not harm the source:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from liferaft.engine.plan import Plan, Step
 from liferaft.errors import UsageError
-from liferaft.failover.plan import Plan, Step
 
 DRILL_STEP_KINDS = ("drill.teardown", "drill.cut", "drill.verify_data", "drill.verify_service")
 # Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source).
 KEPT_KINDS = ("host.allocate", "host.configure", "db.server", "db.access", "db.migrate", "objects.sync",
               "service.deploy", "db.release")
-
-
-def is_drill(steps: Iterable[Any]) -> bool:
-    """A drill's run (its plan's steps, or the journal's step records): it carries the drill's teardown guard."""
-    return any(s.kind == "drill.teardown" for s in steps)
 
 
 def drill_fqdn(dns: Any) -> str | None:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.drill.model import DataSummary, DrillResult, LedgerSummary, Phase
-from liferaft.drill.plan import drill_fqdn, is_drill, to_drill
+from liferaft.drill.plan import drill_fqdn, to_drill
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Event, Events
+from liferaft.steps.drill import is_drill
 
 if TYPE_CHECKING:
-    from liferaft.failover import Plan
-    from liferaft.failover.journal import StepRecord
+    from liferaft.engine import Plan
+    from liferaft.engine.journal import StepRecord
     from liferaft.stack import Stack
 
 PHASE_OF_KIND = {
@@ -74,7 +75,7 @@ def _drill_dns(stack: Stack) -> dict[str, Any]:
 def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
     """A host already allocated under the drill's host name (a standby kept warm by `liferaft replicate`, or the
     result of a real failover) must not be used by a drill: its teardown would stop and remove what runs there."""
-    from liferaft.failover.observe import open_provider
+    from liferaft.engine.observe import open_provider
 
     alloc = next((s for s in plan.steps if s.kind == "host.allocate"), None)
     if alloc is None:
@@ -91,11 +92,10 @@ def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
 def run_drill(stack: Stack, state_dir: Path, opts: DrillOptions, events: Events | None = None) -> DrillResult:
     """The whole drill. Raises only when nothing ran (bad input, planning failed); otherwise returns the result,
     with `error` set when the run stopped early (the target is still torn down unless kept)."""
-    from liferaft.drill import steps
-    from liferaft.failover.lock import SiteLock
+    import liferaft.steps  # noqa: F401  (registers the step library: a drill's journal names its kinds)
+    from liferaft.engine.lock import SiteLock
 
     require_scenario(opts.scenario)
-    steps.ensure_registered()
     opts = DrillOptions(opts.target, opts.scenario, opts.keep, str(Path(opts.ledger).resolve()) if opts.ledger else None)
     ev = events or Events()
     stack.site(opts.target)  # an unknown site is a usage error, before any lock file is made for it
@@ -134,7 +134,7 @@ def _execute(stack: Stack, state_dir: Path, plan: Plan, opts: DrillOptions, ev: 
              after_run: Callable[[list[StepRecord]], str | None] | None = None) -> _Execution:
     """Run the drill plan through the engine, then (after `after_run`, e.g. healing a cut) tear the target down by
     rolling the run back unless kept."""
-    from liferaft.failover import Runner
+    from liferaft.engine import Runner
 
     seen: dict[str, Any] = {}
 
@@ -246,7 +246,7 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
 def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: Events) -> Plan:
     """The cold failover plan from the standby (the source is not probed: it was cut on purpose), as a drill."""
     from liferaft.drill.plan import to_cold_drill
-    from liferaft.readiness.cold import build_cold_plan
+    from liferaft.failover.cold import build_cold_plan
 
     plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False,
                            ledger=opts.ledger)
@@ -392,10 +392,10 @@ def _writes_after(ledger: str | None, cut_at: float | None, checked_at: float | 
 def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | None = None) -> str:
     """Tear down the target of a drill run with --keep: roll its run back (drill record first, the target's
     services and PostgreSQL stopped and removed, the host released). Returns the run id."""
-    from liferaft.drill import history, steps
-    from liferaft.failover import Runner
+    import liferaft.steps  # noqa: F401  (registers the step library: a drill's journal names its kinds)
+    from liferaft.drill import history
+    from liferaft.engine import Runner
 
-    steps.ensure_registered()
     runner = Runner(state_dir, stack=stack, events=events)
     with runner.journal() as journal:
         rec = journal.find_run(run_ref)

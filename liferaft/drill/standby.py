@@ -34,8 +34,8 @@ class Seeded:
 
 
 def _replicator(stack: Stack, state_dir: Path, target: str, events: Events) -> Any:
-    from liferaft.readiness.cold import source_timeout
-    from liferaft.readiness.standby import ReplicateOptions, Replicator
+    from liferaft.failover.cold import source_timeout
+    from liferaft.standby.keeper import ReplicateOptions, Replicator
 
     return Replicator(stack, state_dir, ReplicateOptions(target=target, source_timeout=source_timeout(stack)),
                       events=events)
@@ -57,9 +57,9 @@ def _setup_and_round(rep: Any) -> dict[str, Any]:
 
 def ensure_standby(stack: Stack, state_dir: Path, target: str, events: Events) -> Seeded:
     """The recorded standby, or a new one made now (needs the source to answer)."""
-    from liferaft.failover.observe import open_provider
-    from liferaft.readiness.cold import require_standby
-    from liferaft.readiness.standby import standby_spec_name
+    from liferaft.engine.observe import open_provider
+    from liferaft.failover.cold import require_standby
+    from liferaft.standby.keeper import standby_spec_name
 
     t0 = time.time()
     try:
@@ -94,9 +94,9 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
     """At the (healed) source: drop the slot and publication of every database whose standby the drill promoted
     (the promotion dropped the subscription without the source). A database not promoted (the drill stopped before)
     keeps its slot: the standby still subscribes and catches up now that the source answers again."""
-    from liferaft.failover.access import admin_conn
-    from liferaft.readiness.pgstandby import drop_source_side
-    from liferaft.readiness.standby import EngineContext
+    from liferaft.movers.pg_standby import drop_source_side
+    from liferaft.standby.keeper import EngineContext
+    from liferaft.steps.access import admin_conn
 
     if not seeded.source_address:
         return []
@@ -117,7 +117,7 @@ def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted
 def after_drill(stack: Stack, state_dir: Path, target: str, seeded: Seeded, *, kept: bool, torn_down: bool,
                 events: Events) -> str | None:
     """Leave the readiness state true: set a standby that existed before up again, forget one the drill made."""
-    from liferaft.readiness.state import forget_standby
+    from liferaft.engine.standby_state import forget_standby
 
     if kept:
         forget_standby(state_dir, stack.model.name, target)

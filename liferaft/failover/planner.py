@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from liferaft.engine.observe import Observed, observe
+from liferaft.engine.plan import Plan, Step, ttl_notes
 from liferaft.errors import UsageError
 from liferaft.events import Events, as_events
-from liferaft.failover.observe import Observed, observe
-from liferaft.failover.plan import Plan, Step, ttl_notes
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -152,7 +152,7 @@ def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | N
     m = stack.model
     source = source or m.primary
     if mode == "cold":  # the source no longer answers: restore from the standby that `replicate` keeps
-        from liferaft.readiness.cold import build_cold_plan
+        from liferaft.failover.cold import build_cold_plan
 
         return build_cold_plan(stack, target, source=source, state_dir=state_dir, events=ev,
                                source_timeout_s=source_timeout, ledger=ledger)

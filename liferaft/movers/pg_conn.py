@@ -150,3 +150,20 @@ def require_superuser(cur: Any, conn: PgConn, why: str) -> None:
     if not row or not row[0]:
         raise UsageError(f"{why} needs a superuser on {conn.describe()}",
                          hint="use the cluster's superuser for the migration, or grant it for the move")
+
+
+def give_to_owner(conn: PgConn, owner: str) -> int:
+    """Objects restored by the migration role (pg_restore --no-owner) go back to the application's owner role."""
+    with connect(conn) as c:
+        rows = c.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r','p','S','v','m') AND pg_get_userbyid(c.relowner) = current_user"
+            " AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
+            " AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid"
+            "   AND d.deptype IN ('a','i') AND d.classid = 'pg_class'::regclass))").fetchall()
+        for schema, name, kind in rows:
+            word = {"S": "SEQUENCE", "v": "VIEW", "m": "MATERIALIZED VIEW"}.get(kind, "TABLE")
+            c.execute(f"ALTER {word} {ident(schema, name)} OWNER TO {ident(owner)}")
+    with connect(conn.with_db("postgres")) as c:
+        c.execute(f"ALTER DATABASE {ident(conn.dbname)} OWNER TO {ident(owner)}")
+    return len(rows)

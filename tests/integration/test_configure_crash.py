@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from liferaft.configure import _guard
+from liferaft.engine import Runner
 from liferaft.errors import CheckFailed
-from liferaft.failover import Runner
 from tests.unit.test_failover_toys import toy_plan
 
 pytestmark = pytest.mark.lab

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from liferaft.failover.observe import open_provider
+from liferaft.engine.observe import open_provider
 from liferaft.providers.base import HostSpec
 from liferaft.stack import load_stack
 

@@ -174,7 +174,7 @@ def test_replicate_once_reports_lag_and_records_the_standby(lab: Any, state_dir:
     while _count_posts(_owner_dsn(info, b.address)) != _count_posts(_owner_dsn(info, info.primary_address)):
         assert time.monotonic() < deadline, "the standby never caught up"
         time.sleep(0.2)
-    from liferaft.failover.observe import open_provider
+    from liferaft.engine.observe import open_provider
     from liferaft.stack import load_stack
 
     stack = load_stack(info.stack_file)
@@ -288,7 +288,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         assert once_s < 60
 
         # a standby object that is not what replicate copied stops the run before DNS; fixed, resume finishes
-        from liferaft.failover.observe import open_provider
+        from liferaft.engine.observe import open_provider
         from liferaft.stack import load_stack
 
         store = open_provider(load_stack(info.stack_file), "objstore", state_dir).require("objects")
@@ -361,7 +361,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
         # ("server closed the connection unexpectedly"). Wait, bounded, until a answers as an operator would.
         healed_after = _wait_until_answers(_owner_dsn(info, info.primary_address), timeout=60.0)
         print(f"host a's PostgreSQL answered {healed_after:.1f}s after the heal")
-        from liferaft.readiness.state import load_standby
+        from liferaft.engine.standby_state import load_standby
 
         recorded = load_standby(state_dir, "microblog", "alt-b")
         assert recorded is not None

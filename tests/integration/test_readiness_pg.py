@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from liferaft.movers import pg_standby as pgstandby
 from liferaft.movers import postgres as pg
 from liferaft.movers.pg_conn import PgConn, connect, ident
-from liferaft.readiness import pgstandby
 from tests.pg_fixtures import PgPair
 
 pytestmark = pytest.mark.lab

@@ -16,8 +16,8 @@ import pytest
 
 from liferaft.configure import _guard
 from liferaft.configure._workspace import clean_dead_runs, new_run_dirs, work_root
+from liferaft.engine import Runner
 from liferaft.errors import CheckFailed
-from liferaft.failover import Runner
 from tests.unit.test_failover_toys import toy_plan
 
 GUARD = Path(_guard.__file__ or "")

@@ -13,7 +13,7 @@ from liferaft.cli import main
 from liferaft.drill import history
 from liferaft.drill.model import DrillResult
 from liferaft.drill.run import phases_from
-from liferaft.failover.journal import StepRecord
+from liferaft.engine.journal import StepRecord
 from tests.unit.test_drill_report import T0, result
 
 REPO = Path(__file__).resolve().parents[2]

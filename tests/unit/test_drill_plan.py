@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from liferaft.drill.plan import DRILL_STEP_KINDS, drill_fqdn, to_drill
-from liferaft.drill.steps import teardown_script
+from liferaft.engine import Plan, Step
+from liferaft.engine.observe import Observed
 from liferaft.errors import RunFailed, UsageError
-from liferaft.failover import Plan, Step
-from liferaft.failover.observe import Observed
 from liferaft.failover.planner import make_plan
 from liferaft.stack import Stack, load_stack
+from liferaft.steps.drill import teardown_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,8 +115,8 @@ def cold_plan(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """The example's cold failover plan from a recorded standby; nothing answers (and nothing is probed)."""
     import shutil
 
-    from liferaft.readiness.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
-    from liferaft.readiness.state import save_standby
+    from liferaft.engine.standby_state import save_standby
+    from liferaft.failover.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
 
     d = tmp_path / "stack"
     shutil.copytree(REPO / "examples" / "microblog", d, ignore=shutil.ignore_patterns("__pycache__"))
@@ -202,7 +202,7 @@ def _deploy_step(service: str) -> Any:
 
 def test_service_stop_lines_follow_the_shipped_playbooks_and_remove_nothing() -> None:
     """A rolled-back deploy is stopped the way the shipped playbooks start it; its files and data stay."""
-    from liferaft.failover.steps.hosts import stop_services_lines
+    from liferaft.steps.hosts import stop_services_lines
 
     script = "\n".join(stop_services_lines(["web"]))
     assert "systemctl disable --now liferaft-web.service" in script
@@ -212,15 +212,15 @@ def test_service_stop_lines_follow_the_shipped_playbooks_and_remove_nothing() ->
 
 def test_deploy_undo_stops_the_service_on_the_target(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """service.deploy is undoable: its undo runs the stop script on the allocated host, never the source."""
-    from liferaft.failover import access
-    from liferaft.failover.kinds import get_kind
+    from liferaft.engine.kinds import get_kind
+    from liferaft.steps import access
 
     kind = get_kind("service.deploy")
     assert kind.undoable
     svc = min(stack.model.services)
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(access, "ssh", lambda host, cmd, **kw: calls.append((host.address, kw["stdin"])) or "")
-    monkeypatch.setattr("liferaft.failover.steps.hosts.service_health_url", lambda ctx, s, a: None)
+    monkeypatch.setattr("liferaft.steps.hosts.service_health_url", lambda ctx, s, a: None)
     host = {"name": "b", "address": "10.0.0.2", "host_keys": ["ssh-ed25519 AAAA"]}
 
     kind.undo(_UndoCtx(stack, None), _deploy_step(svc))  # nothing allocated: nothing to stop
@@ -240,9 +240,9 @@ def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers
     URL) when it still does: a client holding its address would still be writing there."""
     import http.server
 
+    from liferaft.engine.kinds import get_kind
     from liferaft.errors import Unreachable
-    from liferaft.failover import access
-    from liferaft.failover.kinds import get_kind
+    from liferaft.steps import access
 
     def unreachable(host: Any, cmd: str, **kw: Any) -> str:
         raise Unreachable(host.name, "ssh", "No route to host")
@@ -253,7 +253,7 @@ def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     port = server.server_address[1]
     server.server_close()  # nothing listens on the port now
-    monkeypatch.setattr("liferaft.failover.steps.hosts.service_health_url",
+    monkeypatch.setattr("liferaft.steps.hosts.service_health_url",
                         lambda ctx, s, a: f"http://127.0.0.1:{port}/healthz")
     ctx = _UndoCtx(stack, host)
     kind.undo(ctx, _deploy_step(svc))

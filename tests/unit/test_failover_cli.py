@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.cli import main
-from liferaft.failover import Runner, journal_path
+from liferaft.engine import Runner, journal_path
 from tests.unit.test_failover_toys import toy_plan
 
 REPO = Path(__file__).resolve().parents[2]

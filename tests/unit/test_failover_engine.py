@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from liferaft.engine import Journal, JournalCorrupt, Plan, Runner, Step, journal_path
 from liferaft.errors import CheckFailed, InvalidInput, LockHeld, RunFailed, UsageError
 from liferaft.events import Event, Events
-from liferaft.failover import Journal, JournalCorrupt, Plan, Runner, Step, journal_path
 from tests.unit.test_failover_toys import toy_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_run_executes_in_order_and_journals_every_step(tmp_path: Path) -> None:
 
 def test_journal_record_is_committed_before_the_step_acts(tmp_path: Path) -> None:
     """While a step runs, another connection already sees it as 'running' (written before acting)."""
-    from liferaft.failover import StepKind, register, unregister
+    from liferaft.engine import StepKind, register, unregister
 
     observed: list[str] = []
     state = tmp_path / "state"
@@ -262,7 +262,7 @@ def test_the_site_lock_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
     """A drill holds its site and starts the failover run into it (which takes the site again): that goes ahead.
     Meanwhile another thread of the same process, and another process, are refused; after the outer release
     the site is free."""
-    from liferaft.failover import SiteLock
+    from liferaft.engine import SiteLock
 
     state = tmp_path / "state"
     refused: list[BaseException] = []
@@ -275,7 +275,7 @@ def test_the_site_lock_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
         t.join()
         assert len(refused) == 1 and isinstance(refused[0], LockHeld), refused
         assert f"process {os.getpid()} (drill, no-notice)" in str(refused[0])  # the outer holder, not "nested"
-        code = ("import sys; from pathlib import Path; from liferaft.failover import SiteLock; "
+        code = ("import sys; from pathlib import Path; from liferaft.engine import SiteLock; "
                 "SiteLock(Path(sys.argv[1]), 'toy', 'there').acquire()")
         other = subprocess.run([sys.executable, "-c", code, str(state)],
                                cwd=REPO, capture_output=True, text=True, timeout=60, check=False)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from liferaft.engine.observe import Observed
+from liferaft.engine.plan import Plan
 from liferaft.errors import UsageError
-from liferaft.failover.observe import Observed
-from liferaft.failover.plan import Plan
 from liferaft.failover.planner import build_plan, make_plan
 from liferaft.stack import load_stack
 

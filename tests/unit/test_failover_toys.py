@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liferaft.engine import Plan, RunContext, Runner, Step, StepKind, register
 from liferaft.errors import CheckFailed
-from liferaft.failover import Plan, RunContext, Runner, Step, StepKind, register
 
 
 def _log(step: Step, what: str) -> None:
@@ -149,14 +149,14 @@ def main(argv: list[str]) -> int:
         print(json.dumps(out.to_dict()))
         return 0
     if argv[0] == "hold-lock":
-        from liferaft.failover import StackLock
+        from liferaft.engine import StackLock
 
         with StackLock(Path(argv[1]), argv[2]).acquire("holder"):
             print("locked", flush=True)
             time.sleep(60)
         return 0
     if argv[0] == "hold-site":
-        from liferaft.failover import SiteLock
+        from liferaft.engine import SiteLock
 
         with SiteLock(Path(argv[1]), argv[2], argv[3]).acquire(by=argv[4]):
             print("locked", flush=True)

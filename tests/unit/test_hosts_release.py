@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from liferaft.cli import main
+from liferaft.engine.plan import Plan, Step
 from liferaft.errors import UsageError
-from liferaft.failover.plan import Plan, Step
 from liferaft.providers.base import HostSpec
 from liferaft.providers.ssh import PoolHost, SshAdapter
 from liferaft.stack import load_stack

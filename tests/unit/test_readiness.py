@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.errors import InvalidInput, Unreachable, UsageError
-from liferaft.readiness.bounded import bounded, tcp_answers
-from liferaft.readiness.state import (
+from liferaft.engine.standby_state import (
     load_standby,
     load_state,
     prometheus_text,
@@ -25,6 +23,8 @@ from liferaft.readiness.state import (
     save_standby,
     state_path,
 )
+from liferaft.errors import InvalidInput, Unreachable, UsageError
+from liferaft.standby.bounded import bounded, tcp_answers
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO / "examples" / "microblog"
@@ -157,7 +157,7 @@ def test_bounded_gives_up_on_a_hung_source_on_time(hung_server: tuple[str, int])
 def test_bounded_postgres_lag_on_a_hung_source(hung_server: tuple[str, int]) -> None:
     """The lag query against a source that accepts TCP and never answers ends at the source timeout."""
     from liferaft.movers.pg_conn import PgConn
-    from liferaft.readiness.pgstandby import source_lag
+    from liferaft.movers.pg_standby import source_lag
 
     host, port = hung_server
     conn = PgConn(host=host, port=port, dbname="x", user="u", password="p")
@@ -187,7 +187,7 @@ def example_stack(tmp_path: Path) -> Path:
 
 
 def test_cold_plan_needs_a_recorded_standby(example_stack: Path, tmp_path: Path) -> None:
-    from liferaft.readiness.cold import build_cold_plan
+    from liferaft.failover.cold import build_cold_plan
     from liferaft.stack import load_stack
 
     stack = load_stack(example_stack)
@@ -200,8 +200,8 @@ def test_cold_plan_needs_a_recorded_standby(example_stack: Path, tmp_path: Path)
 def test_cold_plan_uses_the_standby_and_never_waits_on_the_source(example_stack: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Steps in order, engine kinds reused, the source probed once within the timeout and nothing else."""
-    from liferaft.failover.kinds import get_kind
-    from liferaft.readiness.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
+    from liferaft.engine.kinds import get_kind
+    from liferaft.failover.cold import SOURCE_TIMEOUT_ENV, build_cold_plan
     from liferaft.stack import load_stack
 
     stack = load_stack(example_stack)
@@ -303,9 +303,9 @@ def test_replicate_refuses_a_site_a_run_put_the_stack_into(example_stack: Path, 
     import subprocess
     import sys
 
-    from liferaft.failover import Journal, Plan, Step, journal_path
-    from liferaft.readiness.standby import require_no_run_into
+    from liferaft.engine import Journal, Plan, Step, journal_path
     from liferaft.stack import load_stack
+    from liferaft.standby.keeper import require_no_run_into
 
     stack = load_stack(example_stack)
     state = tmp_path / "s"
@@ -382,7 +382,7 @@ def test_health_shows_each_standbys_rpo_exposure(example_stack: Path, tmp_path: 
     import subprocess
     import sys
 
-    from liferaft.readiness.state import exposure
+    from liferaft.engine.standby_state import exposure
     from liferaft.stack import load_stack
 
     stack = load_stack(example_stack)

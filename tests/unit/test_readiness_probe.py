@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.readiness.bounded import probe_ports
-from liferaft.readiness.state import load_standby, save_standby
+from liferaft.engine.standby_state import load_standby, save_standby
+from liferaft.standby.bounded import probe_ports
 from tests.unit.test_readiness import _closed_port, example_stack  # noqa: F401 (a fixture)
 
 
@@ -69,8 +69,8 @@ def test_cold_plan_probe_of_a_silent_source_costs_one_timeout(example_stack: Pat
     """The cold plan probes the source's SSH and PostgreSQL ports: both black-holed, the probe takes one
     source timeout and the plan says the source did not answer within it."""
     from liferaft.events import Event
-    from liferaft.readiness import cold
     from liferaft.stack import load_stack
+    from liferaft.failover import cold
 
     example_stack.write_text(example_stack.read_text().replace("port: 5432", f"port: {black_holes[1]}"))
     stack = load_stack(example_stack)
@@ -96,8 +96,8 @@ def test_lag_grows_from_the_last_confirmed_position_while_the_source_is_silent(e
                                                                               tmp_path: Path) -> None:
     """Rounds that cannot reach the source (every endpoint of the example is a closed port here) report each
     dataset's lag as now minus the time it was last confirmed caught up -- growing, not the last 0.0 s."""
-    from liferaft.readiness.standby import ReplicateOptions, Replicator
     from liferaft.stack import load_stack
+    from liferaft.standby.keeper import ReplicateOptions, Replicator
 
     stack = load_stack(example_stack)
     m = stack.model
@@ -128,7 +128,7 @@ def test_the_move_record_is_shown_and_forgotten_only_by_its_own_rollback(example
     import subprocess
     import sys
 
-    from liferaft.readiness.state import forget_move, load_move, record_move
+    from liferaft.engine.standby_state import forget_move, load_move, record_move
 
     assert load_move(tmp_path, "microblog") is None
     record_move(tmp_path, "microblog", site="alt-b", source="primary", run="R1", mode="cold")

@@ -312,7 +312,7 @@ alternates: [s2]
 
 def _journal_with_a_run(tmp_path: Path) -> tuple[Path, Path, str]:
     """A real journal with one interrupted run (stopped before its 4th step): stack file, state dir, run id."""
-    from liferaft.failover import Runner, journal_path
+    from liferaft.engine import Runner, journal_path
     from tests.unit.test_failover_toys import toy_plan
 
     stack = tmp_path / "liferaft.yaml"

@@ -47,7 +47,7 @@ def _fill(path: Path) -> None:
 
 
 def _stopped_toy_run(tmp_path: Path, state: Path) -> tuple[Path, str]:
-    from liferaft.failover import Runner
+    from liferaft.engine import Runner
     from tests.unit.test_failover_toys import toy_plan
 
     stack = tmp_path / "liferaft.yaml"

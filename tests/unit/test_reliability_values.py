@@ -69,7 +69,7 @@ def test_non_finite_source_timeout_from_the_environment_is_refused(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """LIFERAFT_SOURCE_TIMEOUT=inf waited forever on a dead source (and nan became 0.5 s silently)."""
     from liferaft.errors import UsageError
-    from liferaft.readiness.cold import source_timeout
+    from liferaft.failover.cold import source_timeout
     from liferaft.stack import load_stack
 
     stack = load_stack(_example(tmp_path / "stack"))

@@ -1,5 +1,5 @@
 """`replicate --watch` must not grow with the number of rounds (the soak benchmark, bench/bench_soak.py, measured
-~1.5 MiB of RSS per 1,000 rounds: `liferaft.readiness.standby.watch` keeps every round's summary in the list it
+~1.5 MiB of RSS per 1,000 rounds: `liferaft.standby.keeper.watch` keeps every round's summary in the list it
 returns; now only the last is kept)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import tracemalloc
 from typing import Any
 
-from liferaft.readiness.standby import watch
+from liferaft.standby.keeper import watch
 
 
 class _StubReplicator:

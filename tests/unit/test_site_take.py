@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from liferaft.engine import Runner, SiteLock
+from liferaft.engine.standby_state import save_standby
 from liferaft.errors import LockHeld
 from liferaft.events import Event, Events
-from liferaft.failover import Runner, SiteLock
-from liferaft.readiness.state import save_standby
 from tests.unit.test_readiness import example_stack  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDER = """
 import signal, sys, threading, time
 from pathlib import Path
-from liferaft.failover import SiteLock
+from liferaft.engine import SiteLock
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 state, by, yields, round_s, stubborn = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", float(sys.argv[4]), sys.argv[5] == "1"

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.configure import clean_dead_runs
+from liferaft.engine.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
+from liferaft.engine.kinds import get_kind
+from liferaft.engine.lock import SiteLock, StackLock
+from liferaft.engine.plan import Plan, Step
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
 from liferaft.events import Events, as_events
-from liferaft.failover.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
-from liferaft.failover.kinds import get_kind
-from liferaft.failover.lock import SiteLock, StackLock
-from liferaft.failover.plan import Plan, Step
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -96,7 +96,7 @@ class RunContext:
         """The named provider of the stack, opened once per run."""
         key = f"provider:{name}"
         if key not in self.cache:
-            from liferaft.failover.observe import open_provider
+            from liferaft.engine.observe import open_provider
 
             # Credentials resolved for the provider are secrets too: the journal refuses to store them.
             self.cache[key] = open_provider(self.require_stack(), name, self.state_dir, resolve=self.secret)

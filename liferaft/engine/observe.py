@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from liferaft.configure import host_to_dict
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events
-from liferaft.failover.access import host_to_dict
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost

@@ -22,11 +22,11 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from liferaft.engine.plan import Plan, Step, ttl_notes
+from liferaft.engine.standby_state import StandbyRecord, load_standby
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events, as_events
-from liferaft.failover.plan import Plan, Step, ttl_notes
-from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
-from liferaft.readiness.state import StandbyRecord, load_standby
+from liferaft.standby.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -69,8 +69,8 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source; with
     `probe_source=False` (a drill that cut it off on purpose) does not even probe it. `source_timeout_s`
     overrides LIFERAFT_SOURCE_TIMEOUT and the stack's health.timeout."""
-    import liferaft.readiness.steps  # noqa: F401  (registers the standby step kinds)
-    from liferaft.failover.observe import dns_current, target_free
+    import liferaft.steps.standby  # noqa: F401  (registers the standby step kinds)
+    from liferaft.engine.observe import dns_current, target_free
 
     ev = as_events(events)
     m = stack.model

@@ -8,13 +8,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
-from liferaft.failover.access import owner_conn
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
-from liferaft.failover.steps.data import conns, endpoints, progress
-from liferaft.failover.steps.hosts import health_url, target_host
+from liferaft.steps.access import owner_conn
+from liferaft.steps.data import conns, endpoints, progress
+from liferaft.steps.hosts import health_url, target_host
 
 
 def http_check(address: str, health: Any, *, timeout: float = 10.0) -> float:
@@ -122,7 +122,7 @@ class VerifyData(StepKind):
             checked[f"database {key}"] = len(rep.tables)
             problems.extend(f"database {key}: {p}" for p in rep.problems())
 
-        from liferaft.failover.journal import stack_dir
+        from liferaft.engine.journal import stack_dir
 
         manifest_dir = stack_dir(ctx.state_dir, ctx.plan.stack)
         delta: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from liferaft.failover.observe import open_provider
+from liferaft.engine.observe import open_provider
 from liferaft.stack import Stack
 
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from liferaft.engine.journal import stack_dir
 from liferaft.errors import LockHeld
 from liferaft.events import Events, as_events
-from liferaft.failover.journal import stack_dir
 
 TAKE_WAIT_S = 30.0  # how long a failover waits for a standby keeper to end its round and let the site go
 YIELD_SIGNAL = "SIGTERM"  # what a keeper that yields is sent (replicate ends its round, then exits 0)

@@ -22,25 +22,11 @@ from liferaft.errors import AuthRejected, ProviderError, RunFailed, ToolMissing,
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
-    from liferaft.failover.runner import RunContext
+    from liferaft.engine.runner import RunContext
     from liferaft.movers.pg_conn import PgConn
 
 MIGRATOR_ROLE = "liferaft_migrator"
 PSQL = "/usr/lib/postgresql/{version}/bin/psql"
-
-
-def host_from_dict(d: dict[str, Any]) -> TargetHost:
-    """A TargetHost from a step result (JSON: address, port, user, host_keys, private_key_file)."""
-    from liferaft.configure import TargetHost
-
-    return TargetHost(name=str(d["name"]), address=str(d["address"]), port=int(d.get("port", 22)),
-                      user=str(d.get("user", "root")), host_keys=tuple(d.get("host_keys") or ()),
-                      private_key_file=d.get("private_key_file"))
-
-
-def host_to_dict(h: TargetHost) -> dict[str, Any]:
-    return {"name": h.name, "address": h.address, "port": h.port, "user": h.user, "host_keys": list(h.host_keys),
-            "private_key_file": h.private_key_file}
 
 
 def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: float = 60.0,
@@ -75,7 +61,7 @@ def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: fl
 
 def migrator_password(ctx: RunContext) -> str:
     """The stack's migration-role password (generated once, 0600 in the state dir), registered as a secret."""
-    from liferaft.failover.journal import stack_dir
+    from liferaft.engine.journal import stack_dir
 
     path = stack_dir(ctx.state_dir, ctx.plan.stack) / "pg-migrator.secret"
     if not path.exists():
@@ -124,25 +110,6 @@ def owner_conn(ctx: RunContext, address: str, db: Any) -> PgConn:
     from liferaft.movers.pg_conn import PgConn
 
     return PgConn(host=address, port=int(db.port), dbname=db.name, user=db.owner, password=ctx.secret(db.password))
-
-
-def give_to_owner(conn: PgConn, owner: str) -> int:
-    """Objects restored by the migration role (pg_restore --no-owner) go back to the application's owner role."""
-    from liferaft.movers.pg_conn import connect, ident
-
-    with connect(conn) as c:
-        rows = c.execute(
-            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r','p','S','v','m') AND pg_get_userbyid(c.relowner) = current_user"
-            " AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
-            " AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid"
-            "   AND d.deptype IN ('a','i') AND d.classid = 'pg_class'::regclass))").fetchall()
-        for schema, name, kind in rows:
-            word = {"S": "SEQUENCE", "v": "VIEW", "m": "MATERIALIZED VIEW"}.get(kind, "TABLE")
-            c.execute(f"ALTER {word} {ident(schema, name)} OWNER TO {ident(owner)}")
-    with connect(conn.with_db("postgres")) as c:
-        c.execute(f"ALTER DATABASE {ident(conn.dbname)} OWNER TO {ident(owner)}")
-    return len(rows)
 
 
 def controller_address(toward: str) -> str:

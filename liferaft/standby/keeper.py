@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from liferaft.engine.standby_state import load_standby, push_history, rpo_exposure, save_standby
 from liferaft.errors import LiferaftError, ProviderError, Unreachable, UsageError
 from liferaft.events import Events, as_events
-from liferaft.readiness.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
-from liferaft.readiness.state import load_standby, push_history, rpo_exposure, save_standby
+from liferaft.standby.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, tcp_answers
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -83,8 +83,8 @@ def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
     file's primary into it would overwrite its data with the old site's the day the old provider answers again; a
     drill kept running (--keep) serves a promoted copy there; a run that stopped or failed midway is resumed or
     rolled back first. Rolled-back runs (every drill that tore down) leave the site free."""
-    from liferaft.drill.plan import is_drill
-    from liferaft.failover.journal import Journal, journal_path
+    from liferaft.engine.journal import Journal, journal_path
+    from liferaft.steps.drill import is_drill
 
     path = journal_path(state_dir, stack.model.name)
     if not path.exists():
@@ -142,7 +142,7 @@ class Replicator:
         return save_standby(self.state_dir, self.stack.model.name, self.target, self.record)
 
     def _conns(self, key: str) -> tuple[PgConn, PgConn]:
-        from liferaft.failover.access import admin_conn
+        from liferaft.steps.access import admin_conn
 
         db = self.stack.model.data.databases[key]
         assert self._source_host is not None and self._standby_host is not None
@@ -181,7 +181,7 @@ class Replicator:
 
     def lower_ttls(self) -> None:
         """With `lower_ttl`: the service records' TTLs lowered ahead of a move, the originals kept in the record."""
-        from liferaft.readiness.ttl import lower_ttls
+        from liferaft.standby.ttl import lower_ttls
 
         if self.opts.lower_ttl is None:
             return
@@ -207,7 +207,7 @@ class Replicator:
             return {"attached": True, "error": str(e)[:300]}
 
     def _find_source_host(self) -> TargetHost:
-        from liferaft.failover.observe import dns_current, find_source_host
+        from liferaft.engine.observe import dns_current, find_source_host
 
         t = self.opts.source_timeout
         current = bounded(lambda: dns_current(self.stack, self.state_dir), max(t, 10.0), provider="dns",
@@ -218,7 +218,7 @@ class Replicator:
 
     def _allocate_standby(self) -> TargetHost:
         from liferaft.configure import TargetHost
-        from liferaft.failover.observe import open_provider
+        from liferaft.engine.observe import open_provider
         from liferaft.providers.base import HostSpec
 
         name = standby_spec_name(self.stack, self.target)
@@ -234,8 +234,8 @@ class Replicator:
 
     def _ensure_postgresql(self) -> None:
         from liferaft.configure import run_playbook
-        from liferaft.failover.access import controller_address
-        from liferaft.failover.steps.hosts import database_vars
+        from liferaft.steps.access import controller_address
+        from liferaft.steps.hosts import database_vars
 
         assert self._standby_host is not None and self._source_host is not None
         host = self._standby_host
@@ -262,7 +262,7 @@ class Replicator:
             self.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
 
     def _ensure_migrators(self) -> None:
-        from liferaft.failover.access import ensure_migrator
+        from liferaft.steps.access import ensure_migrator
 
         db = next(iter(self.stack.model.data.databases.values()))
         for host in (self._source_host, self._standby_host):
@@ -270,8 +270,8 @@ class Replicator:
             ensure_migrator(self.ctx, host, int(db.version), int(db.port))  # type: ignore[arg-type]
 
     def _subscribe(self, key: str) -> dict[str, Any]:
-        from liferaft.failover.access import give_to_owner
         from liferaft.movers import postgres as pg
+        from liferaft.movers.pg_conn import give_to_owner
 
         src, tgt = self._conns(key)
         t0 = time.monotonic()
@@ -287,7 +287,7 @@ class Replicator:
 
     def attach(self) -> None:
         """Use the hosts recorded by an earlier set-up (no source or DNS calls)."""
-        from liferaft.failover.access import host_from_dict
+        from liferaft.configure import host_from_dict
 
         if self._source_host is None and self.record.get("source_host"):
             self._source_host = host_from_dict(self.record["source_host"])
@@ -304,9 +304,9 @@ class Replicator:
         publication at the source (a slot nobody reads keeps WAL at the primary forever). Then the record is
         forgotten. The standby's copies and its host are left as they are. The source must answer (that is where
         the slot is); a standby that does not answer is reported and the source is cleaned all the same."""
-        from liferaft.readiness.pgstandby import detach_subscription, drop_source_side
-        from liferaft.readiness.state import forget_standby
-        from liferaft.readiness.ttl import restore_ttls
+        from liferaft.engine.standby_state import forget_standby
+        from liferaft.movers.pg_standby import detach_subscription, drop_source_side
+        from liferaft.standby.ttl import restore_ttls
 
         if not self.record.get("standby_host"):
             raise UsageError(f"no standby recorded at {self.target!r}: nothing to stop")
@@ -387,7 +387,7 @@ class Replicator:
             entry.update(lag_seconds=round(max(0.0, now - float(confirmed)), 3), measured_at=now)
 
     def _measure_logical(self, key: str) -> None:
-        from liferaft.readiness import pgstandby
+        from liferaft.movers import pg_standby as pgstandby
 
         src, tgt = self._conns(key)
         entry = self.record["databases"].setdefault(key, {})
@@ -405,7 +405,7 @@ class Replicator:
         push_history(entry, [now, lag.bytes, lag.seconds])
 
     def _dump_if_due(self, key: str) -> None:
-        from liferaft.readiness import pgstandby
+        from liferaft.movers import pg_standby as pgstandby
 
         src, tgt = self._conns(key)
         entry = self.record["databases"].setdefault(key, {})
@@ -427,7 +427,7 @@ class Replicator:
         push_history(entry, [now, lag_bytes, now - since])
 
     def _sync_bucket(self, key: str) -> None:
-        from liferaft.failover.journal import stack_dir
+        from liferaft.engine.journal import stack_dir
         from liferaft.movers.objects import SyncOptions, sync
 
         src, tgt = self._endpoints(key)
@@ -450,7 +450,7 @@ class Replicator:
         push_history(entry, [now, res.bytes_total, entry["lag_seconds"]])
 
     def _endpoints(self, key: str) -> tuple[Any, Any]:
-        from liferaft.failover.observe import open_provider
+        from liferaft.engine.observe import open_provider
         from liferaft.movers.objects import Endpoint
 
         bucket = self.stack.model.data.buckets[key].name
@@ -485,7 +485,7 @@ def _rep_name(src: PgConn) -> str:
 
 
 def _host_dict(h: TargetHost) -> dict[str, Any]:
-    from liferaft.failover.access import host_to_dict
+    from liferaft.configure import host_to_dict
 
     return host_to_dict(h)
 

@@ -8,11 +8,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from liferaft.configure import host_from_dict, host_to_dict
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
-from liferaft.failover.access import controller_address, host_from_dict, host_to_dict
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
+from liferaft.steps.access import controller_address
 
 HOST_READY_TIMEOUT_S = 120.0
 
@@ -174,14 +175,14 @@ class DeployService(StepKind):
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name}
 
     def verify(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.failover.steps.verify import http_check
+        from liferaft.steps.verify import http_check
 
         svc = ctx.require_stack().model.services[step.params["service"]]
         if svc.health is not None:
             http_check(target_host(ctx).address, svc.health, timeout=30.0)
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.failover.access import ssh
+        from liferaft.steps.access import ssh
 
         try:
             host = target_host(ctx)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from liferaft.engine.plan import Plan
 from liferaft.errors import LiferaftError, RunFailed, UsageError
-from liferaft.failover.plan import Plan
 from liferaft.statedir import owner_only_dir
 
 SCHEMA_VERSION = 1

@@ -6,18 +6,14 @@ import threading
 import time
 from typing import Any
 
+from liferaft.configure import host_from_dict
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
 from liferaft.errors import RunFailed
-from liferaft.failover.access import (
-    admin_conn,
-    drop_migrator,
-    ensure_migrator,
-    give_to_owner,
-    host_from_dict,
-)
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
-from liferaft.failover.steps.hosts import target_host
+from liferaft.movers.pg_conn import give_to_owner
+from liferaft.steps.access import admin_conn, drop_migrator, ensure_migrator
+from liferaft.steps.hosts import target_host
 
 
 def progress(ctx: RunContext) -> Any:
@@ -39,7 +35,7 @@ def endpoints(ctx: RunContext, step: Step, key: str, *, per_thread: bool = True)
     """Both sides of bucket `key`. `per_thread`: one Objects client per worker thread (SDK clients are not all
     thread-safe); without it, the run's clients are shared and must be used one thread per side (no set-up cost:
     what the write freeze wants)."""
-    from liferaft.failover.observe import open_provider
+    from liferaft.engine.observe import open_provider
     from liferaft.movers.objects import Endpoint
 
     stack = ctx.require_stack()
@@ -64,7 +60,7 @@ def sync_bucket(ctx: RunContext, step: Step, key: str, *, final_delta: bool = Fa
     src, tgt = endpoints(ctx, step, key, per_thread=not final_delta)
     if not final_delta:
         tgt.objects.create_bucket(tgt.bucket)
-    from liferaft.failover.journal import stack_dir
+    from liferaft.engine.journal import stack_dir
 
     # The manifest is per stack (not per run): a later failover or a retry copies only what changed.
     options = SyncOptions(progress_interval=0.2, workers=1 if final_delta else SyncOptions.workers)

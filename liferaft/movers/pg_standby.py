@@ -183,7 +183,7 @@ def wal_bytes_since(source: PgConn, lsn: str, timeout: float) -> int:
 
 def dump_and_swap(source: PgConn, target: PgConn, owner: str, *, progress: Progress | None = None) -> dict[str, Any]:
     """pg_dump the source into `<db>_lr_next` at the standby, then swap it in under the database's name."""
-    from liferaft.failover.access import give_to_owner
+    from liferaft.movers.pg_conn import give_to_owner
     from liferaft.movers.pg_dump import dump_restore
 
     staging = target.with_db(target.dbname + STAGING_SUFFIX)

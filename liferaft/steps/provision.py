@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
 from liferaft.events import Events
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
 
 
 def _events(ctx: RunContext) -> Events:

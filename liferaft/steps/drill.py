@@ -16,27 +16,33 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
 
 CUT_CATCH_UP_TIMEOUT_S = 30.0
 
 
 def _target(ctx: RunContext) -> Any:
-    from liferaft.failover.steps.hosts import target_host
+    from liferaft.steps.hosts import target_host
 
     return target_host(ctx)
+
+
+def is_drill(steps: Iterable[Any]) -> bool:
+    """A drill's run (its plan's steps, or the journal's step records): it carries the drill's teardown guard."""
+    return any(s.kind == "drill.teardown" for s in steps)
 
 
 # ------------------------------------------------------------------------------------------------------ teardown
 def teardown_script(services: list[str], pg_version: int | None) -> str:
     """The shell run on the target to remove what a drill started there. Names are validated by the stack model."""
-    from liferaft.failover.steps.hosts import stop_services_lines
+    from liferaft.steps.hosts import stop_services_lines
 
     lines = stop_services_lines(services)
     for svc in services:
@@ -63,8 +69,8 @@ class DrillTeardown(StepKind):
         return {"host": host.name, "address": host.address}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.failover.access import ssh
-        from liferaft.failover.steps.hosts import refuse_source_host, service_health_url, wait_silent
+        from liferaft.steps.access import ssh
+        from liferaft.steps.hosts import refuse_source_host, service_health_url, wait_silent
 
         try:
             host = _target(ctx)
@@ -129,9 +135,9 @@ def cut_logical(src: Any, tgt: Any, timeout: float) -> dict[str, Any]:
 
 def cut_dump(ctx: RunContext, src: Any, tgt: Any, owner: str) -> dict[str, Any]:
     """Dump mode: a consistent snapshot copied whole, while the source keeps taking writes."""
-    from liferaft.failover.access import give_to_owner
-    from liferaft.failover.steps.data import progress
     from liferaft.movers import postgres as pg
+    from liferaft.movers.pg_conn import give_to_owner
+    from liferaft.steps.data import progress
 
     t0 = time.monotonic()
     res = pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
@@ -145,7 +151,7 @@ class DrillCut(StepKind):
     name = "drill.cut"
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.failover.steps.data import conns, sync_bucket
+        from liferaft.steps.data import conns, sync_bucket
 
         if "cut_at" not in ctx.memo:
             ctx.remember(cut_at=time.time())
@@ -172,9 +178,9 @@ class DrillVerifyData(StepKind):
     gate = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.failover.steps.data import conns, endpoints, progress
         from liferaft.movers.objects import verify_sync
         from liferaft.movers.pg_verify import verify
+        from liferaft.steps.data import conns, endpoints, progress
 
         cut = ctx.output("drill-cut")
         problems: list[str] = []
@@ -231,8 +237,8 @@ class DrillVerifyData(StepKind):
         return summary
 
     def _ledger(self, ctx: RunContext, step: Step, cut_at: float, problems: list[str]) -> dict[str, Any]:
-        from liferaft.failover.access import owner_conn
         from liferaft.movers import ledger
+        from liferaft.steps.access import owner_conn
 
         stack = ctx.require_stack()
         key = next(iter(step.params["databases"]), None)
@@ -258,7 +264,7 @@ class DrillVerifyService(StepKind):
     gate = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.failover.steps.verify import http_check, resolve
+        from liferaft.steps.verify import http_check, resolve
 
         stack = ctx.require_stack()
         address = _target(ctx).address
@@ -282,10 +288,4 @@ class DrillVerifyService(StepKind):
         return {"answers": answers, "address": reached, "first_healthy_at": first_healthy_at}
 
 
-def ensure_registered() -> None:
-    """Importing this module registers the kinds; this makes the import explicit at call sites."""
-    for kind in (DrillTeardown, DrillCut, DrillVerifyData, DrillVerifyService):
-        register(kind)
-
-
-__all__ = ["CUT_CATCH_UP_TIMEOUT_S", "cut_logical", "ensure_registered", "teardown_script"]
+__all__ = ["CUT_CATCH_UP_TIMEOUT_S", "cut_logical", "teardown_script"]

@@ -16,13 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from liferaft.engine.kinds import StepKind, register
+from liferaft.engine.plan import Step
+from liferaft.engine.runner import RunContext
+from liferaft.engine.standby_state import load_standby
 from liferaft.errors import CheckFailed, ProviderError, RunFailed, Unreachable
-from liferaft.failover.access import admin_conn, drop_migrator, ensure_migrator, give_to_owner, owner_conn
-from liferaft.failover.kinds import StepKind, register
-from liferaft.failover.plan import Step
-from liferaft.failover.runner import RunContext
-from liferaft.failover.steps.hosts import target_host
-from liferaft.readiness.state import load_standby
+from liferaft.movers.pg_conn import give_to_owner
+from liferaft.steps.access import admin_conn, drop_migrator, ensure_migrator, owner_conn
+from liferaft.steps.hosts import target_host
 
 
 def _recorded_source(ctx: RunContext) -> str | None:
@@ -43,8 +44,8 @@ class PromoteStandby(StepKind):
     undoable = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        from liferaft.movers import pg_standby as pgstandby
         from liferaft.movers.pg_logical import Replication
-        from liferaft.readiness import pgstandby
 
         key = step.params["database"]
         tgt = _target_db(ctx, key)
@@ -72,8 +73,8 @@ class PromoteStandby(StepKind):
         dropped (a slot nobody reads keeps WAL at the source forever, and its name would stop `replicate` from
         setting a standby up again). A standby still subscribed (the promotion never happened) keeps its slot. Needs
         the source to answer, as the rollback's DNS change points the service back at it."""
+        from liferaft.movers import pg_standby as pgstandby
         from liferaft.movers.pg_logical import Replication
-        from liferaft.readiness import pgstandby
 
         if step.params.get("method") != "logical":
             return
@@ -103,9 +104,9 @@ class PromoteStandby(StepKind):
                     if dropped else f"no slot {name} left at the source"), database=key, slot=name, dropped=dropped)
 
     def verify(self, ctx: RunContext, step: Step) -> None:
+        from liferaft.movers import pg_standby as pgstandby
         from liferaft.movers.pg_conn import connect
         from liferaft.movers.pg_logical import Replication
-        from liferaft.readiness import pgstandby
 
         key = step.params["database"]
         tgt = _target_db(ctx, key)
@@ -157,7 +158,7 @@ class StandbyObjects(StepKind):
     gate = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.failover.journal import stack_dir
+        from liferaft.engine.journal import stack_dir
         from liferaft.movers.manifest import Manifest
         from liferaft.movers.objects import MANIFEST_FILE, Endpoint, pair_id
 
@@ -180,7 +181,7 @@ class StandbyObjects(StepKind):
         ok_keys = [k for k in sorted(entries) if k in listed and listed[k].size == entries[k].size]
 
         def make() -> Any:
-            from liferaft.failover.observe import open_provider
+            from liferaft.engine.observe import open_provider
 
             return open_provider(stack, step.params["target"], ctx.state_dir).require("objects")
 

@@ -11,6 +11,9 @@ A step kind implements five operations on a `Step` and the run context:
 
 `gate = True` marks a verification gate: a failed verify stops the run (and everything after it, such as DNS).
 `undo_first = True` makes rollback undo this kind before any other (DNS: point users back first).
+
+The engine knows no kind by name: the step library (`liferaft.steps`, one package above) registers the built-in
+kinds when it is imported, and every command that runs, resumes or rolls back a plan imports it first.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from liferaft.errors import UsageError
 
 if TYPE_CHECKING:
-    from liferaft.failover.plan import Step
-    from liferaft.failover.runner import RunContext
+    from liferaft.engine.plan import Step
+    from liferaft.engine.runner import RunContext
 
 K = TypeVar("K", bound="StepKind")
 
@@ -51,7 +54,6 @@ class StepKind:
 
 
 _REGISTRY: dict[str, StepKind] = {}
-_BUILTINS_LOADED = False
 
 
 def register(cls: type[K]) -> type[K]:
@@ -66,32 +68,12 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-# Modules whose import registers step kinds. A journal may name any of them, so `resume` and `rollback` in a fresh
-# process must be able to find every kind, whichever command started the run (failover, drill, cold failover).
-KIND_MODULES = ("liferaft.failover.steps", "liferaft.drill.steps", "liferaft.readiness.steps",
-                "liferaft.terraform.steps")
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        import importlib
-
-        for module in KIND_MODULES:  # registration only; SDKs load lazily inside the kinds
-            importlib.import_module(module)
-
-
 def get_kind(name: str) -> StepKind:
     kind = _REGISTRY.get(name)
-    if kind is None:
-        _load_builtins()
-        kind = _REGISTRY.get(name)
     if kind is None:
         raise UsageError(f"unknown step kind {name!r}", hint=f"known kinds: {', '.join(sorted(_REGISTRY))}")
     return kind
 
 
 def known_kinds() -> list[str]:
-    _load_builtins()
     return sorted(_REGISTRY)
