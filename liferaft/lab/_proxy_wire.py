@@ -49,6 +49,10 @@ _FAULTS: dict[tuple[str, str], tuple[int, str, str]] = {
     ("hcloud", "deny"): (401, "unauthorized", "unable to authenticate"),
     ("hcloud", "throttle"): (429, "rate_limit_exceeded", "limit of 3600 requests per hour reached"),
     ("hcloud", "error"): (500, "server_error", "an internal server error occurred"),
+    # DigitalOcean API v2 (`{"id", "message", "request_id"}`): a revoked token, rate limiting, a server error.
+    ("digitalocean", "deny"): (401, "unauthorized", "Unable to authenticate you"),
+    ("digitalocean", "throttle"): (429, "too_many_requests", "API Rate limit exceeded."),
+    ("digitalocean", "error"): (500, "server_error", "Server was unable to give you a response."),
 }
 _SCOPE = re.compile(r"Credential=[^/,\s]+/[^/]+/[^/]+/([^/]+)/")
 
@@ -107,6 +111,13 @@ def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> b
         if mode == "throttle":
             headers += [("RateLimit-Limit", "3600"), ("RateLimit-Remaining", "0"),
                         ("RateLimit-Reset", str(int(time.time()) + retry_after))]
+    elif flavour == "digitalocean":
+        status, code, message = _FAULTS[("digitalocean", mode)]
+        body = json.dumps({"id": code, "message": message, "request_id": secrets.token_hex(16)})
+        ctype = "application/json; charset=utf-8"
+        if mode == "throttle":  # DigitalOcean says when the limit resets (unix time), not Retry-After
+            headers += [("ratelimit-limit", "5000"), ("ratelimit-remaining", "0"),
+                        ("ratelimit-reset", str(int(time.time()) + retry_after))]
     elif flavour == "powerdns":
         status, _, message = _FAULTS[("powerdns", mode)]
         body, ctype = message, "text/plain; charset=utf-8"
@@ -139,7 +150,7 @@ def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> b
             body = (f"{_XML}<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{code}</Code>"
                     f"<Message>{message}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>")
             headers.append(("x-amzn-RequestId", rid))
-    if mode == "throttle":
+    if mode == "throttle" and flavour != "digitalocean":
         headers.append(("Retry-After", str(retry_after)))
     payload = b"" if req.method == "HEAD" else body.encode()
     reason = {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request", 429: "Too Many Requests",

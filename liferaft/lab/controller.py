@@ -31,7 +31,8 @@ APP_FQDN = "www.microblog.test"
 APP_PORT = 8080
 HOST_NAMES = ("a", "b", "c")
 # provider name in the stack file -> (proxy flavour, server kind)
-PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns", "hcloud": "hcloud"}
+PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns", "hcloud": "hcloud",
+             "digitalocean": "digitalocean"}
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app"
 
 
@@ -70,7 +71,7 @@ class Controller:
 
     # ------------------------------------------------------------------ up
     def up(self) -> None:
-        from liferaft.lab.clouds.server import HetznerCloudServer
+        from liferaft.lab.clouds.server import DigitalOceanCloudServer, HetznerCloudServer
         from liferaft.lab.proxy import FaultProxy
         from liferaft.lab.servers import MotoServer, PowerDNSServer, S3rverServer
 
@@ -97,6 +98,10 @@ class Controller:
             "hcloud": HetznerCloudServer(work, bridge, bridge=self.hosts.bridge, bridge_address=bridge,
                                          lab_id=self.hosts.id, token=(self.secrets_dir / "hcloud_token").read_text(),
                                          name="hcloud"),
+            # The same for DigitalOcean's API v2 (droplets, firewalls, tags): also not in the stack file.
+            "digitalocean": DigitalOceanCloudServer(
+                work, bridge, bridge=self.hosts.bridge, bridge_address=bridge, lab_id=self.hosts.id,
+                token=(self.secrets_dir / "do_token").read_text(), name="digitalocean"),
         }
         for name, server in self.servers.items():
             self.emit("lab.step", f"starting {server.kind} ({name})")
@@ -136,6 +141,7 @@ class Controller:
         _write_secret(s / "s3rver_secret", S3rverServer.secret_key)
         _write_secret(s / "pdns_api_key", pdns_key)
         _write_secret(s / "hcloud_token", secrets.token_urlsafe(48))
+        _write_secret(s / "do_token", "dop_v1_" + secrets.token_hex(32))
         _write_secret(s / "db_password", secrets.token_urlsafe(18))
         _write_secret(s / "id_ed25519", self.hosts.client_key.read_text())
         (s / "id_ed25519.pub").write_text(Path(str(self.hosts.client_key) + ".pub").read_text())

@@ -10,17 +10,10 @@ retries rate limiting within liferaft's budget (the library's own retries are of
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import socket
-import subprocess
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +21,7 @@ from liferaft.errors import AuthRejected, NotFound, ProviderError, QuotaExceeded
 from liferaft.providers import _errors
 from liferaft.providers._cloudinit import generate_host_key, public_key_of, user_data
 from liferaft.providers._net import known_hosts_lines, wait_tcp
+from liferaft.providers._pinned import PinnedKeys, controller_address, login
 from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
 from liferaft.statedir import owner_only_dir
 
@@ -132,42 +126,6 @@ class HcloudClient:
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         return _errors.call(self.name, operation, classify, fn)
-
-
-def controller_address(endpoint: str) -> str:
-    """The local address this machine uses toward the API endpoint (a UDP connect sends nothing). Right for a
-    controller with a public address; behind NAT, configure `ssh_sources` instead."""
-    host = urllib.parse.urlsplit(endpoint).hostname or "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((host, 443))
-        return str(s.getsockname()[0])
-
-
-class PinnedKeys:
-    """Public host keys liferaft generated for its servers, by server name: {name: {"id", "host_key"}}."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.path = directory / "host_keys.json"
-
-    @contextmanager
-    def edit(self) -> Iterator[dict[str, dict[str, Any]]]:
-        with os.fdopen(os.open(self.dir / "host_keys.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
-            before = json.dumps(data, sort_keys=True)
-            yield data
-            if json.dumps(data, sort_keys=True) != before:
-                tmp = self.path.with_suffix(".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)
-
-    def get(self, name: str) -> str | None:
-        with self.edit() as data:
-            entry = data.get(name)
-            return str(entry["host_key"]) if entry else None
 
 
 class HcloudCompute:
@@ -363,38 +321,8 @@ class HcloudCompute:
                                 hint="delete the server (liferaft pins only host keys it generated) or pick "
                                      "another name")
         wait_tcp(self.name, running.address, 22, max(0.5, timeout - (time.monotonic() - start)))
-        self._login(running, max(1.0, timeout - (time.monotonic() - start)))
+        login(self.name, running, self.dir, max(1.0, timeout - (time.monotonic() - start)))
         return running
-
-    def _login(self, host: Host, timeout: float) -> None:
-        """`ssh true` with StrictHostKeyChecking against the pinned key only; retried while sshd starts."""
-        from liferaft.providers.ssh import PoolHost, classify_ssh_failure
-
-        assert host.ssh is not None and host.address is not None
-        known = self.dir / f"known_hosts.{host.id}"
-        known.write_text("".join(f"{line}\n" for line in host.ssh.known_hosts))
-        argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes",
-                "-i", str(self.private_key_file), f"{self.ssh_user}@{host.address}", "true"]
-        op = f"ssh {self.ssh_user}@{host.name} ({host.address})"
-        pool_host = PoolHost(name=host.name, address=host.address, port=22, host_keys=())
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                       timeout=max(5.0, deadline - time.monotonic()), check=False)
-                except subprocess.TimeoutExpired:
-                    raise Unreachable(self.name, op, f"no answer within {timeout:.0f} s") from None
-                if r.returncode == 0:
-                    return
-                err = classify_ssh_failure(self.name, op, pool_host, r.stderr)
-                if err.code == "HostKeyMismatch" or time.monotonic() >= deadline:
-                    raise err
-                time.sleep(0.3)
-        finally:
-            known.unlink(missing_ok=True)
 
 
 class HcloudAccount:

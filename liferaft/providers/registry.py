@@ -17,7 +17,7 @@ from liferaft.errors import UsageError
 from liferaft.providers.base import CAPABILITIES, Capability, Provider
 from liferaft.statedir import default_state_dir, owner_only_dir
 
-ProviderType = Literal["aws", "libcloud", "ssh", "hcloud"]
+ProviderType = Literal["aws", "libcloud", "ssh", "hcloud", "digitalocean"]
 PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
 
 # libcloud style: type -> (module, class), imported only when a provider of that type is opened.
@@ -26,6 +26,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "libcloud": ("liferaft.providers.libcloud_", "LibcloudAdapter"),
     "ssh": ("liferaft.providers.ssh", "SshAdapter"),
     "hcloud": ("liferaft.providers.hcloud_", "HcloudAdapter"),
+    "digitalocean": ("liferaft.providers.digitalocean_", "DigitalOceanAdapter"),
 }
 
 # Which capabilities a provider of each type CAN offer (a configured one may offer fewer: see `capabilities_of`).
@@ -34,6 +35,7 @@ CAPABILITY_MATRIX: dict[str, tuple[Capability, ...]] = {
     "libcloud": ("compute", "objects", "dns", "account"),
     "ssh": ("compute", "account"),
     "hcloud": ("compute", "account"),
+    "digitalocean": ("compute", "account"),
 }
 
 TYPE_DESCRIPTIONS: dict[str, str] = {
@@ -43,6 +45,8 @@ TYPE_DESCRIPTIONS: dict[str, str] = {
     "ssh": "hosts you bring (colo, bare metal, a VPS without an API): a pool with pinned host keys",
     "hcloud": "Hetzner Cloud through its official library: servers with a firewall, labels and a host key liferaft "
               "generated, injected and pinned",
+    "digitalocean": "DigitalOcean droplets through libcloud's DigitalOcean driver (API v2): a cloud firewall, tags "
+                    "and a host key liferaft generated, injected and pinned",
 }
 
 SecretResolver = Callable[[str], str]
@@ -151,6 +155,14 @@ def open_provider(name: str, config: Any, resolve_secret: SecretResolver, *, sta
                       endpoint=str(endpoint) if endpoint else None,
                       server_type=str(_field(config, "server_type")),  # the model's defaults fill both
                       image=str(_field(config, "image")), location=_field(config, "location"),
+                      ssh_user=str(_field(config, "user", "root")),
+                      private_key_file=_key_file(name, _field(config, "private_key"), resolve_secret, sdir, bdir),
+                      ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())))
+    elif t == "digitalocean":
+        endpoint = _field(config, "endpoint")
+        given = {k: str(_field(config, k)) for k in ("size", "image", "region") if _field(config, k)}
+        adapter = cls(name, _secret(resolve_secret, _field(creds, "token")), sdir,
+                      endpoint=str(endpoint) if endpoint else None, **given,  # absent: the adapter's defaults
                       ssh_user=str(_field(config, "user", "root")),
                       private_key_file=_key_file(name, _field(config, "private_key"), resolve_secret, sdir, bdir),
                       ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())))

@@ -199,11 +199,35 @@ class HcloudProvider(_Model):
         return self.vendor_name or "hetzner"
 
 
-ProviderConfig = Annotated[AwsProvider | LibcloudProvider | SshProvider | HcloudProvider,
-                           Field(discriminator="type")]
+class DigitalOceanCredentials(_Model):
+    token: SecretRef  # a personal access token (read & write)
 
 
-def provider_capabilities(p: AwsProvider | LibcloudProvider | SshProvider | HcloudProvider) -> tuple[str, ...]:
+class DigitalOceanProvider(_Model):
+    """DigitalOcean droplets through libcloud's DigitalOcean driver: a cloud firewall, tags and pinned host keys."""
+
+    type: Literal["digitalocean"]
+    endpoint: Url | None = None  # the lab's DigitalOcean-compatible API; absent means https://api.digitalocean.com
+    credentials: DigitalOceanCredentials
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{3}[0-9]$")] = "fra1"  # nyc3, ams3, fra1, sgp1 ...
+    size: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")] = "s-1vcpu-1gb"  # a size slug
+    image: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$")] = "debian-12-x64"  # slug or id
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"  # SSH user of the image
+    private_key: SecretRef | None = None  # SSH key for the droplets (its public half is uploaded)
+    # Who may reach SSH through each droplet's firewall; default: this controller's address toward the API.
+    ssh_sources: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]+/\d{1,3}$")]] = []
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")
+
+    @property
+    def vendor(self) -> str:
+        return self.vendor_name or "digitalocean"
+
+
+AnyProvider = AwsProvider | LibcloudProvider | SshProvider | HcloudProvider | DigitalOceanProvider
+ProviderConfig = Annotated[AnyProvider, Field(discriminator="type")]
+
+
+def provider_capabilities(p: AnyProvider) -> tuple[str, ...]:
     """Which capabilities a configured provider offers (from its config alone; no SDK is imported)."""
     from liferaft.providers.registry import (
         capabilities_of,  # the one place that knows each type's capabilities

@@ -17,7 +17,7 @@ def test_providers_without_stack_lists_types(tmp_path: Path) -> None:
     data = json.loads(r.stdout)
     assert {t["type"]: t["capabilities"] for t in data["types"]} == {
         "aws": ["compute", "objects", "dns", "account"], "libcloud": ["compute", "objects", "dns", "account"],
-        "ssh": ["compute", "account"], "hcloud": ["compute", "account"]}
+        "ssh": ["compute", "account"], "hcloud": ["compute", "account"], "digitalocean": ["compute", "account"]}
     assert data["providers"] == []
     human = invoke("--stack", str(tmp_path / "absent.yaml"), "providers")
     assert human.exit_code == 0 and "libcloud" in human.stdout and "types only" in human.stdout

@@ -27,7 +27,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "life
 
 def test_types_come_from_one_literal() -> None:
     """Every type has an adapter and a capability row; the lead's stack model accepts the same names."""
-    assert PROVIDER_TYPES == ("aws", "libcloud", "ssh", "hcloud")
+    assert PROVIDER_TYPES == ("aws", "libcloud", "ssh", "hcloud", "digitalocean")
     assert set(ADAPTERS) == set(CAPABILITY_MATRIX) == set(PROVIDER_TYPES)
     assert CAPABILITY_MATRIX["ssh"] == ("compute", "account")
     for t in PROVIDER_TYPES:

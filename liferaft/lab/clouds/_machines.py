@@ -119,12 +119,14 @@ class CloudMachines:
     def apply_firewall(self, slot: int, rules: list[dict[str, Any]] | None) -> None:
         """Enforce a server's inbound firewall rules (Hetzner semantics: with a firewall, inbound is dropped unless a
         rule allows it; outbound stays open) with nftables inside its namespace. None: no firewall, all open."""
+        self.apply_nft(slot, nft_ruleset(rules) if rules is not None else None)
+
+    def apply_nft(self, slot: int, ruleset: str | None) -> None:
+        """Replace the host's `inet liferaft_fw` nftables table with `ruleset` (None: no table, all open)."""
         host = self.hosts.get(slot)
         if host is None:
             return
-        script = "add table inet liferaft_fw\ndelete table inet liferaft_fw\n"
-        if rules is not None:
-            script += nft_ruleset(rules)
+        script = "add table inet liferaft_fw\ndelete table inet liferaft_fw\n" + (ruleset or "")
         cp = subprocess.run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], input=script, capture_output=True,
                             text=True, check=False, timeout=30)
         if cp.returncode != 0:

@@ -24,66 +24,15 @@ Lab-only control (header X-Lab-Token: the token in `<dir>/control_token`): GET /
 
 from __future__ import annotations
 
-import argparse
-import os
-import queue
-import secrets
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Callable
-from http.server import ThreadingHTTPServer
-from pathlib import Path
 
 from liferaft.lab.clouds._hetzner_api import HetznerState
 from liferaft.lab.clouds._hetzner_http import make_handler
-from liferaft.lab.clouds._machines import CloudMachines
+from liferaft.lab.clouds._serve import run_cloud
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m liferaft.lab.clouds.hetzner")
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--listen", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--tokens", required=True, type=Path, help="a file of accepted API tokens, one a line")
-    p.add_argument("--bridge", required=True)
-    p.add_argument("--bridge-address", required=True)
-    p.add_argument("--lab-id", required=True)
-    args = p.parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    control = secrets.token_urlsafe(18)
-    fd = os.open(args.dir / "control_token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(control)
-    tokens = {t.strip() for t in args.tokens.read_text().splitlines() if t.strip()}
-    jobs: queue.Queue[Callable[[], None]] = queue.Queue()
-    machines = CloudMachines(args.dir / "machines", bridge=args.bridge, bridge_address=args.bridge_address,
-                             lab_id=args.lab_id)
-    state = HetznerState(machines, tokens, jobs)
-    httpd = ThreadingHTTPServer((args.listen, args.port), make_handler(state, control))
-    httpd.daemon_threads = True
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=httpd.serve_forever, name="hetzner-api", daemon=True).start()
-    print(f"lab hetzner cloud on {args.listen}:{args.port}", flush=True)
-    try:
-        while not stop.is_set():  # the main thread builds and removes hosts: they die with it (pdeathsig)
-            try:
-                job = jobs.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                job()
-            except Exception:  # noqa: BLE001 - one failed job must not stop the cloud
-                traceback.print_exc()
-    finally:
-        httpd.shutdown()
-        problems = machines.down()
-        if problems:
-            print(f"teardown left: {problems}", file=sys.stderr, flush=True)
-    return 0
+    return run_cloud("python -m liferaft.lab.clouds.hetzner", "lab hetzner cloud", argv, HetznerState, make_handler)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Start the lab Hetzner cloud as a lab server process (`liferaft.lab.servers.LabServer`)."""
+"""Start the lab clouds (Hetzner, DigitalOcean) as lab server processes (`liferaft.lab.servers.LabServer`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class HetznerCloudServer(LabServer):
     """The lab Hetzner cloud (`liferaft.lab.clouds.hetzner`): its hosts go on the lab bridge `bridge`."""
 
     kind = "hcloud"
+    module = "liferaft.lab.clouds.hetzner"
+    ready_path = "/v1/locations"
 
     def __init__(self, workdir: str | Path, address: str, *, bridge: str, bridge_address: str, lab_id: str,
                  token: str, name: str | None = None, die_with_parent: bool = True) -> None:
@@ -25,7 +27,7 @@ class HetznerCloudServer(LabServer):
         self._token = token
 
     def __repr__(self) -> str:  # never the token
-        return f"<HetznerCloudServer {self.name} {self.url} pid={self.pid}>"
+        return f"<{type(self).__name__} {self.name} {self.url} pid={self.pid}>"
 
     @property
     def tokens_file(self) -> Path:
@@ -37,12 +39,12 @@ class HetznerCloudServer(LabServer):
             f.write(self._token + "\n")
 
     def _argv(self) -> list[str]:
-        return [sys.executable, "-m", "liferaft.lab.clouds.hetzner", "--dir", str(self.data_dir),
+        return [sys.executable, "-m", self.module, "--dir", str(self.data_dir),
                 "--listen", self.address, "--port", str(self.port), "--tokens", str(self.tokens_file),
                 "--bridge", self.bridge, "--bridge-address", self.bridge_address, "--lab-id", self.lab_id]
 
     def _ready(self) -> bool:
-        return http_status(self.url + "/v1/locations", headers={"Authorization": f"Bearer {self._token}"},
+        return http_status(self.url + self.ready_path, headers={"Authorization": f"Bearer {self._token}"},
                            timeout=1.0) == 200
 
     def lab(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -54,6 +56,14 @@ class HetznerCloudServer(LabServer):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "control_token_file": str(self.data_dir / "control_token")}
+
+
+class DigitalOceanCloudServer(HetznerCloudServer):
+    """The lab DigitalOcean cloud (`liferaft.lab.clouds.digitalocean`): its hosts go on the lab bridge `bridge`."""
+
+    kind = "digitalocean"
+    module = "liferaft.lab.clouds.digitalocean"
+    ready_path = "/v2/regions"
 
 
 def lab_control(url: str, token_file: Path, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
