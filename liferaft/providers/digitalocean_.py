@@ -120,13 +120,17 @@ class DigitalOceanClient:
             from liferaft.providers._libcloud_common import IMPORT_LOCK
 
             with IMPORT_LOCK:
-                from libcloud.compute.drivers.digitalocean import DigitalOcean_v2_NodeDriver
-            driver = DigitalOcean_v2_NodeDriver(self._token, timeout=TIMEOUT)  # type: ignore[no-untyped-call]
+                from libcloud.compute.drivers.digitalocean import DigitalOceanNodeDriver
+            # libcloud 3.9's DigitalOcean drivers take the token only (its __new__ hands any keyword argument to
+            # object.__new__, which refuses it; its __init__ drops host and port): the rest is set on the connection
+            driver = DigitalOceanNodeDriver(self._token)  # type: ignore[no-untyped-call]
             url = urllib.parse.urlsplit(self.endpoint)
-            conn = driver.connection  # libcloud's DigitalOcean driver ignores host/port: set them here
+            conn = driver.connection
+            conn.timeout = TIMEOUT
             conn.secure = 1 if url.scheme == "https" else 0
             conn.host = url.hostname or "api.digitalocean.com"
             conn.port = url.port or (443 if url.scheme == "https" else 80)
+            conn.connect()  # the driver connected to api.digitalocean.com at init (no request yet): again, here
             self._local.driver = driver
         return driver
 
