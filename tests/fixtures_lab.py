@@ -77,6 +77,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield from _whole_lab(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def cloud_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A lab without the example app, for its provider clouds (hcloud, digitalocean) and their fault proxies."""
+    _require_lab_hosts()
+    from liferaft.lab.core import Lab
+
+    the_lab = Lab(tmp_path_factory.mktemp("cloud-lab"))
+    try:
+        the_lab.up(timeout=120, example=False, die_with_caller=True)
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
 @pytest.fixture(scope="module")
 def own_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A whole lab of the module's own, for journeys that must start from a pristine primary (DNS on host a, no

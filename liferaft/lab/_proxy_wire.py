@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import secrets
 import time
@@ -117,7 +118,7 @@ def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> b
         ctype = "application/json; charset=utf-8"
         if mode == "throttle":  # DigitalOcean says when the limit resets (unix time), not Retry-After
             headers += [("ratelimit-limit", "5000"), ("ratelimit-remaining", "0"),
-                        ("ratelimit-reset", str(int(time.time()) + retry_after))]
+                        ("ratelimit-reset", str(math.ceil(time.time()) + retry_after))]
     elif flavour == "powerdns":
         status, _, message = _FAULTS[("powerdns", mode)]
         body, ctype = message, "text/plain; charset=utf-8"

@@ -86,6 +86,23 @@ def ssh_provider(name: str, lab_hosts: Any, state_dir: Path, *, names: tuple[str
     return provider
 
 
+def cloud_provider(kind: str, cloud_lab: Any, state_dir: Path) -> tuple[Provider, Any]:
+    """`digitalocean` (libcloud's DigitalOcean driver) or `hcloud` against the lab's cloud of that kind, and the
+    fault proxy in front of it."""
+    from liferaft.lab.proxy import FaultProxy
+
+    info, state = cloud_lab.info, cloud_lab.read_state()
+    token = (info.secrets_dir / ("do_token" if kind == "digitalocean" else "hcloud_token")).read_text().strip()
+    config: dict[str, Any] = {"type": kind, "credentials": {"token": "env:TOKEN"},
+                              "private_key": f"file:{info.secrets_dir / 'id_ed25519'}"}
+    if kind == "digitalocean":
+        config.update(endpoint=info.endpoints["digitalocean"])
+    else:
+        config.update(endpoint=info.endpoints["hcloud"] + "/v1", server_type="cx22", image="debian-12")
+    provider = open_provider(kind, config, resolver({"env:TOKEN": token}), state_dir=state_dir)
+    return provider, FaultProxy.attach(kind, state["proxies"][kind]["workdir"])
+
+
 _IMAGES: dict[str, str] = {}
 
 

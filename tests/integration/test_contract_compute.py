@@ -1,5 +1,6 @@
 """Compute contract, written once, run against every compute adapter on a real lab server:
-aws EC2 on moto, libcloud EC2 driver on moto (with the test-only namespace shim), ssh pool on lab hosts."""
+aws EC2 on moto, libcloud EC2 driver on moto (with the test-only namespace shim), ssh pool on lab hosts, and the
+API clouds (digitalocean through libcloud's DigitalOcean driver, hcloud) on the lab's clouds, whose hosts are real."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.contract_shims.libcloud_ec2 import moto_ec2_namespace
 from tests.contract_shims.targets import (
     Target,
     aws_provider,
+    cloud_provider,
     libcloud_ec2_provider,
     moto_image,
     ssh_provider,
@@ -23,8 +25,13 @@ from tests.contract_shims.targets import (
 pytestmark = [pytest.mark.lab, pytest.mark.contract]
 
 
-@pytest.fixture(params=["aws-ec2@moto", "libcloud-ec2@moto", "ssh@lab-hosts"])
+@pytest.fixture(params=["aws-ec2@moto", "libcloud-ec2@moto", "ssh@lab-hosts", "digitalocean@lab-cloud",
+                        "hcloud@lab-cloud"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    if request.param.endswith("@lab-cloud"):
+        provider, proxy = cloud_provider(request.param.split("@")[0], request.getfixturevalue("cloud_lab"), tmp_path)
+        yield Target(request.param, provider, proxy, extra={"image": None, "size": None})
+        return
     if request.param == "ssh@lab-hosts":
         hosts = request.getfixturevalue("lab_hosts")
         yield Target(request.param, ssh_provider("colo", hosts, tmp_path, names=("a", "b")),

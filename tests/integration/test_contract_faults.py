@@ -19,6 +19,7 @@ from liferaft.providers.base import Provider
 from tests.contract_shims.libcloud_ec2 import moto_ec2_namespace
 from tests.contract_shims.targets import (
     aws_provider,
+    cloud_provider,
     faulted,
     libcloud_ec2_provider,
     libcloud_pdns_provider,
@@ -35,6 +36,7 @@ CASES = [
     ("libcloud-s3@moto", "objects"),
     ("libcloud-powerdns", "account"), ("libcloud-powerdns", "dns"),
     ("libcloud-ec2@moto", "compute"),
+    ("digitalocean", "account"), ("digitalocean", "compute"),
 ]
 
 CALLS: dict[str, Callable[[Any], object]] = {
@@ -47,6 +49,9 @@ CALLS: dict[str, Callable[[Any], object]] = {
 
 def _open(name: str, request: pytest.FixtureRequest, tmp: Path) -> tuple[Provider, Any,
                                                                           Callable[[], AbstractContextManager[None]]]:
+    if name == "digitalocean":
+        provider, proxy = cloud_provider("digitalocean", request.getfixturevalue("cloud_lab"), tmp)
+        return provider, proxy, nullcontext
     if name == "libcloud-s3@s3rver":
         ep = request.getfixturevalue("s3rver_endpoint")
         return libcloud_s3_provider("objstore", ep, tmp), ep.proxy, nullcontext
@@ -95,8 +100,9 @@ def test_contract_down_is_unreachable_fast(name: str, capability: str, request: 
 
 
 # Where the SDK hands the Retry-After header to the adapter. libcloud's S3 driver turns a 503 into a bare
-# LibcloudError and drops the headers: there the adapter can only back off exponentially.
-RETRY_AFTER_VISIBLE = {"aws": True, "libcloud-s3@s3rver": False, "libcloud-powerdns": True}
+# LibcloudError and drops the headers: there the adapter can only back off exponentially. DigitalOcean sends no
+# Retry-After but `ratelimit-reset` (unix time), which the adapter reads from libcloud's RateLimitReachedError.
+RETRY_AFTER_VISIBLE = {"aws": True, "libcloud-s3@s3rver": False, "libcloud-powerdns": True, "digitalocean": True}
 
 
 @pytest.mark.parametrize("name", list(RETRY_AFTER_VISIBLE))
