@@ -103,3 +103,23 @@ def test_opening_a_digitalocean_provider_imports_no_sdk(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     caps, loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert caps == ["compute", "account"] and loaded == []
+
+
+def test_the_readme_example_is_what_the_model_accepts() -> None:
+    """The README's `digitalocean` provider block validates, and every key it shows (commented ones too) is a key
+    of the model: the stack file docs cannot drift from the code."""
+    import re
+
+    from pydantic import TypeAdapter
+    from ruamel.yaml import YAML
+
+    from liferaft.stack.model import DigitalOceanProvider, ProviderConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "type: digitalocean" in b)
+    data = YAML(typ="safe").load(block)
+    (entry,) = data["providers"].values()
+    TypeAdapter(ProviderConfig).validate_python(entry)
+    shown = set(entry) | set(re.findall(r"^\s*#\s*([a-z_]+):", block, re.MULTILINE))
+    fields = {f.alias or n for n, f in DigitalOceanProvider.model_fields.items()}
+    assert shown <= fields and fields - shown <= {"vendor"}, (shown, fields)
