@@ -130,7 +130,8 @@ class DigitalOceanClient:
             conn.secure = 1 if url.scheme == "https" else 0
             conn.host = url.hostname or "api.digitalocean.com"
             conn.port = url.port or (443 if url.scheme == "https" else 80)
-            conn.connect()  # the driver connected to api.digitalocean.com at init (no request yet): again, here
+            # the driver connected to api.digitalocean.com at init (no request sent yet): connect again, here
+            conn.connect()  # type: ignore[no-untyped-call]
             self._local.driver = driver
         return driver
 

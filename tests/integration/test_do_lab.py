@@ -238,3 +238,27 @@ def test_offer_reads_size_price_and_droplet_limit_without_creating(dlab: Lab, tm
     with pytest.raises(NotFound):
         compute.offer(HostSpec(name="alt-d-1", image="plan9-x64"))
     assert cloud(dlab)["droplets"] == [] and cloud(dlab)["firewalls"] == []
+
+
+def test_droplets_and_hetzner_servers_live_side_by_side(dlab: Lab, tmp_path: Path) -> None:
+    """The lab's two clouds share one bridge: a droplet and a Hetzner server made at the same time get their own
+    addresses and namespaces (DigitalOcean's from .200, Hetzner's from .100), both answer SSH, both go on delete."""
+    info = dlab.info
+    hetzner = open_provider("hetzner", {
+        "type": "hcloud", "endpoint": info.endpoints["hcloud"] + "/v1", "server_type": "cx22", "image": "debian-12",
+        "credentials": {"token": f"file:{info.secrets_dir / 'hcloud_token'}"},
+        "private_key": f"file:{info.secrets_dir / 'id_ed25519'}"}, _resolve, state_dir=tmp_path / "h").require("compute")
+    do = digitalocean(dlab, tmp_path / "d").require("compute")
+    before = set(netns_names())
+    made = [(c, c.create_host(HostSpec(name=n))) for c, n in ((do, "side-d"), (hetzner, "side-h"))]
+    try:
+        ready = [c.wait_reachable(h, timeout=60) for c, h in made]
+        last_octets = [int(str(r.address).rsplit(".", 1)[1]) for r in ready]
+        assert 200 <= last_octets[0] < 250 and 100 <= last_octets[1] < 200
+        assert len(set(netns_names()) - before) == 2
+        for r in ready:
+            assert ssh(r, tmp_path / f"kh-{r.name}").stdout.strip() == r.name
+    finally:
+        for c, h in made:
+            c.destroy_host(h.id)
+    assert cloud(dlab)["droplets"] == [] and set(netns_names()) == before

@@ -1,7 +1,8 @@
 """Lab hosts made on demand on an existing lab bridge: one per server a lab cloud creates.
 
-Names carry the lab's id (netns `lr-<id>-s<n>`, veths `lr<id>s<n>`/`lr<id>t<n>`), so `Lab.down()` sees leftovers.
-Every resource is recorded in the lab registry under `<id>c` with this process as owner before it is created: if the
+Names carry the lab's id (the Hetzner cloud's: netns `lr-<id>-s<n>`, veths `lr<id>s<n>`/`lr<id>t<n>`; the
+DigitalOcean cloud's: `d`/`e`), so `Lab.down()` sees leftovers.
+Every resource is recorded in the lab registry under `<id>c` (`<id>d`) with this process as owner before it is created: if the
 cloud process dies, the next `up`/`down` of any lab sweeps what it made. Create and remove from ONE long-lived
 thread: a host dies with the thread that started it (pdeathsig).
 """
@@ -29,7 +30,7 @@ from liferaft.lab.hosts import (
     tail,
 )
 
-FIRST_HOST = 100  # cloud servers get .100 ... .199 of the lab's /24 (pool hosts use .11 ...)
+FIRST_HOST = 100  # the Hetzner cloud's servers get .100 ... .199 of the lab's /24 (pool hosts use .11 ...)
 MAX_HOSTS = 100
 
 
@@ -42,19 +43,26 @@ def _ip(*argv: str, stdin: str | None = None) -> None:
 class CloudMachines:
     """Hosts on `bridge` (whose address is `bridge_address`, .1 of a /24), for the lab with id `lab_id`."""
 
-    def __init__(self, directory: Path, *, bridge: str, bridge_address: str, lab_id: str) -> None:
+    def __init__(self, directory: Path, *, bridge: str, bridge_address: str, lab_id: str,
+                 letters: tuple[str, str, str] = ("s", "t", "c"), first_host: int = FIRST_HOST,
+                 max_hosts: int = MAX_HOSTS) -> None:
+        """`letters`: (netns and host-side veth, namespace-side veth, registry id suffix), distinct per lab cloud, as
+        are the addresses .`first_host` ... .`first_host + max_hosts - 1`: two clouds share one lab bridge."""
         self.directory = directory
         self.bridge = bridge
         self.bridge_address = bridge_address
         self.lab_id = lab_id
-        self.id = f"{lab_id}c"
+        self.letters = letters
+        self.first_host, self.max_hosts = first_host, max_hosts
+        self.id = f"{lab_id}{letters[2]}"
         self.hosts: dict[int, LabHost] = {}  # slot -> host
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._pending: set[int] = set()  # slots recorded but not yet built
         self._last = -1
 
     def _names(self, slot: int) -> tuple[str, str, str]:
-        return f"lr-{self.lab_id}-s{slot}", f"lr{self.lab_id}s{slot}", f"lr{self.lab_id}t{slot}"
+        own, peer, _ = self.letters
+        return f"lr-{self.lab_id}-{own}{slot}", f"lr{self.lab_id}{own}{slot}", f"lr{self.lab_id}{peer}{slot}"
 
     def _entry(self) -> dict[str, Any]:
         slots = sorted(set(self.hosts) | self._pending)
@@ -68,19 +76,19 @@ class CloudMachines:
         """A free slot (address), reserved until `create` or `remove` of it. Slots go round: an address comes back
         only after all others, as neighbours (the controller, other hosts) may still cache its old MAC for ~30 s."""
         used = set(self.hosts) | self._pending
-        for i in range(MAX_HOSTS):
-            slot = (self._last + 1 + i) % MAX_HOSTS
+        for i in range(self.max_hosts):
+            slot = (self._last + 1 + i) % self.max_hosts
             if slot not in used:
                 self._pending.add(slot)
                 self._last = slot
                 return slot
-        raise RunFailed(f"the lab cloud has no free address left ({MAX_HOSTS} servers)")
+        raise RunFailed(f"the lab cloud has no free address left ({self.max_hosts} servers)")
 
     def create(self, slot: int, name: str, authorized_keys: str, host_key: tuple[str, str] | None,
                *, timeout: float = 20.0) -> LabHost:
-        """Build, start and wait for one host; its address is .(100 + slot)."""
+        """Build, start and wait for one host; its address is .(first_host + slot)."""
         ns, veth, peer = self._names(slot)
-        address = f"{self.bridge_address.rsplit('.', 1)[0]}.{FIRST_HOST + slot}"
+        address = f"{self.bridge_address.rsplit('.', 1)[0]}.{self.first_host + slot}"
         self._pending.add(slot)
         record_resources(self._entry())
         _ip("netns", "add", ns)

@@ -23,9 +23,10 @@ Jobs = queue.Queue[Callable[[], None]]
 
 def run_cloud(prog: str, label: str, argv: list[str] | None,
               make_state: Callable[[CloudMachines, set[str], Jobs], Any],
-              make_handler: Callable[[Any, str], type[BaseHTTPRequestHandler]]) -> int:
+              make_handler: Callable[[Any, str], type[BaseHTTPRequestHandler]], **machines_kw: Any) -> int:
     """`prog --dir D --listen ADDR --port P --tokens FILE --bridge BR --bridge-address A --lab-id ID`: serve until
-    SIGTERM/SIGINT, then remove every host made."""
+    SIGTERM/SIGINT, then remove every host made. `machines_kw`: the cloud's own names and addresses
+    (`CloudMachines`)."""
     p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--listen", default="127.0.0.1")
@@ -43,7 +44,7 @@ def run_cloud(prog: str, label: str, argv: list[str] | None,
     tokens = {t.strip() for t in args.tokens.read_text().splitlines() if t.strip()}
     jobs: Jobs = queue.Queue()
     machines = CloudMachines(args.dir / "machines", bridge=args.bridge, bridge_address=args.bridge_address,
-                             lab_id=args.lab_id)
+                             lab_id=args.lab_id, **machines_kw)
     state = make_state(machines, tokens, jobs)
     httpd = ThreadingHTTPServer((args.listen, args.port), make_handler(state, control))
     httpd.daemon_threads = True

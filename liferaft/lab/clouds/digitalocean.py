@@ -15,7 +15,8 @@ unprocessable_entity (bad input; the droplet limit: "creating this/these droplet
 limit", checked before anything is created). Rate limiting (429 too_many_requests) comes from the fault proxy in
 front.
 
-Each droplet created gets a real lab host (`_machines.CloudMachines`): its own network namespace and sshd, root's
+Each droplet created gets a real lab host (`_machines.CloudMachines`, at .200 ... .249 of the lab's /24, netns
+`lr-<lab id>-d<n>`: apart from the Hetzner cloud's): its own network namespace and sshd, root's
 authorized_keys from the droplet's SSH keys, and the host key from the cloud-init user data's `ssh_keys`
 (ed25519_private/ed25519_public) -- else a generated one. Cloud firewalls (by droplet id or tag) are enforced with
 nftables in the host's namespace with DigitalOcean's semantics: inbound and outbound dropped unless a rule allows.
@@ -37,7 +38,7 @@ from liferaft.lab.clouds._serve import run_cloud
 
 def main(argv: list[str] | None = None) -> int:
     return run_cloud("python -m liferaft.lab.clouds.digitalocean", "lab digitalocean cloud", argv,
-                     DigitalOceanState, make_handler)
+                     DigitalOceanState, make_handler, letters=("d", "e", "d"), first_host=200, max_hosts=50)
 
 
 if __name__ == "__main__":
