@@ -12,8 +12,9 @@ The droplet calls are libcloud's own (`create_node`, `list_nodes`, `ex_get_node_
 `list_key_pairs`, `create_key_pair`, `list_sizes`, `list_locations`, `get_image`, `ex_account_info`); libcloud has no
 firewall or tag calls, so those go through the driver's connection to the documented v2 endpoints (/v2/firewalls,
 /v2/tags). libcloud drops the driver's host/port arguments for DigitalOcean: a non-default `endpoint` (the lab) is
-set on the connection. Every call goes through `_call`: libcloud errors become liferaft errors (401 -> AuthRejected
-naming the account, 422 "droplet limit" -> QuotaExceeded, 429 -> Throttled, retried within liferaft's budget).
+set on the connection. Every call goes through the client's `call`: libcloud errors become liferaft errors (401 ->
+AuthRejected naming the account, 422 "droplet limit" -> QuotaExceeded, 429 -> Throttled, retried within liferaft's
+budget, waiting until DigitalOcean's `ratelimit-reset`).
 """
 
 from __future__ import annotations
