@@ -151,10 +151,10 @@ def open_provider(name: str, config: Any, resolve_secret: SecretResolver, *, sta
                       secret=_secret(resolve_secret, _field(creds, "secret")))
     elif t == "hcloud":
         endpoint = _field(config, "endpoint")
+        given = {k: str(_field(config, k)) for k in ("server_type", "image") if _field(config, k)}
         adapter = cls(name, _secret(resolve_secret, _field(creds, "token")), sdir,
-                      endpoint=str(endpoint) if endpoint else None,
-                      server_type=str(_field(config, "server_type")),  # the model's defaults fill both
-                      image=str(_field(config, "image")), location=_field(config, "location"),
+                      endpoint=str(endpoint) if endpoint else None, **given,  # absent: the adapter's defaults
+                      location=_field(config, "location"),
                       ssh_user=str(_field(config, "user", "root")),
                       private_key_file=_key_file(name, _field(config, "private_key"), resolve_secret, sdir, bdir),
                       ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())))

@@ -123,3 +123,17 @@ def test_the_readme_example_is_what_the_model_accepts() -> None:
     shown = set(entry) | set(re.findall(r"^\s*#\s*([a-z_]+):", block, re.MULTILINE))
     fields = {f.alias or n for n, f in DigitalOceanProvider.model_fields.items()}
     assert shown <= fields and fields - shown <= {"vendor"}, (shown, fields)
+
+
+@pytest.mark.parametrize(("config", "attrs"), [
+    ({"type": "digitalocean", "credentials": {"token": "env:T"}}, {"size": "s-1vcpu-1gb", "image": "debian-12-x64",
+                                                                  "region": "fra1"}),
+    ({"type": "hcloud", "credentials": {"token": "env:T"}}, {"server_type": "cx22", "image": "debian-12"})])
+def test_a_plain_config_without_sizes_gets_the_defaults(config: dict[str, object], attrs: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    """A provider config given as a plain mapping (tests, benchmarks) without size/image gets the adapter's defaults,
+    the same as the stack model's -- not the string "None" (which the hcloud registry entry passed on)."""
+    from liferaft.providers.registry import open_provider
+
+    compute = open_provider("p", config, lambda ref: "tok", state_dir=tmp_path).compute
+    assert {k: getattr(compute, k) for k in attrs} == attrs
