@@ -262,3 +262,17 @@ def test_droplets_and_hetzner_servers_live_side_by_side(dlab: Lab, tmp_path: Pat
         for c, h in made:
             c.destroy_host(h.id)
     assert cloud(dlab)["droplets"] == [] and set(netns_names()) == before
+
+
+def test_a_locked_account_is_auth_rejected(dlab: Lab, tmp_path: Path) -> None:
+    """/v2/account says `status: locked` (the token still works): the account probe says AuthRejected with
+    DigitalOcean's status message, so `health` counts the provider as terminated, not healthy."""
+    account = digitalocean(dlab, tmp_path / "state").require("account")
+    cloud(dlab, "/lab/settings", {"account_status": "locked", "status_message": "Account locked: abuse report"})
+    try:
+        with pytest.raises(AuthRejected) as exc:
+            account.probe()
+    finally:
+        cloud(dlab, "/lab/settings", {"account_status": "active"})
+    assert exc.value.code == "locked" and "abuse report" in str(exc.value)
+    assert "droplet limit" in account.probe().detail

@@ -126,6 +126,7 @@ class DigitalOceanState:
         self.actions: dict[int, dict[str, Any]] = {}
         self.slots: dict[int, int] = {}  # droplet id -> machine slot
         self.droplet_limit = 10
+        self.account_status, self.status_message = "active", ""  # DigitalOcean's: active, warning, locked
         self.apply_user_data_host_keys = True
         self.hold_boot = False  # droplets stay `new` (their hosts are not built) until released
         self.held: list[Callable[[], None]] = []
@@ -137,8 +138,9 @@ class DigitalOceanState:
 
     def account(self) -> dict[str, Any]:
         return {"droplet_limit": self.droplet_limit, "floating_ip_limit": 3, "volume_limit": 100,
-                "email": "lab@example.test", "uuid": self.account_uuid, "email_verified": True, "status": "active",
-                "status_message": "", "team": {"uuid": self.account_uuid, "name": "My Team"}}
+                "email": "lab@example.test", "uuid": self.account_uuid, "email_verified": True,
+                "status": self.account_status, "status_message": self.status_message,
+                "team": {"uuid": self.account_uuid, "name": "My Team"}}
 
     def action(self, type_: str, droplet_id: int, region: dict[str, Any], *, done: bool = False) -> dict[str, Any]:
         a: dict[str, Any] = {"id": self.next_id(), "status": "completed" if done else "in-progress", "type": type_,

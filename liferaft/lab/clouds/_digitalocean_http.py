@@ -229,6 +229,9 @@ def make_handler(state: DigitalOceanState, control_token: str) -> type[BaseHTTPR
                 if path == "/lab/settings" and self.command == "POST":
                     if "droplet_limit" in body:
                         state.droplet_limit = int(body["droplet_limit"])
+                    if "account_status" in body:
+                        state.account_status = str(body["account_status"])
+                        state.status_message = str(body.get("status_message") or "")
                     if "apply_user_data_host_keys" in body:
                         state.apply_user_data_host_keys = bool(body["apply_user_data_host_keys"])
                     if "hold_boot" in body:
@@ -236,6 +239,7 @@ def make_handler(state: DigitalOceanState, control_token: str) -> type[BaseHTTPR
                 elif path != "/lab/state":
                     raise ApiError(404, "not_found", f"no lab route {path}")
                 self._send(200, {"droplets": list(state.droplets.values()), "droplet_limit": state.droplet_limit,
+                                 "account_status": state.account_status,
                                  "apply_user_data_host_keys": state.apply_user_data_host_keys,
                                  "hold_boot": state.hold_boot, "ssh_keys": len(state.ssh_keys),
                                  "firewalls": list(state.firewalls.values()), "tags": sorted(state.tags)})

@@ -24,7 +24,8 @@ Creation is asynchronous: POST answers 202 with status `new`; the host is built 
 droplet is `active` with its public IPv4. DELETE answers 204; the droplet reads `off` until its host is gone.
 
 Lab-only control (header X-Lab-Token: the token in `<dir>/control_token`): GET /lab/state, POST /lab/settings
-{"droplet_limit": N, "apply_user_data_host_keys": bool, "hold_boot": bool (new droplets stay `new`)}.
+{"droplet_limit": N, "apply_user_data_host_keys": bool, "hold_boot": bool (new droplets stay `new`),
+"account_status": "active" | "warning" | "locked", "status_message": str (what /v2/account says)}.
 """
 
 from __future__ import annotations
