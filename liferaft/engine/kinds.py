@@ -11,6 +11,9 @@ A step kind implements five operations on a `Step` and the run context:
 
 `gate = True` marks a verification gate: a failed verify stops the run (and everything after it, such as DNS).
 `undo_first = True` makes rollback undo this kind before any other (DNS: point users back first).
+`serial = "<group>"` puts the kind in a serial group: the runner, which runs independent steps side by side, never
+runs two steps whose kinds share a group at the same time (every Ansible-playbook kind is in group "ansible": apt
+and dpkg take one lock per host).
 
 The engine knows no kind by name: the step library (`liferaft.steps`, one package above) registers the built-in
 kinds when it is imported, and every command that runs, resumes or rolls back a plan imports it first.
@@ -36,6 +39,10 @@ class StepKind:
     gate: ClassVar[bool] = False
     undoable: ClassVar[bool] = False
     undo_first: ClassVar[bool] = False
+    serial: ClassVar[str | None] = None
+    """A serial group name, or None. The runner starts steps as soon as their `depends_on` are done, several at
+    once; two steps whose kinds name the same group never run at the same time (e.g. "ansible": playbooks on one
+    host contend for apt/dpkg locks). None: no constraint beyond the step's dependencies."""
 
     def describe(self, step: Step) -> str:
         return step.title
