@@ -11,7 +11,9 @@ touched steps one at a time in reverse plan order, DNS-like kinds (`undo_first`)
 
 Test switches (public, documented; for crash tests only):
 - `LIFERAFT_TEST_KILL_AFTER_STEP=<step id>` makes the runner SIGKILL its own process right after that step's 'done'
-  record is committed -- the harshest crash at a step boundary;
+  record is committed -- the harshest crash at a step boundary. The boundary is the plan order's: no step after it
+  starts, and when steps before it still run (side by side with it), the kill comes when the last of them is done,
+  so the journal holds exactly the steps up to it done, whatever the timing;
 - `LIFERAFT_TEST_KILL_ON_EVENT=<event kind>` SIGKILLs it at the first such event emitted in the middle of work
   (an event whose `done`/`total` say it is neither the first nor the last), e.g. `objects.progress` for a crash in
   the middle of a data copy.
@@ -399,6 +401,12 @@ class _Dag:
             limit = plan.step_ids.index(stop_before)
         # Steps before `stop_before` only (their dependencies are earlier still): all of them run, no later one.
         self.stopped_at: str | None = plan.steps[limit].id if limit < len(plan.steps) else None
+        # The crash tests' kill switch: nothing after that step starts; the process dies once it and all before it
+        # are done (see the module's doc). A step already done, or not to run before `stop_before`, kills nothing.
+        kill = os.environ.get(KILL_SWITCH)
+        self.kill_after: str | None = None
+        if kill in plan.step_ids and kill not in self.done and plan.step_ids.index(kill) < limit:
+            self.kill_after, limit = kill, plan.step_ids.index(kill) + 1
         self.todo = [s for s in plan.steps[:limit] if s.id not in self.done]
         self.cond = threading.Condition()
         self.running: dict[str, Step] = {}
@@ -470,8 +478,8 @@ class _Dag:
                                  run=self.run_id, step=step.id, duration_s=round(took, 3))
                 self.events.emit("run.progress", f"{self.finished}/{self.total} steps", run=self.run_id,
                                  done=self.finished, total=self.total)
-                if os.environ.get(KILL_SWITCH) == step.id:  # still holding the lock: no other step starts
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if self.kill_after in self.done and not self.todo and not self.running and self.failure is None:
+                    os.kill(os.getpid(), signal.SIGKILL)  # still holding the lock: nothing else is journaled
         except BaseException as e:  # noqa: BLE001 (journaled here, raised by the scheduler)
             with self.cond:
                 self._ended(step, kind)
