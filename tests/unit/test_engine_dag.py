@@ -57,8 +57,9 @@ UNDO_GAUGE = _Gauge()
 @register
 class ToySleep(StepKind):
     """Sleep `seconds` (default 0.3); undo is logged. `marker`: a folder where it drops `<id>.started` first and,
-    with `wait_for`, waits until those steps' markers exist too (so two steps are known to run at once); with
-    TOY_KILL_WHEN_ALL set it then SIGKILLs its own process (once)."""
+    with `wait_for`, waits (at most `patience` seconds) until those steps' markers exist too, so that steps are
+    known to run at once whatever the machine's speed; with TOY_KILL_WHEN_ALL set it then SIGKILLs its own
+    process (once)."""
 
     name = "toy.sleep"
     undoable = True
@@ -70,7 +71,7 @@ class ToySleep(StepKind):
             if marker:
                 Path(marker, f"{step.id}.started").write_text("")
                 others = [Path(marker, f"{o}.started") for o in step.params.get("wait_for", [])]
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + float(step.params.get("patience", 30))
                 while not all(p.exists() for p in others) and time.monotonic() < deadline:
                     time.sleep(0.02)
                 crashed = Path(marker, ".crashed")
@@ -178,10 +179,21 @@ def _reset_gauges() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- concurrency
+def together(tmp: Path, ids: str, n: int) -> list[Step]:
+    """Independent steps; the first n wait (up to 5 s) until all n have started, so n at once is not left to
+    timing: when fewer may run at once they wait in vain, and go on."""
+    marker = tmp / "markers"
+    marker.mkdir(exist_ok=True)
+    first = ids.split()[:n]
+    return [Step(s.id, s.kind, s.title, {**s.params, "marker": str(marker), "patience": 5,
+                                         "wait_for": [o for o in first if o != s.id]})
+            if s.id in first else s for s in sleeps(tmp, ids, seconds=0.1)]
+
+
 def test_independent_steps_overlap(tmp_path: Path) -> None:
     """Two steps with no dependency between them run at the same time (their journaled intervals overlap)."""
     state = tmp_path / "state"
-    out = Runner(state, stack_name="toy").start(plan_of(sleeps(tmp_path, "a b", seconds=0.5)))
+    out = Runner(state, stack_name="toy").start(plan_of(together(tmp_path, "a b", 2)))
     assert out.status == "done" and out.steps_done == 2
     spans = intervals(state, out.run_id)
     assert overlap(spans["a"], spans["b"]), spans
@@ -191,8 +203,9 @@ def test_independent_steps_overlap(tmp_path: Path) -> None:
 def test_a_dependent_step_starts_only_after_its_dependencies_finished(tmp_path: Path) -> None:
     """c needs a and b; d needs c: each starts after what it needs was journaled done (timestamps and log order)."""
     state = tmp_path / "state"
-    steps = sleeps(tmp_path, "a b c d", deps={"c": ("a", "b"), "d": ("c",)})
-    steps[1] = Step("b", "toy.sleep", "b", {**steps[1].params, "seconds": 0.6})  # the slower dependency
+    a, b = together(tmp_path, "a b", 2)
+    b = Step("b", "toy.sleep", "b", {**b.params, "seconds": 0.5})  # the slower dependency
+    steps = [a, b, *sleeps(tmp_path, "c d", deps={"c": ("a", "b"), "d": ("c",)})]
     out = Runner(state, stack_name="toy").start(plan_of(steps))
     spans = intervals(state, out.run_id)
     assert overlap(spans["a"], spans["b"])
@@ -202,19 +215,22 @@ def test_a_dependent_step_starts_only_after_its_dependencies_finished(tmp_path: 
         assert log.index((needs, "step.done")) < log.index((step, "step.started")), log
 
 
-@pytest.mark.parametrize("bound", [1, 2])
+@pytest.mark.parametrize("bound", [1, 2, 3])
 def test_max_parallel_is_respected(tmp_path: Path, bound: int) -> None:
     """Six independent steps with max_parallel=N: never more than N at once, and N reached."""
     state = tmp_path / "state"
-    out = Runner(state, stack_name="toy", max_parallel=bound).start(plan_of(sleeps(tmp_path, "s1 s2 s3 s4 s5 s6")))
+    steps = together(tmp_path, "s1 s2 s3 s4 s5 s6", bound if bound > 1 else 0)
+    out = Runner(state, stack_name="toy", max_parallel=bound).start(plan_of(steps))
     assert out.status == "done"
     assert most_at_once(list(intervals(state, out.run_id).values())) == bound
     assert GAUGE.most == bound
 
 
 def test_default_bound_is_four(tmp_path: Path) -> None:
+    """Five steps want to run at once (each waits up to 5 s for the other four): four do, the fifth starts only
+    when one of them ends."""
     state = tmp_path / "state"
-    out = Runner(state, stack_name="toy").start(plan_of(sleeps(tmp_path, "s1 s2 s3 s4 s5 s6", seconds=0.6)))
+    out = Runner(state, stack_name="toy").start(plan_of(together(tmp_path, "s1 s2 s3 s4 s5 s6", 5)))
     assert most_at_once(list(intervals(state, out.run_id).values())) == 4 == GAUGE.most
 
 
