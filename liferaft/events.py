@@ -1,11 +1,14 @@
 """Events: the engine never prints. It emits events; observers (the CLI's renderers, JSON lines, logs) consume them.
 
 An observer that fails never breaks a run: its exception is logged and swallowed.
+Events may be emitted from several threads at once (the runner runs independent steps side by side): delivery is
+serialised, so each observer gets whole events one at a time and lines it prints are never interleaved.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,17 +39,22 @@ class Events:
 
     def __init__(self, *observers: Observer) -> None:
         self._observers: list[Observer] = list(observers)
+        # Re-entrant: an observer may emit (in the same thread) while it is being called.
+        self._lock = threading.RLock()
 
     def subscribe(self, observer: Observer) -> None:
-        self._observers.append(observer)
+        with self._lock:
+            self._observers.append(observer)
 
     def emit(self, kind: str, message: str = "", **data: Any) -> None:
+        """Deliver one event to every observer, under a lock: events from other threads wait until it is out."""
         event = Event(kind, message, data)
-        for obs in list(self._observers):
-            try:
-                obs(event)
-            except Exception:  # an observer must never break a run
-                log.exception("observer %r failed on %s", obs, kind)
+        with self._lock:
+            for obs in list(self._observers):
+                try:
+                    obs(event)
+                except Exception:  # an observer must never break a run
+                    log.exception("observer %r failed on %s", obs, kind)
 
 
 NULL_EVENTS = Events()

@@ -3,6 +3,8 @@
 One database per stack (`<state_dir>/<stack>/journal.db`), WAL mode with `synchronous=FULL` so each commit is on
 disk (fsync) before the action it announces starts. Each state change is one transaction: the step's row and an
 append-only log entry change together or not at all. `pending()` and `applied()` only read.
+One Journal may be used from several threads (the runner's step threads): every transaction and every read holds the
+journal's lock, so statements of two threads never interleave inside one transaction.
 The directory is 0700 and the files 0600. A journal that is not SQLite, truncated or otherwise damaged is reported
 as `JournalCorrupt` (exit 2) naming the file, never as a traceback. Nothing secret is ever written: every JSON
 payload is checked against the secret values the run resolved.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,15 +121,18 @@ class Journal:
         `runs`, `show` and a `resume` of nothing leave no file behind."""
         self.path = Path(path)
         self._secrets = secrets or (lambda: set())
+        # Held by each transaction and each read: the connection is shared by the runner's step threads.
+        self._lock = threading.RLock()
         self._check_file()
         try:
             if create or os.path.lexists(self.path):
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
                 os.chmod(self.path, 0o600)
-                self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+                self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0,
+                                           check_same_thread=False)
             else:
-                self._db = sqlite3.connect(":memory:", isolation_level=None)
+                self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         except OSError as e:
             raise UsageError(f"cannot open the journal {self.path}: {e.strerror}") from None
         with self._guard():
@@ -162,8 +168,10 @@ class Journal:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        """Hold the journal's lock (one thread at a time on the connection) and translate SQLite's errors."""
         try:
-            yield
+            with self._lock:
+                yield
         except (sqlite3.DatabaseError, OSError, UnicodeDecodeError) as e:
             # UnicodeDecodeError: SQLite's error text about a damaged page need not be UTF-8 (a flipped byte).
             if _disk_full(e):
@@ -192,7 +200,8 @@ class Journal:
             self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> Self:
         return self

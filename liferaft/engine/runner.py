@@ -1,12 +1,19 @@
-"""The runner: executes a plan's steps in order, journaled, resumable, and undoable in reverse.
+"""The runner: executes a plan's steps as a DAG, journaled, resumable, and undoable in reverse.
 
-Each step is recorded as started (committed and fsynced) before it acts and as done after it acted and verified.
-A crash at any point leaves at most one step 'running'; `resume` skips done steps and re-applies that one (step
-kinds are idempotent). `rollback` undoes touched steps in reverse order, DNS-like kinds (`undo_first`) first.
+A step starts as soon as every step it `depends_on` is done; independent steps run at the same time, each on its
+own thread, at most `max_parallel` at once (default 4); two steps whose kinds share a serial group
+(`StepKind.serial`, e.g. "ansible") never overlap; among ready steps, plan order goes first. Each step is recorded as
+started (committed and fsynced) before it acts and as done after it acted and verified. When a step fails no other
+step starts; the running ones finish and are journaled; the run is failed and the first failure raised.
+A crash at any point leaves the steps that were running 'running' (several, when they ran side by side); `resume`
+skips done steps and re-applies those (step kinds are idempotent), then goes on through the DAG. `rollback` undoes
+touched steps one at a time in reverse plan order, DNS-like kinds (`undo_first`) first.
 
 Test switches (public, documented; for crash tests only):
 - `LIFERAFT_TEST_KILL_AFTER_STEP=<step id>` makes the runner SIGKILL its own process right after that step's 'done'
-  record is committed -- the harshest crash at a step boundary;
+  record is committed -- the harshest crash at a step boundary. The boundary is the plan order's: no step after it
+  starts, and when steps before it still run (side by side with it), the kill comes when the last of them is done,
+  so the journal holds exactly the steps up to it done, whatever the timing;
 - `LIFERAFT_TEST_KILL_ON_EVENT=<event kind>` SIGKILLs it at the first such event emitted in the middle of work
   (an event whose `done`/`total` say it is neither the first nor the last), e.g. `objects.progress` for a crash in
   the middle of a data copy.
@@ -21,13 +28,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liferaft.configure import clean_dead_runs
 from liferaft.engine.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
-from liferaft.engine.kinds import get_kind
+from liferaft.engine.kinds import StepKind, get_kind
 from liferaft.engine.lock import SiteLock, StackLock
 from liferaft.engine.plan import Plan, Step
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
@@ -36,6 +43,7 @@ from liferaft.events import Events, as_events
 if TYPE_CHECKING:
     from liferaft.stack import Stack
 
+DEFAULT_MAX_PARALLEL = 4  # steps running at the same time, at most
 KILL_SWITCH = "LIFERAFT_TEST_KILL_AFTER_STEP"
 KILL_ON_EVENT = "LIFERAFT_TEST_KILL_ON_EVENT"
 
@@ -58,10 +66,18 @@ class RunContext:
     events: Events
     state_dir: Path
     stack: Stack | None = None
-    step: Step | None = None
+    step: Step | None = None  # set on a step's own view (`for_step`), never on the run's context
     cache: dict[str, Any] = field(default_factory=dict)  # live objects shared by steps within one process
     _secret_values: set[str] = field(default_factory=set, repr=False)
     _secret_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _opening: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+
+    def for_step(self, step: Step) -> RunContext:
+        """This step's own view of the run: `memo`, `remember` and `emit` are the step's, while the journal,
+        events, the cache of live objects and the secrets are the run's (shared with the steps running beside
+        it, each guarded by a lock)."""
+        return replace(self, step=step)
 
     @property
     def work_dir(self) -> Path:
@@ -93,14 +109,24 @@ class RunContext:
             return set(self._secret_values)
 
     def provider(self, name: str) -> Any:
-        """The named provider of the stack, opened once per run."""
+        """The named provider of the stack, opened once per run, also when steps running side by side ask for it
+        at the same time (the first opens it, the others wait for that one). Provider objects are shared by the
+        steps' threads."""
         key = f"provider:{name}"
-        if key not in self.cache:
+        with self._cache_lock:
+            if key in self.cache:
+                return self.cache[key]
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # one opener per provider; other providers open meanwhile
+            with self._cache_lock:
+                if key in self.cache:
+                    return self.cache[key]
             from liferaft.engine.observe import open_provider
 
             # Credentials resolved for the provider are secrets too: the journal refuses to store them.
-            self.cache[key] = open_provider(self.require_stack(), name, self.state_dir, resolve=self.secret)
-        return self.cache[key]
+            value = open_provider(self.require_stack(), name, self.state_dir, resolve=self.secret)
+            with self._cache_lock:
+                return self.cache.setdefault(key, value)
 
     def output(self, step_id: str) -> dict[str, Any]:
         """The recorded result of an earlier, done step."""
@@ -115,12 +141,12 @@ class RunContext:
     @property
     def memo(self) -> dict[str, Any]:
         """The current step's durable notes (survive a crash; read them again on resume or undo)."""
-        assert self.step is not None
+        assert self.step is not None, "memo is a step's: use the context the step was given (for_step)"
         return self.journal.step(self.run_id, self.step.id).memo
 
     def remember(self, **memo: Any) -> None:
         """Write notes for the current step to the journal now, before acting on them."""
-        assert self.step is not None
+        assert self.step is not None, "notes are a step's: use the context the step was given (for_step)"
         self.journal.remember(self.run_id, self.step.id, memo)
 
     def summarise(self, **values: Any) -> None:
@@ -156,7 +182,11 @@ class Runner:
     """Starts, resumes and rolls back runs of one stack. Holds the stack's lock while it acts."""
 
     def __init__(self, state_dir: Path, *, stack: Stack | None = None, events: Events | None = None,
-                 stack_name: str | None = None) -> None:
+                 stack_name: str | None = None, max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
+        """`max_parallel`: how many independent steps may run at the same time (1: one after another)."""
+        if max_parallel < 1:
+            raise UsageError(f"max_parallel must be at least 1, not {max_parallel}")
+        self.max_parallel = max_parallel
         self.state_dir = Path(state_dir)
         self.stack = stack
         self.stack_name = stack_name or (stack.model.name if stack is not None else None)
@@ -256,60 +286,32 @@ class Runner:
             return self._execute(ctx, stop_before)
 
     def _execute(self, ctx: RunContext, stop_before: str | None) -> RunOutcome:
+        """Run the steps not yet done as a DAG (see `_Dag`); the run ends done, stopped (`stop_before`, Ctrl-C)
+        or failed (the first failure is raised, translated)."""
         t0 = time.monotonic()
-        journal, run_id, plan = ctx.journal, ctx.run_id, ctx.plan
-        total = len(plan.steps)
-        records = {r.step_id: r for r in journal.steps(run_id)}
-        done = sum(1 for r in records.values() if r.status == "done")
-        for step in plan.steps:
-            rec = records[step.id]
-            if rec.status == "done":
-                self.events.emit("step.skipped", f"{step.id}: already done", run=run_id, step=step.id)
-                continue
-            if step.id == stop_before:
-                journal.set_run_status(run_id, "stopped", f"stopped before {step.id} as asked")
-                self.events.emit("run.stopped", f"run {run_id} stopped before {step.id}; "
-                                 f"continue with `liferaft resume {run_id}`", run=run_id, step=step.id)
-                return self._outcome(journal, run_id, "stopped", t0)
-            kind = get_kind(step.kind)
-            ctx.step = step
-            journal.begin_step(run_id, step.id)
-            again = " (again: it was interrupted)" if rec.status in ("running", "failed") else ""
-            self.events.emit("step.started", f"[{done + 1}/{total}] {kind.describe(step)}{again}", run=run_id,
-                             step=step.id, step_kind=step.kind, index=done + 1, total=total)
-            t_step = time.monotonic()
-            try:
-                result = kind.apply(ctx, step) or {}
-                kind.verify(ctx, step)
-                journal.finish_step(run_id, step.id, result)
-            except (LiferaftError, Exception, KeyboardInterrupt) as e:  # noqa: BLE001 (journaled, then re-raised)
-                self._fail(ctx, step, e)
-                raise self._translate(run_id, step, e) from (None if isinstance(e, LiferaftError) else e)
-            finally:
-                ctx.step = None
-            done += 1
-            self.events.emit("step.done", f"[{done}/{total}] {step.id} done in {time.monotonic() - t_step:.1f}s",
-                             run=run_id, step=step.id, duration_s=round(time.monotonic() - t_step, 3))
-            self.events.emit("run.progress", f"{done}/{total} steps", run=run_id, done=done, total=total)
-            if os.environ.get(KILL_SWITCH) == step.id:
-                os.kill(os.getpid(), signal.SIGKILL)
+        dag = _Dag(self, ctx, stop_before)
+        try:
+            dag.run()
+        except KeyboardInterrupt:
+            dag.interrupt()
+            raise
+        journal, run_id = ctx.journal, ctx.run_id
+        if dag.failure is not None:
+            step, e, raw = dag.failure
+            if raw or isinstance(e, KeyboardInterrupt):
+                raise e
+            raise self._translate(run_id, step, e) from (None if isinstance(e, LiferaftError) else e)
+        if dag.stopped_at is not None:
+            sid = dag.stopped_at
+            journal.set_run_status(run_id, "stopped", f"stopped before {sid} as asked")
+            self.events.emit("run.stopped", f"run {run_id} stopped before {sid}; "
+                             f"continue with `liferaft resume {run_id}`", run=run_id, step=sid)
+            return self._outcome(journal, run_id, "stopped", t0)
         journal.set_run_status(run_id, "done")
         out = self._outcome(journal, run_id, "done", t0)
         self.events.emit("run.done", f"run {run_id} completed in {out.duration_s:.1f}s", run=run_id,
                          summary=out.summary)
         return out
-
-    def _fail(self, ctx: RunContext, step: Step, e: BaseException) -> None:
-        message = str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
-        if isinstance(e, KeyboardInterrupt):
-            message = "interrupted"
-        try:
-            ctx.journal.fail_step(ctx.run_id, step.id, message)
-            ctx.journal.set_run_status(ctx.run_id, "stopped" if isinstance(e, KeyboardInterrupt) else "failed",
-                                       f"{step.id}: {message}")
-        finally:
-            self.events.emit("step.failed", f"{step.id} failed: {message}", run=ctx.run_id, step=step.id,
-                             error=message)
 
     @staticmethod
     def _translate(run_id: str, step: Step, e: BaseException) -> BaseException:
@@ -354,11 +356,10 @@ class Runner:
                     self.events.emit("step.undo_skipped", f"{step.id}: nothing to undo ({step.kind})",
                                      run=rec.id, step=step.id)
                     continue
-                ctx.step = step
                 journal.mark_step(rec.id, step.id, "undoing")
                 self.events.emit("step.undoing", f"undo {kind.describe(step)}", run=rec.id, step=step.id)
                 try:
-                    kind.undo(ctx, step)
+                    kind.undo(ctx.for_step(step), step)
                 except (LiferaftError, Exception) as e:  # noqa: BLE001 (journaled, then re-raised)
                     message = str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
                     journal.set_run_status(rec.id, "rolling-back", f"undo of {step.id} failed: {message}")
@@ -366,13 +367,161 @@ class Runner:
                                      step=step.id, error=message)
                     raise RunFailed(f"rollback of run {rec.id} failed at {step.id}: {message}",
                                     hint=f"fix the cause, then run `liferaft rollback {rec.id}` again") from None
-                finally:
-                    ctx.step = None
                 journal.mark_step(rec.id, step.id, "undone")
                 self.events.emit("step.undone", f"{step.id} undone", run=rec.id, step=step.id)
             journal.set_run_status(rec.id, "rolled-back")
             self.events.emit("rollback.done", f"run {rec.id} rolled back", run=rec.id)
             return self._outcome(journal, rec.id, "rolled-back", t0)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
+
+
+class _Dag:
+    """One execution of a run's remaining steps as a DAG, shared by the calling thread and the step threads.
+
+    The calling thread schedules: a step starts when every step it `depends_on` is done, at most `max_parallel` at
+    once, never beside a running step of the same serial group (`StepKind.serial`); among ready steps plan order
+    goes first. Each step runs on its own daemon thread (a Ctrl-C or a crash must not wait for it). Its 'running'
+    record is committed by the scheduler before the thread starts; the thread commits 'done' (or 'failed') when
+    the step ends. After a failure no step starts; the running ones finish and are journaled. Everything below
+    is guarded by `cond`."""
+
+    def __init__(self, runner: Runner, ctx: RunContext, stop_before: str | None) -> None:
+        self.runner, self.ctx, self.events = runner, ctx, runner.events
+        self.journal, self.run_id, plan = ctx.journal, ctx.run_id, ctx.plan
+        self.total = len(plan.steps)
+        self.records = {r.step_id: r for r in self.journal.steps(self.run_id)}
+        self.done = {sid for sid, r in self.records.items() if r.status == "done"}
+        limit = len(plan.steps)
+        if stop_before is not None and stop_before not in self.done:
+            limit = plan.step_ids.index(stop_before)
+        # Steps before `stop_before` only (their dependencies are earlier still): all of them run, no later one.
+        self.stopped_at: str | None = plan.steps[limit].id if limit < len(plan.steps) else None
+        # The crash tests' kill switch: nothing after that step starts; the process dies once it and all before it
+        # are done (see the module's doc). A step already done, or not to run before `stop_before`, kills nothing.
+        kill = os.environ.get(KILL_SWITCH)
+        self.kill_after: str | None = None
+        if kill in plan.step_ids and kill not in self.done and plan.step_ids.index(kill) < limit:
+            self.kill_after, limit = kill, plan.step_ids.index(kill) + 1
+        self.todo = [s for s in plan.steps[:limit] if s.id not in self.done]
+        self.cond = threading.Condition()
+        self.running: dict[str, Step] = {}
+        self.busy: set[str] = set()  # serial groups of the running steps
+        self.started = self.finished = len(self.done)
+        self.failure: tuple[Step, BaseException, bool] | None = None  # (step, error, raise as is)
+        self.interrupted = False
+
+    def run(self) -> None:
+        for step in self.ctx.plan.steps:
+            if step.id in self.done:
+                self.events.emit("step.skipped", f"{step.id}: already done", run=self.run_id, step=step.id)
+        with self.cond:
+            while True:
+                if self.failure is None:
+                    self._start_ready()
+                if not self.running:
+                    break
+                self.cond.wait(timeout=1.0)
+        if self.failure is None and self.todo:  # cannot happen: dependencies are earlier steps
+            raise RunFailed(f"run {self.run_id}: no step can start ({', '.join(s.id for s in self.todo)})")
+
+    def _start_ready(self) -> None:
+        for step in list(self.todo):
+            if len(self.running) >= self.runner.max_parallel:
+                return
+            if any(dep not in self.done for dep in step.depends_on):
+                continue
+            kind = get_kind(step.kind)
+            if kind.serial is not None and kind.serial in self.busy:
+                continue
+            self.todo.remove(step)
+            self._launch(step, kind)
+            if self.failure is not None:
+                return
+
+    def _launch(self, step: Step, kind: StepKind) -> None:
+        self.running[step.id] = step
+        try:
+            self.journal.begin_step(self.run_id, step.id)  # committed and fsynced before the step acts
+        except (LiferaftError, Exception) as e:  # noqa: BLE001 (the journal could not be written: raised as is)
+            del self.running[step.id]
+            self.failure = (step, e, True)
+            return
+        if kind.serial is not None:
+            self.busy.add(kind.serial)
+        self.started += 1
+        again = " (again: it was interrupted)" if self.records[step.id].status in ("running", "failed") else ""
+        self.events.emit("step.started", f"[{self.started}/{self.total}] {kind.describe(step)}{again}",
+                         run=self.run_id, step=step.id, step_kind=step.kind, index=self.started, total=self.total)
+        threading.Thread(target=self._work, args=(step, kind), name=f"liferaft-step-{step.id}", daemon=True).start()
+
+    def _work(self, step: Step, kind: StepKind) -> None:
+        """A step's thread: apply, verify, journal the outcome, wake the scheduler."""
+        t_step = time.monotonic()
+        sctx = self.ctx.for_step(step)
+        try:
+            result = kind.apply(sctx, step) or {}
+            kind.verify(sctx, step)
+            with self.cond:
+                if self.interrupted:  # the scheduler journaled this step 'interrupted'; the run is over
+                    return
+                self.journal.finish_step(self.run_id, step.id, result)
+                self._ended(step, kind)
+                self.done.add(step.id)
+                self.finished += 1
+                took = time.monotonic() - t_step
+                self.events.emit("step.done", f"[{self.finished}/{self.total}] {step.id} done in {took:.1f}s",
+                                 run=self.run_id, step=step.id, duration_s=round(took, 3))
+                self.events.emit("run.progress", f"{self.finished}/{self.total} steps", run=self.run_id,
+                                 done=self.finished, total=self.total)
+                if self.kill_after in self.done and not self.todo and not self.running and self.failure is None:
+                    os.kill(os.getpid(), signal.SIGKILL)  # still holding the lock: nothing else is journaled
+        except BaseException as e:  # noqa: BLE001 (journaled here, raised by the scheduler)
+            with self.cond:
+                self._ended(step, kind)
+                if not self.interrupted:
+                    self._fail(step, e)
+
+    def _ended(self, step: Step, kind: StepKind) -> None:
+        self.running.pop(step.id, None)
+        if kind.serial is not None:
+            self.busy.discard(kind.serial)
+        self.cond.notify_all()
+
+    def _fail(self, step: Step, e: BaseException) -> None:
+        message = _message(e)
+        first = self.failure is None
+        if first:
+            self.failure = (step, e, False)
+        try:
+            self.journal.fail_step(self.run_id, step.id, message)
+            if first:
+                self.journal.set_run_status(self.run_id, "stopped" if isinstance(e, KeyboardInterrupt) else "failed",
+                                            f"{step.id}: {message}")
+        except (LiferaftError, Exception) as je:  # noqa: BLE001 (the journal could not be written: raised as is)
+            if first:
+                self.failure = (step, je, True)
+        finally:
+            self.events.emit("step.failed", f"{step.id} failed: {message}", run=self.run_id, step=step.id,
+                             error=message)
+
+    def interrupt(self) -> None:
+        """Ctrl-C in the scheduling thread: the running steps are journaled failed ("interrupted"), the run
+        stopped. Their threads (daemons) are left to the process's exit; they journal nothing more."""
+        with self.cond:
+            self.interrupted = True
+            running = [s for s in self.ctx.plan.steps if s.id in self.running]
+            self.running.clear()
+            for step in running:
+                self.journal.fail_step(self.run_id, step.id, "interrupted")
+                self.events.emit("step.failed", f"{step.id} failed: interrupted", run=self.run_id, step=step.id,
+                                 error="interrupted")
+            self.journal.set_run_status(self.run_id, "stopped",
+                                        f"{running[0].id}: interrupted" if running else "interrupted")
 
 
 def rollback_order(rec: RunRecord, journal: Journal) -> list[Step]:

@@ -69,8 +69,8 @@ def test_cold_plan_probe_of_a_silent_source_costs_one_timeout(example_stack: Pat
     """The cold plan probes the source's SSH and PostgreSQL ports: both black-holed, the probe takes one
     source timeout and the plan says the source did not answer within it."""
     from liferaft.events import Event
-    from liferaft.stack import load_stack
     from liferaft.failover import cold
+    from liferaft.stack import load_stack
 
     example_stack.write_text(example_stack.read_text().replace("port: 5432", f"port: {black_holes[1]}"))
     stack = load_stack(example_stack)

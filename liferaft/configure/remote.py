@@ -1,0 +1,55 @@
+"""Reaching a configured host outside Ansible: one command over host-key-checked SSH, and this controller's address."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from liferaft.errors import AuthRejected, ProviderError, RunFailed, ToolMissing, Unreachable
+
+if TYPE_CHECKING:
+    from liferaft.configure import TargetHost
+
+
+def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: float = 60.0,
+        what: str = "ssh") -> str:
+    """Run `command` on `host` with its pinned host key (StrictHostKeyChecking=yes); `stdin` carries secrets."""
+    exe = shutil.which("ssh")
+    if exe is None:
+        raise ToolMissing("the ssh client is not installed", hint="install openssh-client")
+    with tempfile.TemporaryDirectory(prefix="liferaft-ssh-") as d:
+        known = Path(d) / "known_hosts"
+        known.write_text("".join(line + "\n" for line in host.known_hosts_lines()))
+        argv = [exe, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-p", str(host.port)]
+        if host.private_key_file:
+            argv += ["-o", "IdentitiesOnly=yes", "-i", host.private_key_file]
+        argv += [f"{host.user}@{host.address}", command]
+        try:
+            r = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise Unreachable(host.name, what, f"no answer within {timeout:.0f}s") from None
+    if r.returncode == 255:
+        err = r.stderr.lower()
+        if "host key" in err:
+            raise AuthRejected(host.name, what, f"the host key of {host.address} does not match the pinned one",
+                               hint="check the host's key out of band before changing the stack file")
+        raise Unreachable(host.name, what, r.stderr.strip()[-300:] or "ssh failed")
+    if r.returncode != 0:
+        raise ProviderError(host.name, what, f"exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    return r.stdout
+
+
+def controller_address(toward: str) -> str:
+    """The local address this machine uses to reach `toward` (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((toward, 9))
+            return str(s.getsockname()[0])
+        except OSError as e:
+            raise RunFailed(f"no route to {toward}: {e.strerror}") from None
