@@ -269,8 +269,8 @@ class DigitalOceanCompute:
         inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": ["0.0.0.0/0", "::/0"]}}
                     for p in sorted({int(p) for p in ports})]
         anywhere = {"addresses": ["0.0.0.0/0", "::/0"]}
-        outbound = [{"protocol": "tcp", "ports": "all", "destinations": anywhere},
-                    {"protocol": "udp", "ports": "all", "destinations": anywhere},
+        outbound = [{"protocol": "tcp", "ports": "0", "destinations": anywhere},  # "0": every port (API v2)
+                    {"protocol": "udp", "ports": "0", "destinations": anywhere},
                     {"protocol": "icmp", "destinations": anywhere}]
         return inbound, outbound
 

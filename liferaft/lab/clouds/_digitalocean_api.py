@@ -74,9 +74,10 @@ def _rule(r: Any, direction: str) -> dict[str, Any]:
     where = "sources" if direction == "in" else "destinations"
     if not isinstance(r, dict) or r.get("protocol") not in ("tcp", "udp", "icmp"):
         raise unprocessable("rule protocol must be one of tcp, udp, icmp")
-    ports = str(r.get("ports") or ("0" if r.get("protocol") == "icmp" else ""))
-    if r["protocol"] != "icmp" and not PORTS_RE.match(ports) and ports != "0":
-        raise unprocessable(f"invalid ports {ports!r}: a port, a range (8000-9000), or all")
+    ports = "0" if r["protocol"] == "icmp" else str(r.get("ports") or "")
+    if not PORTS_RE.match(ports):
+        raise unprocessable(f"invalid ports {ports!r}: a port, a range (8000-9000), or 0 (all)")
+    ports = "0" if ports == "all" else ports  # answered as "0", as DigitalOcean does
     target = r.get(where) or {}
     if not isinstance(target, dict) or not any(target.get(k) for k in ("addresses", "tags", "droplet_ids")):
         raise unprocessable(f"each rule needs {where}")
@@ -180,8 +181,8 @@ class DigitalOceanState:
     # ------------------------------------------------------------------------------------------ firewalls
     def firewall_body(self, body: dict[str, Any], fid: str | None = None) -> dict[str, Any]:
         name = str(body.get("name") or "")
-        if not name or not re.fullmatch(r"[A-Za-z0-9._-]{1,255}", name):
-            raise unprocessable("name: letters, numbers, '.', '-' and '_' only")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,254}", name):
+            raise unprocessable("name must begin with an alphanumeric character; then alphanumerics, '.' or '-'")
         tags = [str(t) for t in body.get("tags") or []]
         for t in tags:
             self.tag(t)
