@@ -311,14 +311,25 @@ class DigitalOceanCompute:
             keys[spec.name] = {"id": None, "host_key": host_key.public}
         driver = self._c.driver
         size_name, image = spec.size or self.size, spec.image or self.image
-        try:
-            node = self._c.call(f"create droplet {spec.name}", lambda: self._c.driver.create_node(
+        attempts = 0
+
+        def create() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # a 5xx may come after the droplet was made, and DigitalOcean allows a second of
+                found = self._find(spec.name)  # the same name: look before creating again
+                if found is not None:
+                    return found
+            return self._c.driver.create_node(
                 name=spec.name, size=NodeSize(id=size_name, name=size_name, ram=0, disk=0, bandwidth=0, price=0,
                                               driver=driver),
                 image=NodeImage(id=image, name=image, driver=driver),
                 location=NodeLocation(id=self.region, name=self.region, country="", driver=driver),
                 ex_create_attr={"ssh_keys": [key.extra["id"]], "tags": tags, "ipv6": False},
-                ex_user_data=user_data(host_key, hostname=spec.name)))
+                ex_user_data=user_data(host_key, hostname=spec.name))
+
+        try:
+            node = self._c.call(f"create droplet {spec.name}", create)
         except ProviderError as exc:
             if exc.status is not None and 400 <= exc.status < 500:  # refused (quota, bad input): nothing was made
                 try:

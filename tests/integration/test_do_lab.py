@@ -276,3 +276,22 @@ def test_a_locked_account_is_auth_rejected(dlab: Lab, tmp_path: Path) -> None:
         cloud(dlab, "/lab/settings", {"account_status": "active"})
     assert exc.value.code == "locked" and "abuse report" in str(exc.value)
     assert "droplet limit" in account.probe().detail
+
+
+def test_a_create_whose_answer_is_lost_makes_one_droplet(dlab: Lab, tmp_path: Path) -> None:
+    """The droplet is made but its creation is answered 500 (a lost answer): liferaft's retry finds it by its tag
+    instead of creating a second one of the same name (DigitalOcean would allow it); it is reachable with the key
+    pinned before the first attempt."""
+    compute = digitalocean(dlab, tmp_path / "state").require("compute")
+    cloud(dlab, "/lab/settings", {"lose_create_answers": 1})
+    try:
+        host = compute.create_host(HostSpec(name="alt-d-lost"))
+    finally:
+        cloud(dlab, "/lab/settings", {"lose_create_answers": 0})
+    try:
+        assert [str(d["id"]) for d in cloud(dlab)["droplets"] if d["name"] == "alt-d-lost"] == [host.id]
+        ready = compute.wait_reachable(host, timeout=60)
+        assert ssh(ready, tmp_path / "known_hosts").stdout.strip() == "alt-d-lost"
+    finally:
+        compute.destroy_host(host.id)
+    assert cloud(dlab)["droplets"] == []

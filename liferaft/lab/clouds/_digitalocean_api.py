@@ -128,6 +128,7 @@ class DigitalOceanState:
         self.slots: dict[int, int] = {}  # droplet id -> machine slot
         self.droplet_limit = 10
         self.account_status, self.status_message = "active", ""  # DigitalOcean's: active, warning, locked
+        self.lose_create_answers = 0  # the next N droplet creations are made but answered 500 (a lost answer)
         self.apply_user_data_host_keys = True
         self.hold_boot = False  # droplets stay `new` (their hosts are not built) until released
         self.held: list[Callable[[], None]] = []
@@ -284,6 +285,9 @@ class DigitalOceanState:
             self.held.append(build)
         else:
             self.jobs.put(build)
+        if self.lose_create_answers > 0:  # made, but the answer is lost on the way (a gateway's 500)
+            self.lose_create_answers -= 1
+            raise ApiError(500, "server_error", "Server was unable to give you a response.")
         return {"droplet": public(droplet),
                 "links": {"actions": [{"id": action["id"], "rel": "create",
                                        "href": f"{base_url}/v2/actions/{action['id']}"}]}}

@@ -229,6 +229,8 @@ def make_handler(state: DigitalOceanState, control_token: str) -> type[BaseHTTPR
                 if path == "/lab/settings" and self.command == "POST":
                     if "droplet_limit" in body:
                         state.droplet_limit = int(body["droplet_limit"])
+                    if "lose_create_answers" in body:
+                        state.lose_create_answers = int(body["lose_create_answers"])
                     if "account_status" in body:
                         state.account_status = str(body["account_status"])
                         state.status_message = str(body.get("status_message") or "")

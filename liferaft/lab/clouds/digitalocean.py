@@ -25,7 +25,8 @@ droplet is `active` with its public IPv4. DELETE answers 204; the droplet reads 
 
 Lab-only control (header X-Lab-Token: the token in `<dir>/control_token`): GET /lab/state, POST /lab/settings
 {"droplet_limit": N, "apply_user_data_host_keys": bool, "hold_boot": bool (new droplets stay `new`),
-"account_status": "active" | "warning" | "locked", "status_message": str (what /v2/account says)}.
+"account_status": "active" | "warning" | "locked", "status_message": str (what /v2/account says),
+"lose_create_answers": N (the next N droplets are made but their creation is answered 500)}.
 """
 
 from __future__ import annotations
