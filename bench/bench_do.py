@@ -13,6 +13,7 @@ verified login), not a cloud's boot time. `--write` replaces the section of benc
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -71,9 +72,9 @@ def table(rows: list[dict[str, Any]], command: str) -> str:
                "hcloud": "`hcloud` (Hetzner's `hcloud` library)"}
     lines = [f"## Provider clouds: server create -> verified SSH login (`{command}`)", "",
              (f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {platform.platform()}, "
-              "shared. The lab clouds build a host in well under a second: these are liferaft's own costs (API "
-              "calls, host key generation, firewall, polling, the login checked against the pinned key), not a "
-              "cloud's boot."), "",
+              f"{os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f} at the end). The lab "
+              "clouds build a host in well under a second: these are liferaft's own costs (API calls, host key "
+              "generation, firewall, polling, the login checked against the pinned key), not a cloud's boot."), "",
              ("| cloud / adapter | runs | create -> SSH ready, median s | min | max | delete, median s | "
               "K at once: all ready+deleted s (max ready) |"), "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
