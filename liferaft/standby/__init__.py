@@ -6,6 +6,6 @@ cut would lose, lower DNS TTLs ahead of time (`ttl`). The cold failover from tha
 from __future__ import annotations
 
 from liferaft.engine.standby_state import load_standby, load_state, prometheus_text, state_path
-from liferaft.standby.bounded import DEFAULT_SOURCE_TIMEOUT, bounded
+from liferaft.movers.bounded import DEFAULT_SOURCE_TIMEOUT, bounded
 
 __all__ = ["DEFAULT_SOURCE_TIMEOUT", "bounded", "load_standby", "load_state", "prometheus_text", "state_path"]
