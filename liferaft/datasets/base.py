@@ -148,6 +148,10 @@ class StandbyCopy(Protocol):
         """Does the record entry say a standby copy was made (a cold failover can use it)?"""
         ...
 
+    def source_ports(self, ds: Dataset) -> list[int]:
+        """Ports at the source host whose answer says the source is still there (a cold plan probes them)."""
+        ...
+
     def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
         """The provider holding the standby copy at site `target` (for the plan's resources)."""
         ...

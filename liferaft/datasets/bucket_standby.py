@@ -39,6 +39,9 @@ class BucketStandby:
     def holds_copy(self, entry: dict[str, Any]) -> bool:
         return bool(entry.get("last_sync_at"))
 
+    def source_ports(self, ds: Dataset) -> list[int]:
+        return []  # an objects provider has no port at the source host
+
     def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
         return str(stack.site(target).objects)
 

@@ -50,6 +50,9 @@ class PostgresStandby:
     def holds_copy(self, entry: dict[str, Any]) -> bool:
         return bool(entry.get("method"))
 
+    def source_ports(self, ds: Dataset) -> list[int]:
+        return [int(ds.spec.port)]
+
     def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
         return str(stack.site(target).compute)
 
@@ -69,10 +72,13 @@ class PostgresStandby:
         answers, _ = tcp_answers(host.address, port, 3.0)
         out: dict[str, Any] = {"deployed": False}
         if not (answers and installed_on == host.address):
+            # A host installed before whose PostgreSQL is gone (a drill's teardown removed it) was not prepared
+            # again by this set-up: prepare.yml runs first here.
+            playbooks = (["prepare.yml"] if installed_on == host.address else []) + ["postgresql.yml"]
             dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], host.address)
-            ctx.emit("standby.deploy", f"deploying PostgreSQL on the standby {host.name} (postgresql.yml)",
+            ctx.emit("standby.deploy", f"deploying PostgreSQL on the standby {host.name} ({', '.join(playbooks)})",
                      host=host.name)
-            res = run_playbook(["postgresql.yml"], [host], variables={
+            res = run_playbook(playbooks, [host], variables={
                 "liferaft_listen_address": host.address, "liferaft_databases": dbs,
                 "liferaft_allowed_networks": allowed_networks(host.address, source.address)},
                 secret_variables=secret_vars, on_event=_playbook_events(ctx), base_dir=ctx.require_stack().base_dir,
@@ -89,13 +95,14 @@ class PostgresStandby:
 
     def keep(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
         from liferaft.movers import pg_standby as pgstandby
+        from liferaft.movers.pg_dump import database_exists
 
         db = ds.spec
         out: dict[str, Any] = {"method": db.migrate, "name": db.name}
         src, tgt = self._conns(ctx, ds, sides)
         if db.migrate == "logical":
             name = entry.get("subscription")
-            if name and pgstandby.has_subscription(tgt, str(name)):
+            if name and database_exists(tgt) and pgstandby.has_subscription(tgt, str(name)):
                 return out
             return {**out, **self._subscribe(ctx, ds, src, tgt)}
         last = float(entry.get("last_sync_started_at") or 0.0)

@@ -175,7 +175,7 @@ def _probe_source(rec: StandbyRecord, stack: Stack, timeout: float, ev: Events) 
     address = src.get("address")
     if not address:
         return ["source host unknown; not probed"]
-    ports = sorted({int(d.port) for d in stack.model.data.databases.values()} | {int(src.get("port", 22))})
+    ports = sorted({p for ds in datasets(stack) for p in kind_of(ds).source_ports(ds)} | {int(src.get("port", 22))})
     results = probe_ports(str(address), ports, timeout)
     answering = [p for p, (ok, _) in results.items() if ok]
     detail = "; ".join(f"{address}:{p} {'answers' if ok else 'no answer'} ({d})" for p, (ok, d) in results.items())
