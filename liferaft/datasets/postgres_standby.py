@@ -72,9 +72,10 @@ class PostgresStandby:
         answers, _ = tcp_answers(host.address, port, 3.0)
         out: dict[str, Any] = {"deployed": False}
         if not (answers and installed_on == host.address):
-            # A host installed before whose PostgreSQL is gone (a drill's teardown removed it) was not prepared
-            # again by this set-up: prepare.yml runs first here.
-            playbooks = (["prepare.yml"] if installed_on == host.address else []) + ["postgresql.yml"]
+            # A set-up that left the preparation out (the record said the host was installed) but finds PostgreSQL
+            # gone (a drill's teardown removed it) or another host: prepare.yml runs first here.
+            prepared = any(s.params.get("playbook") == "prepare.yml" for s in ctx.plan.steps)
+            playbooks = ([] if prepared else ["prepare.yml"]) + ["postgresql.yml"]
             dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], host.address)
             ctx.emit("standby.deploy", f"deploying PostgreSQL on the standby {host.name} ({', '.join(playbooks)})",
                      host=host.name)
