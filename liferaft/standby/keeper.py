@@ -49,7 +49,6 @@ class ReplicateOptions:
     target: str
     interval: float = 5.0
     source_timeout: float = DEFAULT_SOURCE_TIMEOUT
-    setup_timeout: float = 600.0
     lower_ttl: int | None = None  # lower the service records' TTLs to this many seconds (restored by stop())
 
 
