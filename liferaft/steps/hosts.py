@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from liferaft.configure import host_from_dict, host_to_dict
+from liferaft.datasets.pg_access import database_vars
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.runner import RunContext
@@ -119,17 +120,6 @@ class Configure(StepKind):
                            on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
                            state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
-
-
-def database_vars(ctx: RunContext, keys: list[str], address: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    stack = ctx.require_stack()
-    dbs, secrets = [], {}
-    for key in keys:
-        d = stack.model.data.databases[key]
-        dbs.append({"key": key, "engine": d.engine, "version": d.version, "name": d.name, "owner": d.owner,
-                    "port": d.port, "host": address, "replication": True})
-        secrets[key] = {"password": ctx.secret(d.password)}
-    return dbs, {"liferaft_secrets": {"databases": secrets, "buckets": {}}}
 
 
 @register
