@@ -134,3 +134,13 @@ def test_playbook_teardown_globs_never_reach_another_services_files(tmp_path: Pa
     script = f"cd {tmp_path} && rm -rf web.*"
     subprocess.run(["sh", "-c", script], check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["web-api.json", "webx.json"]
+
+
+def test_teardown_lines_ask_each_kind_for_its_own_workloads(toy_kind: Any) -> None:
+    from liferaft.workloads import teardown_lines
+
+    stack = load_stack(EXAMPLE)
+    lines = teardown_lines(stack, workloads(stack))
+    assert f"rm -f {toy_kind.root}/toyapp@*" in lines  # the toy kind's line, for its workload
+    assert any("/etc/liferaft/web.*" in line for line in lines)  # the playbook kind's, for web
+    assert not any("toyapp" in line for line in lines if "liferaft" in line)  # never the playbook's for the toy
