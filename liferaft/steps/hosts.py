@@ -228,7 +228,7 @@ def service_health_url(ctx: RunContext, service: str, address: str) -> str | Non
     return None if svc is None or svc.health is None else health_url(svc.health, address)
 
 
-__all__ = [
+__all__ = [  # the kinds above register themselves; these helpers are imported from here by other steps
     "DeployParams",
     "DeployResult",
     "DeployService",
