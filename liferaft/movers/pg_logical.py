@@ -66,8 +66,11 @@ def tables_without_key(source: PgConn) -> list[str]:
 
 
 def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False, replace: bool = False,
-          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None) -> Replication:
-    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name."""
+          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None,
+          schema_ready: bool = False) -> Replication:
+    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name.
+    `schema_ready`: the target database and its schema were made already (`prepare_target` + `copy_schema`, e.g. so
+    a service could be deployed on it meanwhile): only the publication and the subscription are made."""
     rep = Replication.for_databases(source, target)
     missing = tables_without_key(source)
     if missing and not replica_identity_full:
@@ -88,8 +91,9 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
             emit(progress, "pg.logical.replica_identity_full", table=table)
     existing = _subscription_exists(target, rep.name)
     if not existing:
-        prepare_target(target, source, replace=replace, progress=progress)
-        copy_schema(source, target, progress=progress)
+        if not schema_ready:
+            prepare_target(target, source, replace=replace, progress=progress)
+            copy_schema(source, target, progress=progress)
         with connect(source) as c:
             if c.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (rep.name,)).fetchone() is None:
                 c.execute(f"CREATE PUBLICATION {ident(rep.name)} FOR ALL TABLES")
@@ -104,6 +108,11 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
     if wait:
         wait_initial_sync(rep, timeout=timeout, progress=progress)
     return rep
+
+
+def subscription_exists(target: PgConn, name: str) -> bool:
+    """Does the target database exist and hold the subscription `name`?"""
+    return _subscription_exists(target, name)
 
 
 def _subscription_exists(target: PgConn, name: str) -> bool:
