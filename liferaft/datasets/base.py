@@ -101,7 +101,10 @@ class DatasetKind(Protocol):
       other datasets' writes) freeze only once every freezing kind has frozen, and run while those catch up;
     - `release_id`: the id of the step that runs `release` for the kind's datasets after the move (None: nothing to
       release);
-    - `ledger`: the kind can check a write ledger (`check_ledger`).
+    - `ledger`: the kind can check a write ledger (`check_ledger`);
+    - `summary_name`: what `summary(ds)` is, as a seed step's param (PostgreSQL: "method");
+    - `seed_needs_prepare`: the seed waits for `prepare` (a database's schema and access); else (buckets) it starts
+      right after the allocation.
     """
 
     name: ClassVar[str]  # the registry name (also `Dataset.kind`)
@@ -111,6 +114,8 @@ class DatasetKind(Protocol):
     freezes_source: ClassVar[bool]
     release_id: ClassVar[str | None]
     ledger: ClassVar[bool]
+    summary_name: ClassVar[str]
+    seed_needs_prepare: ClassVar[bool]
 
     def entries(self, model: Any) -> dict[str, Any]:
         """This kind's entries in a stack model (`data.databases` whose engine is postgresql, `data.buckets`)."""
@@ -134,6 +139,10 @@ class DatasetKind(Protocol):
         ...
 
     def estimate_s(self, ds: Dataset, size: Size) -> float: ...
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        """Ports the target host opens to the source host and the controller only (a database's port)."""
+        ...
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         """Playbooks the target host needs before this kind's datasets can land there (e.g. postgresql.yml)."""
@@ -232,6 +241,11 @@ def kinds() -> list[Any]:
     from liferaft.datasets import registry  # noqa: F401  (registers the built-in kinds)
 
     return list(_REGISTRY.values())
+
+
+def kind_named(name: str) -> Any:
+    """The registered kind called `name` (step params carry a kind's name)."""
+    return kind_of(Dataset(name, "", None))
 
 
 def kind_of(ds: Dataset) -> Any:

@@ -92,6 +92,8 @@ class Bucket(BucketStandby):
     freezes_source: ClassVar[bool] = False
     release_id: ClassVar[str | None] = None
     ledger: ClassVar[bool] = False
+    summary_name: ClassVar[str] = "bucket"
+    seed_needs_prepare: ClassVar[bool] = False
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.buckets)
@@ -120,6 +122,9 @@ class Bucket(BucketStandby):
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return 2 * max(size.items / OBJECTS_PER_S, size.bytes / OBJECT_BYTES_PER_S)  # copy, then verify
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return ()
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return []

@@ -197,6 +197,8 @@ class Postgres(PostgresStandby):
     freezes_source: ClassVar[bool] = True
     release_id: ClassVar[str | None] = "db-release"
     ledger: ClassVar[bool] = True
+    summary_name: ClassVar[str] = "method"
+    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return {k: d for k, d in model.data.databases.items() if d.engine == "postgresql"}
@@ -234,6 +236,9 @@ class Postgres(PostgresStandby):
         gb = size.bytes / 1e9
         return gb * (PG_LOGICAL_S_PER_GB if ds.spec.migrate == "logical" else PG_DUMP_S_PER_GB) \
             + gb * PG_VERIFY_S_PER_GB
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return (int(ds.spec.port),)
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["postgresql.yml"] if datasets else []

@@ -6,14 +6,18 @@ import os
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, ClassVar
 
 from liferaft.configure import host_from_dict, host_to_dict
+from liferaft.configure.remote import controller_address
+from liferaft.datasets import kind_of
+from liferaft.datasets import postgres as _pg
+from liferaft.datasets.registry import datasets
+from liferaft.engine import results
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
-from liferaft.steps.access import controller_address
 
 HOST_READY_TIMEOUT_S = 120.0
 
@@ -29,6 +33,11 @@ def host_ready_timeout() -> float:
 
 def target_host(ctx: RunContext) -> Any:
     return host_from_dict(ctx.output("allocate"))
+
+
+def database_vars(ctx: RunContext, keys: list[str], address: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """postgresql.yml's variables (kept here for the standby set-up; the PostgreSQL kind owns them)."""
+    return _pg.database_vars(ctx, keys, address)
 
 
 def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:
@@ -54,6 +63,8 @@ def ansible_events(ctx: RunContext) -> Any:
 class Allocate(StepKind):
     name = "host.allocate"
     undoable = True
+    phase: ClassVar[str | None] = "provision"
+    drill: ClassVar[str | None] = "keep"
 
     def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         compute = ctx.provider(step.params["provider"]).require("compute")
@@ -71,7 +82,7 @@ class Allocate(StepKind):
         names = [name] + [f"{name}-{i}" for i in range(1, int(step.params.get("count", 1)))]
         model = ctx.require_stack().model
         ports = tuple(p for svc in model.services.values() for p in svc.ports)
-        db_ports = tuple(db.port for db in model.data.databases.values())
+        db_ports = tuple(p for ds in datasets(ctx.require_stack()) for p in kind_of(ds).ports(ds))
         source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
         peers = (source["address"],) if source else ()
         ids: list[str] = list(ctx.memo.get("host_ids") or [])
@@ -110,42 +121,17 @@ class Allocate(StepKind):
 @register
 class Configure(StepKind):
     name = "host.configure"
+    serial: ClassVar[str | None] = "ansible"
+    phase: ClassVar[str | None] = "configure"
+    drill: ClassVar[str | None] = "keep"
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         from liferaft.configure import run_playbook
 
-        host = target_host(ctx)
+        host = results.target_host(ctx)
         res = run_playbook(step.params["playbook"], [host], variables={"liferaft_listen_address": host.address},
                            on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
                            state_dir=ctx.state_dir)
-        return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
-
-
-def database_vars(ctx: RunContext, keys: list[str], address: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    stack = ctx.require_stack()
-    dbs, secrets = [], {}
-    for key in keys:
-        d = stack.model.data.databases[key]
-        dbs.append({"key": key, "engine": d.engine, "version": d.version, "name": d.name, "owner": d.owner,
-                    "port": d.port, "host": address, "replication": True})
-        secrets[key] = {"password": ctx.secret(d.password)}
-    return dbs, {"liferaft_secrets": {"databases": secrets, "buckets": {}}}
-
-
-@register
-class DbServer(StepKind):
-    name = "db.server"
-
-    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-
-        host = target_host(ctx)
-        dbs, secret_vars = database_vars(ctx, step.params["databases"], host.address)
-        res = run_playbook("postgresql.yml", [host], variables={
-            "liferaft_listen_address": host.address, "liferaft_databases": dbs,
-            "liferaft_allowed_networks": allowed_networks(ctx, step, host.address)},
-            secret_variables=secret_vars, on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
-            state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 
