@@ -62,3 +62,11 @@ def find(stack: Stack, kind: str, key: str) -> Dataset:
 
         raise UsageError(f"the stack has no {kind} dataset {key!r}")
     return Dataset(kind, key, entries[key])
+
+
+def by_kind(items: Any) -> dict[str, list[Any]]:
+    """Datasets (or anything with a `kind`) grouped by kind name, in their order."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        out.setdefault(item.kind, []).append(item)
+    return out

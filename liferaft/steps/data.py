@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from liferaft.datasets import Dataset, kind_of
 from liferaft.datasets._util import progress, source_host, target_host
 from liferaft.datasets.base import LedgerVerdict, Verdict, kind_named
-from liferaft.datasets.registry import find, from_params, grouped
+from liferaft.datasets.registry import by_kind, find, from_params, grouped
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.runner import RunContext
@@ -479,10 +479,7 @@ class DataRelease(StepKind):
 
 
 def _by_kind(datasets: tuple[Dataset, ...], fn: Any) -> dict[str, Any]:
-    kinds: dict[str, list[Dataset]] = {}
-    for ds in datasets:
-        kinds.setdefault(ds.kind, []).append(ds)
     out: dict[str, Any] = {}
-    for name, dss in kinds.items():
+    for name, dss in by_kind(datasets).items():
         out.update(fn(kind_named(name), dss) or {})
     return out

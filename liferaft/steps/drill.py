@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from liferaft.datasets import kind_of
-from liferaft.datasets.registry import from_params
+from liferaft.datasets.registry import by_kind, from_params
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.runner import RunContext
@@ -45,9 +45,7 @@ def _service_lines(stack: Any, services: list[str]) -> list[str]:
     from liferaft.workloads.registry import workloads
 
     wls = [w for w in workloads(stack) if w.name in services] if stack is not None else []
-    kinds: dict[str, list[Any]] = {}
-    for w in wls:
-        kinds.setdefault(w.kind, []).append(w)
+    kinds = by_kind(wls)
     if wls and all(hasattr(workload_kind(ws[0]), "teardown_lines") for ws in kinds.values()):
         return ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true",
                 *[line for ws in kinds.values() for line in workload_kind(ws[0]).teardown_lines(stack, ws)]]
@@ -63,10 +61,7 @@ def _service_lines(stack: Any, services: list[str]) -> list[str]:
 def teardown_lines(stack: Any, services: list[str], datasets: list[Any]) -> list[str]:
     """The shell run on the target to remove what a drill started there. Names are validated by the stack model."""
     lines = _service_lines(stack, services)
-    kinds: dict[str, list[Any]] = {}
-    for ds in datasets:
-        kinds.setdefault(ds.kind, []).append(ds)
-    for dss in kinds.values():
+    for dss in by_kind(datasets).values():
         lines += kind_of(dss[0]).teardown_lines(stack, dss)
     return [*lines, "echo torn-down"]
 
