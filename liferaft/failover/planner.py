@@ -31,6 +31,7 @@ from liferaft.steps.data import (
     SeedParams,
     ServerParams,
     VerifyData,
+    VerifyParams,
 )
 from liferaft.steps.hosts import Allocate, Configure
 
@@ -148,7 +149,7 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
     gate = add("verify-data", VerifyData.name, ("verify data: tables by count+hash, sequences, schema; objects by "
                                                 "listing and sha256 of the final delta (all were read back before "
                                                 "the freeze)" + (", write ledger" if ledger else "")),
-               DatasetsParams(tuple(dss), src_host, ledger, with_ledger=True).to_params(), freeze)
+               VerifyParams(tuple(dss), src_host, ledger).to_params(), freeze)
     dns_cfg = m.dns
     records: list[dict[str, Any]] = [] if dns_cfg is None else [
         {"fqdn": dns_cfg.fqdn(r.name), "type": r.type, "ttl": r.ttl, "service": r.service}

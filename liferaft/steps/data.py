@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 __all__ = ["Cut", "CutResult", "DataPrepare", "DataRelease", "DataSeed", "DataServer", "DatasetsParams",
-           "DrillVerifyData", "Freeze", "FreezeResult", "SeedParams", "ServerParams", "VerifyData", "VerifySummary",
+           "DrillVerifyData", "Freeze", "FreezeResult", "SeedParams", "ServerParams", "VerifyData", "VerifyParams",
+           "VerifySummary",
            "progress"]
 
 
@@ -67,24 +68,32 @@ class SeedParams:
 
 @dataclass(frozen=True)
 class DatasetsParams:
-    """Steps over several datasets (prepare, freeze, cut, verify, release): the datasets grouped by kind, each
-    with its kind's summary; the source host; the write ledger the gate checks (verify only)."""
+    """Steps over several datasets (prepare, freeze, cut, release): the datasets grouped by kind, each with its
+    kind's summary, and the source host."""
 
     datasets: tuple[Dataset, ...]
     source_host: dict[str, Any]
-    ledger: str | None = None
-    with_ledger: bool = False  # whether `ledger` is a field of this step kind (verify) -- shown even when None
 
     def to_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {**grouped(list(self.datasets), lambda ds: kind_of(ds).summary(ds)),
-                               "source_host": self.source_host}
-        if self.with_ledger:
-            out["ledger"] = self.ledger
-        return out
+        return {**grouped(list(self.datasets), lambda ds: kind_of(ds).summary(ds)), "source_host": self.source_host}
 
     @classmethod
     def from_params(cls, stack: Stack, p: dict[str, Any]) -> DatasetsParams:
-        return cls(tuple(from_params(stack, p)), p.get("source_host") or {}, p.get("ledger"), "ledger" in p)
+        return cls(tuple(from_params(stack, p)), p.get("source_host") or {})
+
+
+@dataclass(frozen=True)
+class VerifyParams(DatasetsParams):
+    """The data gate's: the datasets, and the write ledger it checks (None: none)."""
+
+    ledger: str | None = None
+
+    def to_params(self) -> dict[str, Any]:
+        return {**super().to_params(), "ledger": self.ledger}
+
+    @classmethod
+    def from_params(cls, stack: Stack, p: dict[str, Any]) -> VerifyParams:
+        return cls(tuple(from_params(stack, p)), p.get("source_host") or {}, p.get("ledger"))
 
 
 @dataclass(frozen=True)
@@ -361,7 +370,7 @@ class VerifyData(StepKind):
     as_of_cut: ClassVar[bool] = False
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        p = DatasetsParams.from_params(ctx.require_stack(), step.params)
+        p = VerifyParams.from_params(ctx.require_stack(), step.params)
         prior, cut_at = self._prior(ctx, p)
         # Journal reads (the hosts) happen here, on the runner's thread; the workers only talk to servers.
         target_host(ctx)
@@ -434,7 +443,7 @@ class VerifyData(StepKind):
                 prior[ds.id] = None if retried else freeze.of(ds)
         return prior, None
 
-    def _ledger(self, ctx: RunContext, p: DatasetsParams, cut_at: float | None, checked: dict[str, int],
+    def _ledger(self, ctx: RunContext, p: VerifyParams, cut_at: float | None, checked: dict[str, int],
                 problems: list[str], timings: dict[str, float]) -> dict[str, Any]:
         """The write ledger, checked against the first dataset whose kind keeps one (the stack says where its
         writes land)."""
