@@ -155,8 +155,9 @@ class DatasetKind(Protocol):
 
     # ---- live move -------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        """Make the empty copy at the target (schema, bucket) and whatever access the move needs. After this the
-        service may be deployed (it runs beside `seed`)."""
+        """What the service's deploy and the seed need at the target (the bucket made; for a database, the access
+        the move needs -- its schema is the seed's first act, within a second or two). After this the service may be
+        deployed: it runs beside `seed`."""
         ...
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None: ...

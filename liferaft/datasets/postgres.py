@@ -5,9 +5,9 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 - plan: `pg_database_size` over a session read-only from its first statement; estimates from the lab's throughput
   (logical initial sync 34 s/GB, pg_dump -Fd | pg_restore 22 s/GB, tables hashed at 12.6 s/GB);
 - target: `postgresql.yml` (one cluster per version/port, the databases, who may connect);
-- prepare: liferaft's migration role at both ends (`_pg_access`), the target database made empty and marked as
-  liferaft's, the schema copied and given to the application's owner -- the service can be deployed from here on;
-- seed: logical replication started and its initial copy waited for; dump: nothing until the freeze;
+- prepare: liferaft's migration role at both ends (`_pg_access`); the service can be deployed from here on;
+- seed: logical -- the target database marked as liferaft's, the schema copied and given to the application's owner
+  at once, the subscription made and its initial copy waited for; dump -- nothing until the freeze;
 - freeze: logical -- the movers' cutover (source read-only, sessions ended, caught up, sequences set); dump -- source
   read-only, sessions ended, copied whole inside the freeze;
 - verify: per table count + order-independent hash, sequences, schema; the write ledger;
@@ -210,7 +210,7 @@ class Postgres(PostgresStandby):
     def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
         how = "logical replication" if ds.spec.migrate == "logical" else "dump/restore inside the freeze"
         return {"seed": f"migrate database {ds.spec.name} ({how})",
-                "prepare": f"database {ds.spec.name}: migration role at both ends, schema at the target"}
+                "prepare": f"database {ds.spec.name}: liferaft's migration role at the source and the target"}
 
     def provider(self, stack: Stack, site: str) -> str:
         return str(stack.site(site).compute)
@@ -253,19 +253,12 @@ class Postgres(PostgresStandby):
 
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        from liferaft.movers import postgres as pg
-        from liferaft.movers.pg_conn import give_to_owner
-        from liferaft.movers.pg_logical import subscription_exists
-
+        """liferaft's migration role at both ends. The target database itself is postgresql.yml's (empty, owned by
+        the application's role); its schema comes first thing in `seed`, given to the owner at once, so a service
+        deployed meanwhile finds its tables within a second or two of the seed's start (its health check waits)."""
         for host in (source_host(ctx), target_host(ctx)):
             ensure_migrator(ctx, host, int(ds.spec.version), int(ds.spec.port))
-        src, tgt = conns(ctx, ds)
-        if subscription_exists(tgt, pg.Replication.for_databases(src, tgt).name):
-            return {"role": "liferaft_migrator", "schema": "kept (replication already started)"}
-        pg.prepare_target(tgt, src, progress=progress(ctx))
-        seconds = pg.copy_schema(src, tgt, progress=progress(ctx))
-        give_to_owner(tgt, ds.spec.owner)
-        return {"role": "liferaft_migrator", "schema_s": round(seconds, 3)}
+        return {"role": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
         hosts = [source_host(ctx)]
@@ -277,6 +270,8 @@ class Postgres(PostgresStandby):
             drop_migrator(host, int(ds.spec.version), int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        """Logical: the schema copied and given to the owner, the subscription made, then its initial copy waited
+        for (tables owned by the application's role from the start: a service deployed beside this can use them)."""
         from liferaft.movers import postgres as pg
         from liferaft.movers.pg_conn import give_to_owner
 
@@ -284,8 +279,10 @@ class Postgres(PostgresStandby):
             return {"method": "dump", "note": "copied inside the write freeze"}
         src, tgt = conns(ctx, ds)
         t0 = time.monotonic()
-        rep = pg.start(src, tgt, wait=True, progress=progress(ctx), schema_ready=True)
+        rep = pg.start(src, tgt, wait=False, progress=progress(ctx))
         moved = give_to_owner(tgt, ds.spec.owner)
+        pg.wait_initial_sync(rep, progress=progress(ctx))
+        moved += give_to_owner(tgt, ds.spec.owner)
         return {"method": "logical", "replication": rep.name, "initial_sync_s": round(time.monotonic() - t0, 2),
                 "owner_fixed": moved}
 

@@ -66,11 +66,8 @@ def tables_without_key(source: PgConn) -> list[str]:
 
 
 def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False, replace: bool = False,
-          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None,
-          schema_ready: bool = False) -> Replication:
-    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name.
-    `schema_ready`: the target database and its schema were made already (`prepare_target` + `copy_schema`, e.g. so
-    a service could be deployed on it meanwhile): only the publication and the subscription are made."""
+          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None) -> Replication:
+    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name."""
     rep = Replication.for_databases(source, target)
     missing = tables_without_key(source)
     if missing and not replica_identity_full:
@@ -91,9 +88,8 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
             emit(progress, "pg.logical.replica_identity_full", table=table)
     existing = _subscription_exists(target, rep.name)
     if not existing:
-        if not schema_ready:
-            prepare_target(target, source, replace=replace, progress=progress)
-            copy_schema(source, target, progress=progress)
+        prepare_target(target, source, replace=replace, progress=progress)
+        copy_schema(source, target, progress=progress)
         with connect(source) as c:
             if c.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (rep.name,)).fetchone() is None:
                 c.execute(f"CREATE PUBLICATION {ident(rep.name)} FOR ALL TABLES")

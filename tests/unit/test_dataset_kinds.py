@@ -329,7 +329,7 @@ def test_a_new_kind_is_drilled_as_of_the_cut(toy: Any, tmp_path: Path) -> None:
 
 
 def test_deploy_waits_for_prepare_not_for_the_copies() -> None:
-    """The example's plan: the service deploy depends on the datasets being prepared (schema, bucket), not on their
+    """The example's plan: the service deploy depends on the datasets being prepared (access, bucket), not on their
     copies, which run beside it; buckets copy right after the allocation; the freeze waits for both."""
     from tests.unit.test_failover_planner import EXAMPLE
     from tests.unit.test_failover_planner import observed as example_observed
