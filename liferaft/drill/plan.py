@@ -25,12 +25,14 @@ from liferaft.engine.plan import Plan, Step
 from liferaft.errors import UsageError
 from liferaft.steps.data import Cut, DataSeed, DrillVerifyData, Freeze, SeedParams
 from liferaft.steps.drill import DrillTeardown, DrillVerifyService
-from liferaft.steps.hosts import Allocate, Configure
+from liferaft.steps.hosts import Allocate, Configure, DeployService
+from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby, StandbyObjects
+from liferaft.steps.verify import DnsCutover, VerifyService
 
 DRILL_STEP_KINDS = (DrillTeardown.name, Cut.name, DrillVerifyData.name, DrillVerifyService.name)
 # Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source)
 # say so themselves (`drill = "keep"`, see liferaft.steps); these others too:
-KEPT_KINDS = ("service.deploy",)
+KEPT_KINDS = (DeployService.name,)
 
 
 def drill_role(kind: str) -> str | None:
@@ -51,8 +53,8 @@ def drill_fqdn(dns: Any) -> str | None:
 
 
 # Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
-COLD_KEPT_KINDS = (Allocate.name, Configure.name, "standby.promote", "standby.objects", "standby.loss",
-                   "service.deploy", "standby.release")
+COLD_KEPT_KINDS = (Allocate.name, Configure.name, PromoteStandby.name, StandbyObjects.name, DataLoss.name,
+                   DeployService.name, ReleaseStandby.name)
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,11 @@ def to_cold_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | N
     through the drill record; production DNS is never in the plan; a teardown guard follows the allocation."""
 
     def special(s: Step, deps: tuple[str, ...]) -> Step | None:
-        if s.kind == "standby.loss":  # the data-loss report measures the RPO from the drill's ledger
+        if s.kind == DataLoss.name:  # the data-loss report measures the RPO from the drill's ledger
             return replace(s, params={**s.params, "ledger": ledger}, depends_on=deps)
         return None
 
-    how = _Drilled("cold", tuple(k for k in COLD_KEPT_KINDS if k != "standby.loss"), "standby",
+    how = _Drilled("cold", tuple(k for k in COLD_KEPT_KINDS if k != DataLoss.name), "standby",
                    "no-notice drill: the primary is cut off first; the standby copy is promoted and the target torn "
                    "down afterwards; production DNS records untouched", special, _promoted_keys)
     return _transform(plan, how, drill_record=drill_record, dns_provider=dns_provider, zone=zone,
@@ -110,14 +112,14 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
                nameserver: str | None, ttl: int) -> Plan:
     if plan.mode != how.mode:
         raise UsageError(f"this drill is built from a {how.mode} plan, not {plan.mode!r}")
-    production = [r.get("fqdn") for s in plan.steps if s.kind == "dns.cutover" for r in s.params.get("records", [])]
+    production = [r.get("fqdn") for s in plan.steps if s.kind == DnsCutover.name for r in s.params.get("records", [])]
     if drill_record is not None and drill_record in production:
         raise UsageError(f"the drill record {drill_record} is a production record",
                          hint="set dns.drill_record to a name no service uses (default: drill)")
-    service = next((r.get("service") for s in plan.steps if s.kind in ("dns.cutover", "verify.service")
+    service = next((r.get("service") for s in plan.steps if s.kind in (DnsCutover.name, VerifyService.name)
                     for r in s.params.get("records", []) if r.get("service")), None)
     if service is None:
-        service = next((s.params["service"] for s in plan.steps if s.kind == "service.deploy"), None)
+        service = next((s.params["service"] for s in plan.steps if s.kind == DeployService.name), None)
     records = ([{"fqdn": drill_record, "type": "A", "ttl": int(ttl), "service": service}]
                if drill_record and dns_provider and zone else [])
     renamed: dict[str, str] = {}
@@ -138,15 +140,15 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
                                   f"tear-down guard: undone last, it stops and removes what the drill started on the "
                                   f"{how.where}", {"services": sorted(_services(plan)),
                                                    **how.teardown_datasets(plan)}, (s.id,)))
-        elif s.kind == "dns.cutover":
+        elif s.kind == DnsCutover.name:
             if records:
                 renamed[s.id] = "drill-dns"
-                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the "
+                steps.append(Step("drill-dns", DnsCutover.name, f"point the drill record {drill_record} at the "
                                   f"{how.where} (production records untouched)",
                                   {"provider": dns_provider, "zone": zone, "records": records}, deps(s)))
             else:
                 renamed[s.id] = deps(s)[0] if deps(s) else ""  # later steps wait for what DNS waited for
-        elif s.kind == "verify.service":
+        elif s.kind == VerifyService.name:
             renamed[s.id] = "drill-verify-service"
             steps.append(Step("drill-verify-service", DrillVerifyService.name, f"verify the service at the {how.where}"
                               + (f" through {drill_record}" if records else ""),
@@ -166,7 +168,7 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
 
 def _promoted_keys(plan: Plan) -> dict[str, list[str]]:
     """The databases a cold plan promotes (its steps' params name them `database` for now)."""
-    return {"databases": sorted({str(s.params["database"]) for s in plan.steps if s.kind == "standby.promote"})}
+    return {"databases": sorted({str(s.params["database"]) for s in plan.steps if s.kind == PromoteStandby.name})}
 
 
 def assert_safe(plan: Plan, production: list[Any]) -> None:
@@ -174,13 +176,13 @@ def assert_safe(plan: Plan, production: list[Any]) -> None:
     for s in plan.steps:
         if s.kind == Freeze.name:
             raise UsageError(f"drill plan step {s.id} would freeze writes at the source")
-        for r in s.params.get("records", []) if s.kind in ("dns.cutover", DrillVerifyService.name) else []:
+        for r in s.params.get("records", []) if s.kind in (DnsCutover.name, DrillVerifyService.name) else []:
             if r.get("fqdn") in production:
                 raise UsageError(f"drill plan step {s.id} would change the production record {r.get('fqdn')}")
 
 
 def _services(plan: Plan) -> set[str]:
-    return {str(s.params["service"]) for s in plan.steps if s.kind == "service.deploy"}
+    return {str(s.params["service"]) for s in plan.steps if s.kind == DeployService.name}
 
 
 def _dataset_groups(plan: Plan) -> dict[str, list[str]]:

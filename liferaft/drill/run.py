@@ -23,8 +23,9 @@ from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Event, Events
 from liferaft.steps.data import CutResult, VerifySummary
 from liferaft.steps.drill import DrillVerifyService, is_drill
-from liferaft.steps.hosts import Allocate
+from liferaft.steps.hosts import Allocate, DeployService
 from liferaft.steps.standby import DataLoss, PromoteStandby, StandbyObjects
+from liferaft.steps.verify import DnsCutover
 
 if TYPE_CHECKING:
     from liferaft.engine import Plan
@@ -34,9 +35,9 @@ if TYPE_CHECKING:
 # The phase of a step kind is its `phase` attribute (liferaft.steps); these kinds do not say it yet, and journals of
 # older drills name kinds the data steps had before they became one family each (db.migrate ...).
 PHASE_OF_KIND = {
-    "service.deploy": "configure", "drill.verify_service": "verify", "dns.cutover": "dns",
+    DeployService.name: "configure", DrillVerifyService.name: "verify", DnsCutover.name: "dns",
     # the no-notice scenario's cold plan
-    "standby.promote": "data", "standby.objects": "verify", "standby.loss": "verify",
+    PromoteStandby.name: "data", StandbyObjects.name: "verify", DataLoss.name: "verify",
     # older journals
     "db.server": "configure", "db.access": "data", "db.migrate": "data", "objects.sync": "data",
 }
@@ -91,7 +92,7 @@ def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
     result of a real failover) must not be used by a drill: its teardown would stop and remove what runs there."""
     from liferaft.engine.observe import open_provider
 
-    alloc = next((s for s in plan.steps if s.kind == "host.allocate"), None)
+    alloc = next((s for s in plan.steps if s.kind == Allocate.name), None)
     if alloc is None:
         return
     compute = open_provider(stack, alloc.params["provider"], state_dir).require("compute")
@@ -312,7 +313,7 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
     origin = cut_at if rto_from == "cut" and cut_at is not None else started
     allocate = _done_of_kind(records, Allocate.name)
     address = allocate.result.get("address") if allocate else None
-    record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
+    record = next((r["fqdn"] for s in plan.steps if s.kind == DnsCutover.name for r in s.params["records"]), None)
     objectives = stack.model.objectives
     return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
                        scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
