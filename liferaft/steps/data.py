@@ -1,8 +1,8 @@
 """The data steps: one generic family each, for every dataset kind (liferaft.datasets); no step names a kind.
 
 - `data.server`   the playbooks a kind's datasets need on the target (postgresql.yml), one step per playbook;
-- `data.prepare`  every dataset's empty copy at the target (schema, bucket) and the access the move needs; the
-                  service can be deployed once it is done (beside the seeding);
+- `data.prepare`  what the deploy and the copies need at the target (a database's migration access, a bucket); the
+                  service can be deployed once it is done, beside the seeding;
 - `data.seed`     one dataset's bulk copy / start of replication while the source takes writes; read back where
                   the kind says so;
 - `cutover.freeze` the write freeze over every dataset: kinds that freeze the source first, the others (objects)
@@ -225,7 +225,7 @@ class DataServer(StepKind):
 
 @register
 class DataPrepare(StepKind):
-    """Every dataset's empty copy at the target and the access the move needs (undo: that access disabled)."""
+    """What the deploy and the copies need at the target, for every dataset (undo: the move's access disabled)."""
 
     name = "data.prepare"
     undoable = True
