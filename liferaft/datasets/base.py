@@ -19,7 +19,7 @@ the step journals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -50,35 +50,131 @@ class Size:
     items: int = 0  # rows, objects, keys, files: whatever the kind counts
     detail: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "items": self.items, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Size:
+        return cls(int(d.get("bytes", 0)), int(d.get("items", 0)), str(d.get("detail", "")))
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a plan observes from (read-only): the stack, the two sites, the state dir and the source host."""
+
+    stack: Stack
+    source: str  # site names
+    target: str
+    state_dir: Any
+    source_host: TargetHost
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a kind's `verify` found for one dataset: counts checked, differences (fail the gate), notes (reported
+    only, e.g. rows written at the source after a drill's cut), seconds spent, kind-specific figures."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerVerdict:
+    """A write ledger checked against the dataset it names (`DatasetKind.check_ledger`)."""
+
+    checked: int  # acknowledged writes looked up (before the cut, in a drill)
+    problems: tuple[str, ...]
+    summary: dict[str, Any]  # JSON-safe: present, missing, mismatched, writes_after_cut, first_missing_at...
+
 
 class DatasetKind(Protocol):
-    """Plan, live move, verification and drills of one kind of data."""
+    """Plan, live move, verification and drills of one kind of data.
+
+    Class attributes say how the planner and the step library place the kind's steps, so that neither names a kind:
+    - `group`: the stack file's `data.<group>` section; also the key under which grouped step params and results list
+      this kind's datasets (`{"databases": {"blog": "logical"}}`);
+    - `seed_verb`: the seed step's id is `<seed_verb>-<key>` ("migrate-blog", "sync-images");
+    - `freezes_source`: its `freeze` makes the source refuse writes; kinds without it (objects, whose content hangs off
+      other datasets' writes) freeze only once every freezing kind has frozen, and run while those catch up;
+    - `release_id`: the id of the step that runs `release` for the kind's datasets after the move (None: nothing to
+      release);
+    - `ledger`: the kind can check a write ledger (`check_ledger`);
+    - `summary_name`: what `summary(ds)` is, as a seed step's param (PostgreSQL: "method");
+    - `seed_needs_prepare`: the seed waits for `prepare` (a database's schema and access); else (buckets) it starts
+      right after the allocation.
+    """
 
     name: ClassVar[str]  # the registry name (also `Dataset.kind`)
     noun: ClassVar[str]  # "database", "bucket": for plans and reports
+    group: ClassVar[str]
+    seed_verb: ClassVar[str]
+    freezes_source: ClassVar[bool]
+    release_id: ClassVar[str | None]
+    ledger: ClassVar[bool]
+    summary_name: ClassVar[str]
+    seed_needs_prepare: ClassVar[bool]
 
     def entries(self, model: Any) -> dict[str, Any]:
         """This kind's entries in a stack model (`data.databases` whose engine is postgresql, `data.buckets`)."""
         ...
 
     # ---- plan (read-only) -------------------------------------------------------------------------------------
-    def observe(self, ctx: Any, ds: Dataset) -> Size: ...
+    def summary(self, ds: Dataset) -> Any:
+        """A short JSON value that shows in the plan what the move will do (PostgreSQL: its method)."""
+        ...
+
+    def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
+        """Step titles: "seed" (and "prepare"), given the (source, target) sites' providers for the kind."""
+        ...
+
+    def provider(self, stack: Stack, site: str) -> str:
+        """The provider the kind's data lives at in `site` (its compute for databases, its objects for buckets)."""
+        ...
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        """Measure the dataset at the source READ-ONLY (a lab test counts what the servers saw: nothing written)."""
+        ...
+
     def estimate_s(self, ds: Dataset, size: Size) -> float: ...
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        """Ports the target host opens to the source host and the controller only (a database's port)."""
+        ...
+
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         """Playbooks the target host needs before this kind's datasets can land there (e.g. postgresql.yml)."""
         ...
 
+    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str) -> tuple[dict[str, Any],
+                                                                                                dict[str, Any]]:
+        """(variables, secret variables) for the kind's target playbooks."""
+        ...
+
     # ---- live move -------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        """Make the empty copy at the target (schema, bucket) and whatever access the move needs. After this the
-        service may be deployed (it runs beside `seed`)."""
+        """What the service's deploy and the seed need at the target (the bucket made; for a database, the access
+        the move needs -- its schema is the seed's first act, within a second or two). After this the service may be
+        deployed: it runs beside `seed`."""
         ...
+
+    def unprepare(self, ctx: RunContext, ds: Dataset) -> None: ...
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         """The bulk copy / start of replication, while the source keeps taking writes."""
         ...
 
+    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
+        """Read the seeded copy back where that is worth it before the freeze (objects by sha256)."""
+        ...
+
     def unseed(self, ctx: RunContext, ds: Dataset) -> None: ...
+
+    def warm(self, ctx: RunContext, ds: Dataset) -> None:
+        """Open what `freeze` will use (clients, connections) before the write freeze starts."""
+        ...
 
     def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
         """Inside the write freeze: make the source refuse writes (call `on_frozen()` the moment it does), catch the
@@ -87,13 +183,21 @@ class DatasetKind(Protocol):
 
     def unfreeze(self, ctx: RunContext, ds: Dataset) -> None: ...
 
-    def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool) -> dict[str, Any]:
-        """Counts and content hashes, source vs target; raise CheckFailed naming what differs."""
+    def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
+        """Counts and content hashes, source vs target. `prior`: this dataset's part of the freeze's (or the cut's)
+        result, None when unknown (a freeze that was retried). `as_of_cut`: a drill's copy, complete up to the cut
+        while the source kept taking writes (what was written after it is a note, not a problem)."""
         ...
 
-    def release(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        """After the move: liferaft's own access (migration roles...) disabled."""
+    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
+        """(kinds with `ledger`) every acknowledged write of the ledger (before `cut_at`) present at the target."""
         ...
+
+    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """After the move: liferaft's own access (migration roles...) disabled for these datasets of the kind."""
+        ...
+
+    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None: ...
 
     # ---- drills ----------------------------------------------------------------------------------------------
     def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
@@ -203,11 +307,11 @@ class StandbyCopy(Protocol):
         `host`, a kind that holds the ledger's writes adds `ledger`: the acknowledged writes missing there."""
         ...
 
-    def release_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         """What `release` disables after a cold failover (a step title), or None: nothing."""
         ...
 
-    def release(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
+    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
         """After a cold failover: liferaft's own access at the promoted standby disabled (`undo`: enabled again).
         False: this kind has none."""
         ...
@@ -233,6 +337,18 @@ def register_kind(kind: Any) -> Any:
     inst = kind() if isinstance(kind, type) else kind
     _REGISTRY[inst.name] = inst
     return kind
+
+
+def kinds() -> list[Any]:
+    """Every registered kind, in registration order."""
+    from liferaft.datasets import registry  # noqa: F401  (registers the built-in kinds)
+
+    return list(_REGISTRY.values())
+
+
+def kind_named(name: str) -> Any:
+    """The registered kind called `name` (step params carry a kind's name)."""
+    return kind_of(Dataset(name, "", None))
 
 
 def kind_of(ds: Dataset) -> Any:

@@ -1,18 +1,213 @@
 """The bucket dataset kind (stack file: `data.buckets.<key>`): objects copied by the movers' manifest-driven sync.
 
 Live move, verification and drills here; keeping a standby and using it in `bucket_standby`.
+
+- plan: the source bucket listed (GET only); estimate 100 objects/s for small objects, 150 MB/s for large ones,
+  twice (copy, then read back);
+- prepare: the target bucket made (the service's health check HEADs it);
+- seed: bulk copy (many threads), incremental by the per-stack manifest, then every object read back by sha256;
+- freeze: the final delta (one thread, warm clients), run once every database froze: every object an acknowledged
+  write refers to exists by then;
+- verify: both listings compared, objects changed since they were copied and the final delta read back by sha256
+  (everything when the delta is not known); as of a drill's cut, objects missing at the target are notes;
+- cut (drills): one more incremental sync.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.bucket_standby import BucketStandby
+
+if TYPE_CHECKING:
+    from liferaft.engine.runner import RunContext
+    from liferaft.stack import Stack
+
+OBJECTS_PER_S = 100.0
+OBJECT_BYTES_PER_S = 150e6
+DELTA_KEYS_MAX = 1000  # a final delta larger than this is verified in full at the gate
+
+
+def endpoints(ctx: RunContext, ds: Dataset, *, per_thread: bool = True) -> tuple[Any, Any]:
+    """Both sides of the bucket (the plan's source and target sites). `per_thread`: one Objects client per worker
+    thread (SDK clients are not all thread-safe); without it, the run's clients are shared and must be used one
+    thread per side (no set-up cost: what the write freeze wants)."""
+    from liferaft.engine.observe import open_provider
+    from liferaft.movers.objects import Endpoint
+
+    stack = ctx.require_stack()
+
+    def side(site: str) -> Any:
+        provider = stack.site(site).objects
+
+        def make() -> Any:
+            return open_provider(stack, provider, ctx.state_dir, resolve=ctx.secret).require("objects")
+        return Endpoint(provider, ctx.provider(provider).require("objects"), ds.spec.name,
+                        factory=make if per_thread else None)
+
+    return side(ctx.plan.source), side(ctx.plan.target)
+
+
+def sync_bucket(ctx: RunContext, ds: Dataset, *, final_delta: bool = False) -> dict[str, Any]:
+    """Bulk copy (many threads), or the final delta inside the freeze (one thread, warm clients, usually tiny)."""
+    from liferaft.engine.journal import stack_dir
+    from liferaft.movers.objects import SyncOptions, sync
+
+    src, tgt = endpoints(ctx, ds, per_thread=not final_delta)
+    if not final_delta:
+        tgt.objects.create_bucket(tgt.bucket)
+    # The manifest is per stack (not per run): a later failover or a retry copies only what changed.
+    options = SyncOptions(progress_interval=0.2, workers=1 if final_delta else SyncOptions.workers)
+    res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events)
+    d = res.to_dict()
+    out = {k: d[k] for k in ("listed", "copied", "skipped", "bytes_copied", "seconds", "objects_per_s")}
+    out["copied_keys"] = list(res.copied_keys) if len(res.copied_keys) <= DELTA_KEYS_MAX else None
+    return out
+
+
+def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -> tuple[list[str], int]:
+    """After a full sha256 verification before the freeze: compare both listings (every key present, same size),
+    ask the sync manifest whether any object changed on either side since it was copied (same-provider ETags),
+    and read back by sha256 the objects the final delta copied. Returns (problems, objects listed)."""
+    from liferaft.movers.objects import SyncOptions, list_both, sha256_of, sync
+
+    s, t = list_both(src, tgt)
+    stale = sync(src, tgt, manifest_dir, SyncOptions(dry_run=True)).copied_keys
+    problems = [f"missing at the target: {k}" for k in sorted(set(s) - set(t))]
+    problems += [f"differs (size {s[k].size} != {t[k].size}): {k}" for k in sorted(set(s) & set(t))
+                 if s[k].size != t[k].size]
+    # Objects changed on either side since they were copied and verified are read back too.
+    keys = sorted({k for k in [*delta_keys, *stale] if k in s and k in t})
+    problems += [f"differs (sha256): {k}" for k in keys  # shared clients: one thread per side
+                 if sha256_of(src.client(), src.bucket, k) != sha256_of(tgt.client(), tgt.bucket, k)]
+    return problems, len(s)
 
 
 class Bucket(BucketStandby):
     name: ClassVar[str] = "bucket"
     noun: ClassVar[str] = "bucket"
+    group: ClassVar[str] = "buckets"
+    seed_verb: ClassVar[str] = "sync"
+    freezes_source: ClassVar[bool] = False
+    release_id: ClassVar[str | None] = None
+    ledger: ClassVar[bool] = False
+    summary_name: ClassVar[str] = "bucket"
+    seed_needs_prepare: ClassVar[bool] = False
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.buckets)
+
+    # ---- plan -----------------------------------------------------------------------------------------------
+    def summary(self, ds: Dataset) -> Any:
+        return str(ds.spec.name)
+
+    def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
+        return {"seed": f"copy bucket {ds.spec.name}: {where[0]} -> {where[1]}",
+                "prepare": f"bucket {ds.spec.name} made at {where[1]}"}
+
+    def provider(self, stack: Stack, site: str) -> str:
+        return str(stack.site(site).objects)
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        from liferaft.engine.observe import open_provider
+
+        objects = open_provider(where.stack, self.provider(where.stack, where.source), where.state_dir) \
+            .require("objects")
+        n = size = 0
+        for info in objects.list_objects(ds.spec.name):
+            n += 1
+            size += info.size
+        return Size(bytes=size, items=n)
+
+    def estimate_s(self, ds: Dataset, size: Size) -> float:
+        return 2 * max(size.items / OBJECTS_PER_S, size.bytes / OBJECT_BYTES_PER_S)  # copy, then verify
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return ()
+
+    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return []
+
+    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}
+
+    # ---- live move ------------------------------------------------------------------------------------------
+    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        _, tgt = endpoints(ctx, ds, per_thread=False)
+        tgt.objects.create_bucket(tgt.bucket)
+        return {"bucket": tgt.bucket}
+
+    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
+        return None  # the bucket stays (it may hold copied objects a retry reuses)
+
+    def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        out = sync_bucket(ctx, ds)
+        out.pop("copied_keys", None)
+        return out
+
+    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
+        """Every object read back on both sides and compared by sha256 (before the freeze: the gate after it
+        then re-reads only what the final delta copied)."""
+        from liferaft.movers.objects import verify_sync
+
+        src, tgt = endpoints(ctx, ds)
+        verify_sync(src, tgt, allow_extra=True, events=ctx.events)
+
+    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def warm(self, ctx: RunContext, ds: Dataset) -> None:
+        for side in endpoints(ctx, ds, per_thread=False):  # open the object clients now, not inside the freeze
+            side.objects.bucket_exists(side.bucket)
+
+    def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
+        return sync_bucket(ctx, ds, final_delta=True)
+
+    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
+        import time
+
+        from liferaft.engine.journal import stack_dir
+        from liferaft.movers.objects import verify_sync
+
+        t0 = time.monotonic()
+        label = f"bucket {ds.key}"
+        keys = None if prior is None else prior.get("copied_keys")
+        if as_of_cut:
+            src, tgt = endpoints(ctx, ds)
+            rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
+            notes = ((f"{label}: {len(rep.missing)} object(s) at the source are not at the target (written after "
+                      "the cut?)"),) if rep.missing else ()
+            return Verdict(checked={f"{label} objects": rep.checked},
+                           problems=tuple(f"{label}: differs (sha256): {k}" for k in rep.differing[:20]),
+                           notes=notes, seconds=round(time.monotonic() - t0, 3))
+        if keys is None:  # no bounded delta known: read everything back
+            src, tgt = endpoints(ctx, ds)
+            rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
+            problems = [f"{label}: {p}" for p in rep.problems() if not p.startswith("only at")]
+            checked = rep.checked
+        else:
+            src, tgt = endpoints(ctx, ds, per_thread=False)
+            found, checked = verify_delta(src, tgt, keys, stack_dir(ctx.state_dir, ctx.plan.stack))
+            problems = [f"{label}: {p}" for p in found]
+        return Verdict(checked={label: checked}, problems=tuple(problems), seconds=round(time.monotonic() - t0, 3))
+
+    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
+        raise NotImplementedError("buckets keep no write ledger")
+
+    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        return {}
+
+    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        return None
+
+    # ---- drills ---------------------------------------------------------------------------------------------
+    def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        return sync_bucket(ctx, ds)
+
+    def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return []  # the target bucket stays (the drill's objects are the source's)

@@ -151,8 +151,8 @@ class BucketStandby:
         return {"last_replicated_at": entry.get("last_sync_started_at"), "last_lag_bytes": entry.get("lag_bytes"),
                 "last_lag_seconds": entry.get("lag_seconds")}
 
-    def release_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         return None
 
-    def release(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
+    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
         return False

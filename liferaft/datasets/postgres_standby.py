@@ -269,10 +269,10 @@ class PostgresStandby:
             out["ledger"] = led.loss(ledger, owner_conn(ctx, host.address, ds.spec), led.spec_for(ds.spec, ds.key))
         return out
 
-    def release_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         return "disable liferaft's migration role at the promoted standby"
 
-    def release(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
+    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
         first = datasets[0].spec
         if undo:
             ensure_migrator(ctx, host, int(first.version), int(first.port))

@@ -3,8 +3,10 @@
 A drill must not touch production and must not harm the source:
 - the write freeze (`cutover.freeze`) is replaced by a cut (`drill.cut`): replication is stopped at an instant while
   the source keeps taking writes; the target is caught up to the source's position at that instant;
-- the data gate compares the target with the source *as of the cut* (`drill.verify_data`): the schema, the objects
-  by content hash, and the write ledger's acknowledged writes made before the cut;
+- the data gate compares the target with the source *as of the cut* (`drill.verify_data`, the same check): the
+  schema, the objects by content hash, and the write ledger's acknowledged writes made before the cut;
+- which step kinds a drill keeps, and which it replaces by the cut or the check as of the cut, each kind says
+  (`drill` in liferaft.steps); a kind that says nothing stops the drill before anything runs;
 - DNS: the production records are never in the plan; the drill record (`drill.<zone>`) is pointed at the target;
 - the service is checked through the drill record (`drill.verify_service`), which gives the RTO;
 - a `drill.teardown` step right after the allocation: undone just before the host is released, it stops what the
@@ -17,13 +19,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from liferaft.datasets.base import kind_named
+from liferaft.engine.kinds import get_kind
 from liferaft.engine.plan import Plan, Step
 from liferaft.errors import UsageError
+from liferaft.steps.data import Cut, DataSeed, DrillVerifyData, Freeze, SeedParams
+from liferaft.steps.drill import DrillTeardown
+from liferaft.steps.hosts import Allocate, Configure, DeployService
+from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby
+from liferaft.steps.standby import CheckStandby as StandbyObjects
+from liferaft.steps.verify import DnsCutover, DrillVerifyService, VerifyService
 
-DRILL_STEP_KINDS = ("drill.teardown", "drill.cut", "drill.verify_data", "drill.verify_service")
-# Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source).
-KEPT_KINDS = ("host.allocate", "host.configure", "db.server", "db.access", "db.migrate", "objects.sync",
-              "service.deploy", "db.release")
+DRILL_STEP_KINDS = (DrillTeardown.name, Cut.name, DrillVerifyData.name, DrillVerifyService.name)
+# Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source)
+# say so themselves (`drill = "keep"`, see liferaft.steps); these others too:
+KEPT_KINDS = (DeployService.name,)
+
+
+def drill_role(kind: str) -> str | None:
+    """What a drill does with a live plan's step of `kind` (the kind's `drill` attribute): "keep" it, replace it by
+    the "cut" or by the "verify" as of the cut; None: not known to be safe."""
+    try:
+        role = getattr(get_kind(kind), "drill", None)
+    except UsageError:
+        return None
+    return "keep" if kind in KEPT_KINDS else role
 
 
 def drill_fqdn(dns: Any) -> str | None:
@@ -34,8 +54,8 @@ def drill_fqdn(dns: Any) -> str | None:
 
 
 # Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
-COLD_KEPT_KINDS = ("host.allocate", "host.configure", "standby.promote", "standby.objects", "standby.loss",
-                   "service.deploy", "standby.release")
+COLD_KEPT_KINDS = (Allocate.name, Configure.name, PromoteStandby.name, StandbyObjects.name, DataLoss.name,
+                   DeployService.name, ReleaseStandby.name)
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,7 @@ class _Drilled:
     note: str
     # A step of the plan's own kind turned into the drill's version (None: the kind is not this mode's).
     special: Callable[[Step, tuple[str, ...]], Step | None]
-    teardown_databases: Callable[[Plan], list[str]]
+    teardown_datasets: Callable[[Plan], dict[str, list[str]]]  # grouped as the data steps' params
 
 
 def to_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, zone: str | None,
@@ -56,16 +76,18 @@ def to_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | None, 
     """The drill version of a live failover plan. Refuses any step it does not know to be safe for a drill."""
 
     def special(s: Step, deps: tuple[str, ...]) -> Step | None:
-        if s.kind == "cutover.freeze":
-            return Step("drill-cut", "drill.cut", "cut: stop replication at this instant, without freezing the source;"
+        role = drill_role(s.kind)
+        if role == "cut":
+            return Step("drill-cut", Cut.name, "cut: stop replication at this instant, without freezing the source;"
                         " catch the target up to the cut position", dict(s.params), deps)
-        if s.kind == "verify.data":
-            return Step("drill-verify-data", "drill.verify_data", "verify data as of the cut: schema, objects by "
+        if role == "verify":
+            return Step("drill-verify-data", DrillVerifyData.name, "verify data as of the cut: schema, objects by "
                         "sha256" + (", write ledger" if ledger else ""), {**s.params, "ledger": ledger}, deps)
         return None
 
-    how = _Drilled("live", KEPT_KINDS, "target", "drill: the source keeps taking writes (no freeze); production DNS "
-                   "records untouched", special, _database_keys)
+    kept = tuple(dict.fromkeys(s.kind for s in plan.steps if drill_role(s.kind) == "keep"))
+    how = _Drilled("live", kept, "target", "drill: the source keeps taking writes (no freeze); production DNS "
+                   "records untouched", special, _dataset_groups)
     return _transform(plan, how, drill_record=drill_record, dns_provider=dns_provider, zone=zone,
                       nameserver=nameserver, ttl=ttl)
 
@@ -76,11 +98,11 @@ def to_cold_drill(plan: Plan, *, drill_record: str | None, dns_provider: str | N
     through the drill record; production DNS is never in the plan; a teardown guard follows the allocation."""
 
     def special(s: Step, deps: tuple[str, ...]) -> Step | None:
-        if s.kind == "standby.loss":  # the data-loss report measures the RPO from the drill's ledger
+        if s.kind == DataLoss.name:  # the data-loss report measures the RPO from the drill's ledger
             return replace(s, params={**s.params, "ledger": ledger}, depends_on=deps)
         return None
 
-    how = _Drilled("cold", tuple(k for k in COLD_KEPT_KINDS if k != "standby.loss"), "standby",
+    how = _Drilled("cold", tuple(k for k in COLD_KEPT_KINDS if k != DataLoss.name), "standby",
                    "no-notice drill: the primary is cut off first; the standby copy is promoted and the target torn "
                    "down afterwards; production DNS records untouched", special, _promoted_keys)
     return _transform(plan, how, drill_record=drill_record, dns_provider=dns_provider, zone=zone,
@@ -91,14 +113,14 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
                nameserver: str | None, ttl: int) -> Plan:
     if plan.mode != how.mode:
         raise UsageError(f"this drill is built from a {how.mode} plan, not {plan.mode!r}")
-    production = [r.get("fqdn") for s in plan.steps if s.kind == "dns.cutover" for r in s.params.get("records", [])]
+    production = [r.get("fqdn") for s in plan.steps if s.kind == DnsCutover.name for r in s.params.get("records", [])]
     if drill_record is not None and drill_record in production:
         raise UsageError(f"the drill record {drill_record} is a production record",
                          hint="set dns.drill_record to a name no service uses (default: drill)")
-    service = next((r.get("service") for s in plan.steps if s.kind in ("dns.cutover", "verify.service")
+    service = next((r.get("service") for s in plan.steps if s.kind in (DnsCutover.name, VerifyService.name)
                     for r in s.params.get("records", []) if r.get("service")), None)
     if service is None:
-        service = next((s.params["service"] for s in plan.steps if s.kind == "service.deploy"), None)
+        service = next((s.params["service"] for s in plan.steps if s.kind == DeployService.name), None)
     records = ([{"fqdn": drill_record, "type": "A", "ttl": int(ttl), "service": service}]
                if drill_record and dns_provider and zone else [])
     renamed: dict[str, str] = {}
@@ -114,22 +136,22 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
             steps.append(drilled)
         elif s.kind in how.kept:
             steps.append(replace(s, depends_on=deps(s)))
-            if s.kind == "host.allocate":
-                steps.append(Step("drill-teardown", "drill.teardown",
+            if s.kind == Allocate.name:
+                steps.append(Step("drill-teardown", DrillTeardown.name,
                                   f"tear-down guard: undone last, it stops and removes what the drill started on the "
                                   f"{how.where}", {"services": sorted(_services(plan)),
-                                                   "databases": how.teardown_databases(plan)}, (s.id,)))
-        elif s.kind == "dns.cutover":
+                                                   **how.teardown_datasets(plan)}, (s.id,)))
+        elif s.kind == DnsCutover.name:
             if records:
                 renamed[s.id] = "drill-dns"
-                steps.append(Step("drill-dns", "dns.cutover", f"point the drill record {drill_record} at the "
+                steps.append(Step("drill-dns", DnsCutover.name, f"point the drill record {drill_record} at the "
                                   f"{how.where} (production records untouched)",
                                   {"provider": dns_provider, "zone": zone, "records": records}, deps(s)))
             else:
                 renamed[s.id] = deps(s)[0] if deps(s) else ""  # later steps wait for what DNS waited for
-        elif s.kind == "verify.service":
+        elif s.kind == VerifyService.name:
             renamed[s.id] = "drill-verify-service"
-            steps.append(Step("drill-verify-service", "drill.verify_service", f"verify the service at the {how.where}"
+            steps.append(Step("drill-verify-service", DrillVerifyService.name, f"verify the service at the {how.where}"
                               + (f" through {drill_record}" if records else ""),
                               {"records": records, "nameserver": nameserver, "service": service}, deps(s)))
         else:
@@ -145,23 +167,31 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
     return result
 
 
-def _promoted_keys(plan: Plan) -> list[str]:
-    return sorted({str(s.params["database"]) for s in plan.steps if s.kind == "standby.promote"})
+def _promoted_keys(plan: Plan) -> dict[str, list[str]]:
+    """The databases a cold plan promotes (its steps' params name them `database` for now)."""
+    return {"databases": sorted({str(s.params["database"]) for s in plan.steps if s.kind == PromoteStandby.name})}
 
 
 def assert_safe(plan: Plan, production: list[Any]) -> None:
     """A drill plan freezes nothing and never names a production record."""
     for s in plan.steps:
-        if s.kind == "cutover.freeze":
+        if s.kind == Freeze.name:
             raise UsageError(f"drill plan step {s.id} would freeze writes at the source")
-        for r in s.params.get("records", []) if s.kind in ("dns.cutover", "drill.verify_service") else []:
+        for r in s.params.get("records", []) if s.kind in (DnsCutover.name, DrillVerifyService.name) else []:
             if r.get("fqdn") in production:
                 raise UsageError(f"drill plan step {s.id} would change the production record {r.get('fqdn')}")
 
 
 def _services(plan: Plan) -> set[str]:
-    return {str(s.params["service"]) for s in plan.steps if s.kind == "service.deploy"}
+    return {str(s.params["service"]) for s in plan.steps if s.kind == DeployService.name}
 
 
-def _database_keys(plan: Plan) -> list[str]:
-    return sorted({str(k) for s in plan.steps if s.kind == "db.server" for k in s.params.get("databases", [])})
+def _dataset_groups(plan: Plan) -> dict[str, list[str]]:
+    """Every dataset the live plan seeds, grouped by its kind's group (as the data steps' params): what the
+    teardown asks each kind to remove from the target."""
+    out: dict[str, list[str]] = {}
+    for s in plan.steps:
+        if s.kind == DataSeed.name:
+            p = SeedParams.from_params(s.params)
+            out.setdefault(kind_named(p.kind).group, []).append(p.dataset)
+    return {g: sorted(keys) for g, keys in out.items()}

@@ -18,24 +18,40 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.drill.model import DataSummary, DrillResult, LedgerSummary, Phase
 from liferaft.drill.plan import drill_fqdn, to_drill
+from liferaft.engine.kinds import get_kind
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Event, Events
+from liferaft.steps.data import CutResult, VerifySummary
 from liferaft.steps.drill import is_drill
+from liferaft.steps.hosts import Allocate, DeployService
+from liferaft.steps.standby import CheckStandby as StandbyObjects
+from liferaft.steps.standby import DataLoss, PromoteStandby
+from liferaft.steps.verify import DnsCutover, DrillVerifyService
 
 if TYPE_CHECKING:
     from liferaft.engine import Plan
     from liferaft.engine.journal import StepRecord
     from liferaft.stack import Stack
 
+# The phase of a step kind is its `phase` attribute (liferaft.steps); these kinds do not say it yet, and journals of
+# older drills name kinds the data steps had before they became one family each (db.migrate ...).
 PHASE_OF_KIND = {
-    "host.allocate": "provision", "drill.teardown": "provision",
-    "host.configure": "configure", "db.server": "configure", "service.deploy": "configure",
-    "db.access": "data", "db.migrate": "data", "objects.sync": "data", "drill.cut": "data",
-    "drill.verify_data": "verify", "drill.verify_service": "verify",
-    "dns.cutover": "dns",
+    DeployService.name: "configure", DrillVerifyService.name: "verify", DnsCutover.name: "dns",
     # the no-notice scenario's cold plan
-    "standby.promote": "data", "standby.objects": "verify", "standby.loss": "verify",
+    PromoteStandby.name: "data", StandbyObjects.name: "verify", DataLoss.name: "verify",
+    # older journals
+    "db.server": "configure", "db.access": "data", "db.migrate": "data", "objects.sync": "data",
 }
+
+
+def phase_of(kind: str) -> str | None:
+    """The drill phase a step of `kind` counts in (None: housekeeping after the move, e.g. the access release)."""
+    if kind in PHASE_OF_KIND:
+        return PHASE_OF_KIND[kind]
+    try:
+        return getattr(get_kind(kind), "phase", None)
+    except UsageError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ def require_free_target(stack: Stack, plan: Plan, state_dir: Path) -> None:
     result of a real failover) must not be used by a drill: its teardown would stop and remove what runs there."""
     from liferaft.engine.observe import open_provider
 
-    alloc = next((s for s in plan.steps if s.kind == "host.allocate"), None)
+    alloc = next((s for s in plan.steps if s.kind == Allocate.name), None)
     if alloc is None:
         return
     compute = open_provider(stack, alloc.params["provider"], state_dir).require("compute")
@@ -169,7 +185,7 @@ def _execute(stack: Stack, state_dir: Path, plan: Plan, opts: DrillOptions, ev: 
     phases = phases_from(records)
     if run_id and not opts.keep:
         # Housekeeping after the service answered (e.g. the migration role disabled) counts as teardown.
-        after = [r.started for r in records if r.started is not None and r.kind not in PHASE_OF_KIND]
+        after = [r.started for r in records if r.started is not None and phase_of(r.kind) is None]
         phases.append(Phase("teardown", min([t_teardown, *after]), ended, teardown_status))
     return _Execution(run_id, records, phases, error, torn_down, ended)
 
@@ -209,16 +225,18 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
             cutting.heal(stack, the_cut, ev)
         except LiferaftError as e:
             problems.append(f"healing the cut failed: {e.message}")
-        promoted = {r.step_id.removeprefix("promote-") for r in records
-                    if r.kind == "standby.promote" and r.status == "done"}
+        promoted = {_dataset_key(plans[0] if plans else None, r) for r in records
+                    if r.kind == PromoteStandby.name and r.status == "done"}
         try:
             sb.drop_abandoned_slots(stack, state_dir, seeded, promoted, ev)
         except LiferaftError as e:
             problems.append(f"the source's abandoned replication slot could not be dropped: {e.message}")
         return "; ".join(problems) or None
 
+    plans: list[Plan] = []
     try:
         plan = build_no_notice_plan(stack, opts, state_dir, ev)
+        plans.append(plan)
     except BaseException:
         heal_and_clean([])
         raise
@@ -263,11 +281,11 @@ def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
 
 def phases_from(records: list[StepRecord]) -> list[Phase]:
     """Each phase from the first of its steps starting to the last one ending, in order of their start. Steps of
-    kinds outside PHASE_OF_KIND (the engine's housekeeping after the move, such as db.release) are left out."""
+    kinds with no phase (the engine's housekeeping after the move, such as the access release) are left out."""
     spans: dict[str, list[float]] = {}
     failed: set[str] = set()
     for r in records:
-        name = PHASE_OF_KIND.get(r.kind)
+        name = phase_of(r.kind)
         if r.started is None or name is None:
             continue
         end = r.finished if r.finished is not None else r.started
@@ -284,21 +302,19 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
             torn_down: bool, cut_at: float | None = None) -> DrillResult:
     """The drill's figures from its journaled steps. Notice (live plan): RTO from the start, data as of the cut
     the drill.cut step made. No-notice (cold plan): RTO from `cut_at`, the primary's cut."""
-    by_id = {r.step_id: r for r in records}
     if plan.mode == "cold":
-        rpo, data, ledger = _data_cold(records, by_id, opts, ended, cut_at)
+        rpo, data, ledger = _data_cold(plan, records, opts, ended, cut_at)
         rto_from = "start" if cut_at is None else "cut"
     else:
-        cut = by_id.get("drill-cut")
-        cut_at = float(cut.memo["cut_at"]) if cut and "cut_at" in cut.memo else None
-        rpo, data, ledger = _data_live(by_id, cut_at)
+        cut_at = CutResult.of_records(records)
+        rpo, data, ledger = _data_live(records, cut_at)
         rto_from = "start"
-    svc = by_id.get("drill-verify-service")
-    first_healthy = float(svc.result["first_healthy_at"]) if svc and svc.status == "done" else None
+    svc = _done_of_kind(records, DrillVerifyService.name)
+    first_healthy = float(svc.result["first_healthy_at"]) if svc else None
     origin = cut_at if rto_from == "cut" and cut_at is not None else started
-    allocate = by_id.get("allocate")
-    address = allocate.result.get("address") if allocate and allocate.status == "done" else None
-    record = next((r["fqdn"] for s in plan.steps if s.kind == "dns.cutover" for r in s.params["records"]), None)
+    allocate = _done_of_kind(records, Allocate.name)
+    address = allocate.result.get("address") if allocate else None
+    record = next((r["fqdn"] for s in plan.steps if s.kind == DnsCutover.name for r in s.params["records"]), None)
     objectives = stack.model.objectives
     return DrillResult(id=drill_id, stack=plan.stack, source=plan.source, target=plan.target,
                        scenario=opts.scenario, started=started, ended=ended, phases=tuple(phases),
@@ -309,46 +325,53 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
                        rto_from=rto_from)
 
 
-def _data_live(by_id: dict[str, StepRecord], cut_at: float | None
+def _done_of_kind(records: list[StepRecord], kind: str) -> StepRecord | None:
+    return next((r for r in records if r.kind == kind and r.status == "done"), None)
+
+
+def _dataset_key(plan: Plan | None, r: StepRecord) -> str:
+    """The dataset a cold plan's step acts on, from its params (`dataset`; for now `database` or `bucket`)."""
+    params = next((s.params for s in plan.steps if s.id == r.step_id), {}) if plan is not None else {}
+    return str(params.get("dataset") or params.get("database") or params.get("bucket") or r.step_id)
+
+
+def _data_live(records: list[StepRecord], cut_at: float | None
                ) -> tuple[float | None, DataSummary, LedgerSummary | None]:
-    """Notice: what drill.verify_data found as of the cut; RPO from the ledger, else the lag left at the cut."""
-    vd = by_id.get("drill-verify-data")
-    summary = (vd.memo.get("summary") if vd else None) or {}
-    if not summary:
+    """Notice: what the data gate found as of the cut; RPO from the ledger, else the lag left at the cut."""
+    summary = VerifySummary.of_records(records)
+    if summary is None:
         stopped = "the data was not verified: the drill stopped before the check"
         return None, DataSummary(ok=False, problems=(stopped,)), None
     ledger = None
-    lg = summary.get("ledger")
-    if lg:
-        ledger = LedgerSummary.from_dict(lg)
+    if summary.ledger:
+        ledger = LedgerSummary.from_dict(summary.ledger)
         rpo = 0.0 if not ledger.missing else max(0.0, (cut_at or 0.0) - float(ledger.first_missing_at or 0.0))
     else:
-        rpo = 0.0 if summary.get("caught_up") else float(summary.get("lag_s_left") or 0.0)
-    data = DataSummary(ok=bool(summary.get("ok")), checked=summary.get("checked") or {},
-                       problems=tuple(summary.get("problems") or ()), notes=tuple(summary.get("notes") or ()),
-                       replication_lag_s=summary.get("replication_lag_s"),
-                       replication_lag_bytes=summary.get("replication_lag_bytes"))
+        rpo = 0.0 if summary.caught_up else summary.lag_s_left
+    data = DataSummary(ok=summary.ok, checked=summary.checked, problems=summary.problems, notes=summary.notes,
+                       replication_lag_s=summary.replication_lag_s,
+                       replication_lag_bytes=summary.replication_lag_bytes)
     return rpo, data, ledger
 
 
-def _data_cold(records: list[StepRecord], by_id: dict[str, StepRecord], opts: DrillOptions, ended: float,
+def _data_cold(plan: Plan, records: list[StepRecord], opts: DrillOptions, ended: float,
                cut_at: float | None) -> tuple[float | None, DataSummary, LedgerSummary | None]:
     """No-notice: the standby objects read back by sha256, the databases promoted, no ledger write differing; RPO
     from the ledger's missing writes (their span), else an upper bound from the oldest last replicated point."""
-    loss = by_id.get("data-loss")
+    loss = next((r for r in records if r.kind == DataLoss.name), None)
     out = loss.result if loss and loss.status == "done" else {}
     problems: list[str] = []
     notes: list[str] = []
     checked: dict[str, int] = {}
     for r in records:
-        if r.kind == "standby.objects" and r.status == "done":
-            checked[f"bucket {r.step_id.removeprefix('standby-')} objects"] = int(r.result.get("verified", 0))
-        elif r.kind in ("standby.objects", "standby.promote") and r.status == "failed":
+        if r.kind == StandbyObjects.name and r.status == "done":
+            checked[f"bucket {_dataset_key(plan, r)} objects"] = int(r.result.get("verified", 0))
+        elif r.kind in (StandbyObjects.name, PromoteStandby.name) and r.status == "failed":
             problems.append(f"{r.step_id}: {r.error or 'failed'}")
-        elif r.kind == "standby.promote" and r.status == "done":
-            checked[f"database {r.step_id.removeprefix('promote-')} promoted"] = 1
+        elif r.kind == PromoteStandby.name and r.status == "done":
+            checked[f"database {_dataset_key(plan, r)} promoted"] = 1
             if r.result.get("sequences_set") is not None:
-                notes.append(f"database {r.step_id.removeprefix('promote-')}: {r.result['sequences_set']} sequence(s)"
+                notes.append(f"database {_dataset_key(plan, r)}: {r.result['sequences_set']} sequence(s)"
                              " set past their columns' max")
     if not out:
         stopped = "the data was not verified: the drill stopped before the data-loss check"

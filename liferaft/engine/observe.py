@@ -7,11 +7,12 @@ file read locally. `tests/integration/test_failover_plan_lab.py` proves it by co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from liferaft.configure import host_to_dict
-from liferaft.errors import LiferaftError, UsageError
+from liferaft.errors import UsageError
 from liferaft.events import Events
 
 if TYPE_CHECKING:
@@ -24,12 +25,16 @@ class Observed:
     source_host: dict[str, Any]
     target_host_preview: str | None  # the address the target will most likely get (ssh pools), else None
     target_free: tuple[str, ...]
-    buckets: dict[str, dict[str, int]] = field(hash=False)  # key -> {"objects": n, "bytes": b}
-    databases: dict[str, int] = field(hash=False)  # key -> bytes
-    dns_current: dict[str, dict[str, Any]] = field(hash=False)  # fqdn -> {"type", "ttl", "values"}
+    # Per-group views of the datasets' sizes, as the first planner recorded them (an Observed made by hand may give
+    # them instead of `sizes`): bucket key -> {"objects": n, "bytes": b}, database key -> bytes.
+    buckets: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
+    databases: dict[str, int] = field(default_factory=dict, hash=False)
+    dns_current: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # fqdn -> {"type", "ttl", ...}
     terraform: dict[str, Any] | None = field(default=None, hash=False)  # `terraform plan` of a terraform target
     # what one new host at the target would be and cost, where its compute provider can say (cloud APIs)
     target_offer: dict[str, Any] | None = field(default=None, hash=False)
+    # every dataset's size at the source, by dataset id: {"bytes", "items", "detail"} (liferaft.datasets.Size)
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
 
 def open_provider(stack: Stack, name: str, state_dir: Any, resolve: Any = None) -> Any:
@@ -88,49 +93,16 @@ def target_free(stack: Stack, provider_name: str, state_dir: Any) -> tuple[tuple
     return free, (addresses.get(free[0]) if free else None)
 
 
-def bucket_sizes(stack: Stack, site: str, state_dir: Any) -> dict[str, dict[str, int]]:
-    objects = open_provider(stack, stack.site(site).objects, state_dir).require("objects")
-    out = {}
-    for key, bucket in stack.model.data.buckets.items():
-        n = size = 0
-        for info in objects.list_objects(bucket.name):
-            n += 1
-            size += info.size
-        out[key] = {"objects": n, "bytes": size}
-    return out
-
-
-def database_sizes(stack: Stack, host: TargetHost) -> dict[str, int]:
-    """pg_database_size of each database, over a session that is read-only from its first statement."""
-    import psycopg
-
-    out = {}
-    for key, db in stack.model.data.databases.items():
-        try:
-            with psycopg.connect(host=host.address, port=db.port, dbname=db.name, user=db.owner,
-                                 password=stack.secret(db.password), connect_timeout=10, autocommit=True,
-                                 application_name="liferaft-plan",
-                                 options="-c default_transaction_read_only=on") as c:
-                row = c.execute("SELECT pg_database_size(current_database())").fetchone()
-        except psycopg.Error as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LiferaftError(f"database {key!r} at {host.address}:{db.port}: cannot measure its size: {msg}") \
-                from None
-        out[key] = int(row[0]) if row else 0
-    return out
-
-
-def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Events) -> Observed:
+def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Events,
+            measure: Callable[[TargetHost], dict[str, dict[str, Any]]] | None = None) -> Observed:
+    """Hosts, DNS, Terraform and the target's offer; `measure(source_host)` gives the datasets' sizes (the planner
+    passes one that asks each dataset's kind: the engine knows no kind of data)."""
     current = dns_current(stack, state_dir)
     events.emit("plan.observe", f"DNS: {len(current)} record(s) read", records=len(current))
     src_host = find_source_host(stack, source, current, state_dir)
     events.emit("plan.observe", f"source host {src_host.name} ({src_host.address})", host=src_host.name)
     free, preview = target_free(stack, stack.site(target).compute, state_dir)
-    buckets = bucket_sizes(stack, source, state_dir)
-    events.emit("plan.observe", f"{sum(b['objects'] for b in buckets.values())} objects at the source",
-                buckets=buckets)
-    dbs = database_sizes(stack, src_host)
-    events.emit("plan.observe", f"{sum(dbs.values())} bytes of database at the source", databases=dbs)
+    sizes = measure(src_host) if measure is not None else {}
     tf = None
     if stack.site(target).provision == "terraform":
         from liferaft.terraform.provision import plan_site
@@ -143,7 +115,7 @@ def observe(stack: Stack, source: str, target: str, state_dir: Any, events: Even
         events.emit("plan.observe", f"a new host at {target}: {offer['server_type']} at {offer['location']}, "
                     f"{offer['hourly_gross']} {offer['currency']}/h", offer=offer)
     return Observed(source_host=host_to_dict(src_host), target_host_preview=preview, target_free=free,
-                    buckets=buckets, databases=dbs, dns_current=current, terraform=tf, target_offer=offer)
+                    dns_current=current, terraform=tf, target_offer=offer, sizes=sizes)
 
 
 def target_offer(stack: Stack, target: str, state_dir: Any) -> dict[str, Any] | None:

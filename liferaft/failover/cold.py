@@ -137,7 +137,7 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
                      {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, *ready),)
     last = add("verify-service", "verify.service", "verify the service through its DNS name",
                {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, *ready)
-    released = [(ds, kind_of(ds).release_title(stack, [ds])) for ds in dss]
+    released = [(ds, kind_of(ds).release_standby_title(stack, [ds])) for ds in dss]
     if any(title for _, title in released):
         titles = list(dict.fromkeys(t for _, t in released if t))
         add("db-release", "standby.release", "; ".join(titles),

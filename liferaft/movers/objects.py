@@ -198,6 +198,11 @@ def _stream_sha256(objects: Objects, bucket: str, key: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def sha256_of(objects: Objects, bucket: str, key: str) -> str:
+    """The sha256 of one object's content, streamed (what verification compares; never an ETag)."""
+    return _stream_sha256(objects, bucket, key)[0]
+
+
 def copy_with_retries(source: Endpoint, target: Endpoint, info: ObjectInfo, manifest: Manifest,
                       counters: _Counters, options: SyncOptions) -> int:
     """copy_object, retried a few times on transient provider errors (5xx, throttling, dropped connections)."""

@@ -106,6 +106,11 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
     return rep
 
 
+def subscription_exists(target: PgConn, name: str) -> bool:
+    """Does the target database exist and hold the subscription `name`?"""
+    return _subscription_exists(target, name)
+
+
 def _subscription_exists(target: PgConn, name: str) -> bool:
     from liferaft.movers.pg_dump import database_exists
 

@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from liferaft.configure import host_from_dict, host_to_dict
-from liferaft.datasets.pg_access import database_vars
+from liferaft.configure import host_to_dict
+from liferaft.datasets import kind_of as dataset_kind
+from liferaft.datasets.registry import datasets
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
@@ -32,7 +33,8 @@ def host_ready_timeout() -> float:
 
 
 def target_host(ctx: RunContext) -> Any:
-    return host_from_dict(ctx.output("allocate"))
+    """The run's target host (found by its allocation step's kind)."""
+    return run_target_host(ctx)
 
 
 def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:
@@ -47,6 +49,8 @@ def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:
 @register
 class Allocate(StepKind):
     name = "host.allocate"
+    phase: ClassVar[str | None] = "provision"
+    drill: ClassVar[str | None] = "keep"
     undoable = True
 
     def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
@@ -65,7 +69,7 @@ class Allocate(StepKind):
         names = [name] + [f"{name}-{i}" for i in range(1, int(step.params.get("count", 1)))]
         model = ctx.require_stack().model
         ports = tuple(p for svc in model.services.values() for p in svc.ports)
-        db_ports = tuple(db.port for db in model.data.databases.values())
+        db_ports = tuple(p for ds in datasets(ctx.require_stack()) for p in dataset_kind(ds).ports(ds))
         source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
         peers = (source["address"],) if source else ()
         ids: list[str] = list(ctx.memo.get("host_ids") or [])
@@ -104,31 +108,17 @@ class Allocate(StepKind):
 @register
 class Configure(StepKind):
     name = "host.configure"
+    serial: ClassVar[str | None] = "ansible"
+    phase: ClassVar[str | None] = "configure"
+    drill: ClassVar[str | None] = "keep"
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         from liferaft.configure import run_playbook
 
-        host = target_host(ctx)
+        host = run_target_host(ctx)
         res = run_playbook(step.params["playbook"], [host], variables={"liferaft_listen_address": host.address},
                            on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
                            state_dir=ctx.state_dir)
-        return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
-
-
-@register
-class DbServer(StepKind):
-    name = "db.server"
-
-    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-
-        host = target_host(ctx)
-        dbs, secret_vars = database_vars(ctx, step.params["databases"], host.address)
-        res = run_playbook("postgresql.yml", [host], variables={
-            "liferaft_listen_address": host.address, "liferaft_databases": dbs,
-            "liferaft_allowed_networks": allowed_networks(ctx, step, host.address)},
-            secret_variables=secret_vars, on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
-            state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 

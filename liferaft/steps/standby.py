@@ -156,7 +156,7 @@ class ReleaseStandby(StepKind):
         for item in step.params["datasets"]:
             ds = dataset_of(ctx, item)
             groups.setdefault(ds.kind, []).append(ds)
-        return [name for name, dss in groups.items() if kind_of(dss[0]).release(ctx, dss, host, undo=undo)]
+        return [name for name, dss in groups.items() if kind_of(dss[0]).release_standby(ctx, dss, host, undo=undo)]
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         return {"released": self._each(ctx, step, undo=False)}

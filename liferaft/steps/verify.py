@@ -1,9 +1,8 @@
-"""The verification gate (data) and the final check (the service through its DNS name)."""
+"""DNS cutover and the final check (the service through its DNS name); the data gate is in `steps.data`."""
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,10 +10,7 @@ from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.runner import RunContext
-from liferaft.errors import CheckFailed, LiferaftError, RunFailed, UsageError
-from liferaft.steps.access import owner_conn
-from liferaft.steps.data import conns, endpoints, progress
-from liferaft.steps.hosts import target_host
+from liferaft.errors import CheckFailed, UsageError
 from liferaft.workloads import kind_of, workload
 from liferaft.workloads.probe import http_check
 
@@ -98,131 +94,6 @@ def resolve(fqdn: str, rtype: str, nameserver: str | None) -> list[str]:
         return sorted(a.to_text() for a in r.resolve(fqdn, rtype))
     except dns.exception.DNSException as e:
         return [f"<{type(e).__name__}>"]
-
-
-def _sha256(objects: Any, bucket: str, key: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for chunk in objects.get_object(bucket, key):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -> list[Any]:
-    """After a full sha256 verification before the freeze: compare both listings (every key present, same size),
-    ask the sync manifest whether any object changed on either side since it was copied (same-provider ETags),
-    and read back by sha256 the objects the final delta copied. Returns problems + [objects checked]."""
-    from liferaft.movers.objects import SyncOptions, list_both, sync
-
-    s, t = list_both(src, tgt)
-    stale = sync(src, tgt, manifest_dir, SyncOptions(dry_run=True)).copied_keys
-    problems: list[Any] = [f"missing at the target: {k}" for k in sorted(set(s) - set(t))]
-    problems += [f"differs (size {s[k].size} != {t[k].size}): {k}" for k in sorted(set(s) & set(t))
-                 if s[k].size != t[k].size]
-    # Objects changed on either side since they were copied and verified are read back too.
-    keys = sorted({k for k in [*delta_keys, *stale] if k in s and k in t})
-
-    def check(k: str) -> str | None:
-        same = _sha256(src.client(), src.bucket, k) == _sha256(tgt.client(), tgt.bucket, k)
-        return None if same else f"differs (sha256): {k}"
-
-    problems += [p for p in map(check, keys) if p]  # shared clients: one thread per side
-    return [*problems, len(s)]
-
-
-@register
-class VerifyData(StepKind):
-    """The gate: any difference stops the run before DNS is touched, naming what differs."""
-
-    name = "verify.data"
-    gate = True
-
-    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        return {}
-
-    def verify(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.movers.objects import verify_sync
-        from liferaft.movers.pg_verify import verify
-
-        problems: list[str] = []
-        errors: list[str] = []
-        checked: dict[str, Any] = {}
-        # Journal reads (the target host) happen here, in the runner's thread; the workers only talk to servers.
-        db_pairs = {k: conns(ctx, step, k) for k in step.params["databases"]}
-        bucket_pairs = {k: endpoints(ctx, step, k, per_thread=False) for k in step.params["buckets"]}
-        full_pairs = {k: endpoints(ctx, step, k) for k in step.params["buckets"]}
-        report = progress(ctx)
-
-        timings: dict[str, float] = {}
-
-        def db(key: str) -> None:
-            t0 = time.monotonic()
-            src, tgt = db_pairs[key]
-            rep = verify(src, tgt, raise_on_difference=False, progress=report)
-            timings[f"database {key}"] = round(time.monotonic() - t0, 3)
-            checked[f"database {key}"] = len(rep.tables)
-            problems.extend(f"database {key}: {p}" for p in rep.problems())
-
-        from liferaft.engine.journal import stack_dir
-
-        manifest_dir = stack_dir(ctx.state_dir, ctx.plan.stack)
-        delta: dict[str, Any] = {}
-        for sid, out in ctx.outputs_of_kind("cutover.freeze").items():
-            # A freeze that was interrupted may have copied objects its final result does not list: read all.
-            retried = ctx.journal.step(ctx.run_id, sid).attempts > 1
-            delta.update({k: None if retried else v.get("copied_keys")
-                          for k, v in (out.get("objects") or {}).items()})
-
-        def objects(key: str) -> None:
-            t0 = time.monotonic()
-            src, tgt = bucket_pairs[key]
-            keys = delta.get(key)
-            if keys is None:  # no bounded delta known: read everything back
-                src, tgt = full_pairs[key]
-                rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
-                checked[f"bucket {key}"] = rep.checked
-                problems.extend(f"bucket {key}: {p}" for p in rep.problems() if not p.startswith("only at"))
-            else:
-                found = verify_delta(src, tgt, keys, manifest_dir)
-                checked[f"bucket {key}"] = found.pop()
-                problems.extend(f"bucket {key}: {p}" for p in found)
-            timings[f"bucket {key}"] = round(time.monotonic() - t0, 3)
-
-        jobs = [(db, k) for k in db_pairs] + [(objects, k) for k in bucket_pairs]
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-            for f in [pool.submit(fn, k) for fn, k in jobs]:
-                try:
-                    f.result()
-                except LiferaftError as e:
-                    errors.append(str(e))
-        if errors:
-            raise RunFailed("could not verify the target's data; DNS was not touched:\n  " + "\n  ".join(errors))
-        if step.params.get("ledger"):
-            t0 = time.monotonic()
-            problems.extend(self._ledger(ctx, step, checked))
-            timings["ledger"] = round(time.monotonic() - t0, 3)
-        if problems:
-            more = f"\n  ... and {len(problems) - 15} more" if len(problems) > 15 else ""
-            raise CheckFailed("the target's data differs from the source; DNS was not touched:\n  "
-                              + "\n  ".join(problems[:15]) + more)
-        ctx.emit("verify.data.ok", "data verified: " + ", ".join(f"{k} ({v})" for k, v in sorted(checked.items())),
-                 checked=checked, timings=timings)
-
-    def _ledger(self, ctx: RunContext, step: Step, checked: dict[str, Any]) -> list[str]:
-        from liferaft.movers import ledger
-
-        stack = ctx.require_stack()
-        key = next((k for k in step.params["databases"]), None)
-        if key is None:
-            return ["a write ledger was given but the stack has no database"]
-        db = stack.model.data.databases[key]
-        res = ledger.check(step.params["ledger"], owner_conn(ctx, target_host(ctx).address, db),
-                           ledger.spec_for(db, key))
-        checked["ledger writes"] = res.acknowledged
-        out = [f"ledger: acknowledged write (row {k}) missing at the target" for k in res.missing[:10]]
-        out += [f"ledger: row {k} differs at the target" for k in res.mismatched[:10]]
-        return out
 
 
 @register

@@ -38,7 +38,7 @@ class Toy:
     def promote_title(self, stack: Any, ds: Any, sides: Any, entry: dict[str, Any]) -> str:
         return f"promote toy {ds.key}"
 
-    def release_title(self, stack: Any, datasets: list[Any]) -> str | None:
+    def release_standby_title(self, stack: Any, datasets: list[Any]) -> str | None:
         return "toy access off"
 
 
