@@ -31,4 +31,5 @@ def _walk(value: Any, where: str) -> Iterator[tuple[str, str]]:
         yield where, value
 
 
-SECRET_FIELDS = {"access_key_id", "secret_access_key", "session_token", "key", "secret", "private_key", "password"}
+SECRET_FIELDS = {"access_key_id", "secret_access_key", "session_token", "key", "secret", "private_key", "password",
+                 "certificate"}

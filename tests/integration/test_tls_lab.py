@@ -1,0 +1,263 @@
+"""TLS at the target (issue 23 item 4) against the lab: pebble (the ACME test CA) validating DNS-01 at the lab's
+PowerDNS, certificates delivered over SSH to a lab host, the example app serving HTTPS with them.
+
+One shared lab (`cloud_lab`: hosts, PowerDNS, no example deploy) and one pebble for the module. The step runs
+through the engine: a plan of `host.allocate` (the alternate site's ssh pool) + the steps `tls_steps()` makes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import ssl
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from liferaft.configure import TargetHost
+from liferaft.configure.remote import ssh
+from liferaft.engine import Runner
+from liferaft.engine.plan import Plan, Step
+from liferaft.stack import load_stack
+from liferaft.steps.tls import (
+    account_key_path,
+    cert_info,
+    https_get,
+    tls_state_dir,
+    tls_steps,
+    txt_answers,
+)
+
+pytestmark = pytest.mark.lab
+
+FQDN = "www.microblog.test"
+CHALLENGE = "_acme-challenge.www.microblog.test."
+APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app" / "microblog.py"
+HTTPS_PORT = 8443
+STOP_APP = "start-stop-daemon --stop --pidfile /run/tls-app.pid --remove-pidfile --oknodo --retry TERM/5/KILL/2"
+
+
+@pytest.fixture(scope="module")
+def pebble(cloud_lab: Any) -> Iterator[Any]:
+    from liferaft.lab.servers import PebbleServer
+
+    info = cloud_lab.info
+    server = PebbleServer(info.directory / "servers", "127.0.0.1", dns_server=info.dns_server, name="pebble-tls")
+    t0 = time.monotonic()
+    server.start()
+    print(f"pebble ready in {time.monotonic() - t0:.2f} s")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _stack_file(info: Any, name: str, tls: dict[str, Any]) -> Path:
+    """The lab's stack with `services.web.tls` set and its health check on HTTPS."""
+    data = yaml.safe_load(info.stack_file.read_text())
+    web = data["services"]["web"]
+    web["tls"] = tls
+    web["ports"] = [HTTPS_PORT]
+    web["health"] = {"path": "/healthz", "port": HTTPS_PORT, "scheme": "https"}
+    data.pop("drill", None)
+    path = info.directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _plan(stack: Any, name: str) -> Plan:
+    allocate = Step(id="allocate", kind="host.allocate", title="allocate a host at alt-b",
+                    params={"provider": "colo-b", "name": name})
+    return Plan(stack=stack.model.name, source="primary", target="alt-b", mode="cold",
+                steps=(allocate, *tls_steps(stack, "alt-b", after="allocate")))
+
+
+def _run(stack: Any, state: Path, name: str) -> tuple[Any, dict[str, Any], list[Any], Runner]:
+    events: list[Any] = []
+    runner = Runner(state, stack=stack, events=events.append)
+    outcome = runner.start(_plan(stack, name))
+    assert outcome.status == "done", outcome.to_dict()
+    with runner.journal() as j:
+        result = j.step(outcome.run_id, "tls:web").result
+    return outcome, result, events, runner
+
+
+def _target(info: Any, state: Path, runner: Runner, run_id: str) -> TargetHost:
+    with runner.journal() as j:
+        alloc = j.step(run_id, "allocate").result
+    return TargetHost(name=alloc["name"], address=alloc["address"], port=int(alloc["port"]), user="root",
+                      host_keys=tuple(alloc["host_keys"]), private_key_file=str(info.client_key))
+
+
+def _serve_https(host: TargetHost) -> None:
+    """The example app on the host, configured for HTTPS with the delivered files (no database: /healthz 503)."""
+    cfg = {"listen_host": "0.0.0.0", "listen_port": HTTPS_PORT,
+           "db": {"host": "127.0.0.1", "port": 1, "name": "x", "user": "x", "password": "x", "connect_timeout": 1},
+           "s3": {"region": "us-east-1", "access_key_id": "x", "secret_access_key": "x", "bucket": "x",
+                  "endpoint_url": "http://127.0.0.1:1"},
+           "tls": {"certificate": "/etc/liferaft/tls/web/fullchain.pem", "key": "/etc/liferaft/tls/web/privkey.pem"}}
+    script = "\n".join([
+        "set -eu", "umask 077", f"cat > /tmp/tls-app.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
+        STOP_APP + " >/dev/null",
+        ("start-stop-daemon --start --background --make-pidfile --pidfile /run/tls-app.pid "
+         f"--output /tmp/tls-app.log --exec /usr/bin/python3 -- -B {shlex.quote(str(APP))} "
+         "--config /tmp/tls-app.json"), ""])
+    ssh(host, "sh -s", stdin=script)
+
+
+def _https(address: str, cafile: str) -> tuple[int, dict[str, Any]]:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return https_get(address, HTTPS_PORT, "/healthz", FQDN, cafile=cafile, timeout=3.0)
+        except ssl.SSLCertVerificationError:
+            raise
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _issued_count(pebble: Any) -> int:
+    return len(re.findall(r"Issued certificate serial", pebble.log_path.read_text()))
+
+
+def _secret_lines(pem: bytes) -> list[str]:
+    return [ln for ln in pem.decode().splitlines() if ln and not ln.startswith("-----")]
+
+
+def _assert_never_recorded(state: Path, events: list[Any], secrets_pem: list[bytes]) -> None:
+    """No line of any key in the journal, the run folders, or any event (the tls/ cache is where keys live)."""
+    lines = [ln for pem in secrets_pem for ln in _secret_lines(pem)]
+    assert lines
+    texts = [json.dumps(e.to_dict()) for e in events]
+    keys_dir = tls_state_dir(state, "microblog")
+    for f in state.rglob("*"):
+        if f.is_file() and keys_dir not in f.parents:
+            texts.append(f.read_bytes().decode("utf-8", "replace"))
+    for text in texts:
+        for ln in lines:
+            assert ln not in text
+
+
+def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebble: Any, tmp_path: Path) -> None:
+    info = cloud_lab.info
+    stack = load_stack(_stack_file(info, "liferaft-tls-acme.yaml", {
+        "acme": {"directory": pebble.url, "email": "ops@microblog.test", "ca_bundle": str(pebble.ca_bundle)}}))
+    state = tmp_path / "state"
+    issued_before = _issued_count(pebble)
+
+    t0 = time.monotonic()
+    outcome, result, events, runner = _run(stack, state, "microblog-tls")
+    took = time.monotonic() - t0
+    assert result["action"] == "issued"
+    assert result["names"] == [FQDN]
+    assert "Pebble" in result["issuer"]
+    assert _issued_count(pebble) == issued_before + 1
+    print(f"issued at pebble in {result['timings']['total_s']:.2f} s (step {result['obtain_s']:.2f} s, "
+          f"run {took:.2f} s): {result['timings']}")
+
+    # the challenge record is gone from the zone and from the authoritative server's answers
+    host_, _, port = info.dns_server.rpartition(":")
+    assert txt_answers((host_, int(port)), CHALLENGE) == set()
+    kinds = [e.kind for e in events]
+    assert "tls.challenge_visible" in kinds and "tls.challenge_removed" in kinds
+
+    # the host serves HTTPS with it: verified for the name against pebble's root, refused without it
+    host = _target(info, state, runner, outcome.run_id)
+    _serve_https(host)
+    status, peer = _https(host.address, str(pebble.issuer_ca))
+    assert status in (200, 503)
+    assert ("DNS", FQDN) in peer["subjectAltName"]
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get(host.address, HTTPS_PORT, "/healthz", FQDN, cafile=str(pebble.ca_bundle))
+
+    # owner-only key on the host, owner-only account key and cache on the controller
+    modes = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem /etc/liferaft/tls/web/fullchain.pem")
+    assert modes.split("\n")[:2] == ["600 root", "644 root"]
+    account_key = account_key_path(state, "microblog", pebble.url)
+    assert account_key.stat().st_mode & 0o777 == 0o600
+    cached_key = tls_state_dir(state, "microblog") / "web" / "privkey.pem"
+    assert cached_key.stat().st_mode & 0o777 == 0o600
+
+    # a second move keeps the certificate that is there (no new order at the CA)
+    _, result2, events2, _ = _run(stack, state, "microblog-tls")
+    assert result2["action"] == "kept"
+    assert result2["fingerprint_sha256"] == result["fingerprint_sha256"]
+    assert _issued_count(pebble) == issued_before + 1
+
+    # neither the account key nor the certificate's key was journaled or emitted
+    _assert_never_recorded(state, events + events2, [account_key.read_bytes(), cached_key.read_bytes()])
+
+    # the certificate is reused from the state dir for a host that lacks it (e.g. a resumed or repeated move)
+    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    _, result3, _, _ = _run(stack, state, "microblog-tls")
+    assert result3["action"] == "reused"
+    assert result3["fingerprint_sha256"] == result["fingerprint_sha256"]
+    assert _issued_count(pebble) == issued_before + 1
+    ssh(host, STOP_APP)
+
+
+def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebble: Any, tmp_path: Path) -> None:
+    """A certificate and key the stack keeps (file: references) reach the host; rollback removes them."""
+    from liferaft.providers import acme
+
+    info = cloud_lab.info
+    # a certificate for the name from pebble, kept by the "operator" as the stack's own secret files
+    key = acme.new_private_key()
+    api_key = info.secret("pdns_api_key")
+
+    def set_txt(values: Any) -> None:
+        for name, vals in values.items():
+            body = {"rrsets": [{"name": name, "type": "TXT", "ttl": 5, "changetype": "REPLACE",
+                                "records": [{"content": f'"{v}"', "disabled": False} for v in vals]}]}
+            req = urllib.request.Request(f"{info.direct['dnshost']}/api/v1/servers/localhost/zones/{info.zone}",
+                                         data=json.dumps(body).encode(), method="PATCH",
+                                         headers={"X-API-Key": api_key, "Content-Type": "application/json"})
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
+
+    def clear_txt(values: Any) -> None:
+        for name in values:
+            body = {"rrsets": [{"name": name, "type": "TXT", "changetype": "DELETE"}]}
+            req = urllib.request.Request(f"{info.direct['dnshost']}/api/v1/servers/localhost/zones/{info.zone}",
+                                         data=json.dumps(body).encode(), method="PATCH",
+                                         headers={"X-API-Key": api_key, "Content-Type": "application/json"})
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
+
+    got = acme.issue(acme.AcmeSettings(pebble.url, ca_bundle=str(pebble.ca_bundle)), acme.new_account_key(), key,
+                     [FQDN], publish=set_txt, unpublish=clear_txt)
+    secrets_dir = info.secrets_dir
+    (secrets_dir / "tls_web.crt").write_bytes(got.fullchain_pem)
+    (secrets_dir / "tls_web.key").write_bytes(key)
+    (secrets_dir / "tls_web.key").chmod(0o600)
+    stack = load_stack(_stack_file(info, "liferaft-tls-secret.yaml", {
+        "certificate": "file:secrets/tls_web.crt", "key": "file:secrets/tls_web.key"}))
+    state = tmp_path / "state"
+
+    outcome, result, events, runner = _run(stack, state, "microblog-tls-secret")
+    assert result["action"] == "installed"
+    assert result["fingerprint_sha256"] == cert_info(got.fullchain_pem).fingerprint_sha256
+    host = _target(info, state, runner, outcome.run_id)
+    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).fingerprint_sha256 == \
+        result["fingerprint_sha256"]
+    assert ssh(host, "stat -c %a /etc/liferaft/tls/web/privkey.pem").strip() == "600"
+    _serve_https(host)
+    _, peer = _https(host.address, str(pebble.issuer_ca))
+    assert ("DNS", FQDN) in peer["subjectAltName"]
+    ssh(host, STOP_APP)
+
+    # again: kept, since the host holds exactly the stack's certificate
+    _, again, events2, _ = _run(stack, state, "microblog-tls-secret")
+    assert again["action"] == "kept"
+    _assert_never_recorded(state, events + events2, [key])
+
+    # rolling back the run that installed them removes the files from the host
+    rolled = runner.rollback(outcome.run_id)
+    assert "tls.removed" in [e.kind for e in events], rolled.to_dict()
+    assert ssh(host, "ls /etc/liferaft/tls/web 2>/dev/null || echo gone").strip() == "gone"
