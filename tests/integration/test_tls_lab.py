@@ -1,7 +1,7 @@
 """TLS at the target (issue 23 item 4) against the lab: pebble (the ACME test CA) validating DNS-01 at the lab's
 PowerDNS, certificates delivered over SSH to a lab host, the example app serving HTTPS with them.
 
-One shared lab (`cloud_lab`: hosts, PowerDNS, no example deploy) and one pebble for the module. The step runs
+One shared lab (`cloud_lab`: hosts, PowerDNS, pebble; no example deploy). The step runs
 through the engine: a plan of `host.allocate` (the alternate site's ssh pool) + the steps `tls_steps()` makes.
 """
 
@@ -13,7 +13,7 @@ import shlex
 import ssl
 import time
 import urllib.request
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +43,22 @@ HTTPS_PORT = 8443
 STOP_APP = "start-stop-daemon --stop --pidfile /run/tls-app.pid --remove-pidfile --oknodo --retry TERM/5/KILL/2"
 
 
-@pytest.fixture(scope="module")
-def pebble(cloud_lab: Any) -> Iterator[Any]:
-    from liferaft.lab.servers import PebbleServer
+@dataclass(frozen=True)
+class Acme:
+    url: str  # the ACME directory
+    ca_bundle: Path  # trust for the directory's HTTPS
+    issuer_ca: Path  # the root pebble issues under
+    log_path: Path
 
-    info = cloud_lab.info
-    server = PebbleServer(info.directory / "servers", "127.0.0.1", dns_server=info.dns_server, name="pebble-tls")
-    t0 = time.monotonic()
-    server.start()
-    print(f"pebble ready in {time.monotonic() - t0:.2f} s")
-    try:
-        yield server
-    finally:
-        server.stop()
+
+@pytest.fixture(scope="module")
+def pebble(cloud_lab: Any) -> Acme:
+    """The lab's ACME CA (pebble, started by `lab up`, DNS-01 through the lab's PowerDNS)."""
+    acme = cloud_lab.info.acme
+    assert acme is not None, "the lab runs no ACME server"
+    state = json.loads((cloud_lab.info.directory / "lab.json").read_text())
+    return Acme(url=acme["directory"], ca_bundle=Path(acme["ca_bundle"]), issuer_ca=Path(acme["issuer_ca"]),
+                log_path=Path(state["servers"]["acme"]["log_path"]))
 
 
 def _stack_file(info: Any, name: str, tls: dict[str, Any]) -> Path:
@@ -211,24 +214,13 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     info = cloud_lab.info
     # a certificate for the name from pebble, kept by the "operator" as the stack's own secret files
     key = acme.new_private_key()
-    api_key = info.secret("pdns_api_key")
-
     def set_txt(values: Any) -> None:
         for name, vals in values.items():
-            body = {"rrsets": [{"name": name, "type": "TXT", "ttl": 5, "changetype": "REPLACE",
-                                "records": [{"content": f'"{v}"', "disabled": False} for v in vals]}]}
-            req = urllib.request.Request(f"{info.direct['dnshost']}/api/v1/servers/localhost/zones/{info.zone}",
-                                         data=json.dumps(body).encode(), method="PATCH",
-                                         headers={"X-API-Key": api_key, "Content-Type": "application/json"})
-            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
+            _pdns_txt(info, name, [f'"{v}"' for v in vals])
 
     def clear_txt(values: Any) -> None:
         for name in values:
-            body = {"rrsets": [{"name": name, "type": "TXT", "changetype": "DELETE"}]}
-            req = urllib.request.Request(f"{info.direct['dnshost']}/api/v1/servers/localhost/zones/{info.zone}",
-                                         data=json.dumps(body).encode(), method="PATCH",
-                                         headers={"X-API-Key": api_key, "Content-Type": "application/json"})
-            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
+            _pdns_txt(info, name, [])
 
     got = acme.issue(acme.AcmeSettings(pebble.url, ca_bundle=str(pebble.ca_bundle)), acme.new_account_key(), key,
                      [FQDN], publish=set_txt, unpublish=clear_txt)
@@ -261,3 +253,52 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     rolled = runner.rollback(outcome.run_id)
     assert "tls.removed" in [e.kind for e in events], rolled.to_dict()
     assert ssh(host, "ls /etc/liferaft/tls/web 2>/dev/null || echo gone").strip() == "gone"
+
+
+def test_challenge_record_removed_when_the_order_fails(cloud_lab: Any, pebble: Acme, tmp_path: Path) -> None:
+    """The authoritative server never answers the TXT (a wrong `dns.nameserver`): the run stops naming it, and the
+    record set at the DNS provider is put back as it was (here: an operator's own TXT value stays)."""
+    from liferaft.errors import RunFailed
+    from liferaft.lab._proc import free_udp_tcp_port
+
+    info = cloud_lab.info
+    host_, _, port = info.dns_server.rpartition(":")
+    server = (host_, int(port))
+    _pdns_txt(info, CHALLENGE, ['"operator-value"'])
+    path = _stack_file(info, "liferaft-tls-fail.yaml", {
+        "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle), "propagation_timeout": "1s"}})
+    data = yaml.safe_load(path.read_text())
+    data["dns"]["nameserver"] = f"127.0.0.1:{free_udp_tcp_port('127.0.0.1')}"  # nobody answers there
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    stack = load_stack(path)
+    try:
+        with pytest.raises(RunFailed, match="did not answer the challenge TXT record"):
+            Runner(tmp_path / "state", stack=stack).start(_plan(stack, "microblog-tls-fail"))
+        assert txt_answers(server, CHALLENGE) == {"operator-value"}
+    finally:
+        _pdns_txt(info, CHALLENGE, [])
+
+
+def test_unreachable_acme_server_is_a_provider_error(cloud_lab: Any, tmp_path: Path) -> None:
+    from liferaft.errors import RunFailed
+    from liferaft.lab._proc import free_port
+
+    info = cloud_lab.info
+    stack = load_stack(_stack_file(info, "liferaft-tls-down.yaml", {
+        "acme": {"directory": f"https://127.0.0.1:{free_port('127.0.0.1')}/dir"}}))
+    with pytest.raises(RunFailed, match=r"provider 'acme': account failed: .*ConnectionError"):
+        Runner(tmp_path / "state", stack=stack).start(_plan(stack, "microblog-tls-down"))
+
+
+def _pdns_txt(info: Any, name: str, contents: list[str]) -> None:
+    """Set (or, empty, delete) a TXT record set directly through the lab PowerDNS's API."""
+    rrset: dict[str, Any] = {"name": name, "type": "TXT"}
+    if contents:
+        rrset.update(ttl=5, changetype="REPLACE", records=[{"content": c, "disabled": False} for c in contents])
+    else:
+        rrset["changetype"] = "DELETE"
+    req = urllib.request.Request(f"{info.direct['dnshost']}/api/v1/servers/localhost/zones/{info.zone}",
+                                 data=json.dumps({"rrsets": [rrset]}).encode(), method="PATCH",
+                                 headers={"X-API-Key": info.secret("pdns_api_key"),
+                                          "Content-Type": "application/json"})
+    urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
