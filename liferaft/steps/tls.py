@@ -303,7 +303,11 @@ def _install_script(service: str, cert_pem: bytes, key_pem: bytes) -> str:
     if "LIFERAFT_TLS_EOF" in cert + key:
         raise CheckFailed("the certificate or key contains liferaft's heredoc marker")
     return "\n".join([
-        "set -eu", "umask 077", f"d={d}", 'mkdir -p "$d"', 'chmod 0755 "$d"',
+        "set -eu", f"d={d}",
+        # traversable folders (the service's user reads its key through them); the key itself is 0600
+        f'[ -d {os.path.dirname(os.path.dirname(d))} ] || install -d -m 0755 {os.path.dirname(os.path.dirname(d))}',
+        f'[ -d {os.path.dirname(d)} ] || install -d -m 0755 {os.path.dirname(d)}',
+        '[ -d "$d" ] || install -d -m 0755 "$d"', "umask 077",
         "cat > \"$d/.privkey.pem.new\" <<'LIFERAFT_TLS_EOF'", key, "LIFERAFT_TLS_EOF",
         "cat > \"$d/.fullchain.pem.new\" <<'LIFERAFT_TLS_EOF'", cert, "LIFERAFT_TLS_EOF",
         'chmod 0600 "$d/.privkey.pem.new"', 'chmod 0644 "$d/.fullchain.pem.new"',
@@ -524,3 +528,43 @@ def https_get(address: str, port: int, path: str, server_name: str, *, cafile: s
         return resp.status, dict(peer)
     finally:
         conn.close()
+
+
+def service_https_check(stack: Any, service: str, address: str, *, timeout: float = 30.0) -> float:
+    """A service's https health check on `address`, the certificate verified for the service's first TLS name (not
+    the address) against its `tls.trust` (default: the system's roots). Polls until the expected status answers;
+    returns when it did. A certificate that does not verify fails at once (waiting would not fix it)."""
+    import ssl
+
+    model = getattr(stack, "model", stack)
+    svc = model.services[service]
+    health = svc.health
+    if health is None or health.scheme != "https":
+        raise UsageError(f"service {service!r} has no https health check")
+    from liferaft.stack.checks import tls_names
+
+    names = tls_names(model, service)
+    if not names:
+        raise UsageError(f"service {service!r}: no name to verify its certificate for (set tls.names)")
+    cafile = None
+    if svc.tls is not None and svc.tls.trust:
+        trust = Path(svc.tls.trust)
+        cafile = str(trust if trust.is_absolute() else Path(stack.base_dir) / trust)
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            status, _ = https_get(address, health.port, health.path, names[0].removeprefix("*."), cafile=cafile,
+                                  timeout=min(2.0, float(health.timeout)))
+            if status == health.expect_status:
+                return time.time()
+            last = f"HTTP {status}"
+        except ssl.SSLCertVerificationError as e:
+            raise CheckFailed(f"https://{names[0]}:{health.port} at {address}: the certificate does not verify: "
+                              f"{e.verify_message}") from None
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"https://{names[0]}:{health.port}{health.path} at {address} did not answer "
+                              f"{health.expect_status} within {timeout:.0f}s (last: {last})")
+        time.sleep(0.1)

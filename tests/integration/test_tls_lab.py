@@ -24,11 +24,14 @@ from liferaft.configure import TargetHost
 from liferaft.configure.remote import ssh
 from liferaft.engine import Runner
 from liferaft.engine.plan import Plan, Step
+from liferaft.errors import CheckFailed
 from liferaft.stack import load_stack
+from liferaft.steps.hosts import stop_services_lines
 from liferaft.steps.tls import (
     account_key_path,
     cert_info,
     https_get,
+    service_https_check,
     tls_state_dir,
     tls_steps,
     txt_answers,
@@ -61,13 +64,16 @@ def pebble(cloud_lab: Any) -> Acme:
                 log_path=Path(state["servers"]["acme"]["log_path"]))
 
 
-def _stack_file(info: Any, name: str, tls: dict[str, Any]) -> Path:
+def _stack_file(info: Any, name: str, tls: dict[str, Any], expect_status: int = 503) -> Path:
     """The lab's stack with `services.web.tls` set and its health check on HTTPS."""
     data = yaml.safe_load(info.stack_file.read_text())
     web = data["services"]["web"]
     web["tls"] = tls
     web["ports"] = [HTTPS_PORT]
-    web["health"] = {"path": "/healthz", "port": HTTPS_PORT, "scheme": "https"}
+    # no database in most of these tests: /healthz answers 503 -- over HTTPS, with a certificate that verifies
+    web["health"] = {"path": "/healthz", "port": HTTPS_PORT, "scheme": "https", "expect_status": expect_status}
+    if "acme" in tls:
+        tls.setdefault("trust", str(info.acme["issuer_ca"]))
     data.pop("drill", None)
     path = info.directory / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -176,8 +182,10 @@ def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebb
     host = _target(info, state, runner, outcome.run_id)
     _serve_https(host)
     status, peer = _https(host.address, str(pebble.issuer_ca))
-    assert status in (200, 503)
+    assert status == 503
     assert ("DNS", FQDN) in peer["subjectAltName"]
+    # the check a planner's verify step uses: by name, against the stack's `tls.trust`
+    assert service_https_check(stack, "web", host.address, timeout=10) > 0
     with pytest.raises(ssl.SSLCertVerificationError):
         https_get(host.address, HTTPS_PORT, "/healthz", FQDN, cafile=str(pebble.ca_bundle))
 
@@ -242,6 +250,8 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     _serve_https(host)
     _, peer = _https(host.address, str(pebble.issuer_ca))
     assert ("DNS", FQDN) in peer["subjectAltName"]
+    with pytest.raises(CheckFailed, match="does not verify"):  # no `tls.trust`: the system's roots refuse pebble's
+        service_https_check(stack, "web", host.address, timeout=5)
     ssh(host, STOP_APP)
 
     # again: kept, since the host holds exactly the stack's certificate
@@ -302,3 +312,38 @@ def _pdns_txt(info: Any, name: str, contents: list[str]) -> None:
                                  headers={"X-API-Key": info.secret("pdns_api_key"),
                                           "Content-Type": "application/json"})
     urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()
+
+
+def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebble: Acme, tmp_path: Path) -> None:
+    """The order a planner uses: allocate, tls.certificate, then the service's playbook (PostgreSQL + the app),
+    which points the app at the delivered files: the app answers /healthz 200 over HTTPS, verified by name."""
+    from liferaft.configure.deploy import deploy_service
+    from liferaft.lab.example import _create_bucket, lab_target_host
+    from liferaft.providers.appenv import s3_settings
+
+    info = cloud_lab.info
+    stack = load_stack(_stack_file(info, "liferaft-tls-deploy.yaml", {
+        "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}}, expect_status=200))
+    state = tmp_path / "state"
+    for pool_host in ("b", "c"):  # whichever the pool gives: it starts without a certificate
+        ssh(lab_target_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+    outcome, result, _, runner = _run(stack, state, "microblog-tls-deploy")
+    assert result["action"] == "issued"
+    host = _target(info, state, runner, outcome.run_id)
+    for key in stack.model.services["web"].buckets:
+        _create_bucket(s3_settings(stack.provider(stack.site("alt-b").objects), stack.secret),
+                       stack.model.data.buckets[key].name)
+    t0 = time.monotonic()
+    deploy_service(stack, "web", "alt-b", host, allowed_networks=[f"{info.bridge_address}/24"],
+                   run_options={"state_dir": state})
+    print(f"playbooks (PostgreSQL + app with TLS) in {time.monotonic() - t0:.1f} s")
+    assert service_https_check(stack, "web", host.address, timeout=30) > 0
+    owner = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip()
+    assert owner == "600 microblog"  # the playbook gave the app's user its key, still owner-only
+    # a renewed certificate keeps that owner (the step keeps the owner the playbook gave the files)
+    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    _, again, _, _ = _run(stack, state, "microblog-tls-deploy")
+    assert again["action"] == "reused"
+    assert ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip() == "600 microblog"
+    assert service_https_check(stack, "web", host.address, timeout=30) > 0
+    ssh(host, "sh -s", stdin="\n".join(stop_services_lines(["web"])) + "\n")
