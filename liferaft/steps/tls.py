@@ -332,6 +332,8 @@ class TlsCertificate(StepKind):
 
     name = KIND
     undoable = True
+    # One order at a time: two services certifying the same name would overwrite each other's challenge record.
+    serial = "tls"
 
     def describe(self, step: Step) -> str:
         return step.title
@@ -339,7 +341,7 @@ class TlsCertificate(StepKind):
     def preview(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         p = TlsCertificateParams.from_step(step)
         tls = ctx.require_stack().model.services[p.service].tls
-        cached = self._cached(ctx, p)
+        cached = self._cached(ctx, p, create=False)
         return {"names": list(p.names), "source": p.source,
                 "directory": tls.acme.directory if tls is not None and tls.acme is not None else None,
                 "cached_certificate": cached[0].public() if cached else None}
@@ -352,13 +354,19 @@ class TlsCertificate(StepKind):
         return tls
 
     # -------------------------------------------------------------------- where the pair comes from
-    def _cache_paths(self, ctx: RunContext, p: TlsCertificateParams) -> tuple[Path, Path]:
-        d = tls_state_dir(ctx.state_dir, ctx.plan.stack) / p.service
-        d.mkdir(exist_ok=True, mode=0o700)
+    def _cache_paths(self, ctx: RunContext, p: TlsCertificateParams, *, create: bool = True) -> tuple[Path, Path]:
+        if create:
+            d = tls_state_dir(ctx.state_dir, ctx.plan.stack) / p.service
+            d.mkdir(exist_ok=True, mode=0o700)
+        else:  # (preview: read-only)
+            from liferaft.engine.journal import _stack_path
+
+            d = _stack_path(ctx.state_dir, ctx.plan.stack) / "tls" / p.service
         return d / "fullchain.pem", d / "privkey.pem"
 
-    def _cached(self, ctx: RunContext, p: TlsCertificateParams) -> tuple[CertInfo, bytes, bytes] | None:
-        cert_path, key_path = self._cache_paths(ctx, p)
+    def _cached(self, ctx: RunContext, p: TlsCertificateParams, *, create: bool = True
+                ) -> tuple[CertInfo, bytes, bytes] | None:
+        cert_path, key_path = self._cache_paths(ctx, p, create=create)
         if not (cert_path.is_file() and key_path.is_file()):
             return None
         cert, key = cert_path.read_bytes(), key_path.read_bytes()

@@ -8,9 +8,13 @@ through the engine: a plan of `host.allocate` (the alternate site's ssh pool) + 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -41,7 +45,8 @@ pytestmark = pytest.mark.lab
 
 FQDN = "www.microblog.test"
 CHALLENGE = "_acme-challenge.www.microblog.test."
-APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app" / "microblog.py"
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "examples" / "microblog" / "app" / "microblog.py"
 HTTPS_PORT = 8443
 STOP_APP = "start-stop-daemon --stop --pidfile /run/tls-app.pid --remove-pidfile --oknodo --retry TERM/5/KILL/2"
 
@@ -347,3 +352,42 @@ def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebbl
     assert ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip() == "600 microblog"
     assert service_https_check(stack, "web", host.address, timeout=30) > 0
     ssh(host, "sh -s", stdin="\n".join(stop_services_lines(["web"])) + "\n")
+
+
+@pytest.mark.reliability
+def test_crash_while_the_challenge_is_published_then_resume(cloud_lab: Any, pebble: Acme, tmp_path: Path) -> None:
+    """SIGKILL right after the challenge TXT became visible: the record stays behind (journaled); `resume`
+    removes it before ordering again, and finishes with a certificate on the host."""
+    info = cloud_lab.info
+    path = _stack_file(info, "liferaft-tls-crash.yaml", {
+        "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}})
+    state = tmp_path / "state"
+    for pool_host in ("b", "c"):
+        ssh(_lab_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+    code = ("import sys; from pathlib import Path; from liferaft.engine import Runner; "
+            "from liferaft.stack import load_stack; from tests.integration.test_tls_lab import _plan; "
+            "stack = load_stack(sys.argv[1]); Runner(Path(sys.argv[2]), stack=stack).start(_plan(stack, 'crash'))")
+    env = {**os.environ, "LIFERAFT_TEST_KILL_ON_EVENT": "tls.challenge_visible", "PYTHONPATH": str(REPO)}
+    cp = subprocess.run([sys.executable, "-c", code, str(path), str(state)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert cp.returncode == -signal.SIGKILL, cp.stderr[-2000:]
+    host_, _, port = info.dns_server.rpartition(":")
+    left = txt_answers((host_, int(port)), CHALLENGE)
+    assert len(left) == 1  # the crash left the challenge record in the zone
+
+    stack = load_stack(path)
+    runner = Runner(state, stack=stack)
+    outcome = runner.resume("last")
+    assert outcome.status == "done"
+    with runner.journal() as j:
+        rec = j.step(outcome.run_id, "tls:web")
+    assert rec.result["action"] == "issued" and not rec.memo.get("txt_previous")
+    assert txt_answers((host_, int(port)), CHALLENGE) == set()
+    host = _target(info, state, runner, outcome.run_id)
+    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).covers([FQDN])
+
+
+def _lab_host(info: Any, name: str) -> TargetHost:
+    from liferaft.lab.example import lab_target_host
+
+    return lab_target_host(info, name)
