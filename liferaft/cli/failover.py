@@ -184,7 +184,7 @@ def _note_moved(runner: Runner, out: RunOutcome) -> None:
         return
     with runner.journal() as journal:
         rec = journal.run(out.run_id)
-    if not is_drill(rec.plan.steps):
+    if not is_drill(rec.plan.steps) and rec.mode != "standby":  # a standby set-up (`replicate`) moves nothing
         record_move(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode)
 
 

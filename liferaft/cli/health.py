@@ -216,7 +216,8 @@ def _standing_run(state_dir: Any, stack: str) -> Any:
             return None
         with Journal(path) as journal:
             for r in journal.runs():
-                if r.target == site and r.status in ("failed", "stopped", "running") and not is_drill(r.plan.steps):
+                if (r.target == site and r.status in ("failed", "stopped", "running") and r.mode != "standby"
+                        and not is_drill(r.plan.steps)):  # a standby set-up moves nothing
                     return r.id
         return None
 

@@ -100,8 +100,8 @@ def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
     from liferaft.events import Events
     from liferaft.standby.keeper import Replicator
 
-    rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
-    result = rep.stop()
+    with Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose))) as rep:
+        result = rep.stop()
     if as_json:
         emit_json({"ok": True, **result})
     else:
@@ -112,13 +112,19 @@ def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:
 
 def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None,
                as_json: bool, stop: threading.Event) -> int:
-    from liferaft.engine.standby_state import prometheus_text
     from liferaft.events import Events
-    from liferaft.health.report import write_atomic
     from liferaft.standby.keeper import Replicator
+
+    with Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose))) as rep:
+        return _keep(rep, stack, ropts, watch, count, prom_file, as_json, stop)
+
+
+def _keep(rep: Any, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None, as_json: bool,
+          stop: threading.Event) -> int:
+    from liferaft.engine.standby_state import prometheus_text
+    from liferaft.health.report import write_atomic
     from liferaft.standby.keeper import watch as watch_loop
 
-    rep = Replicator(stack, opts.state_dir, ropts, events=Events(event_printer(as_json, opts.verbose)))
     rep.setup_or_attach()
     rep.lower_ttls()
 

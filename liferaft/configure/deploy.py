@@ -9,8 +9,10 @@ Every service playbook receives the same variables (documented in liferaft/playb
     liferaft_allowed_networks CIDRs allowed to reach databases (controller, other sites)
     liferaft_databases        [{key, engine, version, name, owner, port, host, replication}]
     liferaft_buckets          [{key, name, endpoint_url, region}]
+    liferaft_service_env      {NAME: value}: the service's plain settings (`services.<name>.env`)
     liferaft_secrets          (secret vars file only) {databases: {key: {password}},
-                               buckets: {key: {access_key_id, secret_access_key}}}
+                               buckets: {key: {access_key_id, secret_access_key}},
+                               service: {NAME: value}}  (the service's `secrets`, resolved)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_ho
         for key in svc.buckets:
             buckets.append({"key": key, "name": stack.data.buckets[key].name, **s3.public()})
             bucket_secrets[key] = s3.secret()
+    service_secrets = {name: stack.secret(ref) for name, ref in sorted(svc.secrets.items())}
     variables = {
         "liferaft_service": {
             "name": service, "artifact": str(artifact) if artifact else None, "ports": list(svc.ports),
@@ -73,8 +76,10 @@ def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_ho
         "liferaft_allowed_networks": list(allowed_networks),
         "liferaft_databases": dbs,
         "liferaft_buckets": buckets,
+        "liferaft_service_env": dict(sorted(svc.env.items())),
     }
-    return ServiceVars(variables, {"liferaft_secrets": {"databases": db_secrets, "buckets": bucket_secrets}})
+    return ServiceVars(variables, {"liferaft_secrets": {"databases": db_secrets, "buckets": bucket_secrets,
+                                                        "service": service_secrets}})
 
 
 def deploy_service(stack: Any, service: str, site: str, host: TargetHost, *, with_databases: bool = True,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from liferaft.configure import TargetHost
     from liferaft.engine.runner import RunContext
     from liferaft.stack import Stack
 
@@ -104,22 +105,124 @@ class DatasetKind(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StandbySides:
+    """Where one standby lives, as its kinds see it: the sites, the hosts (None where unknown: a cold failover may
+    not know the source host, a set-up has not allocated the standby yet) and how long to wait on the source."""
+
+    source: str  # the source site (its objects provider for buckets)
+    target: str  # the standby's site
+    source_host: TargetHost | None = None
+    standby_host: TargetHost | None = None
+    source_timeout: float = 5.0  # every call to the source is bounded by this (it may be gone)
+    interval: float = 5.0  # the keeping period (a periodic copy is due after it)
+
+    def need_standby(self) -> TargetHost:
+        if self.standby_host is None:
+            from liferaft.errors import UsageError
+
+            raise UsageError(f"no standby host is known at {self.target}")
+        return self.standby_host
+
+    def need_source(self) -> TargetHost:
+        if self.source_host is None:
+            from liferaft.errors import UsageError
+
+            raise UsageError(f"the source host at {self.source} is not known")
+        return self.source_host
+
+
 class StandbyCopy(Protocol):
-    """Keeping a standby copy, and failing over to it when the source is gone."""
+    """Keeping a standby copy (`replicate`), and failing over to it when the source is gone (cold failover).
 
-    def keep(self, ctx: RunContext, ds: Dataset, record: dict[str, Any]) -> dict[str, Any]:
-        """Set up (once) and keep the standby copy current (one round); returns what the standby record keeps."""
+    `entry` is the dataset's part of the standby record (`liferaft.engine.standby_state`, under
+    `record_group(ds)`); methods that keep or measure return the fields to update there (JSON-safe, no secret).
+    """
+
+    # The cold plan's step that makes this kind's standby copy the primary: (step kind, step id prefix). Both kinds
+    # are the same generic step (`liferaft.steps.standby`); a kind whose promotion only checks the copy makes it a
+    # gate (a difference stops the run before DNS).
+    promote_step: ClassVar[tuple[str, str]]
+
+    def holds_copy(self, entry: dict[str, Any]) -> bool:
+        """Does the record entry say a standby copy was made (a cold failover can use it)?"""
         ...
 
-    def lag(self, ctx: RunContext, ds: Dataset, record: dict[str, Any], timeout: float) -> dict[str, Any]: ...
-
-    def promote(self, ctx: RunContext, ds: Dataset, record: dict[str, Any]) -> dict[str, Any]:
-        """Make the standby copy the primary without contacting the source."""
+    def source_ports(self, ds: Dataset) -> list[int]:
+        """Ports at the source host whose answer says the source is still there (a cold plan probes them)."""
         ...
 
-    def loss(self, ctx: RunContext, ds: Dataset, record: dict[str, Any]) -> dict[str, Any]:
-        """What a cut lost (last replicated position and time)."""
+    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
+        """The provider holding the standby copy at site `target` (for the plan's resources)."""
         ...
+
+    def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        """What the standby host needs installed for these datasets (a step title), or None: nothing."""
+        ...
+
+    def install(self, ctx: RunContext, datasets: list[Dataset], sides: StandbySides,
+                installed_on: str | None) -> dict[str, Any]:
+        """Make the standby host fit for these datasets and give liferaft its access at both ends (idempotent;
+        `installed_on`: the address a former set-up installed on, to skip what is still there)."""
+        ...
+
+    def keep(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        """Set up the standby copy (once) and keep it current (one round): start what copies it, or copy what is
+        due. Contacts the source (bounded where it only measures)."""
+        ...
+
+    def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        """What a cut now would lose: `lag_bytes`, `lag_seconds`, `measured_at`, `caught_up_at` (the time up to
+        which the copy is confirmed to hold the source's writes), bounded by the source timeout."""
+        ...
+
+    def promote_title(self, stack: Stack, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> str: ...
+
+    def promote(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        """Make the standby copy at `sides.standby_host` / the target site the primary without contacting the
+        source (raise CheckFailed where the copy cannot be trusted)."""
+        ...
+
+    def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
+        """Verify the promotion took effect (CheckFailed naming what differs)."""
+        ...
+
+    def clean_source(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        """Once the source answers again: drop what a promotion abandoned there (a rollback, a drill's heal)."""
+        ...
+
+    def stop(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """Stop keeping the copy (`replicate --stop`): what keeps it is removed at both ends, the copy stays. None:
+        nothing keeps it between rounds."""
+        ...
+
+    def loss(self, ctx: RunContext, ds: Dataset, entry: dict[str, Any], promoted: dict[str, Any], *,
+             ledger: str | None = None, host: TargetHost | None = None) -> dict[str, Any]:
+        """What a cut lost: the last replicated time (`last_replicated_at`) and position, from the record and the
+        promotion's result `promoted` ({} when not promoted); with a write `ledger` (a path) and the promoted
+        `host`, a kind that holds the ledger's writes adds `ledger`: the acknowledged writes missing there."""
+        ...
+
+    def release_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        """What `release` disables after a cold failover (a step title), or None: nothing."""
+        ...
+
+    def release(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
+        """After a cold failover: liferaft's own access at the promoted standby disabled (`undo`: enabled again).
+        False: this kind has none."""
+        ...
+
+
+def record_group(ds: Dataset) -> str:
+    """Where the standby record keeps a dataset: "<noun>s" (databases, buckets), keyed by the dataset's key."""
+    return f"{kind_of(ds).noun}s"
+
+
+def record_groups() -> list[str]:
+    """Every kind's group in the standby record (present, if empty, in every summary)."""
+    from liferaft.datasets import registry  # noqa: F401  (registers the built-in kinds)
+
+    return sorted({f"{k.noun}s" for k in _REGISTRY.values()})
 
 
 _REGISTRY: dict[str, Any] = {}

@@ -1,12 +1,14 @@
 """The standby a no-notice drill fails over into, before and after.
 
 Before the cut: the standby `liferaft replicate` keeps warm at the target is used as it is; when there is none the
-drill makes one now, while the source still answers (the replicate set-up and one round), and forgets it afterwards.
+drill makes one now, while the source still answers (replicate's journaled set-up and one round), and forgets it
+afterwards.
 
-After the run (the cut healed): promotion dropped the standby's subscription without the source, which leaves its
-replication slot and publication at the source -- a slot nobody reads keeps WAL forever, so the drill drops them
-(only where the standby's subscription is really gone). After the teardown a standby that existed before the drill is
-set up again (replicate's set-up and one round); one the drill made is forgotten.
+After the run (the cut healed): a promotion may leave something behind at the source it could not reach (PostgreSQL:
+the replication slot and publication of the subscription it dropped -- a slot nobody reads keeps WAL forever), so
+each promoted dataset's kind cleans its source side (`StandbyCopy.clean_source`, in the context of the standby's
+set-up run). After the teardown a standby that existed before the drill is set up again (replicate's set-up and one
+round); one the drill made is forgotten.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Seeded:
     started: float
     ended: float
     seconds: float | None = None  # how long the drill took to make the standby (None: it existed)
-    subscriptions: dict[str, str] = field(default_factory=dict)  # database key -> subscription (= slot) name
+    target: str = ""
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<group>/<key>" -> the record's entry
 
 
 def _replicator(stack: Stack, state_dir: Path, target: str, events: Events) -> Any:
@@ -41,14 +44,18 @@ def _replicator(stack: Stack, state_dir: Path, target: str, events: Events) -> A
                       events=events)
 
 
-def _subscriptions(record: dict[str, Any]) -> dict[str, str]:
-    return {k: str(d["subscription"]) for k, d in (record.get("databases") or {}).items()
-            if d.get("method") == "logical" and d.get("subscription")}
+def _entries(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each dataset's entry in the standby record as it was before the drill (what its promotion will drop)."""
+    from liferaft.datasets.base import record_groups
+
+    return {f"{group}/{key}": dict(entry) for group in record_groups()
+            for key, entry in (record.get(group) or {}).items() if isinstance(entry, dict)}
 
 
 def _setup_and_round(rep: Any) -> dict[str, Any]:
-    rep.setup()
-    summary: dict[str, Any] = rep.round()
+    with rep:
+        rep.setup()
+        summary: dict[str, Any] = rep.round()
     if rep.record.get("source_error"):
         raise RunFailed(f"the standby could not be brought up to date: {rep.record['source_error']}",
                         hint=f"check `liferaft replicate --to {rep.target}` while the source answers")
@@ -72,7 +79,7 @@ def ensure_standby(stack: Stack, state_dir: Path, target: str, events: Events) -
         events.emit("drill.standby", f"using the standby kept at {target} on {host.get('name')} "
                     f"({host.get('address')}); last recorded RPO exposure "
                     f"{rec.rpo_exposure_s if rec.rpo_exposure_s is not None else '?'} s", pre_existing=True)
-        return Seeded(True, src.get("address"), t0, t0, None, _subscriptions(rec.data))
+        return Seeded(True, src.get("address"), t0, t0, None, target, _entries(rec.data))
     name = standby_spec_name(stack, target)
     compute = open_provider(stack, stack.site(target).compute, state_dir).require("compute")
     if any(h.name == name for h in compute.list_hosts()):
@@ -86,32 +93,43 @@ def ensure_standby(stack: Stack, state_dir: Path, target: str, events: Events) -
     _setup_and_round(rep)
     t1 = time.time()
     src = rep.record.get("source_host") or {}
-    return Seeded(False, src.get("address"), t0, t1, t1 - t0, _subscriptions(rep.record))
+    return Seeded(False, src.get("address"), t0, t1, t1 - t0, target, _entries(rep.record))
 
 
 def drop_abandoned_slots(stack: Stack, state_dir: Path, seeded: Seeded, promoted: set[str],
                          events: Events) -> list[str]:
-    """At the (healed) source: drop the slot and publication of every database whose standby the drill promoted
-    (the promotion dropped the subscription without the source). A database not promoted (the drill stopped before)
-    keeps its slot: the standby still subscribes and catches up now that the source answers again."""
-    from liferaft.movers.pg_standby import drop_source_side
-    from liferaft.standby.keeper import EngineContext
-    from liferaft.steps.access import admin_conn
+    """At the (healed) source: what the drill's promotions abandoned there is cleaned, per promoted dataset, by its
+    kind (PostgreSQL: the slot and publication; only where the standby's subscription is really gone). A dataset not
+    promoted (the drill stopped before) keeps its source side: the standby still subscribes and catches up now that
+    the source answers again."""
+    from liferaft.configure import TargetHost
+    from liferaft.datasets import kind_of
+    from liferaft.datasets.base import StandbySides, record_group
+    from liferaft.datasets.registry import datasets
+    from liferaft.failover.cold import source_timeout
+    from liferaft.standby.setup import open_context, setup_runs
 
     if not seeded.source_address:
         return []
-    ctx = EngineContext.for_stack(stack, state_dir)
-    dropped: list[str] = []
-    for key, name in sorted(seeded.subscriptions.items()):
-        if key not in promoted:
-            continue
-        db = stack.model.data.databases[key]
-        if drop_source_side(admin_conn(ctx, seeded.source_address, db), name):  # type: ignore[arg-type]
-            dropped.append(name)
-    if dropped:
+    runs = setup_runs(state_dir, stack.model.name, seeded.target)
+    if not runs:
+        return []
+    cleaned: list[str] = []
+    with open_context(stack, state_dir, runs[0].id, events) as ctx:
+        sides = StandbySides(source=stack.model.primary, target=seeded.target,
+                             source_host=TargetHost(name="source", address=seeded.source_address),
+                             source_timeout=source_timeout(stack))
+        for ds in datasets(stack):
+            entry = seeded.entries.get(f"{record_group(ds)}/{ds.key}")
+            if ds.key not in promoted or not entry:
+                continue
+            done = kind_of(ds).clean_source(ctx, ds, sides, entry)
+            if done.get("dropped"):
+                cleaned.append(str(done.get("slot")))
+    if cleaned:
         events.emit("drill.source_cleaned", f"dropped the replication slot(s) the promotion abandoned at the source: "
-                    f"{', '.join(dropped)}", slots=dropped)
-    return dropped
+                    f"{', '.join(cleaned)}", slots=cleaned)
+    return cleaned
 
 
 def after_drill(stack: Stack, state_dir: Path, target: str, seeded: Seeded, *, kept: bool, torn_down: bool,

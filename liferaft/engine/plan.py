@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from liferaft.errors import InvalidInput, Problem
 
-Mode = Literal["live", "cold"]
-MODES: tuple[str, ...] = ("live", "cold")
+Mode = Literal["live", "cold", "standby"]
+MODES: tuple[str, ...] = ("live", "cold", "standby")  # standby: the journaled set-up of `replicate`
 PLAN_FORMAT = 1
 
 

@@ -2,14 +2,17 @@
 
     allocate          the standby host again (the same name `replicate` allocated: same host, same copy)
     prepare           prepare.yml (idempotent)
-    promote-<db>      drop the subscription WITHOUT the source, sequences past their columns' max (standby.promote)
-    standby-<bucket>  the standby bucket as is, every object the manifest says was copied read back by sha256
+    <prefix>-<key>    per dataset, its kind's promotion of the standby copy (`StandbyCopy.promote`, the step kind
+                      and id prefix its `promote_step` says): PostgreSQL `promote-<db>` (standby.promote: the
+                      subscription dropped WITHOUT the source, sequences past their columns' max), buckets
+                      `standby-<bucket>` (standby.objects, a gate: every object the manifest says was copied read
+                      back by sha256)
     data-loss         what the cut lost: the write ledger's acknowledged writes missing at the target, else the
                       last replicated position and time (standby.loss)
-    deploy-<svc>      the engine's service.deploy: the service at the target, on the target's DB and bucket
-    dns               the engine's dns.cutover
+    deploy-<svc>      the engine's service.deploy, beside the gates once the promotions it needs are done
+    dns               the engine's dns.cutover, after every deploy, gate and the data-loss report
     verify-service    the engine's verify.service, through DNS
-    db-release        liferaft's migration role disabled at the promoted standby (standby.release)
+    db-release        liferaft's own access disabled at the promoted standby (standby.release), where a kind has any
 
 Planning reads only the readiness state file, the DNS provider (independent of the source) and the target pool.
 The source is touched once, by a TCP probe of its ports in parallel, the whole probe bounded by the source timeout,
@@ -22,11 +25,16 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from liferaft.datasets import kind_of
+from liferaft.datasets.base import StandbySides, record_group
+from liferaft.datasets.registry import datasets
+from liferaft.engine.kinds import get_kind
 from liferaft.engine.plan import Plan, Step, ttl_notes
 from liferaft.engine.standby_state import StandbyRecord, load_standby
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events, as_events
-from liferaft.standby.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
+from liferaft.movers.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
+from liferaft.steps.standby import dataset_params
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -55,8 +63,8 @@ def require_standby(stack: Stack, target: str, state_dir: Any) -> StandbyRecord:
         raise UsageError(f"cold mode: no standby is recorded for {stack.model.name} at {target!r}, so there is no "
                          "copy to restore", hint=f"keep one warm with `liferaft replicate --to {target} --watch` while the "
                          "source still answers")
-    missing = [k for k in stack.model.data.databases if not rec.database(k).get("method")]
-    missing += [k for k in stack.model.data.buckets if not rec.bucket(k).get("last_sync_at")]
+    missing = [ds.key for ds in datasets(stack)
+               if not kind_of(ds).holds_copy(dict((rec.data.get(record_group(ds)) or {}).get(ds.key) or {}))]
     if missing:
         raise UsageError(f"the standby at {target!r} holds no copy of: {', '.join(sorted(missing))}",
                          hint=f"run `liferaft replicate --to {target}` once while the source answers")
@@ -69,7 +77,6 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     """Plan a cold failover of `stack` to `target` from its recorded standby. Never waits on the source; with
     `probe_source=False` (a drill that cut it off on purpose) does not even probe it. `source_timeout_s`
     overrides LIFERAFT_SOURCE_TIMEOUT and the stack's health.timeout."""
-    import liferaft.steps.standby  # noqa: F401  (registers the standby step kinds)
     from liferaft.engine.observe import dns_current, target_free
 
     ev = as_events(events)
@@ -101,47 +108,47 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     last = add("allocate", "host.allocate", f"allocate the standby host {spec} at {provider} (holds the copy)",
                {"provider": provider, "name": spec, "site": target})
     last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
-    data_steps: list[str] = []
-    for key, db in sorted(m.data.databases.items()):
-        d = rec.database(key)
-        how = ("drop the subscription without the source, sequences past their columns' max"
-               if d.get("method") == "logical" else "the last periodic dump, sequences checked")
-        data_steps.append(add(f"promote-{key}", "standby.promote", f"promote the standby database {db.name} ({how})",
-                              {"database": key, "method": d.get("method"), "subscription": d.get("subscription"),
-                               "source_address": rec.source_address},
-                              last))
-    tgt_objects = stack.site(target).objects
-    src_objects = stack.site(source).objects
-    for key, b in sorted(m.data.buckets.items()):
-        data_steps.append(add(f"standby-{key}", "standby.objects",
-                              f"use the standby bucket {b.name} at {tgt_objects} as is, checked against the manifest",
-                              {"bucket": key, "source": src_objects, "target": tgt_objects}, last))
+    sides = StandbySides(source=source, target=target)
+    dss = datasets(stack)
+    data_steps: list[str] = []  # every promotion; the data-loss report and DNS wait for them all
+    needed: list[str] = []  # promotions that are not only gates: the service is deployed on them
+    for ds in dss:
+        kind = kind_of(ds)
+        entry = dict((rec.data.get(record_group(ds)) or {}).get(ds.key) or {})
+        step_kind, prefix = kind.promote_step
+        snapshot = {k: entry[k] for k in ("method", "subscription") if k in entry}
+        sid = add(f"{prefix}-{ds.key}", step_kind, kind.promote_title(stack, ds, sides, entry),
+                  {**dataset_params(ds), "entry": snapshot, "source_address": rec.source_address}, last)
+        data_steps.append(sid)
+        if not get_kind(step_kind).gate:
+            needed.append(sid)
     loss = add("data-loss", "standby.loss", "report the data lost by the cut"
                + (" (write ledger)" if ledger else " (last replicated positions)"),
-               {"databases": sorted(m.data.databases), "buckets": sorted(m.data.buckets), "ledger": ledger,
-                "target": target}, *(data_steps or [last]))
+               {"datasets": [dataset_params(ds) for ds in dss], "ledger": ledger, "target": target},
+               *(data_steps or [last]))
     svc_steps = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook}) on the "
-                     "standby's database and bucket", {"service": svc}, loss) for svc in sorted(m.services)]
+                     "standby's data", {"service": svc}, *(needed or [last])) for svc in sorted(m.services)]
     dns_cfg = m.dns
     records: list[dict[str, Any]] = [{"fqdn": dns_cfg.fqdn(r.name), "type": r.type, "ttl": r.ttl,
                                       "service": r.service} for r in dns_cfg.records if r.service] if dns_cfg else []
-    last = svc_steps[-1] if svc_steps else loss
+    ready = tuple(dict.fromkeys([*svc_steps, loss, *data_steps]))  # deployed, gates passed, loss reported
     if records and m.dns is not None:
-        last = add("dns", "dns.cutover", f"cut DNS over: {', '.join(str(r['fqdn']) for r in records)} -> standby",
-                   {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, last)
+        ready = (add("dns", "dns.cutover", f"cut DNS over: {', '.join(str(r['fqdn']) for r in records)} -> standby",
+                     {"provider": m.dns.provider, "zone": m.dns.zone, "records": records}, *ready),)
     last = add("verify-service", "verify.service", "verify the service through its DNS name",
-               {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, last)
-    if m.data.databases:
-        add("db-release", "standby.release", "disable liferaft's migration role at the promoted standby",
-            {"databases": sorted(m.data.databases)}, last)
+               {"records": records, "nameserver": m.dns.nameserver if m.dns else None}, *ready)
+    released = [(ds, kind_of(ds).release_title(stack, [ds])) for ds in dss]
+    if any(title for _, title in released):
+        titles = list(dict.fromkeys(t for _, t in released if t))
+        add("db-release", "standby.release", "; ".join(titles),
+            {"datasets": [dataset_params(ds) for ds, title in released if title]}, last)
 
     address = str(host.get("address") or "")
     resources = [{"action": "reuse", "kind": "host", "name": spec, "provider": provider,
                   "detail": f"({host.get('name')}, {address}: the standby)"}]
-    resources += [{"action": "promote", "kind": "database", "name": d.name, "provider": provider}
-                  for d in m.data.databases.values()]
-    resources += [{"action": "use", "kind": "bucket", "name": b.name, "provider": tgt_objects}
-                  for b in m.data.buckets.values()]
+    resources += [{"action": "use" if get_kind(kind_of(ds).promote_step[0]).gate else "promote",
+                   "kind": kind_of(ds).noun, "name": str(ds.spec.name),
+                   "provider": kind_of(ds).standby_place(stack, ds, target)} for ds in dss]
     resources += [{"action": "deploy", "kind": "service", "name": s, "provider": provider} for s in m.services]
     dns_diff = [{"name": r["fqdn"], "type": r["type"], "ttl": r["ttl"],
                  "old": current.get(str(r["fqdn"]), {}).get("values", []), "new": [address] if address else []}
@@ -151,7 +158,7 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     exposure = rec.rpo_exposure_s
     notes.append(f"standby on {host.get('name')} ({address}); last recorded RPO exposure "
                  f"{exposure if exposure is not None else '?'} s" + (f"; free hosts: {', '.join(free)}" if free else ""))
-    estimate = (ESTIMATE_S["allocate"] + ESTIMATE_S["prepare"] + ESTIMATE_S["promote"] * len(m.data.databases)
+    estimate = (ESTIMATE_S["allocate"] + ESTIMATE_S["prepare"] + ESTIMATE_S["promote"] * len(needed)
                 + ESTIMATE_S["deploy"] * len(m.services) + ESTIMATE_S["dns"] + ESTIMATE_S["verify"])
     plan = Plan(stack=m.name, source=source, target=target, mode="cold", steps=tuple(steps),
                 resources=tuple(resources), bytes_to_move=0, estimate_s=estimate, dns_diff=tuple(dns_diff),
@@ -168,7 +175,7 @@ def _probe_source(rec: StandbyRecord, stack: Stack, timeout: float, ev: Events) 
     address = src.get("address")
     if not address:
         return ["source host unknown; not probed"]
-    ports = sorted({int(d.port) for d in stack.model.data.databases.values()} | {int(src.get("port", 22))})
+    ports = sorted({p for ds in datasets(stack) for p in kind_of(ds).source_ports(ds)} | {int(src.get("port", 22))})
     results = probe_ports(str(address), ports, timeout)
     answering = [p for p, (ok, _) in results.items() if ok]
     detail = "; ".join(f"{address}:{p} {'answers' if ok else 'no answer'} ({d})" for p, (ok, d) in results.items())

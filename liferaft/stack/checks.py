@@ -165,6 +165,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
         for i, b in enumerate(svc.buckets):
             if b not in m.data.buckets:
                 yield problem(("services", name, "buckets", i), f"no bucket named {b!r} under data.buckets")
+        for key in sorted(set(svc.env) & set(svc.secrets)):
+            yield problem(("services", name, "secrets", key), f"{key!r} is both a plain setting (`env`) and a secret "
+                                                              "(`secrets`): keep one")
         yield from _tls_checks(m, name, stack_dir, problem)
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "

@@ -26,11 +26,14 @@ NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 SQL_NAME_RE = r"^[a-z_][a-z0-9_]{0,62}$"
 BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 HOST_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 # What each pattern means, for error messages a person can act on.
 PATTERN_HELP = {
     NAME_RE: "a name of lowercase letters, digits and '-', starting with a letter (at most 63)",
     SQL_NAME_RE: "a PostgreSQL identifier: lowercase letters, digits and '_', not starting with a digit",
     BUCKET_RE: "a bucket name: 3-63 lowercase letters, digits, '.' and '-'",
+    ENV_NAME_RE: "a setting name of letters, digits and '_', not starting with a digit (an environment variable's "
+                 "name, at most 128)",
     HOST_KEY_RE: "a public host key as '<type> <base64>', e.g. 'ssh-ed25519 AAAAC3Nza...' (the host's "
                  "/etc/ssh/ssh_host_ed25519_key.pub without the comment)",
 }
@@ -65,6 +68,20 @@ def _check_secret_ref(value: str) -> str:
 
 
 SecretRef = Annotated[str, AfterValidator(_check_secret_ref)]
+
+
+def _check_plain_setting(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a setting cannot hold a NUL character")
+    if SECRET_REF.match(value):
+        raise ValueError("this looks like a secret reference: `env` holds plain settings, given to the service as "
+                         "they are; put secret references under the service's `secrets` instead")
+    return value
+
+
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_RE)]
+# A plain (non-secret) setting of a service: a string (quote numbers and booleans in YAML).
+EnvValue = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_check_plain_setting)]
 
 
 MAX_DURATION_S = 366 * 86400.0  # a year: anything longer is a typo, and `inf` overflows every timer it reaches
@@ -317,6 +334,11 @@ class Service(_Model):
     health: HealthCheck | None = None
     databases: list[Name] = []
     buckets: list[Name] = []
+    # Plain settings (strings), given to the playbook as `liferaft_service_env`: journaled and shown in plans.
+    env: dict[EnvName, EnvValue] = {}
+    # App secrets, name -> reference (`env:NAME`, `file:PATH`), equal at every site (a signing key, a salt): resolved
+    # when deployed, given to the playbook only in its secret variables (`liferaft_secrets.service`).
+    secrets: dict[EnvName, SecretRef] = {}
     tls: TlsSettings | None = None  # the service answers HTTPS: how it gets its certificate at a new site
 
 

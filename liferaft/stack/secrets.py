@@ -27,8 +27,14 @@ def _walk(value: Any, where: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _walk(v, f"{where}.{i}")
-    elif isinstance(value, str) and where.rsplit(".", 1)[-1] in SECRET_FIELDS and SECRET_REF.match(value):
+    elif isinstance(value, str) and _secret_field(where) and SECRET_REF.match(value):
         yield where, value
+
+
+def _secret_field(where: str) -> bool:
+    """A field that holds a secret reference: by its name, or any entry of a service's `secrets`."""
+    parts = where.split(".")
+    return parts[-1] in SECRET_FIELDS or (len(parts) == 4 and parts[0] == "services" and parts[2] == "secrets")
 
 
 SECRET_FIELDS = {"access_key_id", "secret_access_key", "session_token", "key", "secret", "private_key", "password",

@@ -8,8 +8,8 @@
   source's WAL position read, the target allowed to confirm it (bounded), sequences copied, the subscription dropped.
 - `drill.verify_data`: the gate, as of the cut: schema equal, no table missing, objects by sha256, and every write of
   the ledger acknowledged before the cut present (missing ones are the measured RPO, differing ones a failure).
-- `drill.verify_service`: resolves the drill record until it names the target and GETs the health path there; the
-  first healthy answer ends the RTO.
+- `drill.verify_service` (in `liferaft.steps.verify`, one implementation with `verify.service`): resolves the drill
+  record until it names the target and GETs the health path there; the first healthy answer ends the RTO.
 """
 
 from __future__ import annotations
@@ -42,12 +42,9 @@ def is_drill(steps: Iterable[Any]) -> bool:
 # ------------------------------------------------------------------------------------------------------ teardown
 def teardown_script(services: list[str], pg_version: int | None) -> str:
     """The shell run on the target to remove what a drill started there. Names are validated by the stack model."""
-    from liferaft.steps.hosts import stop_services_lines
+    from liferaft.workloads.playbook import remove_lines, stop_lines
 
-    lines = stop_services_lines(services)
-    for svc in services:
-        lines += [f"rm -f /etc/systemd/system/liferaft-{svc}.service",
-                  f"rm -rf /opt/liferaft/{svc} /etc/liferaft/{svc} /var/log/liferaft/{svc}"]
+    lines = stop_lines(services) + remove_lines(services)  # the playbook kind's teardown (config files included)
     if pg_version is not None:
         v = int(pg_version)
         data = f"/var/lib/postgresql/{v}/liferaft"
@@ -255,37 +252,6 @@ class DrillVerifyData(StepKind):
         first = min((acked_at[k] for k in res.missing if k in acked_at), default=None)
         return {"acknowledged_before_cut": before, "present": res.present, "missing": len(res.missing),
                 "mismatched": len(res.mismatched), "writes_after_cut": after, "first_missing_at": first}
-
-
-# ----------------------------------------------------------------------------------------------- verify service
-@register
-class DrillVerifyService(StepKind):
-    name = "drill.verify_service"
-    gate = True
-
-    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.steps.verify import http_check, resolve
-
-        stack = ctx.require_stack()
-        address = _target(ctx).address
-        service = step.params.get("service")
-        health = stack.model.services[service].health if service else None
-        answers: dict[str, list[str]] = {}
-        for r in step.params["records"]:
-            deadline = time.monotonic() + 30.0
-            while True:
-                got = resolve(r["fqdn"], r["type"], step.params.get("nameserver"))
-                if got == [address] or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            answers[r["fqdn"]] = got
-            if got != [address]:
-                raise CheckFailed(f"{r['fqdn']} resolves to {got}, expected [{address}]")
-        reached = next(iter(answers.values()), [address])[0]
-        first_healthy_at = http_check(reached, health, timeout=30.0) if health is not None else time.time()
-        ctx.emit("drill.healthy", f"the service answers at {reached}"
-                 + (f" through {', '.join(answers)}" if answers else ""), address=reached)
-        return {"answers": answers, "address": reached, "first_healthy_at": first_healthy_at}
 
 
 __all__ = ["CUT_CATCH_UP_TIMEOUT_S", "cut_logical", "teardown_script"]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
-import time
-import urllib.error
-import urllib.request
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from liferaft.configure import host_from_dict, host_to_dict
+from liferaft.datasets.pg_access import database_vars
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
+from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
 from liferaft.steps.access import controller_address
+from liferaft.workloads import Workload, kind_of, workload
+from liferaft.workloads.base import refuse_source_host
+from liferaft.workloads.playbook import ansible_events, stop_lines
+from liferaft.workloads.probe import answers, health_url, http_check, wait_silent
 
 HOST_READY_TIMEOUT_S = 120.0
 
@@ -38,16 +42,6 @@ def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:
     if src:
         nets.append(f"{src['address']}/32")
     return sorted(set(nets))
-
-
-def ansible_events(ctx: RunContext) -> Any:
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
-            # The event's own kind and message are the emitted event's: passing them twice raised a TypeError that
-            # the observer guard swallowed, and no Ansible progress reached the user.
-            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
-    return on_event
 
 
 @register
@@ -121,17 +115,6 @@ class Configure(StepKind):
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 
-def database_vars(ctx: RunContext, keys: list[str], address: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    stack = ctx.require_stack()
-    dbs, secrets = [], {}
-    for key in keys:
-        d = stack.model.data.databases[key]
-        dbs.append({"key": key, "engine": d.engine, "version": d.version, "name": d.name, "owner": d.owner,
-                    "port": d.port, "host": address, "replication": True})
-        secrets[key] = {"password": ctx.secret(d.password)}
-    return dbs, {"liferaft_secrets": {"databases": secrets, "buckets": {}}}
-
-
 @register
 class DbServer(StepKind):
     name = "db.server"
@@ -149,88 +132,85 @@ class DbServer(StepKind):
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
 
 
+@dataclass(frozen=True)
+class DeployParams:
+    """`service.deploy`'s parameters (the plan's JSON, parsed here at the journal edge)."""
+
+    service: str  # services.<name>; its workload kind is the stack's
+
+    @classmethod
+    def from_json(cls, params: dict[str, Any]) -> DeployParams:
+        service = params.get("service")
+        if not isinstance(service, str) or not service:
+            raise UsageError(f"service.deploy needs a service name, got {service!r}")
+        return cls(service=service)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What `service.deploy` journals: which kind deployed which service on which host, and the kind's own
+    (secret-free) figures."""
+
+    service: str
+    kind: str
+    host: str
+    detail: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.detail, "service": self.service, "kind": self.kind, "host": self.host}
+
+
 @register
 class DeployService(StepKind):
-    """Deploy one service on the target. Undone by stopping it there (its data and files stay): after a rollback
-    the source serves again, and a client still holding the target's address must get errors, not acknowledgements
-    for writes nobody will carry back."""
+    """Deploy one service (any workload kind) on the run's target host. Undone by stopping it there (its data and
+    files stay): after a rollback the source serves again, and a client still holding the target's address must get
+    errors, not acknowledgements for writes nobody will carry back."""
 
     name = "service.deploy"
     undoable = True
+    serial: ClassVar[str | None] = "ansible"  # playbooks must not overlap on one host
+
+    def _workload(self, ctx: RunContext, params: DeployParams) -> Workload:
+        return workload(ctx.require_stack(), params.service)
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-        from liferaft.configure.deploy import service_vars
-
-        stack = ctx.require_stack()
-        svc = step.params["service"]
-        host = target_host(ctx)
-        sv = service_vars(stack, svc, ctx.plan.target, host, create_schema=False,
-                          allowed_networks=allowed_networks(ctx, step, host.address))
-        for value in _leaves(sv.secret_variables):
-            ctx.add_secret(value)
-        res = run_playbook([stack.playbook_path(svc)], [host], variables=sv.variables,
-                           secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
-                           base_dir=stack.base_dir, state_dir=ctx.state_dir)
-        return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name}
+        params = DeployParams.from_json(step.params)
+        wl = self._workload(ctx, params)
+        if ctx.memo.get("kind") != wl.kind:
+            ctx.remember(kind=wl.kind)  # a rollback stops it even if the stack file no longer has the service
+        host = run_target_host(ctx)
+        detail = kind_of(wl).deploy(ctx, wl, host)
+        return DeployResult(wl.name, wl.kind, host.name, dict(detail or {})).to_json()
 
     def verify(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.steps.verify import http_check
-
-        svc = ctx.require_stack().model.services[step.params["service"]]
-        if svc.health is not None:
-            http_check(target_host(ctx).address, svc.health, timeout=30.0)
+        wl = self._workload(ctx, DeployParams.from_json(step.params))
+        health = kind_of(wl).health(wl)
+        if health is not None:
+            http_check(run_target_host(ctx).address, health, timeout=30.0)
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.steps.access import ssh
-
+        params = DeployParams.from_json(step.params)
         try:
-            host = target_host(ctx)
+            host = run_target_host(ctx)
         except (RunFailed, KeyError):
             return  # no host was allocated: nothing was deployed
-        refuse_source_host(ctx, host.address)
-        svc = step.params["service"]
-        url = service_health_url(ctx, svc, host.address)
         try:
-            ssh(host, "sh -s", stdin="\n".join(stop_services_lines([svc])) + "\n", timeout=120.0,
-                what=f"stop service {svc}")
-        except Unreachable as exc:
-            # Nobody reaches the host to stop it. Harmless only if its service does not answer either.
-            if url is not None and answers(url):
-                raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
-                                f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
-                                "again") from None
-            ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
-                     "not answering", service=svc, address=host.address, error=str(exc))
-            return
-        if url is not None:
-            wait_silent(url, timeout=15.0)
-        ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
-                 address=host.address)
+            wl = self._workload(ctx, params)
+        except UsageError:
+            kind = ctx.memo.get("kind")
+            if not kind:
+                raise
+            wl = Workload(kind, params.service, None)  # gone from the stack file: stopped all the same
+        kind_of(wl).stop(ctx, wl, host)
 
 
-def refuse_source_host(ctx: RunContext, address: str | None) -> None:
-    """Never stop or remove anything on the host the stack ran on before the move."""
-    source = next((s.params.get("source_host") for s in ctx.plan.steps if s.params.get("source_host")), None)
-    if source and source.get("address") == address:
-        raise RunFailed(f"refusing to stop services on {address}: it is the source host")
-
-
+# Kept for the steps and tests that import them from here; they live with the workload kinds now.
 def stop_services_lines(services: list[str]) -> list[str]:
-    """Shell lines that stop services the way the shipped playbooks start them: the systemd unit
-    `liferaft-<service>.service`, else the start-stop-daemon pidfile `/run/liferaft-<service>.pid`. Idempotent.
-    Service names are validated by the stack model (no shell metacharacters)."""
-    lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
-    for svc in services:
-        lines.append(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
-                     f"else start-stop-daemon --stop --pidfile /run/liferaft-{svc}.pid --retry TERM/10/KILL/5 "
-                     f"--remove-pidfile --oknodo >/dev/null; fi")
-    return lines
-
-
-def health_url(health: Any, address: str) -> str:
-    """A service's health check (the stack's `services.<name>.health`) at `address`."""
-    return f"{health.scheme}://{address}:{health.port}{health.path}"
+    """Shell lines that stop playbook services (see `liferaft.workloads.playbook.stop_lines`)."""
+    return stop_lines(services)
 
 
 def service_health_url(ctx: RunContext, service: str, address: str) -> str | None:
@@ -238,28 +218,15 @@ def service_health_url(ctx: RunContext, service: str, address: str) -> str | Non
     return None if svc is None or svc.health is None else health_url(svc.health, address)
 
 
-def answers(url: str) -> bool:
-    """Does anything answer HTTP at `url` (any status counts)?"""
-    try:
-        with urllib.request.urlopen(url, timeout=2.0):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def wait_silent(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while answers(url):
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"{url} still answers after its service was stopped")
-        time.sleep(0.2)
-
-
-def _leaves(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, (list, tuple)):
-        return [x for v in value for x in _leaves(v)]
-    return [value] if isinstance(value, str) and len(value) >= 4 else []
+__all__ = [  # the kinds above register themselves; these helpers are imported from here by other steps
+    "DeployParams",
+    "DeployResult",
+    "DeployService",
+    "ansible_events",
+    "answers",
+    "health_url",
+    "refuse_source_host",
+    "service_health_url",
+    "stop_services_lines",
+    "wait_silent",
+]

@@ -1,41 +1,117 @@
-"""Step kinds of a cold failover, registered in the engine's step-kind registry.
+"""Step kinds of a standby: its journaled set-up (`replicate`) and the cold failover from it. Each calls the dataset's
+kind through the standby contract (`liferaft.datasets.base.StandbyCopy`); none knows a kind by name.
 
-- `standby.promote`  the standby database becomes the primary, without any call to the source; its undo (a
-                     rollback, the source answering again) drops the slot and publication abandoned there;
-- `standby.objects`  the standby bucket is used as is, after reading back (sha256) every object the sync manifest
-                     says was copied (a gate: a difference stops the run before DNS);
-- `standby.loss`     the data-loss report: acknowledged writes of the example's ledger missing at the target, or
-                     the last replicated position and time per dataset; recorded in the run's summary;
-- `standby.release`  liferaft's migration role disabled at the promoted standby once the service answers.
+Set-up (mode `standby`, planned by `liferaft.standby.setup`):
+- `standby.install`  what the standby host needs for one kind's datasets, and liferaft's access at both ends;
+- `standby.keep`     the dataset's standby copy set up and brought current once (its result goes to the record).
+
+Cold failover (planned by `liferaft.failover.cold`):
+- `standby.promote`  the standby copy becomes the primary without any call to the source; its undo (a rollback, the
+                     source answering again) cleans what the promotion abandoned at the source;
+- `standby.objects`  the same step for kinds whose promotion only checks the copy as is (a gate: a difference stops
+                     the run before DNS) -- which of the two a kind uses is its `promote_step`;
+- `standby.loss`     the data-loss report: a write ledger's acknowledged writes missing at the target, or the last
+                     replicated position and time per dataset; recorded in the run's summary;
+- `standby.release`  liferaft's own access at the promoted standby disabled once the service answers.
+
+Parameters name datasets by kind and key (`dataset_params`); a promotion's step also keeps the dataset's record entry
+as it was when planned (`entry`), so a resumed run does what was planned whatever the record says by then.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from liferaft.configure import host_from_dict
+from liferaft.datasets import Dataset, kind_of
+from liferaft.datasets.base import StandbySides, record_group
+from liferaft.datasets.registry import datasets
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
+from liferaft.engine.results import target_host
 from liferaft.engine.runner import RunContext
 from liferaft.engine.standby_state import load_standby
-from liferaft.errors import CheckFailed, ProviderError, RunFailed, Unreachable
-from liferaft.movers.pg_conn import give_to_owner
-from liferaft.steps.access import admin_conn, drop_migrator, ensure_migrator, owner_conn
-from liferaft.steps.hosts import target_host
+from liferaft.errors import RunFailed, UsageError
 
 
-def _recorded_source(ctx: RunContext) -> str | None:
-    """The source host's address from the standby record (plans made before it was a step parameter)."""
-    plan = ctx.plan
-    rec = load_standby(ctx.state_dir, plan.stack, plan.target)
-    return rec.source_address if rec is not None else None
+def dataset_params(ds: Dataset) -> dict[str, Any]:
+    """How a step names its dataset: kind and key (and, for readers of older plans, `<noun>: key`)."""
+    return {"kind": ds.kind, "dataset": ds.key, kind_of(ds).noun: ds.key}
 
 
-def _target_db(ctx: RunContext, key: str) -> Any:
-    db = ctx.require_stack().model.data.databases[key]
-    return admin_conn(ctx, target_host(ctx).address, db)
+def dataset_of(ctx: RunContext, params: dict[str, Any]) -> Dataset:
+    stack = ctx.require_stack()
+    for ds in datasets(stack):
+        if ds.kind == params["kind"] and ds.key == params["dataset"]:
+            return ds
+    raise UsageError(f"the stack has no {params['kind']} dataset {params['dataset']!r} (any more)")
+
+
+def _host(d: Any) -> Any:
+    return host_from_dict(d) if isinstance(d, dict) and d.get("address") else None
+
+
+def _address_only(address: str | None) -> Any:
+    from liferaft.configure import TargetHost
+
+    return TargetHost(name="source", address=address) if address else None
+
+
+def _recorded(ctx: RunContext) -> Any:
+    return load_standby(ctx.state_dir, ctx.plan.stack, ctx.plan.target)
+
+
+# ------------------------------------------------------------------------------------------------------- set-up
+def setup_sides(ctx: RunContext, step: Step) -> StandbySides:
+    """The set-up run's view: the source host found when it was planned, the standby host it allocated."""
+    p = step.params
+    return StandbySides(source=ctx.plan.source, target=ctx.plan.target, source_host=_host(p.get("source_host")),
+                        standby_host=target_host(ctx), source_timeout=float(p.get("source_timeout", 5.0)),
+                        interval=float(p.get("interval", 5.0)))
+
+
+@register
+class InstallStandby(StepKind):
+    name = "standby.install"
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        dss = [dataset_of(ctx, {"kind": step.params["kind"], "dataset": key}) for key in step.params["datasets"]]
+        out: dict[str, Any] = kind_of(dss[0]).install(ctx, dss, setup_sides(ctx, step), step.params.get("installed_on"))
+        return out
+
+
+@register
+class KeepStandby(StepKind):
+    """Set up the dataset's standby copy and bring it current once; the result is what the record keeps of it."""
+
+    name = "standby.keep"
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        ds = dataset_of(ctx, step.params)
+        rec = _recorded(ctx)
+        entry = dict(((rec.data if rec else {}).get(record_group(ds)) or {}).get(ds.key) or {})
+        t0 = time.monotonic()
+        out = kind_of(ds).keep(ctx, ds, setup_sides(ctx, step), entry)
+        ctx.emit("standby.kept", f"{kind_of(ds).noun} {ds.key}: standby copy set up and current "
+                 f"({time.monotonic() - t0:.1f}s)", dataset=ds.key)
+        return {**out, "kept_at": time.time()}
+
+
+# ------------------------------------------------------------------------------------------------ cold failover
+def cold_sides(ctx: RunContext, step: Step) -> StandbySides:
+    """The cold run's view: the standby is the run's target host; the source host only as recorded (an address,
+    never contacted but to clean up once it answers again)."""
+    address = step.params.get("source_address")
+    if not address:  # plans made before it was a step parameter
+        rec = _recorded(ctx)
+        address = rec.source_address if rec is not None else None
+    try:
+        standby = target_host(ctx)
+    except RunFailed:
+        standby = None  # nothing allocated (a rollback of a run that stopped before)
+    return StandbySides(source=ctx.plan.source, target=ctx.plan.target, source_host=_address_only(address),
+                        standby_host=standby)
 
 
 @register
@@ -44,165 +120,49 @@ class PromoteStandby(StepKind):
     undoable = True
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.movers import pg_standby as pgstandby
-        from liferaft.movers.pg_logical import Replication
-
-        key = step.params["database"]
-        tgt = _target_db(ctx, key)
-        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
-        t0 = time.monotonic()
-        res = pgstandby.promote(tgt, name)
-        owner = ctx.require_stack().model.data.databases[key].owner
-        moved = give_to_owner(tgt, owner)
-        out = {**res.to_dict(), "owner_fixed": moved, "seconds": round(time.monotonic() - t0, 3)}
-        if res.subscription_dropped:
-            # The slot at the source was abandoned on purpose (the source was not contacted); if that server ever
-            # comes back it keeps WAL for the slot until someone drops it there.
-            out["source_cleanup"] = f"SELECT pg_drop_replication_slot('{name}'); DROP PUBLICATION {name};"
-            ctx.emit("standby.promoted", f"database {key}: subscription {name} dropped without the source, "
-                     f"{res.sequences_set} sequence(s) set past their columns' max; if the old source returns, "
-                     f"run there: {out['source_cleanup']}", **out)
-        else:
-            ctx.emit("standby.promoted", f"database {key}: no subscription left (already promoted or dump copy); "
-                     f"{res.sequences_set} sequence(s) set", **out)
+        ds = dataset_of(ctx, step.params)
+        out: dict[str, Any] = kind_of(ds).promote(ctx, ds, cold_sides(ctx, step), dict(step.params.get("entry") or {}))
         return out
 
-    def undo(self, ctx: RunContext, step: Step) -> None:
-        """A promotion itself cannot be undone: the standby took writes as the primary. What a rollback needs is the
-        source fit to be the primary again: the replication slot and publication the promotion abandoned there are
-        dropped (a slot nobody reads keeps WAL at the source forever, and its name would stop `replicate` from
-        setting a standby up again). A standby still subscribed (the promotion never happened) keeps its slot. Needs
-        the source to answer, as the rollback's DNS change points the service back at it."""
-        from liferaft.movers import pg_standby as pgstandby
-        from liferaft.movers.pg_logical import Replication
-
-        if step.params.get("method") != "logical":
-            return
-        key = step.params["database"]
-        tgt = _target_db(ctx, key)
-        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
-        if pgstandby.has_subscription(tgt, name):
-            ctx.emit("standby.source_kept", f"database {key}: the standby still subscribes ({name}); its slot at "
-                     "the source stays", database=key, slot=name)
-            return
-        address = step.params.get("source_address") or _recorded_source(ctx)
-        if not address:
-            ctx.emit("standby.source_unknown", f"database {key}: no source host recorded; if slot {name} is left "
-                     f"at the source, drop it there: SELECT pg_drop_replication_slot('{name}');", database=key)
-            return
-        db = ctx.require_stack().model.data.databases[key]
-        try:
-            dropped = pgstandby.drop_source_side(admin_conn(ctx, address, db), name)
-        except (Unreachable, ProviderError) as e:
-            raise RunFailed(f"database {key}: the source at {address} does not answer, so the replication slot "
-                            f"{name} the promotion abandoned there cannot be dropped ({e})",
-                            hint="roll back once the source answers (the stack's DNS now points at it), or drop it "
-                                 f"there yourself: SELECT pg_drop_replication_slot('{name}'); DROP PUBLICATION "
-                                 f"{name};") from None
-        ctx.emit("standby.source_cleaned", f"database {key}: "
-                 + (f"dropped the slot and publication {name} the promotion abandoned at the source"
-                    if dropped else f"no slot {name} left at the source"), database=key, slot=name, dropped=dropped)
-
     def verify(self, ctx: RunContext, step: Step) -> None:
-        from liferaft.movers import pg_standby as pgstandby
-        from liferaft.movers.pg_conn import connect
-        from liferaft.movers.pg_logical import Replication
+        ds = dataset_of(ctx, step.params)
+        kind_of(ds).check_promoted(ctx, ds, cold_sides(ctx, step), dict(step.params.get("entry") or {}))
 
-        key = step.params["database"]
-        tgt = _target_db(ctx, key)
-        name = step.params.get("subscription") or Replication.for_databases(tgt, tgt).name
-        if pgstandby.has_subscription(tgt, name):
-            raise CheckFailed(f"database {key}: subscription {name} still exists at the target")
-        db = ctx.require_stack().model.data.databases[key]
-        with connect(owner_conn(ctx, tgt.host, db)) as c:
-            row = c.execute("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()").fetchone()
-        if row is None or row[0] != "off" or row[1]:
-            raise CheckFailed(f"database {key} at {tgt.host} is not writable for {db.owner} (read-only={row})")
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        ds = dataset_of(ctx, step.params)
+        kind_of(ds).clean_source(ctx, ds, cold_sides(ctx, step), dict(step.params.get("entry") or {}))
 
 
-def _cluster(ctx: RunContext, keys: list[str]) -> tuple[int, int]:
-    db = ctx.require_stack().model.data.databases[keys[0]]
-    return int(db.version), int(db.port)
+@register
+class CheckStandby(PromoteStandby):
+    """A promotion that only checks the standby copy as is: a gate, nothing to undo."""
+
+    name = "standby.objects"
+    gate = True
+    undoable = False
 
 
 @register
 class ReleaseStandby(StepKind):
-    """After the move: liferaft's migration role can no longer log in at the promoted standby (the source is gone,
-    so unlike the live `db.release` nothing is sent there). Undo re-enables it, for a rollback."""
+    """After the move: liferaft's own access at the promoted standby disabled (unlike the live `db.release`,
+    nothing is sent to the source: it is gone). Undo enables it again, for a rollback."""
 
     name = "standby.release"
     undoable = True
 
+    def _each(self, ctx: RunContext, step: Step, *, undo: bool) -> list[str]:
+        host = target_host(ctx)
+        groups: dict[str, list[Dataset]] = {}
+        for item in step.params["datasets"]:
+            ds = dataset_of(ctx, item)
+            groups.setdefault(ds.kind, []).append(ds)
+        return [name for name, dss in groups.items() if kind_of(dss[0]).release(ctx, dss, host, undo=undo)]
+
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        version, port = _cluster(ctx, step.params["databases"])
-        drop_migrator(target_host(ctx), version, port)
-        return {"role": "liferaft_migrator", "login": False}
+        return {"released": self._each(ctx, step, undo=False)}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
-        version, port = _cluster(ctx, step.params["databases"])
-        ensure_migrator(ctx, target_host(ctx), version, port)
-
-
-def _sha256(objects: Any, bucket: str, key: str) -> str:
-    h = hashlib.sha256()
-    for chunk in objects.get_object(bucket, key):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-@register
-class StandbyObjects(StepKind):
-    """The standby bucket as is: every object the manifest says was copied must be there with the same sha256."""
-
-    name = "standby.objects"
-    gate = True
-
-    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.engine.journal import stack_dir
-        from liferaft.movers.manifest import Manifest
-        from liferaft.movers.objects import MANIFEST_FILE, Endpoint, pair_id
-
-        stack = ctx.require_stack()
-        bucket = stack.model.data.buckets[step.params["bucket"]].name
-        tgt_objects = ctx.provider(step.params["target"]).require("objects")
-        # The manifest's pair identity names both sides; the source side is only a label here, never contacted.
-        src_ep = Endpoint(step.params["source"], tgt_objects, bucket)
-        tgt_ep = Endpoint(step.params["target"], tgt_objects, bucket)
-        with Manifest(stack_dir(ctx.state_dir, ctx.plan.stack) / MANIFEST_FILE, pair_id(src_ep, tgt_ep)) as man:
-            entries = man.load()
-        if not entries:
-            raise CheckFailed(f"bucket {bucket}: the sync manifest records no object copied to "
-                              f"{step.params['target']}; the standby bucket cannot be trusted",
-                              hint=f"run `liferaft replicate --to {ctx.plan.target}` while the source answers")
-        listed = {o.key: o for o in tgt_objects.list_objects(bucket)}
-        problems = [f"missing at the standby: {k}" for k in sorted(set(entries) - set(listed))]
-        problems += [f"size differs ({listed[k].size} != {e.size}): {k}" for k, e in sorted(entries.items())
-                     if k in listed and listed[k].size != e.size]
-        ok_keys = [k for k in sorted(entries) if k in listed and listed[k].size == entries[k].size]
-
-        def make() -> Any:
-            from liferaft.engine.observe import open_provider
-
-            return open_provider(stack, step.params["target"], ctx.state_dir).require("objects")
-
-        reader = Endpoint(step.params["target"], tgt_objects, bucket, factory=make)
-
-        def check(k: str) -> str | None:
-            got = _sha256(reader.client(), bucket, k)
-            return None if got == entries[k].tgt_sha256 else f"sha256 differs from the manifest: {k}"
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            problems += [p for p in pool.map(check, ok_keys) if p]
-        if problems:
-            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-            raise CheckFailed(f"bucket {bucket} at {step.params['target']} is not what replicate copied; DNS was "
-                              "not touched:\n  " + "\n  ".join(problems[:10]) + more)
-        last = max(e.copied_at for e in entries.values())
-        out = {"bucket": bucket, "manifest_objects": len(entries), "verified": len(ok_keys),
-               "extra_at_standby": len(set(listed) - set(entries)), "last_copied_at": last}
-        ctx.emit("standby.objects", f"bucket {bucket}: {len(ok_keys)} objects verified by sha256 against the "
-                 "manifest", **out)
-        return out
+        self._each(ctx, step, undo=True)
 
 
 @register
@@ -212,47 +172,46 @@ class DataLoss(StepKind):
     name = "standby.loss"
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        stack = ctx.require_stack()
-        rec = load_standby(ctx.state_dir, stack.model.name, step.params["target"])
-        promoted = ctx.outputs_of_kind("standby.promote")
-        datasets: dict[str, Any] = {}
-        for key in step.params["databases"]:
-            d = rec.database(key) if rec else {}
-            p = promoted.get(f"promote-{key}", {})
-            datasets[f"database {key}"] = {
-                "method": d.get("method"),
-                "last_replicated_at": p.get("last_received_at") or d.get("caught_up_at"),
-                "remote_lsn": p.get("remote_lsn"), "last_lag_bytes": d.get("lag_bytes"),
-                "last_lag_seconds": d.get("lag_seconds"), "last_measured_at": d.get("measured_at")}
-        for key in step.params["buckets"]:
-            b = rec.bucket(key) if rec else {}
-            datasets[f"bucket {key}"] = {"last_replicated_at": b.get("last_sync_started_at"),
-                                         "last_lag_bytes": b.get("lag_bytes"),
-                                         "last_lag_seconds": b.get("lag_seconds")}
-        times = [float(v["last_replicated_at"]) for v in datasets.values() if v.get("last_replicated_at")]
-        out: dict[str, Any] = {"datasets": datasets,
-                               "oldest_replicated_at": min(times) if times else None,
-                               "recorded_rpo_exposure_s": rec.rpo_exposure_s if rec else None}
-        summary: dict[str, Any] = {"recorded_rpo_exposure_s": out["recorded_rpo_exposure_s"]}
-        if step.params.get("ledger") and step.params["databases"]:
-            led = self._ledger(ctx, step)
-            out["ledger"] = led
+        rec = load_standby(ctx.state_dir, ctx.plan.stack, step.params["target"])
+        promoted = {(r.get("kind"), r.get("dataset")): out for r, out in _promotions(ctx)}
+        ledger = step.params.get("ledger")
+        host = target_host(ctx) if ledger else None
+        found: dict[str, Any] = {}
+        led: dict[str, Any] | None = None
+        for item in step.params["datasets"]:
+            ds = dataset_of(ctx, item)
+            kind = kind_of(ds)
+            entry = dict(((rec.data if rec else {}).get(record_group(ds)) or {}).get(ds.key) or {})
+            out = kind.loss(ctx, ds, entry, promoted.get((ds.kind, ds.key), {}),
+                            ledger=ledger if led is None else None, host=host)
+            if "ledger" in out and led is None:
+                led = out.pop("ledger")
+            found[f"{kind.noun} {ds.key}"] = out
+        if ledger and led is None:
+            raise UsageError("a write ledger was given but no dataset of the stack says where its writes land",
+                             hint="add `ledger: {table: ..., key: ..., value: ...}` to the database they land in")
+        times = [float(v["last_replicated_at"]) for v in found.values() if v.get("last_replicated_at")]
+        out_all: dict[str, Any] = {"datasets": found, "oldest_replicated_at": min(times) if times else None,
+                                   "recorded_rpo_exposure_s": rec.rpo_exposure_s if rec else None}
+        summary: dict[str, Any] = {"recorded_rpo_exposure_s": out_all["recorded_rpo_exposure_s"]}
+        if led is not None:
+            out_all["ledger"] = led
             summary.update(lost_writes=led["missing_count"], lost_window_s=led["window_s"])
             msg = (f"data loss: {led['missing_count']} of {led['acknowledged']} acknowledged writes missing at the "
                    f"target, spanning {led['window_s']} s of writes")
         else:
             msg = "data loss: everything written after " + ", ".join(
                 f"{k} {time.strftime('%H:%M:%S', time.gmtime(v['last_replicated_at']))}Z"
-                for k, v in datasets.items() if v.get("last_replicated_at"))
+                for k, v in found.items() if v.get("last_replicated_at"))
         ctx.summarise(data_loss=summary)
         ctx.emit("failover.data_loss", msg, **summary)
-        return out
+        return out_all
 
-    def _ledger(self, ctx: RunContext, step: Step) -> dict[str, Any]:
-        from liferaft.movers import ledger
 
-        stack = ctx.require_stack()
-        key = step.params["databases"][0]
-        db = stack.model.data.databases[key]
-        return ledger.loss(step.params["ledger"], owner_conn(ctx, target_host(ctx).address, db),
-                           ledger.spec_for(db, key))
+def _promotions(ctx: RunContext) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(step params, result) of the run's done promotions, whichever promotion step each kind uses."""
+    out = []
+    for kind in ("standby.promote", "standby.objects"):
+        done = ctx.outputs_of_kind(kind)
+        out += [(ctx.plan.step(sid).params, res) for sid, res in done.items()]
+    return out

@@ -4,7 +4,12 @@ A **workload** is one entry of the stack file's `services:` section. Its kind (t
 playbook plus an artifact directory; issue 14 adds `container`) owns deploy, stop, health and what a teardown must
 remove. The planner, the step library and the drill iterate over `workloads(stack)` and call the kind; they never
 branch on its name. Adding a kind is one module implementing `WorkloadKind` plus one line in
-`liferaft.workloads.registry`.
+`liferaft.workloads.registry` (a test or a plug-in may call `register_kind` itself).
+
+Every kind gets the same inputs for a service (see `liferaft.configure.deploy.service_vars`): its databases and
+buckets at the target, its plain settings (`services.<name>.env`) and its app secrets (`services.<name>.secrets`,
+resolved from references). Secrets reach the workload only through a channel that is neither a command line nor
+the journal; a kind registers every secret value it handles with `ctx.add_secret`, so the journal refuses it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ if TYPE_CHECKING:
     from liferaft.configure import TargetHost
     from liferaft.engine.runner import RunContext
     from liferaft.stack import Stack
+    from liferaft.stack.model import HealthCheck
 
 
 @dataclass(frozen=True)
 class Workload:
     kind: str  # "playbook" | ...
     name: str  # services.<name>
-    spec: Any  # the stack model's entry (liferaft.stack.model.Service)
+    spec: Any  # the stack model's entry (liferaft.stack.model.Service), None when the stack no longer has it
 
 
 class WorkloadKind(Protocol):
@@ -33,17 +39,25 @@ class WorkloadKind(Protocol):
         ...
 
     def deploy(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
-        """Deploy (idempotent) on the target host, on the target's datasets; secret-free result."""
+        """Deploy (idempotent: a resumed run calls it again) on the target host, on the target's datasets, and
+        return once the service is up. The result is JSON-safe and secret-free (it is journaled)."""
         ...
 
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
-        """Stop it there (rollback): it must no longer answer; its data and files stay."""
+        """Stop it there (rollback): it must no longer answer; its data and files stay. Never on the source host
+        (`refuse_source_host`); an unreachable host whose service does not answer either is skipped (an event)."""
+        ...
+
+    def health(self, wl: Workload) -> HealthCheck | None:
+        """The health check that says the service is up (path, port, expected status), if it has one."""
         ...
 
     def health_url(self, wl: Workload, address: str) -> str | None: ...
 
     def teardown_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
-        """Shell lines run on a drill's target to remove everything the kind put there."""
+        """Shell lines (sh, run as root on a drill's target) that stop and remove everything the kind put there for
+        these workloads: processes, units, artifacts, config files (they hold secrets), logs, pidfiles.
+        Idempotent; they define `sd` (true when systemd runs) themselves."""
         ...
 
 
@@ -56,6 +70,10 @@ def register_kind(kind: Any) -> Any:
     return kind
 
 
+def unregister_kind(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
 def kind_of(wl: Workload) -> Any:
     from liferaft.workloads import registry  # noqa: F401  (registers the built-in kinds)
 
@@ -65,3 +83,17 @@ def kind_of(wl: Workload) -> Any:
         from liferaft.errors import UsageError
 
         raise UsageError(f"unknown workload kind {wl.kind!r}", hint=f"known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def source_address(ctx: RunContext) -> str | None:
+    """The address of the host the stack ran on before the move (the plan's `source_host`), if the plan knows it."""
+    source = next((s.params.get("source_host") for s in ctx.plan.steps if s.params.get("source_host")), None)
+    return source.get("address") if source else None
+
+
+def refuse_source_host(ctx: RunContext, address: str | None) -> None:
+    """Never stop or remove anything on the host the stack ran on before the move."""
+    if address is not None and source_address(ctx) == address:
+        from liferaft.errors import RunFailed
+
+        raise RunFailed(f"refusing to stop services on {address}: it is the source host")

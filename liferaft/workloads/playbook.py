@@ -1,8 +1,81 @@
-"""The playbook workload kind: an Ansible playbook (plus an artifact directory) that installs and starts a service."""
+"""The playbook workload kind: an Ansible playbook (plus an artifact directory) that installs and starts a service.
+
+Deploy runs `services.<name>.playbook` on the target host with the variables every service playbook receives
+(`liferaft.configure.deploy.service_vars`, documented in liferaft/playbooks/README.md): the secret ones (database
+passwords, bucket keys, the service's own `secrets`) only through the run's 0600 secret-variables file, never on a
+command line, in events or in the journal.
+
+The contract with the playbook (the shipped `microblog.yml` keeps it; so must yours) is where things go, because
+that is how stop and teardown find them:
+- the process: a systemd unit `liferaft-<service>.service`, else `start-stop-daemon` with the pidfile
+  `/run/liferaft-<service>.pid`;
+- files: `/opt/liferaft/<service>/` (code), `/etc/liferaft/<service>.*` or `/etc/liferaft/<service>/` (config: it
+  holds secrets), `/var/log/liferaft/<service>.*` or `/var/log/liferaft/<service>/` (logs).
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from liferaft.errors import RunFailed, Unreachable
+from liferaft.workloads.base import Workload, refuse_source_host
+from liferaft.workloads.probe import answers, health_url, wait_silent
+
+if TYPE_CHECKING:
+    from liferaft.configure import TargetHost
+    from liferaft.engine.runner import RunContext
+    from liferaft.stack import Stack
+    from liferaft.stack.model import HealthCheck
+
+STOP_TIMEOUT_S = 120.0
+SILENT_TIMEOUT_S = 15.0
+
+
+def ansible_events(ctx: Any) -> Any:
+    """Ansible's progress as run events (`ansible.task.start`, ...): the step's observers see what a playbook does."""
+    def on_event(ev: Any) -> None:
+        if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
+            # The event's own kind and message are the emitted event's: passing them twice raised a TypeError that
+            # the observer guard swallowed, and no Ansible progress reached the user.
+            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
+            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
+    return on_event
+
+
+def secret_leaves(value: Any) -> list[str]:
+    """Every string in a secret-variables structure (long enough to be matched: the journal ignores shorter)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in secret_leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in secret_leaves(v)]
+    return [value] if isinstance(value, str) and len(value) >= 4 else []
+
+
+def stop_lines(services: list[str]) -> list[str]:
+    """Shell lines that stop services the way the shipped playbooks start them: the systemd unit
+    `liferaft-<service>.service`, else the start-stop-daemon pidfile `/run/liferaft-<service>.pid`. Idempotent.
+    Service names are validated by the stack model (no shell metacharacters)."""
+    lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
+    for svc in services:
+        lines.append(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
+                     f"else start-stop-daemon --stop --pidfile /run/liferaft-{svc}.pid --retry TERM/10/KILL/5 "
+                     f"--remove-pidfile --oknodo >/dev/null; fi")
+    return lines
+
+
+def remove_lines(services: list[str]) -> list[str]:
+    """Shell lines that remove what a service playbook wrote (after `stop_lines`): unit, pidfile, code, config
+    (the directory and the `<service>.*` files beside it: the shipped playbook writes `/etc/liferaft/<service>.json`,
+    which holds the database password and bucket keys), logs. A service name has no '.', so `<service>.*` never
+    matches another service's files."""
+    lines: list[str] = []
+    for svc in services:
+        lines += [f"rm -f /etc/systemd/system/liferaft-{svc}.service /run/liferaft-{svc}.pid",
+                  (f"rm -rf /opt/liferaft/{svc} /etc/liferaft/{svc} /etc/liferaft/{svc}.* "
+                   f"/var/log/liferaft/{svc} /var/log/liferaft/{svc}.*")]
+    if services:
+        lines.append("if $sd; then systemctl daemon-reload 2>/dev/null || true; fi")
+    return lines
 
 
 class Playbook:
@@ -10,3 +83,56 @@ class Playbook:
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.services)
+
+    # ------------------------------------------------------------------------------------------------- deploy
+    def deploy(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
+        from liferaft.configure import run_playbook
+        from liferaft.configure.deploy import service_vars
+        from liferaft.configure.remote import controller_address
+
+        stack = ctx.require_stack()
+        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False,
+                          allowed_networks=[f"{controller_address(host.address)}/32"])
+        for value in secret_leaves(sv.secret_variables):
+            ctx.add_secret(value)  # before anything can print or journal it
+        res = run_playbook([stack.playbook_path(wl.name)], [host], variables=sv.variables,
+                           secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
+                           base_dir=stack.base_dir, state_dir=ctx.state_dir)
+        return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name}
+
+    # --------------------------------------------------------------------------------------------------- stop
+    def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
+        from liferaft.configure import remote
+
+        refuse_source_host(ctx, host.address)
+        svc = wl.name
+        url = self.health_url(wl, host.address)
+        try:
+            remote.ssh(host, "sh -s", stdin="\n".join(stop_lines([svc])) + "\n", timeout=STOP_TIMEOUT_S,
+                       what=f"stop service {svc}")
+        except Unreachable as exc:
+            # Nobody reaches the host to stop it. Harmless only if its service does not answer either.
+            if url is not None and answers(url):
+                raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
+                                f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
+                                "again") from None
+            ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
+                     "not answering", service=svc, address=host.address, error=str(exc))
+            return
+        if url is not None:
+            wait_silent(url, timeout=SILENT_TIMEOUT_S)
+        ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
+                 address=host.address)
+
+    # ------------------------------------------------------------------------------------------------- health
+    def health(self, wl: Workload) -> HealthCheck | None:
+        return getattr(wl.spec, "health", None)
+
+    def health_url(self, wl: Workload, address: str) -> str | None:
+        health = self.health(wl)
+        return None if health is None else health_url(health, address)
+
+    # ----------------------------------------------------------------------------------------------- teardown
+    def teardown_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        names = [w.name for w in workloads]
+        return stop_lines(names) + remove_lines(names)

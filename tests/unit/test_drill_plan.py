@@ -179,6 +179,7 @@ class _UndoCtx:
 
     def __init__(self, stack: Stack, host: dict[str, Any] | None, source_address: str = "10.0.0.1") -> None:
         self._host = host
+        self.run_id = "run-1"
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.plan = types.SimpleNamespace(steps=[Step(id="allocate", kind="host.allocate", title="allocate",
                                                       params={"source_host": {"address": source_address}})])
@@ -188,6 +189,13 @@ class _UndoCtx:
         if self._host is None:
             raise RunFailed(f"step {step_id!r} has not completed (status pending)")
         return self._host
+
+    def outputs_of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {"allocate": self._host} if self._host is not None and kind == "host.allocate" else {}
+
+    @property
+    def memo(self) -> dict[str, Any]:
+        return {}
 
     def require_stack(self) -> Stack:
         return self._stack
@@ -212,15 +220,15 @@ def test_service_stop_lines_follow_the_shipped_playbooks_and_remove_nothing() ->
 
 def test_deploy_undo_stops_the_service_on_the_target(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """service.deploy is undoable: its undo runs the stop script on the allocated host, never the source."""
+    from liferaft.configure import remote as access
     from liferaft.engine.kinds import get_kind
-    from liferaft.steps import access
 
     kind = get_kind("service.deploy")
     assert kind.undoable
     svc = min(stack.model.services)
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(access, "ssh", lambda host, cmd, **kw: calls.append((host.address, kw["stdin"])) or "")
-    monkeypatch.setattr("liferaft.steps.hosts.service_health_url", lambda ctx, s, a: None)
+    monkeypatch.setattr("liferaft.workloads.playbook.Playbook.health_url", lambda self, wl, a: None)
     host = {"name": "b", "address": "10.0.0.2", "host_keys": ["ssh-ed25519 AAAA"]}
 
     kind.undo(_UndoCtx(stack, None), _deploy_step(svc))  # nothing allocated: nothing to stop
@@ -240,9 +248,9 @@ def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers
     URL) when it still does: a client holding its address would still be writing there."""
     import http.server
 
+    from liferaft.configure import remote as access
     from liferaft.engine.kinds import get_kind
     from liferaft.errors import Unreachable
-    from liferaft.steps import access
 
     def unreachable(host: Any, cmd: str, **kw: Any) -> str:
         raise Unreachable(host.name, "ssh", "No route to host")
@@ -253,8 +261,8 @@ def test_deploy_undo_on_an_unreachable_host_fails_only_while_the_service_answers
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     port = server.server_address[1]
     server.server_close()  # nothing listens on the port now
-    monkeypatch.setattr("liferaft.steps.hosts.service_health_url",
-                        lambda ctx, s, a: f"http://127.0.0.1:{port}/healthz")
+    monkeypatch.setattr("liferaft.workloads.playbook.Playbook.health_url",
+                        lambda self, wl, a: f"http://127.0.0.1:{port}/healthz")
     ctx = _UndoCtx(stack, host)
     kind.undo(ctx, _deploy_step(svc))
     assert [k for k, _ in ctx.events] == ["service.stop_skipped"]

@@ -24,7 +24,7 @@ from liferaft.engine.standby_state import (
     state_path,
 )
 from liferaft.errors import InvalidInput, Unreachable, UsageError
-from liferaft.standby.bounded import bounded, tcp_answers
+from liferaft.movers.bounded import bounded, tcp_answers
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO / "examples" / "microblog"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.engine.standby_state import load_standby, save_standby
-from liferaft.standby.bounded import probe_ports
+from liferaft.movers.bounded import probe_ports
 from tests.unit.test_readiness import _closed_port, example_stack  # noqa: F401 (a fixture)
 
 
@@ -110,6 +110,14 @@ def test_lag_grows_from_the_last_confirmed_position_while_the_source_is_silent(e
         "databases": {k: {"method": "logical", "subscription": "liferaft_x", "lag_seconds": 0.0, "lag_bytes": 0,
                           "ok": True, "caught_up_at": confirmed} for k in m.data.databases},
         "buckets": {k: {"lag_seconds": 0.0, "ok": True, "caught_up_at": confirmed} for k in m.data.buckets}})
+    # rounds act in the context of the standby's set-up run (journaled): one that made this standby
+    from liferaft.engine import Journal, journal_path
+    from liferaft.standby.setup import plan_setup
+
+    setup = plan_setup(stack, target, {"name": "a", "address": "127.0.0.1"}, {}, source_timeout=0.5, interval=0.2)
+    with Journal(journal_path(tmp_path, m.name)) as journal:
+        journal.create_run("r-setup", setup)
+        journal.set_run_status("r-setup", "done")
     rep = Replicator(stack, tmp_path, ReplicateOptions(target=target, interval=0.2, source_timeout=0.5))
     first = rep.round()
     time.sleep(1.0)

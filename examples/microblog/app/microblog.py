@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"microblog: {e}", file=sys.stderr)
         return 2
+    # The stack's settings and app secrets for this service (`services.<name>.env` / `.secrets`), as the
+    # environment a framework would read them from; none of them is printed.
+    os.environ.update({str(k): str(v) for k, v in (cfg.get("env") or {}).items()})
     try:
         server, store = make_server(cfg)
     except (OSError, ssl.SSLError) as e:
