@@ -15,7 +15,8 @@ fi
 
 # Debian packages the lab and the movers use. Installing them starts no service.
 APT_PACKAGES=(postgresql-15 postgresql-client-15 openssh-server pdns-server pdns-backend-sqlite3 sqlite3 dnsutils
-              rclone iproute2 util-linux python3-psycopg2 python3-boto3 python3-venv chromium nftables)
+              rclone iproute2 util-linux python3-psycopg2 python3-boto3 python3-venv chromium nftables
+              pebble)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,7 @@ with a severity and the fix. The rules, in order of the layers:
 | secrets / KMS | held by a primary vendor | warning |
 | artifacts / images | only at a primary vendor | warning |
 | TLS | certificates issued by a primary vendor (not exportable, e.g. ACM) | warning |
+| TLS | an HTTPS service with no `tls:` source: its only certificate copy is on the primary's hosts | warning |
 | monitoring | alerting runs at a primary vendor: nobody is told when it goes | warning |
 | identity | operators sign in through a primary vendor | warning |
 | standby | no replication state recorded for an alternate (`liferaft replicate` never ran) | info |
@@ -195,6 +196,7 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
                 "secrets are held by a primary vendor", "keep an escrowed copy of the secrets the alternate needs")
     _dependency(stack, "artifacts and images", deps.images, primary_vendors, layers, flag, "warning",
                 "artifacts and images are only at a primary vendor", "mirror images to a registry elsewhere")
+    _service_certificates(stack, pv[0], layers, flag)
     _dependency(stack, "TLS certificates", deps.tls, primary_vendors, layers, flag, "warning",
                 "certificates are issued by a primary vendor and cannot be taken along",
                 "use an ACME issuer (e.g. Let's Encrypt) that works at any host")
@@ -208,6 +210,32 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
         flag("info", "standby", "-", "no standby replication recorded: a no-notice cut loses everything since the "
              "last copy", "run `liferaft replicate --to <alternate> --watch`")
     return AuditReport(m.name, primary_vendors, tuple(layers), tuple(findings), tuple(notes))
+
+
+def _service_certificates(stack: Stack, primary_compute: str, layers: list[Layer], flag: Any) -> None:
+    """Where each HTTPS service's certificate comes from at an alternate: an ACME CA (its account key is in
+    liferaft's state dir, validated through the stack's DNS provider), the stack's secret references, or nowhere --
+    then the only copy is on the primary's hosts."""
+    from urllib.parse import urlsplit
+
+    for name, svc in stack.model.services.items():
+        tls = svc.tls
+        https = svc.health is not None and svc.health.scheme == "https"
+        if tls is None:
+            if https:
+                flag("warning", "TLS certificates", primary_compute,
+                     f"service {name} answers HTTPS, but its certificate and key exist only on the primary's hosts "
+                     "(no `tls:` setting): a new site has none",
+                     f"set services.{name}.tls: an ACME CA (`acme: {{directory: ...}}`, validated by DNS at the "
+                     "independent DNS provider) or a copy you keep (`certificate`/`key` secret references)")
+            continue
+        if tls.acme is not None:
+            issuer = urlsplit(tls.acme.directory).hostname or tls.acme.directory
+            detail = f"service {name}: ACME at {issuer}, account key in liferaft's state dir"
+            layers.append(Layer("TLS certificates", (issuer,), detail))
+        else:
+            layers.append(Layer("TLS certificates", ("stack secrets",),
+                                f"service {name}: certificate and key from the stack's secret references"))
 
 
 def _dependency(stack: Stack, layer: str, dep: Any, primary_vendors: tuple[str, ...], layers: list[Layer],

@@ -2,7 +2,8 @@
 
 Every service playbook receives the same variables (documented in liferaft/playbooks/README.md):
 
-    liferaft_service          {name, artifact, ports, health, create_schema}
+    liferaft_service          {name, artifact, ports, health {path, port, expect_status, scheme}, create_schema,
+                               tls: {certificate, key} (paths on the host) or None}
     liferaft_site             the site's name
     liferaft_listen_address   the address of the host being configured
     liferaft_allowed_networks CIDRs allowed to reach databases (controller, other sites)
@@ -24,6 +25,14 @@ from typing import Any
 from liferaft.configure._runner import run_playbook
 from liferaft.configure._types import PlaybookResult, TargetHost, TaskEvent
 from liferaft.providers.appenv import s3_settings
+
+TLS_DIR = "/etc/liferaft/tls"
+
+
+def tls_paths(service: str) -> dict[str, str]:
+    """Where a service's certificate (then its chain) and private key live on a host: liferaft's tls.certificate
+    step writes them there (root-owned, the key 0600), the service's playbook points the service at them."""
+    return {"certificate": f"{TLS_DIR}/{service}/fullchain.pem", "key": f"{TLS_DIR}/{service}/privkey.pem"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,10 @@ def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_ho
     variables = {
         "liferaft_service": {
             "name": service, "artifact": str(artifact) if artifact else None, "ports": list(svc.ports),
-            "health": ({"path": health.path, "port": health.port, "expect_status": health.expect_status}
-                       if health else None),
+            "health": ({"path": health.path, "port": health.port, "expect_status": health.expect_status,
+                        "scheme": health.scheme} if health else None),
             "create_schema": create_schema,
+            "tls": tls_paths(service) if getattr(svc, "tls", None) is not None else None,
         },
         "liferaft_site": site,
         "liferaft_listen_address": host.address,

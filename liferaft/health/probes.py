@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from liferaft.errors import NotFound
@@ -34,12 +35,13 @@ CANARY_PREFIX = ".liferaft-canary/"
 
 # ------------------------------------------------------------------------------------------- network probes
 def http_probe(scheme: str, address: str, port: int, path: str, *, expect_status: int, timeout: float,
-               server_hostname: str | None = None) -> Found:
-    """GET scheme://address:port/path; ok when the status is the expected one."""
+               server_hostname: str | None = None, cafile: str | None = None) -> Found:
+    """GET scheme://address:port/path; ok when the status is the expected one. `cafile`: the CA the service's
+    certificate is verified with (the stack's `tls.trust`), default the system's."""
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     conn: http.client.HTTPConnection
     if scheme == "https":
-        ctx = ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=cafile)
         conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
     else:
         conn = http.client.HTTPConnection(address, port, timeout=timeout)
@@ -61,10 +63,10 @@ def http_probe(scheme: str, address: str, port: int, path: str, *, expect_status
 
 
 def tls_probe(address: str, port: int, *, timeout: float, server_hostname: str | None = None,
-              warn_days: float = TLS_WARN_DAYS, now: float | None = None) -> Found:
+              warn_days: float = TLS_WARN_DAYS, now: float | None = None, cafile: str | None = None) -> Found:
     """Handshake and read the certificate's expiry: failed when unverifiable, expired or expiring within warn_days."""
     name = server_hostname or address
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=cafile)
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock, \
                 ctx.wrap_socket(sock, server_hostname=name) as tls:
@@ -255,21 +257,32 @@ def _data_plane(stack: Any, site: str, addresses: list[str], timeout: float) -> 
         if check is None:
             continue
         sni = _service_fqdn(stack, svc_name)
+        ca = _trust_file(stack, svc)
         t = min(check.timeout, timeout)
         for addr in addresses:
             url = f"{check.scheme}://{addr}:{check.port}{check.path}"
             tasks.append(ProbeTask(
                 probe=f"http:{svc_name}@{addr}:{check.port}", kind="http", plane="data", site=site, target=url,
-                timeout=t, fn=lambda a=addr, c=check, s=sni, t=t: http_probe(  # type: ignore[misc]
-                    c.scheme, a, c.port, c.path, expect_status=c.expect_status, timeout=t, server_hostname=s)))
+                timeout=t, fn=lambda a=addr, c=check, s=sni, t=t, ca=ca: http_probe(  # type: ignore[misc]
+                    c.scheme, a, c.port, c.path, expect_status=c.expect_status, timeout=t, server_hostname=s,
+                    cafile=ca)))
             if check.scheme == "https" and (addr, check.port) not in tls_seen:
                 tls_seen.add((addr, check.port))
                 tasks.append(ProbeTask(
                     probe=f"tls:{addr}:{check.port}", kind="tls", plane="data", site=site,
                     target=f"{addr}:{check.port}", timeout=t,
-                    fn=lambda a=addr, p=check.port, s=sni, t=t: tls_probe(a, p, timeout=t,  # type: ignore[misc]
-                                                                         server_hostname=s)))
+                    fn=lambda a=addr, p=check.port, s=sni, t=t, ca=ca: tls_probe(  # type: ignore[misc]
+                        a, p, timeout=t, server_hostname=s, cafile=ca)))
     return tasks
+
+
+def _trust_file(stack: Any, svc: Any) -> str | None:
+    """The CA file a service's certificate is verified with: its `tls.trust` (relative to the stack file)."""
+    trust = getattr(getattr(svc, "tls", None), "trust", None)
+    if not trust:
+        return None
+    path = Path(trust)
+    return str(path if path.is_absolute() else Path(stack.base_dir) / path)
 
 
 def _service_fqdn(stack: Any, service: str) -> str | None:

@@ -73,7 +73,7 @@ class Controller:
     def up(self) -> None:
         from liferaft.lab.clouds.server import DigitalOceanCloudServer, HetznerCloudServer
         from liferaft.lab.proxy import FaultProxy
-        from liferaft.lab.servers import MotoServer, PowerDNSServer, S3rverServer
+        from liferaft.lab.servers import MotoServer, PebbleServer, PowerDNSServer, S3rverServer
 
         for sub in ("hosts", "servers", "proxies", "secrets"):  # every up starts from a clean slate
             shutil.rmtree(self.dir / sub, ignore_errors=True)
@@ -116,6 +116,12 @@ class Controller:
         pdns.create_zone(ZONE, {("ns1", "A"): [bridge], ("www", "A"): [a.address]}, ttl=30,
                          nameservers=[f"ns1.{ZONE}"])
         self.emit("lab.step", f"zone {ZONE} served at {bridge}:{pdns.dns_port}; www -> host a ({a.address})")
+        # The ACME CA (pebble, < 1 s to start): DNS-01 answered through the zone above. Not a provider of the stack
+        # file (no fault proxy); stacks name its directory in `services.<name>.tls.acme`.
+        acme = PebbleServer(work, bridge, dns_server=f"{bridge}:{pdns.dns_port}", name="acme")
+        acme.start()
+        self.servers["acme"] = acme
+        self.emit("lab.step", f"acme: pebble at {acme.url}, issuing under {acme.issuer_ca}")
 
         stack_file = self.dir / "liferaft.yaml"
         stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}", self.dir))
@@ -195,6 +201,8 @@ class Controller:
             "app_port": APP_PORT, "primary_address": a.address, "alternate_sites": ["alt-b"],
             "primary_site": "primary", "artifact": str(EXAMPLE_APP), "app": app,
             "modes": {n: "forward" for n in self.proxies}, "cut_hosts": [],
+            **({"acme": {"directory": acme.url, "ca_bundle": str(acme.ca_bundle), "issuer_ca": str(acme.issuer_ca)}}
+               if (acme := self.servers.get("acme")) is not None else {}),
         }
 
     # ------------------------------------------------------------------ down

@@ -63,6 +63,8 @@ class LabInfo:
     primary_address: str
     alternate_sites: tuple[str, ...]
     artifact: Path
+    # the lab's ACME CA (pebble): {directory, ca_bundle (trust for its HTTPS), issuer_ca (the root it issues under)}
+    acme: dict[str, str] | None = field(default=None, hash=False)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LabInfo:
@@ -76,6 +78,7 @@ class LabInfo:
             dns_server=state["dns_server"], zone=state["zone"], app_fqdn=state["app_fqdn"],
             app_port=int(state["app_port"]), primary_address=state["primary_address"],
             alternate_sites=tuple(state["alternate_sites"]), artifact=Path(state["artifact"]),
+            acme=state.get("acme"),
         )
 
     def secret(self, name: str) -> str:
@@ -346,6 +349,7 @@ class Lab:
             "app_port": state["app_port"], "primary_address": state["primary_address"],
             "bridge_address": state["bridge_address"], "modes": state.get("modes", {}),
             "cut_hosts": state.get("cut_hosts", []), "app": app, "timings": state.get("timings", {}),
+            "acme": state.get("acme"),
             "processes": procs,
         }
 
@@ -359,6 +363,8 @@ def _server_health(name: str, d: dict[str, Any], state: dict[str, Any]) -> dict[
         try:
             if d["kind"] == "moto":
                 ok = http_status(d["url"] + "/moto-api/", timeout=2) == 200
+            elif d["kind"] == "pebble":
+                ok = _https_ok(d["url"], d["ca_bundle"])
             elif d["kind"] == "pdns":
                 key = (Path(state["secrets_dir"]) / "pdns_api_key").read_text().strip()
                 ok = http_status(d["url"] + "/api/v1/servers", headers={"X-API-Key": key}, timeout=2) == 200
@@ -373,6 +379,16 @@ def _server_health(name: str, d: dict[str, Any], state: dict[str, Any]) -> dict[
     if d["kind"] == "pdns":
         out["dns_server"] = d.get("dns_server")
     return out
+
+
+def _https_ok(url: str, cafile: str) -> bool:
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    with opener.open(url, timeout=2) as r:
+        return bool(r.status == 200)
 
 
 def _dns_answers(server: str, name: str) -> list[str]:

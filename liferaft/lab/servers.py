@@ -385,3 +385,129 @@ def _absolute(name: str, zone: str) -> str:
     if name.endswith("."):
         return name
     return f"{name}.{zone}"
+
+
+def _lab_ca(directory: Path, address: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for `address` (and localhost): for pebble's own HTTPS endpoints.
+    Returns (ca.pem, server.pem, server.key); the key is 0600."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "liferaft lab ACME server CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    try:
+        sans.append(x509.IPAddress(ipaddress.ip_address(address)))
+    except ValueError:
+        sans.append(x509.DNSName(address))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+class PebbleServer(LabServer):
+    """pebble, the ACME test CA Let's Encrypt publishes (Debian's `pebble`): the lab's certificate authority.
+
+    `url` is the ACME directory (`.../dir`, HTTPS with a certificate from a throwaway CA: `ca_bundle`). DNS-01
+    challenges are looked up at `dns_server` (the lab's PowerDNS). Issued certificates chain to a root pebble makes
+    at each start; `issuer_ca` is that root as a PEM file (written once ready), for clients that verify them.
+    Started with PEBBLE_VA_NOSLEEP=1 (validates at once) and PEBBLE_WFE_NONCEREJECT=0 (no random bad nonces)."""
+
+    kind = "pebble"
+
+    def __init__(self, workdir: str | Path, address: str = "127.0.0.1", port: int = 0, *, dns_server: str,
+                 name: str | None = None, die_with_parent: bool = True) -> None:
+        super().__init__(workdir, address, port, name=name, die_with_parent=die_with_parent)
+        self.dns_server = dns_server
+        self.management_port = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://{url_host(self.address)}:{self.port}/dir"
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def issuer_ca(self) -> Path:
+        return self.data_dir / "issuer-root.pem"
+
+    def _choose_ports(self) -> None:
+        self.port = self._requested_port or free_port(self.address)
+        self.management_port = free_port(self.address)
+
+    def _prepare(self) -> None:
+        _, cert, key = _lab_ca(self.data_dir / "tls", self.address)
+        self.issuer_ca.unlink(missing_ok=True)
+        config = {"pebble": {
+            "listenAddress": f"{url_host(self.address)}:{self.port}",
+            "managementListenAddress": f"{url_host(self.address)}:{self.management_port}",
+            "certificate": str(cert), "privateKey": str(key),
+            # HTTP-01 / TLS-ALPN-01 ports: unused (DNS-01 only) but pebble wants them
+            "httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        }}
+        (self.data_dir / "pebble-config.json").write_text(json.dumps(config, indent=2))
+
+    def _argv(self) -> list[str]:
+        exe = shutil.which("pebble") or "/usr/bin/pebble"
+        if not Path(exe).exists():
+            raise ToolMissing("pebble is not installed", hint="apt-get install pebble")
+        return [exe, "-config", str(self.data_dir / "pebble-config.json"), "-dnsserver", self.dns_server]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
+                "PEBBLE_AUTHZREUSE": "0"}
+
+    def _get(self, url: str) -> bytes | None:
+        import ssl
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=str(self.ca_bundle))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+        try:
+            with opener.open(url, timeout=1.0) as r:
+                return bytes(r.read())
+        except OSError:
+            return None
+
+    def _ready(self) -> bool:
+        root = self._get(f"https://{url_host(self.address)}:{self.management_port}/roots/0")
+        if root is None or self._get(self.url) is None:
+            return False
+        self.issuer_ca.write_bytes(root)
+        return True
+
+    def reset(self) -> None:
+        """pebble keeps everything in memory: a restart forgets accounts, orders and its root."""
+        self.stop()
+        self.start()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "directory": self.url, "management_port": self.management_port,
+                "ca_bundle": str(self.ca_bundle), "issuer_ca": str(self.issuer_ca), "dns_server": self.dns_server}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from liferaft.errors import Problem
 from liferaft.stack._files import real_path
@@ -167,6 +168,7 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
         for key in sorted(set(svc.env) & set(svc.secrets)):
             yield problem(("services", name, "secrets", key), f"{key!r} is both a plain setting (`env`) and a secret "
                                                               "(`secrets`): keep one")
+        yield from _tls_checks(m, name, stack_dir, problem)
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
@@ -210,3 +212,52 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
                               f"DNS is hosted at the primary site's vendor ({dns_vendor}): if that vendor cuts you "
                               "off, you cannot point your name elsewhere. Host the zone at an independent provider.",
                               "warning")
+
+
+def tls_names(m: StackModel, service: str) -> list[str]:
+    """The names a service's certificate covers: `tls.names`, else the DNS records that point at the service."""
+    svc = m.services[service]
+    if svc.tls is not None and svc.tls.names:
+        return list(svc.tls.names)
+    if m.dns is None:
+        return []
+    return [m.dns.fqdn(r.name).rstrip(".") for r in m.dns.records if r.service == service and r.type in ("A", "AAAA")]
+
+
+def _tls_checks(m: StackModel, name: str, stack_dir: Path, problem: Any) -> Iterator[Problem]:
+    svc = m.services[name]
+    tls = svc.tls
+    if tls is None:
+        if svc.health is not None and svc.health.scheme == "https":
+            yield problem(("services", name, "health", "scheme"),
+                          "the service answers HTTPS but has no `tls:` setting: at a new site it would have no "
+                          "certificate (add `tls: {acme: {directory: URL}}` or `tls: {certificate: ..., key: ...}`)",
+                          "warning")
+        return
+    loc: Loc = ("services", name, "tls")
+    names = tls_names(m, name)
+    if not names:
+        yield problem((*loc, "names"), "no name to certify: list `names`, or point a DNS record at the service")
+    for field in ("ca_bundle", "trust"):
+        value = getattr(tls.acme, field, None) if field == "ca_bundle" else tls.trust
+        if value is None:
+            continue
+        where = (*loc, "acme", field) if field == "ca_bundle" else (*loc, field)
+        found = resolve_artifact(stack_dir, value)
+        if found is None:
+            yield problem(where, "a relative path may not leave the stack file's folder; use a path inside it, or "
+                                 "an absolute path")
+        elif not found.is_file():
+            yield problem(where, f"{value!r} is not a file")
+    if tls.acme is not None:
+        if m.dns is None:
+            yield problem((*loc, "acme"), "ACME certificates are validated by DNS-01 at the stack's DNS provider: "
+                                          "the stack needs a `dns:` section")
+        else:
+            zone = m.dns.zone.rstrip(".")
+            for i, n in enumerate(names):
+                bare = n.removeprefix("*.")
+                if bare != zone and not bare.endswith("." + zone):
+                    yield problem((*loc, "names", i) if tls.names else (*loc,),
+                                  f"{n} is outside the zone {m.dns.zone}: liferaft can only answer DNS-01 "
+                                  "challenges in the stack's own zone")

@@ -11,7 +11,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 # ---------------------------------------------------------------------------------------------- constrained values
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
@@ -280,6 +288,45 @@ class HealthCheck(_Model):
     scheme: Literal["http", "https"] = "http"
 
 
+FqdnName = Annotated[str, StringConstraints(
+    pattern=r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$", max_length=253)]
+HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[A-Za-z0-9.\[\]:_-]+(/[A-Za-z0-9._~/-]*)?$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")]
+
+
+class AcmeIssuer(_Model):
+    """An ACME v2 CA (Let's Encrypt, ZeroSSL, a private step-ca, the lab's pebble), answered by DNS-01 at the
+    stack's DNS provider. The account key is generated once per stack and kept in liferaft's state directory."""
+
+    directory: HttpsUrl  # e.g. https://acme-v02.api.letsencrypt.org/directory
+    email: Email | None = None  # the account's contact (expiry notices)
+    ca_bundle: RelPath | None = None  # PEM file trusted for the directory's HTTPS (private CAs; relative to the stack)
+    propagation_timeout: Duration = 60.0  # wait this long for the authoritative server to answer the TXT record
+
+
+class TlsSettings(_Model):
+    """Where a service's certificate comes from at a site it moves to: an ACME CA (`acme`) or a certificate and key
+    the stack keeps outside the primary (`certificate` + `key`, secret references). Exactly one of the two."""
+
+    acme: AcmeIssuer | None = None
+    certificate: SecretRef | None = None  # PEM: the certificate, then its chain
+    key: SecretRef | None = None  # PEM private key
+    names: list[FqdnName] = []  # default: the names of the DNS records that point at the service
+    trust: RelPath | None = None  # a CA file clients use to verify it (a private CA; default: the system's)
+    renew_before: Annotated[float, Field(gt=0, lt=1)] = 2 / 3  # reissue when less than this share of life is left
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsSettings:
+        has_pair = self.certificate is not None or self.key is not None
+        if self.acme is not None and has_pair:
+            raise ValueError("give either `acme` (a CA issues the certificate) or `certificate` and `key` (you "
+                             "keep them), not both")
+        if self.acme is None and not (self.certificate and self.key):
+            raise ValueError("a certificate source is needed: `acme: {directory: URL}` or both `certificate` and "
+                             "`key` (secret references such as file:secrets/web.crt)")
+        return self
+
+
 class Service(_Model):
     playbook: RelPath
     artifact: RelPath | None = None
@@ -292,6 +339,7 @@ class Service(_Model):
     # App secrets, name -> reference (`env:NAME`, `file:PATH`), equal at every site (a signing key, a salt): resolved
     # when deployed, given to the playbook only in its secret variables (`liferaft_secrets.service`).
     secrets: dict[EnvName, SecretRef] = {}
+    tls: TlsSettings | None = None  # the service answers HTTPS: how it gets its certificate at a new site
 
 
 # ----------------------------------------------------------------------------------------------------------- data

@@ -37,4 +37,5 @@ def _secret_field(where: str) -> bool:
     return parts[-1] in SECRET_FIELDS or (len(parts) == 4 and parts[0] == "services" and parts[2] == "secrets")
 
 
-SECRET_FIELDS = {"access_key_id", "secret_access_key", "session_token", "key", "secret", "private_key", "password"}
+SECRET_FIELDS = {"access_key_id", "secret_access_key", "session_token", "key", "secret", "private_key", "password",
+                 "certificate"}

@@ -17,6 +17,9 @@ HTTP API:
     GET  /posts?limit=N&before=ID
     GET  /images/<key>          the image bytes
     GET  /healthz               200 only if a database query AND a bucket HEAD succeed; else 503 saying which failed
+
+HTTPS when the config names a certificate and key: {"tls": {"certificate": PEM path, "key": PEM path}} (re-read
+when either file changes: a renewed certificate needs no restart).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import stat
 import sys
 import threading
@@ -342,10 +346,50 @@ class Handler(BaseHTTPRequestHandler):
         self._send(201, post, {"Location": f"/posts/{post['id']}"})
 
 
+class TlsServer(ThreadingHTTPServer):
+    """HTTPS: each accepted connection is wrapped with the certificate and key files named in the config
+    (`tls.certificate`, `tls.key`), read again whenever either file changes, so a renewed certificate is served
+    without a restart. The handshake happens in the request's own thread."""
+
+    def __init__(self, address: tuple[str, int], handler: Any, certificate: str, key: str) -> None:
+        self._files = (certificate, key)
+        self._ctx: ssl.SSLContext | None = None
+        self._stamp: tuple[int, ...] = ()
+        self._ctx_lock = threading.Lock()
+        super().__init__(address, handler)
+        self.context()  # fail at start, not at the first request, when the files are missing or do not match
+
+    def context(self) -> ssl.SSLContext:
+        stamp = tuple(os.stat(p).st_mtime_ns for p in self._files)
+        with self._ctx_lock:
+            if self._ctx is None or stamp != self._stamp:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.load_cert_chain(*self._files)
+                self._ctx, self._stamp = ctx, stamp
+            return self._ctx
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        try:
+            return self.context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return  # a client that does not trust the certificate, or hung up mid-handshake
+        super().handle_error(request, client_address)
+
+
 def make_server(cfg: dict[str, Any]) -> tuple[ThreadingHTTPServer, Store]:
     store = Store(cfg)
     handler = type("BoundHandler", (Handler,), {"store": store})
-    server = ThreadingHTTPServer((cfg.get("listen_host", "0.0.0.0"), int(cfg.get("listen_port", 8080))), handler)
+    address = (cfg.get("listen_host", "0.0.0.0"), int(cfg.get("listen_port", 8080)))
+    tls = cfg.get("tls") or {}
+    server = (TlsServer(address, handler, tls["certificate"], tls["key"]) if tls.get("certificate")
+              else ThreadingHTTPServer(address, handler))
     server.daemon_threads = True
     return server, store
 
@@ -365,14 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     # The stack's settings and app secrets for this service (`services.<name>.env` / `.secrets`), as the
     # environment a framework would read them from; none of them is printed.
     os.environ.update({str(k): str(v) for k, v in (cfg.get("env") or {}).items()})
-    server, store = make_server(cfg)
+    try:
+        server, store = make_server(cfg)
+    except (OSError, ssl.SSLError) as e:
+        print(f"microblog: cannot serve HTTPS with the configured certificate and key: {e}", file=sys.stderr)
+        return 2
     try:
         store.ensure_schema()
     except psycopg2.Error as e:  # the database may come up later: /healthz reports it and retries
         print(f"microblog: schema not created yet: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     host, port = server.server_address[:2]
-    print(f"microblog: listening on {host}:{port}", file=sys.stderr, flush=True)
+    scheme = "https" if isinstance(server, TlsServer) else "http"
+    print(f"microblog: listening on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
