@@ -77,7 +77,7 @@ class Progress:
     total_bytes: float | None = None
     first: tuple[float, float] | None = None  # (ts, amount) of the first sample: the rate is measured from it
     last_ts: float = 0.0
-    decile: int = -1
+    decile: int = 0  # the last tenth reported: a line at 10 %, 20 % ... 100 %
 
     def fraction(self) -> float:
         if self.total_bytes:
@@ -389,7 +389,8 @@ class RunDisplay:
     @staticmethod
     def _quiet_in_live(event: Event) -> bool:
         """In the live view the step list says these already."""
-        return event.kind in ("step.started", "step.done", "step.undoing", "step.undone", "step.skipped") or \
+        return event.kind in ("step.started", "step.done", "step.undoing", "step.undone", "step.skipped",
+                              "run.started", "run.resumed", "rollback.started", "failover.window") or \
             progress_of(event) is not None
 
     def _con(self) -> Any:
