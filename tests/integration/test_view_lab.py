@@ -73,6 +73,7 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
     info = lab.info
     a, b, c = (info.hosts[n].address for n in ("a", "b", "c"))
     state, plan_file = tmp_path / "state", tmp_path / "move.plan"
+    www = info.app_fqdn.rstrip(".") + "."
     assert app_records(info) == [a]
     out = cli(info, state, "plan", "--to", "alt-b", "--out", str(plan_file), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -82,10 +83,10 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
     saved = json.loads(text)
     leaks = [name for name, value in secret_values(info, state).items() if value in text]
     assert not leaks, f"secret values in the saved plan: {leaks}"
-    assert saved["observed"]["dns"] == [{"name": info.app_fqdn, "type": "A", "values": [a]}]
+    assert saved["observed"]["dns"] == [{"name": www, "type": "A", "values": [a]}]
 
     shown = cli(info, state, "show", str(plan_file), timeout=60)
-    assert shown.returncode == 0 and saved["hash"] in shown.stdout and f"{info.app_fqdn} A: {a} ->" in shown.stdout
+    assert shown.returncode == 0 and saved["hash"] in shown.stdout and f"{www} A: {a} ->" in shown.stdout
 
     set_app_record(info, [c])  # someone changes the record by hand between the review and the apply
     try:
@@ -93,7 +94,7 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
     finally:
         set_app_record(info, [a])
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-3000:]
-    assert f"DNS {info.app_fqdn} A: {a} when planned, {c} now" in refused.stderr, refused.stderr[-3000:]
+    assert f"DNS {www} A: {a} when planned, {c} now" in refused.stderr, refused.stderr[-3000:]
     assert app_records(info) == [a]
     assert json.loads(cli(info, state, "runs", "--json", timeout=60).stdout) == []  # nothing ran
 
