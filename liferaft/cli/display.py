@@ -50,6 +50,14 @@ def _notable(kind: str) -> bool:
         and not kind.endswith(".debug")
 
 
+def _plain(ev: Event) -> str:
+    """An event's message without its kind in front (movers' messages repeat it: "pg.target.kept database=x")."""
+    msg = ev.message.strip()
+    if msg.startswith(ev.kind):
+        msg = ev.kind.split(".", 1)[-1].replace(".", " ").replace("_", " ") + msg[len(ev.kind):]
+    return msg
+
+
 def human_bytes(n: float) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -159,6 +167,7 @@ class RunModel:
         self.freeze_ended: float | None = None
         self.window: float | None = None
         self.rollback = False
+        self.planning = ""  # what the planner observes, before a run starts
 
     def _step(self, sid: str) -> StepView:
         if sid not in self.steps:
@@ -171,6 +180,7 @@ class RunModel:
         with self.lock:
             if k in ("run.started", "rollback.started", "run.resumed"):
                 self.header, self.started, self.rollback = ev.message, ev.ts, k == "rollback.started"
+                self.planning = ""
                 ids = d.get("steps")
                 if isinstance(ids, list):
                     self.steps = {str(s): StepView(str(s)) for s in ids}
@@ -233,7 +243,9 @@ class RunModel:
                 return [ev.message if k.startswith(("run.", "rollback.", "drill.", "failover.", "dns."))
                         else f"{ev.kind.rsplit('.', 1)[-1] if k.endswith('.warning') else k}: {ev.message}"]
             if sid in self.steps and self.steps[sid].state == "running":
-                self.steps[sid].activity = ev.message
+                self.steps[sid].activity = _plain(ev)
+            elif self.started is None and ev.message:
+                self.planning = ev.message
             return []
 
     def _progress(self, sid: str, ev: Event, prog: tuple[str, float, float, float | None, float | None]
@@ -261,6 +273,8 @@ class RunModel:
 
         now = time.time()
         with self.lock:
+            if self.started is None:
+                return Text(f"... {terminal_safe(self.planning)}", style="dim", no_wrap=True, overflow="ellipsis")
             rows: list[Any] = []
             done = sum(1 for s in self.steps.values() if s.state in ("done", "undone", "skipped"))
             head = Text(terminal_safe(self.header or "starting"), style="bold")
@@ -343,6 +357,7 @@ class RunDisplay:
         self.mode = "json" if as_json else "full" if verbose else "live" if live else "lines"
         self.model = RunModel()
         self._live: Any = None
+        self._planning_live = False
         self._console: Any = None
         self._closed = False
         self._lock = threading.Lock()
@@ -370,8 +385,10 @@ class RunDisplay:
                 self.out.write(terminal_safe(line) + "\n")
             self.out.flush()
             return
-        if self._live is None and not self._closed and self.model.started is not None:
-            self._start()
+        if self._live is not None and self._planning_live and self.model.started is not None:
+            self.pause()  # the planning line goes; the run's view takes its place
+        if self._live is None and not self._closed and (self.model.started is not None or self.model.planning):
+            self._start(transient=self.model.started is None)
         if self._live is not None:
             from rich.text import Text
 
@@ -400,7 +417,7 @@ class RunDisplay:
             self._console = Console(file=self.out, highlight=False)
         return self._console
 
-    def _start(self) -> None:
+    def _start(self, *, transient: bool) -> None:
         from rich.live import Live
 
         con = self._con()
@@ -410,9 +427,18 @@ class RunDisplay:
             def __rich__(self) -> Any:
                 return model.render(con.size.height)
 
-        self._live = Live(_View(), console=con, refresh_per_second=4, transient=False, redirect_stdout=False,
+        self._planning_live = transient
+        self._live = Live(_View(), console=con, refresh_per_second=4, transient=transient, redirect_stdout=False,
                           redirect_stderr=False)
         self._live.start()
+
+    def pause(self) -> None:
+        """Stop showing the planning line (the command prints the plan, or asks, next); a run starts a new view."""
+        with self._lock:
+            live, self._live = self._live, None
+            self.model.planning = ""
+        if live is not None:
+            live.stop()
 
     def close(self) -> None:
         with self._lock:

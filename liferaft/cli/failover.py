@@ -71,9 +71,12 @@ def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_t
 
     if source_timeout is not None and mode != "cold":
         raise UsageError("--source-timeout is for --mode cold (a live move needs the source to answer)")
-    return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir,
-                      events=Events(display or _display(opts, as_json)), source_timeout=source_timeout,
-                      ledger=str(Path(ledger).resolve()) if ledger else None)
+    display = display or _display(opts, as_json)
+    try:
+        return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir, events=Events(display),
+                          source_timeout=source_timeout, ledger=str(Path(ledger).resolve()) if ledger else None)
+    finally:
+        display.pause()
 
 
 def source_timeout_option(f: Any) -> Any:

@@ -110,3 +110,38 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
         back = cli(info, state, "rollback", run["run"], "--yes", timeout=600)
         assert back.returncode == 0, back.stderr[-3000:]
     assert app_records(info) == [a]
+
+
+def test_drill_in_a_terminal_fits_one_screen_and_ends_with_the_summary(lab: Any, tmp_path: Path) -> None:
+    """The real drill in a pseudo-terminal of 30 rows: the step list redrawn in place (never taller than the
+    screen), states shown (running with time, done with duration, waiting), the teardown's undo list, then the
+    drill's verdict."""
+    import pexpect
+
+    info = lab.info
+    rows = 30
+    argv = ["-m", "liferaft", "--stack", str(info.stack_file), "--state-dir", str(tmp_path / "state"), "drill",
+            "--to", "alt-b", "--report", str(tmp_path / "r")]
+    child = pexpect.spawn(sys.executable, argv, env={**os.environ, "TERM": "xterm-256color"},
+                          dimensions=(rows, 160), encoding="utf-8", timeout=900)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
+    (tmp_path / "terminal.txt").write_text(plain)
+    assert child.exitstatus == 0, plain[-4000:]
+    verdict = re.search(r"(?m)^drill \S+: PASSED\s+\S+ -> alt-b \(notice\) *$", plain)
+    assert verdict, plain[-3000:]
+    view = plain[:verdict.start()]  # what stderr showed while the drill ran; the summary follows on stdout
+    frames = [f for f in re.split(r"run \S+: (?:\S+ -> \S+ \(\w+\), \d+ steps|undoing \d+ steps)", view)
+              if "steps," in f.split("\n", 1)[0]]
+    heights = [len(f.rstrip("\n").split("\n")) for f in frames]
+    print(f"\ndrill in a terminal: {len(out)} bytes written, {len(frames)} redraws, frames of at most "
+          f"{max(heights)} lines on a {rows}-line screen")
+    assert len(frames) >= 5 and max(heights) < rows, heights
+    assert re.search(r"(?m)^▶ \S+ .* \d+\.\ds *$", plain) and re.search(r"(?m)^✓ \S+ .* \d+\.\ds *$", plain)
+    assert re.search(r"(?m)^· \S+\s+waiting", plain)
+    assert not re.search(r"(?m)^\[\d+/\d+\] ", plain)  # redrawn in place, not a line per step event
+    assert "RTO " in plain[verdict.end():] and "target torn down" in plain[verdict.end():]
+    kinds = re.findall(r"\b(?:ansible|pg|objects|run|step|standby)\.[a-z_]+\b.*", plain)
+    assert not kinds, kinds[:5]  # no event kinds: the display speaks in words
