@@ -50,6 +50,19 @@ def _notable(kind: str) -> bool:
         and not kind.endswith(".debug")
 
 
+def _notable_line(ev: Event) -> str:
+    k, msg = ev.kind, ev.message
+    if k.endswith(".warning"):
+        return f"warning: {msg}"
+    if k == "ansible.task.failed":
+        return f"task failed: {msg}"
+    if k == "ansible.unreachable":
+        return f"unreachable: {msg}"
+    if k.endswith(".failed") and not k.startswith("drill."):
+        return f"failed: {msg}"
+    return msg
+
+
 def _plain(ev: Event) -> str:
     """An event's message without its kind in front (movers' messages repeat it: "pg.target.kept database=x")."""
     msg = ev.message.strip()
@@ -240,8 +253,7 @@ class RunModel:
             if k in QUIET:
                 return []
             if _notable(k):
-                return [ev.message if k.startswith(("run.", "rollback.", "drill.", "failover.", "dns."))
-                        else f"{ev.kind.rsplit('.', 1)[-1] if k.endswith('.warning') else k}: {ev.message}"]
+                return [_notable_line(ev)]
             if sid in self.steps and self.steps[sid].state == "running":
                 self.steps[sid].activity = _plain(ev)
             elif self.started is None and ev.message:

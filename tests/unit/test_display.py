@@ -185,3 +185,26 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def test_a_long_plan_fits_a_short_screen() -> None:
+    """20 steps on a 12-line screen: the finished ones fold into one line, the last waiting ones into a count."""
+    from rich.console import Console
+
+    from liferaft.cli.display import RunModel
+
+    m = RunModel()
+    m.update(Event("run.started", "run x: a -> b (live), 20 steps", {"steps": [f"s{i}" for i in range(20)]}))
+    for i in range(12):
+        m.update(Event("step.started", f"[{i + 1}/20] step {i}", {"step": f"s{i}", "step_kind": "k"}))
+        if i < 10:
+            m.update(Event("step.done", f"[{i + 1}/20] s{i} done", {"step": f"s{i}", "duration_s": 1.0}))
+    m.update(Event("objects.progress", "", {"step": "s11", "done": 5, "total": 10, "bytes": 50, "total_bytes": 100}))
+    con = Console(width=100, record=True, file=io.StringIO())
+    con.print(m.render(12))
+    text = con.export_text()
+    assert len(text.splitlines()) <= 12, text
+    assert "10 steps done" in text and "▶ s10" in text and "50%" in text and "more waiting" in text
+    con = Console(width=100, record=True, file=io.StringIO())
+    con.print(m.render(40))
+    assert "✓ s0 " in con.export_text() and "more waiting" not in con.export_text()
