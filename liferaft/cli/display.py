@@ -43,6 +43,7 @@ NOTABLE = frozenset({
 NOTABLE_PREFIXES = ("drill.",)
 QUIET = frozenset({"step.undo_skipped", "run.progress"})  # said by other lines already
 FREEZE_KINDS = frozenset({"cutover.freeze"})
+DATA_KINDS = frozenset({"objects.sync", "db.migrate", "cutover.freeze", "standby.objects", "drill.cut"})
 
 
 def _notable(kind: str) -> bool:
@@ -244,6 +245,8 @@ class RunModel:
             if k in ("run.done", "run.stopped", "rollback.done") and self.freeze_started and not self.freeze_ended:
                 self.freeze_ended = ev.ts
             prog = progress_of(ev)
+            if prog is not None and not sid:
+                sid = self._copying_step(k)
             if prog is not None and sid:
                 return self._progress(sid, ev, prog)
             if k == "ansible.task.start" and sid in self.steps:
@@ -259,6 +262,18 @@ class RunModel:
             elif self.started is None and ev.message:
                 self.planning = ev.message
             return []
+
+    def _copying_step(self, kind: str) -> str:
+        """The running step a data copy's progress without a step id belongs to (movers are given the run's events,
+        not the step's): the one of the same family (objects.progress -> objects.sync), else a data step, else the
+        only running step. Two copies of one family side by side cannot be told apart: the first gets both."""
+        running = [s for s in self.steps.values() if s.state == "running"]
+        family = kind.split(".", 1)[0]
+        for pick in ([s for s in running if s.kind.split(".", 1)[0] == family],
+                     [s for s in running if s.kind in DATA_KINDS], running if len(running) == 1 else []):
+            if pick:
+                return pick[0].id
+        return ""
 
     def _progress(self, sid: str, ev: Event, prog: tuple[str, float, float, float | None, float | None]
                   ) -> list[str]:

@@ -25,14 +25,16 @@ from tests.unit.test_failover_toys import toy_plan
 
 @register
 class ToySlowCopy(StepKind):
-    """Copy `chunks` chunks of `chunk_bytes` bytes, `pause` seconds each, reporting as the object mover does."""
+    """Copy `chunks` chunks of `chunk_bytes` bytes, `pause` seconds each, reporting as the object mover does: through
+    the run's events, so without the step's id (the display finds the step)."""
 
-    name = "toy.slowcopy"
+    name = "objects.toy"
 
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         n, size = int(step.params["chunks"]), int(step.params["chunk_bytes"])
         for i in range(n + 1):
-            ctx.emit("objects.progress", f"{i}/{n} objects", done=i, total=n, bytes=i * size, total_bytes=n * size)
+            ctx.events.emit("objects.progress", f"{i}/{n} objects", done=i, total=n, bytes=i * size,
+                            total_bytes=n * size)
             if i < n:
                 time.sleep(float(step.params["pause"]))
         return {"chunks": n}
@@ -56,7 +58,7 @@ class ToyPause(StepKind):
 def display_plan(pause: float, *, fail: bool = False) -> Plan:
     steps = [
         Step("provision", "toy.pause", "provision a toy host", {"pause": pause}),
-        Step("sync-images", "toy.slowcopy", "sync bucket images", {"chunks": 20, "chunk_bytes": 1 << 20,
+        Step("sync-images", "objects.toy", "sync bucket images", {"chunks": 20, "chunk_bytes": 1 << 20,
                                                                      "pause": pause / 4}, ("provision",)),
         Step("deploy-web", "toy.pause", "deploy service web", {"pause": pause * 2}, ("provision",)),
         Step("freeze", "cutover.freeze", "freeze writes at the source", {"pause": pause}, ("sync-images", "deploy-web")),
