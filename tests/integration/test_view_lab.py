@@ -114,8 +114,8 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
 
 def test_drill_in_a_terminal_fits_one_screen_and_ends_with_the_summary(lab: Any, tmp_path: Path) -> None:
     """The real drill in a pseudo-terminal of 30 rows: the step list redrawn in place (never taller than the
-    screen), states shown (running with time, done with duration, waiting), the teardown's undo list, then the
-    drill's verdict."""
+    screen), states shown (running with time, done with duration, waiting), the bucket copy's progress bar, the
+    teardown's undo list, then the drill's verdict."""
     import pexpect
 
     info = lab.info
@@ -141,6 +141,7 @@ def test_drill_in_a_terminal_fits_one_screen_and_ends_with_the_summary(lab: Any,
     assert len(frames) >= 5 and max(heights) < rows, heights
     assert re.search(r"(?m)^▶ \S+ .* \d+\.\ds *$", plain) and re.search(r"(?m)^✓ \S+ .* \d+\.\ds *$", plain)
     assert re.search(r"(?m)^· \S+\s+waiting", plain)
+    assert re.search(r"━+ +\d+%  \d+/\d+ objects, [\d.]+ \w+/[\d.]+ \w+", plain), plain[-3000:]  # the bucket copy's bar
     assert not re.search(r"(?m)^\[\d+/\d+\] ", plain)  # redrawn in place, not a line per step event
     assert "RTO " in plain[verdict.end():] and "target torn down" in plain[verdict.end():]
     kinds = re.findall(r"\b(?:ansible|pg|objects|run|step|standby)\.[a-z_]+\b.*", plain)
