@@ -292,7 +292,7 @@ class RunModel:
         return [f"  {sid}: {decile * 10}% ({p.describe()})"]
 
     # ---------------------------------------------------------------------------------------------- live view
-    def render(self, height: int) -> Any:
+    def render(self, height: int, width: int = 100) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -309,10 +309,12 @@ class RunModel:
                 head.append(f"   {done}/{len(self.steps)} steps, {human_seconds(now - self.started)}", style="dim")
             rows.append(head)
             table = Table.grid(padding=(0, 1))
-            table.add_column(width=1)
-            table.add_column(no_wrap=True)
-            table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-            table.add_column(justify="right", no_wrap=True)
+            id_w = max([len(s.id) for s in self.steps.values()] + [len("... 99 more waiting")])
+            # Fixed widths: a long title is cut (with an ellipsis), never the state mark, the step id or the time.
+            table.add_column(width=1, min_width=1, no_wrap=True)
+            table.add_column(width=id_w, min_width=id_w, no_wrap=True)
+            table.add_column(no_wrap=True, overflow="ellipsis", max_width=max(10, width - id_w - 14))
+            table.add_column(justify="right", no_wrap=True, min_width=7)
             steps = list(self.steps.values())
             budget = max(4, height - 6 - sum(len(s.progress) for s in steps if s.state == "running"))
             finished = [s for s in steps if s.state in ("done", "undone", "skipped")]
@@ -326,7 +328,7 @@ class RunModel:
             for s in steps:
                 if s in hidden:
                     continue
-                self._row(table, s, now, Text, ProgressBar)
+                self._row(table, s, now, Text, ProgressBar, max(8, min(30, (width - id_w - 14) // 4)))
             if hidden:
                 table.add_row(Text("·", style="dim"), Text(f"... {len(hidden)} more waiting", style="dim"), Text(""),
                               Text(""))
@@ -341,7 +343,7 @@ class RunModel:
             return Group(*rows)
 
     @staticmethod
-    def _row(table: Any, s: StepView, now: float, text: Any, bar: Any) -> None:
+    def _row(table: Any, s: StepView, now: float, text: Any, bar: Any, bar_w: int) -> None:
         title = terminal_safe(s.title or s.id)
         if s.state in ("running", "undoing"):
             tail = text(human_seconds(now - (s.started or now)), style="cyan")
@@ -350,11 +352,13 @@ class RunModel:
                 what.append(f"  {terminal_safe(s.activity)}", style="dim")
             table.add_row(text("▶", style="cyan"), text(s.id, style="cyan"), what, tail)
             for p in s.progress.values():
-                grid = bar(total=1000, completed=int(p.fraction() * 1000), width=30)
+                grid = bar(total=1000, completed=int(p.fraction() * 1000), width=bar_w)
                 line = text(f"{p.fraction():>4.0%}  {p.describe()}", style="dim")
                 from rich.table import Table
 
                 inner = Table.grid(padding=(0, 1))
+                inner.add_column(no_wrap=True)
+                inner.add_column(no_wrap=True, overflow="ellipsis")
                 inner.add_row(grid, line)
                 table.add_row(text(""), text(""), inner, text(""))
         elif s.state in ("done", "undone"):
@@ -424,6 +428,8 @@ class RunDisplay:
                     continue
                 self._live.console.print(Text(terminal_safe(line),
                                               style="red" if event.kind.endswith(".failed") else ""))
+            if event.kind.startswith("step."):
+                self._live.refresh()  # a state change shows at once, not at the next tick (a short freeze too)
         else:
             from rich.text import Text
 
@@ -452,7 +458,7 @@ class RunDisplay:
 
         class _View:
             def __rich__(self) -> Any:
-                return model.render(con.size.height)
+                return model.render(con.size.height, con.size.width)
 
         self._planning_live = transient
         self._live = Live(_View(), console=con, refresh_per_second=4, transient=transient, redirect_stdout=False,

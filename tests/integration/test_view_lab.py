@@ -39,6 +39,20 @@ def set_app_record(info: Any, addresses: list[str]) -> None:
         assert r.status in (200, 204)
 
 
+def in_terminal(info: Any, state: Path, *args: str, rows: int = 30) -> tuple[str, int | None]:
+    """Run the CLI in a pseudo-terminal of `rows` x 160: what it showed (escape sequences removed), its exit code."""
+    import pexpect
+
+    argv = ["-m", "liferaft", "--stack", str(info.stack_file), "--state-dir", str(state), *args]
+    child = pexpect.spawn(sys.executable, argv, env={**os.environ, "TERM": "xterm-256color"},
+                          dimensions=(rows, 160), encoding="utf-8", timeout=900)
+    child.expect(pexpect.EOF)
+    child.close()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before).replace("\r", "")
+    (state.parent / f"terminal-{args[0]}.txt").write_text(plain)
+    return plain, child.exitstatus
+
+
 def test_drill_log_off_a_terminal_is_one_line_per_step_event_and_per_tenth(lab: Any, tmp_path: Path) -> None:
     info = lab.info
     state = tmp_path / "state"
@@ -98,45 +112,47 @@ def test_saved_plan_refused_after_a_dns_change_by_hand_then_applied_exactly(lab:
     assert app_records(info) == [a]
     assert json.loads(cli(info, state, "runs", "--json", timeout=60).stdout) == []  # nothing ran
 
-    applied = cli(info, state, "failover", "--plan", str(plan_file), "--yes", "--json", timeout=900)
-    assert applied.returncode == 0, applied.stderr[-5000:]
-    run = json.loads(applied.stdout)
-    assert run["status"] == "done"
+    # Applied in a terminal: the live view of a real failover, its write freeze, then the summary.
+    plain, code = in_terminal(info, state, "failover", "--plan", str(plan_file), "--yes")
+    (run,) = json.loads(cli(info, state, "runs", "--json", timeout=60).stdout)
     try:
-        rec = json.loads(cli(info, state, "show", run["run"], "--json", timeout=60).stdout)
-        assert rec["plan"]["hash"] == saved["hash"] and rec["plan"]["steps"] == saved["plan"]["steps"]
-        assert app_records(info) == [b]
+        check_applied(info, plain, code, run, plan_file, saved, b)
     finally:
         back = cli(info, state, "rollback", run["run"], "--yes", timeout=600)
         assert back.returncode == 0, back.stderr[-3000:]
     assert app_records(info) == [a]
 
 
+def check_applied(info: Any, plain: str, code: int | None, run: dict[str, Any], plan_file: Path,
+                  saved: dict[str, Any], b: str) -> None:
+    assert code == 0 and run["status"] == "done", plain[-4000:]
+    assert f"the saved plan {plan_file} still holds (plan hash {saved['hash']}): applying it" in plain
+    window = re.search(r"(?m)^write-unavailability window: ([\d.]+)s *$", plain)
+    assert window and plain.count(f"write-unavailability window: {window.group(1)}s") >= 2, plain[-4000:]
+    assert re.search(r"(?m)^✓ freeze\s+freeze writes at the source.* \d+\.\ds *$", plain)
+    assert re.search(r"write freeze: [\d.]+s so far", plain), plain[-4000:]  # shown while it lasted
+    assert re.search(r"(?m)^run \S+: done \(\d+/\d+ steps, [\d.]+s\) *$", plain), plain[-3000:]
+    rec = json.loads(cli(info, plan_file.parent / "state", "show", run["run"], "--json", timeout=60).stdout)
+    assert rec["plan"]["hash"] == saved["hash"] and rec["plan"]["steps"] == saved["plan"]["steps"]
+    assert app_records(info) == [b]
+
+
 def test_drill_in_a_terminal_fits_one_screen_and_ends_with_the_summary(lab: Any, tmp_path: Path) -> None:
     """The real drill in a pseudo-terminal of 30 rows: the step list redrawn in place (never taller than the
     screen), states shown (running with time, done with duration, waiting), the bucket copy's progress bar, the
     teardown's undo list, then the drill's verdict."""
-    import pexpect
-
     info = lab.info
     rows = 30
-    argv = ["-m", "liferaft", "--stack", str(info.stack_file), "--state-dir", str(tmp_path / "state"), "drill",
-            "--to", "alt-b", "--report", str(tmp_path / "r")]
-    child = pexpect.spawn(sys.executable, argv, env={**os.environ, "TERM": "xterm-256color"},
-                          dimensions=(rows, 160), encoding="utf-8", timeout=900)
-    child.expect(pexpect.EOF)
-    child.close()
-    out = child.before
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
-    (tmp_path / "terminal.txt").write_text(plain)
-    assert child.exitstatus == 0, plain[-4000:]
+    plain, code = in_terminal(info, tmp_path / "state", "drill", "--to", "alt-b", "--report", str(tmp_path / "r"),
+                              rows=rows)
+    assert code == 0, plain[-4000:]
     verdict = re.search(r"(?m)^drill \S+: PASSED\s+\S+ -> alt-b \(notice\) *$", plain)
     assert verdict, plain[-3000:]
     view = plain[:verdict.start()]  # what stderr showed while the drill ran; the summary follows on stdout
     frames = [f for f in re.split(r"run \S+: (?:\S+ -> \S+ \(\w+\), \d+ steps|undoing \d+ steps)", view)
               if "steps," in f.split("\n", 1)[0]]
     heights = [len(f.rstrip("\n").split("\n")) for f in frames]
-    print(f"\ndrill in a terminal: {len(out)} bytes written, {len(frames)} redraws, frames of at most "
+    print(f"\ndrill in a terminal: {len(frames)} redraws, frames of at most "
           f"{max(heights)} lines on a {rows}-line screen")
     assert len(frames) >= 5 and max(heights) < rows, heights
     assert re.search(r"(?m)^▶ \S+ .* \d+\.\ds *$", plain) and re.search(r"(?m)^✓ \S+ .* \d+\.\ds *$", plain)
