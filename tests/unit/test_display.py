@@ -210,3 +210,30 @@ def test_a_long_plan_fits_a_short_screen() -> None:
     con = Console(width=100, record=True, file=io.StringIO())
     con.print(m.render(40))
     assert "✓ s0 " in con.export_text() and "more waiting" not in con.export_text()
+
+
+def test_a_resumed_run_lists_its_done_steps_done(tmp_path: Path) -> None:
+    """`resume` after a crash mid-copy: the view starts with the steps done before the crash shown done."""
+    import subprocess
+
+    plan = toy_plan(tmp_path)
+    state = tmp_path / "state"
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_dict()))
+    crashed = subprocess.run([sys.executable, "-m", "tests.unit.test_failover_toys", "start", str(state),
+                              str(tmp_path / "plan.json")], env={**os.environ, "TOY_CRASH_IN": "copy"},
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert crashed.returncode == -9, crashed.stderr
+    display = RunDisplay(False, stream=io.StringIO(), live=False)
+    at_start: dict[str, str] = {}
+
+    def snapshot(ev: Event) -> None:
+        if ev.kind == "run.resumed":
+            at_start.update({sid: s.state for sid, s in display.model.steps.items()})
+
+    with display:
+        Runner(state, stack_name="toy", events=Events(display, snapshot)).resume("last")
+    lines = display.out.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines[0].endswith("resuming at copy (5 of 6 steps left)"), lines
+    assert at_start == {"make-a": "done", **{sid: "waiting" for sid in plan.step_ids[1:]}}, at_start
+    assert {s.state for s in display.model.steps.values()} == {"done"}
+    assert sum(" done in " in x for x in lines) == 5
