@@ -113,8 +113,8 @@ def event_printer(as_json: bool, verbose: int = 0) -> Callable[[Event], None]:
         if as_json:
             sys.stderr.write(json.dumps(event.to_dict(), default=_json_default) + "\n")
             return
-        if event.kind.endswith(".debug") and verbose < 1:
-            return
+        if (event.kind.endswith(".debug") or event.kind == "ansible.task.start") and verbose < 1:
+            return  # a task that starts may turn out skipped: its failure or change is an event of its own
         assert con is not None
         con.print(f"[dim]{event.kind:<22}[/dim] {event.message}", markup=True, highlight=False)
 

@@ -13,11 +13,11 @@ import click
 from liferaft.cli._common import (
     GlobalOptions,
     emit_json,
-    event_printer,
     json_option,
     pass_opts,
     stdout_console,
 )
+from liferaft.cli.display import run_display
 from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 
 
@@ -48,8 +48,8 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
     if teardown_run is not None:
         if to is not None:
             raise UsageError("--teardown RUN and --to SITE do not go together")
-        run_id = teardown_kept(opts.stack(), opts.state_dir, teardown_run,
-                               as_events(event_printer(as_json, opts.verbose)))
+        with run_display(as_json, opts.verbose) as display:
+            run_id = teardown_kept(opts.stack(), opts.state_dir, teardown_run, as_events(display))
         if as_json:
             emit_json({"ok": True, "run": run_id, "torn_down": True})
         else:
@@ -60,8 +60,8 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
     require_scenario(scenario)
     stack = opts.stack()
     state_dir = opts.state_dir
-    result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger),
-                       as_events(event_printer(as_json, opts.verbose)))
+    with run_display(as_json, opts.verbose) as display:
+        result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger), as_events(display))
     out_dir = Path(report_dir) if report_dir else state_dir / "reports"
     files = write_report(result, out_dir)
     history.record(state_dir, result, out_dir)

@@ -14,7 +14,6 @@ import click
 from liferaft.cli._common import (
     GlobalOptions,
     emit_json,
-    event_printer,
     finite_seconds,
     json_option,
     pass_opts,
@@ -23,7 +22,9 @@ from liferaft.cli._common import (
 from liferaft.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
+    from liferaft.cli.display import RunDisplay
     from liferaft.engine import Plan, Runner, RunOutcome
+    from liferaft.engine.saved import SavedPlan
 
 
 def _human_bytes(n: int) -> str:
@@ -35,7 +36,14 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> Runner:
+def _display(opts: GlobalOptions, as_json: bool) -> RunDisplay:
+    from liferaft.cli.display import run_display
+
+    return run_display(as_json, opts.verbose)
+
+
+def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True,
+            display: RunDisplay | None = None) -> Runner:
     import liferaft.steps  # noqa: F401  (registers the step library: a journal may name any of its kinds)
     from liferaft.engine import Runner
     from liferaft.events import Events
@@ -44,7 +52,7 @@ def _runner(opts: GlobalOptions, as_json: bool, *, need_stack: bool = True) -> R
     # Not opts.state_dir, which creates it: runs, show and a resume of nothing create nothing there; a run creates
     # the state dir owner-only with its lock, before anything else is written.
     return Runner(opts.state_dir_path, stack=stack if need_stack else None, stack_name=stack.model.name,
-                  events=Events(event_printer(as_json, opts.verbose)))
+                  events=Events(display or _display(opts, as_json)))
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -57,15 +65,18 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 def _build_plan(opts: GlobalOptions, to: str, mode: str, as_json: bool, source_timeout: float | None = None,
-                ledger: str | None = None) -> Plan:
+                ledger: str | None = None, display: RunDisplay | None = None) -> Plan:
     from liferaft.events import Events
     from liferaft.failover.planner import build_plan
 
     if source_timeout is not None and mode != "cold":
         raise UsageError("--source-timeout is for --mode cold (a live move needs the source to answer)")
-    return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir,
-                      events=Events(event_printer(as_json, opts.verbose)), source_timeout=source_timeout,
-                      ledger=str(Path(ledger).resolve()) if ledger else None)
+    display = display or _display(opts, as_json)
+    try:
+        return build_plan(opts.stack(), to, mode, state_dir=opts.state_dir, events=Events(display),
+                          source_timeout=source_timeout, ledger=str(Path(ledger).resolve()) if ledger else None)
+    finally:
+        display.pause()
 
 
 def source_timeout_option(f: Any) -> Any:
@@ -131,43 +142,108 @@ def _render_outcome(out: RunOutcome, as_json: bool) -> int:
 @click.option("--to", "to", required=True, metavar="SITE", help="The site to move to.")
 @click.option("--mode", type=click.Choice(["live", "cold"]), default="live", show_default=True,
               help="live: the source still answers (replicate, freeze, cut over); cold: it does not.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None, metavar="PLAN",
+              help="Save the plan to this file (owner-only; no secret in it), to review and then apply exactly "
+                   "it with `liferaft failover --plan PLAN`.")
 @source_timeout_option
 @ledger_option
 @json_option
 @pass_opts
-def plan_cmd(opts: GlobalOptions, to: str, mode: str, source_timeout: float | None, ledger: str | None,
-             as_json: bool) -> int:
-    """Show what a failover to SITE would do: steps, resources, bytes, time, DNS diff. Makes no changes."""
-    plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
+def plan_cmd(opts: GlobalOptions, to: str, mode: str, out_path: str | None, source_timeout: float | None,
+             ledger: str | None, as_json: bool) -> int:
+    """Show what a failover to SITE would do: steps, resources, bytes, time, DNS diff. Makes no changes.
+
+    With --out PLAN the plan is also saved, with the facts it was built from (source and target hosts, DNS values,
+    data sizes) and its hash: `liferaft show PLAN` prints it, `liferaft failover --plan PLAN` applies it if those
+    facts still hold."""
+    with _display(opts, as_json) as display:
+        plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger, display)
+    saved = None
+    if out_path is not None:
+        from liferaft.engine.saved import save_plan
+
+        saved = save_plan(plan, out_path, _plan_options(to, mode, source_timeout, ledger))
     if as_json:
-        emit_json(plan.to_dict())
+        emit_json({**plan.to_dict(), **({"saved_to": str(out_path)} if saved else {})})
     else:
         render_plan(plan)
+        if saved is not None:
+            stdout_console().print(f"saved to {out_path} (plan hash {plan.hash}); apply exactly this plan with "
+                                   f"`liferaft failover --plan {out_path}`")
     return EXIT_OK
 
 
+def _plan_options(to: str, mode: str, source_timeout: float | None, ledger: str | None) -> dict[str, Any]:
+    return {"to": to, "mode": mode, "source_timeout": source_timeout,
+            "ledger": str(Path(ledger).resolve()) if ledger else None}
+
+
+def _load_saved(opts: GlobalOptions, plan_path: str, to: str | None, mode: str | None,
+                source_timeout: float | None, ledger: str | None) -> tuple[SavedPlan, str, str, float | None,
+                                                                           str | None]:
+    """The saved plan and the options to re-plan with (the saved ones; what the command line adds must agree)."""
+    from liferaft.engine.saved import load_plan
+
+    saved = load_plan(plan_path)
+    o = saved.options
+    if saved.plan.stack != opts.stack().model.name:
+        raise UsageError(f"{plan_path} is a plan for stack {saved.plan.stack!r}, not {opts.stack().model.name!r}")
+    site, how = str(o.get("to") or saved.plan.target), str(o.get("mode") or saved.plan.mode)
+    if to is not None and to != site:
+        raise UsageError(f"--to {to} but the saved plan {plan_path} moves to {site}", hint="leave --to out")
+    if mode is not None and mode != how:
+        raise UsageError(f"--mode {mode} but the saved plan {plan_path} is {how}", hint="leave --mode out")
+    saved_ledger = o.get("ledger")
+    if ledger is not None and str(Path(ledger).resolve()) != saved_ledger:
+        raise UsageError(f"--ledger {ledger} but the saved plan {plan_path} was made with "
+                         f"{saved_ledger or 'no ledger'}", hint="leave --ledger out")
+    timeout = source_timeout if source_timeout is not None else o.get("source_timeout")
+    return saved, site, how, (float(timeout) if timeout is not None else None), saved_ledger
+
+
 @click.command("failover")
-@click.option("--to", "to", required=True, metavar="SITE", help="The site to move to.")
-@click.option("--mode", type=click.Choice(["live", "cold"]), default="live", show_default=True)
+@click.option("--to", "to", metavar="SITE", help="The site to move to (with --plan: taken from the plan).")
+@click.option("--mode", type=click.Choice(["live", "cold"]), default=None, help="live (the default) or cold.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, exists=True), default=None, metavar="PLAN",
+              help="Apply this saved plan (`liferaft plan --out PLAN`), exactly, if what it was built from still "
+                   "holds (same steps, source, target hosts, DNS values; data sizes within 10% or 64 MiB); else "
+                   "refuse naming what changed (exit 2).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
 @click.option("--stop-before", metavar="STEP", help="Stop before this step (resume later).")
 @source_timeout_option
 @ledger_option
 @json_option
 @pass_opts
-def failover_cmd(opts: GlobalOptions, to: str, mode: str, yes: bool, stop_before: str | None,
-                 source_timeout: float | None, ledger: str | None, as_json: bool) -> int:
+def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_path: str | None, yes: bool,
+                 stop_before: str | None, source_timeout: float | None, ledger: str | None, as_json: bool) -> int:
     """Move the stack to SITE now: provision, configure, migrate, verify, then cut DNS over. Journaled.
 
     The stack's lock and the site's are taken first: another run or a drill there is refused at once; a
     `replicate` keeping the standby at SITE is asked to end its round and let the site go (with --yes at once,
     else after the confirmation)."""
-    runner = _runner(opts, as_json)
+    saved = None
+    if plan_path is not None:
+        saved, to, mode, source_timeout, ledger = _load_saved(opts, plan_path, to, mode, source_timeout, ledger)
+    if to is None:
+        raise UsageError("which site? pass --to SITE (or --plan PLAN)")
+    mode = mode or "live"
+    display = _display(opts, as_json)
+    runner = _runner(opts, as_json, display=display)
     opts.stack().site(to)  # an unknown site is a usage error, before any lock file is made for it
-    with runner.claim(to, take_site=yes):
-        plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger)
+    with display, runner.claim(to, take_site=yes):
+        plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger, display)
+        if saved is not None:
+            from liferaft.engine.saved import PlanChanged, changes
+
+            diff = changes(saved, plan)
+            if diff:
+                raise PlanChanged(diff, str(plan_path))
+            plan = saved.plan  # what was reviewed, exactly
         if not as_json:
             render_plan(plan)
+            if saved is not None:
+                stdout_console().print(f"the saved plan {plan_path} still holds (plan hash {plan.hash}): "
+                                       "applying it")
         _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)
         out = runner.start(plan, stop_before=stop_before)
     _note_moved(runner, out)
@@ -215,11 +291,16 @@ def runs_cmd(opts: GlobalOptions, as_json: bool) -> int:
 
 
 @click.command("show")
-@click.argument("run_ref", metavar="RUN")
+@click.argument("run_ref", metavar="RUN|PLAN")
 @json_option
 @pass_opts
 def show_cmd(opts: GlobalOptions, run_ref: str, as_json: bool) -> int:
-    """Show one run (id, unique prefix or 'last'): its plan, each step's state and result."""
+    """Show one run (id, unique prefix or 'last'): its plan, each step's state and result. Or, given a file saved
+    by `liferaft plan --out PLAN`: that plan and the facts it was built from."""
+    from liferaft.engine.saved import is_saved_plan_file
+
+    if is_saved_plan_file(run_ref):
+        return _show_saved(run_ref, as_json)
     with _runner(opts, as_json, need_stack=False).journal() as journal:
         rec = journal.find_run(run_ref)
         steps = journal.steps(rec.id)
@@ -246,6 +327,26 @@ def show_cmd(opts: GlobalOptions, run_ref: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _show_saved(path: str, as_json: bool) -> int:
+    from liferaft.engine.saved import SIZE_TOLERANCE, SIZE_TOLERANCE_BYTES, load_plan
+
+    saved = load_plan(path)
+    if as_json:
+        emit_json(saved.to_dict())
+        return EXIT_OK
+    con = stdout_console()
+    doc = saved.to_dict()
+    con.print(f"saved plan {path}, made {doc['saved_at']} with `liferaft plan --to {saved.options.get('to')} "
+              f"--mode {saved.options.get('mode')}`" + (f" --ledger {saved.options['ledger']}"
+                                                        if saved.options.get("ledger") else ""))
+    render_plan(saved.plan)
+    con.print(f"[bold]Applied by[/bold] `liferaft failover --plan {path}` only while the source, the target's "
+              f"hosts and these DNS values are unchanged, the steps hash to {saved.plan.hash}, and the data to move "
+              f"stays within {SIZE_TOLERANCE:.0%} or {SIZE_TOLERANCE_BYTES // (1024 * 1024)} MiB of "
+              f"{_human_bytes(saved.plan.bytes_to_move)}.")
+    return EXIT_OK
+
+
 @click.command("resume")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--stop-before", metavar="STEP", help="Stop before this step (resume later).")
@@ -253,8 +354,10 @@ def show_cmd(opts: GlobalOptions, run_ref: str, as_json: bool) -> int:
 @pass_opts
 def resume_cmd(opts: GlobalOptions, run_ref: str, stop_before: str | None, as_json: bool) -> int:
     """Continue a stopped, failed or crashed run: done steps are skipped, the interrupted one re-applied."""
-    runner = _runner(opts, as_json)
-    out = runner.resume(run_ref, stop_before=stop_before)
+    display = _display(opts, as_json)
+    runner = _runner(opts, as_json, display=display)
+    with display:
+        out = runner.resume(run_ref, stop_before=stop_before)
     _note_moved(runner, out)
     return _render_outcome(out, as_json)
 
@@ -269,6 +372,8 @@ def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) ->
     _confirm(f"Roll back run {run_ref}?", yes)
     from liferaft.engine.standby_state import forget_move
 
-    out = _runner(opts, as_json).rollback(run_ref)
+    display = _display(opts, as_json)
+    with display:
+        out = _runner(opts, as_json, display=display).rollback(run_ref)
     forget_move(opts.state_dir, opts.stack().model.name, run=out.run_id)
     return _render_outcome(out, as_json)

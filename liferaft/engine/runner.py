@@ -254,7 +254,8 @@ class Runner:
                              state_dir=self.state_dir, stack=self.stack)
             box.append(ctx)
             self.events.emit("run.started", f"run {run_id}: {plan.source} -> {plan.target} ({plan.mode}), "
-                             f"{len(plan.steps)} steps", run=run_id, plan_hash=plan.hash)
+                             f"{len(plan.steps)} steps", run=run_id, plan_hash=plan.hash,
+                             steps=list(plan.step_ids))
             return self._execute(ctx, stop_before)
 
     # ------------------------------------------------------------------------------------------------ resume
@@ -282,7 +283,9 @@ class Runner:
             box.append(ctx)
             pending = journal.pending(rec.id)
             self.events.emit("run.resumed", f"run {rec.id}: resuming at {pending[0].step_id if pending else 'end'}"
-                             f" ({len(pending)} of {len(rec.plan.steps)} steps left)", run=rec.id)
+                             f" ({len(pending)} of {len(rec.plan.steps)} steps left)", run=rec.id,
+                             steps=list(rec.plan.step_ids),
+                             done=[sid for sid in rec.plan.step_ids if sid not in {p.step_id for p in pending}])
             return self._execute(ctx, stop_before)
 
     def _execute(self, ctx: RunContext, stop_before: str | None) -> RunOutcome:
