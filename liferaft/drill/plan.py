@@ -26,8 +26,8 @@ from liferaft.errors import UsageError
 from liferaft.steps.data import Cut, DataSeed, DrillVerifyData, Freeze, SeedParams
 from liferaft.steps.drill import DrillTeardown
 from liferaft.steps.hosts import Allocate, Configure, DeployService
-from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby
 from liferaft.steps.standby import CheckStandby as StandbyObjects
+from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby
 from liferaft.steps.verify import DnsCutover, DrillVerifyService, VerifyService
 
 DRILL_STEP_KINDS = (DrillTeardown.name, Cut.name, DrillVerifyData.name, DrillVerifyService.name)

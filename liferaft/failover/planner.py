@@ -34,6 +34,7 @@ from liferaft.steps.data import (
     VerifyParams,
 )
 from liferaft.steps.hosts import Allocate, Configure
+from liferaft.steps.tls import tls_steps
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -141,8 +142,11 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
                          kind.titles(ds, _where(stack, ds, source, target))["seed"],
                          SeedParams(ds.key, ds.kind, src_host,
                                     _shown(kind.summary(ds), kind)).to_params(), deps))
+    # A service with `tls:` gets its certificate on the hosts first (the app reads it when it starts).
+    certs = {str(s.params["service"]): add(s.id, s.kind, s.title, s.params, *s.depends_on)
+             for s in tls_steps(stack, target, after=host_ready, hosts_from=alloc)}
     deploys = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook})",
-                   {"service": svc}, prepared) for svc in sorted(m.services)]
+                   {"service": svc}, prepared, *([certs[svc]] if svc in certs else [])) for svc in sorted(m.services)]
     freeze = add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
                  + ", ".join(dict.fromkeys(f"{kind_of(ds).noun}s" for ds in dss)) + ")",
                  DatasetsParams(tuple(dss), src_host).to_params(), *((deploys + seeds) or [prepared]))

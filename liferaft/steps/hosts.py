@@ -18,7 +18,7 @@ from liferaft.steps.access import controller_address
 from liferaft.workloads import Workload, kind_of, workload
 from liferaft.workloads.base import refuse_source_host
 from liferaft.workloads.playbook import ansible_events, stop_lines
-from liferaft.workloads.probe import answers, health_url, http_check, wait_silent
+from liferaft.workloads.probe import answers, health_url, wait_silent
 
 HOST_READY_TIMEOUT_S = 120.0
 
@@ -179,7 +179,9 @@ class DeployService(StepKind):
         wl = self._workload(ctx, DeployParams.from_json(step.params))
         health = kind_of(wl).health(wl)
         if health is not None:
-            http_check(run_target_host(ctx).address, health, timeout=30.0)
+            from liferaft.steps.tls import check_health
+
+            check_health(ctx.require_stack(), wl.name, health, run_target_host(ctx).address, timeout=30.0)
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         params = DeployParams.from_json(step.params)

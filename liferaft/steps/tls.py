@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from liferaft.configure import host_from_dict
 from liferaft.configure.deploy import tls_paths
@@ -334,6 +334,8 @@ class TlsCertificate(StepKind):
     undoable = True
     # One order at a time: two services certifying the same name would overwrite each other's challenge record.
     serial = "tls"
+    phase: ClassVar[str | None] = "configure"
+    drill: ClassVar[str | None] = "keep"  # acts on the target hosts and a challenge record only, both undone
 
     def describe(self, step: Step) -> str:
         return step.title
@@ -576,3 +578,13 @@ def service_https_check(stack: Any, service: str, address: str, *, timeout: floa
             raise CheckFailed(f"https://{names[0]}:{health.port}{health.path} at {address} did not answer "
                               f"{health.expect_status} within {timeout:.0f}s (last: {last})")
         time.sleep(0.1)
+
+
+def check_health(stack: Any, service: str, health: Any, address: str, *, timeout: float) -> float:
+    """A service's health check at `address`: over https with a `tls:` setting, the certificate verified by the
+    service's name against its trust (`service_https_check`); else a plain GET (`http_check`)."""
+    from liferaft.workloads.probe import http_check
+
+    if health.scheme == "https" and getattr(getattr(stack, "model", stack).services[service], "tls", None):
+        return service_https_check(stack, service, address, timeout=timeout)
+    return http_check(address, health, timeout=timeout)

@@ -11,6 +11,7 @@ from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, UsageError
+from liferaft.steps.tls import check_health
 from liferaft.workloads import kind_of, workload
 from liferaft.workloads.probe import http_check
 
@@ -203,7 +204,8 @@ class VerifyService(StepKind):
             wl = workload(stack, service)
             health = kind_of(wl).health(wl)
             if health is not None:
-                healthy_at = max(healthy_at or 0.0, http_check(address, health, timeout=HEALTHY_TIMEOUT_S))
+                healthy_at = max(healthy_at or 0.0, check_health(stack, service, health, address,
+                                                                 timeout=HEALTHY_TIMEOUT_S))
         first_healthy_at = healthy_at if healthy_at is not None else time.time()
         ctx.emit(self.healthy_event, f"the service answers at {reached}"
                  + (f" through {', '.join(answers)}" if answers else ""), address=reached)

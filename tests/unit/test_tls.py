@@ -207,3 +207,23 @@ def test_audit_flags_an_https_service_whose_certificate_lives_only_at_the_primar
     assert not [f for f in report.findings if f.layer == "TLS certificates"]
     assert ("acme-v02.api.letsencrypt.org",) in [lay.vendors for lay in report.layers
                                                   if lay.name == "TLS certificates"]
+
+
+def test_the_live_planner_inserts_the_certificate_before_the_deploy(example: Path) -> None:
+    """make_plan itself puts `tls:web` after the host's preparation, and the deploy waits for it; a drill keeps it."""
+    from liferaft.drill.plan import to_drill
+    from liferaft.engine.observe import Observed
+    from liferaft.failover.planner import make_plan
+
+    stack = load_stack(_with_tls(example, "      certificate: file:secrets/web.crt\n      key: file:secrets/web.key\n"))
+    obs = Observed(source_host={"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
+                                "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
+                   target_host_preview="10.0.0.12", target_free=("b",),
+                   buckets={"images": {"objects": 1, "bytes": 1}}, databases={"blog": 1}, dns_current={})
+    plan = make_plan(stack, "primary", "alt-b", "live", obs)
+    tls = plan.step("tls:web")
+    assert tls.kind == "tls.certificate" and tls.depends_on == ("prepare",)
+    assert "tls:web" in plan.step("deploy-web").depends_on
+    drill = to_drill(plan, drill_record=None, dns_provider=None, zone=None)
+    assert "tls:web" in drill.step_ids
+    assert make_plan(load_stack(EXAMPLE), "primary", "alt-b", "live", obs).step_ids.count("tls:web") == 0
