@@ -40,7 +40,14 @@ def _render(summary: dict[str, Any]) -> None:
     for kind, key, v in rows:
         state = "ok" if v.get("ok") else f"STALE ({(v.get('error') or '')[:80]})"
         con.print(f"{kind:<8} {key:<12} lag {v.get('lag_seconds', '?')} s, {v.get('lag_bytes', '?')} B  {state}")
-    con.print(f"RPO exposure at {summary['target']}: {summary.get('rpo_exposure_s')} s")
+    for key, v in (summary.get("services") or {}).items():
+        state = "ok" if v.get("ok", True) else f"NOT CURRENT ({(v.get('error') or '')[:80]})"
+        con.print(f"{'service':<8} {key:<12} {v.get('state', '?')} at the standby, digest "
+                  f"{str(v.get('digest') or '-')[:12]}  {state}")
+    tier = summary.get("tier") or "pilot-light"
+    con.print(f"RPO exposure at {summary['target']}: {summary.get('rpo_exposure_s')} s; standby tier {tier} ("
+              + ("services deployed and stopped: a cold failover starts them" if tier == "warm" else
+                 "data only: a cold failover deploys the services") + ")")
 
 
 @click.command("replicate")
