@@ -14,6 +14,7 @@ Both act through the workload contract's warm half (`liferaft.workloads.base.War
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from liferaft.engine.kinds import StepKind, register
@@ -75,7 +76,9 @@ class StartService(StepKind):
             ctx.remember(kind=wl.kind)  # a rollback stops it even if the stack file no longer has the service
         host = target_host(ctx)
         digest = str(step.params.get("digest") or "")
+        t0 = time.monotonic()
         found = kind.deployed_digest(wl, host)
+        checked_s = round(time.monotonic() - t0, 3)
         if found and found == digest:
             try:
                 out = kind.start(ctx, wl, host)
@@ -84,7 +87,7 @@ class StartService(StepKind):
             else:
                 ctx.emit("service.started", f"service {wl.name} started at {host.name} ({host.address}): the warm "
                          "standby's deployment, no playbook run", service=wl.name, address=host.address)
-                return {**out, "service": wl.name, "kind": wl.kind, "deployed": False}
+                return {**out, "service": wl.name, "kind": wl.kind, "deployed": False, "checked_s": checked_s}
         else:
             why = (f"the standby host holds {'digest ' + found[:12] if found else 'no warm deployment'}, not the "
                    f"planned {digest[:12]}")
