@@ -342,10 +342,23 @@ class Handler(BaseHTTPRequestHandler):
         self._send(201, post, {"Location": f"/posts/{post['id']}"})
 
 
+class Server(ThreadingHTTPServer):
+    """http.server's threading server without its reverse DNS lookup: HTTPServer.server_bind calls
+    socket.getfqdn(host) only to set `server_name`, which this app never uses, and on a host whose resolver does not
+    answer that blocks ~10 s (two 5 s resolver timeouts) before the port is even listened on."""
+
+    def server_bind(self) -> None:
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
 def make_server(cfg: dict[str, Any]) -> tuple[ThreadingHTTPServer, Store]:
     store = Store(cfg)
     handler = type("BoundHandler", (Handler,), {"store": store})
-    server = ThreadingHTTPServer((cfg.get("listen_host", "0.0.0.0"), int(cfg.get("listen_port", 8080))), handler)
+    server = Server((cfg.get("listen_host", "0.0.0.0"), int(cfg.get("listen_port", 8080))), handler)
     server.daemon_threads = True
     return server, store
 
