@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from liferaft.configure import TargetHost
     from liferaft.stack import Stack
 
-__all__ = ["ReplicateOptions", "Replicator", "Watched", "require_no_run_into", "standby_spec_name", "watch"]
+__all__ = ["ReplicateOptions", "Replicator", "Watched", "require_no_run_into", "standby_spec_name", "summary_of",
+           "watch"]
 
 
 @dataclass(frozen=True)
@@ -357,16 +358,22 @@ class Replicator:
             services.pop(svc, None)  # not kept warm any more (tier or stack changed): deployed at failover
 
     def summary(self) -> dict[str, Any]:
-        def pick(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: d.get(k) for k in ("method", "lag_bytes", "lag_seconds", "ok", "error", "last_sync_at")
-                    if k in d}
-        groups = {g: {k: pick(v) for k, v in sorted((self.record.get(g) or {}).items())} for g in record_groups()}
-        return {"target": self.target, "source": self.source, "tier": standby_tier(self.stack, self.target),
-                "services": {k: {x: v.get(x) for x in ("state", "digest", "ok", "error") if x in v}
-                             for k, v in sorted((self.record.get("services") or {}).items())},
-                "standby_host": (self.record.get("standby_host") or {}).get("name"), **groups,
-                "rpo_exposure_s": rpo_exposure(self.record),
-                "source_reachable": self.record.get("source_reachable")}
+        return summary_of(self.stack, self.target, self.record)
+
+
+def summary_of(stack: Stack, target: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a round reports (and `replicate --status` shows) of a standby record: per dataset the lag, per warm
+    service its state and digest, the tier the stack file declares, the RPO exposure."""
+    def pick(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: d.get(k) for k in ("method", "lag_bytes", "lag_seconds", "ok", "error", "last_sync_at") if k in d}
+    groups = {g: {k: pick(v) for k, v in sorted((record.get(g) or {}).items())} for g in record_groups()}
+    return {"target": target, "source": record.get("source", stack.model.primary),
+            "tier": standby_tier(stack, target),
+            "services": {k: {x: v.get(x) for x in ("state", "digest", "ok", "error") if x in v}
+                         for k, v in sorted((record.get("services") or {}).items())},
+            "standby_host": (record.get("standby_host") or {}).get("name"), **groups,
+            "rpo_exposure_s": rpo_exposure(record), "source_reachable": record.get("source_reachable"),
+            "last_round_at": record.get("last_round_at")}
 
 
 def _mark_error(entry: dict[str, Any], e: Exception, now: float) -> None:

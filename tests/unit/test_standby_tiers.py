@@ -178,3 +178,27 @@ def test_audit_lists_each_alternates_tier(example_stack: Path, tmp_path: Path) -
     assert [x.detail for x in report.layers if x.name == "standby tier"] == [
         "site alt-b: warm (standby recorded; services web kept deployed and stopped)"]
     assert not any(f.layer == "standby tier" for f in report.findings)
+
+
+def test_replicate_status_shows_the_tier_and_the_services_kept_warm(example_stack: Path,  # noqa: F811
+                                                                    tmp_path: Path) -> None:
+    import json
+
+    from liferaft.engine.standby_state import save_standby
+    from liferaft.stack import load_stack
+    from tests.cli_helpers import invoke
+
+    stack_file = _with_tier(example_stack, "warm")
+    stack = load_stack(stack_file)
+    state = tmp_path / "state"
+    base = ("--stack", str(stack_file), "--state-dir", str(state), "replicate", "--to", "alt-b", "--status")
+    none = invoke(*base)
+    assert none.exit_code == 2 and "declared tier: warm" in none.stderr
+    save_standby(state, stack.model.name, "alt-b",
+                 _record(stack, {"web": {"digest": "ab" * 16, "state": "stopped", "ok": True}}))
+    shown = invoke(*base)
+    assert shown.exit_code == 0, shown.stderr
+    assert "tier warm" in shown.stdout and "service  web" in shown.stdout and "stopped at the standby" in shown.stdout
+    doc = json.loads(invoke(*base, "--json").stdout)
+    assert doc["tier"] == "warm" and doc["services"] == {"web": {"state": "stopped", "digest": "ab" * 16, "ok": True}}
+    assert not (state / "stacks" / stack.model.name / "site-alt-b.lock").exists()  # read-only: no lock taken
