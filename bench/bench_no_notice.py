@@ -39,7 +39,8 @@ from bench.bench_drill import write_section
 
 BEGIN, END = "<!-- no-notice benchmark: bench/bench_no_notice.py -->", "<!-- end of no-notice benchmark -->"
 RATE = 20.0
-TARGETS = {"warm": 15.0, "pilot-light": 15.0, "auto": 30.0}
+# Issue 24's targets; the pilot-light row is there for comparison (the issue sets the 15 s for a warm standby).
+TARGETS: dict[str, float | None] = {"warm": 15.0, "pilot-light": None, "auto": 30.0}
 
 
 def _env(stack_file: Path, state: Path, **extra: str) -> dict[str, str]:
@@ -80,7 +81,13 @@ class Lines:
 
     def _read(self) -> None:
         assert self.p.stdout is not None
+        block: list[str] = []  # a pretty-printed document (a watch's final result) spans lines
         for line in self.p.stdout:
+            if block or line.rstrip() == "{":
+                block.append(line)
+                if line.rstrip() != "}":
+                    continue
+                line, block = "".join(block), []
             try:
                 doc = json.loads(line)
             except ValueError:
@@ -210,7 +217,8 @@ def one_run(lab: Any, state: Path, work: Path, row: str, n: int, typed_after: fl
         if row == "auto":
             assert watch is not None
             watch.p.wait(300)
-            final = watch.lines[-1][1].get("watch", {}) if watch.lines else {}
+            time.sleep(0.5)  # the reader thread takes the last document
+            final: dict[str, Any] = next((d["watch"] for _, d in reversed(watch.lines) if isinstance(d.get("watch"), dict)), {})
             attempts = (final.get("failover") or {}).get("attempts") or []
             log = Path(attempts[0]["log"]).read_text() if attempts else ""
             moved = json.loads((state / "readiness" / "microblog.moved.json").read_text())
@@ -270,16 +278,18 @@ def table(rows: list[dict[str, Any]], typed_after: float) -> tuple[str, bool]:
         times = [r["first_200_s"] for r in rs if r.get("ok") and r.get("first_200_s") is not None]
         med = statistics.median(times) if times else None
         lost_ok = all(r.get("ok") and r["lost"] <= r["allowed"] for r in rs)
-        met = med is not None and med <= TARGETS[row] and lost_ok and len(times) == len(rs)
+        target = TARGETS[row]
+        met = med is not None and (target is None or med <= target) and lost_ok and len(times) == len(rs)
         ok_all &= met
         how = "; ".join(sorted({("started (" + ", ".join(r["started"]) + ")") if r.get("started") else
                                 ("deployed (" + ", ".join(r.get("deployed") or []) + ")") for r in rs if r.get("ok")}))
         lines.append(
-            f"| {names[row]} | <= {TARGETS[row]:g} s | {_s(med)} s | "
+            f"| {names[row]} | " + (f"<= {target:g} s" if target is not None else "- (comparison)")
+            + f" | {_s(med)} s | "
             + " / ".join(_s(r.get("first_200_s")) if r.get("ok") else "failed" for r in rs) + " | "
             + " / ".join(f"{r['lost']} of {r['acknowledged']} ({r['allowed']})" if r.get("ok") else "-" for r in rs)
             + " | " + " / ".join(str(r.get("load", "-")) for r in rs) + f" | {how or '-'} | "
-            + ("yes" if met else "**no**") + " |")
+            + ("-" if target is None and met else "yes" if met else "**no**") + " |")
     return "\n".join(lines), ok_all
 
 

@@ -168,3 +168,38 @@ def test_a_warm_standby_fails_over_by_starting_its_stopped_service(own_lab: Any,
     assert back.returncode == 0, back.stderr[-3000:]
     assert _resolve(info) == info.primary_address
     assert not app_running_on(b_host) and not app_answers(b, info.app_port)
+
+
+def test_a_no_notice_drill_into_the_warm_site_starts_the_service_and_says_the_tier(own_lab: Any, state_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """After the rollback above: the standby set up again (one `replicate`), then a no-notice drill into b: the
+    drill's cold plan starts the service kept there (no deploy), the report names the tier, and afterwards the
+    standby is warm again (deployed anew after the drill's teardown removed it, and stopped)."""
+    info = own_lab.info
+    b_host = info.hosts["b"]
+    stack_file = warm_stack(info)
+    env = _env(stack_file, state_dir)
+    rep = subprocess.run(_cli("replicate", "--to", "alt-b", "--json"), env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert json.loads(rep.stdout)["services"]["web"]["state"] == "stopped"
+    assert not app_running_on(b_host)
+    drill = subprocess.run(_cli("drill", "--to", "alt-b", "--scenario", "no-notice", "--report", str(tmp_path),
+                                "--json"), env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = json.loads(drill.stdout)
+    assert drill.returncode == 0 and result["passed"], drill.stderr[-4000:]
+    assert result["tier"] == "warm" and result["rto_from"] == "cut"
+    show = subprocess.run(_cli("show", result["run_id"], "--json"), env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    kinds = {s["step"]: s["kind"] for s in json.loads(show.stdout)["steps"]}
+    assert kinds.get("start-web") == "service.start" and "service.deploy" not in kinds.values(), kinds
+    report = next(tmp_path.rglob("*.md")).read_text()
+    assert "no-notice scenario, warm standby" in report
+    print(f"\nwarm no-notice drill: RTO {result['rto_s']:.1f} s from the cut; phases "
+          + ", ".join(f"{p['name']} {p['duration_s']:.1f}" for p in result["phases"]))
+    # the standby is warm again: deployed anew (the teardown removed it), stopped
+    status = subprocess.run(_cli("replicate", "--to", "alt-b", "--status", "--json"), env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert json.loads(status.stdout)["services"]["web"]["state"] == "stopped", status.stdout
+    assert b_host.run("cat /etc/liferaft/web.liferaft-standby").stdout.strip()
+    assert not app_running_on(b_host) and not app_answers(b_host.address, info.app_port)
