@@ -187,7 +187,9 @@ def test_a_no_notice_drill_into_the_warm_site_starts_the_service_and_says_the_ti
     drill = subprocess.run(_cli("drill", "--to", "alt-b", "--scenario", "no-notice", "--report", str(tmp_path),
                                 "--json"), env=env, capture_output=True, text=True, timeout=900, check=False)
     result = json.loads(drill.stdout)
-    assert drill.returncode == 0 and result["passed"], drill.stderr[-4000:]
+    # without a ledger the RPO is an upper bound (the lab's objective of 0 is then missed: exit 1); the drill ran
+    assert drill.returncode in (0, 1) and result["error"] is None and result["data"]["ok"], drill.stderr[-4000:]
+    assert result["rto_s"] is not None and result["torn_down"], result
     assert result["tier"] == "warm" and result["rto_from"] == "cut"
     show = subprocess.run(_cli("show", result["run_id"], "--json"), env=env, capture_output=True, text=True,
                           timeout=60, check=False)
