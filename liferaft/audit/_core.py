@@ -19,6 +19,10 @@ with a severity and the fix. The rules, in order of the layers:
 | monitoring | alerting runs at a primary vendor: nobody is told when it goes | warning |
 | identity | operators sign in through a primary vendor | warning |
 | standby | no replication state recorded for an alternate (`liferaft replicate` never ran) | info |
+| standby tier | an alternate declared `standby: warm` whose recorded standby holds no services kept stopped | info |
+
+Each alternate's standby tier (`sites.<alt>.standby`: pilot-light or warm) is listed as the `standby tier` layer,
+with what its recorded standby holds.
 
 Score: 100, minus 25 per critical and 8 per warning finding, floored at 0.
 """
@@ -209,6 +213,18 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
     if state_dir is not None and alts and not _replication_recorded(state_dir, m.name):
         flag("info", "standby", "-", "no standby replication recorded: a no-notice cut loses everything since the "
              "last copy", "run `liferaft replicate --to <alternate> --watch`")
+    for name in m.alternates:
+        site = m.sites[name]
+        tier = str(getattr(site, "standby", "pilot-light"))
+        rec = _standby_recorded(state_dir, m.name, name) if state_dir is not None else None
+        held = sorted((rec or {}).get("services") or {})
+        detail = (f"site {name}: {tier}" + ("" if rec is None else " (standby recorded" + (
+            f"; services {', '.join(held)} kept deployed and stopped)" if held else ")")))
+        layers.append(Layer("standby tier", (_vendor(stack, site.compute),), detail))
+        if tier == "warm" and rec is not None and not held and m.services:
+            flag("info", "standby tier", _vendor(stack, site.compute), f"site {name} is declared warm but its "
+                 "standby holds no services kept deployed: a cold failover deploys them (~15 s more)",
+                 f"run `liferaft replicate --to {name}` so it deploys them at the standby")
     return AuditReport(m.name, primary_vendors, tuple(layers), tuple(findings), tuple(notes))
 
 
@@ -246,6 +262,16 @@ def _dependency(stack: Stack, layer: str, dep: Any, primary_vendors: tuple[str, 
     layers.append(Layer(layer, (vendor,), dep.detail or ""))
     if vendor in primary_vendors:
         flag(severity, layer, vendor, message, fix)
+
+
+def _standby_recorded(state_dir: Path, stack_name: str, target: str) -> dict[str, Any] | None:
+    """The standby record `liferaft replicate` keeps for `target` (None when there is none)."""
+    try:
+        doc = json.loads((state_dir / "readiness" / f"{stack_name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rec = (doc.get("standbys") or {}).get(target) if isinstance(doc, dict) else None
+    return rec if isinstance(rec, dict) else None
 
 
 def _replication_recorded(state_dir: Path, stack_name: str) -> bool:

@@ -40,7 +40,14 @@ def _render(summary: dict[str, Any]) -> None:
     for kind, key, v in rows:
         state = "ok" if v.get("ok") else f"STALE ({(v.get('error') or '')[:80]})"
         con.print(f"{kind:<8} {key:<12} lag {v.get('lag_seconds', '?')} s, {v.get('lag_bytes', '?')} B  {state}")
-    con.print(f"RPO exposure at {summary['target']}: {summary.get('rpo_exposure_s')} s")
+    for key, v in (summary.get("services") or {}).items():
+        state = "ok" if v.get("ok", True) else f"NOT CURRENT ({(v.get('error') or '')[:80]})"
+        con.print(f"{'service':<8} {key:<12} {v.get('state', '?')} at the standby, digest "
+                  f"{str(v.get('digest') or '-')[:12]}  {state}")
+    tier = summary.get("tier") or "pilot-light"
+    con.print(f"RPO exposure at {summary['target']}: {summary.get('rpo_exposure_s')} s; standby tier {tier} ("
+              + ("services deployed and stopped: a cold failover starts them" if tier == "warm" else
+                 "data only: a cold failover deploys the services") + ")")
 
 
 @click.command("replicate")
@@ -57,14 +64,17 @@ def _render(summary: dict[str, Any]) -> None:
 @click.option("--lower-ttl", type=click.IntRange(min=1, max=86400), default=None, metavar="S",
               help="Lower the service records' DNS TTLs to S seconds now, so resolvers follow a failover within S "
                    "seconds (the originals are kept and restored by --stop).")
+@click.option("--status", "status", is_flag=True,
+              help="Show what is recorded of the standby at SITE (tier, host, lag per dataset, services kept warm) "
+                   "and change nothing: no set-up, no round, no lock.")
 @click.option("--stop", "stop_it", is_flag=True,
               help="Stop keeping the standby: drop its subscription, and the replication slot and publication at "
                    "the source (a slot nobody reads keeps WAL there forever); forget it. Its host and copies stay.")
 @json_option
 @pass_opts
 def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None, count: int | None,
-              source_timeout: float | None, prom_file: str | None, lower_ttl: int | None, stop_it: bool,
-              as_json: bool) -> int:
+              source_timeout: float | None, prom_file: str | None, lower_ttl: int | None, status: bool,
+              stop_it: bool, as_json: bool) -> int:
     """Keep the standby at SITE current: PostgreSQL by logical replication (or periodic dumps), buckets by
     incremental sync; report lag per dataset in seconds and bytes, and record it for failover, drill and audit."""
     from liferaft.engine.lock import SiteLock
@@ -74,8 +84,12 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
         raise UsageError("--count needs --watch")
     if stop_it and (watch or prom_file or interval is not None or lower_ttl is not None):
         raise UsageError("--stop takes none of --watch, --count, --interval, --prometheus, --lower-ttl")
+    if status and (watch or stop_it or prom_file or interval is not None or lower_ttl is not None or count):
+        raise UsageError("--status takes none of --watch, --count, --interval, --prometheus, --lower-ttl, --stop")
     stack = opts.stack()
     stack.site(to)  # an unknown site is a usage error, before any lock file is made for it
+    if status:
+        return _status(opts, stack, to, as_json)
     health = stack.model.health
     ropts = ReplicateOptions(target=to, interval=interval or min(30.0, float(health.interval)),
                              source_timeout=source_timeout or float(health.timeout), lower_ttl=lower_ttl)
@@ -94,6 +108,28 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _status(opts: GlobalOptions, stack: Any, to: str, as_json: bool) -> int:
+    """The standby record as it is (read-only); exit 0 when one is recorded, 2 (usage) when none is."""
+    from liferaft.engine.standby_state import load_standby
+    from liferaft.standby.keeper import summary_of
+
+    rec = load_standby(opts.state_dir, stack.model.name, to)
+    if rec is None or not rec.standby_host:
+        tier = str(getattr(stack.site(to), "standby", "pilot-light"))
+        raise UsageError(f"no standby is recorded at {to!r} (declared tier: {tier})",
+                         hint=f"keep one with `liferaft replicate --to {to} --watch`")
+    summary = summary_of(stack, to, rec.data)
+    if as_json:
+        emit_json({"ok": True, **summary})
+        return EXIT_OK
+    host = rec.standby_host
+    answered = "answered" if summary.get("source_reachable") else "did NOT answer"
+    stdout_console().print(f"standby at {to}: host {host.get('name')} ({host.get('address')}), tier "
+                           f"{summary['tier']}; the source {answered} in the last round")
+    _render(summary)
+    return EXIT_OK
 
 
 def _stop(opts: GlobalOptions, stack: Any, ropts: Any, as_json: bool) -> int:

@@ -115,6 +115,7 @@ class DrillResult:
     torn_down: bool = False
     error: str | None = None  # why the drill stopped early, if it did
     rto_from: str = "start"  # "start" (notice: the drill's start) or "cut" (no-notice: the primary cut off)
+    tier: str | None = None  # no-notice: the standby tier drilled (`pilot-light` | `warm`); None for notice drills
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(self.phases))
@@ -156,6 +157,7 @@ class DrillResult:
             "drill_record": self.drill_record, "target_address": self.target_address,
             "cut_at": _r(self.cut_at), "first_healthy_at": _r(self.first_healthy_at),
             "kept": self.kept, "torn_down": self.torn_down, "error": self.error, "rto_from": self.rto_from,
+            "tier": self.tier,
         }
 
     @classmethod
@@ -171,4 +173,4 @@ class DrillResult:
                    target_address=d.get("target_address"), cut_at=d.get("cut_at"),
                    first_healthy_at=d.get("first_healthy_at"), kept=bool(d.get("kept")),
                    torn_down=bool(d.get("torn_down")), error=d.get("error"),
-                   rto_from=str(d.get("rto_from", "start")))
+                   rto_from=str(d.get("rto_from", "start")), tier=d.get("tier"))

@@ -28,6 +28,7 @@ from liferaft.steps.drill import DrillTeardown
 from liferaft.steps.hosts import Allocate, Configure, DeployService
 from liferaft.steps.standby import CheckStandby as StandbyObjects
 from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby
+from liferaft.steps.tls import TlsCertificate
 from liferaft.steps.verify import DnsCutover, DrillVerifyService, VerifyService
 
 DRILL_STEP_KINDS = (DrillTeardown.name, Cut.name, DrillVerifyData.name, DrillVerifyService.name)
@@ -55,7 +56,7 @@ def drill_fqdn(dns: Any) -> str | None:
 
 # Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
 COLD_KEPT_KINDS = (Allocate.name, Configure.name, PromoteStandby.name, StandbyObjects.name, DataLoss.name,
-                   DeployService.name, ReleaseStandby.name)
+                   DeployService.name, ReleaseStandby.name, TlsCertificate.name)
 
 
 @dataclass(frozen=True)

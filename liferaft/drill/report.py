@@ -52,8 +52,9 @@ def _verdict(ok: bool) -> str:
 # ---------------------------------------------------------------------------------------------------- markdown
 def to_markdown(r: DrillResult) -> str:
     lines = [f"# Drill {r.id}: {r.stack} {r.source} -> {r.target}", "",
-             (f"**Result: {'PASSED' if r.passed else 'FAILED'}** ({r.scenario} scenario, {_when(r.started)}, "
-             f"{seconds(r.duration_s)} in all)"), ""]
+             (f"**Result: {'PASSED' if r.passed else 'FAILED'}** ({r.scenario} scenario"
+              + (f", {r.tier} standby" if r.tier else "") + f", {_when(r.started)}, {seconds(r.duration_s)} in all)"),
+             ""]
     if r.error:
         lines += [f"Stopped early: {r.error}", ""]
     lines += ["| | measured | objective | |", "|---|---|---|---|",
@@ -242,7 +243,7 @@ def to_html(r: DrillResult) -> str:
 <title>liferaft drill {_esc(r.id)}: {verdict}</title><style>{CSS}</style></head>
 <body><main>
 <h1>Drill {_esc(r.id)} <span class="badge {'pass' if r.passed else 'fail'}" id="verdict">{verdict}</span></h1>
-<div class="sub">stack <b>{_esc(r.stack)}</b>: {_esc(r.source)} &rarr; {_esc(r.target)} ({_esc(r.scenario)} scenario),
+<div class="sub">stack <b>{_esc(r.stack)}</b>: {_esc(r.source)} &rarr; {_esc(r.target)} ({_esc(r.scenario)} scenario{_esc(", " + r.tier + " standby" if r.tier else "")}),
 {_esc(_when(r.started))}, {_esc(seconds(r.duration_s))} in all</div>
 {error}
 <div class="cards">{card("RTO (recovery time)", r.rto_s, r.objective_rto_s, r.rto_met, "rto")}

@@ -27,6 +27,7 @@ from liferaft.steps.hosts import Allocate, DeployService
 from liferaft.steps.standby import CheckStandby as StandbyObjects
 from liferaft.steps.standby import DataLoss, PromoteStandby
 from liferaft.steps.verify import DnsCutover, DrillVerifyService
+from liferaft.steps.warm import StartService
 
 if TYPE_CHECKING:
     from liferaft.engine import Plan
@@ -41,6 +42,7 @@ PHASE_OF_KIND = {
     PromoteStandby.name: "data", StandbyObjects.name: "verify", DataLoss.name: "verify",
     # older journals
     "db.server": "configure", "db.access": "data", "db.migrate": "data", "objects.sync": "data",
+    StartService.name: "configure",  # a warm standby's services started
 }
 
 
@@ -213,6 +215,7 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
     down -> the standby re-established if there was one before (else forgotten)."""
     from liferaft.drill import cut as cutting
     from liferaft.drill import standby as sb
+    from liferaft.standby.setup import standby_tier
 
     seeded = sb.ensure_standby(stack, state_dir, opts.target, ev)
     source_address = seeded.source_address
@@ -258,7 +261,7 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
     ended = time.time()
     result = measure(drill_id, stack, plan, opts, started, ended, phases, ex.records, ex.run_id, error,
                      ex.torn_down, cut_at=cut_at)
-    return _done(ev, result)
+    return _done(ev, replace(result, tier=standby_tier(stack, opts.target)))
 
 
 def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: Events) -> Plan:
@@ -268,7 +271,18 @@ def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, even
 
     plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False,
                            ledger=opts.ledger)
-    return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
+    starts = {s.id: s for s in plan.steps if s.kind == "service.start"}
+    if not starts:
+        return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
+    # A warm standby's `service.start` steps: the drill transform keeps `service.deploy` steps as they are (and puts
+    # their services in the teardown) but does not know `service.start` yet, so each goes through it as a deploy of
+    # the same id and comes back as itself. (To go once liferaft.drill.plan keeps service.start.)
+    stand_in = replace(plan, steps=tuple(replace(s, kind="service.deploy") if s.id in starts else s
+                                         for s in plan.steps))
+    drilled = to_cold_drill(stand_in, ledger=opts.ledger, **_drill_dns(stack))
+    return replace(drilled, steps=tuple(replace(s, kind="service.start", title=starts[s.id].title,
+                                                params=starts[s.id].params) if s.id in starts else s
+                                        for s in drilled.steps))
 
 
 def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:

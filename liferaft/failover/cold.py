@@ -1,7 +1,7 @@
 """The cold failover plan: the source does not answer, so the move uses the standby copies `replicate` kept.
 
     allocate          the standby host again (the same name `replicate` allocated: same host, same copy)
-    prepare           prepare.yml (idempotent)
+    prepare           prepare.yml (idempotent; pilot-light only: a warm standby's set-up prepared the host)
     <prefix>-<key>    per dataset, its kind's promotion of the standby copy (`StandbyCopy.promote`, the step kind
                       and id prefix its `promote_step` says): PostgreSQL `promote-<db>` (standby.promote: the
                       subscription dropped WITHOUT the source, sequences past their columns' max), buckets
@@ -10,6 +10,10 @@
     data-loss         what the cut lost: the write ledger's acknowledged writes missing at the target, else the
                       last replicated position and time (standby.loss)
     deploy-<svc>      the engine's service.deploy, beside the gates once the promotions it needs are done
+                      (pilot-light tier, or a warm standby whose copy of the service is not current)
+    start-<svc>       warm tier (`sites.<target>.standby: warm`): service.start -- the service `replicate` keeps
+                      deployed and stopped at the standby (at the digest the record holds, which is the stack's
+                      current one) started, no playbook run; undone by stopping it again
     dns               the engine's dns.cutover, after every deploy, gate and the data-loss report
     verify-service    the engine's verify.service, through DNS
     db-release        liferaft's own access disabled at the promoted standby (standby.release), where a kind has any
@@ -34,13 +38,16 @@ from liferaft.engine.standby_state import StandbyRecord, load_standby
 from liferaft.errors import LiferaftError, UsageError
 from liferaft.events import Events, as_events
 from liferaft.movers.bounded import DEFAULT_SOURCE_TIMEOUT, bounded, probe_ports
+from liferaft.standby.setup import standby_tier, warm_services
 from liferaft.steps.standby import dataset_params
+from liferaft.steps.tls import tls_steps
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 SOURCE_TIMEOUT_ENV = "LIFERAFT_SOURCE_TIMEOUT"
-ESTIMATE_S = {"allocate": 2.0, "prepare": 6.0, "promote": 1.0, "deploy": 10.0, "dns": 1.0, "verify": 2.0}
+ESTIMATE_S = {"allocate": 2.0, "prepare": 6.0, "promote": 1.0, "deploy": 10.0, "start": 2.0, "dns": 1.0,
+              "verify": 2.0}
 
 
 def source_timeout(stack: Stack) -> float:
@@ -107,7 +114,13 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     spec = str(host.get("spec_name") or f"{m.name}-{target}")
     last = add("allocate", "host.allocate", f"allocate the standby host {spec} at {provider} (holds the copy)",
                {"provider": provider, "name": spec, "site": target})
-    last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
+    tier = standby_tier(stack, target)
+    warm, stale = warm_current(stack, target, rec)
+    if tier != "warm":
+        last = add("prepare", "host.configure", "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, last)
+    # A service with `tls:` gets its certificate on the standby first; its deploy or start waits for it.
+    certs = {str(c.params["service"]): add(c.id, c.kind, c.title, c.params, *c.depends_on)
+             for c in tls_steps(stack, target, after=last, hosts_from="allocate")}
     sides = StandbySides(source=source, target=target)
     dss = datasets(stack)
     data_steps: list[str] = []  # every promotion; the data-loss report and DNS wait for them all
@@ -126,8 +139,13 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
                + (" (write ledger)" if ledger else " (last replicated positions)"),
                {"datasets": [dataset_params(ds) for ds in dss], "ledger": ledger, "target": target},
                *(data_steps or [last]))
-    svc_steps = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook}) on the "
-                     "standby's data", {"service": svc}, *(needed or [last])) for svc in sorted(m.services)]
+    svc_steps = [add(f"start-{svc}", "service.start", f"start service {svc}, kept deployed and stopped at the warm "
+                     "standby (no playbook run)", {"service": svc, "digest": warm[svc]}, *(needed or [last]),
+                     *([certs[svc]] if svc in certs else []))
+                 if svc in warm else
+                 add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook}) on the "
+                     "standby's data", {"service": svc}, *(needed or [last]), *([certs[svc]] if svc in certs else []))
+                 for svc in sorted(m.services)]
     dns_cfg = m.dns
     records: list[dict[str, Any]] = [{"fqdn": dns_cfg.fqdn(r.name), "type": r.type, "ttl": r.ttl,
                                       "service": r.service} for r in dns_cfg.records if r.service] if dns_cfg else []
@@ -149,7 +167,8 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     resources += [{"action": "use" if get_kind(kind_of(ds).promote_step[0]).gate else "promote",
                    "kind": kind_of(ds).noun, "name": str(ds.spec.name),
                    "provider": kind_of(ds).standby_place(stack, ds, target)} for ds in dss]
-    resources += [{"action": "deploy", "kind": "service", "name": s, "provider": provider} for s in m.services]
+    resources += [{"action": "start" if s in warm else "deploy", "kind": "service", "name": s, "provider": provider}
+                  for s in m.services]
     dns_diff = [{"name": r["fqdn"], "type": r["type"], "ttl": r["ttl"],
                  "old": current.get(str(r["fqdn"]), {}).get("values", []), "new": [address] if address else []}
                 for r in records]
@@ -158,14 +177,52 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
     exposure = rec.rpo_exposure_s
     notes.append(f"standby on {host.get('name')} ({address}); last recorded RPO exposure "
                  f"{exposure if exposure is not None else '?'} s" + (f"; free hosts: {', '.join(free)}" if free else ""))
-    estimate = (ESTIMATE_S["allocate"] + ESTIMATE_S["prepare"] + ESTIMATE_S["promote"] * len(needed)
-                + ESTIMATE_S["deploy"] * len(m.services) + ESTIMATE_S["dns"] + ESTIMATE_S["verify"])
+    notes.append(tier_note(tier, warm, stale))
+    estimate = (ESTIMATE_S["allocate"] + (0.0 if tier == "warm" else ESTIMATE_S["prepare"])
+                + ESTIMATE_S["promote"] * len(needed) + ESTIMATE_S["start"] * len(warm)
+                + ESTIMATE_S["deploy"] * (len(m.services) - len(warm)) + ESTIMATE_S["dns"] + ESTIMATE_S["verify"])
     plan = Plan(stack=m.name, source=source, target=target, mode="cold", steps=tuple(steps),
                 resources=tuple(resources), bytes_to_move=0, estimate_s=estimate, dns_diff=tuple(dns_diff),
                 notes=tuple(notes))
     ev.emit("plan.ready", f"{len(plan.steps)} steps (cold, from the standby), ~{plan.estimate_s:.0f}s",
             plan_hash=plan.hash)
     return plan
+
+
+def warm_current(stack: Stack, target: str, rec: StandbyRecord) -> tuple[dict[str, str], dict[str, str]]:
+    """Warm tier: the services the standby holds deployed (stopped) at the stack's current digest, on the recorded
+    standby host -> that digest; and the others -> why not (they are deployed at failover instead)."""
+    wanted = warm_services(stack, target)
+    recorded = rec.data.get("services") or {}
+    address = (rec.standby_host or {}).get("address")
+    warm: dict[str, str] = {}
+    stale: dict[str, str] = {}
+    for svc, digest in wanted.items():
+        entry = recorded.get(svc) or {}
+        if not entry.get("digest"):
+            stale[svc] = "not deployed at the standby yet (run `liferaft replicate` once)"
+        elif not entry.get("ok", True):
+            stale[svc] = f"its last deploy at the standby failed ({str(entry.get('error'))[:120]})"
+        elif entry.get("digest") != digest:
+            stale[svc] = "the stack's service changed since it was deployed at the standby"
+        elif entry.get("address") != address:
+            stale[svc] = "deployed on another host than the recorded standby"
+        else:
+            warm[svc] = digest
+    for svc in stack.model.services:
+        if svc not in wanted and standby_tier(stack, target) == "warm":
+            stale.setdefault(svc, "its workload kind cannot be kept warm")
+    return warm, stale
+
+
+def tier_note(tier: str, warm: dict[str, str], stale: dict[str, str]) -> str:
+    """The plan's line about the standby tier: what it changes in this plan."""
+    if tier != "warm":
+        return ("standby tier: pilot-light (data kept; the services are deployed at failover: `sites.<site>.standby: "
+                "warm` keeps them deployed and stopped there, so a cold failover only starts them)")
+    parts = [f"services {', '.join(sorted(warm))} started, not deployed"] if warm else []
+    parts += [f"service {svc} deployed: {why}" for svc, why in sorted(stale.items())]
+    return "standby tier: warm (" + "; ".join(parts or ["no services"]) + ")"
 
 
 def _probe_source(rec: StandbyRecord, stack: Stack, timeout: float, ev: Events) -> list[str]:

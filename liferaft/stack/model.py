@@ -262,6 +262,10 @@ def provider_capabilities(p: AnyProvider) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------- sites and services
+StandbyTier = Literal["pilot-light", "warm"]
+STANDBY_TIERS: tuple[str, ...] = ("pilot-light", "warm")
+
+
 class TerraformSettings(_Model):
     """Where Terraform keeps its state for a site: never at the primary provider (it would die with it)."""
 
@@ -278,6 +282,10 @@ class Site(_Model):
     provision: Literal["api", "terraform"] = "api"  # how hosts are created at this site
     hosts: Annotated[int, Field(ge=1, le=100)] = 1  # hosts to create or allocate when moving here
     terraform: TerraformSettings = TerraformSettings()
+    # The standby tier when this site is an alternate kept by `liferaft replicate`: `pilot-light` keeps the data
+    # (hosts' services deployed at failover), `warm` also keeps the services deployed there, stopped, at the current
+    # version (a cold failover is then promote + start + DNS). Ignored while the site is the primary.
+    standby: StandbyTier = "pilot-light"
 
 
 class HealthCheck(_Model):

@@ -34,14 +34,17 @@ from liferaft.standby.setup import (
     plan_setup,
     setup_runs,
     standby_spec_name,
+    standby_tier,
     unfinished_setup,
+    warm_services,
 )
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
     from liferaft.stack import Stack
 
-__all__ = ["ReplicateOptions", "Replicator", "Watched", "require_no_run_into", "standby_spec_name", "watch"]
+__all__ = ["ReplicateOptions", "Replicator", "Watched", "require_no_run_into", "standby_spec_name", "summary_of",
+           "watch"]
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,13 @@ class Replicator:
         self._adopt(out.run_id)
         seconds = round(time.monotonic() - t0, 2)
         host = self.record["standby_host"]
+        tier = standby_tier(self.stack, self.target)
+        warm = sorted(self.record.get("services") or {})
         self.emit("replicate.ready", f"standby at {self.target} on host {host['name']} ({host['address']}) ready in "
-                  f"{seconds:.1f}s (set-up run {out.run_id})", seconds=seconds, host=host["name"])
-        return {"seconds": seconds, "standby_host": host, "run": out.run_id}
+                  f"{seconds:.1f}s (set-up run {out.run_id}); tier {tier}"
+                  + (f": services {', '.join(warm)} deployed and stopped" if warm else ""),
+                  seconds=seconds, host=host["name"], tier=tier, services=warm)
+        return {"seconds": seconds, "standby_host": host, "run": out.run_id, "tier": tier}
 
     def _adopt(self, run_id: str) -> None:
         """Record what done set-up run `run_id` made: the hosts, each dataset's standby copy."""
@@ -187,8 +194,16 @@ class Replicator:
             entry = self._entry(ds)
             entry.update(result)
             entry.update(ok=True, error=None, stale_since=None)
+        services: dict[str, Any] = {}
+        for sid, result in ctx.outputs_of_kind("standby.service").items():
+            services[str(plan.step(sid).params["service"])] = {
+                "digest": result.get("digest"), "address": result.get("address"), "state": "stopped",
+                "deployed_at": time.time() if result.get("deployed") else
+                (self.record.get("services") or {}).get(str(plan.step(sid).params["service"]), {}).get("deployed_at"),
+                "ok": True, "error": None}
+        self.record["services"] = services
         self.record.update(installed_on=self.record["standby_host"]["address"], set_up_at=time.time(),
-                           setup_run=run_id)
+                           setup_run=run_id, tier=standby_tier(self.stack, self.target))
         self.save()
 
     def lower_ttls(self) -> None:
@@ -292,6 +307,7 @@ class Replicator:
                 unreachable = unreachable or isinstance(e, Unreachable)
                 errors.append(f"{kind.noun} {ds.key}: {_describe(e)}")
                 _mark_error(entry, e, t0)
+        self._keep_services(ctx)
         self.record["source_reachable"] = not unreachable
         self.record["source_error"] = errors[0] if errors else None
         self.record["last_round_at"] = t0
@@ -300,15 +316,64 @@ class Replicator:
         self.emit("replicate.lag", _lag_line(summary), **summary, state_file=str(path))
         return summary
 
+    def _keep_services(self, ctx: RunContext) -> None:
+        """Warm tier: each service at the standby kept at the current version -- deployed again (stopped) when what
+        its deploy uses changed since (the stack file's entry, the playbook, the artifact). A failure is recorded
+        and tried again next round; the cold plan then deploys that service instead of starting it."""
+        from liferaft.configure import host_from_dict
+        from liferaft.workloads import workload
+        from liferaft.workloads.base import warm_kind
+
+        self.record["tier"] = standby_tier(self.stack, self.target)
+        try:
+            wanted = warm_services(self.stack, self.target)
+        except LiferaftError as e:
+            self.record["services_error"] = _describe(e)[:300]
+            return
+        services: dict[str, Any] = self.record.setdefault("services", {})
+        host_d = self.record.get("standby_host") or {}
+        for svc, digest in wanted.items():
+            entry = services.setdefault(svc, {})
+            if entry.get("digest") == digest and entry.get("address") == host_d.get("address") and entry.get("ok"):
+                continue
+            wl = workload(self.stack, svc)
+            kind = warm_kind(wl)
+            if kind is None:
+                continue
+            t0 = time.monotonic()
+            try:
+                kind.deploy_stopped(ctx, wl, host_from_dict(host_d), digest)
+            except Exception as e:  # noqa: BLE001 - recorded: the cold plan deploys it instead; next round retries
+                entry.update(ok=False, error=_describe(e)[:300], error_at=time.time())
+                self.emit("replicate.service_error", f"service {svc}: could not be deployed at the standby "
+                          f"({_describe(e)[:200]}); a cold failover deploys it", service=svc)
+                continue
+            previous = entry.get("digest")
+            entry.update(digest=digest, address=host_d.get("address"), state="stopped", deployed_at=time.time(),
+                         ok=True, error=None)
+            self.emit("replicate.service", f"service {svc}: deployed again at the standby and stopped in "
+                      f"{time.monotonic() - t0:.1f}s (what its deploy uses changed: digest "
+                      f"{str(previous)[:12]} -> {digest[:12]})", service=svc, digest=digest)
+        for svc in set(services) - set(wanted):
+            services.pop(svc, None)  # not kept warm any more (tier or stack changed): deployed at failover
+
     def summary(self) -> dict[str, Any]:
-        def pick(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: d.get(k) for k in ("method", "lag_bytes", "lag_seconds", "ok", "error", "last_sync_at")
-                    if k in d}
-        groups = {g: {k: pick(v) for k, v in sorted((self.record.get(g) or {}).items())} for g in record_groups()}
-        return {"target": self.target, "source": self.source,
-                "standby_host": (self.record.get("standby_host") or {}).get("name"), **groups,
-                "rpo_exposure_s": rpo_exposure(self.record),
-                "source_reachable": self.record.get("source_reachable")}
+        return summary_of(self.stack, self.target, self.record)
+
+
+def summary_of(stack: Stack, target: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a round reports (and `replicate --status` shows) of a standby record: per dataset the lag, per warm
+    service its state and digest, the tier the stack file declares, the RPO exposure."""
+    def pick(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: d.get(k) for k in ("method", "lag_bytes", "lag_seconds", "ok", "error", "last_sync_at") if k in d}
+    groups = {g: {k: pick(v) for k, v in sorted((record.get(g) or {}).items())} for g in record_groups()}
+    return {"target": target, "source": record.get("source", stack.model.primary),
+            "tier": standby_tier(stack, target),
+            "services": {k: {x: v.get(x) for x in ("state", "digest", "ok", "error") if x in v}
+                         for k, v in sorted((record.get("services") or {}).items())},
+            "standby_host": (record.get("standby_host") or {}).get("name"), **groups,
+            "rpo_exposure_s": rpo_exposure(record), "source_reachable": record.get("source_reachable"),
+            "last_round_at": record.get("last_round_at")}
 
 
 def _mark_error(entry: dict[str, Any], e: Exception, now: float) -> None:

@@ -6,6 +6,10 @@
     install-<kind>       per dataset kind that needs something there, what the standby host needs and liferaft's
                          access at both ends (`StandbyCopy.install`: PostgreSQL's postgresql.yml and migration role)
     keep-<key>           per dataset, its standby copy set up and brought current once (`StandbyCopy.keep`)
+    warm-<svc>           warm tier only (`sites.<target>.standby: warm`): per service, deployed at the standby host
+                         against the standby's copies and left STOPPED, at the digest of what deploy uses
+                         (`standby.service`); the record keeps the digest, the cold plan then starts it instead of
+                         deploying it. A service already there at that digest is only made sure to be stopped.
 
 A set-up killed halfway is resumed by the next `replicate` (same plan: done steps skipped); `liferaft runs` shows
 it. Rounds are not journaled -- they write the standby record -- but they act in the context of the set-up run that
@@ -67,15 +71,45 @@ def plan_setup(stack: Stack, target: str, source_host: dict[str, Any], record: d
             last = add(f"install-{name}", "standby.install", title,
                        {"kind": name, "datasets": [ds.key for ds in group], "source_host": source_host,
                         "installed_on": installed_on}, last)
+    installed = last
     for ds in dss:
         add(f"keep-{ds.key}", "standby.keep", f"set up the standby copy of {kind_of(ds).noun} {ds.key} and bring it "
             "current", {**dataset_params(ds), "source_host": source_host, "source_timeout": source_timeout,
                         "interval": interval}, last)
     resources = [{"action": "reuse" if recorded else "allocate", "kind": "host", "name": spec, "provider": provider,
                   "detail": "the standby host"}]
+    warm = warm_services(stack, target)
+    for svc, digest in warm.items():
+        # after the installs (playbooks never overlap on a host); beside the copies' set-up (the service is not
+        # started, so it needs nothing of them yet)
+        installed = add(f"warm-{svc}", "standby.service", f"deploy service {svc} at the standby and keep it stopped "
+                        f"(warm tier; digest {digest[:12]})", {"service": svc, "digest": digest}, installed)
+        resources.append({"action": "deploy", "kind": "service", "name": svc, "provider": provider,
+                          "detail": "stopped (warm standby)"})
     return Plan(stack=m.name, source=m.primary, target=target, mode=STANDBY_MODE, steps=tuple(steps),
                 resources=tuple(resources), notes=((f"standby set-up at {target} from {source_host.get('name')} "
                                                    f"({source_host.get('address')})"),))
+
+
+def standby_tier(stack: Stack, target: str) -> str:
+    """The tier the stack file declares for the standby at `target` (`sites.<target>.standby`)."""
+    return str(getattr(stack.site(target), "standby", "pilot-light"))
+
+
+def warm_services(stack: Stack, target: str) -> dict[str, str]:
+    """Warm tier: each service that can be kept warm -> the digest of what its deploy at `target` uses. Empty for
+    a pilot-light site (and for services whose workload kind cannot be kept warm: they are deployed at failover)."""
+    from liferaft.workloads import workloads
+    from liferaft.workloads.base import warm_kind
+
+    if standby_tier(stack, target) != "warm":
+        return {}
+    out: dict[str, str] = {}
+    for wl in workloads(stack):
+        kind = warm_kind(wl)
+        if kind is not None:
+            out[wl.name] = kind.digest(stack, wl, target)
+    return out
 
 
 def setup_runs(state_dir: Path, stack: str, target: str) -> list[RunRecord]:

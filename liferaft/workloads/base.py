@@ -61,6 +61,34 @@ class WorkloadKind(Protocol):
         ...
 
 
+class WarmKind(WorkloadKind, Protocol):
+    """What a kind adds to keep its services deployed but stopped at a warm standby (`sites.<alt>.standby: warm`).
+    A kind without these methods keeps its services pilot-light: deployed at failover."""
+
+    def digest(self, stack: Stack, wl: Workload, site: str) -> str:
+        """A digest of everything deploy uses for `wl` at `site` except secret values (those are never stored, not
+        even hashed): a different digest means the standby's copy of the service is out of date."""
+        ...
+
+    def deploy_stopped(self, ctx: RunContext, wl: Workload, host: TargetHost, digest: str) -> dict[str, Any]:
+        """Deploy as `deploy` does, but leave it stopped (it must not answer), and mark the host with `digest`."""
+        ...
+
+    def deployed_digest(self, wl: Workload, host: TargetHost) -> str | None:
+        """The digest the host was marked with by `deploy_stopped` (None: not deployed there, or torn down)."""
+        ...
+
+    def start(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
+        """Start what `deploy_stopped` left there, without deploying, and return once it is up."""
+        ...
+
+
+def warm_kind(wl: Workload) -> WarmKind | None:
+    """The workload's kind if it can keep a warm standby, else None."""
+    kind = kind_of(wl)
+    return kind if all(hasattr(kind, m) for m in ("digest", "deploy_stopped", "deployed_digest", "start")) else None
+
+
 _REGISTRY: dict[str, Any] = {}
 
 

@@ -15,6 +15,9 @@ that is how stop and teardown find them:
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.errors import RunFailed, Unreachable
@@ -29,6 +32,33 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT_S = 120.0
 SILENT_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 30.0
+
+
+def marker_path(service: str) -> str:
+    """Where a warm standby's host says which digest of the service it holds (a `<service>.*` file: a teardown
+    removes it with the config, so a torn-down standby is deployed again)."""
+    return f"/etc/liferaft/{service}.liferaft-standby"
+
+
+def start_lines(service: str) -> list[str]:
+    """Shell lines that start a deployed playbook service without a playbook run: the systemd unit, else the start
+    command the playbook wrote (`/etc/liferaft/<service>.start`). Exit 3 when neither is there."""
+    return ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true",
+            (f"if $sd; then systemctl enable --now liferaft-{service}.service; "
+            f"elif [ -x /etc/liferaft/{service}.start ]; then /etc/liferaft/{service}.start; "
+            f"else echo 'no /etc/liferaft/{service}.start and no systemd' >&2; exit 3; fi")]
+
+
+def tree_digest(h: Any, root: Path) -> None:
+    """Feed every file under `root` (path and content, sorted) into hash `h`."""
+    if root.is_file():
+        h.update(root.read_bytes())
+        return
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
 
 
 def ansible_events(ctx: Any) -> Any:
@@ -99,6 +129,74 @@ class Playbook:
                            secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
                            base_dir=stack.base_dir, state_dir=ctx.state_dir)
         return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name}
+
+    # --------------------------------------------------------------------------------------------- warm tier
+    def digest(self, stack: Stack, wl: Workload, site: str) -> str:
+        """sha256 of the service's entry (secret references, not values), the site's config, the playbook file
+        and the artifact tree: what deploy uses, the host aside (the record says which host holds it)."""
+        h = hashlib.sha256(b"liferaft-warm-1\0")
+        spec = stack.model.services[wl.name]
+        h.update(json.dumps({"kind": self.name, "service": wl.name, "spec": spec.model_dump(mode="json"),
+                             "site": stack.site(site).model_dump(mode="json", exclude={"standby"}),
+                             "databases": {k: stack.model.data.databases[k].model_dump(mode="json")
+                                           for k in spec.databases if k in stack.model.data.databases},
+                             "buckets": {k: stack.model.data.buckets[k].model_dump(mode="json")
+                                         for k in spec.buckets if k in stack.model.data.buckets}},
+                            sort_keys=True).encode())
+        tree_digest(h, stack.playbook_path(wl.name))
+        artifact = stack.artifact_path(wl.name)
+        if artifact is not None and artifact.exists():
+            tree_digest(h, artifact)
+        return h.hexdigest()[:32]
+
+    def deploy_stopped(self, ctx: RunContext, wl: Workload, host: TargetHost, digest: str) -> dict[str, Any]:
+        """The playbook with `liferaft_service_state: stopped`; then stopped for certain (a playbook that ignores
+        the variable started it) and the host marked with the digest."""
+        from liferaft.configure import remote, run_playbook
+        from liferaft.configure.deploy import service_vars
+        from liferaft.configure.remote import controller_address
+
+        stack = ctx.require_stack()
+        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False,
+                          allowed_networks=[f"{controller_address(host.address)}/32"])
+        for value in secret_leaves(sv.secret_variables):
+            ctx.add_secret(value)
+        refuse_source_host(ctx, host.address)
+        res = run_playbook([stack.playbook_path(wl.name)], [host],
+                           variables={**sv.variables, "liferaft_service_state": "stopped"},
+                           secret_variables=sv.secret_variables, on_event=ansible_events(ctx),
+                           base_dir=stack.base_dir, state_dir=ctx.state_dir)
+        script = stop_lines([wl.name]) + [f"printf '%s\\n' {digest} > {marker_path(wl.name)}"]
+        remote.ssh(host, "sh -s", stdin="\n".join(script) + "\n", timeout=STOP_TIMEOUT_S,
+                   what=f"keep service {wl.name} stopped")
+        url = self.health_url(wl, host.address)
+        if url is not None:
+            wait_silent(url, timeout=SILENT_TIMEOUT_S)
+        return {"duration_s": round(res.duration_s, 2), "changed": res.changed, "host": host.name,
+                "digest": digest, "state": "stopped"}
+
+    def deployed_digest(self, wl: Workload, host: TargetHost) -> str | None:
+        from liferaft.configure import remote
+
+        out = remote.ssh(host, f"cat {marker_path(wl.name)} 2>/dev/null || true", timeout=30.0,
+                         what=f"read service {wl.name}'s standby marker")
+        text = (out or "").strip()
+        return text or None
+
+    def start(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
+        import time
+
+        from liferaft.configure import remote
+        from liferaft.workloads.probe import http_check
+
+        t0 = time.monotonic()
+        remote.ssh(host, "sh -s", stdin="\n".join(start_lines(wl.name)) + "\n", timeout=START_TIMEOUT_S,
+                   what=f"start service {wl.name}")
+        t1 = time.monotonic()
+        health = self.health(wl)
+        healthy_at = http_check(host.address, health, timeout=START_TIMEOUT_S) if health is not None else None
+        return {"host": host.name, "state": "started", "healthy_at": healthy_at, "start_s": round(t1 - t0, 3),
+                "healthy_s": round(time.monotonic() - t1, 3)}
 
     # --------------------------------------------------------------------------------------------------- stop
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:

@@ -346,7 +346,20 @@ class Handler(BaseHTTPRequestHandler):
         self._send(201, post, {"Location": f"/posts/{post['id']}"})
 
 
-class TlsServer(ThreadingHTTPServer):
+class Server(ThreadingHTTPServer):
+    """http.server's threading server without its reverse DNS lookup: HTTPServer.server_bind calls
+    socket.getfqdn(host) only to set `server_name`, which this app never uses, and on a host whose resolver does not
+    answer that blocks ~10 s (two 5 s resolver timeouts) before the port is even listened on."""
+
+    def server_bind(self) -> None:
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class TlsServer(Server):
     """HTTPS: each accepted connection is wrapped with the certificate and key files named in the config
     (`tls.certificate`, `tls.key`), read again whenever either file changes, so a renewed certificate is served
     without a restart. The handshake happens in the request's own thread."""
@@ -389,7 +402,7 @@ def make_server(cfg: dict[str, Any]) -> tuple[ThreadingHTTPServer, Store]:
     address = (cfg.get("listen_host", "0.0.0.0"), int(cfg.get("listen_port", 8080)))
     tls = cfg.get("tls") or {}
     server = (TlsServer(address, handler, tls["certificate"], tls["key"]) if tls.get("certificate")
-              else ThreadingHTTPServer(address, handler))
+              else Server(address, handler))
     server.daemon_threads = True
     return server, store
 
