@@ -32,12 +32,15 @@ from liferaft.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 @click.option("--ledger", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
               help="A write ledger (format: liferaft.movers.ledger) kept by a writer during the drill: the RPO is "
                    "measured from it.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, exists=True), default=None, metavar="PLAN",
+              help="Drill exactly this saved live plan (`liferaft plan --to SITE --out PLAN`), refused (exit 2) when "
+                   "what it was built from changed since.")
 @click.option("--teardown", "teardown_run", metavar="RUN",
               help="Instead of drilling: tear down the target a drill left running with --keep (its run id).")
 @json_option
 @pass_opts
 def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, report_dir: str | None,
-              ledger: str | None, teardown_run: str | None, as_json: bool) -> int:
+              ledger: str | None, plan_path: str | None, teardown_run: str | None, as_json: bool) -> int:
     """Fail over into SITE as a drill: production DNS and the source untouched, RTO and RPO measured, data
     verified, the target torn down, a report written. Exits 1 when an objective of the stack file is missed."""
     from liferaft.drill import history
@@ -55,13 +58,22 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
         else:
             stdout_console().print(f"drill run {run_id}: target torn down")
         return EXIT_OK
+    if plan_path is not None:
+        from liferaft.engine.saved import load_plan
+
+        site = load_plan(plan_path).plan.target
+        if to is not None and to != site:
+            raise UsageError(f"--to {to} but the saved plan {plan_path} moves to {site}", hint="leave --to out")
+        if scenario != "notice":
+            raise UsageError("--plan drills a saved live plan: the notice scenario", hint="leave --scenario out")
+        to = site
     if to is None:
         raise UsageError("which site? pass --to SITE", hint="the stack's alternates are the usual targets")
     require_scenario(scenario)
     stack = opts.stack()
     state_dir = opts.state_dir
     with run_display(as_json, opts.verbose) as display:
-        result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger), as_events(display))
+        result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger, plan_path), as_events(display))
     out_dir = Path(report_dir) if report_dir else state_dir / "reports"
     files = write_report(result, out_dir)
     history.record(state_dir, result, out_dir)

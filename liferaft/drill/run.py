@@ -62,6 +62,7 @@ class DrillOptions:
     scenario: str = "notice"
     keep: bool = False
     ledger: str | None = None  # the example app's write ledger (SQLite), if a writer runs during the drill
+    plan_path: str | None = None  # a saved live plan (`plan --out`) to drill exactly, if what it saw still holds
 
 
 def new_drill_id() -> str:
@@ -78,6 +79,17 @@ def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: 
     from liferaft.failover.planner import build_plan
 
     plan = build_plan(stack, opts.target, "live", state_dir=state_dir, events=events)
+    if opts.plan_path is not None:  # the reviewed plan, exactly, while what it was built from still holds
+        from liferaft.engine.saved import PlanChanged, changes, load_plan
+
+        saved = load_plan(opts.plan_path)
+        if saved.plan.mode != "live":
+            raise UsageError(f"{opts.plan_path} is a {saved.plan.mode} plan; a drill with --plan drills a live one",
+                             hint="save one with `liferaft plan --to SITE --out PLAN`")
+        diff = changes(saved, plan)
+        if diff:
+            raise PlanChanged(diff, opts.plan_path)
+        plan = saved.plan
     return to_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
 
 

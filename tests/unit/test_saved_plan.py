@@ -120,3 +120,36 @@ def test_show_prints_a_saved_plan(tmp_path: Path) -> None:
     j = invoke("--state-dir", str(tmp_path / "state"), "show", str(path), "--json")
     assert j.exit_code == 0 and json.loads(j.stdout)["plan"]["hash"] == plan.hash
     assert not (tmp_path / "state").exists()  # showing a plan file touches no state
+
+
+def test_drill_plan_drills_the_saved_plan_or_refuses_naming_the_change(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`drill --plan`: the drill is the saved live plan's drill while a fresh observation agrees with it; a changed
+    DNS value refuses it (exit 2) naming the change. The fresh plan is our own planner's, stood in here."""
+    from liferaft.drill import run as drill_run
+    from liferaft.drill.plan import to_drill
+    from liferaft.engine.saved import PlanChanged
+    from liferaft.failover import planner
+    from liferaft.stack import load_stack
+
+    stack = load_stack(Path(__file__).resolve().parents[2] / "examples/microblog/liferaft.yaml")
+    obs_kw = {"source_host": {"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
+                               "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
+                  "target_host_preview": "10.0.0.12", "target_free": ("b",), "buckets": {"images": {"objects": 1, "bytes": 1}},
+                  "databases": {"blog": 1}, "dns_current": {"www.microblog.test.": {"ttl": 30, "values": ["10.0.0.11"]}}}
+    from liferaft.engine.observe import Observed
+
+    saved_plan = planner.make_plan(stack, "primary", "alt-b", "live", Observed(**obs_kw))  # type: ignore[arg-type]
+    path = tmp_path / "plan.json"
+    save_plan(saved_plan, path, {"to": "alt-b", "mode": "live"})
+    fresh = {"plan": saved_plan}
+    monkeypatch.setattr(planner, "build_plan", lambda *a, **k: fresh["plan"])
+    opts = drill_run.DrillOptions("alt-b", plan_path=str(path))
+    drilled = drill_run.build_drill_plan(stack, opts, tmp_path, None)  # type: ignore[arg-type]
+    expected = to_drill(saved_plan, **drill_run._drill_dns(stack))
+    assert drilled.step_ids == expected.step_ids and drilled.hash == expected.hash
+    moved = {**obs_kw, "dns_current": {"www.microblog.test.": {"ttl": 30, "values": ["10.0.0.99"]}}}
+    fresh["plan"] = planner.make_plan(stack, "primary", "alt-b", "live", Observed(**moved))  # type: ignore[arg-type]
+    with pytest.raises(PlanChanged) as e:
+        drill_run.build_drill_plan(stack, opts, tmp_path, None)  # type: ignore[arg-type]
+    assert "10.0.0.99" in str(e.value) and e.value.exit_code == EXIT_USAGE
