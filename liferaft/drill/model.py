@@ -116,6 +116,9 @@ class DrillResult:
     error: str | None = None  # why the drill stopped early, if it did
     rto_from: str = "start"  # "start" (notice: the drill's start) or "cut" (no-notice: the primary cut off)
     tier: str | None = None  # no-notice: the standby tier drilled (`pilot-light` | `warm`); None for notice drills
+    # On the day, resolvers may still send clients to the old address this long after the cut: the longest TTL of the
+    # production records the failover would cut over (the drill record is not one of them). None: no DNS records.
+    dns_stale_for_s: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(self.phases))
@@ -157,7 +160,7 @@ class DrillResult:
             "drill_record": self.drill_record, "target_address": self.target_address,
             "cut_at": _r(self.cut_at), "first_healthy_at": _r(self.first_healthy_at),
             "kept": self.kept, "torn_down": self.torn_down, "error": self.error, "rto_from": self.rto_from,
-            "tier": self.tier,
+            "tier": self.tier, "dns_stale_for_s": self.dns_stale_for_s,
         }
 
     @classmethod
@@ -173,4 +176,5 @@ class DrillResult:
                    target_address=d.get("target_address"), cut_at=d.get("cut_at"),
                    first_healthy_at=d.get("first_healthy_at"), kept=bool(d.get("kept")),
                    torn_down=bool(d.get("torn_down")), error=d.get("error"),
-                   rto_from=str(d.get("rto_from", "start")), tier=d.get("tier"))
+                   rto_from=str(d.get("rto_from", "start")), tier=d.get("tier"),
+                   dns_stale_for_s=d.get("dns_stale_for_s"))

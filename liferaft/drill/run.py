@@ -348,7 +348,7 @@ def measure(drill_id: str, stack: Stack, plan: Plan, opts: DrillOptions, started
                        objective_rto_s=float(objectives.rto), objective_rpo_s=float(objectives.rpo), data=data,
                        ledger=ledger, run_id=run_id, drill_record=record, target_address=address, cut_at=cut_at,
                        first_healthy_at=first_healthy, kept=opts.keep, torn_down=torn_down, error=error,
-                       rto_from=rto_from)
+                       rto_from=rto_from, dns_stale_for_s=_production_ttl(stack))
 
 
 def _done_of_kind(records: list[StepRecord], kind: str) -> StepRecord | None:
@@ -455,3 +455,12 @@ def teardown_kept(stack: Stack, state_dir: Path, run_ref: str, events: Events | 
         if entry.result.run_id == rec.id:
             history.record(state_dir, replace(entry.result, torn_down=True), entry.report_dir)
     return rec.id
+
+
+
+def _production_ttl(stack: Stack) -> int | None:
+    """The longest TTL among the records a failover cuts over (those naming a service): how long, on the day,
+    resolvers may still send clients to the old address after the cut, unless it is lowered ahead of time."""
+    dns = stack.model.dns
+    ttls = [int(r.ttl) for r in dns.records if r.service] if dns is not None else []
+    return max(ttls) if ttls else None

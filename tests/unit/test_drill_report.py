@@ -125,3 +125,13 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
     run = chromium(tmp_path, "--window-size=1000,1400", f"--screenshot={shot}", files.html.as_uri())
     assert run.returncode == 0 and shot.stat().st_size > 20_000, run.stderr[-2000:]
+
+
+def test_reports_say_how_long_resolvers_may_keep_the_old_address() -> None:
+    """Issue 24 item 5: the report says how long, on the day, clients may still reach the old address (the TTL)."""
+    import dataclasses
+
+    r = dataclasses.replace(result(), dns_stale_for_s=60)
+    assert "up to 60 s after the cut" in to_markdown(r) and "up to 60 s after the cut" in to_html(r)
+    assert DrillResult.from_dict(r.to_dict()).dns_stale_for_s == 60
+    assert "resolvers" not in to_markdown(result())  # no DNS records: nothing to say
