@@ -33,3 +33,25 @@ def owner_only_dir(path: str | os.PathLike[str], *, parents_from: str | os.PathL
         except OSError:  # not ours to change (e.g. a shared parent): the folder itself was made 0700
             pass
     return d
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Replace `path` with `text` as a whole: a temp file in the same directory (created 0600), written and fsynced,
+    given `mode`, then renamed over `path`; readers see the old file or the new one, never half of one. The temp
+    file (`.<name>.<random>.tmp`) is removed when anything fails."""
+    import tempfile  # not at start-up: the CLI imports this module
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -218,6 +218,20 @@ class Runner:
             journal.find_run(run_ref)
 
     @contextlib.contextmanager
+    def _existing_run(self, run_ref: str, by: str
+                      ) -> Iterator[tuple[RunRecord, Journal, contextlib.ExitStack, list[RunContext]]]:
+        """For resume and rollback: the stack's lock (held `by`), an ExitStack for the site lock the caller takes
+        once its checks passed, the journal, and the run `run_ref` found in it (the caller has checked that it
+        exists: `_must_exist`, before the lock). The list is where the caller puts the run's context (the journal asks it for secrets)."""
+        box: list[RunContext] = []
+        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by=by) as lock, \
+                contextlib.ExitStack() as site, self._open_journal(box) as journal:
+            self._clean_dead_ansible_runs()
+            rec = journal.find_run(run_ref)
+            lock.set_run(rec.id)
+            yield rec, journal, site, box
+
+    @contextlib.contextmanager
     def claim(self, target: str, *, take_site: bool = True) -> Iterator[None]:
         """Hold the stack's lock and claim the target site before planning, so a refusal (another run, a drill)
         comes at once, not after the source was probed. A standby keeper holding the site is asked at once to end
@@ -261,12 +275,7 @@ class Runner:
     # ------------------------------------------------------------------------------------------------ resume
     def resume(self, run_ref: str, *, stop_before: str | None = None) -> RunOutcome:
         self._must_exist(run_ref)
-        box: list[RunContext] = []
-        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="failover run") as lock, \
-                contextlib.ExitStack() as site, self._open_journal(box) as journal:
-            self._clean_dead_ansible_runs()
-            rec = journal.find_run(run_ref)
-            lock.set_run(rec.id)
+        with self._existing_run(run_ref, "failover run") as (rec, journal, site, box):
             if rec.status == "done":
                 raise UsageError(f"run {rec.id} already completed; nothing to resume")
             if rec.status in ("rolling-back", "rolled-back"):
@@ -336,12 +345,7 @@ class Runner:
     def rollback(self, run_ref: str) -> RunOutcome:
         self._must_exist(run_ref)
         t0 = time.monotonic()
-        box: list[RunContext] = []
-        with StackLock(self.state_dir, self.stack_name or "").acquire(run_ref, by="rollback") as lock, \
-                contextlib.ExitStack() as site, self._open_journal(box) as journal:
-            self._clean_dead_ansible_runs()
-            rec = journal.find_run(run_ref)
-            lock.set_run(rec.id)
+        with self._existing_run(run_ref, "rollback") as (rec, journal, site, box):
             if rec.status == "rolled-back":
                 raise UsageError(f"run {rec.id} is already rolled back")
             site.enter_context(SiteLock(self.state_dir, rec.plan.stack, rec.plan.target).take(

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from liferaft.errors import InvalidInput, Problem
-from liferaft.statedir import default_state_dir, owner_only_dir
+from liferaft.statedir import default_state_dir, owner_only_dir, write_atomic
 
 STATE_FORMAT = 1
 HISTORY_MAX = 120  # samples kept per dataset (the recent lag, for reports and drills)
@@ -53,20 +52,7 @@ def state_path(state_dir: str | os.PathLike[str], stack: str) -> Path:
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
     """Temp file in the same directory (created 0600), fsync, rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True), mode)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from liferaft import statedir
 from liferaft.events import Events, as_events
 from liferaft.health.evidence import Evidence, Verdict
 from liferaft.health.probes import Opener, default_opener, plan_probes
@@ -151,18 +151,5 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> 
     so the collector never picks it up."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    statedir.write_atomic(target, text, mode)
     return target

@@ -8,18 +8,21 @@ half is pinned here, by server name, before the server exists, so the very first
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from liferaft.errors import Unreachable
+from liferaft.errors import ProviderError, Unreachable
+from liferaft.providers._cloudinit import public_key_of
+from liferaft.providers._net import wait_tcp
 from liferaft.providers.base import Host
 
 
@@ -30,6 +33,33 @@ def controller_address(endpoint: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, 443))
         return str(s.getsockname()[0])
+
+
+def ssh_sources(provider: str, configured: Iterable[str], endpoint: str) -> list[str]:
+    """Where SSH may come from: the configured `ssh_sources`, else this controller's address toward `endpoint`."""
+    sources = list(configured)
+    if sources:
+        return sources
+    try:
+        return [f"{controller_address(endpoint)}/32"]
+    except OSError as exc:
+        raise ProviderError(provider, "firewall rules", f"cannot tell this controller's address toward "
+                            f"{endpoint}: {exc}", hint="set ssh_sources (the controller's public "
+                            "address as a /32) for this provider in the stack file") from None
+
+
+def ssh_key(provider: str, private_key_file: str | None, kind: str, list_keys: Callable[[], Iterable[Any]],
+            upload: Callable[[str, str], Any]) -> Any:
+    """liferaft's SSH key at the provider (uploaded once by `upload(name, public key)`, found again among
+    `list_keys()` by its public key). `kind` names what liferaft logs in to ("droplets", "servers")."""
+    if not private_key_file:
+        raise ProviderError(provider, "upload ssh key", "no private_key is configured for this provider",
+                            hint=f"set private_key (a secret reference) so liferaft can log in to the {kind}")
+    public = public_key_of(private_key_file)
+    for key in list_keys():
+        if " ".join(str(key.public_key).split()[:2]) == public:
+            return key
+    return upload(f"liferaft-{provider}-{hashlib.sha256(public.encode()).hexdigest()[:10]}", public)
 
 
 class PinnedKeys:
@@ -57,6 +87,52 @@ class PinnedKeys:
         with self.edit() as data:
             entry = data.get(name)
             return str(entry["host_key"]) if entry else None
+
+
+@contextmanager
+def undo_if_refused(pinned: PinnedKeys, name: str, delete_firewall: Callable[[str], None]) -> Iterator[None]:
+    """Around a create call: when the provider refused it (a 4xx: quota, bad input), nothing was made, so the
+    firewall made for it is deleted and its pinned key forgotten; the refusal is raised as it was."""
+    try:
+        yield
+    except ProviderError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused (quota, bad input): nothing was made
+            try:
+                delete_firewall(name)  # so nothing made for it stays behind either
+            except ProviderError:
+                pass  # the refusal is the error to report
+            with pinned.edit() as keys:  # nor the key pinned for a host that never existed
+                keys.pop(name, None)
+        raise
+
+
+def wait_running(provider: str, get_host: Callable[[str], Host], host_id: str, timeout: float,
+                 poll_interval: float, kind: str, status_key: str) -> Host:
+    """Poll `get_host` until the host runs with an address; Unreachable (naming its `status_key` status) when it
+    is terminated or `timeout` passed. `kind` names it in the error ("droplet", "server")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        host = get_host(host_id)
+        if host.state == "running" and host.address:
+            return host
+        if host.state == "terminated" or time.monotonic() >= deadline:
+            raise Unreachable(provider, f"wait for {kind} {host_id}",
+                              f"status is {host.extra.get(status_key)} after {timeout:.0f} s")
+        time.sleep(poll_interval)
+
+
+def wait_reachable(provider: str, host_id: str, running: Host, start: float, timeout: float, directory: Path,
+                   kind: str) -> Host:
+    """After `running` (waited for since `start`, monotonic): the SSH port answers and a login with the pinned host
+    key succeeds, within what is left of `timeout`. A host without a pinned key was not made by liferaft."""
+    if running.ssh is None or running.address is None:
+        raise ProviderError(provider, f"wait for {kind} {host_id}",
+                            f"no pinned host key for {kind} {running.name}: liferaft did not create it",
+                            hint=f"delete the {kind} (liferaft pins only host keys it generated) or pick "
+                                 "another name")
+    wait_tcp(provider, running.address, 22, max(0.5, timeout - (time.monotonic() - start)))
+    login(provider, running, directory, max(1.0, timeout - (time.monotonic() - start)))
+    return running
 
 
 def login(provider: str, host: Host, directory: Path, timeout: float) -> None:

@@ -19,7 +19,6 @@ budget, waiting until DigitalOcean's `ratelimit-reset`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -30,10 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from liferaft.errors import AuthRejected, NotFound, ProviderError, QuotaExceeded, Throttled, Unreachable
-from liferaft.providers import _errors
-from liferaft.providers._cloudinit import generate_host_key, public_key_of, user_data
-from liferaft.providers._net import known_hosts_lines, wait_tcp
-from liferaft.providers._pinned import PinnedKeys, controller_address, login
+from liferaft.providers import _errors, _pinned
+from liferaft.providers._cloudinit import generate_host_key, user_data
+from liferaft.providers._net import known_hosts_lines
+from liferaft.providers._pinned import PinnedKeys
 from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
 from liferaft.statedir import owner_only_dir
 
@@ -235,26 +234,14 @@ class DigitalOceanCompute:
     # ------------------------------------------------------------------------------------------ creating
     def _ssh_key(self) -> Any:
         """liferaft's SSH key in the account (uploaded once, found again by its public key)."""
-        if not self.private_key_file:
-            raise ProviderError(self.name, "upload ssh key", "no private_key is configured for this provider",
-                                hint="set private_key (a secret reference) so liferaft can log in to the droplets")
-        public = public_key_of(self.private_key_file)
-        keys = self._c.call("list ssh keys", lambda: list(self._c.driver.list_key_pairs()))
-        for key in keys:
-            if " ".join(str(key.public_key).split()[:2]) == public:
-                return key
-        name = f"liferaft-{self.name}-{hashlib.sha256(public.encode()).hexdigest()[:10]}"
-        return self._c.call(f"upload ssh key {name}", lambda: self._c.driver.create_key_pair(name, public))
+        return _pinned.ssh_key(
+            self.name, self.private_key_file, "droplets",
+            lambda: self._c.call("list ssh keys", lambda: list(self._c.driver.list_key_pairs())),
+            lambda name, public: self._c.call(f"upload ssh key {name}",
+                                              lambda: self._c.driver.create_key_pair(name, public)))
 
     def _sources(self) -> list[str]:
-        if self.ssh_sources:
-            return list(self.ssh_sources)
-        try:
-            return [f"{controller_address(self._c.endpoint)}/32"]
-        except OSError as exc:
-            raise ProviderError(self.name, "firewall rules", f"cannot tell this controller's address toward "
-                                f"{self._c.endpoint}: {exc}", hint="set ssh_sources (the controller's public "
-                                "address as a /32) for this provider in the stack file") from None
+        return _pinned.ssh_sources(self.name, self.ssh_sources, self._c.endpoint)
 
     def firewall_rules(self, ports: Iterable[int], private_ports: Iterable[int] = (),
                        peers: Iterable[str] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -328,17 +315,8 @@ class DigitalOceanCompute:
                 ex_create_attr={"ssh_keys": [key.extra["id"]], "tags": tags, "ipv6": False},
                 ex_user_data=user_data(host_key, hostname=spec.name))
 
-        try:
+        with _pinned.undo_if_refused(self.pinned, spec.name, self._delete_firewall):
             node = self._c.call(f"create droplet {spec.name}", create)
-        except ProviderError as exc:
-            if exc.status is not None and 400 <= exc.status < 500:  # refused (quota, bad input): nothing was made
-                try:
-                    self._delete_firewall(spec.name)  # so nothing made for it stays behind either
-                except ProviderError:
-                    pass  # the refusal is the error to report
-                with self.pinned.edit() as keys:  # nor the key pinned for a droplet that never existed
-                    keys.pop(spec.name, None)
-            raise
         with self.pinned.edit() as keys:
             keys[spec.name]["id"] = node.id
         return self._to_host(node, host_key.public)
@@ -376,28 +354,13 @@ class DigitalOceanCompute:
 
     # ------------------------------------------------------------------------------------------ waiting
     def wait_running(self, host_id: str, timeout: float = 120.0) -> Host:
-        deadline = time.monotonic() + timeout
-        while True:
-            host = self.get_host(host_id)
-            if host.state == "running" and host.address:
-                return host
-            if host.state == "terminated" or time.monotonic() >= deadline:
-                raise Unreachable(self.name, f"wait for droplet {host_id}",
-                                  f"status is {host.extra.get('do_status')} after {timeout:.0f} s")
-            time.sleep(self.poll_interval)
+        return _pinned.wait_running(self.name, self.get_host, host_id, timeout, self.poll_interval, "droplet", "do_status")
 
     def wait_reachable(self, host: Host, timeout: float = 120.0) -> Host:
         """Active, the SSH port answers, and a login with the pinned host key succeeds."""
         start = time.monotonic()
-        running = self.wait_running(host.id, timeout)
-        if running.ssh is None or running.address is None:
-            raise ProviderError(self.name, f"wait for droplet {host.id}",
-                                f"no pinned host key for droplet {running.name}: liferaft did not create it",
-                                hint="delete the droplet (liferaft pins only host keys it generated) or pick "
-                                     "another name")
-        wait_tcp(self.name, running.address, 22, max(0.5, timeout - (time.monotonic() - start)))
-        login(self.name, running, self.dir, max(1.0, timeout - (time.monotonic() - start)))
-        return running
+        return _pinned.wait_reachable(self.name, host.id, self.wait_running(host.id, timeout), start, timeout,
+                                      self.dir, "droplet")
 
 
 def _status_of(node: Any) -> str:

@@ -10,7 +10,6 @@ retries rate limiting within liferaft's budget (the library's own retries are of
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from liferaft.errors import AuthRejected, NotFound, ProviderError, QuotaExceeded, Unreachable
-from liferaft.providers import _errors
-from liferaft.providers._cloudinit import generate_host_key, public_key_of, user_data
-from liferaft.providers._net import known_hosts_lines, wait_tcp
-from liferaft.providers._pinned import PinnedKeys, controller_address, login
+from liferaft.providers import _errors, _pinned
+from liferaft.providers._cloudinit import generate_host_key, user_data
+from liferaft.providers._net import known_hosts_lines
+from liferaft.providers._pinned import PinnedKeys
 from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
 from liferaft.statedir import owner_only_dir
 
@@ -197,17 +196,11 @@ class HcloudCompute:
     # ------------------------------------------------------------------------------------------ creating
     def _ssh_key(self) -> Any:
         """liferaft's SSH key in the project (uploaded once, found again by its public key)."""
-        if not self.private_key_file:
-            raise ProviderError(self.name, "upload ssh key", "no private_key is configured for this provider",
-                                hint="set private_key (a secret reference) so liferaft can log in to the servers")
-        public = public_key_of(self.private_key_file)
-        keys = self._c.call("list ssh keys", lambda: self._c.sdk.ssh_keys.get_all())
-        for key in keys:
-            if " ".join(str(key.public_key).split()[:2]) == public:
-                return key
-        name = f"liferaft-{self.name}-{hashlib.sha256(public.encode()).hexdigest()[:10]}"
-        return self._c.call(f"upload ssh key {name}", lambda: self._c.sdk.ssh_keys.create(
-            name=name, public_key=public, labels={MANAGED_LABEL: "managed"}))
+        return _pinned.ssh_key(
+            self.name, self.private_key_file, "servers",
+            lambda: self._c.call("list ssh keys", lambda: self._c.sdk.ssh_keys.get_all()),
+            lambda name, public: self._c.call(f"upload ssh key {name}", lambda: self._c.sdk.ssh_keys.create(
+                name=name, public_key=public, labels={MANAGED_LABEL: "managed"})))
 
     def firewall_rules(self, ports: Iterable[int], private_ports: Iterable[int] = (),
                        peers: Iterable[str] = ()) -> list[Any]:
@@ -215,14 +208,7 @@ class HcloudCompute:
         host); the service ports from anywhere (IPv4 and IPv6). Outbound stays open, as Hetzner's default is."""
         from hcloud.firewalls import FirewallRule
 
-        sources = list(self.ssh_sources)
-        if not sources:
-            try:
-                sources = [f"{controller_address(self._c.endpoint)}/32"]
-            except OSError as exc:
-                raise ProviderError(self.name, "firewall rules", f"cannot tell this controller's address toward "
-                                    f"{self._c.endpoint}: {exc}", hint="set ssh_sources (the controller's public "
-                                    "address as a /32) for this provider in the stack file") from None
+        sources = _pinned.ssh_sources(self.name, self.ssh_sources, self._c.endpoint)
         rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=sources,
                               description="ssh from the liferaft controller")]
         trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
@@ -260,20 +246,11 @@ class HcloudCompute:
         with self.pinned.edit() as keys:  # pinned before the server exists: its first answer is already checked
             keys[spec.name] = {"id": None, "host_key": host_key.public}
         location = Location(name=self.location) if self.location else None
-        try:
+        with _pinned.undo_if_refused(self.pinned, spec.name, self._delete_firewall):
             r = self._c.call(f"create server {spec.name}", lambda: self._c.sdk.servers.create(
                 name=spec.name, server_type=ServerType(name=spec.size or self.server_type),
                 image=Image(name=spec.image or self.image), ssh_keys=[key], firewalls=[firewall],
                 user_data=user_data(host_key, hostname=spec.name), labels=labels, location=location))
-        except ProviderError as exc:
-            if exc.status is not None and 400 <= exc.status < 500:  # refused (quota, bad input): nothing was made
-                try:
-                    self._delete_firewall(spec.name)  # so nothing made for it stays behind either
-                except ProviderError:
-                    pass  # the refusal is the error to report
-                with self.pinned.edit() as keys:  # nor the key pinned for a server that never existed
-                    keys.pop(spec.name, None)
-            raise
         with self.pinned.edit() as keys:
             keys[spec.name]["id"] = r.server.id
         return self._to_host(r.server, host_key.public)
@@ -301,28 +278,13 @@ class HcloudCompute:
 
     # ------------------------------------------------------------------------------------------ waiting
     def wait_running(self, host_id: str, timeout: float = 120.0) -> Host:
-        deadline = time.monotonic() + timeout
-        while True:
-            host = self.get_host(host_id)
-            if host.state == "running" and host.address:
-                return host
-            if host.state == "terminated" or time.monotonic() >= deadline:
-                raise Unreachable(self.name, f"wait for server {host_id}",
-                                  f"status is {host.extra.get('hcloud_status')} after {timeout:.0f} s")
-            time.sleep(self.poll_interval)
+        return _pinned.wait_running(self.name, self.get_host, host_id, timeout, self.poll_interval, "server", "hcloud_status")
 
     def wait_reachable(self, host: Host, timeout: float = 120.0) -> Host:
         """Running, the SSH port answers, and a login with the pinned host key succeeds."""
         start = time.monotonic()
-        running = self.wait_running(host.id, timeout)
-        if running.ssh is None or running.address is None:
-            raise ProviderError(self.name, f"wait for server {host.id}",
-                                f"no pinned host key for server {running.name}: liferaft did not create it",
-                                hint="delete the server (liferaft pins only host keys it generated) or pick "
-                                     "another name")
-        wait_tcp(self.name, running.address, 22, max(0.5, timeout - (time.monotonic() - start)))
-        login(self.name, running, self.dir, max(1.0, timeout - (time.monotonic() - start)))
-        return running
+        return _pinned.wait_reachable(self.name, host.id, self.wait_running(host.id, timeout), start, timeout,
+                                      self.dir, "server")
 
 
 class HcloudAccount:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from liferaft.lab.clouds._hetzner_api import parse_cloud_config
+from liferaft.lab.clouds._hetzner_api import injected_host_key, parse_cloud_config
 from liferaft.lab.clouds._machines import CloudMachines
 
 # ------------------------------------------------------------------------------------------ catalogue
@@ -294,11 +294,7 @@ class DigitalOceanState:
 
     def _build(self, did: int, slot: int, authorized: str, config: dict[str, Any], action: dict[str, Any]) -> None:
         """Main thread: make the lab host, enforce its firewalls, then the droplet is active."""
-        raw = config.get("ssh_keys")
-        keys: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        host_key = None
-        if self.apply_user_data_host_keys and keys.get("ed25519_private") and keys.get("ed25519_public"):
-            host_key = (str(keys["ed25519_private"]), str(keys["ed25519_public"]))
+        host_key = injected_host_key(config, self.apply_user_data_host_keys)
         with self.lock:
             droplet = self.droplets.get(did)
             if droplet is None or self.slots.get(did) != slot:

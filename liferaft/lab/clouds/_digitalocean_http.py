@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import re
 import time
 import urllib.parse
@@ -21,6 +19,14 @@ from liferaft.lab.clouds._digitalocean_api import (
     not_found,
     public,
     unprocessable,
+)
+from liferaft.lab.clouds._http import (
+    bearer_accepted,
+    lab_token_accepted,
+    log_line,
+    read_json_object,
+    route_for,
+    send_json,
 )
 
 Query = dict[str, list[str]]
@@ -170,31 +176,17 @@ def make_handler(state: DigitalOceanState, control_token: str) -> type[BaseHTTPR
         server_version = "lab-digitalocean/1"
 
         def log_message(self, format: str, *args: Any) -> None:
-            print(f"{self.command} {self.path.split('?')[0]} -> {args[1] if len(args) > 1 else ''}", flush=True)
+            log_line(self, args)
 
         def _send(self, status: int, payload: dict[str, Any] | None) -> None:
-            data = json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            if payload is not None:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("ratelimit-limit", str(RATE_LIMIT))
-            self.send_header("ratelimit-remaining", str(RATE_LIMIT - 1))
-            self.send_header("ratelimit-reset", str(int(time.time()) + 60))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload,
+                      content_type="application/json; charset=utf-8" if payload is not None else None,
+                      headers=[("ratelimit-limit", str(RATE_LIMIT)), ("ratelimit-remaining", str(RATE_LIMIT - 1)),
+                               ("ratelimit-reset", str(int(time.time()) + 60))])
 
         def _body(self) -> dict[str, Any]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not length:
-                return {}
-            try:
-                data = json.loads(self.rfile.read(length))
-            except ValueError:
-                raise ApiError(400, "bad_request", "unexpected end of JSON input") from None
-            if not isinstance(data, dict):
-                raise ApiError(400, "bad_request", "the request body must be a JSON object")
-            return data
+            return read_json_object(self, lambda message: ApiError(400, "bad_request", message),
+                                    "unexpected end of JSON input")
 
         def _handle(self) -> None:
             url = urllib.parse.urlsplit(self.path)
@@ -208,22 +200,20 @@ def make_handler(state: DigitalOceanState, control_token: str) -> type[BaseHTTPR
                 if url.path.startswith("/lab/"):
                     self._lab(url.path, body)
                     return
-                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-                if not any(hmac.compare_digest(token, t) for t in state.tokens):
+                if not bearer_accepted(self, state.tokens):
                     raise ApiError(401, "unauthorized", "Unable to authenticate you")
-                for method, pattern, route in ROUTES:
-                    m = re.fullmatch(pattern, url.path)
-                    if m and method == self.command:
-                        with state.lock:
-                            status, payload = route(state, m, query, body, base)
-                        self._send(status, payload)
-                        return
-                raise not_found()
+                found = route_for(ROUTES, self.command, url.path)
+                if found is None:
+                    raise not_found()
+                route, m = found
+                with state.lock:
+                    status, payload = route(state, m, query, body, base)
+                self._send(status, payload)
             except ApiError as e:
                 self._send(e.status, {"id": e.id, "message": e.message, "request_id": str(uuid.uuid4())})
 
         def _lab(self, path: str, body: dict[str, Any]) -> None:
-            if not hmac.compare_digest(self.headers.get("X-Lab-Token") or "", control_token):
+            if not lab_token_accepted(self, control_token):
                 raise ApiError(401, "unauthorized", "lab control needs X-Lab-Token")
             with state.lock:
                 if path == "/lab/settings" and self.command == "POST":

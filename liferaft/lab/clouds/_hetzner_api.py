@@ -57,6 +57,16 @@ def parse_cloud_config(text: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def injected_host_key(config: dict[str, Any], apply: bool) -> tuple[str, str] | None:
+    """The ed25519 host key pair (private, public) cloud-init installs from the user data's `ssh_keys`, when the lab
+    applies them (`apply`); None otherwise."""
+    raw = config.get("ssh_keys")
+    keys: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if apply and keys.get("ed25519_private") and keys.get("ed25519_public"):
+        return (str(keys["ed25519_private"]), str(keys["ed25519_public"]))
+    return None
+
+
 class HetznerState:
     """Everything the API knows, under one lock. Host building and removal are queued for the main thread."""
 
@@ -170,11 +180,7 @@ class HetznerState:
     def _build(self, sid: int, slot: int, authorized: str, config: dict[str, Any],
                actions: tuple[dict[str, Any], ...]) -> None:
         """Main thread: make the lab host, then the server runs (or the create action fails)."""
-        raw = config.get("ssh_keys")
-        keys: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        host_key = None
-        if self.apply_user_data_host_keys and keys.get("ed25519_private") and keys.get("ed25519_public"):
-            host_key = (str(keys["ed25519_private"]), str(keys["ed25519_public"]))
+        host_key = injected_host_key(config, self.apply_user_data_host_keys)
         with self.lock:
             server = self.servers.get(sid)
             if server is None or self.slots.get(sid) != slot:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import re
 import time
 import urllib.parse
@@ -13,6 +11,14 @@ from typing import Any
 
 from liferaft.lab.clouds._catalog import IMAGES, LOCATIONS, SERVER_TYPES, pricing
 from liferaft.lab.clouds._hetzner_api import ApiError, HetznerState, firewall_rule, matches, page
+from liferaft.lab.clouds._http import (
+    bearer_accepted,
+    lab_token_accepted,
+    log_line,
+    read_json_object,
+    route_for,
+    send_json,
+)
 
 Query = dict[str, list[str]]
 Route = Callable[[HetznerState, re.Match[str], Query, dict[str, Any]], tuple[int, dict[str, Any] | None]]
@@ -98,30 +104,16 @@ def make_handler(state: HetznerState, control_token: str) -> type[BaseHTTPReques
         server_version = "lab-hcloud/1"
 
         def log_message(self, format: str, *args: Any) -> None:
-            print(f"{self.command} {self.path.split('?')[0]} -> {args[1] if len(args) > 1 else ''}", flush=True)
+            log_line(self, args)
 
         def _send(self, status: int, payload: dict[str, Any] | None) -> None:
-            data = json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("RateLimit-Limit", "3600")
-            self.send_header("RateLimit-Remaining", "3599")
-            self.send_header("RateLimit-Reset", str(int(time.time()) + 1))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload, content_type="application/json", headers=[
+                ("RateLimit-Limit", "3600"), ("RateLimit-Remaining", "3599"),
+                ("RateLimit-Reset", str(int(time.time()) + 1))])
 
         def _body(self) -> dict[str, Any]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not length:
-                return {}
-            try:
-                data = json.loads(self.rfile.read(length))
-            except ValueError:
-                raise ApiError(400, "json_error", "invalid JSON in request body") from None
-            if not isinstance(data, dict):
-                raise ApiError(400, "json_error", "the request body must be a JSON object")
-            return data
+            return read_json_object(self, lambda message: ApiError(400, "json_error", message),
+                                    "invalid JSON in request body")
 
         def _handle(self) -> None:
             url = urllib.parse.urlsplit(self.path)
@@ -134,22 +126,20 @@ def make_handler(state: HetznerState, control_token: str) -> type[BaseHTTPReques
                 if url.path.startswith("/lab/"):
                     self._lab(url.path, body)
                     return
-                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-                if not any(hmac.compare_digest(token, t) for t in state.tokens):
+                if not bearer_accepted(self, state.tokens):
                     raise ApiError(401, "unauthorized", "unable to authenticate")
-                for method, pattern, route in ROUTES:
-                    m = re.fullmatch(pattern, url.path)
-                    if m and method == self.command:
-                        with state.lock:
-                            status, payload = route(state, m, query, body)
-                        self._send(status, payload)
-                        return
-                raise ApiError(404, "not_found", f"no route {self.command} {url.path}")
+                found = route_for(ROUTES, self.command, url.path)
+                if found is None:
+                    raise ApiError(404, "not_found", f"no route {self.command} {url.path}")
+                route, m = found
+                with state.lock:
+                    status, payload = route(state, m, query, body)
+                self._send(status, payload)
             except ApiError as e:
                 self._send(e.status, {"error": {"code": e.code, "message": e.message, "details": e.details}})
 
         def _lab(self, path: str, body: dict[str, Any]) -> None:
-            if not hmac.compare_digest(self.headers.get("X-Lab-Token") or "", control_token):
+            if not lab_token_accepted(self, control_token):
                 raise ApiError(401, "unauthorized", "lab control needs X-Lab-Token")
             with state.lock:
                 if path == "/lab/settings" and self.command == "POST":
