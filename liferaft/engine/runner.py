@@ -404,10 +404,13 @@ class _Dag:
         self.records = {r.step_id: r for r in self.journal.steps(self.run_id)}
         self.done = {sid for sid, r in self.records.items() if r.status == "done"}
         limit = len(plan.steps)
-        if stop_before is not None and stop_before not in self.done:
+        if stop_before is not None:
             limit = plan.step_ids.index(stop_before)
-        # Steps before `stop_before` only (their dependencies are earlier still): all of them run, no later one.
-        self.stopped_at: str | None = plan.steps[limit].id if limit < len(plan.steps) else None
+        # Steps before `stop_before` only (their dependencies are earlier still): all of them run, no later one --
+        # also when `stop_before` itself is already done (it ran early, beside others): the run stops before the
+        # first step from there on that is not done; only when every one of them is done is there nothing to stop.
+        left = [s.id for s in plan.steps[limit:] if s.id not in self.done]
+        self.stopped_at: str | None = left[0] if left else None
         # The crash tests' kill switch: nothing after that step starts; the process dies once it and all before it
         # are done (see the module's doc). A step already done, or not to run before `stop_before`, kills nothing.
         kill = os.environ.get(KILL_SWITCH)

@@ -138,10 +138,13 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
         # A kind whose seed needs what `prepare` made (a database's schema and access) waits for it; the others
         # (buckets: the copy makes its bucket) need only the allocation and start at once.
         deps = prepared if kind.seed_needs_prepare else alloc
+        # The copies run one after another in the plan's order (each after the previous one), all of them beside
+        # the service's deploy: a crash or a fault in one copy finds the later ones not started, as the journal and
+        # `--stop-before` read the plan's order.
         seeds.append(add(f"{kind.seed_verb}-{ds.key}", DataSeed.name,
                          kind.titles(ds, _where(stack, ds, source, target))["seed"],
                          SeedParams(ds.key, ds.kind, src_host,
-                                    _shown(kind.summary(ds), kind)).to_params(), deps))
+                                    _shown(kind.summary(ds), kind)).to_params(), deps, *seeds[-1:]))
     # A service with `tls:` gets its certificate on the hosts first (the app reads it when it starts).
     certs = {str(s.params["service"]): add(s.id, s.kind, s.title, s.params, *s.depends_on)
              for s in tls_steps(stack, target, after=host_ready, hosts_from=alloc)}

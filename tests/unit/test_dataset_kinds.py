@@ -349,6 +349,6 @@ def test_deploy_waits_for_prepare_not_for_the_copies() -> None:
 
     assert needs("deploy-web", "db-access") and needs("deploy-web", "postgresql")
     assert not needs("deploy-web", "migrate-blog") and not needs("deploy-web", "sync-images")
-    assert deps["sync-images"] == {"allocate"}
+    assert deps["sync-images"] == {"allocate", "migrate-blog"}  # the copies one after another, beside the deploy
     assert needs("freeze", "deploy-web") and needs("freeze", "migrate-blog") and needs("freeze", "sync-images")
     assert needs("migrate-blog", "db-access")
