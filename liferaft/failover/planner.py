@@ -132,7 +132,7 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
         prepared = add("db-access", DataPrepare.name, "prepare the target's data: " + "; ".join(
             kind_of(ds).titles(ds, _where(stack, ds, source, target))["prepare"] for ds in dss),
             DatasetsParams(tuple(dss), src_host).to_params(), servers)
-    seeds = []
+    seeds: list[str] = []
     for ds in dss:
         kind = kind_of(ds)
         # A kind whose seed needs what `prepare` made (a database's schema and access) waits for it; the others
