@@ -43,7 +43,7 @@ NOTABLE = frozenset({
 NOTABLE_PREFIXES = ("drill.",)
 QUIET = frozenset({"step.undo_skipped", "run.progress"})  # said by other lines already
 FREEZE_KINDS = frozenset({"cutover.freeze"})
-DATA_KINDS = frozenset({"objects.sync", "db.migrate", "cutover.freeze", "standby.objects", "drill.cut"})
+DATA_KINDS = frozenset({"data.seed", "cutover.freeze", "standby.objects", "drill.cut"})
 
 
 def _notable(kind: str) -> bool:
@@ -265,7 +265,7 @@ class RunModel:
 
     def _copying_step(self, kind: str) -> str:
         """The running step a data copy's progress without a step id belongs to (movers are given the run's events,
-        not the step's): the one of the same family (objects.progress -> objects.sync), else a data step, else the
+        not the step's): the one of the same family (objects.progress -> objects.*), else a data step, else the
         only running step. Two copies of one family side by side cannot be told apart: the first gets both."""
         running = [s for s in self.steps.values() if s.state == "running"]
         family = kind.split(".", 1)[0]
@@ -428,8 +428,10 @@ class RunDisplay:
                     continue
                 self._live.console.print(Text(terminal_safe(line),
                                               style="red" if event.kind.endswith(".failed") else ""))
-            if event.kind.startswith("step."):
-                self._live.refresh()  # a state change shows at once, not at the next tick (a short freeze too)
+            if event.kind.startswith("step.") or (lines and progress_of(event) is not None):
+                # A state change shows at once, not at the next tick (a short freeze too); so does each tenth of a
+                # data copy, which a small copy can finish between two ticks.
+                self._live.refresh()
         else:
             from rich.text import Text
 

@@ -56,6 +56,22 @@ def _kill_on_event(kind: str) -> Any:
     return observe
 
 
+class StepEvents(Events):
+    """The run's events as one step emits them: each tagged with the step's id (unless it names one), so what a
+    mover reports (a copy's progress, a warning) is told apart from the steps running beside it."""
+
+    def __init__(self, run_events: Events, step_id: str) -> None:
+        super().__init__()
+        self._run_events, self._step_id = run_events, step_id
+
+    def subscribe(self, observer: Any) -> None:
+        self._run_events.subscribe(observer)
+
+    def emit(self, kind: str, message: str = "", **data: Any) -> None:
+        data.setdefault("step", self._step_id)
+        self._run_events.emit(kind, message, **data)
+
+
 @dataclass
 class RunContext:
     """Everything a step kind needs, in one object: the run, the stack, the journal, events and shared caches."""
@@ -77,7 +93,7 @@ class RunContext:
         """This step's own view of the run: `memo`, `remember` and `emit` are the step's, while the journal,
         events, the cache of live objects and the secrets are the run's (shared with the steps running beside
         it, each guarded by a lock)."""
-        return replace(self, step=step)
+        return replace(self, step=step, events=StepEvents(self.events, step.id))
 
     @property
     def work_dir(self) -> Path:

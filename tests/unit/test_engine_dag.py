@@ -121,7 +121,7 @@ class ToyFail(StepKind):
 
 @register
 class ToyNotes(StepKind):
-    """Write its own id into its notes, emit an event, sleep, and return what its notes say then."""
+    """Write its own id into its notes, emit an event (itself and as a mover would), sleep, and return what its notes say then."""
 
     name = "toy.notes"
 
@@ -129,6 +129,7 @@ class ToyNotes(StepKind):
         ctx.remember(me=step.id)
         for _ in range(5):
             ctx.emit("toy.note", f"{step.id} working", who=step.id)
+            ctx.events.emit("toy.mover", f"{step.id} copying", who=step.id)  # as a mover given the events does
             time.sleep(0.02)
         return {"memo": ctx.memo.get("me")}
 
@@ -274,6 +275,8 @@ def test_each_step_has_its_own_context(tmp_path: Path) -> None:
             assert s.memo == {"me": s.step_id} and s.result == {"memo": s.step_id}
     notes = [e for e in seen if e.kind == "toy.note"]
     assert len(notes) == 20 and all(e.data["step"] == e.data["who"] for e in notes)
+    moved = [e for e in seen if e.kind == "toy.mover"]  # what a mover reports names the step it works for
+    assert len(moved) == 20 and all(e.data["step"] == e.data["who"] for e in moved)
     spans = intervals(state, out.run_id)
     assert most_at_once(list(spans.values())) > 1  # they did run side by side
 
