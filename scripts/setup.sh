@@ -13,10 +13,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-# Debian packages the lab and the movers use. Installing them starts no service.
+# Debian packages the lab and the movers use. Installing them starts no service (no init system here; the lab
+# starts its own servers).
 APT_PACKAGES=(postgresql-15 postgresql-client-15 openssh-server pdns-server pdns-backend-sqlite3 sqlite3 dnsutils
               rclone iproute2 util-linux python3-psycopg2 python3-boto3 python3-venv chromium nftables
-              pebble)
+              pebble mariadb-server mariadb-client redis-server rsync podman runc skopeo docker-registry buildah
+              mmdebstrap)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
