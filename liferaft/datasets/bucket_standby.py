@@ -11,7 +11,6 @@ Nothing to install at the standby host, nothing left at the source by a promotio
 
 from __future__ import annotations
 
-import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,13 +23,6 @@ if TYPE_CHECKING:
     from liferaft.datasets.base import Dataset, StandbySides
     from liferaft.engine.runner import RunContext
     from liferaft.stack import Stack
-
-
-def _sha256(objects: Any, bucket: str, key: str) -> str:
-    h = hashlib.sha256()
-    for chunk in objects.get_object(bucket, key):
-        h.update(chunk)
-    return h.hexdigest()
 
 
 class BucketStandby:
@@ -100,7 +92,7 @@ class BucketStandby:
         """Every object the manifest says was copied must be at the standby with the same sha256."""
         from liferaft.engine.journal import stack_dir
         from liferaft.movers.manifest import Manifest
-        from liferaft.movers.objects import MANIFEST_FILE, Endpoint, pair_id
+        from liferaft.movers.objects import MANIFEST_FILE, Endpoint, pair_id, sha256_of
 
         src_p, tgt_p = self._providers(ctx, sides)
         bucket = ds.spec.name
@@ -121,7 +113,7 @@ class BucketStandby:
         reader = self._endpoint(ctx, ds, tgt_p, client=tgt_objects)
 
         def check(k: str) -> str | None:
-            got = _sha256(reader.client(), bucket, k)
+            got = sha256_of(reader.client(), bucket, k)
             return None if got == entries[k].tgt_sha256 else f"sha256 differs from the manifest: {k}"
 
         with ThreadPoolExecutor(max_workers=8) as pool:

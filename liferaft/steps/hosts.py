@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from liferaft.configure import host_to_dict
+from liferaft.configure.remote import controller_address
 from liferaft.datasets import kind_of as dataset_kind
 from liferaft.datasets.registry import datasets
 from liferaft.engine.kinds import StepKind, register
@@ -14,7 +15,6 @@ from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
-from liferaft.steps.access import controller_address
 from liferaft.workloads import Workload, kind_of, workload
 from liferaft.workloads.base import refuse_source_host
 from liferaft.workloads.playbook import ansible_events, stop_lines
@@ -30,11 +30,6 @@ def host_ready_timeout() -> float:
         return max(1.0, float(value)) if value else HOST_READY_TIMEOUT_S
     except ValueError:
         raise UsageError(f"LIFERAFT_HOST_READY_TIMEOUT={value!r} is not a number of seconds") from None
-
-
-def target_host(ctx: RunContext) -> Any:
-    """The run's target host (found by its allocation step's kind)."""
-    return run_target_host(ctx)
 
 
 def allowed_networks(ctx: RunContext, step: Step, address: str) -> list[str]:

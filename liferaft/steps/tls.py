@@ -33,11 +33,11 @@ from typing import Any, ClassVar, Literal
 
 from liferaft.configure import host_from_dict
 from liferaft.configure.deploy import tls_paths
+from liferaft.configure.remote import ssh
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, RunFailed, UsageError
-from liferaft.steps.access import ssh
 
 KIND = "tls.certificate"
 TXT_TTL = 60
