@@ -15,7 +15,7 @@ demo: setup
 ## make test: install what the tests need and run them all (lab tests included; none may skip).
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" LIFERAFT_REQUIRE_LAB=$${LIFERAFT_REQUIRE_LAB:-1} \
-	  $(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -rs --durations=25 $(PYTEST_ARGS)
 
 ## make test-fast: unit tests only, no lab.
 test-fast: setup
