@@ -3,7 +3,8 @@
 The lab's own stack stays the example's; `redis_stack(info)` writes a variant beside it (so its `file:secrets/...`
 references resolve) with two Redis datasets: `queue` (port 6390, a password, replicated) and `cache` (port 6391, no
 password, `ephemeral: true`). `deploy(info, stack_file)` runs the same redis.yml a failover runs at the target on
-lab host a (the primary site), as PostgreSQL gets there; `fill` writes every type Redis has, some keys with TTLs.
+lab host a (the primary site), as PostgreSQL gets there; `start` starts the same servers there without Ansible (a
+second instead of ten or more, for tests); `fill` writes every type Redis has, some keys with TTLs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,38 @@ def deploy(info: Any, stack_file: Path, host: str = "a") -> float:
     run_playbook("redis.yml", [target], variables={"liferaft_listen_address": target.address,
                                                    "liferaft_redis": servers},
                  secret_variables={"liferaft_secrets": {"redis": secret}}, state_dir=info.directory, timeout=300)
+    return time.monotonic() - t0
+
+
+def start(info: Any, stack_file: Path, host: str = "a") -> float:
+    """Start the stack's Redis servers on lab host `host` directly (a config written over SSH's stdin, then
+    start-stop-daemon as redis.yml does, at the same paths): a second, where the playbook takes ten or more.
+    Idempotent (a running server is left as it is). Seconds taken."""
+    from liferaft.configure.remote import ssh
+    from liferaft.lab.example import lab_target_host
+    from liferaft.stack import load_stack
+
+    stack = load_stack(stack_file)
+    target = lab_target_host(info, host)
+    lines = ["set -e"]
+    for key, e in sorted(stack.model.data.redis.items()):
+        p = int(e.port)
+        conf = [f"bind {target.address} 127.0.0.1", f"port {p}", "daemonize no", f"dir /var/lib/liferaft/redis-{p}",
+                f"logfile /var/log/liferaft/redis-{p}.log", "repl-diskless-sync-delay 0", "save \"\""]
+        if e.password:
+            conf.append(f"requirepass {stack.secret(e.password)}")
+        else:
+            conf.append("protected-mode no")
+        lines += [f"install -d -o redis -g redis -m 0750 /var/lib/liferaft/redis-{p} /var/log/liferaft",
+                  f"touch /var/log/liferaft/redis-{p}.log && chown redis:redis /var/log/liferaft/redis-{p}.log",
+                  f"umask 077; cat > /etc/liferaft/redis-{p}.conf <<'LIFERAFT_EOF'", *conf, "LIFERAFT_EOF",
+                  f"chown redis:redis /etc/liferaft/redis-{p}.conf",
+                  (f"start-stop-daemon --status --pidfile /run/liferaft-redis-{p}.pid || start-stop-daemon --start "
+                  f"--background --make-pidfile --pidfile /run/liferaft-redis-{p}.pid --chuid redis:redis "
+                  f"--exec /usr/bin/redis-server -- /etc/liferaft/redis-{p}.conf"),
+                  f"for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/{p}) 2>/dev/null && break; sleep 0.1; done"]
+    t0 = time.monotonic()
+    ssh(target, "mkdir -p /etc/liferaft && bash -s", stdin="\n".join(lines) + "\n", what=f"start Redis on {host}")
     return time.monotonic() - t0
 
 

@@ -1,7 +1,8 @@
-"""Redis as a dataset kind, in a lab of the module's own, through the real CLI.
+"""Redis as a dataset kind, in the session's lab, through the real CLI.
 
 A stack of the lab's whose only data is two Redis datasets (`liferaft.lab.redis_`: no service, database, bucket or
-DNS, so that each move takes seconds; the PostgreSQL, bucket and app steps around it are tested elsewhere): `queue` (replicated, a password) and `cache`
+DNS, so that each move takes seconds and leaves the example alone; the PostgreSQL, bucket and app steps around it are
+tested elsewhere): `queue` (replicated, a password) and `cache`
 (`ephemeral: true`), their servers deployed on host a by the same redis.yml a failover runs at the target. Every
 check is made from outside liferaft, with the redis client: every key's type, value and TTL presence at both ends,
 every write a writer saw acknowledged, the source refusing writes after the freeze.
@@ -87,16 +88,16 @@ def snapshot(r: Any) -> dict[bytes, tuple[str, Any, bool]]:
 
 
 @pytest.fixture(scope="module")
-def env(own_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    info = own_lab.info
+def env(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    info = lab.info
     stack = lr.redis_stack(info)
-    lr.deploy(info, stack, "a")
+    lr.start(info, stack, "a")  # (redis.yml itself runs at the target in every test)
     a = lr.client(info, "a")
     a.flushall()
     lr.fill(a)
     cache = lr.client(info, "a", lr.CACHE_PORT, password=False)
     cache.set("cached:page", "not moved")
-    e = Env(own_lab, stack, tmp_path_factory.mktemp("redis-state"), tmp_path_factory.mktemp("redis"))
+    e = Env(lab, stack, tmp_path_factory.mktemp("redis-state"), tmp_path_factory.mktemp("redis"))
     yield e
     script = lr.stop_lines([lr.QUEUE_PORT, lr.CACHE_PORT])
     for h in ("a", "b", "c"):
