@@ -7,7 +7,8 @@ The keyspace digest (`digests`) walks the whole database with SCAN and, per batc
 script (`#!lua flags=no-writes`: allowed on a read-only replica and while writes are paused) that returns, per key,
 its type, whether it has a TTL, and the SHA-1 of a canonical serialization of its value: strings as they are, lists
 in order, sets and hashes sorted (their order in memory depends on their history), sorted sets by score, streams
-entry by entry. Two servers holding the same data give the same per-key digests whatever their encodings
+entry by entry (a key expiring within `SOON_MS` is marked `soon`: missing at the other end, it is not a difference).
+Two servers holding the same data give the same per-key digests whatever their encodings
 (listpack vs hashtable), which DUMP's bytes do not guarantee. Keys that expire between SCAN and the script are
 skipped (type `none`) at both ends.
 """
@@ -25,6 +26,7 @@ from liferaft.errors import CheckFailed, LiferaftError, RunFailed
 Progress = Callable[[str, dict[str, Any]], None]
 SCAN_COUNT = 1000
 BATCH = 500
+SOON_MS = 15_000  # a key expiring within this may be gone at one end when the other is read: not a difference
 
 DIGEST_LUA = r"""#!lua flags=no-writes
 local function enc(a)
@@ -61,7 +63,10 @@ for i, k in ipairs(KEYS) do
     v = enc(flat)
   end
   local ttl = 'none'
-  if t ~= 'none' and redis.call('PTTL', k) >= 0 then ttl = 'ttl' end
+  if t ~= 'none' then
+    local ms = redis.call('PTTL', k)
+    if ms >= 0 and ms < tonumber(ARGV[1]) then ttl = 'soon' elseif ms >= 0 then ttl = 'ttl' end
+  end
   out[i] = t .. ' ' .. ttl .. ' ' .. redis.sha1hex(v)
 end
 return out
@@ -288,7 +293,7 @@ def digests(conn: RedisConn, *, key: str | None = None, progress: Progress | Non
         def flush() -> None:
             if not batch:
                 return
-            for k, v in zip(batch, script(keys=batch), strict=True):
+            for k, v in zip(batch, script(keys=batch, args=[SOON_MS]), strict=True):
                 text = v.decode() if isinstance(v, bytes) else str(v)
                 if not text.startswith("none "):
                     out[k] = text
@@ -313,9 +318,12 @@ def compare(source: Keyspace, target: Keyspace, limit: int = 10) -> tuple[list[s
     def show(k: bytes) -> str:
         return repr(k.decode(errors="backslashreplace"))
 
-    missing = [k for k in source.keys if k not in target.keys]
-    differ = [k for k, v in source.keys.items() if k in target.keys and target.keys[k] != v]
-    extra = [k for k in target.keys if k not in source.keys]
+    def same(a: str, b: str) -> bool:
+        return a.replace(" soon ", " ttl ") == b.replace(" soon ", " ttl ")
+
+    missing = [k for k, v in source.keys.items() if k not in target.keys and " soon " not in v]
+    differ = [k for k, v in source.keys.items() if k in target.keys and not same(target.keys[k], v)]
+    extra = [k for k, v in target.keys.items() if k not in source.keys and " soon " not in v]
 
     def named(ks: list[bytes], what: Callable[[bytes], str]) -> list[str]:
         shown = [what(k) for k in sorted(ks)[:limit]]
@@ -325,9 +333,9 @@ def compare(source: Keyspace, target: Keyspace, limit: int = 10) -> tuple[list[s
         a, b = source.keys[k].split(" "), target.keys[k].split(" ")
         if a[0] != b[0]:
             return f"key {show(k)}: type {a[0]} at the source, {b[0]} at the target"
-        if a[1] != b[1]:
-            return f"key {show(k)}: TTL {'set' if a[1] == 'ttl' else 'none'} at the source, " \
-                   f"{'set' if b[1] == 'ttl' else 'none'} at the target"
+        if (a[1] == "none") != (b[1] == "none"):
+            return f"key {show(k)}: TTL {'none' if a[1] == 'none' else 'set'} at the source, " \
+                   f"{'none' if b[1] == 'none' else 'set'} at the target"
         return f"key {show(k)}: value differs ({a[0]})"
 
     return (named(missing, lambda k: f"key {show(k)} missing at the target"), named(differ, why),

@@ -133,3 +133,10 @@ def test_digest_is_independent_of_encoding_and_catches_a_changed_byte(two_server
                       "key 'k:s:000011': value differs (string)"]
     r.accept_writes(src)
     assert a.set("late", "x")
+
+
+def test_a_key_about_to_expire_is_not_a_difference() -> None:
+    src = r.Keyspace({b"a": "string soon x", b"b": "string soon y", b"c": "string ttl z"}, 0.0)
+    tgt = r.Keyspace({b"b": "string ttl y", b"c": "string soon z", b"d": "string soon w"}, 0.0)
+    assert r.compare(src, tgt) == ([], [], [])
+    assert r.compare(src, r.Keyspace({}, 0.0))[0] == ["key 'c' missing at the target"]
