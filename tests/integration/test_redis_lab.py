@@ -120,12 +120,6 @@ def test_bad_input_stops_the_plan_naming_the_dataset_and_the_fix(env: Env) -> No
     assert "redis dataset 'queue'" in out.stderr and "password was refused" in out.stderr, out.stderr[-2000:]
     assert "data.redis.queue.password" in out.stderr and "not-the-password" not in out.stderr + out.stdout
 
-    out = env.cli("plan", "--to", "alt-b", "--json", timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    plan = json.loads(out.stdout)
-    ids = [s["id"] for s in plan["steps"]]
-    assert {"redis", "redis-queue", "redis-cache"} <= set(ids), ids
-
 
 def test_live_failover_freezes_writes_then_the_gate_catches_a_missing_key_and_a_changed_byte(env: Env) -> None:
     a, b = env.r("a"), None
