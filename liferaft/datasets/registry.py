@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 from liferaft.datasets.base import _REGISTRY, Dataset, register_kind
 from liferaft.datasets.bucket import Bucket
 from liferaft.datasets.postgres import Postgres
+from liferaft.datasets.redis_ import Redis
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 register_kind(Postgres)
 register_kind(Bucket)
+register_kind(Redis)
 
 
 def datasets(stack: Stack) -> list[Dataset]:

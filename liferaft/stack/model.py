@@ -375,9 +375,27 @@ class Bucket(_Model):
     name: BucketName
 
 
+class RedisStore(_Model):
+    """A Redis server on the service's host (`data.redis.<key>`), moved by replication (`REPLICAOF`): the whole
+    server is replicated; `db` is the database the service uses and the one verified. `ephemeral`: a cache, created
+    empty at the target and never copied."""
+
+    port: Port = 6379
+    address: Hostname | None = None  # where it listens at the source; default: the source host's address
+    password: SecretRef | None = None  # requirepass (the same at the target); None: no password
+    db: Annotated[int, Field(ge=0, le=15)] = 0
+    ephemeral: bool = False
+    maxmemory: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(kb|mb|gb|k|m|g)?$")] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"redis:{self.port}/{self.db}"
+
+
 class Data(_Model):
     databases: dict[Name, Database] = {}
     buckets: dict[Name, Bucket] = {}
+    redis: dict[Name, RedisStore] = {}
 
 
 # ------------------------------------------------------------------------------------------------------------ dns

@@ -1,0 +1,292 @@
+"""The Redis dataset kind (stack file: `data.redis.<key>`): a Redis server moved by replication.
+
+Live move, verification and drills here; keeping a standby and promoting it in `redis_standby`.
+
+- plan: DBSIZE of the database and the server's dataset memory, read-only (INFO, DBSIZE); estimates from the
+  benchmark (bench/bench_redis.py);
+- target: `redis.yml` (Debian's redis-server where it is missing, one server per port, the same password);
+- prepare: both servers answer with the stack's password, and the target's Redis is not older than the source's
+  (an older Redis cannot load a newer replication stream): a clear stop naming the dataset and the fix;
+- seed: the target replicates the source (`REPLICAOF`; the source must be reachable from the target host on its
+  port), the initial sync waited for;
+- freeze: `CLIENT PAUSE WRITE` at the source (writers wait), the target's replication offset waited for until it
+  equals the source's, then the source made to refuse writes for good (`min-replicas-to-write` higher than it can
+  have: clients get NOREPLICAS errors instead of hanging), the target promoted (`REPLICAOF NO ONE`), the pause
+  lifted (`CLIENT UNPAUSE`); undo: the source accepts writes again;
+- verify: key count and a per-key digest of the database over a full SCAN (type, value, TTL present or not),
+  order-independent; names missing, changed and extra keys;
+- cut (drills): the source's offset at the cut waited for at the target (bounded), the target promoted; the source
+  never frozen;
+- ephemeral (a cache): created empty at the target, never copied, never frozen, not compared;
+- teardown: the Redis servers redis.yml made on the drill's target stopped and removed.
+
+RPO: 0 in a live failover (the freeze waits for the offsets to match); in a cold failover, what the standby had not
+received when the source was lost (its lag: the offset difference `replicate` reports).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from liferaft.datasets._util import progress, source_host, target_host
+from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets.redis_standby import RedisStandby, check_versions, redis_conn, redis_vars
+from liferaft.errors import LiferaftError, RunFailed
+
+if TYPE_CHECKING:
+    from liferaft.engine.runner import RunContext
+    from liferaft.movers.redis_ import RedisConn
+    from liferaft.stack import Stack
+
+# From bench/bench_redis.py on a loaded 2-core machine (conservative): 1M keys / 141 MB synced in 3-16 s; the
+# digest ~5,000-25,000 keys/s per end, both ends hashed side by side.
+SYNC_BYTES_PER_S = 20e6
+VERIFY_KEYS_PER_S = 10e3
+SEED_TIMEOUT_S = 600.0
+CATCH_UP_TIMEOUT_S = 30.0
+PAUSE_MS = 60_000  # the pause's safety net: lifted by the freeze itself within its catch-up
+
+
+def conns(ctx: RunContext, ds: Dataset) -> tuple[RedisConn, RedisConn]:
+    return (redis_conn(ctx, ds, str(source_host(ctx).address), at_source=True),
+            redis_conn(ctx, ds, str(target_host(ctx).address), at_source=False))
+
+
+def removal_lines(ports: list[int]) -> list[str]:
+    """Shell lines that stop and remove the Redis servers redis.yml made (drill teardown)."""
+    lines = []
+    for p in sorted({int(p) for p in ports}):
+        lines += [f"if $sd; then systemctl disable --now liferaft-redis-{p}.service 2>/dev/null || true; fi",
+                  (f"start-stop-daemon --stop --pidfile /run/liferaft-redis-{p}.pid --retry TERM/30/KILL/5 "
+                  "--remove-pidfile --oknodo >/dev/null 2>&1 || true"),
+                  (f"rm -rf /var/lib/liferaft/redis-{p} /etc/liferaft/redis-{p}.conf /var/log/liferaft/redis-{p}.log "
+                  f"/etc/systemd/system/liferaft-redis-{p}.service")]
+    return lines
+
+
+def _frozen_now(ctx: RunContext) -> None:
+    if "writes_frozen_at" not in ctx.memo:
+        ctx.remember(writes_frozen_at=time.time())
+
+
+def _compare(ds: Dataset, src: RedisConn, tgt: RedisConn, report: Any) -> tuple[Any, Any]:
+    from liferaft.movers import redis_ as r
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="liferaft-redis-digest") as pool:
+        a = pool.submit(r.digests, src, key=ds.key, progress=report)
+        b = pool.submit(r.digests, tgt, key=ds.key)
+        return a.result(), b.result()
+
+
+class Redis(RedisStandby):
+    name: ClassVar[str] = "redis"
+    noun: ClassVar[str] = "keyspace"
+    group: ClassVar[str] = "redis"
+    seed_verb: ClassVar[str] = "redis"
+    freezes_source: ClassVar[bool] = True
+    release_id: ClassVar[str | None] = None
+    ledger: ClassVar[bool] = False
+    summary_name: ClassVar[str] = "method"
+    seed_needs_prepare: ClassVar[bool] = True
+
+    def entries(self, model: Any) -> dict[str, Any]:
+        return dict(model.data.redis.items())
+
+    # ---- plan -----------------------------------------------------------------------------------------------
+    def summary(self, ds: Dataset) -> Any:
+        return "ephemeral" if ds.spec.ephemeral else "replicaof"
+
+    def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
+        seed = (f"Redis {ds.key}: ephemeral (a cache), created empty at the target, not copied" if ds.spec.ephemeral
+                else f"replicate Redis {ds.key} (port {ds.spec.port}, REPLICAOF from the source)")
+        return {"seed": seed, "prepare": f"Redis {ds.key}: both servers answer, versions compatible"}
+
+    def provider(self, stack: Stack, site: str) -> str:
+        return str(stack.site(site).compute)
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        """DBSIZE and INFO: read-only."""
+        from liferaft.movers import redis_ as r
+        from liferaft.movers.redis_ import RedisConn
+
+        spec = ds.spec
+        conn = RedisConn(host=str(spec.address or where.source_host.address), port=int(spec.port), db=int(spec.db),
+                         password=where.stack.secret(spec.password) if spec.password else None,
+                         label=f"redis dataset {ds.key!r} at the source")
+        keys, memory, version = r.size(conn, key=ds.key)
+        if spec.ephemeral:
+            return Size(bytes=0, items=keys, detail=f"Redis {version}, ephemeral: not copied ({memory} bytes there)")
+        return Size(bytes=memory, items=keys, detail=f"Redis {version}, db {spec.db}")
+
+    def estimate_s(self, ds: Dataset, size: Size) -> float:
+        if ds.spec.ephemeral:
+            return 0.0
+        return size.bytes / SYNC_BYTES_PER_S + size.items / VERIFY_KEYS_PER_S
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return (int(ds.spec.port),)
+
+    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return ["redis.yml"] if datasets else []
+
+    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return redis_vars(ctx, datasets)
+
+    # ---- live move ------------------------------------------------------------------------------------------
+    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        from liferaft.movers import redis_ as r
+
+        src, tgt = conns(ctx, ds)
+        if ds.spec.ephemeral:
+            return {"ephemeral": True, "target_version": r.version(tgt, key=ds.key)}
+        return check_versions(src, tgt, ds.key)
+
+    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        from liferaft.movers import redis_ as r
+
+        src, tgt = conns(ctx, ds)
+        if ds.spec.ephemeral:
+            if tgt.host == src.host:
+                raise RunFailed(f"redis {ds.key}: the target is the source ({tgt.host})")
+            # A cache starts empty at the target (a server left there by an earlier move holds stale entries).
+            dropped = r.call(tgt, lambda c: (c.dbsize(), c.flushdb())[0], key=ds.key)
+            return {"method": "ephemeral", "note": "created empty at the target, not copied", "dropped": dropped}
+        started = r.replicate(tgt, src, key=ds.key)
+        seconds = r.wait_synced(tgt, src, SEED_TIMEOUT_S, key=ds.key, progress=progress(ctx))
+        return {"method": "replicaof", "started": started, "initial_sync_s": round(seconds, 2)}
+
+    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
+        from liferaft.movers import redis_ as r
+
+        if ds.spec.ephemeral:
+            return
+        try:
+            _, tgt = conns(ctx, ds)
+            r.promote(tgt, key=ds.key)  # stop replicating (the target is going away with the rollback)
+        except (LiferaftError, KeyError):
+            pass
+
+    def warm(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
+        from liferaft.movers import redis_ as r
+
+        if ds.spec.ephemeral:
+            if on_frozen is not None:
+                on_frozen()
+            return {"method": "ephemeral"}
+        src, tgt = conns(ctx, ds)
+        rep = r.replication(tgt, key=ds.key)
+        if r.refuses_writes(src, key=ds.key) and rep.get("role") == "master":
+            _frozen_now(ctx)
+            if on_frozen is not None:
+                on_frozen()
+            return {"method": "replicaof", "note": "already cut over before an interruption"}
+        if not r.replicates_from(rep, src):
+            raise RunFailed(f"redis {ds.key}: the target no longer replicates the source and the source is still "
+                            "writable: nothing guarantees the target is complete", hint="roll back and fail over again")
+        t0 = time.monotonic()
+        r.pause_writes(src, PAUSE_MS, key=ds.key)
+        _frozen_now(ctx)
+        if on_frozen is not None:
+            on_frozen()
+        try:
+            offset = r.master_offset(src, key=ds.key)
+            caught, got = r.wait_offset(tgt, offset, CATCH_UP_TIMEOUT_S, key=ds.key)
+            if not caught:
+                raise RunFailed(f"redis {ds.key}: the target did not catch up with the source within "
+                                f"{CATCH_UP_TIMEOUT_S:g} s (offset {got} of {offset})",
+                                hint="check the link between the hosts; `liferaft resume` tries again")
+            catch_up = time.monotonic() - t0
+            r.refuse_writes(src, key=ds.key)
+            r.promote(tgt, key=ds.key)
+        finally:
+            r.unpause(src, key=ds.key)  # refused for good by now, or the freeze failed: writers do not hang
+        return {"method": "replicaof", "offset": offset, "catch_up_s": round(catch_up, 3),
+                "freeze_s": round(time.monotonic() - t0, 3)}
+
+    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
+        from liferaft.movers import redis_ as r
+
+        if ds.spec.ephemeral:
+            return
+        src, _ = conns(ctx, ds)
+        r.accept_writes(src, 0, key=ds.key)
+        ctx.emit("redis.writable", f"redis {ds.key} at the source accepts writes again", dataset=ds.key)
+
+    def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
+        from liferaft.movers import redis_ as r
+
+        t0 = time.monotonic()
+        label = f"redis {ds.key}"
+        src, tgt = conns(ctx, ds)
+        if ds.spec.ephemeral:
+            role = r.replication(tgt, key=ds.key).get("role")
+            problems = () if role == "master" else (f"{label}: the target replicates (role {role})",)
+            return Verdict(checked={f"{label} (ephemeral, not compared)": 0}, problems=problems,
+                           seconds=round(time.monotonic() - t0, 3))
+        a, b = _compare(ds, src, tgt, progress(ctx))
+        missing, differ, extra = r.compare(a, b)
+        found = [f"{label}: {p}" for p in missing + differ + extra]
+        figures: dict[str, Any] = {"keys_source": len(a.keys), "keys_target": len(b.keys),
+                                   "digest_source": a.digest, "digest_target": b.digest}
+        checked = {f"{label} keys": len(a.keys)}
+        if len(a.keys) != len(b.keys):
+            found.insert(0, f"{label}: {len(a.keys)} keys at the source, {len(b.keys)} at the target")
+        if not as_of_cut:
+            return Verdict(checked=checked, problems=tuple(found), seconds=round(time.monotonic() - t0, 3),
+                           figures=figures)
+        cut = prior or {}
+        notes = tuple(f"{p} (the source kept taking writes after the cut)" for p in found)
+        figures.update(caught_up=cut.get("caught_up"), lag_s_at_cut=cut.get("lag_s_at_cut"),
+                       lag_bytes_at_cut=cut.get("lag_bytes_at_cut"), lag_s_left=cut.get("lag_s_left", 0.0))
+        problems = () if cut.get("caught_up") is not False else (
+            f"{label}: the target had not reached the source's offset at the cut",)
+        return Verdict(checked=checked, problems=problems, notes=notes, seconds=round(time.monotonic() - t0, 3),
+                       figures=figures)
+
+    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
+        raise RunFailed("a Redis dataset keeps no write ledger")
+
+    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        return {}
+
+    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        return None
+
+    # ---- drills ---------------------------------------------------------------------------------------------
+    def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        from liferaft.movers import redis_ as r
+
+        if ds.spec.ephemeral:
+            return {"method": "ephemeral", "caught_up": True}
+        src, tgt = conns(ctx, ds)
+        rep = r.replication(tgt, key=ds.key)
+        if not r.replicates_from(rep, src):
+            return {"method": "replicaof", "note": "replication already stopped (the cut was interrupted and "
+                    "resumed)", "caught_up": None}
+        t0 = time.monotonic()
+        offset = r.master_offset(src, key=ds.key)
+        had = int(rep.get("slave_repl_offset") or 0)
+        caught, got = r.wait_offset(tgt, offset, CATCH_UP_TIMEOUT_S, key=ds.key)
+        catch_up = time.monotonic() - t0
+        r.promote(tgt, key=ds.key)
+        out = {"method": "replicaof", "cut_offset": offset, "caught_up": caught, "catch_up_s": round(catch_up, 3),
+               "lag_bytes_at_cut": max(0, offset - had), "lag_s_at_cut": round(catch_up, 3),
+               "lag_s_left": 0.0 if caught else None, "offset_left": max(0, offset - got)}
+        ctx.emit("drill.cut", f"redis {ds.key}: cut at offset {offset}, caught up: {caught}", dataset=ds.key,
+                 **{k: v for k, v in out.items() if k != "method"})
+        return out
+
+    def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return removal_lines([int(ds.spec.port) for ds in datasets])
