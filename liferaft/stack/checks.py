@@ -139,7 +139,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
 
     stack_dir = real_path(path).parent
     for name, svc in m.services.items():
-        if _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
+        if svc.playbook is None:
+            pass  # a container service (liferaft.workloads.container): its image is checked by the workload kind
+        elif _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
             yield problem(("services", name, "playbook"),
                           "a relative playbook path may not leave the stack file's folder ('..' or a symlink "
                           "leading out); use a path inside it, or an absolute path")

@@ -1,0 +1,121 @@
+"""The container workload kind's model, references and shell lines (its lab test: test_containers_lab.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from liferaft.errors import InvalidInput, UsageError
+from liferaft.providers.registry_oci import Image, Registry
+from liferaft.stack import load_stack
+from liferaft.workloads import kind_of, workloads
+from liferaft.workloads.container import env_file, site_registry
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+API = f"""  api:
+    image: team/api@{DIGEST}
+    command: [/bin/httpd, -f, -p, "9090"]
+    ports: [9090]
+    env:
+      MODE: "container"
+    secrets:
+      API_KEY: env:LR_TEST_API_KEY
+"""
+
+
+def _stack(tmp_path: Path, services: str = API, registries: bool = True) -> Path:
+    d = tmp_path / "stack"
+    shutil.copytree(REPO / "examples" / "microblog", d, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (d / "liferaft.yaml").read_text()
+    assert "\nservices:\n" in text and "    objects: aws\n" in text and "    objects: objstore\n" in text
+    text = text.replace("\nservices:\n", "\nservices:\n" + services, 1)
+    if registries:
+        text = text.replace("    objects: aws\n", "    objects: aws\n    registry: {url: 'https://123.dkr.ecr.example/"
+                            "prod', vendor: aws}\n", 1)
+        text = text.replace("    objects: objstore\n", "    objects: objstore\n    registry:\n      url: "
+                            "http://10.0.0.5:5000\n      username: env:LR_REG_USER\n      password: env:LR_REG_PW\n", 1)
+    (d / "liferaft.yaml").write_text(text)
+    return d / "liferaft.yaml"
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(InvalidInput) as exc:
+        load_stack(path)
+    return [str(p) for p in exc.value.problems]
+
+
+def test_a_service_with_an_image_is_a_container_workload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = load_stack(_stack(tmp_path))
+    kinds = {w.name: w.kind for w in workloads(stack)}
+    assert kinds == {"web": "playbook", "api": "container"}
+    api = next(w for w in workloads(stack) if w.name == "api")
+    assert kind_of(api).name == "container"
+    assert stack.model.services["api"].runs == f"image team/api@{DIGEST}"
+    monkeypatch.setenv("LR_REG_USER", "robot")
+    monkeypatch.setenv("LR_REG_PW", "pw-not-real")
+    alt = site_registry(stack, "alt-b")
+    assert (alt.host, alt.vendor, alt.secure, alt.username) == ("10.0.0.5:5000", "10.0.0.5:5000", False, "robot")
+    primary = site_registry(stack, "primary")
+    assert primary.pull_ref(Image.parse(stack.model.services["api"].image or "")) == \
+        f"123.dkr.ecr.example/prod/team/api@{DIGEST}"
+    assert primary.vendor == "aws" and primary.auth_json() is None
+    assert '"10.0.0.5:5000"' in (alt.auth_json() or "")
+
+
+def test_a_site_without_a_registry_says_so(tmp_path: Path) -> None:
+    stack = load_stack(_stack(tmp_path, registries=False))
+    with pytest.raises(UsageError, match="names no image registry"):
+        site_registry(stack, "alt-b")
+
+
+@pytest.mark.parametrize(("service", "expected"), [
+    ("  api:\n    playbook: microblog.yml\n    image: team/api:1\n", "not both and not neither"),
+    ("  api:\n    ports: [80]\n", "not both and not neither"),
+    ("  api:\n    image: ghcr.io/team/api:1\n", "without the registry's host"),
+    ("  api:\n    image: Team/API\n", "services.api.image"),
+    ("  api:\n    image: team/api\n    artifact: app\n", "ships in its image"),
+    ("  api:\n    playbook: microblog.yml\n    command: [x]\n", "`command` goes with `image`"),
+])
+def test_bad_container_services_are_refused(tmp_path: Path, service: str, expected: str) -> None:
+    problems = _problems(_stack(tmp_path, service))
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_registry_needs_both_credentials_or_neither(tmp_path: Path) -> None:
+    path = _stack(tmp_path)
+    path.write_text(path.read_text().replace("      password: env:LR_REG_PW\n", ""))
+    assert any("both `username` and `password`" in p for p in _problems(path))
+
+
+@pytest.mark.parametrize(("ref", "repo", "tag", "digest"), [
+    ("web", "web", None, None),
+    ("team/web:1.2", "team/web", "1.2", None),
+    (f"team/web@{DIGEST}", "team/web", None, DIGEST),
+    (f"team/web:1@{DIGEST}", "team/web", "1", DIGEST),
+])
+def test_image_references(ref: str, repo: str, tag: str | None, digest: str | None) -> None:
+    img = Image.parse(ref)
+    assert (img.repository, img.tag, img.digest, str(img)) == (repo, tag, digest, ref)
+    assert img.pinned is (digest is not None)
+    assert img.reference == (digest or tag or "latest")
+    assert Registry("http://r:5000", "x").pull_ref(img) == f"r:5000/{repo}" + (f"@{digest}" if digest else
+                                                                               f":{tag or 'latest'}")
+
+
+def test_the_env_file_holds_one_line_per_setting_and_refuses_a_line_break_without_echoing_it() -> None:
+    assert env_file({"B": "2", "A": "x=y z"}) == "A=x=y z\nB=2\n"
+    with pytest.raises(UsageError) as exc:
+        env_file({"KEY": "-----BEGIN-----\nsecret-material"})
+    assert "KEY" in str(exc.value) and "secret-material" not in str(exc.value)
+
+
+def test_teardown_removes_container_images_and_files(tmp_path: Path) -> None:
+    stack = load_stack(_stack(tmp_path))
+    api = [w for w in workloads(stack) if w.name == "api"]
+    text = "\n".join(kind_of(api[0]).teardown_lines(stack, api))
+    for needed in ("podman stop -i -t 10 liferaft-api", "podman rm -f -i -t 5 liferaft-api", "podman rmi -f",
+                   "/etc/liferaft/api.images", "rm -f /etc/liferaft/api.env"):
+        assert needed in text
