@@ -171,9 +171,19 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(("services", name, "secrets", key), f"{key!r} is both a plain setting (`env`) and a secret "
                                                               "(`secrets`): keep one")
         yield from _tls_checks(m, name, stack_dir, problem)
+        if svc.image is not None and "@sha256:" not in svc.image:
+            yield problem(("services", name, "image"), f"image {svc.image!r} is a bare tag: a tag can move between "
+                          "the mirror and the failover, so the alternate may run another image; pin it by digest "
+                          f"(`{_repository(svc.image)}@sha256:<digest>`)", "warning")
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
+
+    containers = sorted(n for n, s in m.services.items() if s.image is not None)
+    for site_name in dict.fromkeys([m.primary, *m.alternates]):
+        if containers and site_name in m.sites and m.sites[site_name].registry is None:
+            yield problem(("sites", site_name), f"site {site_name!r} names no image `registry`: container services "
+                          f"({', '.join(containers)}) cannot be pulled there", "warning")
 
     for where, why in _placeholders(m.model_dump(by_alias=True, exclude_defaults=True)):
         yield problem(where, why)
@@ -214,6 +224,12 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
                               f"DNS is hosted at the primary site's vendor ({dns_vendor}): if that vendor cuts you "
                               "off, you cannot point your name elsewhere. Host the zone at an independent provider.",
                               "warning")
+
+
+def _repository(image: str) -> str:
+    """An image reference without its tag and digest."""
+    ref = image.split("@", 1)[0]
+    return ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
 
 
 def tls_names(m: StackModel, service: str) -> list[str]:

@@ -157,6 +157,29 @@ class Container:
                 "vendor": registry.vendor, "pull_run_s": round(t1 - t0, 2),
                 "duration_s": round(time.monotonic() - t0, 2)}
 
+    # ------------------------------------------------------------------------------------------ the mirror
+    def mirror(self, stack: Stack, wl: Workload, source: str, target: str) -> dict[str, Any]:
+        """Keep the image at the target site's registry: copied by digest from the source site's registry when the
+        target does not hold that digest (`liferaft replicate`, each round). A pinned image the target already holds
+        needs nothing from the source (which may be gone). Returns the image's lag: 0 images behind, or raises."""
+        from liferaft.providers.registry_oci import copy
+
+        now = time.time()
+        image = self.image(wl)
+        dst = site_registry(stack, target)
+        copied = False
+        want = image.digest if image.pinned and dst.digest(image) == image.digest else None
+        if want is None:
+            src = site_registry(stack, source)
+            want = src.require(image)
+            if image.digest is not None and want != image.digest:
+                raise RunFailed(f"{src.host} answered digest {want} for {image}")
+            if dst.digest(image, want) != want:
+                copy(src, dst, image, want)
+                copied = True
+        return {"image": str(image), "digest": want, "registry": dst.host, "copied": copied, "lag_images": 0,
+                "lag_seconds": 0.0, "measured_at": now, "caught_up_at": now}
+
     # --------------------------------------------------------------------------------------------------- stop
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
         from liferaft.configure import remote

@@ -1,8 +1,9 @@
 """Container services in the lab (liferaft.workloads.container, liferaft.lab.registries): podman on the lab hosts, the
 primary vendor's registry behind the "aws" fault proxy and the alternate's registry, the lab's busybox image built
-offline; a container service that fails over to alt-b while "aws" (its registry too) is cut, pulling the mirrored
-image from the alternate's registry, served by DNS; rollback and a drill's teardown leave no container, image or
-file on the target. One lab (without the example app) for the module.
+offline. A container service's failover stops before DNS, naming the image, while the alternate's registry lacks it;
+`replicate` mirrors it by digest (lag 0); a no-notice cold failover with "aws" (its registry too) cut pulls the
+alternate's copy and serves by DNS; rollback and a drill's teardown leave no container, image or file on the target.
+One lab (without the example app) for the module.
 """
 
 from __future__ import annotations
@@ -95,11 +96,10 @@ def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any
 def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_nothing(clab: Any,
                                                                                      tmp_path: Path) -> None:
     from liferaft.lab.registries import container_stack
-    from liferaft.providers.registry_oci import copy
 
     info = clab.info
     a, b = info.hosts["a"], info.hosts["b"]
-    primary, alternate, image = registries(clab)
+    _primary, alternate, image = registries(clab)
     secret = "sk-" + secrets.token_hex(16)
     (tmp_path / "signing_key").write_text(secret + "\n")
     text = container_stack(info.stack_file.read_text(), clab.read_state())
@@ -129,16 +129,23 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
         assert www(clab) == [a.address]
         back = run("rollback", "last", "--yes")
         assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
-
-        # Mirrored by digest (while "aws" still answered), the failover pulls from the alternate's registry.
+    finally:
         clab.heal_provider("aws")
-        copy(primary, alternate, image, str(image.digest))
-        assert alternate.digest(image) == image.digest
-        clab.cut("aws", "down")
-        out = run("failover", "--to", "alt-b", "--yes", "--json")
+
+    # `replicate` mirrors the image by digest to the alternate's registry and reports its lag.
+    rep = run("replicate", "--to", "alt-b", "--json")
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    mirrored = json.loads(rep.stdout)["images"]["web"]
+    assert mirrored["digest"] == image.digest and mirrored["lag_images"] == 0 and mirrored["ok"] is True
+    assert alternate.digest(image) == image.digest
+
+    # No notice: "aws" (its registry too) is cut; the cold failover pulls the alternate's copy and serves by DNS.
+    clab.cut("aws", "down")
+    try:
+        out = run("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json")
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert www(clab) == [b.address]
-        assert b.run("wget -qO- http://127.0.0.1:8080/healthz || curl -s http://127.0.0.1:8080/healthz").stdout == "ok\n"
+        assert b.run("wget -qO- http://127.0.0.1:8080/healthz").stdout == "ok\n"
         running = b.run("podman ps --format '{{.Names}} {{.Image}}'").stdout.split()
         assert running == ["liferaft-web", alternate.pull_ref(image)]
         env = b.run("stat -c %a /etc/liferaft/web.env && cat /etc/liferaft/web.env").stdout
@@ -154,6 +161,8 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
         assert b.run("podman ps -q").stdout == ""  # stopped (rollback keeps what the host holds)
     finally:
         clab.heal_provider("aws")
+    stopped = run("replicate", "--to", "alt-b", "--stop")
+    assert stopped.returncode == 0, stopped.stdout[-2000:] + stopped.stderr[-2000:]
 
     # A drill runs the container at b and its teardown removes everything: container, image, env file.
     drill = run("drill", "--to", "alt-b", "--keep", "--json")

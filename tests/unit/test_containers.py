@@ -119,3 +119,28 @@ def test_teardown_removes_container_images_and_files(tmp_path: Path) -> None:
     for needed in ("podman stop -i -t 10 liferaft-api", "podman rm -f -i -t 5 liferaft-api", "podman rmi -f",
                    "/etc/liferaft/api.images", "rm -f /etc/liferaft/api.env"):
         assert needed in text
+
+
+def test_validate_warns_on_a_bare_tag_and_a_site_without_a_registry(tmp_path: Path) -> None:
+    pinned = load_stack(_stack(tmp_path / "p"))
+    assert not [w for w in pinned.warnings if "bare tag" in str(w) or "names no image" in str(w)]
+    tagged = load_stack(_stack(tmp_path / "t", API.replace(f"team/api@{DIGEST}", "team/api:1.4"), registries=False))
+    texts = [str(w) for w in tagged.warnings]
+    assert any("services.api.image" in t and "bare tag" in t and "team/api@sha256:<digest>" in t for t in texts)
+    assert any("site 'alt-b' names no image `registry`" in t for t in texts), texts
+
+
+def test_audit_flags_images_only_at_the_primary_vendor_and_bare_tags(tmp_path: Path) -> None:
+    from liferaft.audit import audit
+
+    def findings(path: Path) -> list[tuple[str, str]]:
+        report = audit(load_stack(path), check_ns=False)
+        return [(f.severity, f.message) for f in report.findings if f.layer == "container images"]
+
+    assert findings(_stack(tmp_path / "ok")) == []  # alt-b's registry is elsewhere, the image pinned
+    path = _stack(tmp_path / "bad", API.replace(f"team/api@{DIGEST}", "team/api:1.4"))
+    path.write_text(path.read_text().replace("      url: http://10.0.0.5:5000\n",
+                                             "      url: http://10.0.0.5:5000\n      vendor: aws\n"))
+    got = findings(path)
+    assert [s for s, _ in got] == ["critical", "warning"]
+    assert "only at the primary vendor's registry" in got[0][1] and "bare tag" in got[1][1]
