@@ -68,7 +68,21 @@ def on_host(host: Any) -> dict[str, list[str]]:
 
 
 def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any) -> None:
+    """The registries answer the distribution API; `lab cut aws` takes the primary's down with "aws" (down: gone,
+    deny: refused), and `health` judges each site's registry: terminated / unreachable / degraded (image missing)."""
     from liferaft.errors import AuthRejected, Unreachable
+    from liferaft.health.report import check_health
+    from liferaft.lab.registries import container_stack
+    from liferaft.stack import load_stack
+
+    info = clab.info
+    stack_file = info.stack_file.with_name("liferaft-registries.yaml")
+    stack_file.write_text(container_stack(info.stack_file.read_text(), clab.read_state()))
+    stack = load_stack(stack_file)
+
+    def verdicts() -> dict[str, str]:
+        report = check_health(stack, timeout=3.0).to_dict()["providers"]
+        return {k: v["verdict"] for k, v in report.items() if k.startswith("registry@")}
 
     primary, alternate, image = registries(clab)
     assert image.pinned
@@ -77,16 +91,19 @@ def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any
     assert primary.digest(image) == image.digest  # built offline and pushed at `lab up`
     assert primary.digest(image, "1") == image.digest  # tagged too
     assert alternate.digest(image) is None  # nothing mirrored yet
+    assert verdicts() == {"registry@primary": "healthy", "registry@alt-b": "degraded"}  # alt-b lacks the image
     try:
         clab.cut("aws", "down")
         with pytest.raises(Unreachable):
             primary.ping()
         alternate.ping()
         assert clab.status()["modes"]["aws-registry"] == "down"
+        assert verdicts()["registry@primary"] == "unreachable"
         clab.cut("aws", "deny")
         with pytest.raises(AuthRejected) as denied:
             primary.digest(image)
         assert denied.value.status == 401  # a suspended account, as the distribution API says it
+        assert verdicts()["registry@primary"] == "terminated"
     finally:
         clab.heal_provider("aws")
     primary.ping()
