@@ -351,7 +351,7 @@ class Lab:
             "app_port": state["app_port"], "primary_address": state["primary_address"],
             "bridge_address": state["bridge_address"], "modes": state.get("modes", {}),
             "cut_hosts": state.get("cut_hosts", []), "app": app, "timings": state.get("timings", {}),
-            "acme": state.get("acme"),
+            "acme": state.get("acme"), "registries": state.get("registries"), "image": state.get("image"),
             "processes": procs,
         }
 
