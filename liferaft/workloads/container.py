@@ -78,6 +78,34 @@ def env_file(env: dict[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
+def _key(key: str) -> str:
+    return key.upper().replace("-", "_")
+
+
+def data_env(stack: Stack, service: str, site: str, host: TargetHost) -> tuple[dict[str, str], dict[str, str]]:
+    """The service's databases and buckets at the target as environment variables, what playbook services get as
+    `liferaft_databases` / `liferaft_buckets`: (plain, secret). `LIFERAFT_DB_<KEY>_HOST|PORT|NAME|USER` and
+    `_PASSWORD`; `LIFERAFT_BUCKET_<KEY>_NAME|ENDPOINT_URL|REGION` and `_ACCESS_KEY_ID|_SECRET_ACCESS_KEY`."""
+    from liferaft.configure.deploy import service_vars
+
+    sv = service_vars(stack, service, site, host, create_schema=False)
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for db in sv.variables["liferaft_databases"]:
+        k = f"LIFERAFT_DB_{_key(db['key'])}"
+        plain.update({f"{k}_HOST": str(db["host"]), f"{k}_PORT": str(db["port"]), f"{k}_NAME": str(db["name"]),
+                      f"{k}_USER": str(db["owner"])})
+        secret[f"{k}_PASSWORD"] = str(sv.secret_variables["liferaft_secrets"]["databases"][db["key"]]["password"])
+    for b in sv.variables["liferaft_buckets"]:
+        k = f"LIFERAFT_BUCKET_{_key(b['key'])}"
+        plain.update({f"{k}_NAME": str(b["name"]), f"{k}_ENDPOINT_URL": str(b.get("endpoint_url") or ""),
+                      f"{k}_REGION": str(b.get("region") or "")})
+        creds = sv.secret_variables["liferaft_secrets"]["buckets"][b["key"]]
+        secret.update({f"{k}_ACCESS_KEY_ID": str(creds["access_key_id"]),
+                       f"{k}_SECRET_ACCESS_KEY": str(creds["secret_access_key"])})
+    return plain, secret
+
+
 def stop_lines(services: list[str]) -> list[str]:
     """Stop (not remove) the services' containers. Idempotent; nothing to do where podman is not installed."""
     return [f"if command -v podman >/dev/null 2>&1; then podman stop -i -t 10 {container_name(s)} >/dev/null; fi"
@@ -126,11 +154,12 @@ class Container:
         digest = registry.require(image)
         if image.digest is not None and digest != image.digest:
             raise RunFailed(f"{registry.host} answered digest {digest} for {image}")
-        env = dict(spec.env)
-        for name, ref in sorted(spec.secrets.items()):
-            value = stack.secret(ref)
+        env, secret_env = data_env(stack, wl.name, ctx.plan.target, host)
+        env.update(spec.env)
+        secret_env.update({name: stack.secret(ref) for name, ref in sorted(spec.secrets.items())})
+        for value in secret_env.values():
             ctx.add_secret(value)
-            env[name] = value
+        env.update(secret_env)
         ref = registry.pull_ref(image, digest)
         f, cname, svc = files(wl.name), container_name(wl.name), wl.name
         tls = "" if registry.secure else " --tls-verify=false"

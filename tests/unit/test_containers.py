@@ -144,3 +144,26 @@ def test_audit_flags_images_only_at_the_primary_vendor_and_bare_tags(tmp_path: P
     got = findings(path)
     assert [s for s, _ in got] == ["critical", "warning"]
     assert "only at the primary vendor's registry" in got[0][1] and "bare tag" in got[1][1]
+
+
+def test_a_container_gets_its_databases_and_buckets_as_environment(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from liferaft.configure import TargetHost
+    from liferaft.workloads.container import data_env
+
+    path = _stack(tmp_path, API.replace("    ports: [9090]\n", "    ports: [9090]\n    databases: [blog]\n"
+                                        "    buckets: [images]\n"))
+    secrets_dir = path.parent / "secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "s3rver_key", "s3rver_secret"):
+        (secrets_dir / name).write_text(f"not-a-real-{name}\n")
+    monkeypatch.setenv("LR_TEST_API_KEY", "not-a-real-api-key")
+    stack = load_stack(path)
+    host = TargetHost(name="b", address="10.9.8.7", port=22, user="root", host_keys=("ssh-ed25519 AAAA",))
+    plain, secret = data_env(stack, "api", "alt-b", host)
+    assert plain["LIFERAFT_DB_BLOG_HOST"] == "10.9.8.7" and plain["LIFERAFT_DB_BLOG_USER"] == "microblog"
+    assert plain["LIFERAFT_BUCKET_IMAGES_NAME"] == "microblog-images"
+    assert secret == {"LIFERAFT_DB_BLOG_PASSWORD": "not-a-real-db_password",
+                      "LIFERAFT_BUCKET_IMAGES_ACCESS_KEY_ID": "not-a-real-s3rver_key",
+                      "LIFERAFT_BUCKET_IMAGES_SECRET_ACCESS_KEY": "not-a-real-s3rver_secret"}
+    assert not any(v.startswith("not-a-real") for v in plain.values())
