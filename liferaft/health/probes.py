@@ -244,9 +244,9 @@ def registry_subject(site: str) -> str:
 
 def _registry(stack: Any, site: str) -> Callable[[], Found]:
     def fn() -> Found:
-        from liferaft.providers.registry_oci import Registry
+        from liferaft.providers.registry_oci import site_registry
 
-        reg = Registry.of(stack.site(site).registry, stack.secret)
+        reg = site_registry(stack, site)
         reg.ping()
         return Found(detail=f"registry {reg.host} answers the distribution API")
 
@@ -255,9 +255,9 @@ def _registry(stack: Any, site: str) -> Callable[[], Found]:
 
 def _image(stack: Any, site: str, image: str) -> Callable[[], Found]:
     def fn() -> Found:
-        from liferaft.providers.registry_oci import Image, Registry
+        from liferaft.providers.registry_oci import Image, site_registry
 
-        reg = Registry.of(stack.site(site).registry, stack.secret)
+        reg = site_registry(stack, site)
         return Found(detail=f"{image} held ({reg.require(Image.parse(image))})")
 
     return fn

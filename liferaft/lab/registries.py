@@ -156,7 +156,8 @@ def container_stack(stack_text: str, state: dict[str, Any], *, image: str | None
 
     doc: dict[str, Any] = yaml.safe_load(stack_text)
     regs = state["registries"]
-    doc["sites"]["primary"]["registry"] = {"url": regs["aws-registry"]["url"], "vendor": "aws"}
+    # ECR's way: the "aws" provider's credentials log in (GetAuthorizationToken at moto, through the aws proxy).
+    doc["sites"]["primary"]["registry"] = {"url": regs["aws-registry"]["url"], "vendor": "aws", "provider": "aws"}
     doc["sites"]["alt-b"]["registry"] = {"url": regs["registry-b"]["url"], "vendor": "registry-b"}
     img = state["image"]
     doc["services"] = {service: {"image": image or img["reference"], "ports": [IMAGE_PORT],

@@ -3,7 +3,8 @@
 A site names its registry in the stack file (`sites.<name>.registry: {url, vendor, username, password}`); a
 service's `image` is a path inside it (`team/web@sha256:...`), so one reference resolves at every site. This module
 reads digests through the distribution API (HTTP, standard library) and copies images by digest with skopeo.
-Credentials never reach a command line: skopeo and podman read them from a 0600 auth file.
+Credentials never reach a command line: skopeo and podman read them from a 0600 auth file. An ECR registry names
+its `aws` provider instead of a password: `ecr_login` gets a token with GetAuthorizationToken (boto3).
 
 Errors are provider errors named after the registry's vendor: a registry that refuses is `AuthRejected`, one that
 is gone is `Unreachable`, an image it does not hold is `NotFound`.
@@ -164,6 +165,52 @@ class Registry:
                            f"@{image.reference}", hint="mirror the stack's images there first: `liferaft "
                            "replicate` copies them by digest")
         return found
+
+
+def ecr_login(aws: Any, secret: SecretResolver, vendor: str) -> tuple[str, str]:
+    """ECR's registry credentials from an `aws` provider's (GetAuthorizationToken through boto3): (user, password).
+    The password is a 12-hour token: never print it."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    creds = aws.credentials
+    client = boto3.client(
+        "ecr", region_name=aws.region, endpoint_url=aws.endpoint, aws_access_key_id=secret(creds.access_key_id),
+        aws_secret_access_key=secret(creds.secret_access_key),
+        aws_session_token=secret(creds.session_token) if creds.session_token else None,
+        config=Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 2, "mode": "standard"}))
+    try:
+        data = client.get_authorization_token()["authorizationData"][0]
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(err.get("Code", ""))
+        detail = f"{code}: {err.get('Message', '')}"
+        if status in (401, 403) or code in ("UnrecognizedClientException", "InvalidClientTokenId", "AccessDenied",
+                                            "AccessDeniedException", "ExpiredTokenException", "InvalidSignatureException"):
+            raise AuthRejected(vendor, "ECR login", detail, status=status, code=code) from None
+        raise ProviderError(vendor, "ECR login", detail, status=status, code=code) from None
+    except BotoCoreError as e:
+        raise Unreachable(vendor, "ECR login", f"{type(e).__name__}: {e}") from None
+    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    return user, password
+
+
+def site_registry(stack: Any, site: str) -> Registry:
+    """The registry `site` names (sites.<site>.registry), logged in: its credentials resolved, or an ECR token from
+    its `provider`. UsageError when the site names none."""
+    from liferaft.errors import UsageError
+
+    config = stack.site(site).registry
+    if config is None:
+        raise UsageError(f"site {site!r} names no image registry, and a container service must pull its image there",
+                         hint=f"add `registry: {{url: https://...}}` to sites.{site} (a registry outside the primary "
+                         "vendor, for alternates), then `liferaft replicate` to mirror the images")
+    if getattr(config, "provider", None):
+        user, password = ecr_login(stack.provider(config.provider), stack.secret, str(config.vendor))
+        return Registry(str(config.url).rstrip("/"), str(config.vendor), user, password)
+    return Registry.of(config, stack.secret)
 
 
 @contextmanager

@@ -179,6 +179,14 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
 
+    for site_name, site_cfg in m.sites.items():
+        reg = site_cfg.registry
+        if reg is not None and reg.provider is not None:
+            if reg.provider not in m.providers:
+                yield problem(("sites", site_name, "registry", "provider"), f"no provider named {reg.provider!r}")
+            elif m.providers[reg.provider].type != "aws":
+                yield problem(("sites", site_name, "registry", "provider"), "a registry logs in through an `aws` "
+                              f"provider (ECR), and {reg.provider!r} is of type {m.providers[reg.provider].type!r}")
     containers = sorted(n for n, s in m.services.items() if s.image is not None)
     for site_name in dict.fromkeys([m.primary, *m.alternates]):
         if containers and site_name in m.sites and m.sites[site_name].registry is None:

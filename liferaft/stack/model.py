@@ -273,6 +273,8 @@ class ImageRegistry(_Model):
     vendor_name: VendorName | None = Field(default=None, alias="vendor")  # who runs it (the company you would lose)
     username: SecretRef | None = None
     password: SecretRef | None = None
+    # ECR: an `aws` provider whose credentials log in (GetAuthorizationToken through boto3) instead of a password.
+    provider: Name | None = None
 
     @property
     def vendor(self) -> str:
@@ -282,6 +284,8 @@ class ImageRegistry(_Model):
     def _both_or_neither(self) -> ImageRegistry:
         if (self.username is None) != (self.password is None):
             raise ValueError("give both `username` and `password` (secret references), or neither")
+        if self.provider is not None and self.username is not None:
+            raise ValueError("give either `provider` (an aws provider logs in to ECR) or `username` and `password`")
         return self
 
 

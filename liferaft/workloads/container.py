@@ -50,15 +50,10 @@ def files(service: str) -> dict[str, str]:
 
 
 def site_registry(stack: Stack, site: str) -> Registry:
-    """The registry `site` names, credentials resolved (UsageError when the site names none)."""
-    from liferaft.providers.registry_oci import Registry
+    """The registry `site` names, logged in (see `liferaft.providers.registry_oci.site_registry`)."""
+    from liferaft.providers.registry_oci import site_registry as _site_registry
 
-    config = stack.site(site).registry
-    if config is None:
-        raise UsageError(f"site {site!r} names no image registry, and a container service must pull its image there",
-                         hint=f"add `registry: {{url: https://...}}` to sites.{site} (a registry outside the primary "
-                         "vendor, for alternates), then `liferaft replicate` to mirror the images")
-    return Registry.of(config, stack.secret)
+    return _site_registry(stack, site)
 
 
 def _heredoc(path: str, text: str, mode: str = "600") -> list[str]:

@@ -81,7 +81,7 @@ def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any
     stack = load_stack(stack_file)
 
     def verdicts() -> dict[str, str]:
-        report = check_health(stack, timeout=3.0).to_dict()["providers"]
+        report = check_health(stack, timeout=15.0).to_dict()["providers"]
         return {k: v["verdict"] for k, v in report.items() if k.startswith("registry@")}
 
     primary, alternate, image = registries(clab)

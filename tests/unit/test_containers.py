@@ -167,3 +167,16 @@ def test_a_container_gets_its_databases_and_buckets_as_environment(tmp_path: Pat
                       "LIFERAFT_BUCKET_IMAGES_ACCESS_KEY_ID": "not-a-real-s3rver_key",
                       "LIFERAFT_BUCKET_IMAGES_SECRET_ACCESS_KEY": "not-a-real-s3rver_secret"}
     assert not any(v.startswith("not-a-real") for v in plain.values())
+
+
+def test_an_ecr_registry_logs_in_through_an_aws_provider(tmp_path: Path) -> None:
+    path = _stack(tmp_path / "ok")
+    path.write_text(path.read_text().replace("vendor: aws}", "vendor: aws, provider: aws}"))
+    assert load_stack(path).model.sites["primary"].registry.provider == "aws"  # type: ignore[union-attr]
+    bad = _stack(tmp_path / "bad")
+    bad.write_text(bad.read_text().replace("vendor: aws}", "vendor: aws, provider: objstore}"))
+    assert any("logs in through an `aws` provider" in p for p in _problems(bad))
+    both = _stack(tmp_path / "both")
+    both.write_text(both.read_text().replace("      username: env:LR_REG_USER\n",
+                                             "      username: env:LR_REG_USER\n      provider: aws\n"))
+    assert any("either `provider`" in p for p in _problems(both))
