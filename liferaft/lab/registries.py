@@ -160,7 +160,7 @@ def container_stack(stack_text: str, state: dict[str, Any], *, image: str | None
     doc["sites"]["primary"]["registry"] = {"url": regs["aws-registry"]["url"], "vendor": "aws", "provider": "aws"}
     doc["sites"]["alt-b"]["registry"] = {"url": regs["registry-b"]["url"], "vendor": "registry-b"}
     img = state["image"]
-    doc["services"] = {service: {"image": image or img["reference"], "ports": [IMAGE_PORT],
+    doc["services"] = {service: {"image": image or img["reference"], "ports": [IMAGE_PORT], "volumes": ["data:/data"],
                                  "env": {"MICROBLOG_TITLE": "containers"},
                                  "health": {"path": "/healthz", "port": IMAGE_PORT, "expect_status": 200}}}
     doc.pop("data", None)

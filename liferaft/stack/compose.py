@@ -86,6 +86,24 @@ def _ports(svc: dict[str, Any]) -> list[int]:
     return out
 
 
+def _volumes(svc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(named volumes as `name:/path`, bind mounts as compose wrote them)."""
+    named: list[str] = []
+    binds: list[str] = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            source, target, kind = str(v.get("source") or ""), str(v.get("target") or ""), v.get("type", "volume")
+        else:
+            parts = str(v).split(":")
+            source, target = (parts[0], parts[1]) if len(parts) > 1 else ("", parts[0])
+            kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        if kind == "volume" and source and target.startswith("/"):
+            named.append(f"{_name(source, 'vol')}:{target}")
+        else:
+            binds.append(str(v))
+    return named, binds
+
+
 def looks_secret(name: str, value: str) -> bool:
     return bool(SECRET_NAME.search(name) or URL_WITH_PASSWORD.search(value))
 
@@ -162,9 +180,13 @@ def from_compose(text: str, source: str = "docker-compose.yml") -> str:
         if svc.get("env_file"):
             lines.append(f"compose reads env_file {svc['env_file']!r}: its values are not copied; add its plain "
                          "settings under env and its secrets under secrets")
-        if svc.get("volumes"):
-            lines.append(f"volumes {svc['volumes']!r}: data in them does not move with a failover yet (directory "
-                         "datasets)")
+        named, binds = _volumes(svc)
+        if named:
+            entry["volumes"] = named
+            lines.append("its named volumes are created empty at a new site: their data does not move with a "
+                         "failover yet (directory datasets)")
+        if binds:
+            lines.append(f"bind mounts {binds!r}: a host path is not carried to another host; use a named volume")
         if svc.get("healthcheck"):
             lines.append("compose has a healthcheck: give liferaft an HTTP one (`health: {path: /, port: ...}`)")
         deps = svc.get("depends_on") or []

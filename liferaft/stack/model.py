@@ -374,6 +374,8 @@ class Service(_Model):
     playbook: RelPath | None = None
     image: ImageRef | None = None
     command: list[Annotated[str, StringConstraints(max_length=4096)]] = []  # container: argv (default: the image's)
+    # container: named volumes, `name:/path/in/container` (podman volumes `liferaft-<service>-<name>` on the host)
+    volumes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}:/[A-Za-z0-9._/-]{0,1023}$")]] = []
     artifact: RelPath | None = None
     ports: list[Port] = []
     health: HealthCheck | None = None
@@ -400,6 +402,8 @@ class Service(_Model):
             raise ValueError("`artifact` goes with `playbook`: a container service ships in its image")
         if self.command and self.image is None:
             raise ValueError("`command` goes with `image`")
+        if self.volumes and self.image is None:
+            raise ValueError("`volumes` go with `image` (a container's named volumes)")
         return self
 
     @property

@@ -10,7 +10,8 @@ install or keep running), Debian ships it, it reads the same images as docker, a
 Ansible's containers.podman collection would add a second dependency for the same commands.
 
 On the host (how stop and teardown find things):
-- the container `liferaft-<service>`, labelled `liferaft.service=<service>`, on the host's network;
+- the container `liferaft-<service>`, labelled `liferaft.service=<service>`, on the host's network; its named
+  volumes `liferaft-<service>-<name>` (same label: a drill's teardown removes them);
 - `/etc/liferaft/<service>.env` (0600): the environment, settings and secrets (podman `--env-file`: secrets never
   reach a command line); `/etc/liferaft/<service>.auth.json` (0600): the registry's credentials, if it has any;
   `/etc/liferaft/<service>.images`: every image reference liferaft pulled for it (a teardown removes them).
@@ -42,6 +43,10 @@ START_TIMEOUT_S = 60.0
 
 def container_name(service: str) -> str:
     return f"liferaft-{service}"
+
+
+def volume_name(service: str, name: str) -> str:
+    return f"liferaft-{service}-{name}"
 
 
 def files(service: str) -> dict[str, str]:
@@ -117,6 +122,8 @@ def remove_lines(services: list[str]) -> list[str]:
             f"  podman rm -f -i -t 5 {container_name(svc)} >/dev/null",
             (f"  if [ -f {f['images']} ]; then while read -r ref; do podman rmi -f \"$ref\" >/dev/null 2>&1 || "
              f"true; done < {f['images']}; fi"),
+            (f"  podman volume ls -q --filter label=liferaft.service={svc} | while read -r v; do podman volume rm -f "
+             "\"$v\" >/dev/null; done"),
             "fi",
             f"rm -f {f['env']} {f['env']}.tmp {f['auth']} {f['auth']}.tmp {f['images']}",
         ]
@@ -160,14 +167,18 @@ class Container:
         tls = "" if registry.secure else " --tls-verify=false"
         auth_text = registry.auth_json()
         auth = f" --authfile {f['auth']}" if auth_text else ""
+        vols = [v.split(":", 1) for v in spec.volumes]
         run = ["podman", "run", "-d", "--name", cname, "--network", "host", "--env-file", f["env"],
-               "--label", f"liferaft.service={svc}", "--label", f"liferaft.image={image}", ref, *spec.command]
+               "--label", f"liferaft.service={svc}", "--label", f"liferaft.image={image}",
+               *[a for name, path in vols for a in ("-v", f"{volume_name(svc, name)}:{path}")], ref, *spec.command]
         script = ["set -eu", "command -v podman >/dev/null || { echo 'podman is not installed' >&2; exit 3; }",
                   "mkdir -p /etc/liferaft", *_heredoc(f["env"], env_file(env) or "\n"),
                   *(_heredoc(f["auth"], auth_text) if auth_text else [f"rm -f {f['auth']}"]),
                   f"podman pull -q{tls}{auth} {shlex.quote(ref)} >/dev/null",
                   f"grep -qxF {shlex.quote(ref)} {f['images']} 2>/dev/null || echo {shlex.quote(ref)} >> {f['images']}",
                   f"podman rm -f -i -t 10 {cname} >/dev/null",
+                  *[f"podman volume exists {volume_name(svc, name)} || podman volume create --label "
+                    f"liferaft.service={svc} {volume_name(svc, name)} >/dev/null" for name, _ in vols],
                   " ".join(shlex.quote(a) for a in run) + " >/dev/null"]
         remote.ssh(host, "sh -s", stdin="\n".join(script) + "\n", timeout=PULL_TIMEOUT_S,
                    what=f"run container {svc}")

@@ -62,9 +62,9 @@ def www(lab: Any) -> list[str]:
 def on_host(host: Any) -> dict[str, list[str]]:
     """What of the container service is on a lab host: containers, images, files."""
     out = host.run("podman ps -a --format '{{.Names}}'; echo --; podman images -q; echo --; "
-                   "ls /etc/liferaft/ 2>/dev/null; true").stdout
-    containers, images, files = (part.split() for part in out.split("--\n"))
-    return {"containers": containers, "images": images, "files": files}
+                   "podman volume ls -q; echo --; ls /etc/liferaft/ 2>/dev/null; true").stdout
+    containers, images, volumes, files = (part.split() for part in out.split("--\n"))
+    return {"containers": containers, "images": images, "volumes": volumes, "files": files}
 
 
 def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any) -> None:
@@ -186,10 +186,11 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
     assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
     doc = json.loads(drill.stdout)
     assert doc["passed"] is True
-    assert on_host(b)["containers"] == ["liferaft-web"]
+    assert {k: v for k, v in on_host(b).items() if k in ("containers", "volumes")} == {
+        "containers": ["liferaft-web"], "volumes": ["liferaft-web-data"]}
     down = run("drill", "--teardown", doc["run_id"], "--json")
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
-    assert on_host(b) == {"containers": [], "images": [], "files": []}
+    assert on_host(b) == {"containers": [], "images": [], "volumes": [], "files": []}
     assert www(clab) == [a.address]
 
     for text in outputs:

@@ -43,7 +43,7 @@ def test_hosts_forms_and_databases_that_need_a_human(tmp_path: Path) -> None:
                 "ports": [{"target": 9000, "published": 80}, "127.0.0.1:9100:9100/tcp", "7000-7005:7000-7005"],
                 "environment": {"STRIPE_API_KEY": "sk_live_not_real_value", "MODE": "prod", "CACHE": None,
                                 "UPSTREAM": "https://user:hunter2@api.internal/x", "HOST": "${PUBLIC_HOST}"},
-                "depends_on": ["pg", "cache"], "volumes": ["uploads:/srv/uploads"]},
+                "depends_on": ["pg", "cache"], "volumes": ["uploads:/srv/uploads", "./conf:/etc/app:ro"]},
         "worker": {"build": "./worker"},
         "pg": {"image": "docker.io/library/postgres:16-alpine",
                "environment": {"POSTGRES_USER": "Shop-Owner", "POSTGRES_DB": "shop", "POSTGRES_PASSWORD": "x"}},
@@ -63,13 +63,15 @@ def test_hosts_forms_and_databases_that_need_a_human(tmp_path: Path) -> None:
     assert api.secrets == {"STRIPE_API_KEY": "env:STRIPE_API_KEY", "UPSTREAM": "env:UPSTREAM"}
     assert api.env == {"CACHE": "", "HOST": "${PUBLIC_HOST}", "MODE": "prod"}
     assert api.databases == ["pg"]
+    assert api.volumes == ["uploads:/srv/uploads"]
     assert m.services["worker"].image == "shop/worker:latest"
     assert set(m.services) == {"api", "worker"}
     assert (m.data.databases["pg"].version, m.data.databases["pg"].owner) == (16, "shop_owner")
     assert m.sites["main"].registry is not None and m.sites["main"].registry.url == "https://ghcr.io"
     assert "compose service 'cache' (image redis:7) is a Redis dataset" in text
     assert "compose service 'mysql' (image mariadb:10.11) is a MySQL/MariaDB database" in text
-    assert "built from './worker'" in text and "HOST is interpolated" in text and "uploads:/srv/uploads" in text
+    assert "built from './worker'" in text and "HOST is interpolated" in text
+    assert "bind mounts ['./conf:/etc/app:ro']" in text
 
 
 def test_image_hosts() -> None:

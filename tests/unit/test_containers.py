@@ -78,6 +78,8 @@ def test_a_site_without_a_registry_says_so(tmp_path: Path) -> None:
     ("  api:\n    image: Team/API\n", "services.api.image"),
     ("  api:\n    image: team/api\n    artifact: app\n", "ships in its image"),
     ("  api:\n    playbook: microblog.yml\n    command: [x]\n", "`command` goes with `image`"),
+    ("  api:\n    playbook: microblog.yml\n    volumes: ['data:/data']\n", "`volumes` go with `image`"),
+    ("  api:\n    image: team/api\n    volumes: ['data']\n", "services.api.volumes"),
 ])
 def test_bad_container_services_are_refused(tmp_path: Path, service: str, expected: str) -> None:
     problems = _problems(_stack(tmp_path, service))
@@ -117,7 +119,8 @@ def test_teardown_removes_container_images_and_files(tmp_path: Path) -> None:
     api = [w for w in workloads(stack) if w.name == "api"]
     text = "\n".join(kind_of(api[0]).teardown_lines(stack, api))
     for needed in ("podman stop -i -t 10 liferaft-api", "podman rm -f -i -t 5 liferaft-api", "podman rmi -f",
-                   "/etc/liferaft/api.images", "rm -f /etc/liferaft/api.env"):
+                   "/etc/liferaft/api.images", "rm -f /etc/liferaft/api.env",
+                   "podman volume ls -q --filter label=liferaft.service=api"):
         assert needed in text
 
 
