@@ -18,7 +18,7 @@ fi
 APT_PACKAGES=(postgresql-15 postgresql-client-15 openssh-server pdns-server pdns-backend-sqlite3 sqlite3 dnsutils
               rclone iproute2 util-linux python3-psycopg2 python3-boto3 python3-venv chromium nftables
               pebble mariadb-server mariadb-client redis-server rsync podman runc skopeo docker-registry buildah
-              mmdebstrap)
+              mmdebstrap busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -200,6 +200,7 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
                 "secrets are held by a primary vendor", "keep an escrowed copy of the secrets the alternate needs")
     _dependency(stack, "artifacts and images", deps.images, primary_vendors, layers, flag, "warning",
                 "artifacts and images are only at a primary vendor", "mirror images to a registry elsewhere")
+    _container_images(stack, primary_vendors, layers, flag)
     _service_certificates(stack, pv[0], layers, flag)
     _dependency(stack, "TLS certificates", deps.tls, primary_vendors, layers, flag, "warning",
                 "certificates are issued by a primary vendor and cannot be taken along",
@@ -226,6 +227,31 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
                  "standby holds no services kept deployed: a cold failover deploys them (~15 s more)",
                  f"run `liferaft replicate --to {name}` so it deploys them at the standby")
     return AuditReport(m.name, primary_vendors, tuple(layers), tuple(findings), tuple(notes))
+
+
+def _container_images(stack: Stack, primary_vendors: tuple[str, ...], layers: list[Layer], flag: Any) -> None:
+    """Where the container services' images live: a registry per site. Flagged: images only at a primary vendor
+    (no alternate names a registry elsewhere), and images pinned by a bare tag."""
+    m = stack.model
+    images = {n: s.image for n, s in m.services.items() if s.image is not None}
+    if not images:
+        return
+    primary_reg = m.sites[m.primary].registry
+    at_primary = {*primary_vendors, *([primary_reg.vendor] if primary_reg is not None else [])}
+    vendors = [r.vendor for r in (m.sites[s].registry for s in [m.primary, *m.alternates]) if r is not None]
+    layers.append(Layer("container images", tuple(dict.fromkeys(vendors)) or ("-",),
+                        ", ".join(f"{n}: {i}" for n, i in sorted(images.items()))))
+    elsewhere = [r.vendor for r in (m.sites[a].registry for a in m.alternates) if r is not None
+                 and r.vendor not in at_primary]
+    if not elsewhere:
+        vendor = primary_reg.vendor if primary_reg is not None else primary_vendors[0]
+        flag("critical", "container images", vendor, "container images live only at the primary vendor's registry: "
+             "a termination takes them, and no alternate can pull what it must run",
+             "give an alternate site a `registry` at another vendor and mirror the images with `liferaft replicate`")
+    for name, image in sorted(images.items()):
+        if "@sha256:" not in image:
+            flag("warning", "container images", "-", f"service {name}'s image {image} is a bare tag: it can move "
+                 "between the mirror and the failover", "pin it by digest (`name@sha256:<digest>`)")
 
 
 def _service_certificates(stack: Stack, primary_compute: str, layers: list[Layer], flag: Any) -> None:

@@ -40,6 +40,10 @@ def _render(summary: dict[str, Any]) -> None:
     for kind, key, v in rows:
         state = "ok" if v.get("ok") else f"STALE ({(v.get('error') or '')[:80]})"
         con.print(f"{kind:<8} {key:<12} lag {v.get('lag_seconds', '?')} s, {v.get('lag_bytes', '?')} B  {state}")
+    for key, v in (summary.get("images") or {}).items():
+        state = "ok" if v.get("ok") else f"NOT MIRRORED ({(v.get('error') or '')[:80]})"
+        con.print(f"{'image':<8} {key:<12} {v.get('lag_images', '?')} behind, lag {v.get('lag_seconds', '?')} s, "
+                  f"{str(v.get('digest') or '-')[:19]} at {v.get('registry', '?')}  {state}")
     for key, v in (summary.get("services") or {}).items():
         state = "ok" if v.get("ok", True) else f"NOT CURRENT ({(v.get('error') or '')[:80]})"
         con.print(f"{'service':<8} {key:<12} {v.get('state', '?')} at the standby, digest "

@@ -50,15 +50,28 @@ def validate(opts: GlobalOptions, file: str | None, check_secrets: bool, as_json
 @click.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--from-compose", "compose", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="COMPOSE_FILE", help="Write the services, images, ports and settings of a docker compose file "
+              "(secret-looking values become env: references, never copied; PostgreSQL services become databases).")
 @json_option
 @pass_opts
-def init(opts: GlobalOptions, file: str | None, force: bool, as_json: bool) -> int:
+def init(opts: GlobalOptions, file: str | None, force: bool, compose: str | None, as_json: bool) -> int:
     """Write a commented starter stack file (default: --stack). Refuses to overwrite without --force."""
     from importlib.resources import files
 
     path = Path(file or opts.stack_path)
     if path.exists() and not force:
         raise UsageError(f"{path} already exists", hint="pass --force to overwrite it")
+    if compose is not None:
+        from liferaft.stack.compose import from_compose
+
+        path.write_text(from_compose(Path(compose).read_text(encoding="utf-8"), compose), encoding="utf-8")
+        if as_json:
+            emit_json({"ok": True, "file": str(path), "from_compose": compose})
+        else:
+            click.echo(f"wrote {path} from {compose}: read its comments (what a human must decide, the secrets to "
+                       "export), then run `liferaft validate`")
+        return 0
     text = files("liferaft.stack").joinpath("starter.yaml").read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     if as_json:

@@ -143,7 +143,7 @@ def build_cold_plan(stack: Stack, target: str, *, source: str | None = None, sta
                      "standby (no playbook run)", {"service": svc, "digest": warm[svc]}, *(needed or [last]),
                      *([certs[svc]] if svc in certs else []))
                  if svc in warm else
-                 add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook}) on the "
+                 add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].runs}) on the "
                      "standby's data", {"service": svc}, *(needed or [last]), *([certs[svc]] if svc in certs else []))
                  for svc in sorted(m.services)]
     dns_cfg = m.dns

@@ -148,7 +148,7 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
     # A service with `tls:` gets its certificate on the hosts first (the app reads it when it starts).
     certs = {str(s.params["service"]): add(s.id, s.kind, s.title, s.params, *s.depends_on)
              for s in tls_steps(stack, target, after=host_ready, hosts_from=alloc)}
-    deploys = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].playbook})",
+    deploys = [add(f"deploy-{svc}", "service.deploy", f"deploy service {svc} ({m.services[svc].runs})",
                    {"service": svc}, prepared, *([certs[svc]] if svc in certs else [])) for svc in sorted(m.services)]
     freeze = add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
                  + ", ".join(dict.fromkeys(f"{kind_of(ds).noun}s" for ds in dss)) + ")",

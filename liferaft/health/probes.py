@@ -237,6 +237,32 @@ def _zone(provs: Providers, name: str, zone: str) -> Callable[[], Found]:
     return fn
 
 
+def registry_subject(site: str) -> str:
+    """The name a site's image registry is judged under (beside the stack's providers)."""
+    return f"registry@{site}"
+
+
+def _registry(stack: Any, site: str) -> Callable[[], Found]:
+    def fn() -> Found:
+        from liferaft.providers.registry_oci import site_registry
+
+        reg = site_registry(stack, site)
+        reg.ping()
+        return Found(detail=f"registry {reg.host} answers the distribution API")
+
+    return fn
+
+
+def _image(stack: Any, site: str, image: str) -> Callable[[], Found]:
+    def fn() -> Found:
+        from liferaft.providers.registry_oci import Image, site_registry
+
+        reg = site_registry(stack, site)
+        return Found(detail=f"{image} held ({reg.require(Image.parse(image))})")
+
+    return fn
+
+
 def expected_service_hosts(stack: Any, provs: Providers, site: str) -> list[str]:
     """Addresses of the hosts that run the services at `site`: an ssh pool's addresses, else its running hosts."""
     from liferaft.stack.model import SshProvider
@@ -368,6 +394,16 @@ def plan_probes(stack: Any, opener: Opener, *, timeout: float, canary: bool = Fa
     if isinstance(m.providers[primary.compute], SshProvider):
         tasks.extend(_data_plane(stack, m.primary, [h.address for h in m.providers[primary.compute].hosts],
                                  timeout))
+
+    for site_name, site in m.sites.items():  # image registries: the registry answers, and holds each image
+        if getattr(site, "registry", None) is None:
+            continue
+        subject = registry_subject(site_name)
+        add("account", "account", "control", _registry(stack, site_name), provider=subject, target=site.registry.url)
+        for svc_name, svc in m.services.items():
+            if getattr(svc, "image", None):
+                add(f"image:{svc_name}", "image", "control", _image(stack, site_name, svc.image), provider=subject,
+                    target=svc.image)
 
     if m.dns is not None:
         add(f"zone:{m.dns.zone}", "zone", "control", _zone(provs, m.dns.provider, m.dns.zone),

@@ -12,7 +12,7 @@ from typing import Any
 from liferaft import statedir
 from liferaft.events import Events, as_events
 from liferaft.health.evidence import Evidence, Verdict
-from liferaft.health.probes import Opener, default_opener, plan_probes
+from liferaft.health.probes import Opener, default_opener, plan_probes, registry_subject
 from liferaft.health.rules import Judgement, judge_provider, judge_site
 from liferaft.health.runner import DEFAULT_MAX_WORKERS, run_probes
 
@@ -64,10 +64,13 @@ def judge(stack: Any, evidence: Iterable[Evidence], *, stack_name: str | None = 
     """Apply the rules to evidence (fresh or recorded)."""
     ev = tuple(evidence)
     m = stack.model
-    providers = {name: judge_provider(name, [e for e in ev if e.provider == name]) for name in m.providers}
+    registries = {name: registry_subject(name) for name, site in m.sites.items() if getattr(site, "registry", None)}
+    providers = {name: judge_provider(name, [e for e in ev if e.provider == name])
+                 for name in [*m.providers, *registries.values()]}
     sites = []
     for name, site in m.sites.items():
-        parts = {p: providers[p] for p in dict.fromkeys([site.compute, site.objects])}
+        parts = {p: providers[p] for p in dict.fromkeys([site.compute, site.objects, *(
+            [registries[name]] if name in registries else [])])}
         dp = [e for e in ev if e.site == name and e.provider is None]
         sites.append(judge_site(name, parts, dp, role="primary" if name == m.primary else "alternate"))
     return HealthReport(stack=stack_name or m.name, started=started, duration_s=duration_s,

@@ -54,6 +54,10 @@ _FAULTS: dict[tuple[str, str], tuple[int, str, str]] = {
     ("digitalocean", "deny"): (401, "unauthorized", "Unable to authenticate you"),
     ("digitalocean", "throttle"): (429, "too_many_requests", "API Rate limit exceeded."),
     ("digitalocean", "error"): (500, "server_error", "Server was unable to give you a response."),
+    # An OCI distribution registry (distribution-spec error codes): a suspended account, rate limiting, an error.
+    ("registry", "deny"): (401, "UNAUTHORIZED", "authentication required"),
+    ("registry", "throttle"): (429, "TOOMANYREQUESTS", "too many requests"),
+    ("registry", "error"): (500, "UNKNOWN", "unknown error"),
 }
 _SCOPE = re.compile(r"Credential=[^/,\s]+/[^/]+/[^/]+/([^/]+)/")
 
@@ -119,6 +123,12 @@ def fault_response(flavour: str, mode: str, req: Request, retry_after: int) -> b
         if mode == "throttle":  # DigitalOcean says when the limit resets (unix time), not Retry-After
             headers += [("ratelimit-limit", "5000"), ("ratelimit-remaining", "0"),
                         ("ratelimit-reset", str(math.ceil(time.time()) + retry_after))]
+    elif flavour == "registry":
+        status, code, message = _FAULTS[("registry", mode)]
+        body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+        ctype = "application/json; charset=utf-8"
+        if mode == "deny":
+            headers.append(("WWW-Authenticate", 'Basic realm="registry"'))
     elif flavour == "powerdns":
         status, _, message = _FAULTS[("powerdns", mode)]
         body, ctype = message, "text/plain; charset=utf-8"

@@ -32,7 +32,10 @@ APP_PORT = 8080
 HOST_NAMES = ("a", "b", "c")
 # provider name in the stack file -> (proxy flavour, server kind)
 PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns", "hcloud": "hcloud",
-             "digitalocean": "digitalocean"}
+             "digitalocean": "digitalocean", "aws-registry": "registry", "registry-b": "registry"}
+# A fault proxy that belongs to a provider: cutting the provider cuts it too (the primary's image registry is
+# part of "aws", as ECR goes with the AWS account).
+PART_OF = {"aws-registry": "aws"}
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app"
 
 
@@ -73,6 +76,7 @@ class Controller:
     def up(self) -> None:
         from liferaft.lab.clouds.server import DigitalOceanCloudServer, HetznerCloudServer
         from liferaft.lab.proxy import FaultProxy
+        from liferaft.lab.registries import RegistryServer, publish_image
         from liferaft.lab.servers import MotoServer, PebbleServer, PowerDNSServer, S3rverServer
 
         for sub in ("hosts", "servers", "proxies", "secrets"):  # every up starts from a clean slate
@@ -102,6 +106,9 @@ class Controller:
             "digitalocean": DigitalOceanCloudServer(
                 work, bridge, bridge=self.hosts.bridge, bridge_address=bridge, lab_id=self.hosts.id,
                 token=(self.secrets_dir / "do_token").read_text(), name="digitalocean"),
+            # Container registries (liferaft.lab.registries): the primary vendor's, and the alternate's.
+            "aws-registry": RegistryServer(work, bridge, name="aws-registry"),
+            "registry-b": RegistryServer(work, bridge, name="registry-b"),
         }
         for name, server in self.servers.items():
             self.emit("lab.step", f"starting {server.kind} ({name})")
@@ -111,6 +118,8 @@ class Controller:
             self.proxies[name] = proxy
             self.emit("lab.step", f"{name}: {server.kind} at {server.url}, fault proxy at {proxy.url}")
 
+        image = publish_image(work, self.servers["aws-registry"].url)
+        self.emit("lab.step", f"image {image['reference']} built (busybox httpd) and pushed to aws-registry")
         pdns = self.servers["dnshost"]
         a = self.hosts["a"]
         pdns.create_zone(ZONE, {("ns1", "A"): [bridge], ("www", "A"): [a.address]}, ttl=30,
@@ -126,6 +135,7 @@ class Controller:
         stack_file = self.dir / "liferaft.yaml"
         stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}", self.dir))
         self.state = self._state(app={"deployed": False, "reason": "deploying"})
+        self.state["image"] = image
         infra_s = round(time.monotonic() - self.t0, 2)
         self.state["timings"] = {"infrastructure_s": infra_s}
         _write_json(self.state_file, self.state)
@@ -196,7 +206,10 @@ class Controller:
             "servers": {n: {**s.to_dict(), "start_time": proc_start_time(s.pid) if s.pid else None}
                         for n, s in self.servers.items()},
             "proxies": {n: {**p.to_dict(), "start_time": proc_start_time(p.pid) if p.pid else None,
-                            "workdir": str(p.workdir)} for n, p in self.proxies.items()},
+                            "workdir": str(p.workdir), **({"part_of": PART_OF[n]} if n in PART_OF else {})}
+                        for n, p in self.proxies.items()},
+            "registries": {n: {"url": self.proxies[n].url, "direct": s.url, "vendor": PART_OF.get(n, n)}
+                           for n, s in self.servers.items() if s.kind == "registry" and n in self.proxies},
             "dns_server": f"{pdns.address}:{pdns.dns_port}", "zone": ZONE, "app_fqdn": APP_FQDN,
             "app_port": APP_PORT, "primary_address": a.address, "alternate_sites": ["alt-b"],
             "primary_site": "primary", "artifact": str(EXAMPLE_APP), "app": app,

@@ -264,8 +264,9 @@ class Lab:
         if mode not in CUT_MODES:
             raise UsageError(f"unknown cut mode {mode!r}; expected one of {', '.join(CUT_MODES)}")
         state = self._require_state()
-        self._proxy(state, provider).set_mode(mode)
-        self._update_state(lambda s: s["modes"].__setitem__(provider, mode))
+        for name in [provider, *_parts(state, provider)]:
+            self._proxy(state, name).set_mode(mode)
+            self._update_state(lambda s, name=name: s["modes"].__setitem__(name, mode))  # type: ignore[misc]
         self.events.emit("lab.cut", f"{provider}: {mode}", provider=provider, mode=mode)
 
     def cut_host(self, name: str) -> None:
@@ -281,8 +282,9 @@ class Lab:
     def heal_provider(self, provider: str) -> None:
         """One provider forwards again (other cuts stay)."""
         state = self._require_state()
-        self._proxy(state, provider).heal()
-        self._update_state(lambda s: s["modes"].__setitem__(provider, "forward"))
+        for name in [provider, *_parts(state, provider)]:
+            self._proxy(state, name).heal()
+            self._update_state(lambda s, name=name: s["modes"].__setitem__(name, "forward"))  # type: ignore[misc]
         self.events.emit("lab.heal", f"{provider}: forward", provider=provider)
 
     def heal_host(self, name: str) -> None:
@@ -349,9 +351,14 @@ class Lab:
             "app_port": state["app_port"], "primary_address": state["primary_address"],
             "bridge_address": state["bridge_address"], "modes": state.get("modes", {}),
             "cut_hosts": state.get("cut_hosts", []), "app": app, "timings": state.get("timings", {}),
-            "acme": state.get("acme"),
+            "acme": state.get("acme"), "registries": state.get("registries"), "image": state.get("image"),
             "processes": procs,
         }
+
+
+def _parts(state: dict[str, Any], provider: str) -> list[str]:
+    """The fault proxies that belong to `provider` (the "aws" registry to "aws"): cut and healed with it."""
+    return sorted(n for n, d in state.get("proxies", {}).items() if d.get("part_of") == provider and n != provider)
 
 
 def _server_health(name: str, d: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:

@@ -313,6 +313,7 @@ done
 for d in {bound}; do
   mount -n --no-canonicalize --bind "$d" "/$d"
 done
+{containers}
 cd /
 exec /usr/sbin/sshd -D -e -f {config}
 """
@@ -360,6 +361,9 @@ def prepare_host_dir(host: LabHost, authorized_keys: str, *, host_key: tuple[str
     pub = Path(str(key) + ".pub").read_text().split()
     host.host_public_key = f"{pub[0]} {pub[1]}"
     (etc_ssh / Path(SSHD_CONFIG).name).write_text(sshd_config(host))
+    from liferaft.lab.containers import write_config
+
+    write_config(d / "upper" / "etc")  # podman works in the host (cgroups are mounted by its setup)
 
 
 def sshd_config(host: LabHost) -> str:
@@ -376,7 +380,10 @@ def sshd_config(host: LabHost) -> str:
 def spawn_host(host: LabHost) -> subprocess.Popen[bytes]:
     """Start a prepared host (its netns, directory and sshd config exist): its own mount, PID, UTS and IPC
     namespaces, sshd in the foreground. Dies with the calling THREAD (pdeathsig): call from a long-lived one."""
-    script = _SETUP.format(overlaid=" ".join(OVERLAID), bound=" ".join(BOUND), config=SSHD_CONFIG)
+    from liferaft.lab.containers import setup_lines
+
+    script = _SETUP.format(overlaid=" ".join(OVERLAID), bound=" ".join(BOUND), config=SSHD_CONFIG,
+                           containers="\n".join(setup_lines()))
     argv = ["ip", "netns", "exec", host.netns, "setpriv", "--pdeathsig", "KILL", "unshare", "--mount",
             "--propagation", "private", "--pid", "--fork", "--kill-child", "--uts", "--ipc",
             "sh", "-c", script]

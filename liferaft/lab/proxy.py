@@ -62,7 +62,7 @@ from liferaft.lab._proxy_wire import (
 log = logging.getLogger("liferaft.lab.proxy")
 
 Mode = Literal["forward", "deny", "down", "throttle", "error", "hang"]
-Flavour = Literal["aws", "s3", "powerdns", "hcloud", "digitalocean"]
+Flavour = Literal["aws", "s3", "powerdns", "hcloud", "digitalocean", "registry"]
 MODES: tuple[str, ...] = get_args(Mode)
 FLAVOURS: tuple[str, ...] = get_args(Flavour)
 Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -60,6 +60,8 @@ class Stack:
 
     def playbook_path(self, service: str) -> Path:
         svc = self.model.services[service]
+        if svc.playbook is None:
+            raise UsageError(f"service {service!r} runs a container image, not a playbook")
         found = resolve_playbook(self.base_dir, svc.playbook)
         if found is None:
             raise UsageError(f"playbook {svc.playbook!r} of service {service!r} not found")

@@ -139,7 +139,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
 
     stack_dir = real_path(path).parent
     for name, svc in m.services.items():
-        if _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
+        if svc.playbook is None:
+            pass  # a container service (liferaft.workloads.container): its image is checked by the workload kind
+        elif _escapes(stack_dir, svc.playbook) and _escapes(SHIPPED_PLAYBOOKS, svc.playbook):
             yield problem(("services", name, "playbook"),
                           "a relative playbook path may not leave the stack file's folder ('..' or a symlink "
                           "leading out); use a path inside it, or an absolute path")
@@ -169,9 +171,27 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
             yield problem(("services", name, "secrets", key), f"{key!r} is both a plain setting (`env`) and a secret "
                                                               "(`secrets`): keep one")
         yield from _tls_checks(m, name, stack_dir, problem)
+        if svc.image is not None and "@sha256:" not in svc.image:
+            yield problem(("services", name, "image"), f"image {svc.image!r} is a bare tag: a tag can move between "
+                          "the mirror and the failover, so the alternate may run another image; pin it by digest "
+                          f"(`{_repository(svc.image)}@sha256:<digest>`)", "warning")
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
+
+    for site_name, site_cfg in m.sites.items():
+        reg = site_cfg.registry
+        if reg is not None and reg.provider is not None:
+            if reg.provider not in m.providers:
+                yield problem(("sites", site_name, "registry", "provider"), f"no provider named {reg.provider!r}")
+            elif m.providers[reg.provider].type != "aws":
+                yield problem(("sites", site_name, "registry", "provider"), "a registry logs in through an `aws` "
+                              f"provider (ECR), and {reg.provider!r} is of type {m.providers[reg.provider].type!r}")
+    containers = sorted(n for n, s in m.services.items() if s.image is not None)
+    for site_name in dict.fromkeys([m.primary, *m.alternates]):
+        if containers and site_name in m.sites and m.sites[site_name].registry is None:
+            yield problem(("sites", site_name), f"site {site_name!r} names no image `registry`: container services "
+                          f"({', '.join(containers)}) cannot be pulled there", "warning")
 
     for where, why in _placeholders(m.model_dump(by_alias=True, exclude_defaults=True)):
         yield problem(where, why)
@@ -212,6 +232,12 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
                               f"DNS is hosted at the primary site's vendor ({dns_vendor}): if that vendor cuts you "
                               "off, you cannot point your name elsewhere. Host the zone at an independent provider.",
                               "warning")
+
+
+def _repository(image: str) -> str:
+    """An image reference without its tag and digest."""
+    ref = image.split("@", 1)[0]
+    return ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
 
 
 def tls_names(m: StackModel, service: str) -> list[str]:

@@ -266,6 +266,29 @@ StandbyTier = Literal["pilot-light", "warm"]
 STANDBY_TIERS: tuple[str, ...] = ("pilot-light", "warm")
 
 
+class ImageRegistry(_Model):
+    """An OCI (docker distribution) registry: the primary vendor's (ECR, GCR...) or one the stack keeps elsewhere."""
+
+    url: Url  # http(s)://host[:port]; a path after the host is a prefix of every repository
+    vendor_name: VendorName | None = Field(default=None, alias="vendor")  # who runs it (the company you would lose)
+    username: SecretRef | None = None
+    password: SecretRef | None = None
+    # ECR: an `aws` provider whose credentials log in (GetAuthorizationToken through boto3) instead of a password.
+    provider: Name | None = None
+
+    @property
+    def vendor(self) -> str:
+        return self.vendor_name or self.url.split("://", 1)[1].split("/", 1)[0]
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ImageRegistry:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both `username` and `password` (secret references), or neither")
+        if self.provider is not None and self.username is not None:
+            raise ValueError("give either `provider` (an aws provider logs in to ECR) or `username` and `password`")
+        return self
+
+
 class TerraformSettings(_Model):
     """Where Terraform keeps its state for a site: never at the primary provider (it would die with it)."""
 
@@ -286,6 +309,8 @@ class Site(_Model):
     # (hosts' services deployed at failover), `warm` also keeps the services deployed there, stopped, at the current
     # version (a cold failover is then promote + start + DNS). Ignored while the site is the primary.
     standby: StandbyTier = "pilot-light"
+    # The OCI registry container services pull their images from when they run at this site.
+    registry: ImageRegistry | None = None
 
 
 class HealthCheck(_Model):
@@ -335,8 +360,22 @@ class TlsSettings(_Model):
         return self
 
 
+# A container image inside a site's registry: `repo/path[:tag][@sha256:<64 hex>]` (the registry's host comes from
+# the site, so one reference resolves at every site's registry).
+IMAGE_RE = (r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+            r"(@sha256:[0-9a-f]{64})?$")
+PATTERN_HELP[IMAGE_RE] = ("an image inside the site's registry, `path/name:tag` or `path/name@sha256:<digest>` (no "
+                          "registry host: the site's `registry` gives it)")
+ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_RE, max_length=512)]
+
+
 class Service(_Model):
-    playbook: RelPath
+    # How it runs: an Ansible playbook (the `playbook` kind) or a container image (the `container` kind).
+    playbook: RelPath | None = None
+    image: ImageRef | None = None
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] = []  # container: argv (default: the image's)
+    # container: named volumes, `name:/path/in/container` (podman volumes `liferaft-<service>-<name>` on the host)
+    volumes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}:/[A-Za-z0-9._/-]{0,1023}$")]] = []
     artifact: RelPath | None = None
     ports: list[Port] = []
     health: HealthCheck | None = None
@@ -348,6 +387,29 @@ class Service(_Model):
     # when deployed, given to the playbook only in its secret variables (`liferaft_secrets.service`).
     secrets: dict[EnvName, SecretRef] = {}
     tls: TlsSettings | None = None  # the service answers HTTPS: how it gets its certificate at a new site
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> Service:
+        if (self.playbook is None) == (self.image is None):
+            raise ValueError("give either `playbook` (an Ansible playbook runs the service) or `image` (a container "
+                             "image runs it), not both and not neither")
+        first = (self.image or "").split("/", 1)[0]
+        if self.image is not None and "/" in self.image and ("." in first or first == "localhost"):
+            raise ValueError(f"`image` is a path inside the site's registry, without the registry's host "
+                             f"({first!r}): each site's `registry` gives the host, so one image resolves at every "
+                             "site")
+        if self.image is not None and self.artifact is not None:
+            raise ValueError("`artifact` goes with `playbook`: a container service ships in its image")
+        if self.command and self.image is None:
+            raise ValueError("`command` goes with `image`")
+        if self.volumes and self.image is None:
+            raise ValueError("`volumes` go with `image` (a container's named volumes)")
+        return self
+
+    @property
+    def runs(self) -> str:
+        """What runs the service, for titles: the playbook or the image."""
+        return self.playbook or f"image {self.image}"
 
 
 # ----------------------------------------------------------------------------------------------------------- data

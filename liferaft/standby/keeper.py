@@ -169,6 +169,7 @@ class Replicator:
         runner = Runner(self.state_dir, stack=self.stack, events=self.events)
         again = unfinished_setup(self.state_dir, self.stack.model.name, self.target, plan)
         out = runner.resume(again) if again else runner.start(plan)
+        self.record["source_host"] = host_to_dict(source)  # a stack without datasets has no step that names it
         self._adopt(out.run_id)
         seconds = round(time.monotonic() - t0, 2)
         host = self.record["standby_host"]
@@ -187,7 +188,9 @@ class Replicator:
         alloc = result_of(ctx, ALLOCATE_KIND)
         self.record["standby_host"] = {k: v for k, v in alloc.items() if k not in ("hosts", "host_id")} | {
             "spec_name": standby_spec_name(self.stack, self.target), "provider": self.stack.site(self.target).compute}
-        self.record["source_host"] = next(s.params["source_host"] for s in plan.steps if s.params.get("source_host"))
+        named = next((s.params["source_host"] for s in plan.steps if s.params.get("source_host")), None)
+        if named is not None:
+            self.record["source_host"] = named
         for sid, result in ctx.outputs_of_kind("standby.keep").items():
             params = plan.step(sid).params
             ds = next(d for d in datasets(self.stack) if d.kind == params["kind"] and d.key == params["dataset"])
@@ -308,6 +311,9 @@ class Replicator:
                 errors.append(f"{kind.noun} {ds.key}: {_describe(e)}")
                 _mark_error(entry, e, t0)
         self._keep_services(ctx)
+        image_errors = self._mirror_images()
+        unreachable = unreachable or any(isinstance(e, Unreachable) for e in image_errors)
+        errors += [_describe(e) for e in image_errors]
         self.record["source_reachable"] = not unreachable
         self.record["source_error"] = errors[0] if errors else None
         self.record["last_round_at"] = t0
@@ -357,6 +363,41 @@ class Replicator:
         for svc in set(services) - set(wanted):
             services.pop(svc, None)  # not kept warm any more (tier or stack changed): deployed at failover
 
+    def _mirror_images(self) -> list[Exception]:
+        """Each workload whose kind ships images (`mirror`) has them copied to the target site's registry by digest;
+        its lag recorded as data lag is (images behind, seconds since last confirmed mirrored)."""
+        from liferaft.workloads import kind_of as workload_kind
+        from liferaft.workloads import workloads
+
+        images: dict[str, Any] = self.record.setdefault("images", {})
+        source = str(self.record.get("source") or self.stack.model.primary)
+        seen = set()
+        failed: list[Exception] = []
+        for wl in workloads(self.stack):
+            mirror = getattr(workload_kind(wl), "mirror", None)
+            if mirror is None:
+                continue
+            seen.add(wl.name)
+            entry = images.setdefault(wl.name, {})
+            now = time.time()
+            try:
+                entry.update(mirror(self.stack, wl, source, self.target))
+                entry.update(ok=True, error=None, stale_since=None)
+            except Exception as e:  # noqa: BLE001 - recorded: the next round tries again; the summary says so
+                entry["lag_images"] = 1
+                _mark_error(entry, e, now)
+                failed.append(e)
+                self.emit("replicate.image_error", f"service {wl.name}: image not mirrored to {self.target} "
+                          f"({_describe(e)[:200]})", service=wl.name)
+                continue
+            if entry.get("copied"):
+                self.emit("replicate.image", f"service {wl.name}: image {entry['image']} mirrored to "
+                          f"{entry['registry']} ({str(entry['digest'])[:19]})", service=wl.name,
+                          digest=entry["digest"])
+        for svc in set(images) - seen:
+            images.pop(svc, None)
+        return failed
+
     def summary(self) -> dict[str, Any]:
         return summary_of(self.stack, self.target, self.record)
 
@@ -372,6 +413,9 @@ def summary_of(stack: Stack, target: str, record: dict[str, Any]) -> dict[str, A
             "services": {k: {x: v.get(x) for x in ("state", "digest", "ok", "error") if x in v}
                          for k, v in sorted((record.get("services") or {}).items())},
             "standby_host": (record.get("standby_host") or {}).get("name"), **groups,
+            "images": {k: {x: v.get(x) for x in ("image", "digest", "registry", "lag_images", "lag_seconds", "ok",
+                                                 "error") if x in v}
+                       for k, v in sorted((record.get("images") or {}).items())},
             "rpo_exposure_s": rpo_exposure(record), "source_reachable": record.get("source_reachable"),
             "last_round_at": record.get("last_round_at")}
 
@@ -396,6 +440,8 @@ def _describe(e: Exception) -> str:
 def _lag_line(s: dict[str, Any]) -> str:
     parts = [f"{g.removesuffix('s')} {k}: {v.get('lag_bytes', '?')} B / {v.get('lag_seconds', '?')} s"
              + ("" if v.get("ok") else " (!)") for g in record_groups() for k, v in s.get(g, {}).items()]
+    parts += [f"image {k}: {v.get('lag_images', '?')} behind / {v.get('lag_seconds', '?')} s"
+              + ("" if v.get("ok") else " (!)") for k, v in (s.get("images") or {}).items()]
     return f"{s['target']}: " + "; ".join(parts) + f"; RPO exposure {s['rpo_exposure_s']} s"
 
 

@@ -112,7 +112,7 @@ class Playbook:
     name: ClassVar[str] = "playbook"
 
     def entries(self, model: Any) -> dict[str, Any]:
-        return dict(model.services)
+        return {name: svc for name, svc in model.services.items() if svc.playbook is not None}
 
     # ------------------------------------------------------------------------------------------------- deploy
     def deploy(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from liferaft.workloads.base import _REGISTRY, Workload, register_kind
+from liferaft.workloads.container import Container
 from liferaft.workloads.playbook import Playbook
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 register_kind(Playbook)
+register_kind(Container)
 
 
 def workloads(stack: Stack) -> list[Workload]:

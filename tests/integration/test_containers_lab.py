@@ -1,0 +1,200 @@
+"""Container services in the lab (liferaft.workloads.container, liferaft.lab.registries): podman on the lab hosts, the
+primary vendor's registry behind the "aws" fault proxy and the alternate's registry, the lab's busybox image built
+offline. A container service's failover stops before DNS, naming the image, while the alternate's registry lacks it;
+`replicate` mirrors it by digest (lag 0); a no-notice cold failover with "aws" (its registry too) cut pulls the
+alternate's copy and serves by DNS; rollback and a drill's teardown leave no container, image or file on the target.
+One lab (without the example app) for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def clab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.fixtures_lab import _require_lab_hosts
+
+    _require_lab_hosts()
+    from liferaft.lab.core import Lab
+
+    the_lab = Lab(tmp_path_factory.mktemp("containers-lab"))
+    try:
+        the_lab.up(timeout=120, example=False, die_with_caller=True)
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+def cli(stack_file: Path, state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir", str(state), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=dict(os.environ),
+                          stdin=subprocess.DEVNULL)
+
+
+def registries(lab: Any) -> tuple[Any, Any, Any]:
+    from liferaft.providers.registry_oci import Image, Registry
+
+    state = lab.read_state()
+    regs = state["registries"]
+    return (Registry(regs["aws-registry"]["url"], "aws"), Registry(regs["registry-b"]["url"], "registry-b"),
+            Image.parse(state["image"]["reference"]))
+
+
+def www(lab: Any) -> list[str]:
+    from liferaft.lab.core import _dns_answers
+
+    info = lab.info
+    return _dns_answers(info.dns_server, info.app_fqdn)
+
+
+def on_host(host: Any) -> dict[str, list[str]]:
+    """What of the container service is on a lab host: containers, images, files."""
+    out = host.run("podman ps -a --format '{{.Names}}'; echo --; podman images -q; echo --; "
+                   "podman volume ls -q; echo --; ls /etc/liferaft/ 2>/dev/null; true").stdout
+    containers, images, volumes, files = (part.split() for part in out.split("--\n"))
+    return {"containers": containers, "images": images, "volumes": volumes, "files": files}
+
+
+def test_the_lab_has_two_registries_and_cutting_aws_takes_its_registry(clab: Any) -> None:
+    """The registries answer the distribution API; `lab cut aws` takes the primary's down with "aws" (down: gone,
+    deny: refused), and `health` judges each site's registry: terminated / unreachable / degraded (image missing)."""
+    from liferaft.errors import AuthRejected, Unreachable
+    from liferaft.health.report import check_health
+    from liferaft.lab.registries import container_stack
+    from liferaft.stack import load_stack
+
+    info = clab.info
+    stack_file = info.stack_file.with_name("liferaft-registries.yaml")
+    stack_file.write_text(container_stack(info.stack_file.read_text(), clab.read_state()))
+    stack = load_stack(stack_file)
+
+    def verdicts() -> dict[str, str]:
+        report = check_health(stack, timeout=15.0).to_dict()["providers"]
+        return {k: v["verdict"] for k, v in report.items() if k.startswith("registry@")}
+
+    primary, alternate, image = registries(clab)
+    assert image.pinned
+    primary.ping()
+    alternate.ping()
+    assert primary.digest(image) == image.digest  # built offline and pushed at `lab up`
+    assert primary.digest(image, "1") == image.digest  # tagged too
+    assert alternate.digest(image) is None  # nothing mirrored yet
+    assert verdicts() == {"registry@primary": "healthy", "registry@alt-b": "degraded"}  # alt-b lacks the image
+    try:
+        clab.cut("aws", "down")
+        with pytest.raises(Unreachable):
+            primary.ping()
+        alternate.ping()
+        assert clab.status()["modes"]["aws-registry"] == "down"
+        assert verdicts()["registry@primary"] == "unreachable"
+        clab.cut("aws", "deny")
+        with pytest.raises(AuthRejected) as denied:
+            primary.digest(image)
+        assert denied.value.status == 401  # a suspended account, as the distribution API says it
+        assert verdicts()["registry@primary"] == "terminated"
+    finally:
+        clab.heal_provider("aws")
+    primary.ping()
+    assert clab.status()["modes"]["aws-registry"] == "forward"
+
+
+def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_nothing(clab: Any,
+                                                                                     tmp_path: Path) -> None:
+    from liferaft.lab.registries import container_stack
+
+    info = clab.info
+    a, b = info.hosts["a"], info.hosts["b"]
+    _primary, alternate, image = registries(clab)
+    secret = "sk-" + secrets.token_hex(16)
+    (tmp_path / "signing_key").write_text(secret + "\n")
+    text = container_stack(info.stack_file.read_text(), clab.read_state())
+    text = text.replace("      MICROBLOG_TITLE: containers\n", "      MICROBLOG_TITLE: containers\n    secrets:\n"
+                        f"      SIGNING_KEY: file:{tmp_path / 'signing_key'}\n")
+    stack_file = info.stack_file.with_name("liferaft-containers.yaml")
+    stack_file.write_text(text)
+    state = tmp_path / "state"
+    outputs: list[str] = []
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        out = cli(stack_file, state, *args)
+        outputs.extend([out.stdout, out.stderr])
+        return out
+
+    checked = run("validate", "--check-secrets")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert www(clab) == [a.address]
+
+    # The primary vendor is gone (its registry too) and the image was never mirrored: the run stops at the deploy,
+    # before DNS, naming the image.
+    clab.cut("aws", "down")
+    try:
+        failed = run("failover", "--to", "alt-b", "--yes", "--json")
+        assert failed.returncode != 0
+        assert f"does not hold microblog/web@{image.digest}" in failed.stdout + failed.stderr
+        assert www(clab) == [a.address]
+        back = run("rollback", "last", "--yes")
+        assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+    finally:
+        clab.heal_provider("aws")
+
+    # `replicate` mirrors the image by digest to the alternate's registry and reports its lag.
+    rep = run("replicate", "--to", "alt-b", "--json")
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    mirrored = json.loads(rep.stdout)["images"]["web"]
+    assert mirrored["digest"] == image.digest and mirrored["lag_images"] == 0 and mirrored["ok"] is True
+    assert alternate.digest(image) == image.digest
+
+    # No notice: "aws" (its registry too) is cut; the cold failover pulls the alternate's copy and serves by DNS.
+    clab.cut("aws", "down")
+    try:
+        out = run("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert www(clab) == [b.address]
+        assert b.run("wget -qO- http://127.0.0.1:8080/healthz").stdout == "ok\n"
+        running = b.run("podman ps --format '{{.Names}} {{.Image}}'").stdout.split()
+        assert running == ["liferaft-web", alternate.pull_ref(image)]
+        env = b.run("stat -c %a /etc/liferaft/web.env && cat /etc/liferaft/web.env").stdout
+        assert env == f"600\nMICROBLOG_TITLE=containers\nSIGNING_KEY={secret}\n"
+        assert secret not in b.run("ps -eo args").stdout  # never on a command line
+        shown = run("show", "last", "--json")
+        deploy = next(s for s in json.loads(shown.stdout)["steps"] if s["step"] == "deploy-web")
+        assert deploy["result"]["digest"] == image.digest and deploy["result"]["vendor"] == "registry-b"
+
+        back = run("rollback", "last", "--yes")
+        assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
+        assert www(clab) == [a.address]
+        assert b.run("podman ps -q").stdout == ""  # stopped (rollback keeps what the host holds)
+    finally:
+        clab.heal_provider("aws")
+    stopped = run("replicate", "--to", "alt-b", "--stop")
+    assert stopped.returncode == 0, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+
+    # A drill runs the container at b and its teardown removes everything: container, image, env file.
+    drill = run("drill", "--to", "alt-b", "--keep", "--json")
+    assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
+    doc = json.loads(drill.stdout)
+    assert doc["passed"] is True
+    assert {k: v for k, v in on_host(b).items() if k in ("containers", "volumes")} == {
+        "containers": ["liferaft-web"], "volumes": ["liferaft-web-data"]}
+    down = run("drill", "--teardown", doc["run_id"], "--json")
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    assert on_host(b) == {"containers": [], "images": [], "volumes": [], "files": []}
+    assert www(clab) == [a.address]
+
+    for text in outputs:
+        assert secret not in text
+    for f in state.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
