@@ -117,12 +117,13 @@ def test_plan_warns_and_bad_input_stops_before_anything(env: Env) -> None:
     (env.info.secrets_dir / "mysql_wrong").write_text("not-the-password")
     os.chmod(env.info.secrets_dir / "mysql_wrong", 0o600)
     wrong_pw.write_text(text.replace("file:secrets/mysql_password", "file:secrets/mysql_wrong"))
-    for stack, expect in ((wrong_port, "3307"), (wrong_pw, "Access denied")):
-        for args in (("plan", "--to", "alt-b"), ("failover", "--to", "alt-b", "--yes")):
-            out = env.cli(*args, stack=stack)
-            assert out.returncode != 0, out.stdout[-2000:]
-            assert "data.mysql.shop" in out.stderr and expect in out.stderr, out.stderr[-2000:]
-            assert "hint" in out.stderr.lower() or "check" in out.stderr.lower(), out.stderr[-2000:]
+    for stack, expect, args in ((wrong_port, "3307", ("failover", "--to", "alt-b", "--yes")),
+                                (wrong_pw, "Access denied", ("failover", "--to", "alt-b", "--yes")),
+                                (wrong_pw, "Access denied", ("plan", "--to", "alt-b"))):
+        out = env.cli(*args, stack=stack)
+        assert out.returncode != 0, out.stdout[-2000:]
+        assert "data.mysql.shop" in out.stderr and expect in out.stderr, out.stderr[-2000:]
+        assert "hint" in out.stderr.lower() or "check" in out.stderr.lower(), out.stderr[-2000:]
     runs = env.cli("runs", "--json")
     assert runs.returncode == 0 and json.loads(runs.stdout) == []  # nothing started, DNS never reached
 
