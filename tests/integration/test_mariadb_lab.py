@@ -260,7 +260,7 @@ def test_replicate_reports_lag_then_cold_failover_from_the_standby(env: Env) -> 
     lab = _lab(env)
     lab.cut_host("a")
     try:
-        out = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json")
+        out = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-4000:]
         ids = {int(r[0]) for r in env.sql(host, "SELECT id FROM orders")}
         assert set(writer.acked) <= ids, sorted(set(writer.acked) - ids)[:10]
