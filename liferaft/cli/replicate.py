@@ -37,6 +37,10 @@ def _render(summary: dict[str, Any]) -> None:
         return
     rows = [("database", k, v) for k, v in summary["databases"].items()]
     rows += [("bucket", k, v) for k, v in summary["buckets"].items()]
+    from liferaft.datasets.base import record_groups
+
+    rows += [(g.removesuffix("s"), k, v) for g in record_groups() if g not in ("databases", "buckets")
+             for k, v in (summary.get(g) or {}).items()]  # the other kinds (mysqls...)
     for kind, key, v in rows:
         state = "ok" if v.get("ok") else f"STALE ({(v.get('error') or '')[:80]})"
         con.print(f"{kind:<8} {key:<12} lag {v.get('lag_seconds', '?')} s, {v.get('lag_bytes', '?')} B  {state}")

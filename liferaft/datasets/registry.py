@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.datasets.base import _REGISTRY, Dataset, register_kind
 from liferaft.datasets.bucket import Bucket
+from liferaft.datasets.mariadb import Mariadb
 from liferaft.datasets.postgres import Postgres
 from liferaft.datasets.redis_ import Redis
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 register_kind(Postgres)
 register_kind(Bucket)
 register_kind(Redis)
+register_kind(Mariadb)
 
 
 def datasets(stack: Stack) -> list[Dataset]:

@@ -202,6 +202,8 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
         got[1] += sizes[ds.id].items
     notes = [f"source host {src_host['name']} ({src_host['address']})" + "".join(
         f"; {noun}s: {b} bytes" + (f", {n} items" if n else "") for noun, (b, n) in per_noun.items())]
+    # what a kind observed beside the size (versions, warnings such as tables without a primary key)
+    notes += [f"{kind_of(ds).noun} {ds.key}: {sizes[ds.id].detail}" for ds in dss if sizes[ds.id].detail]
     notes += ttl_notes({r["fqdn"]: int(obs.dns_current.get(r["fqdn"], {}).get("ttl") or r["ttl"]) for r in records},
                        m.objectives.rto)
     return Plan(stack=name, source=source, target=target, mode=mode, steps=tuple(steps), resources=tuple(resources),

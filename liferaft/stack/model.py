@@ -452,12 +452,22 @@ class RedisStore(_Model):
     @property
     def name(self) -> str:
         return f"redis:{self.port}/{self.db}"
+class MysqlDatabase(_Model):
+    """A MySQL/MariaDB database on the service's host at each site (`data.mysql.<key>`): the server listens on
+    `port` there; `user` (with `password`, a secret reference) is the application's account, given every privilege
+    on database `name` at the target. liferaft moves it with its own account (see liferaft.datasets.mariadb)."""
+
+    name: SqlName
+    user: SqlName
+    password: SecretRef
+    port: Port = 3306
 
 
 class Data(_Model):
     databases: dict[Name, Database] = {}
     buckets: dict[Name, Bucket] = {}
     redis: dict[Name, RedisStore] = {}
+    mysql: dict[Name, MysqlDatabase] = {}
 
 
 # ------------------------------------------------------------------------------------------------------------ dns

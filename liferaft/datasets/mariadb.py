@@ -1,0 +1,311 @@
+"""The MySQL/MariaDB dataset kind (stack file: `data.mysql.<key>`): MariaDB 10.5 and later.
+
+Live move, verification and drills here; keeping a standby and promoting it in `mariadb_standby`; the server talk in
+`liferaft.movers.mysql`; liferaft's account in `mariadb_access`.
+
+- plan: the database's size from information_schema over a read-only session (read-only from its first
+  statement), with warnings for tables without a primary key and non-transactional (MyISAM) tables; refuses MySQL and
+  a source without a binary log before anything runs (replication needs it);
+- target: `mariadb.yml` (liferaft's MariaDB instance, binary log on, the databases and application accounts);
+- prepare: liferaft's migration account at both ends;
+- seed: `mysqldump --single-transaction --master-data --gtid | mariadb` into the target, then GTID replication from
+  the source (the target catches up while the source keeps taking writes);
+- freeze: `read_only=1` at the source, `MASTER_GTID_WAIT` at the target for the source's last GTID, the replica
+  stopped and reset (the target is a primary of its own);
+- verify: per table count + order-independent content hash, and the schema;
+- cut (drills): the source's GTID position at the cut waited for (bounded), then the replica stopped; the source is
+  never made read-only;
+- teardown: liferaft's MariaDB instance on the drill's target stopped and removed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from liferaft.datasets._util import progress, source_host, target_host
+from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets.mariadb_access import admin_conn, ensure_migrator, lock_migrator, mysql_vars
+from liferaft.datasets.mariadb_standby import MariadbStandby
+from liferaft.errors import LiferaftError, ProviderError, RunFailed
+
+if TYPE_CHECKING:
+    from liferaft.engine.runner import RunContext
+    from liferaft.movers.mysql import MyConn
+    from liferaft.stack import Stack
+
+DUMP_S_PER_GB = 60.0  # mysqldump | mariadb on the lab's 2 cores (bench/bench_mariadb.py)
+VERIFY_S_PER_GB = 15.0
+CATCH_UP_TIMEOUT_S = 60.0
+CUT_CATCH_UP_TIMEOUT_S = 30.0
+DATA_DIR = "/var/lib/liferaft-mariadb"
+
+
+def _frozen_now(ctx: RunContext) -> None:
+    if "writes_frozen_at" not in ctx.memo:
+        ctx.remember(writes_frozen_at=time.time())  # the first source to refuse writes starts the window
+
+
+def seed_replica(src: MyConn, tgt: MyConn, report: Any = None) -> dict[str, Any]:
+    """The target's database replaced by a consistent dump of the source's, then replicating from it by GTID."""
+    from liferaft.movers import mysql as my
+
+    with my.connect(tgt, database=False) as t:
+        my.reset_replica(t)
+        my.query(t, "SET sql_log_bin = 0")
+        my.query(t, f"DROP DATABASE IF EXISTS {my.ident(tgt.database)}")
+        my.query(t, f"CREATE DATABASE {my.ident(tgt.database)} CHARACTER SET utf8mb4")
+    res = my.dump_into(src, tgt, master_data=True, progress=report)
+    with my.connect(tgt, database=False) as t:
+        gtid = str(my.query(t, "SELECT @@gtid_slave_pos")[0][0] or "")
+        my.start_replica(t, src)
+        my.wait_running(t)
+    return {"method": "replication", "dump_s": res.seconds, "dump_bytes": res.dump_bytes, "gtid_at_dump": gtid}
+
+
+def replicating_from(t: Any, src: MyConn) -> bool:
+    from liferaft.movers import mysql as my
+
+    st = my.replica_status(t)
+    return bool(st and st.get("Master_Host") == src.host and int(st.get("Master_Port") or 0) == int(src.port)
+                and st.get("Slave_SQL_Running") == "Yes")
+
+
+def server_lines(port: int) -> list[str]:
+    """Shell lines that stop and remove liferaft's MariaDB instance (mariadb.yml's), for a drill's teardown."""
+    p = int(port)
+    pid, sock = f"/run/mysqld/liferaft-{p}.pid", f"/run/mysqld/liferaft-{p}.sock"
+    return [("if $sd; then systemctl disable --now liferaft-mariadb.service 2>/dev/null || true; "
+            "rm -f /etc/systemd/system/liferaft-mariadb.service; fi"),
+            (f"if [ -f {pid} ]; then mariadb-admin --socket={sock} -u root shutdown 2>/dev/null || "
+            f"kill $(cat {pid}) 2>/dev/null || true; for i in $(seq 1 300); do [ -f {pid} ] || break; sleep 0.1; done; "
+            "fi"),
+            f"rm -rf {DATA_DIR} /etc/mysql/liferaft-mariadb.cnf {sock} {pid}"]
+
+
+class Mariadb(MariadbStandby):
+    name: ClassVar[str] = "mysql"
+    noun: ClassVar[str] = "mysql"
+    group: ClassVar[str] = "mysql"
+    seed_verb: ClassVar[str] = "mysql"
+    freezes_source: ClassVar[bool] = True
+    release_id: ClassVar[str | None] = "mysql-release"
+    ledger: ClassVar[bool] = False
+    summary_name: ClassVar[str] = "method"
+    seed_needs_prepare: ClassVar[bool] = True
+
+    def entries(self, model: Any) -> dict[str, Any]:
+        return dict(model.data.mysql)
+
+    def conns(self, ctx: RunContext, ds: Dataset) -> tuple[MyConn, MyConn]:
+        return (admin_conn(ctx, source_host(ctx).address, ds.spec),
+                admin_conn(ctx, target_host(ctx).address, ds.spec))
+
+    # ---- plan -----------------------------------------------------------------------------------------------
+    def summary(self, ds: Dataset) -> Any:
+        return "replication"
+
+    def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
+        return {"seed": f"copy MySQL database {ds.spec.name} (consistent dump, then GTID replication)",
+                "prepare": f"MySQL database {ds.spec.name}: liferaft's migration account at the source and the target"}
+
+    def provider(self, stack: Stack, site: str) -> str:
+        return str(stack.site(site).compute)
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        """information_schema sizes over a read-only session as the application's account; a MySQL server, a
+        source without a binary log or a refused login stop the plan naming the dataset."""
+        from liferaft.movers import mysql as my
+
+        spec, host = ds.spec, where.source_host
+        conn = my.MyConn(str(host.address), int(spec.port), spec.user, where.stack.secret(spec.password), spec.name)
+        label = f"MySQL dataset {ds.key!r} (data.mysql.{ds.key}) at {conn.where()}"
+        try:
+            with my.connect(conn) as c:
+                my.query(c, "SET SESSION TRANSACTION READ ONLY")
+                info = my.server_info(c)
+                found = my.tables(c, spec.name)
+        except ProviderError as e:
+            raise LiferaftError(f"{label}: cannot measure it: {e.operation} failed: {e.detail}",
+                                hint=e.hint) from None
+        except RunFailed as e:
+            raise LiferaftError(f"{label}: {e.message}", hint=e.hint) from None
+        try:
+            my.check_supported(info, conn.where())
+        except RunFailed as e:
+            raise LiferaftError(f"{label}: {e.message}", hint=e.hint) from None
+        if not info.log_bin:
+            raise LiferaftError(f"{label}: the server has no binary log, so it cannot be replicated",
+                                hint="set log_bin, a server_id and binlog_format=ROW in its configuration and "
+                                     "restart it")
+        warnings = my.warnings_for(found)
+        detail = f"MariaDB {info.version}, {len(found)} tables"
+        if warnings:
+            detail += "; WARNING: " + "; ".join(warnings)
+        return Size(bytes=sum(t.bytes for t in found), items=sum(t.rows for t in found), detail=detail)
+
+    def estimate_s(self, ds: Dataset, size: Size) -> float:
+        gb = size.bytes / 1e9
+        return gb * (DUMP_S_PER_GB + VERIFY_S_PER_GB)
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return (int(ds.spec.port),)
+
+    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return ["mariadb.yml"] if datasets else []
+
+    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return mysql_vars(ctx, [ds.key for ds in datasets], address)
+
+    # ---- live move ------------------------------------------------------------------------------------------
+    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        for host in (source_host(ctx), target_host(ctx)):
+            ensure_migrator(ctx, host, int(ds.spec.port))
+        return {"account": "liferaft_migrator"}
+
+    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
+        hosts = [source_host(ctx)]
+        try:
+            hosts.append(target_host(ctx))
+        except RunFailed:
+            pass
+        for host in hosts:
+            lock_migrator(host, int(ds.spec.port))
+
+    def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        from liferaft.movers import mysql as my
+
+        src, tgt = self.conns(ctx, ds)
+        with my.connect(tgt, database=False) as t:
+            if replicating_from(t, src):
+                return {"method": "replication", "note": "already replicating (a resumed seed)"}
+        t0 = time.monotonic()
+        out = seed_replica(src, tgt, progress(ctx))
+        return {**out, "seed_s": round(time.monotonic() - t0, 3)}
+
+    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
+        from liferaft.movers import mysql as my
+
+        _, tgt = self.conns(ctx, ds)
+        with my.connect(tgt, database=False) as t:
+            my.reset_replica(t)
+
+    def warm(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
+        """Source read-only, the target waits for the source's last GTID, the replica stopped and reset. After a
+        crash inside it: a target no longer replicating with a read-only source is a completed cutover."""
+        from liferaft.movers import mysql as my
+
+        src, tgt = self.conns(ctx, ds)
+        with my.connect(src, database=False) as s, my.connect(tgt, database=False) as t:
+            if my.replica_status(t) is None:
+                if my.is_read_only(s):
+                    if on_frozen is not None:
+                        on_frozen()
+                    return {"method": "replication", "note": "already cut over before an interruption"}
+                raise RunFailed(f"MySQL {ds.key}: the target no longer replicates and the source is still "
+                                "writable: nothing guarantees the target is complete",
+                                hint="roll back and fail over again")
+            t0 = time.monotonic()
+            my.set_read_only(s, True)
+            _frozen_now(ctx)
+            if on_frozen is not None:
+                on_frozen()
+            pos = my.binlog_pos(s)
+            t1 = time.monotonic()
+            if not my.wait_gtid(t, pos, CATCH_UP_TIMEOUT_S):
+                st = my.replica_status(t) or {}
+                raise RunFailed(f"MySQL {ds.key}: the target did not reach the source's position {pos} within "
+                                f"{CATCH_UP_TIMEOUT_S:.0f} s (replica: io={st.get('Slave_IO_Running')}, sql="
+                                f"{st.get('Slave_SQL_Running')}, error: {st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})",
+                                hint="the source stays read-only until rollback; roll back, or resume once the "
+                                     "replica caught up")
+            catch_up = time.monotonic() - t1
+            my.reset_replica(t)
+            my.set_read_only(t, False)
+        return {"method": "replication", "gtid": pos, "freeze_s": round(time.monotonic() - t0, 3),
+                "catch_up_s": round(catch_up, 3)}
+
+    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
+        from liferaft.movers import mysql as my
+
+        src, _ = self.conns(ctx, ds)
+        with my.connect(src, database=False) as s:
+            my.set_read_only(s, False)
+        ctx.emit("db.writable", f"MySQL {ds.key} at the source accepts writes again", database=ds.key)
+
+    def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
+        from liferaft.movers import mysql as my
+
+        t0 = time.monotonic()
+        src, tgt = self.conns(ctx, ds)
+        with my.connect(src) as s, my.connect(tgt) as t:
+            rep = my.verify(s, t, src.database, tgt.database, progress=progress(ctx))
+        label = f"mysql {ds.key}"
+        rows = sum(d.count for d, _ in rep.tables.values() if d is not None)
+        if not as_of_cut:
+            return Verdict(checked={f"{label} tables": len(rep.tables), f"{label} rows": rows},
+                           problems=tuple(f"{label}: {p}" for p in rep.problems()),
+                           seconds=round(time.monotonic() - t0, 3))
+        problems = [f"{label}: {d}" for d in rep.schema_differences]
+        notes = []
+        for name, (s_d, t_d) in sorted(rep.tables.items()):
+            if t_d is None:
+                problems.append(f"{label}: table {name} missing at the target")
+            elif s_d is not None and (s_d.count, s_d.digest) != (t_d.count, t_d.digest):
+                notes.append(f"{label}: table {name} has {s_d.count} rows at the source and {t_d.count} at the "
+                             "target, content differs (the source kept taking writes after the cut)")
+        cut = prior or {}
+        return Verdict(checked={f"{label} tables": len(rep.tables), f"{label} rows": rows},
+                       problems=tuple(problems), notes=tuple(notes), seconds=round(time.monotonic() - t0, 3),
+                       figures={"caught_up": cut.get("caught_up"), "lag_s_at_cut": cut.get("lag_s_at_cut"),
+                                "lag_bytes_at_cut": cut.get("lag_bytes_at_cut"),
+                                "lag_s_left": cut.get("lag_s_left", 0.0)})
+
+    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
+        return LedgerVerdict(0, (), {"note": "MySQL datasets keep no write ledger"})
+
+    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        for port in sorted({int(ds.spec.port) for ds in datasets}):
+            for host in (source_host(ctx), target_host(ctx)):
+                lock_migrator(host, port)
+        return {"account": "liferaft_migrator", "locked": True}
+
+    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        for port in sorted({int(ds.spec.port) for ds in datasets}):
+            for host in (source_host(ctx), target_host(ctx)):
+                ensure_migrator(ctx, host, port)
+
+    # ---- drills ---------------------------------------------------------------------------------------------
+    def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        """The source's GTID position now, waited for at the target (bounded), then the replica stopped."""
+        from liferaft.movers import mysql as my
+
+        src, tgt = self.conns(ctx, ds)
+        with my.connect(src, database=False) as s, my.connect(tgt, database=False) as t:
+            if my.replica_status(t) is None:
+                out: dict[str, Any] = {"method": "replication", "caught_up": None,
+                                       "note": "replication already stopped (the cut was interrupted and resumed)"}
+            else:
+                lag = my.lag(s, t)
+                pos = my.binlog_pos(s)
+                t0 = time.monotonic()
+                caught = my.wait_gtid(t, pos, CUT_CATCH_UP_TIMEOUT_S)
+                lag_s = float(lag.seconds or 0.0)
+                out = {"method": "replication", "cut_gtid": pos, "caught_up": caught,
+                       "catch_up_s": round(time.monotonic() - t0, 3), "lag_s_at_cut": lag_s,
+                       "lag_bytes_at_cut": max(lag.bytes, 0), "lag_s_left": 0.0 if caught else lag_s}
+                my.reset_replica(t)
+                my.set_read_only(t, False)
+        ctx.emit("drill.cut", f"mysql {ds.key}: cut, caught up: {out.get('caught_up')}", database=ds.key,
+                 **{k: v for k, v in out.items() if k != "method"})
+        return out
+
+    def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return [line for port in sorted({int(ds.spec.port) for ds in datasets}) for line in server_lines(port)]
