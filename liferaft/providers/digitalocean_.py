@@ -282,6 +282,11 @@ class DigitalOceanCompute:
         else:
             self._c.request(f"create firewall {name}", "/v2/firewalls", method="POST", body=body)
 
+    def set_firewall(self, spec: HostSpec) -> None:
+        """Set droplet `spec.name`'s firewall to what `spec` asks (e.g. its peers, once the other hosts of its site
+        have addresses)."""
+        self._firewall(spec.name, spec)
+
     def create_host(self, spec: HostSpec) -> Host:
         from liferaft.providers._libcloud_common import IMPORT_LOCK
 

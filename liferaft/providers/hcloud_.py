@@ -231,6 +231,12 @@ class HcloudCompute:
             name=name, rules=rules, labels=labels))
         return r.firewall
 
+    def set_firewall(self, spec: HostSpec) -> None:
+        """Set the rules of server `spec.name`'s firewall to what `spec` asks (e.g. its peers, once the other hosts of
+        its site have addresses)."""
+        labels = {MANAGED_LABEL: "managed", **{label_value(k): label_value(v) for k, v in spec.tags.items()}}
+        self._firewall(spec.name, spec, labels)
+
     def create_host(self, spec: HostSpec) -> Host:
         from hcloud.images import Image
         from hcloud.locations import Location
