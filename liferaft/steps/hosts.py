@@ -14,7 +14,7 @@ from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.results import target_hosts as run_target_hosts
 from liferaft.engine.runner import RunContext
-from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
+from liferaft.errors import CheckFailed, QuotaExceeded, RunFailed, Unreachable, UsageError
 from liferaft.steps.access import controller_address
 from liferaft.workloads import Workload, kind_of, workload
 from liferaft.workloads.base import refuse_source_host
@@ -74,10 +74,21 @@ class Allocate(StepKind):
         source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
         peers = (source["address"],) if source else ()
         ids: list[str] = list(ctx.memo.get("host_ids") or [])
+        quota = getattr(compute, "quota", None)
+        if quota is not None:  # the account's limit, checked before anything is created (QuotaExceeded names it)
+            quota().check_room(step.params["provider"], names)
         created = []
         tags = {"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}
         for n in names:
-            host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers, tags=tags))
+            try:
+                host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers,
+                                                    tags=tags))
+            except QuotaExceeded:
+                # The vendor refused one (its limit, which its API may not publish): the ones made go too.
+                for host_id in reversed(ids):
+                    compute.destroy_host(host_id)
+                ctx.remember(host_id=None, host_ids=[])
+                raise
             ids += [] if host.id in ids else [host.id]
             ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
             created.append(host)

@@ -144,6 +144,18 @@ def test_failover_into_new_hetzner_account_and_rollback_deletes_every_server(own
     deploy = next(s for s in journal["steps"] if s["step"] == "deploy-web")["result"]
     assert deploy["hosts"] == ["microblog-alt-h", "microblog-alt-h-1"]
 
+    # `health` at the moved stack (alt-h now its primary): each server's certificate expiry, under the site
+    yaml = YAML()
+    moved_data = yaml.load(stack.read_text())
+    moved_data["primary"], moved_data["alternates"] = "alt-h", ["primary", "alt-b"]
+    moved = stack.with_name("liferaft-hcloud-moved.yaml")
+    with moved.open("w") as f:
+        yaml.dump(moved_data, f)
+    health = cli(moved, state, "health", "--json", timeout=180)
+    certs = json.loads(health.stdout)["sites"]["alt-h"]["certificates"]
+    assert sorted(c["endpoint"] for c in certs) == sorted(f"{ip}:8080" for ip in (addresses[0], second_ip)), certs
+    assert all(c["days_left"] > 1 and c["not_after"] == peer["notAfter"] for c in certs), certs
+
     back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
     assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
     assert cloud_state(own_lab)["servers"] == []
@@ -193,3 +205,35 @@ def test_health_says_terminated_when_the_hetzner_token_is_refused(own_lab: Lab, 
     assert report["sites"]["alt-h"]["verdict"] == "terminated"
     assert report["providers"]["colo-a"]["verdict"] == "healthy"
     assert "revoked-token" not in out.stdout + out.stderr
+
+
+def test_quota_stops_before_any_server_is_created(own_lab: Lab, tmp_path: Path) -> None:
+    """The project's server limit, checked before acting: with the stack's `server_limit: 2` and `hosts: 3`, `plan`
+    and `failover` stop naming server_limit and nothing is created; with no `server_limit` in the stack (Hetzner's
+    API does not publish it) the lab cloud refuses the second server with Hetzner's 403 resource_limit_exceeded:
+    the run stops naming it and the server it had made is deleted -- the lab cloud lists none either way."""
+    yaml = YAML()
+    stack, state = hcloud_stack(own_lab, hosts=3), tmp_path / "state"
+    data = yaml.load(stack.read_text())
+    data["providers"]["hetzner"]["server_limit"] = 2
+    with stack.open("w") as f:
+        yaml.dump(data, f)
+    plan = cli(stack, state, "plan", "--to", "alt-h", "--json", timeout=180)
+    assert plan.returncode != 0 and "server_limit is 2" in plan.stdout + plan.stderr, plan.stdout + plan.stderr
+    run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--json", timeout=180)
+    assert run.returncode != 0 and "server_limit is 2" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert cloud_state(own_lab)["servers"] == []
+
+    stack = hcloud_stack(own_lab, hosts=2)  # the limit unknown to liferaft: the vendor's refusal stops it
+    ok = cli(stack, state, "plan", "--to", "alt-h", "--json", timeout=180)
+    host_row = next(r for r in last_json(ok, "resources")["resources"] if r["kind"] == "host")
+    assert "server_limit: not published by the provider (0 in use)" in host_row["detail"]
+    assert "0.0142 EUR/h for all 2" in host_row["detail"]
+    cloud_state(own_lab, "/lab/settings", {"server_limit": 1})
+    try:
+        run = cli(stack, state, "failover", "--to", "alt-h", "--yes", "--stop-before", "prepare", "--json")
+        assert run.returncode != 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "resource_limit_exceeded (server_limit)" in run.stdout + run.stderr, run.stdout[-2000:]
+        assert cloud_state(own_lab)["servers"] == []
+    finally:
+        cloud_state(own_lab, "/lab/settings", {"server_limit": 10})
