@@ -136,4 +136,5 @@ def target_offer(stack: Stack, target: str, state_dir: Any) -> dict[str, Any] | 
     if quota is not None:  # the site's hosts must fit the account's limit: stop now, before anything is created
         q: Quota = quota()
         q.check_room(site.compute, [base] + [f"{base}-{i}" for i in range(1, site.hosts)])
+        result = {**result, "quota": q.to_dict()}
     return result

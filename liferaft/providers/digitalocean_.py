@@ -228,7 +228,7 @@ class DigitalOceanCompute:
         price = f"{float(size.price):.5f}"
         return {"server_type": size_name, "location": region, "image": image, "hourly_net": price,
                 "hourly_gross": price, "currency": "USD", "taxes": "excluded",
-                "droplet_limit": quota.limit, "droplets": quota.used, "quota": quota.to_dict()}
+                "droplet_limit": quota.limit, "droplets": quota.used}
 
     def quota(self) -> Quota:
         """The account's droplets against its `droplet_limit` (GET /v2/account)."""

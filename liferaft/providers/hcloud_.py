@@ -182,7 +182,7 @@ class HcloudCompute:
 
     def offer(self, spec: HostSpec) -> dict[str, Any]:
         """What creating `spec` would get, read from the API (creates nothing): server type, location, image and
-        the hourly price the provider quotes, and the project's servers against its limit. Unknown names are
+        the hourly price the provider quotes (`quota()`: the project's servers against its limit). Unknown names are
         NotFound now, not at creation."""
         size, image, location = spec.size or self.server_type, spec.image or self.image, self.location
         st = self._c.call(f"get server type {size}", lambda: self._c.sdk.server_types.get_by_name(size))
@@ -199,7 +199,7 @@ class HcloudCompute:
         hourly = prices[0]["price_hourly"]
         return {"server_type": size, "location": prices[0].get("location"), "image": image,
                 "hourly_net": hourly.get("net"), "hourly_gross": hourly.get("gross"),
-                "currency": (pricing.get("pricing") or {}).get("currency", "EUR"), "quota": self.quota().to_dict()}
+                "currency": (pricing.get("pricing") or {}).get("currency", "EUR")}
 
     # ------------------------------------------------------------------------------------------ creating
     def _ssh_key(self) -> Any:

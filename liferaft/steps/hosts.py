@@ -179,8 +179,9 @@ class DeployResult:
 @register
 class DeployService(StepKind):
     """Deploy one service (any workload kind) on every host the run allocated (a site's `hosts: N`; its data stays on
-    the first, the target host). Undone by stopping it there (its data and files stay): after a rollback the source serves again, and a client still holding the target's address must get
-    errors, not acknowledgements for writes nobody will carry back."""
+    the first, the target host). Undone by stopping it there (its data and files stay): after a rollback the source
+    serves again, and a client still holding the target's address must get errors, not acknowledgements for writes
+    nobody will carry back."""
 
     name = "service.deploy"
     undoable = True
