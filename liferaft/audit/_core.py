@@ -201,7 +201,7 @@ def audit(stack: Stack, *, state_dir: Path | None = None, ns_records: list[str] 
     _dependency(stack, "artifacts and images", deps.images, primary_vendors, layers, flag, "warning",
                 "artifacts and images are only at a primary vendor", "mirror images to a registry elsewhere")
     _container_images(stack, primary_vendors, layers, flag)
-    _service_certificates(stack, pv[0], layers, flag)
+    _service_certificates(stack, pv[0], layers, flag, primary_vendors)
     _dependency(stack, "TLS certificates", deps.tls, primary_vendors, layers, flag, "warning",
                 "certificates are issued by a primary vendor and cannot be taken along",
                 "use an ACME issuer (e.g. Let's Encrypt) that works at any host")
@@ -254,15 +254,37 @@ def _container_images(stack: Stack, primary_vendors: tuple[str, ...], layers: li
                  "between the mirror and the failover", "pin it by digest (`name@sha256:<digest>`)")
 
 
-def _service_certificates(stack: Stack, primary_compute: str, layers: list[Layer], flag: Any) -> None:
+def _service_certificates(stack: Stack, primary_compute: str, layers: list[Layer], flag: Any,
+                          primary_vendors: tuple[str, ...] = ()) -> None:
     """Where each HTTPS service's certificate comes from at an alternate: an ACME CA (its account key is in
     liferaft's state dir, validated through the stack's DNS provider), the stack's secret references, or nowhere --
-    then the only copy is on the primary's hosts."""
+    then the only copy is on the primary's hosts. Critical when that only copy AND the account that issued it
+    (`dependencies.tls`) both sit at a primary vendor: nothing outside it can serve or reissue the certificate."""
     from urllib.parse import urlsplit
 
+    deps = stack.model.dependencies
+    issuer = _vendor(stack, deps.tls.vendor) if deps.tls is not None else None
+    issuer_at_primary = issuer is not None and issuer in primary_vendors
+    secrets_vendor = _vendor(stack, deps.secrets.vendor) if deps.secrets is not None else None
     for name, svc in stack.model.services.items():
         tls = svc.tls
         https = svc.health is not None and svc.health.scheme == "https"
+        only_copy = None  # where the certificate's only copy is, when that is at a primary vendor
+        if tls is None and https:
+            only_copy = f"on the primary's hosts ({primary_compute})"
+        elif tls is not None and tls.acme is None and secrets_vendor in primary_vendors:
+            only_copy = f"in the stack's secrets, which {secrets_vendor} holds (dependencies.secrets)"
+        if only_copy is not None and issuer_at_primary:
+            flag("critical", "TLS certificates", issuer,
+                 f"service {name}'s certificate: its only copy is {only_copy} and its issuing account is at "
+                 f"{issuer} (dependencies.tls), a primary vendor: cut off, you can neither take the certificate "
+                 "along nor have it reissued",
+                 f"set services.{name}.tls.acme (an ACME CA such as Let's Encrypt, validated by DNS at the "
+                 "independent DNS provider), or keep the certificate and key outside the primary vendor")
+        elif only_copy is not None and tls is not None:
+            flag("warning", "TLS certificates", secrets_vendor or primary_compute,
+                 f"service {name}'s certificate and key: the only copy is {only_copy}",
+                 "keep an escrowed copy outside the primary vendor, or issue at the new site through `tls.acme`")
         if tls is None:
             if https:
                 flag("warning", "TLS certificates", primary_compute,

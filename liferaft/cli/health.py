@@ -44,7 +44,13 @@ def render_report(report: Any, con: Any) -> None:
         t.add_row(f"provider {j.name}", _styled(j.verdict.value), j.rule, j.reason)
     for j in report.sites:
         parts = ", ".join(f"{p}={v}" for p, v in j.parts.items())
-        t.add_row(f"site {j.name} ({j.role})", _styled(j.verdict.value), j.rule, f"{j.reason} [dim]({parts})[/]")
+        certs = j.certificates
+        expiry = (f"; certificate expires in {certs[0]['days_left']:.0f} days ("
+                  + ", ".join(x for x in (certs[0]["not_after"] or "",
+                                          f"soonest of {len(certs)}" if len(certs) > 1 else "") if x)
+                  + ")") if certs else ""
+        t.add_row(f"site {j.name} ({j.role})", _styled(j.verdict.value), j.rule,
+                  f"{j.reason}{expiry} [dim]({parts})[/]")
     con.print(t)
     e = Table(title="evidence", title_justify="left")
     for col in ("subject", "probe", "outcome", "status/code", "latency", "detail"):

@@ -38,3 +38,14 @@ def target_host(ctx: RunContext) -> Any:
     if key not in ctx.cache:
         ctx.cache[key] = from_journal(ctx)
     return ctx.cache[key]
+
+
+def target_hosts(ctx: RunContext) -> list[Any]:
+    """Every host the run's allocation made ready (the first is `target_host`); none when it allocated none."""
+    from liferaft.engine.results import target_hosts as from_journal
+    from liferaft.errors import RunFailed
+
+    try:
+        return from_journal(ctx)
+    except RunFailed:
+        return []

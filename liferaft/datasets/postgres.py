@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host
+from liferaft.datasets._util import progress, source_host, target_host, target_hosts
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
     admin_conn,
@@ -242,8 +242,10 @@ class Postgres(PostgresStandby):
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
 
         dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], address)
-        return ({"liferaft_databases": dbs,
-                 "liferaft_allowed_networks": allowed_networks(address, source_host(ctx).address)}, secret_vars)
+        # the site's other hosts (`hosts: N`) run the service too and reach the databases here
+        others = [f"{h.address}/32" for h in target_hosts(ctx) if h.address != address]
+        return ({"liferaft_databases": dbs, "liferaft_allowed_networks": sorted(
+            set(allowed_networks(address, source_host(ctx).address) + others))}, secret_vars)
 
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

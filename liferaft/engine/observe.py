@@ -128,7 +128,13 @@ def target_offer(stack: Stack, target: str, state_dir: Any) -> dict[str, Any] | 
     offer = getattr(compute, "offer", None)
     if offer is None:
         return None
-    from liferaft.providers.base import HostSpec
+    from liferaft.providers.base import HostSpec, Quota
 
-    result: dict[str, Any] = offer(HostSpec(name=f"{stack.model.name}-{target}"))
+    base = f"{stack.model.name}-{target}"
+    result: dict[str, Any] = offer(HostSpec(name=base))
+    quota = getattr(compute, "quota", None)
+    if quota is not None:  # the site's hosts must fit the account's limit: stop now, before anything is created
+        q: Quota = quota()
+        q.check_room(site.compute, [base] + [f"{base}-{i}" for i in range(1, site.hosts)])
+        result = {**result, "quota": q.to_dict()}
     return result

@@ -180,7 +180,10 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
     offer = obs.target_offer
     if offer:
         detail = (f"{count} x {offer['server_type']} ({offer['image']}) at {offer['location']}, {offer['hourly_gross']} "
-                  f"{offer['currency']}/h each incl. VAT, as the provider's API quotes it")
+                  f"{offer['currency']}/h each "
+                  f"{'before taxes' if offer.get('taxes') == 'excluded' else 'incl. VAT'}, as the provider's API "
+                  "quotes it" + _total(offer, count)
+                  + _quota_text(offer.get("quota")))
     resources = [{"action": "allocate" if not offer else "create", "kind": "host", "name": host_name,
                   "provider": tgt_site.compute, "detail": detail}]
     if obs.terraform:
@@ -208,6 +211,24 @@ def make_plan(stack: Stack, source: str, target: str, mode: str, obs: Observed, 
                        m.objectives.rto)
     return Plan(stack=name, source=source, target=target, mode=mode, steps=tuple(steps), resources=tuple(resources),
                 bytes_to_move=moved, estimate_s=round(estimate(stack, obs), 1), dns_diff=tuple(dns_diff), notes=tuple(notes))
+
+
+def _total(offer: dict[str, Any], count: int) -> str:
+    """`; X CUR/h for all N` (nothing for one host, or a price that is not a number)."""
+    try:
+        each = float(offer["hourly_gross"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f"; {each * count:.4f} {offer['currency']}/h for all {count}" if count > 1 else ""
+
+
+def _quota_text(quota: dict[str, Any] | None) -> str:
+    """The account's host limit as the plan read it: `; server_limit: 2 of 10 used`."""
+    if not quota:
+        return ""
+    if quota.get("limit") is None:
+        return f"; {quota['name']}: not published by the provider ({quota['used']} in use)"
+    return f"; {quota['name']}: {quota['used']} of {quota['limit']} used"
 
 
 def _where(stack: Stack, ds: Dataset, source: str, target: str) -> tuple[str, str]:

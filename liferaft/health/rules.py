@@ -69,8 +69,18 @@ class Judgement:
             d["role"] = self.role
         if self.parts:
             d["providers"] = dict(self.parts)
+        if self.certificates:
+            d["certificates"] = self.certificates
         d["evidence"] = [e.to_dict() for e in self.evidence]
         return d
+
+    @property
+    def certificates(self) -> list[dict[str, Any]]:
+        """The TLS certificates this site's endpoints served (a site's data plane), soonest to expire first:
+        address:port, notAfter, days left."""
+        certs = [{"endpoint": e.target, "not_after": e.data.get("not_after"), "days_left": e.data["days_left"]}
+                 for e in self.evidence if e.kind == "tls" and "days_left" in e.data]
+        return sorted(certs, key=lambda c: (c["days_left"], c["endpoint"]))
 
 
 def _summary(evidence: Iterable[Evidence]) -> str:

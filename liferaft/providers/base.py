@@ -41,6 +41,32 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """An account's limit on hosts, as its vendor names it (`server_limit`, `droplet_limit`), and how many it has.
+    `limit` None: the vendor does not say (and the stack does not either)."""
+
+    name: str
+    limit: int | None
+    used: int
+    existing: tuple[str, ...] = ()  # the names of the hosts it has (a host of the same name is found, not made)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "limit": self.limit, "used": self.used}
+
+    def check_room(self, provider: str, names: list[str] | tuple[str, ...]) -> int:
+        """How many of `names` would be created; QuotaExceeded naming the quota when they do not fit (before
+        anything is created)."""
+        from liferaft.errors import QuotaExceeded
+
+        new = [n for n in names if n not in self.existing]
+        if self.limit is not None and self.used + len(new) > self.limit:
+            raise QuotaExceeded(provider, f"check {self.name}",
+                                f"{self.name} is {self.limit} and the account has {self.used}: {len(new)} new "
+                                f"host(s) would exceed it (nothing was created)", code=self.name)
+        return len(new)
+
+
+@dataclass(frozen=True)
 class HostSpec:
     name: str
     image: str | None = None

@@ -33,7 +33,7 @@ from liferaft.providers import _errors, _pinned
 from liferaft.providers._cloudinit import generate_host_key, user_data
 from liferaft.providers._net import known_hosts_lines
 from liferaft.providers._pinned import PinnedKeys
-from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
+from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, Quota, SshAccess
 from liferaft.statedir import owner_only_dir
 
 T = TypeVar("T")
@@ -224,12 +224,19 @@ class DigitalOceanCompute:
         if region not in (size.extra or {}).get("regions", []):
             raise NotFound(self.name, f"price of {size_name}", f"size {size_name!r} is not offered in {region!r}")
         self._c.call(f"get image {image}", lambda: self._c.driver.get_image(image))
-        account = self._c.call("get account", lambda: self._c.driver.ex_account_info())
-        droplets = self._c.paged("count droplets", "/v2/droplets", "droplets")
+        quota = self.quota()
         price = f"{float(size.price):.5f}"
         return {"server_type": size_name, "location": region, "image": image, "hourly_net": price,
                 "hourly_gross": price, "currency": "USD", "taxes": "excluded",
-                "droplet_limit": account.get("droplet_limit"), "droplets": len(droplets)}
+                "droplet_limit": quota.limit, "droplets": quota.used}
+
+    def quota(self) -> Quota:
+        """The account's droplets against its `droplet_limit` (GET /v2/account)."""
+        account = self._c.call("get account", lambda: self._c.driver.ex_account_info())
+        droplets = self._c.paged("count droplets", "/v2/droplets", "droplets")
+        limit = account.get("droplet_limit")
+        return Quota("droplet_limit", int(limit) if limit is not None else None, len(droplets),
+                     tuple(str(d.get("name")) for d in droplets))
 
     # ------------------------------------------------------------------------------------------ creating
     def _ssh_key(self) -> Any:
@@ -281,6 +288,11 @@ class DigitalOceanCompute:
             self._c.request(f"update firewall {name}", f"/v2/firewalls/{existing['id']}", method="PUT", body=body)
         else:
             self._c.request(f"create firewall {name}", "/v2/firewalls", method="POST", body=body)
+
+    def set_firewall(self, spec: HostSpec) -> None:
+        """Set droplet `spec.name`'s firewall to what `spec` asks (e.g. its peers, once the other hosts of its site
+        have addresses)."""
+        self._firewall(spec.name, spec)
 
     def create_host(self, spec: HostSpec) -> Host:
         from liferaft.providers._libcloud_common import IMPORT_LOCK

@@ -21,7 +21,7 @@ from liferaft.providers import _errors, _pinned
 from liferaft.providers._cloudinit import generate_host_key, user_data
 from liferaft.providers._net import known_hosts_lines
 from liferaft.providers._pinned import PinnedKeys
-from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, SshAccess
+from liferaft.providers.base import Host, HostSpec, ProbeResult, Provider, Quota, SshAccess
 from liferaft.statedir import owner_only_dir
 
 T = TypeVar("T")
@@ -133,8 +133,9 @@ class HcloudCompute:
     def __init__(self, client: HcloudClient, state_dir: Path, *, server_type: str = DEFAULT_SERVER_TYPE,
                  image: str = DEFAULT_IMAGE, location: str | None = None, ssh_user: str = "root",
                  private_key_file: str | None = None, ssh_sources: Iterable[str] = (),
-                 poll_interval: float = 0.25) -> None:
+                 poll_interval: float = 0.25, server_limit: int | None = None) -> None:
         self._c = client
+        self.server_limit = server_limit  # the project's limit as Hetzner's console shows it (the API does not say)
         self.server_type = server_type
         self.image = image
         self.location = location
@@ -173,9 +174,16 @@ class HcloudCompute:
         server = self._c.call(f"get server {host_id}", lambda: self._c.sdk.servers.get_by_id(int(host_id)))
         return self._to_host(server, self.pinned.get(server.name))
 
+    def quota(self) -> Quota:
+        """The project's servers against its server limit. Hetzner's API does not publish the limit (a create
+        beyond it answers 403 resource_limit_exceeded): it is the stack's `server_limit`, else unknown."""
+        servers = self._c.call("list servers", lambda: self._c.sdk.servers.get_all())
+        return Quota("server_limit", self.server_limit, len(servers), tuple(s.name for s in servers))
+
     def offer(self, spec: HostSpec) -> dict[str, Any]:
         """What creating `spec` would get, read from the API (creates nothing): server type, location, image and
-        the hourly price the provider quotes. Unknown names are NotFound now, not at creation."""
+        the hourly price the provider quotes (`quota()`: the project's servers against its limit). Unknown names are
+        NotFound now, not at creation."""
         size, image, location = spec.size or self.server_type, spec.image or self.image, self.location
         st = self._c.call(f"get server type {size}", lambda: self._c.sdk.server_types.get_by_name(size))
         if st is None:
@@ -230,6 +238,12 @@ class HcloudCompute:
         r = self._c.call(f"create firewall {name}", lambda: self._c.sdk.firewalls.create(
             name=name, rules=rules, labels=labels))
         return r.firewall
+
+    def set_firewall(self, spec: HostSpec) -> None:
+        """Set the rules of server `spec.name`'s firewall to what `spec` asks (e.g. its peers, once the other hosts of
+        its site have addresses)."""
+        labels = {MANAGED_LABEL: "managed", **{label_value(k): label_value(v) for k, v in spec.tags.items()}}
+        self._firewall(spec.name, spec, labels)
 
     def create_host(self, spec: HostSpec) -> Host:
         from hcloud.images import Image
@@ -306,12 +320,12 @@ class HcloudAdapter:
     def __init__(self, name: str, token: str | None, state_dir: str | Path, *, endpoint: str | None = None,
                  server_type: str = DEFAULT_SERVER_TYPE, image: str = DEFAULT_IMAGE, location: str | None = None,
                  ssh_user: str = "root", private_key_file: str | None = None,
-                 ssh_sources: Iterable[str] = ()) -> None:
+                 ssh_sources: Iterable[str] = (), server_limit: int | None = None) -> None:
         self.name = name
         self.client = HcloudClient(name, token, endpoint)
         self.compute = HcloudCompute(self.client, Path(state_dir), server_type=server_type, image=image,
                                      location=location, ssh_user=ssh_user, private_key_file=private_key_file,
-                                     ssh_sources=ssh_sources)
+                                     ssh_sources=ssh_sources, server_limit=server_limit)
         self.account = HcloudAccount(self.client)
 
     def __repr__(self) -> str:

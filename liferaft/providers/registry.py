@@ -157,7 +157,8 @@ def open_provider(name: str, config: Any, resolve_secret: SecretResolver, *, sta
                       location=_field(config, "location"),
                       ssh_user=str(_field(config, "user", "root")),
                       private_key_file=_key_file(name, _field(config, "private_key"), resolve_secret, sdir, bdir),
-                      ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())))
+                      ssh_sources=tuple(str(s) for s in (_field(config, "ssh_sources") or ())),
+                      server_limit=_field(config, "server_limit"))
     elif t == "digitalocean":
         endpoint = _field(config, "endpoint")
         given = {k: str(_field(config, k)) for k in ("size", "image", "region") if _field(config, k)}

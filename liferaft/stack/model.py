@@ -217,6 +217,9 @@ class HcloudProvider(_Model):
     private_key: SecretRef | None = None  # SSH key for the servers (its public half is uploaded)
     # Who may reach SSH through each server's firewall; default: this controller's address toward the API.
     ssh_sources: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F.:]+/\d{1,3}$")]] = []
+    # The project's server limit as Hetzner's console shows it (its API does not publish it): `plan` and the
+    # failover stop before creating anything when the site's hosts would not fit.
+    server_limit: Annotated[int, Field(ge=1)] | None = None
     vendor_name: VendorName | None = Field(default=None, alias="vendor")
 
     @property

@@ -13,8 +13,9 @@ from liferaft.datasets.registry import datasets
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
 from liferaft.engine.results import target_host as run_target_host
+from liferaft.engine.results import target_hosts as run_target_hosts
 from liferaft.engine.runner import RunContext
-from liferaft.errors import CheckFailed, RunFailed, Unreachable, UsageError
+from liferaft.errors import CheckFailed, QuotaExceeded, RunFailed, Unreachable, UsageError
 from liferaft.workloads import Workload, kind_of, workload
 from liferaft.workloads.base import refuse_source_host
 from liferaft.workloads.playbook import ansible_events, stop_lines
@@ -68,10 +69,21 @@ class Allocate(StepKind):
         source = next((s.params["source_host"] for s in ctx.plan.steps if s.params.get("source_host")), None)
         peers = (source["address"],) if source else ()
         ids: list[str] = list(ctx.memo.get("host_ids") or [])
+        quota = getattr(compute, "quota", None)
+        if quota is not None:  # the account's limit, checked before anything is created (QuotaExceeded names it)
+            quota().check_room(step.params["provider"], names)
         created = []
+        tags = {"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}
         for n in names:
-            host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers,
-                                                tags={"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}))
+            try:
+                host = compute.create_host(HostSpec(name=n, ports=ports, private_ports=db_ports, peers=peers,
+                                                    tags=tags))
+            except QuotaExceeded:
+                # The vendor refused one (its limit, which its API may not publish): the ones made go too.
+                for host_id in reversed(ids):
+                    compute.destroy_host(host_id)
+                ctx.remember(host_id=None, host_ids=[])
+                raise
             ids += [] if host.id in ids else [host.id]
             ctx.remember(host_id=ids[0], host_ids=ids)  # before waiting: a rollback finds every host made
             created.append(host)
@@ -84,6 +96,12 @@ class Allocate(StepKind):
             raise RunFailed(f"a new host did not answer SSH in time ({exc.detail}); the {len(ids)} host(s) this "
                             "step created were deleted", hint="`liferaft resume RUN` creates them again; "
                             "`liferaft rollback RUN` undoes the run") from None
+        set_firewall = getattr(compute, "set_firewall", None)
+        if len(ready) > 1 and db_ports and set_firewall is not None:
+            # The site's other hosts run the service against the databases on the first: its firewall lets them in.
+            others = tuple(h.address for h in ready[1:] if h.address)
+            set_firewall(HostSpec(name=name, ports=ports, private_ports=db_ports, peers=peers + others,
+                                  tags=tags))
         targets = []
         for host in ready:
             if host.ssh is None or host.address is None:
@@ -110,11 +128,14 @@ class Configure(StepKind):
     def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
         from liferaft.configure import run_playbook
 
-        host = run_target_host(ctx)
-        res = run_playbook(step.params["playbook"], [host], variables={"liferaft_listen_address": host.address},
-                           on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
-                           state_dir=ctx.state_dir)
-        return {"duration_s": round(res.duration_s, 2), "changed": res.changed}
+        # Every host the allocation made ready (a site's `hosts: N`), one run each: the variable is the host's own.
+        duration, changed = 0.0, 0
+        for host in run_target_hosts(ctx):
+            res = run_playbook(step.params["playbook"], [host], variables={"liferaft_listen_address": host.address},
+                               on_event=ansible_events(ctx), base_dir=ctx.require_stack().base_dir,
+                               state_dir=ctx.state_dir)
+            duration, changed = duration + res.duration_s, changed + res.changed
+        return {"duration_s": round(duration, 2), "changed": changed}
 
 
 @dataclass(frozen=True)
@@ -143,16 +164,19 @@ class DeployResult:
     kind: str
     host: str
     detail: dict[str, Any] = field(default_factory=dict, hash=False)
+    hosts: tuple[str, ...] = ()  # every host it runs on when there are several (the first is `host`)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.detail, "service": self.service, "kind": self.kind, "host": self.host}
+        return {**self.detail, "service": self.service, "kind": self.kind, "host": self.host,
+                **({"hosts": list(self.hosts)} if len(self.hosts) > 1 else {})}
 
 
 @register
 class DeployService(StepKind):
-    """Deploy one service (any workload kind) on the run's target host. Undone by stopping it there (its data and
-    files stay): after a rollback the source serves again, and a client still holding the target's address must get
-    errors, not acknowledgements for writes nobody will carry back."""
+    """Deploy one service (any workload kind) on every host the run allocated (a site's `hosts: N`; its data stays on
+    the first, the target host). Undone by stopping it there (its data and files stay): after a rollback the source
+    serves again, and a client still holding the target's address must get errors, not acknowledgements for writes
+    nobody will carry back."""
 
     name = "service.deploy"
     undoable = True
@@ -166,9 +190,12 @@ class DeployService(StepKind):
         wl = self._workload(ctx, params)
         if ctx.memo.get("kind") != wl.kind:
             ctx.remember(kind=wl.kind)  # a rollback stops it even if the stack file no longer has the service
-        host = run_target_host(ctx)
-        detail = kind_of(wl).deploy(ctx, wl, host)
-        return DeployResult(wl.name, wl.kind, host.name, dict(detail or {})).to_json()
+        hosts = run_target_hosts(ctx)
+        detail = kind_of(wl).deploy(ctx, wl, hosts[0])
+        for extra in hosts[1:]:
+            kind_of(wl).deploy(ctx, wl, extra)
+        return DeployResult(wl.name, wl.kind, hosts[0].name, dict(detail or {}),
+                            tuple(h.name for h in hosts)).to_json()
 
     def verify(self, ctx: RunContext, step: Step) -> None:
         wl = self._workload(ctx, DeployParams.from_json(step.params))
@@ -176,12 +203,13 @@ class DeployService(StepKind):
         if health is not None:
             from liferaft.steps.tls import check_health
 
-            check_health(ctx.require_stack(), wl.name, health, run_target_host(ctx).address, timeout=30.0)
+            for host in run_target_hosts(ctx):
+                check_health(ctx.require_stack(), wl.name, health, host.address, timeout=30.0)
 
     def undo(self, ctx: RunContext, step: Step) -> None:
         params = DeployParams.from_json(step.params)
         try:
-            host = run_target_host(ctx)
+            hosts = run_target_hosts(ctx)
         except (RunFailed, KeyError):
             return  # no host was allocated: nothing was deployed
         try:
@@ -191,7 +219,8 @@ class DeployService(StepKind):
             if not kind:
                 raise
             wl = Workload(kind, params.service, None)  # gone from the stack file: stopped all the same
-        kind_of(wl).stop(ctx, wl, host)
+        for host in reversed(hosts):
+            kind_of(wl).stop(ctx, wl, host)
 
 
 # Kept for the steps and tests that import them from here; they live with the workload kinds now.

@@ -72,6 +72,17 @@ def ansible_events(ctx: Any) -> Any:
     return on_event
 
 
+def data_host(ctx: Any) -> str | None:
+    """Where the run's databases are: its (first) target host, whichever of a site's hosts the service runs on
+    (None when the run allocated no host: the service's own host then)."""
+    from liferaft.engine.results import target_host
+
+    try:
+        return target_host(ctx).address
+    except RunFailed:
+        return None
+
+
 def secret_leaves(value: Any) -> list[str]:
     """Every string in a secret-variables structure (long enough to be matched: the journal ignores shorter)."""
     if isinstance(value, dict):
@@ -121,7 +132,7 @@ class Playbook:
         from liferaft.configure.remote import controller_address
 
         stack = ctx.require_stack()
-        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False,
+        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False, db_host=data_host(ctx),
                           allowed_networks=[f"{controller_address(host.address)}/32"])
         for value in secret_leaves(sv.secret_variables):
             ctx.add_secret(value)  # before anything can print or journal it

@@ -16,13 +16,20 @@ def health_url(health: Any, address: str) -> str:
 
 
 def answers(url: str) -> bool:
-    """Does anything answer HTTP at `url` (any status counts)?"""
+    """Does anything answer HTTP at `url` (any status counts; over HTTPS a certificate this controller does not
+    trust counts too: a server answered the handshake)?"""
+    import ssl
+
     try:
         with urllib.request.urlopen(url, timeout=2.0):
             return True
     except urllib.error.HTTPError:
         return True
-    except (urllib.error.URLError, OSError):
+    except urllib.error.URLError as e:
+        return isinstance(e.reason, ssl.SSLError)
+    except ssl.SSLError:
+        return True
+    except OSError:
         return False
 
 

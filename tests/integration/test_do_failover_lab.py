@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,19 @@ def test_failover_into_new_digitalocean_account_and_rollback_deletes_every_dropl
     fws = {f["name"]: f for f in cloud_state(own_lab)["firewalls"]}
     assert sorted(fws) == ["liferaft-microblog-alt-do", "liferaft-microblog-alt-do-1"]
     rules = {r["ports"]: r["sources"]["addresses"] for r in fws["liferaft-microblog-alt-do"]["inbound_rules"]}
-    assert rules == {"22": [f"{info.bridge_address}/32"], "8080": ["0.0.0.0/0", "::/0"],
-                     "5432": sorted([f"{info.bridge_address}/32", f"{info.primary_address}/32"])}
+    second_ip = next(d for d in droplets if d["name"] == "microblog-alt-do-1")["networks"]["v4"][0]["ip_address"]
+    assert rules == {"22": [f"{info.bridge_address}/32"], "8080": ["0.0.0.0/0", "::/0"],  # PostgreSQL: also the
+                     "5432": sorted([f"{info.bridge_address}/32", f"{info.primary_address}/32",  # site's 2nd host
+                                     f"{second_ip}/32"])}
 
     done = cli(stack, state, "resume", outcome["run"], "--json")
     assert last_json(done)["status"] == "done", done.stdout[-3000:] + done.stderr[-3000:]
     first = next(d for d in droplets if d["name"] == "microblog-alt-do")
     assert app_records(own_lab.info) == [first["networks"]["v4"][0]["ip_address"]]
+    # both droplets run the app (the second against the first's database, through its firewall)
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://{second_ip}:8080/healthz", timeout=10) as r:
+        assert json.loads(r.read()) == {"ok": True, "database": "ok", "bucket": "ok"}
 
     back = cli(stack, state, "rollback", outcome["run"], "--yes", "--json")
     assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
@@ -164,3 +171,20 @@ def test_a_revoked_token_exits_3_and_health_says_terminated(own_lab: Lab, tmp_pa
     assert report["sites"]["alt-do"]["verdict"] == "terminated"
     assert report["providers"]["colo-a"]["verdict"] == "healthy"
     assert "revoked-token" not in check.stdout + check.stderr + out.stdout + out.stderr
+
+
+def test_droplet_limit_stops_the_plan_before_anything_is_created(own_lab: Lab, tmp_path: Path) -> None:
+    """The account's droplet_limit (GET /v2/account) against the droplets it has: `hosts: 2` with a limit of 1
+    stops `plan` and `failover` naming droplet_limit, before any droplet is created."""
+    stack, state = do_stack(own_lab, hosts=2), tmp_path / "state"
+    ok = cli(stack, state, "plan", "--to", "alt-do", "--json", timeout=180)
+    host_row = next(r for r in last_json(ok, "resources")["resources"] if r["kind"] == "host")
+    assert "USD/h each before taxes" in host_row["detail"] and "droplet_limit: 0 of 10 used" in host_row["detail"]
+    cloud_state(own_lab, "/lab/settings", {"droplet_limit": 1})
+    try:
+        for argv in (("plan", "--to", "alt-do", "--json"), ("failover", "--to", "alt-do", "--yes", "--json")):
+            out = cli(stack, state, *argv, timeout=180)
+            assert out.returncode != 0 and "droplet_limit is 1" in out.stdout + out.stderr, out.stdout + out.stderr
+        assert cloud_state(own_lab)["droplets"] == []
+    finally:
+        cloud_state(own_lab, "/lab/settings", {"droplet_limit": 10})

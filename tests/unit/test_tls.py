@@ -227,3 +227,34 @@ def test_the_live_planner_inserts_the_certificate_before_the_deploy(example: Pat
     drill = to_drill(plan, drill_record=None, dns_provider=None, zone=None)
     assert "tls:web" in drill.step_ids
     assert make_plan(load_stack(EXAMPLE), "primary", "alt-b", "live", obs).step_ids.count("tls:web") == 0
+
+
+def test_audit_flags_a_certificate_whose_only_copy_and_issuing_account_are_at_the_primary_vendor(
+        example: Path) -> None:
+    """Critical when the certificate's only copy (the primary's hosts; or the stack's secrets, held by the primary
+    vendor) and its issuing account (dependencies.tls) both sit at a primary vendor; not when the issuer is
+    elsewhere or the certificate comes from ACME."""
+    from liferaft.audit import audit
+
+    def tls_findings(path: Path) -> list[tuple[str, str]]:
+        return [(f.severity, f.message) for f in audit(load_stack(path), check_ns=False).findings
+                if f.layer == "TLS certificates"]
+
+    tls_dep = '  tls: {vendor: letsencrypt, detail: "ACME: re-issued at any host"}\n'
+    secrets_dep = '  secrets: {vendor: operators-vault, detail: "a vault the operators run outside both sites"}\n'
+    base = example.read_text()
+    assert tls_dep in base and secrets_dep in base
+    at_aws = base.replace(tls_dep, "  tls: {vendor: aws, detail: ACM}\n")
+    example.write_text(at_aws.replace(HEALTH, HEALTH + "      scheme: https\n", 1))
+    found = tls_findings(example)
+    assert any(sev == "critical" and "only copy is on the primary's hosts" in msg and "issuing account is at aws"
+               in msg for sev, msg in found), found
+    example.write_text(base.replace(HEALTH, HEALTH + "      scheme: https\n", 1))
+    assert not [f for f in tls_findings(example) if f[0] == "critical"]
+    example.write_text(at_aws.replace(secrets_dep, "  secrets: {vendor: aws, detail: Secrets Manager}\n"))
+    _with_tls(example, "      certificate: file:x.crt\n      key: file:x.key\n")
+    found = tls_findings(example)
+    assert any(sev == "critical" and "stack's secrets, which aws holds" in msg for sev, msg in found), found
+    example.write_text(example.read_text().replace("tls: {vendor: aws, detail: ACM}", "tls: {vendor: zerossl.com}"))
+    found = tls_findings(example)
+    assert [sev for sev, msg in found if "only copy" in msg] == ["warning"], found
