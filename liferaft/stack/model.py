@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from liferaft.stack.model_files import DirectoryData, SqliteData
+
 # ---------------------------------------------------------------------------------------------- constrained values
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 SQL_NAME_RE = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -378,6 +380,8 @@ class Bucket(_Model):
 class Data(_Model):
     databases: dict[Name, Database] = {}
     buckets: dict[Name, Bucket] = {}
+    directories: dict[Name, DirectoryData] = {}  # liferaft.stack.model_files
+    sqlite: dict[Name, SqliteData] = {}
 
 
 # ------------------------------------------------------------------------------------------------------------ dns
