@@ -118,9 +118,11 @@ class SqliteStandby:
         started = time.time()
         F.grant(ctx, src, tgt)
         out = copy(ctx, ds, src, tgt)
+        # What the standby holds now, saved: a cold failover checks the standby's file against it.
+        F.save(ctx.state_dir, ctx.plan.stack, ds, "standby", {"host": tgt.name, **out["digest"]})
         return {"path": ds.spec.path, "host": tgt.name, "prev_sync_started_at": entry.get("last_sync_started_at"),
                 "last_sync_started_at": started, "last_sync_at": time.time(), "caught_up_at": started,
-                "digest": out["digest"], "tables": out["tables"], "lag_bytes": out["bytes_copied"],
+                "tables": out["tables"], "lag_bytes": out["bytes_copied"],
                 "sync_seconds": out["seconds"]}
 
     def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +138,7 @@ class SqliteStandby:
         from liferaft.movers.files import sqlite_compare, sqlite_digest
 
         tgt = sides.need_standby()
-        saved = entry.get("digest")
+        saved = F.load(ctx.state_dir, ctx.plan.stack, ds, "standby")
         if not saved:
             raise CheckFailed(f"{F.label(ds)}: no standby copy is recorded; it cannot be trusted",
                               hint=f"run `liferaft replicate --to {sides.target}` while the source answers")

@@ -296,23 +296,27 @@ def grant(src: Shell, tgt: Shell, access: PushAccess, private_key: str, public_k
     if not TAG_RE.match(access.tag):
         raise ValueError(f"bad tag {access.tag!r}")
     line = f"restrict {' '.join(public_key.split()[:2])} {access.tag}"
-    tgt("umask 077; mkdir -p ~/.ssh && touch ~/.ssh/authorized_keys && "
-        f"(grep -v ' {access.tag}$' ~/.ssh/authorized_keys > ~/.ssh/.liferaft-ak || true) && "
-        "cat >> ~/.ssh/.liferaft-ak && mv ~/.ssh/.liferaft-ak ~/.ssh/authorized_keys",
+    # Under a lock (two datasets may grant at once), rewritten through a temporary file in one rename: the file
+    # never lacks the lines it had. Unchanged when the exact line is there already.
+    tgt("umask 077; mkdir -p $HOME/.ssh && touch $HOME/.ssh/authorized_keys && exec 9>$HOME/.ssh/.liferaft.lock && flock 9 && "
+        "line=$(cat) && if ! grep -qxF \"$line\" $HOME/.ssh/authorized_keys; then t=$(mktemp $HOME/.ssh/.liferaft-ak.XXXXXX) "
+        f"&& {{ grep -v ' {access.tag}$' $HOME/.ssh/authorized_keys || true; printf '%s\\n' \"$line\"; }} > \"$t\" "
+        "&& mv \"$t\" $HOME/.ssh/authorized_keys; fi",
         stdin=line + "\n", timeout=timeout)
     key, kh = shlex.quote(access.key_file), shlex.quote(access.known_hosts_file)
-    src(f"umask 077; mkdir -p \"$(dirname {key})\" && cat > {key}.new && mv {key}.new {key}",
-        stdin=private_key if private_key.endswith("\n") else private_key + "\n", timeout=timeout)
-    src(f"umask 077; cat > {kh}.new && mv {kh}.new {kh}",
-        stdin="".join(x + "\n" for x in known_hosts_lines), timeout=timeout)
+    for dest, text in ((key, private_key if private_key.endswith("\n") else private_key + "\n"),
+                       (kh, "".join(x + "\n" for x in known_hosts_lines))):
+        src(f"umask 077; mkdir -p \"$(dirname {dest})\" && t=$(mktemp {dest}.XXXXXX) && cat > \"$t\" && "
+            f"mv \"$t\" {dest}", stdin=text, timeout=timeout)
 
 
 def revoke(src: Shell | None, tgt: Shell | None, access: PushAccess, *, timeout: float = 60.0) -> None:
     """Remove the push key from the target's authorized_keys and from the source host. Idempotent."""
     if tgt is not None:
-        tgt("if [ -f ~/.ssh/authorized_keys ]; then umask 077; "
-            f"(grep -v ' {access.tag}$' ~/.ssh/authorized_keys > ~/.ssh/.liferaft-ak || true) && "
-            "mv ~/.ssh/.liferaft-ak ~/.ssh/authorized_keys; fi", timeout=timeout)
+        tgt(f"if grep -q ' {access.tag}$' $HOME/.ssh/authorized_keys 2>/dev/null; then umask 077 && "
+            "exec 9>$HOME/.ssh/.liferaft.lock && flock 9 && t=$(mktemp $HOME/.ssh/.liferaft-ak.XXXXXX) && "
+            f"{{ grep -v ' {access.tag}$' $HOME/.ssh/authorized_keys || true; }} > \"$t\" && mv \"$t\" $HOME/.ssh/authorized_keys; "
+            "fi", timeout=timeout)
     if src is not None:
         src(f"rm -f {shlex.quote(access.key_file)} {shlex.quote(access.known_hosts_file)}", timeout=timeout)
 

@@ -204,6 +204,51 @@ def test_plan_observes_the_files_read_only(env: Env) -> None:
     assert plan["bytes_to_move"] > 80_000
 
 
+def test_replicate_keeps_a_standby_with_lag_then_a_cold_failover_checks_and_uses_it(env: Env) -> None:
+    """`replicate` copies both datasets to the standby host each round and reports their lag; with the source host
+    cut off, a cold failover checks the standby's copies against the last round's manifest and digest (a changed
+    byte there stops it before DNS, naming the file) and then uses them: equal to the source as of the last round."""
+    out = env.cli("replicate", "--to", "alt-b", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = json.loads(out.stdout)
+    env.run("a", STOP)  # the last round sees a source at rest, so the test can compare it whole afterwards
+    out = env.cli("replicate", "--to", "alt-b", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    status = json.loads(env.cli("replicate", "--to", "alt-b", "--status", "--json").stdout)
+    text = json.dumps(status)
+    assert "uploads" in text and "notes" in text and "lag_seconds" in text, text[:2000]
+    for group, key in (("folders", "uploads"), ("sqlite files", "notes")):
+        lag = status[group][key]
+        assert lag["ok"] and lag["lag_seconds"] >= 0 and lag["lag_bytes"] is not None, lag
+    standby = next(n for n in ("b", "c") if env.hosts[n].run(f"test -d {UPLOADS}", check=False).returncode == 0)
+    src_tree, src_notes = tree(env, "a"), notes(env, "a")
+    assert tree(env, standby) == src_tree and notes(env, standby) == src_notes
+    assert first != status
+
+    env.hosts["a"].cut()
+    try:
+        byte = env.run(standby, f"dd if={UPLOADS}/img/2026/p3.bin bs=1 skip=50 count=1 status=none | od -An -tx1")
+        env.run(standby, f"printf 'Z' | dd of={UPLOADS}/img/2026/p3.bin bs=1 seek=50 conv=notrunc status=none")
+        out = env.cli("failover", "--to", "alt-b", "--mode", "cold", "--yes", "--json", "--source-timeout", "2")
+        assert out.returncode != 0
+        assert "folder uploads" in out.stderr and "img/2026/p3.bin" in out.stderr, out.stderr[-3000:]
+        assert "DNS was not touched" in out.stderr
+        run = env.last_run()
+        env.run(standby, f"printf '\\x{byte.strip()}' | dd of={UPLOADS}/img/2026/p3.bin bs=1 seek=50 conv=notrunc "
+                         "status=none")
+        out = env.cli("resume", run, "--json")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert tree(env, standby) == src_tree and notes(env, standby) == src_notes
+    finally:
+        env.hosts["a"].heal()
+    out = env.cli("rollback", run, "--yes")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = env.cli("replicate", "--to", "alt-b", "--stop", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "liferaft-push" not in env.run(standby, "cat ~/.ssh/authorized_keys")
+    env.run("a", START)
+
+
 def test_live_failover_keeps_every_file_and_row_and_the_gate_catches_a_missing_file_row_and_byte(env: Env) -> None:
     """With the writer adding files and rows: a live failover stopped before the gate; at the target a file
     deleted, one byte changed (same size) and a row deleted: the gate fails naming all three, DNS untouched; the
