@@ -249,6 +249,60 @@ def test_replicate_keeps_a_standby_with_lag_then_a_cold_failover_checks_and_uses
     env.run("a", START)
 
 
+def test_drill_cuts_without_freezing_verifies_as_of_the_cut_and_tears_down(env: Env) -> None:
+    """A drill with the writer running: the copies cut at an instant, the writer never stopped, the target checked
+    as of the cut (later files and rows are notes), then torn down: no copied file and no push key left there."""
+    assert writer_alive(env)
+    out = env.cli("drill", "--to", "alt-b", "--json", "--report", str(env.dir / "reports"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert writer_alive(env)  # a drill never freezes the source
+    report = json.loads(out.stdout)
+    text = json.dumps(report)
+    assert "folder uploads files" in text and "sqlite file notes tables" in text, text[:3000]
+    assert "changed at the source after the cut" in text and "written at the source after the cut" in text
+    run = env.last_run()
+    tgt = target_of(env, run)
+    assert env.run(tgt, f"ls -d {UPLOADS} {NOTES} {NOTES}-wal 2>/dev/null | wc -l").strip() == "0"
+    assert "liferaft-push" not in env.run(tgt, "cat ~/.ssh/authorized_keys")
+
+
+def variant(env: Env, name: str, data: str) -> str:
+    """A stack file like the module's with another `data:` section."""
+    text = (env.dir / "liferaft.yaml").read_text()
+    (env.dir / name).write_text(text[:text.index("data:\n")] + data)
+    return name
+
+
+def test_bad_input_stops_before_dns_naming_the_dataset_and_the_fix(env: Env) -> None:
+    """A path the source host does not have stops the plan; a target disk too small stops the copy before
+    anything else happens, naming the dataset, the free space and the fix; the source is left as it was."""
+    missing = variant(env, "missing.yaml", "data:\n  directories:\n    ghost: {path: /srv/app/nothere}\n"
+                                           "  sqlite:\n    lost: {path: /srv/app/data/lost.db}\n")
+    out = env.cli("plan", "--to", "alt-b", stack=missing)
+    assert out.returncode != 0
+    assert "folder ghost: /srv/app/nothere is not on the source host a" in out.stderr, out.stderr[-2000:]
+    assert "data.directories.ghost.path" in out.stderr
+    out = env.cli("failover", "--to", "alt-b", "--yes", stack=missing)
+    assert out.returncode != 0 and "/srv/app/nothere is not on the source host" in out.stderr
+
+    full = variant(env, "full.yaml", "data:\n  directories:\n    big: {path: /srv/big}\n")
+    env.run("a", "mkdir -p /srv/big && head -c 4000000 /dev/urandom > /srv/big/blob")
+    for h in ("b", "c"):
+        env.run(h, "mkdir -p /srv/big && mount -t tmpfs -o size=1m tmpfs /srv/big")
+    try:
+        out = env.cli("failover", "--to", "alt-b", "--yes", "--json", stack=full)
+        assert out.returncode != 0
+        assert "folder big: the target host" in out.stderr and "ran out of space" in out.stderr, out.stderr[-3000:]
+        assert "DNS was not touched" in out.stderr and "free space at /srv/big" in out.stderr
+        run = env.last_run()
+        assert env.cli("rollback", run, "--yes", stack=full).returncode == 0
+    finally:
+        for h in ("b", "c"):
+            env.run(h, "umount /srv/big; rmdir /srv/big")
+    assert env.run("a", "stat -c %s /srv/big/blob").strip() == "4000000"
+    env.run("a", "rm -rf /srv/big")
+
+
 def test_live_failover_keeps_every_file_and_row_and_the_gate_catches_a_missing_file_row_and_byte(env: Env) -> None:
     """With the writer adding files and rows: a live failover stopped before the gate; at the target a file
     deleted, one byte changed (same size) and a row deleted: the gate fails naming all three, DNS untouched; the
