@@ -1,4 +1,4 @@
-"""A folder of many files copied host to host: liferaft's folder kind (its mover: rsync -aHAX --numeric-ids --delete
+"""A folder of many files copied host to host: liferaft's folder kind (its mover: rsync -aH --numeric-ids --delete
 pushed from the source host, then a sha256 manifest of both sides) against plain `rsync -a` over the same SSH
 transport, between two lab hosts (root needed). Not run in CI.
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {"scenario": f"first copy, {made['files']} files / {made['bytes'] / 2**30:.2f} GiB, seconds",
              "liferaft": round(ours_first, 2), "peer": round(peer_first, 2),
              "ratio": round(ours_first / peer_first, 3), "target": "<= 1.1",
-             "note": f"peer: rsync -a; liferaft: rsync -aHAX --numeric-ids --delete; its sha256 verification of "
+             "note": f"peer: rsync -a; liferaft: rsync -aH --numeric-ids --delete; its sha256 verification of "
                      f"both sides afterwards {first_verify:.1f} s"},
             {"scenario": "no-change pass with verification, seconds",
              "liferaft": round(ours_again + again_verify, 2), "peer": round(peer_again, 2),

@@ -80,14 +80,19 @@ def access(stack: str, target: TargetHost) -> PushAccess:
                       address=target.address, port=int(target.port), user=target.user)
 
 
-def grant(ctx: RunContext, source: TargetHost, target: TargetHost) -> PushAccess:
-    """The source host may push to the target host (idempotent)."""
+def grant(ctx: RunContext, source: TargetHost, target: TargetHost, *, once: bool = False) -> PushAccess:
+    """The source host may push to the target host (idempotent). `once`: not again in this run context when an
+    earlier dataset granted it already (the `prepare` step over several datasets)."""
     from liferaft.movers import files
 
     acc = access(ctx.plan.stack, target)
+    memo = f"files:granted:{source.address}:{target.address}:{target.port}"
+    if once and ctx.cache.get(memo):
+        return acc
     private, public = push_key(ctx.state_dir, ctx.plan.stack)
     files.grant(shell(source, "push key"), shell(target, "push key"), acc, private, public,
                 target.known_hosts_lines())
+    ctx.cache[memo] = True
     return acc
 
 
@@ -96,14 +101,23 @@ def revoke(ctx: RunContext, source: TargetHost | None, target: TargetHost) -> No
 
     files.revoke(shell(source, "push key") if source is not None else None, shell(target, "push key"),
                  access(ctx.plan.stack, target))
+    for k in [k for k in ctx.cache if str(k).startswith("files:granted:")]:
+        ctx.cache.pop(k, None)
 
 
-def check_tools(host: TargetHost, where: str, tools: tuple[str, ...]) -> None:
+def check_tools(host: TargetHost, where: str, tools: tuple[str, ...], ctx: RunContext | None = None) -> None:
+    """Each tool on the host's PATH, else ToolMissing naming the host and how to install them. With `ctx`, once per
+    run context and host."""
+    memo = f"files:tools:{host.address}:{','.join(tools)}"
+    if ctx is not None and ctx.cache.get(memo):
+        return
     out = shell(host, "tools")("for t in " + " ".join(tools) + "; do command -v $t >/dev/null || echo $t; done")
     missing = out.split()
     if missing:
         raise ToolMissing(f"{where} host {host.name} ({host.address}) lacks {', '.join(missing)}",
                           hint=f"install {' '.join(missing)} there (Debian: apt-get install {' '.join(missing)})")
+    if ctx is not None:
+        ctx.cache[memo] = True
 
 
 def frozen_now(ctx: RunContext) -> None:

@@ -4,9 +4,9 @@ host to host with rsync and verified by a manifest of sha256 per file.
 - plan: files and bytes below the path at the source host (read-only: a walk with lstat); a path the host does not
   have stops the plan, naming the dataset and the fix;
 - prepare: rsync and python3 at both ends, the push key granted (source -> target, host key pinned);
-- seed: the free space at the target checked against the tree's size, then `rsync -aHAX --numeric-ids --delete`
-  run on the source host, pushing to the same path at the target (owners, modes, symlinks, hard links, ACLs and
-  xattrs kept; an interrupted transfer resumes from its partial files; a second pass copies only what changed);
+- seed: the free space at the target checked against the tree's size, then `rsync -aH --numeric-ids --delete`
+  run on the source host, pushing to the same path at the target (owners, modes, symlinks, hard links kept; ACLs
+  and xattrs with `acls_xattrs: true`; an interrupted transfer resumes from its partial files; a second pass copies only what changed);
 - freeze: the writers stopped (`writers.stop` on the source host), then the final delta;
 - verify: both manifests (type, mode, owner, sha256 of every file, symlink targets, hard-link groups; never an
   mtime) compared, with the file count; as of a drill's cut, against the source's manifest taken at the cut;
@@ -67,7 +67,8 @@ def push(ctx: RunContext, ds: Dataset, src: TargetHost, tgt: TargetHost, *, live
     acc = F.access(ctx.plan.stack, tgt)
     t0 = time.monotonic()
     try:
-        out = files.push(F.shell(src, "rsync"), acc, ds.spec.path, ds.spec.path, allow_vanished=live)
+        out = files.push(F.shell(src, "rsync"), acc, ds.spec.path, ds.spec.path, allow_vanished=live,
+                         acls_xattrs=ds.spec.acls_xattrs)
     except files.DiskFull as e:
         raise F.disk_full(ds, tgt, str(e)) from None
     except RunFailed as e:
@@ -223,13 +224,13 @@ class Directory(DirectoryStandby):
         from liferaft.movers.files import PathMissing, size_of
 
         src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS)
-        F.check_tools(tgt, "the target", TOOLS)
+        F.check_tools(src, "the source", TOOLS, ctx)
+        F.check_tools(tgt, "the target", TOOLS, ctx)
         try:
             size_of(F.shell(src, "observe"), ds.spec.path, directory=True)
         except PathMissing as e:
             raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        acc = F.grant(ctx, src, tgt)
+        acc = F.grant(ctx, src, tgt, once=True)
         return {"path": ds.spec.path, "push": acc.tag}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
@@ -260,10 +261,14 @@ class Directory(DirectoryStandby):
         return None
 
     def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
+        from liferaft.movers.files import manifest
+
         src, tgt = source_host(ctx), target_host(ctx)
         stopped = F.stop_writers(ctx, ds, src)
         if on_frozen is not None:
             on_frozen()
+        if not stopped:  # nobody stopped: the gate then checks as of this instant, like a drill's cut
+            F.save(ctx.state_dir, ctx.plan.stack, ds, "cut", manifest(F.shell(src, "manifest"), ds.spec.path).to_json())
         out = push(ctx, ds, src, tgt, live=not stopped)
         return {"writers_stopped": stopped, **out}
 
@@ -281,6 +286,8 @@ class Directory(DirectoryStandby):
                            seconds=round(time.monotonic() - t0, 3))
         diff = compare(s, t)
         figures = {"files": t.files, "bytes": t.bytes, "manifest_sha256": t.digest()}
+        # Without writers to stop, the source kept changing through the final pass: checked as of the freeze.
+        as_of_cut = as_of_cut or (prior is not None and prior.get("writers_stopped") is False)
         if not as_of_cut:
             return Verdict(checked={lab + " files": s.files}, problems=tuple(f"{lab}: {p}" for p in diff.problems()),
                            seconds=round(time.monotonic() - t0, 3), figures=figures)

@@ -91,6 +91,19 @@ def copy(ctx: RunContext, ds: Dataset, src: TargetHost, tgt: TargetHost) -> dict
     return out
 
 
+def _later(lab: str, cut: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What the source wrote after the cut, per table (notes, not problems)."""
+    out = []
+    a, b = cut.get("tables") or {}, now.get("tables") or {}
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            was, is_ = (a.get(name) or [0])[0] or 0, (b.get(name) or [0])[0] or 0
+            out.append(f"{lab}: table {name}: {is_ - was:+d} rows, content changed at the source after the cut")
+    if cut.get("schema") != now.get("schema"):
+        out.append(f"{lab}: the schema changed at the source after the cut")
+    return out
+
+
 class SqliteStandby:
     promote_step: ClassVar[tuple[str, str]] = ("standby.objects", "standby")
 
@@ -230,13 +243,13 @@ class Sqlite(SqliteStandby):
         from liferaft.movers.files import PathMissing, size_of
 
         src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS)
-        F.check_tools(tgt, "the target", TOOLS)
+        F.check_tools(src, "the source", TOOLS, ctx)
+        F.check_tools(tgt, "the target", TOOLS, ctx)
         try:
             size_of(F.shell(src, "observe"), ds.spec.path, directory=False)
         except PathMissing as e:
             raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        return {"path": ds.spec.path, "push": F.grant(ctx, src, tgt).tag}
+        return {"path": ds.spec.path, "push": F.grant(ctx, src, tgt, once=True).tag}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
         try:
@@ -287,6 +300,8 @@ class Sqlite(SqliteStandby):
                 return Verdict(checked={f"{lab} tables": 0}, problems=(f"{lab}: cannot read the target copy: {e}",),
                                seconds=round(time.monotonic() - t0, 3))
         problems, tables = sqlite_compare(s, t)
+        # Without writers to stop, the source kept changing after the freeze's snapshot: checked against it.
+        as_of_cut = as_of_cut or (prior is not None and prior.get("writers_stopped") is False)
         if not as_of_cut:
             return Verdict(checked={f"{lab} tables": len(tables)}, problems=tuple(f"{lab}: {p}" for p in problems),
                            seconds=round(time.monotonic() - t0, 3), figures={"integrity": t.get("integrity")})
@@ -294,8 +309,7 @@ class Sqlite(SqliteStandby):
         notes: list[str] = []
         if cut:  # the target must equal the cut's snapshot; the source's changes since are notes
             problems, tables = sqlite_compare(cut, t)
-            later, _ = sqlite_compare(cut, s)
-            notes = [f"{lab}: {p} (written at the source after the cut)" for p in later if "integrity" not in p]
+            notes = _later(lab, cut, s)
         return Verdict(checked={f"{lab} tables": len(tables)}, problems=tuple(f"{lab}: {p}" for p in problems),
                        notes=tuple(notes), seconds=round(time.monotonic() - t0, 3), figures={"caught_up": True})
 

@@ -8,7 +8,7 @@ standard library, `rsync` and `sqlite3` there.
 - `manifest(shell, path)`: every entry below `path` (the root included): type, mode, owner, size, sha256 of each
   regular file, the target of each symlink, which paths are hard links of one file. Never an mtime.
 - `compare(src, tgt)`: what differs, by path (missing, extra, content, mode/owner, link, hard links).
-- `push(...)`: `rsync -aHAX --numeric-ids --delete` run on the source host, pushing to the target host over SSH with
+- `push(...)`: `rsync -aH --numeric-ids --delete` (`-AX` on request) run on the source host, pushing to the target host over SSH with
   a key liferaft installed for this (`grant` / `revoke`) and the target's pinned host key.
 - `sqlite_snapshot` / `sqlite_digest` / `sqlite_install`: `sqlite3 FILE ".backup SNAPSHOT"` (a consistent copy of a
   live file), per table count + order-independent content hash, `PRAGMA integrity_check`.
@@ -331,13 +331,14 @@ _STATS = {"Number of files": "entries", "Number of regular files transferred": "
 
 
 def push(src: Shell, access: PushAccess, source_path: str, target_path: str, *, directory: bool = True,
-         allow_vanished: bool = False, timeout: float = 24 * 3600.0) -> dict[str, Any]:
+         allow_vanished: bool = False, acls_xattrs: bool = False, timeout: float = 24 * 3600.0) -> dict[str, Any]:
     """rsync on the source host: `source_path` -> the target host's `target_path` (a directory's contents, with
-    --delete; or one file). Ownership, modes, symlinks, hard links, ACLs and xattrs kept; an interrupted transfer
-    resumes from its partial files. `allow_vanished`: files that vanished while listed (a live source) are fine."""
+    --delete; or one file). Numeric owners, modes, symlinks and hard links kept (`acls_xattrs`: ACLs and extended
+    attributes too); an interrupted transfer resumes from its partial files. `allow_vanished`: files that vanished
+    while listed (a live source) are fine."""
     s = source_path + "/" if directory else source_path
     t = target_path + "/" if directory else target_path
-    argv = ["rsync", "-aHAX", "--numeric-ids", "--stats", "--mkpath",
+    argv = ["rsync", "-aHAX" if acls_xattrs else "-aH", "--numeric-ids", "--stats", "--mkpath",
             *([f"--partial-dir={PARTIAL_DIR}", "--delete", "--delete-delay"] if directory else ["--inplace"]),
             "-e", access.ssh_command(), s, access.remote(t)]
     cmd = " ".join(shlex.quote(a) for a in argv)

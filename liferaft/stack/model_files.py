@@ -57,10 +57,13 @@ class Writers(_Model):
 
 
 class DirectoryData(_Model):
-    """A directory tree on the service's host (uploads, media, a container's volume)."""
+    """A directory tree on the service's host (uploads, media, a container's volume). Owners (numeric), modes,
+    symlinks and hard links are always kept; `acls_xattrs` keeps POSIX ACLs and extended attributes too (rsync -AX:
+    both filesystems must support them; measurably slower on many small files)."""
 
     path: HostPath
     writers: Writers | None = None
+    acls_xattrs: bool = False
 
     @property
     def name(self) -> str:

@@ -35,7 +35,7 @@ while True:
     i += 1
     db.execute("INSERT INTO notes(body) VALUES (?)", ("live note %d" % i,))
     db.commit()
-    with open(os.path.join(sys.argv[1], "live", "%06d.txt" % i), "w") as f:
+    with open(os.path.join(sys.argv[1], "live", "%d-%06d.txt" % (os.getpid(), i)), "w") as f:
         f.write("live file %d\n" % i)
     time.sleep(0.02)
 """
@@ -259,7 +259,8 @@ def test_drill_cuts_without_freezing_verifies_as_of_the_cut_and_tears_down(env: 
     report = json.loads(out.stdout)
     text = json.dumps(report)
     assert "folder uploads files" in text and "sqlite file notes tables" in text, text[:3000]
-    assert "changed at the source after the cut" in text and "written at the source after the cut" in text
+    assert "folder uploads: " in text and "path(s) changed at the source after the cut" in text, text[-3000:]
+    assert "sqlite file notes: table notes: +" in text and "rows, content changed at the source after the cut" in text
     run = env.last_run()
     tgt = target_of(env, run)
     assert env.run(tgt, f"ls -d {UPLOADS} {NOTES} {NOTES}-wal 2>/dev/null | wc -l").strip() == "0"
@@ -294,13 +295,20 @@ def test_bad_input_stops_before_dns_naming_the_dataset_and_the_fix(env: Env) -> 
         assert out.returncode != 0
         assert "folder big: the target host" in out.stderr and "ran out of space" in out.stderr, out.stderr[-3000:]
         assert "DNS was not touched" in out.stderr and "free space at /srv/big" in out.stderr
-        run = env.last_run()
-        assert env.cli("rollback", run, "--yes", stack=full).returncode == 0
     finally:
         for h in ("b", "c"):
             env.run(h, "umount /srv/big; rmdir /srv/big")
     assert env.run("a", "stat -c %s /srv/big/blob").strip() == "4000000"
+    # The fix made (space at the target): the same run resumes and completes. This stack names no writers: the
+    # freeze's final pass runs with the source writable, and the gate checks as of that pass.
+    run = env.last_run()
+    out = env.cli("resume", run, "--json", stack=full)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tgt = target_of(env, run)
+    assert tree(env, tgt, "/srv/big") == tree(env, "a", "/srv/big")
+    assert env.cli("rollback", run, "--yes", stack=full).returncode == 0
     env.run("a", "rm -rf /srv/big")
+    env.run(tgt, "rm -rf /srv/big")
 
 
 def test_live_failover_keeps_every_file_and_row_and_the_gate_catches_a_missing_file_row_and_byte(env: Env) -> None:

@@ -116,9 +116,11 @@ def test_push_runs_rsync_keeping_everything_with_the_pinned_host_key_and_reports
     out = files.push(shell, acc, "/srv/u", "/srv/u")
     assert out["files_copied"] == 3 and out["bytes_copied"] == 1234
     cmd = seen[0]
-    assert "rsync -aHAX --numeric-ids" in cmd and "--delete" in cmd and "StrictHostKeyChecking=yes" in cmd
+    assert "rsync -aH --numeric-ids" in cmd and "--delete" in cmd and "StrictHostKeyChecking=yes" in cmd
     assert "UserKnownHostsFile=.liferaft/kh" in cmd and "-p 2222" in cmd and "root@10.0.0.2:/srv/u/" in cmd
     assert "StrictHostKeyChecking=no" not in cmd
+    files.push(shell, acc, "/srv/u", "/srv/u", acls_xattrs=True)
+    assert "rsync -aHAX --numeric-ids" in seen[1]
 
     def full(command: str, stdin: str | None = None, timeout: float = 0) -> Any:
         return "rsync: write failed on \"/srv/u/x\": No space left on device (28)\n@rc=11\n"
