@@ -90,6 +90,7 @@ def grant(ctx: RunContext, source: TargetHost, target: TargetHost, *, once: bool
     if once and ctx.cache.get(memo):
         return acc
     private, public = push_key(ctx.state_dir, ctx.plan.stack)
+    ctx.add_secret(private.strip())  # never journaled (it travels on stdin only)
     files.grant(shell(source, "push key"), shell(target, "push key"), acc, private, public,
                 target.known_hosts_lines())
     ctx.cache[memo] = True
