@@ -76,8 +76,14 @@ def digest(rel):
                 break
             h.update(b)
     return rel, h.hexdigest()
+small = [r for r in files if entries[r][4] <= 262144]
+large = [r for r in files if entries[r][4] > 262144]
 with ThreadPoolExecutor(4) as pool:
-    for rel, sha in pool.map(digest, files):
+    found = pool.map(digest, large)  # large files on threads (hashlib releases the GIL), small ones inline
+    for rel in small:
+        with open(os.path.join(root, rel), "rb") as f:
+            entries[rel][5] = hashlib.sha256(f.read()).hexdigest()
+    for rel, sha in found:
         entries[rel][5] = sha
 json.dump({"entries": entries}, sys.stdout, separators=(",", ":"))
 """
