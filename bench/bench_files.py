@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = {"rows": rows, "load": load}
     finally:
         hosts.down()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # the hosts' folders hold three copies of the tree
     if a.write:
         write(rows, a)
     if a.json:
