@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.datasets.base import _REGISTRY, Dataset, register_kind
 from liferaft.datasets.bucket import Bucket
+from liferaft.datasets.directory import Directory
 from liferaft.datasets.mariadb import Mariadb
 from liferaft.datasets.postgres import Postgres
 from liferaft.datasets.redis_ import Redis
+from liferaft.datasets.sqlite import Sqlite
 
 if TYPE_CHECKING:
     from liferaft.stack import Stack
@@ -17,6 +19,8 @@ register_kind(Postgres)
 register_kind(Bucket)
 register_kind(Redis)
 register_kind(Mariadb)
+register_kind(Directory)
+register_kind(Sqlite)
 
 
 def datasets(stack: Stack) -> list[Dataset]:

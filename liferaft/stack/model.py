@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from liferaft.stack.model_files import DirectoryData, SqliteData
+
 # ---------------------------------------------------------------------------------------------- constrained values
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 SQL_NAME_RE = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -471,6 +473,8 @@ class Data(_Model):
     buckets: dict[Name, Bucket] = {}
     redis: dict[Name, RedisStore] = {}
     mysql: dict[Name, MysqlDatabase] = {}
+    directories: dict[Name, DirectoryData] = {}  # liferaft.stack.model_files
+    sqlite: dict[Name, SqliteData] = {}
 
 
 # ------------------------------------------------------------------------------------------------------------ dns

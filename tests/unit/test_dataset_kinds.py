@@ -215,6 +215,7 @@ def toy(tmp_path: Path) -> Iterator[tuple[Stack, Directories, Path]]:
     import liferaft.steps  # noqa: F401
 
     kind = Directories()
+    shadowed = _REGISTRY.get(kind.name)  # the built-in kind of that name, put back afterwards
     register_kind(kind)  # the one registry line a new kind needs
     saved = {n: STEP_KINDS[n] for n in ("host.allocate", "host.configure", "verify.service", "drill.verify_service")}
     for stand_in in (_Allocate, _Configure, _VerifyService, _DrillVerifyService):
@@ -233,6 +234,8 @@ def toy(tmp_path: Path) -> Iterator[tuple[Stack, Directories, Path]]:
         yield stack, kind, root
     finally:
         _REGISTRY.pop(kind.name, None)
+        if shadowed is not None:
+            _REGISTRY[kind.name] = shadowed
         STEP_KINDS.update(saved)
         STEP_KINDS.pop("toy.act", None)
 

@@ -1,0 +1,129 @@
+"""The file kinds' pure parts: the stack model's entries, the manifest script (run here through a local shell) and
+its comparison, the SQLite digest and its comparison, and the rsync command line."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from liferaft.movers import files
+from liferaft.stack.model import Data
+
+
+def local(command: str, stdin: str | None = None, timeout: float = 60.0) -> str:
+    r = subprocess.run(["bash", "-c", command], input=stdin or "", capture_output=True, text=True, timeout=timeout,
+                       check=False)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return r.stdout
+
+
+def test_the_stack_model_takes_folders_and_sqlite_files_and_refuses_bad_paths() -> None:
+    d = Data.model_validate({"directories": {"uploads": {"path": "/srv/app/uploads",
+                                                         "writers": {"stop": "systemctl stop app"}}},
+                             "sqlite": {"notes": {"path": "/var/lib/app/notes.db"}}})
+    assert d.directories["uploads"].name == "/srv/app/uploads" and d.sqlite["notes"].writers is None
+    for bad in ("relative/path", "/srv/../etc", "/srv/app/", "/srv//app", "/etc", "/", "/srv/a b", "/srv/$(x)"):
+        with pytest.raises(ValidationError):
+            Data.model_validate({"directories": {"x": {"path": bad}}})
+    with pytest.raises(ValidationError):
+        Data.model_validate({"sqlite": {"x": {"path": "/srv/a.db", "writers": {"stop": "a\nb"}}}})
+    with pytest.raises(ValidationError):
+        Data.model_validate({"sqlite": {"x": {"path": "/srv/a.db", "unknown": 1}}})
+
+
+def _tree(root: Path) -> None:
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a.txt").write_text("a\n")
+    os.link(root / "d" / "a.txt", root / "d" / "b.txt")
+    (root / "l").symlink_to("d/a.txt")
+    (root / "c.bin").write_bytes(os.urandom(3000))
+    os.chmod(root / "c.bin", 0o640)
+
+
+def test_the_manifest_sees_content_modes_links_and_hard_links_never_mtimes(tmp_path: Path) -> None:
+    src, tgt = tmp_path / "src", tmp_path / "tgt"
+    _tree(src)
+    _tree(tgt)
+    (tgt / "c.bin").write_bytes((src / "c.bin").read_bytes())
+    a, b = files.manifest(local, str(src)), files.manifest(local, str(tgt))
+    assert a.files == 3 and set(a.entries) == {".", "d", "d/a.txt", "d/b.txt", "l", "c.bin"}
+    assert a.entries["d/b.txt"].link == "d/a.txt" and a.entries["l"].value == "d/a.txt"
+    os.utime(tgt / "c.bin", (1, 1))  # an mtime alone is no difference
+    assert files.compare(a, b).ok and a.digest() == b.digest()
+
+    data = bytearray((tgt / "c.bin").read_bytes())
+    data[100] ^= 1  # one byte, same size
+    (tgt / "c.bin").write_bytes(bytes(data))
+    os.chmod(tgt / "c.bin", 0o600)
+    (tgt / "d" / "b.txt").unlink()
+    (tgt / "d" / "b.txt").write_text("a\n")  # same content, no longer a hard link
+    (tgt / "l").unlink()
+    (tgt / "l").symlink_to("d/b.txt")
+    (tgt / "extra").write_text("x")
+    (src / "gone").write_text("y")
+    diff = files.compare(files.manifest(local, str(src)), files.manifest(local, str(tgt)))
+    assert diff.missing == ("gone",) and diff.extra == ("extra",) and diff.content == ("c.bin",)
+    text = "\n".join(diff.problems())
+    assert "mode 640 -> 600: c.bin" in text and "symlink target d/a.txt -> d/b.txt: l" in text
+    assert "hard links d/a.txt -> none: d/a.txt" in text and diff.count() == 7
+    with pytest.raises(files.PathMissing):
+        files.manifest(local, str(tmp_path / "nothere"))
+
+
+def test_the_sqlite_digest_catches_a_row_a_changed_value_and_a_broken_schema(tmp_path: Path) -> None:
+    def make(p: Path) -> None:
+        c = sqlite3.connect(p)
+        c.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE u(x);"
+                        "INSERT INTO t(v) VALUES ('a'), ('b'), ('c'); INSERT INTO u VALUES (1), (2);")
+        c.commit()
+        c.close()
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    make(a)
+    files.sqlite_snapshot(local, str(a), str(b))  # the online backup API
+    da, db = files.sqlite_digest(local, str(a)), files.sqlite_digest(local, str(b), integrity=True)
+    assert db["integrity"] == ["ok"] and files.sqlite_compare(da, db) == ([], ["t", "u"])
+    c = sqlite3.connect(b)
+    c.execute("UPDATE t SET v = 'B' WHERE id = 2")
+    c.execute("DELETE FROM u WHERE x = 2")
+    c.commit()
+    c.close()
+    problems, _ = files.sqlite_compare(da, files.sqlite_digest(local, str(b)))
+    assert problems == ["table t: content differs (hash)", "table u: 2 rows at the source, 1 at the target"]
+    c = sqlite3.connect(b)
+    c.execute("CREATE TABLE w(y)")
+    c.commit()
+    c.close()
+    problems, _ = files.sqlite_compare(da, files.sqlite_digest(local, str(b)))
+    assert "schema differs" in problems and "table w only at the target" in problems
+
+
+def test_push_runs_rsync_keeping_everything_with_the_pinned_host_key_and_reports_a_full_disk() -> None:
+    seen: list[str] = []
+
+    def shell(command: str, stdin: str | None = None, timeout: float = 0) -> str:
+        seen.append(command)
+        return "Number of regular files transferred: 3\nTotal transferred file size: 1,234 bytes\n@rc=0\n"
+
+    acc = files.PushAccess("liferaft-push-x", ".liferaft/k", ".liferaft/kh", "10.0.0.2", 2222, "root")
+    out = files.push(shell, acc, "/srv/u", "/srv/u")
+    assert out["files_copied"] == 3 and out["bytes_copied"] == 1234
+    cmd = seen[0]
+    assert "rsync -aH --numeric-ids" in cmd and "--delete" in cmd and "StrictHostKeyChecking=yes" in cmd
+    assert "UserKnownHostsFile=.liferaft/kh" in cmd and "-p 2222" in cmd and "root@10.0.0.2:/srv/u/" in cmd
+    assert "StrictHostKeyChecking=no" not in cmd
+    files.push(shell, acc, "/srv/u", "/srv/u", acls_xattrs=True)
+    assert "rsync -aHAX --numeric-ids" in seen[1]
+
+    def full(command: str, stdin: str | None = None, timeout: float = 0) -> Any:
+        return "rsync: write failed on \"/srv/u/x\": No space left on device (28)\n@rc=11\n"
+
+    with pytest.raises(files.DiskFull):
+        files.push(full, acc, "/srv/u", "/srv/u")
