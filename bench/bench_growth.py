@@ -3,6 +3,7 @@ objects, against rclone at the same sizes in the same run.
 
     nice -n 19 python -m bench.bench_growth [--sizes 1000,10000,100000,1000000] [--object-bytes 1024]
                                             [--workers 16] [--dir /var/tmp] [--no-rclone] [--json]
+                                            [--rows FILE] [--from-rows FILE]
 
 Source and target: libcloud's `local` storage driver (liferaft's libcloud adapter), one directory per bucket on
 the local disk (page cache). It is the fastest honest source the lab offers at a million objects: moto and
@@ -146,7 +147,13 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def run_size(work: Path, n: int, workers: int, rclone_on: bool) -> list[dict[str, Any]]:
+def _save(path: str | None, row: dict[str, Any]) -> None:
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str | None) -> list[dict[str, Any]]:
     src_root, dst_root = work / "src", work / "dst"
     state = work / f"state-{n}"
     lr_bucket, rc_bucket = f"lr-{n}", f"rc-{n}"
@@ -167,6 +174,7 @@ def run_size(work: Path, n: int, workers: int, rclone_on: bool) -> list[dict[str
         if op in ("observe", "verify", "gate"):
             assert r["listed"] == n and r.get("ok", True), r
         rows.append(row)
+        _save(rows_file, row)
         print(f"  {n:>8} {op:<8} liferaft {wall:8.2f} s  {r['rss_kib'] / 1024:6.1f} MiB", file=sys.stderr,
               flush=True)
         return row
@@ -176,19 +184,16 @@ def run_size(work: Path, n: int, workers: int, rclone_on: bool) -> list[dict[str
         wall, peak, _ = measured(["rclone", *args, *RCLONE_FLAGS], env)
         rows.append({"n": n, "op": op, "tool": "rclone", "seconds": wall, "rss_mib": peak / 1024,
                      "listing_s": None})
+        _save(rows_file, rows[-1])
         print(f"  {n:>8} {op:<8} rclone   {wall:8.2f} s  {peak / 1024:6.1f} MiB", file=sys.stderr, flush=True)
 
     src_dir, lr_dir, rc_dir = src_root / "bench", dst_root / lr_bucket, dst_root / rc_bucket
-    lr("sync")
-    lr("resync")
-    lr("observe")
-    lr("gate")
-    lr("verify")
-    if rclone_on:
-        rc("sync", ["copy", str(src_dir), str(rc_dir)])
-        rc("resync", ["sync", str(src_dir), str(rc_dir)])
-        rc("observe", ["size", str(src_dir)])
-        rc("verify", ["check", str(src_dir), str(rc_dir)])
+    peers = {"sync": ["copy", str(src_dir), str(rc_dir)], "resync": ["sync", str(src_dir), str(rc_dir)],
+             "observe": ["size", str(src_dir)], "verify": ["check", str(src_dir), str(rc_dir)]}
+    for op in ("sync", "resync", "observe", "gate", "verify"):  # each op's pair together: a cut-short run has them
+        lr(op)
+        if rclone_on and op in peers:
+            rc(op, peers[op])
     shutil.rmtree(lr_dir, ignore_errors=True)
     shutil.rmtree(rc_dir, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
@@ -237,7 +242,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dir", default="/var/tmp", help="where the buckets' directories go (a local disk)")
     p.add_argument("--no-rclone", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rows", help="append each row to this file (JSON lines) as it is measured")
+    p.add_argument("--from-rows", help="print the tables of a --rows file (e.g. of a run cut short) and exit")
     a = p.parse_args(argv)
+    if a.from_rows:
+        rows = [json.loads(line) for line in Path(a.from_rows).read_text().splitlines() if line.strip()]
+        print(table(rows) + "\n\n" + growth(rows))
+        return {"rows": rows}
     sizes = sorted(int(s) for s in a.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="liferaft-growth-", dir=a.dir))
     (work / "stack.yaml").write_text(
@@ -257,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fill(work / "src", "bench", filled, n, a.object_bytes)
             filled = n
             print(f"filled {n:,} objects in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-            rows.extend(run_size(work, n, a.workers, not a.no_rclone))
+            rows.extend(run_size(work, n, a.workers, not a.no_rclone, a.rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
