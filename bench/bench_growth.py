@@ -75,12 +75,18 @@ def child_main(argv: list[str]) -> None:
         from liferaft.movers.objects import SyncOptions, sync
 
         marks: dict[str, float] = {}
+        progress = Path(cfg["progress"])
 
         def on_event(ev: Any) -> None:
             if ev.kind == "objects.plan":
                 marks.setdefault("plan", time.monotonic())
+            if ev.kind == "objects.progress":  # a run cut short still says how far it got, how fast, how big
+                with progress.open("a") as f:
+                    f.write(json.dumps({"n": cfg["n"], "op": op, "done": ev.data["done"], "of": ev.data["total"],
+                                        "seconds": time.monotonic() - t0, "listing_s": marks["plan"] - t0,
+                                        "rss_kib": _vmhwm_kib()}) + "\n")
 
-        r = sync(src, dst, cfg["state"], SyncOptions(workers=cfg["workers"], progress_interval=5.0, create_target=True),
+        r = sync(src, dst, cfg["state"], SyncOptions(workers=cfg["workers"], progress_interval=30.0, create_target=True),
                  events=on_event)
         out.update(copied=r.copied, skipped=r.skipped, listed=r.listed, listing_s=marks["plan"] - t0)
     elif op == "observe":
@@ -158,7 +164,8 @@ def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str |
     state = work / f"state-{n}"
     lr_bucket, rc_bucket = f"lr-{n}", f"rc-{n}"
     cfg = {"src_root": str(src_root), "dst_root": str(dst_root), "bucket": "bench", "target": lr_bucket,
-           "state": str(state), "workers": workers, "stack": str(work / "stack.yaml")}
+           "state": str(state), "workers": workers, "stack": str(work / "stack.yaml"), "n": n,
+           "progress": rows_file + ".progress" if rows_file else os.devnull}
     rows: list[dict[str, Any]] = []
 
     def lr(op: str) -> dict[str, Any]:
@@ -190,7 +197,7 @@ def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str |
     src_dir, lr_dir, rc_dir = src_root / "bench", dst_root / lr_bucket, dst_root / rc_bucket
     peers = {"sync": ["copy", str(src_dir), str(rc_dir)], "resync": ["sync", str(src_dir), str(rc_dir)],
              "observe": ["size", str(src_dir)], "verify": ["check", str(src_dir), str(rc_dir)]}
-    for op in ("sync", "resync", "observe", "gate", "verify"):  # each op's pair together: a cut-short run has them
+    for op in ("observe", "sync", "resync", "gate", "verify"):  # each op's pair together: a cut-short run has them
         lr(op)
         if rclone_on and op in peers:
             rc(op, peers[op])
