@@ -3,7 +3,8 @@ objects, against rclone at the same sizes in the same run.
 
     nice -n 19 python -m bench.bench_growth [--sizes 1000,10000,100000,1000000] [--object-bytes 1024]
                                             [--workers 16] [--dir /var/tmp] [--no-rclone] [--json]
-                                            [--rows FILE] [--from-rows FILE]
+                                            [--rows FILE] [--from-rows FILE] [--work DIR --keep]
+                                            [--link-above N] [--peer-last]
 
 Source and target: libcloud's `local` storage driver (liferaft's libcloud adapter), one directory per bucket on
 the local disk (page cache). It is the fastest honest source the lab offers at a million objects: moto and
@@ -139,14 +140,28 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
         return dt, peak, out.read()
 
 
-def fill(root: Path, bucket: str, start: int, end: int, size: int) -> None:
-    """Objects start..end-1 of the source bucket: `dNNNN/oNNNNNNN`, `size` random bytes each."""
+def _key(i: int) -> str:
+    return f"d{i // PER_PREFIX:04d}/o{i:07d}"
+
+
+def fill(root: Path, bucket: str, start: int, end: int, size: int, link_above: int = 0) -> None:
+    """Objects start..end-1 of the source bucket: `dNNNN/oNNNNNNN`, `size` random bytes each; with link_above, object
+    i >= link_above is a hard link to object i % link_above (same bytes, its own key: a fill ~5x cheaper)."""
     base = root / bucket
     for i in range(start, end):
         d = base / f"d{i // PER_PREFIX:04d}"
         if i % PER_PREFIX == 0 or i == start:
             d.mkdir(parents=True, exist_ok=True)
-        (d / f"o{i:07d}").write_bytes(os.urandom(size))
+        if link_above and i >= link_above:
+            os.link(base / _key(i % link_above), base / _key(i))
+        else:
+            (base / _key(i)).write_bytes(os.urandom(size))
+
+
+def filled_already(root: Path, bucket: str) -> int:
+    """How many objects an earlier fill of this source made (it fills in key order)."""
+    base = root / bucket
+    return sum(len(os.listdir(base / d)) for d in os.listdir(base)) if base.is_dir() else 0
 
 
 def _du(path: Path) -> int:
@@ -159,7 +174,8 @@ def _save(path: str | None, row: dict[str, Any]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str | None) -> list[dict[str, Any]]:
+def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str | None, peer_last: bool = False
+             ) -> list[dict[str, Any]]:
     src_root, dst_root = work / "src", work / "dst"
     state = work / f"state-{n}"
     lr_bucket, rc_bucket = f"lr-{n}", f"rc-{n}"
@@ -197,10 +213,20 @@ def run_size(work: Path, n: int, workers: int, rclone_on: bool, rows_file: str |
     src_dir, lr_dir, rc_dir = src_root / "bench", dst_root / lr_bucket, dst_root / rc_bucket
     peers = {"sync": ["copy", str(src_dir), str(rc_dir)], "resync": ["sync", str(src_dir), str(rc_dir)],
              "observe": ["size", str(src_dir)], "verify": ["check", str(src_dir), str(rc_dir)]}
-    for op in ("observe", "sync", "resync", "gate", "verify"):  # each op's pair together: a cut-short run has them
-        lr(op)
-        if rclone_on and op in peers:
-            rc(op, peers[op])
+    if peer_last:  # liferaft's curve first (the target), then rclone's: a run cut short has the former
+        lr("observe")
+        if rclone_on:
+            rc("observe", peers["observe"])
+        for op in ("sync", "resync", "gate", "verify"):
+            lr(op)
+        for op in ("sync", "resync", "verify"):
+            if rclone_on:
+                rc(op, peers[op])
+    else:
+        for op in ("observe", "sync", "resync", "gate", "verify"):  # each op's pair together
+            lr(op)
+            if rclone_on and op in peers:
+                rc(op, peers[op])
     shutil.rmtree(lr_dir, ignore_errors=True)
     shutil.rmtree(rc_dir, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
@@ -250,6 +276,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-rclone", action="store_true")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rows", help="append each row to this file (JSON lines) as it is measured")
+    p.add_argument("--work", help="the work directory (default: a new one under --dir); a source filled there "
+                   "before is reused and grown")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--link-above", type=int, default=0, help="objects from this index on are hard links to the "
+                   "first ones (i %% N): a fill of a million files takes most of an hour on a loaded machine")
+    p.add_argument("--peer-last", action="store_true", help="all of liferaft's operations first, then rclone's")
     p.add_argument("--from-rows", help="print the tables of a --rows file (e.g. of a run cut short) and exit")
     a = p.parse_args(argv)
     if a.from_rows:
@@ -257,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(table(rows) + "\n\n" + growth(rows))
         return {"rows": rows}
     sizes = sorted(int(s) for s in a.sizes.split(","))
-    work = Path(tempfile.mkdtemp(prefix="liferaft-growth-", dir=a.dir))
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="liferaft-growth-", dir=a.dir))
     (work / "stack.yaml").write_text(
         "version: 1\nname: growth\nproviders:\n"
         f"  src: {{type: libcloud, storage: {{driver: local, path: {work / 'src'}}}}}\n"
@@ -267,17 +299,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sites:\n  a: {compute: hosts, objects: src}\n  b: {compute: hosts, objects: dst}\nprimary: a\n"
         "alternates: [b]\nservices: {}\n")
     rows: list[dict[str, Any]] = []
-    filled = 0
+    filled = filled_already(work / "src", "bench")
     t_start = time.monotonic()
     try:
         for n in sizes:
             t0 = time.monotonic()
-            fill(work / "src", "bench", filled, n, a.object_bytes)
-            filled = n
+            if n > filled:
+                fill(work / "src", "bench", filled, n, a.object_bytes, a.link_above)
+                filled = n
             print(f"filled {n:,} objects in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-            rows.extend(run_size(work, n, a.workers, not a.no_rclone, a.rows))
+            rows.extend(run_size(work, n, a.workers, not a.no_rclone, a.rows, a.peer_last))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows,
               "command": "python -m bench.bench_growth " + " ".join(argv if argv is not None else sys.argv[1:]),
