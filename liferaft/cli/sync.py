@@ -99,7 +99,7 @@ def sync(opts: GlobalOptions, source: str | None, target: str | None, bucket: st
         emit_json(out)
     else:
         r = result
-        n = len(r.copied_keys) if r.dry_run else r.copied
+        n = r.listed - r.skipped if r.dry_run else r.copied
         click.echo(f"{r.source} -> {r.target}: {'would copy' if r.dry_run else 'copied'} {n}, current {r.skipped}, deleted {r.deleted}, {r.bytes_copied / 1e6:.1f} MB in {r.seconds:.2f} s "
                    f"({r.objects_per_s:.0f} objects/s, {r.mb_per_s:.1f} MB/s)")
         if report is not None:

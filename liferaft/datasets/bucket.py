@@ -62,7 +62,7 @@ def sync_bucket(ctx: RunContext, ds: Dataset, *, final_delta: bool = False) -> d
     res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events)
     d = res.to_dict()
     out = {k: d[k] for k in ("listed", "copied", "skipped", "bytes_copied", "seconds", "objects_per_s")}
-    out["copied_keys"] = list(res.copied_keys) if len(res.copied_keys) <= DELTA_KEYS_MAX else None
+    out["copied_keys"] = list(res.copied_keys) if res.copied <= DELTA_KEYS_MAX else None
     return out
 
 
@@ -70,18 +70,32 @@ def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -
     """After a full sha256 verification before the freeze: compare both listings (every key present, same size),
     ask the sync manifest whether any object changed on either side since it was copied (same-provider ETags),
     and read back by sha256 the objects the final delta copied. Returns (problems, objects listed)."""
-    from liferaft.movers.objects import SyncOptions, list_both, sha256_of, sync
+    from liferaft.movers.objects import is_current, joined, manifest_for, sha256_of
 
-    s, t = list_both(src, tgt)
-    stale = sync(src, tgt, manifest_dir, SyncOptions(dry_run=True)).copied_keys
-    problems = [f"missing at the target: {k}" for k in sorted(set(s) - set(t))]
-    problems += [f"differs (size {s[k].size} != {t[k].size}): {k}" for k in sorted(set(s) & set(t))
-                 if s[k].size != t[k].size]
-    # Objects changed on either side since they were copied and verified are read back too.
-    keys = sorted({k for k in [*delta_keys, *stale] if k in s and k in t})
+    # One pass over both listings and the sync's manifest, joined in key order (memory flat in the number of
+    # objects); only the objects to read back are kept.
+    delta = set(delta_keys)
+    missing: list[str] = []
+    sizes: list[str] = []
+    keys: list[str] = []
+    listed = 0
+    with manifest_for(manifest_dir, src, tgt) as manifest:
+        for key, s, t, entry in joined(src, tgt, manifest):
+            if s is None:
+                continue
+            listed += 1
+            if t is None:
+                missing.append(f"missing at the target: {key}")
+                continue
+            if s.size != t.size:
+                sizes.append(f"differs (size {s.size} != {t.size}): {key}")
+            # Objects changed on either side since they were copied and verified are read back too.
+            if key in delta or not is_current(s, t, entry):
+                keys.append(key)
+    problems = missing + sizes
     problems += [f"differs (sha256): {k}" for k in keys  # shared clients: one thread per side
                  if sha256_of(src.client(), src.bucket, k) != sha256_of(tgt.client(), tgt.bucket, k)]
-    return problems, len(s)
+    return problems, listed
 
 
 class Bucket(BucketStandby):

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS copied (
     PRIMARY KEY (pair, key)
 ) WITHOUT ROWID;
 """
+
+PAGE = 1000  # manifest rows read at once by `rows`
+_SELECT = "SELECT key, size, src_sha256, tgt_sha256, src_etag, tgt_etag, copied_at FROM copied"
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,29 @@ class Manifest:
         self.close()
 
     def load(self) -> dict[str, Entry]:
+        """Every row of the pair at once (small manifests; a sync walks `rows` instead)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT key, size, src_sha256, tgt_sha256, src_etag, tgt_etag, copied_at FROM copied WHERE pair = ?",
-                (self.pair,)).fetchall()
+            rows = self._db.execute(f"{_SELECT} WHERE pair = ?", (self.pair,)).fetchall()
         return {r[0]: Entry(*r) for r in rows}
+
+    def rows(self, page: int | None = None) -> Iterator[Entry]:
+        """Every row of the pair in key order, read a page at a time (memory flat whatever the count). Each page is
+        its own short read (key > the last one seen), so no read transaction stays open while a sync records rows:
+        a long one would keep SQLite from checkpointing, and the WAL would grow by a page per object."""
+        page = page or PAGE
+        last: str | None = None
+        while True:
+            with self._lock:
+                if last is None:
+                    batch = self._db.execute(f"{_SELECT} WHERE pair = ? ORDER BY key LIMIT ?",
+                                             (self.pair, page)).fetchall()
+                else:
+                    batch = self._db.execute(f"{_SELECT} WHERE pair = ? AND key > ? ORDER BY key LIMIT ?",
+                                             (self.pair, last, page)).fetchall()
+            yield from (Entry(*r) for r in batch)
+            if len(batch) < page:
+                return
+            last = batch[-1][0]
 
     def record(self, entry: Entry) -> None:
         with self._lock:

@@ -5,6 +5,9 @@
   part. Every byte is hashed once on the way; large objects are never held whole. The sha256 of a large object
   reaches the target's metadata only when the source declared it (`unknown_hash`); the manifest always has it.
 - Concurrent: both listings run at once; transfers run on a thread pool.
+- Memory flat in the number of objects: both listings (each in key order, checked) and the manifest (read a page
+  at a time) are joined in one pass in key order, never held whole; what to copy is spooled (a temporary file
+  beyond SPOOL_IN_MEMORY objects); SyncResult keeps at most `keys_limit` keys. One pass, no lookup per object.
 - Incremental: a manifest (SQLite, see manifest.py) records size and sha256 at source and target of every copied
   object, plus both sides' ETags at copy time. An object is skipped when the manifest says it was copied, its size
   is unchanged and neither side's same-provider ETag moved. ETags are never compared across providers.
@@ -20,9 +23,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import marshal
+import queue
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +90,8 @@ class SyncOptions:
     # Create the target bucket first if it does not exist (the same idempotent `create_bucket` failover and
     # replicate use); a dry run only looks and plans against an empty target.
     create_target: bool = False
+    # SyncResult.copied_keys keeps at most this many keys (None: all): a million keys would be ~80 MB.
+    keys_limit: int | None = 10_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class SyncResult:
     bytes_copied: int
     bytes_total: int
     seconds: float
+    # the keys copied (a dry run: to copy), sorted, at most SyncOptions.keys_limit of them; `copied` counts all
     copied_keys: tuple[str, ...] = field(default=(), repr=False)
     failed: tuple[tuple[str, str], ...] = ()
     dry_run: bool = False
@@ -128,13 +138,168 @@ def _target_key(source: Endpoint, target: Endpoint, key: str) -> str:
     return target.prefix + key[len(source.prefix):]
 
 
-def list_both(source: Endpoint, target: Endpoint) -> tuple[dict[str, ObjectInfo], dict[str, ObjectInfo]]:
-    """List both sides concurrently. Target keys are mapped back into source key space."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        fs = pool.submit(lambda: {o.key: o for o in source.client().list_objects(source.bucket, source.prefix)})
-        ft = pool.submit(lambda: {source.prefix + o.key[len(target.prefix):]: o
-                                  for o in target.client().list_objects(target.bucket, target.prefix)})
-        return fs.result(), ft.result()
+LISTING_BATCH = 500  # objects a listing thread hands over at once; it runs at most LISTING_BATCHES batches ahead
+LISTING_BATCHES = 4
+SPOOL_IN_MEMORY = 10_000  # objects to copy kept in memory; more go to an unnamed temporary file
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+def _read_ahead(make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    """Iterate make() on its own thread, at most LISTING_BATCHES x LISTING_BATCH items ahead of the consumer: both
+    listings run at once, and neither is ever held whole. The thread stops when the consumer does."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=LISTING_BATCHES)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            batch: list[Any] = []
+            for x in make():
+                batch.append(x)
+                if len(batch) >= LISTING_BATCH:
+                    if not put(batch):
+                        return
+                    batch = []
+            if put(batch):
+                put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Failed(exc))
+
+    threading.Thread(target=run, name="liferaft-list", daemon=True).start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield from item
+    finally:
+        stop.set()
+
+
+def _in_key_order(infos: Iterable[ObjectInfo], label: str, strip: str = "", add: str = ""
+                  ) -> Iterator[tuple[str, ObjectInfo]]:
+    """(key in the source's key space, info), checking that the listing is in strictly ascending key order (what
+    S3-style stores and liferaft's adapters give): the join below relies on it, and a wrong join could make
+    `delete` remove objects the source has."""
+    last: str | None = None
+    for o in infos:
+        key = add + o.key[len(strip):]
+        if last is not None and key <= last:
+            raise ProviderError(label, "list objects", f"the listing is not in key order ({key!r} came after "
+                                f"{last!r}); liferaft joins both sides' listings in key order",
+                                hint="report this with the provider's name: its adapter must list in key order")
+        last = key
+        yield key, o
+
+
+def merge_listings(source: Endpoint, target: Endpoint, *, target_exists: bool = True
+                   ) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
+    """Both listings, joined in key order: (key in the source's key space, source info, target info), one side None
+    where the object is on one side only. Both sides are listed at once, each a bounded distance ahead of the join;
+    memory stays flat whatever the number of objects."""
+    src = _read_ahead(lambda: _in_key_order(source.client().list_objects(source.bucket, source.prefix),
+                                            source.label()))
+    tgt: Iterator[tuple[str, ObjectInfo]] = iter(())
+    if target_exists:
+        tgt = _read_ahead(lambda: _in_key_order(target.client().list_objects(target.bucket, target.prefix),
+                                                target.label(), target.prefix, source.prefix))
+    x, y = next(src, None), next(tgt, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x[0] < y[0]):
+            assert x is not None
+            yield x[0], x[1], None
+            x = next(src, None)
+        elif x is None or y[0] < x[0]:
+            yield y[0], None, y[1]
+            y = next(tgt, None)
+        else:
+            yield x[0], x[1], y[1]
+            x, y = next(src, None), next(tgt, None)
+
+
+def joined(source: Endpoint, target: Endpoint, manifest: Manifest, *, target_exists: bool = True
+           ) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None, Entry | None]]:
+    """merge_listings with each key's manifest row (None if it has none), the manifest read in key order a page at
+    a time alongside: no lookup per object, nothing held whole."""
+    rows = manifest.rows()
+    e = next(rows, None)
+    for key, s, t in merge_listings(source, target, target_exists=target_exists):
+        while e is not None and e.key < key:
+            e = next(rows, None)
+        yield key, s, t, (e if e is not None and e.key == key else None)
+
+
+class _Spool:
+    """The objects to copy, in key order: in memory up to SPOOL_IN_MEMORY, beyond that in an unnamed temporary
+    file (marshal records), so a million objects to copy cost disk, not memory."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = SPOOL_IN_MEMORY if limit is None else limit
+        self.items: list[ObjectInfo] = []
+        self.file: Any = None
+        self.count = 0
+
+    def add(self, o: ObjectInfo) -> None:
+        self.count += 1
+        if self.file is None and len(self.items) < self.limit:
+            self.items.append(o)
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="liferaft-sync-")  # noqa: SIM115 - closed by close()
+            for held in self.items:
+                self._dump(held)
+            self.items = []
+        self._dump(o)
+
+    def _dump(self, o: ObjectInfo) -> None:
+        marshal.dump((o.key, o.size, o.sha256, o.etag, o.modified), self.file)
+
+    def __iter__(self) -> Iterator[ObjectInfo]:
+        if self.file is None:
+            yield from self.items
+            return
+        self.file.seek(0)
+        while True:
+            try:
+                fields = marshal.load(self.file)
+            except EOFError:
+                return
+            yield ObjectInfo(*fields)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class _Keys:
+    """Keys done: counted all, kept up to `limit` (None: all) for the result."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.keys: list[str] = []
+        self.count = 0
+
+    def append(self, key: str) -> None:
+        self.count += 1
+        if self.limit is None or len(self.keys) < self.limit:
+            self.keys.append(key)
 
 
 def is_current(src: ObjectInfo, tgt: ObjectInfo | None, entry: Entry | None) -> bool:
@@ -280,45 +445,62 @@ def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: Syn
         target_exists = target.objects.bucket_exists(target.bucket)
     elif options.create_target:
         target.objects.create_bucket(target.bucket)
-    if target_exists:
-        src, tgt = list_both(source, target)
-    else:
-        src, tgt = {o.key: o for o in source.client().list_objects(source.bucket, source.prefix)}, {}
+    if not target_exists:
         ev.emit("objects.create_bucket", f"{target.label()} does not exist: a sync would create it",
                 bucket=target.bucket)
     with manifest_for(state_dir, source, target) as manifest:
-        entries = manifest.load()
-        todo = [o for k, o in sorted(src.items()) if not is_current(o, tgt.get(k), entries.get(k))]
-        extra = sorted(set(tgt) - set(src)) if options.delete else []
-        total_bytes = sum(o.size for o in todo)
-        ev.emit("objects.plan", f"{len(todo)} to copy ({total_bytes} bytes), {len(src) - len(todo)} current"
-                + (f", {len(extra)} to delete" if extra else ""), listed=len(src), to_copy=len(todo),
-                bytes=total_bytes, to_delete=len(extra), current=len(src) - len(todo))
-        if options.dry_run:
-            return SyncResult(source.label(), target.label(), len(src), 0, len(src) - len(todo), 0, 0, total_bytes,
-                              time.monotonic() - t0, tuple(o.key for o in todo), dry_run=True)
-        counters = _Counters(options.memory_budget or max(1, options.workers) * CHUNK_SIZE)
-        copied: list[str] = []
-        failed: list[tuple[str, str]] = []
-        t_copy = time.monotonic()
-        _run_pool(todo, lambda o: copy_with_retries(source, target, o, manifest, counters, options), options.workers,
-                  copied, failed, lambda: _progress(ev, counters, len(todo), total_bytes, t_copy),
-                  options.progress_interval)
-        deleted = 0
-        for key in extra:
-            target.objects.delete_object(target.bucket, _target_key(source, target, key))
-            manifest.forget(key)
-            deleted += 1
-        if extra:
-            ev.emit("objects.deleted", f"deleted {deleted} objects absent from the source", deleted=deleted)
+        todo = _Spool()
+        try:
+            return _sync(source, target, manifest, todo, options, ev, t0, target_exists)
+        finally:
+            todo.close()
+
+
+def _sync(source: Endpoint, target: Endpoint, manifest: Manifest, todo: _Spool, options: SyncOptions, ev: Events,
+          t0: float, target_exists: bool) -> SyncResult:
+    # One pass over both listings and the manifest, joined in key order: what to copy goes to the spool (then
+    # the copy reads it back), so the plan's counts are known before the first copy and nothing is held whole.
+    listed = total_bytes = 0
+    extra: list[str] = []  # target objects absent from the source (kept only with delete)
+    for key, s, t, e in joined(source, target, manifest, target_exists=target_exists):
+        if s is None:
+            if options.delete:
+                extra.append(key)
+            continue
+        listed += 1
+        if not is_current(s, t, e):
+            todo.add(s)
+            total_bytes += s.size
+    current = listed - todo.count
+    ev.emit("objects.plan", f"{todo.count} to copy ({total_bytes} bytes), {current} current"
+            + (f", {len(extra)} to delete" if extra else ""), listed=listed, to_copy=todo.count,
+            bytes=total_bytes, to_delete=len(extra), current=current)
+    if options.dry_run:
+        return SyncResult(source.label(), target.label(), listed, 0, current, 0, 0, total_bytes,
+                          time.monotonic() - t0, tuple(itertools.islice((o.key for o in todo),
+                                                                        options.keys_limit)), dry_run=True)
+    counters = _Counters(options.memory_budget or max(1, options.workers) * CHUNK_SIZE)
+    copied = _Keys(options.keys_limit)
+    failed: list[tuple[str, str]] = []
+    t_copy = time.monotonic()
+    _run_pool(iter(todo), lambda o: copy_with_retries(source, target, o, manifest, counters, options),
+              options.workers, copied, failed, lambda: _progress(ev, counters, todo.count, total_bytes, t_copy),
+              options.progress_interval)
+    deleted = 0
+    for key in extra:
+        target.objects.delete_object(target.bucket, _target_key(source, target, key))
+        manifest.forget(key)
+        deleted += 1
+    if extra:
+        ev.emit("objects.deleted", f"deleted {deleted} objects absent from the source", deleted=deleted)
     seconds = time.monotonic() - t0
-    result = SyncResult(source.label(), target.label(), len(src), len(copied), len(src) - len(todo), deleted,
-                        counters.bytes, total_bytes, seconds, tuple(sorted(copied)), tuple(failed))
+    result = SyncResult(source.label(), target.label(), listed, copied.count, current, deleted,
+                        counters.bytes, total_bytes, seconds, tuple(sorted(copied.keys)), tuple(failed))
     ev.emit("objects.done", f"copied {result.copied}, skipped {result.skipped}, deleted {deleted} in {seconds:.2f} s"
             f" ({result.objects_per_s:.0f} objects/s, {result.mb_per_s:.1f} MB/s)", **result.to_dict())
     if failed:
         first = "\n  ".join(f"{k}: {e}" for k, e in failed[:5])
-        raise RunFailed(f"{len(failed)} of {len(todo)} objects failed to copy:\n  {first}",
+        raise RunFailed(f"{len(failed)} of {todo.count} objects failed to copy:\n  {first}",
                         hint="run the sync again: finished objects are not copied twice")
     return result
 
@@ -332,10 +514,10 @@ def _progress(ev: Events, counters: _Counters, total: int, total_bytes: int, t0:
             total_bytes=total_bytes, objects_per_s=round(n / dt, 1), mb_per_s=round(b / 1e6 / dt, 2))
 
 
-def _run_pool(items: list[ObjectInfo], fn: Callable[[ObjectInfo], int], workers: int, done: list[str],
+def _run_pool(items: Iterator[ObjectInfo], fn: Callable[[ObjectInfo], int], workers: int, done: _Keys,
               failed: list[tuple[str, str]], tick: Callable[[], None], interval: float) -> None:
     """Run fn over items with at most 2*workers in flight; collect keys done and failures; tick periodically."""
-    it = iter(items)
+    it = items
     inflight: dict[Future[int], str] = {}
     last = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="liferaft-sync") as pool:
@@ -362,6 +544,25 @@ def _run_pool(items: list[ObjectInfo], fn: Callable[[ObjectInfo], int], workers:
 
 
 # ---------------------------------------------------------------------------------------------------- verify
+def _bounded_map(fn: Callable[[Any], Any], items: Iterator[Any], workers: int, name: str) -> Iterator[Any]:
+    """fn over items on a thread pool, at most 2*workers in flight (items are drawn as they are needed, never
+    all submitted at once); results as they finish. The first exception is raised."""
+    n = max(1, workers)
+    inflight: set[Future[Any]] = set()
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix=name) as pool:
+        while True:
+            while len(inflight) < 2 * n:
+                item = next(items, _END)
+                if item is _END:
+                    break
+                inflight.add(pool.submit(fn, item))
+            if not inflight:
+                return
+            finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
 def mark_stale(state_dir: str | Path, source: Endpoint, target: Endpoint, keys: tuple[str, ...]) -> None:
     """Forget the manifest rows of `keys` (source key space): the next sync treats them as not copied."""
     with manifest_for(state_dir, source, target) as manifest:
@@ -400,27 +601,34 @@ def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_
     `allow_extra` is False (a sync without --delete leaves them on purpose). With `state_dir` (where the sync's
     manifest is), missing and differing objects are marked stale there: the next sync copies them again."""
     ev = as_events(events)
-    src, tgt = list_both(source, target)
-    both = sorted(set(src) & set(tgt))
+    missing: list[str] = []
+    extra: list[str] = []
     differing: list[str] = []
-    lock = threading.Lock()
+    checked = 0
 
-    def check(key: str) -> None:
-        s, t = src[key], tgt[key]
+    def both() -> Iterator[tuple[str, ObjectInfo, ObjectInfo]]:
+        nonlocal checked
+        for key, s, t in merge_listings(source, target):
+            checked += 1
+            if t is None:
+                missing.append(key)
+            elif s is None:
+                extra.append(key)
+            else:
+                yield key, s, t
+
+    def check(item: tuple[str, ObjectInfo, ObjectInfo]) -> str | None:
+        key, s, t = item
         if s.size != t.size:
-            different = True
-        else:
-            sh = _stream_sha256(source.client(), source.bucket, key)[0]
-            th = _stream_sha256(target.client(), target.bucket, _target_key(source, target, key))[0]
-            different = sh != th
-        if different:
-            with lock:
-                differing.append(key)
+            return key
+        sh = _stream_sha256(source.client(), source.bucket, key)[0]
+        th = _stream_sha256(target.client(), target.bucket, _target_key(source, target, key))[0]
+        return key if sh != th else None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="liferaft-verify") as pool:
-        list(pool.map(check, both))
-    report = ObjectsVerifyReport(source.label(), target.label(), len(set(src) | set(tgt)),
-                                 tuple(sorted(set(src) - set(tgt))), tuple(sorted(set(tgt) - set(src))),
+    for key in _bounded_map(check, both(), workers, "liferaft-verify"):
+        if key is not None:
+            differing.append(key)
+    report = ObjectsVerifyReport(source.label(), target.label(), checked, tuple(missing), tuple(extra),
                                  tuple(sorted(differing)))
     if state_dir is not None and (report.missing or report.differing):
         mark_stale(state_dir, source, target, report.missing + report.differing)

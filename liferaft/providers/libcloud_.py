@@ -111,16 +111,46 @@ class LibcloudObjects(Section):
             self.call(op, lambda: self._s3().get_container(bucket))  # NotFound for a missing bucket, up front
         driver = self._s3()
         container = self._container(bucket)
-        if self.is_local:  # the local driver has no native prefix filter (it warns and filters itself)
-            it = self.call(op, lambda: driver.iterate_container_objects(container))
-        else:
-            it = self.call(op, lambda: driver.iterate_container_objects(container, prefix=prefix or None))
+        if self.is_local:
+            yield from self._local_listing(op, bucket, prefix, hashes)
+            return
+        it = self.call(op, lambda: driver.iterate_container_objects(container, prefix=prefix or None))
         with _errors.translating(self.provider, op, classify):
             for obj in it:
-                if self.is_local and (obj.name.endswith("/") or not obj.name.startswith(prefix)):
-                    continue
                 info = self._to_info(obj)
                 yield self.head_object(bucket, obj.name) if hashes and info.sha256 is None else info
+
+    def _local_listing(self, op: str, bucket: str, prefix: str, hashes: bool) -> Iterator[ObjectInfo]:
+        """The local driver's objects in key order, walked lazily. libcloud's own listing stats every file into an
+        Object, holds them all and sorts them (~1 KB per object: a GB at a million); this walks one directory at a
+        time, each sorted so that a subdirectory `a` sorts as its keys `a/...` do (after `a-b`, before `a0`), and
+        never enters a directory outside `prefix`. ETag and times as libcloud's local driver makes them (the md5
+        of the file's mtime), so manifests written before keep matching."""
+        import hashlib
+
+        from libcloud.storage.drivers.local import IGNORE_FOLDERS
+
+        self.call(op, lambda: self._s3().get_container(bucket))  # NotFound for a missing bucket, up front
+        root = os.path.join(self.driver.base_path, bucket)
+
+        def walk(path: str, rel: str) -> Iterator[ObjectInfo]:
+            with os.scandir(path) as it:
+                entries = sorted(((e.name + "/", e) if e.is_dir() else (e.name, e) for e in it
+                                  if not (e.name in IGNORE_FOLDERS and e.is_dir())), key=lambda p: p[0])
+            for name, entry in entries:
+                key = rel + name
+                if name.endswith("/"):
+                    if not entry.is_symlink() and (key.startswith(prefix) or prefix.startswith(key)):
+                        yield from walk(entry.path, key)
+                elif key.startswith(prefix):
+                    st = entry.stat()
+                    info = ObjectInfo(key=key, size=st.st_size, etag=hashlib.md5(str(st.st_mtime).encode("ascii"),
+                                                                                    usedforsecurity=False).hexdigest(),
+                                      modified=st.st_mtime)
+                    yield self.head_object(bucket, key) if hashes else info
+
+        with _errors.translating(self.provider, op, classify):
+            yield from walk(root, "")
 
     def _to_info(self, obj: Any) -> ObjectInfo:
         extra = obj.extra or {}
