@@ -251,17 +251,23 @@ def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_pat
 
 
 def _note_moved(runner: Runner, out: RunOutcome) -> None:
-    """A done failover (not a drill) moved the stack: record where it runs now, so `health --watch` stops
-    watching the old primary (a minimal record; issue 20 makes it the stack's active site)."""
-    from liferaft.engine.standby_state import record_move
+    """A done failover or failback (not a drill) moved the stack: record where it runs now, its active site
+    (liferaft.engine.active), which every later command judges against; the site it left is to be fenced."""
+    from liferaft.engine.active import record_active, run_facts
+    from liferaft.engine.standby_state import load_standby
     from liferaft.steps.drill import is_drill
 
     if out.status != "done":
         return
     with runner.journal() as journal:
         rec = journal.run(out.run_id)
-    if not is_drill(rec.plan.steps) and rec.mode != "standby":  # a standby set-up (`replicate`) moves nothing
-        record_move(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode)
+        steps = journal.steps(out.run_id)
+    if is_drill(rec.plan.steps) or rec.mode == "standby":  # a standby set-up (`replicate`) moves nothing
+        return
+    standby = load_standby(runner.state_dir, rec.plan.stack, rec.target)
+    hosts, source_host = run_facts(rec.plan.steps, steps, standby.data.get("source_host") if standby else None)
+    record_active(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode,
+                  hosts=hosts, source_host=source_host)
 
 
 @click.command("runs")
