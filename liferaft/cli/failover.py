@@ -230,6 +230,9 @@ def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_pat
     display = _display(opts, as_json)
     runner = _runner(opts, as_json, display=display)
     opts.stack().site(to)  # an unknown site is a usage error, before any lock file is made for it
+    from liferaft.cli.status import fence_before_contact
+
+    fence_before_contact(opts, opts.stack(), to, as_json)  # failback into an old primary: fenced before anything
     with display, runner.claim(to, take_site=yes):
         plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger, display)
         if saved is not None:
@@ -378,8 +381,17 @@ def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) ->
     _confirm(f"Roll back run {run_ref}?", yes)
     from liferaft.engine.standby_state import forget_move
 
+    before = opts.active()  # the active site this run may have made (and the site it fenced)
     display = _display(opts, as_json)
     with display:
         out = _runner(opts, as_json, display=display).rollback(run_ref)
+    fence = (before or {}).get("fence") if (before or {}).get("run") == out.run_id else None
+    if fence and fence.get("state") == "fenced":
+        from liferaft.cli._common import event_printer
+        from liferaft.events import Events
+        from liferaft.standby.fence import unfence_site
+
+        # the site the move left is the active one again: what fenced it is undone (else it would serve nothing)
+        unfence_site(opts.stack(), opts.state_dir, fence, Events(event_printer(as_json, opts.verbose)))
     forget_move(opts.state_dir, opts.stack().model.name, run=out.run_id)
     return _render_outcome(out, as_json)

@@ -35,7 +35,9 @@ def status_document(stack_name: str, file_primary: str, state_dir: Path, now: fl
                 "rpo_exposure_s": rpo_exposure(sb), "last_round_at": updated,
                 "last_round_ago_s": round(now - float(updated), 1) if updated else None,
                 "source_error": sb.get("source_error"),
-                "current": sb.get("source") == site,
+                # kept from the active site, and since the stack runs there (an older record is the copy a move
+                # promoted, or one kept from a site the stack has left)
+                "current": sb.get("source") == site and (rec is None or float(updated or 0) >= float(rec["since"])),
                 "lag": {f"{group[:-1]}:{key}": {"lag_seconds": d.get("lag_seconds"), "lag_bytes": d.get("lag_bytes"),
                                                  "ok": d.get("ok")}
                         for group in ("databases", "buckets") for key, d in sorted((sb.get(group) or {}).items())
@@ -78,7 +80,7 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
     fence = doc["fence"]
     if fence:
         host = (fence.get("host") or {}).get("address") or "?"
-        con.print(f"old site {fence.get('site')} ({host}): {_fence_words(fence)}")
+        con.print(f"old site {fence.get('site')} ({host}): {fence_words(fence)}")
     if not doc["standbys"]:
         con.print(f"standby: none kept from {doc['active_site']} ([dim]liferaft replicate --to SITE[/])")
     for target, sb in doc["standbys"].items():
@@ -86,7 +88,7 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
         line = (f"standby at {target} on {sb['host']} ({sb['address']}), from {sb['source']}: lag "
                 f"{'?' if rpo is None else f'{rpo:g} s'}, last round {_when(sb['last_round_at'])}")
         if not sb["current"]:
-            line += f" [yellow](replicates {sb['source']}, not the active site: stale)[/]"
+            line += " [yellow](not kept from the active site since the stack runs there: stale)[/]"
         con.print(line)
     d = doc["last_drill"]
     con.print("last drill: none" if d is None else
@@ -96,7 +98,7 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _fence_words(fence: dict[str, Any]) -> str:
+def fence_words(fence: dict[str, Any]) -> str:
     state = fence.get("state")
     if state == "pending":
         return ("NOT FENCED YET: a cold failover never reached it; the next liferaft command that reaches it "
@@ -106,3 +108,24 @@ def _fence_words(fence: dict[str, Any]) -> str:
     if state == "fenced":
         return f"fenced at {_when(fence.get('fenced_at'))}: services stopped, databases read-only"
     return str(state)
+
+
+def fence_before_contact(opts: GlobalOptions, stack: Any, site: str, as_json: bool) -> None:
+    """A command about to touch `site` (replicate --to it, failover --to it): if a cold failover left it unfenced,
+    fence it first (liferaft.standby.fence); if that cannot be done now, refuse (exit 3) before anything touches
+    it, since its services could still take writes nobody carries over."""
+    from liferaft.cli._common import event_printer
+    from liferaft.engine.active import fence_pending, load_active
+    from liferaft.errors import ProviderError
+    from liferaft.events import Events
+    from liferaft.standby.fence import fence_pending_site
+
+    if fence_pending(load_active(opts.state_dir_path, stack.model.name), site) is None:
+        return
+    fence = fence_pending_site(stack, opts.state_dir, Events(event_printer(as_json, opts.verbose)), site=site,
+                               timeout=float(stack.model.health.timeout))
+    if fence is not None and fence.get("state") == "pending":
+        raise ProviderError(site, "fence", f"the old site {site} is not fenced yet and must be before liferaft "
+                            f"touches it: {fence.get('error')}",
+                            hint="bring its host back (or fence it by hand: stop its services, make its databases "
+                                 "read-only), then run the command again; `liferaft status` shows the fence")

@@ -98,11 +98,11 @@ class Replicator:
     def __init__(self, stack: Stack, state_dir: Path, options: ReplicateOptions,
                  events: Events | None = None) -> None:
         m = stack.model
+        stack.site(options.target)
+        require_no_run_into(stack, Path(state_dir), options.target)  # first: it names the run that moved it there
         if options.target == m.primary:
             raise UsageError(f"site {options.target!r} is the primary: replicate to an alternate",
                              hint=f"alternates: {', '.join(m.alternates) or '(none)'}")
-        stack.site(options.target)
-        require_no_run_into(stack, Path(state_dir), options.target)
         self.stack = stack
         self.state_dir = Path(state_dir)
         self.opts = options

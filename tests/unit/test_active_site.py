@@ -84,3 +84,15 @@ def test_every_command_judges_against_the_active_site(example_stack: Path, tmp_p
 
     r = _liferaft(example_stack, state, "failover", "--to", "alt-b", "--yes")
     assert r.returncode == 2 and "already the source" in r.stderr
+
+
+def test_a_drill_into_the_site_the_stack_left_is_refused(example_stack: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Its teardown would remove the cluster holding the old primary's own copies: exit 2, the failback named."""
+    from liferaft.engine.active import record_active
+
+    state = tmp_path / "state"
+    record_active(state, "microblog", site="alt-b", source="primary", run="R1", mode="cold",
+                  hosts=[{"name": "b", "address": "10.213.7.12"}], source_host={"name": "a", "address": "10.0.0.1"})
+    r = _liferaft(example_stack, state, "drill", "--to", "primary")
+    assert r.returncode == 2 and "the site the stack left by run R1" in r.stderr
+    assert "liferaft replicate --to primary" in r.stderr
