@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "drill": "liferaft.cli.drill:drill_cmd",
     "drills": "liferaft.cli.drill:drills_cmd",
     "hosts": "liferaft.cli.hosts:hosts",
+    "status": "liferaft.cli.status:status",
 }
 
 HELP_ORDER = ["health", "plan", "failover", "drill", "replicate", "audit"]

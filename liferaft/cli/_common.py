@@ -49,10 +49,31 @@ class GlobalOptions:
         if self._stack is None:
             from liferaft.stack import load_stack
 
-            self._stack = load_stack(self.stack_path)
-            for w in self._stack.warnings:
+            stack = load_stack(self.stack_path)
+            for w in stack.warnings:
                 click.echo(click.style("warning: ", fg="yellow") + terminal_safe(str(w)), err=True)
+            self._stack = _at_active_site(stack, self.active(stack.model.name))
         return self._stack
+
+    def active(self, stack_name: str | None = None) -> dict[str, Any] | None:
+        """The stack's active-site record (liferaft.engine.active), read without creating anything."""
+        from liferaft.engine.active import load_active
+
+        return load_active(self.state_dir_path, stack_name or self.stack().model.name)
+
+
+def _at_active_site(stack: Stack, rec: dict[str, Any] | None) -> Stack:
+    """Every command judges the stack where it runs now: the recorded active site, else the stack file's primary."""
+    if not rec:
+        return stack
+    site = str(rec["site"])
+    if site not in stack.model.sites:
+        click.echo(click.style("warning: ", fg="yellow") + terminal_safe(
+            f"the state dir records the stack as running at site {site!r}, which the stack file no longer names: "
+            f"judging against its primary {stack.model.primary!r}"), err=True)
+        return stack
+    hosts = [str(h["address"]) for h in rec.get("hosts") or [] if isinstance(h, dict) and h.get("address")]
+    return stack.at_site(site, hosts)
 
 
 pass_opts = click.make_pass_decorator(GlobalOptions)

@@ -71,6 +71,7 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
         raise UsageError("which site? pass --to SITE", hint="the stack's alternates are the usual targets")
     require_scenario(scenario)
     stack = opts.stack()
+    _refuse_the_left_site(opts, to)
     state_dir = opts.state_dir
     with run_display(as_json, opts.verbose) as display:
         result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger, plan_path), as_events(display))
@@ -134,3 +135,16 @@ def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
     con.print(table)
     con.print(f"RTO trend (oldest -> newest): {history.sparkline([e.result.rto_s for e in items])}")
     return EXIT_OK
+
+
+def _refuse_the_left_site(opts: GlobalOptions, to: str) -> None:
+    """A drill into the site a failover left (the old primary) is refused for now: its teardown removes what the
+    drill deployed there, and on that host it shares the PostgreSQL cluster that holds the old primary's own
+    (fenced, set-aside) copies. Fail back with `replicate --to` and `failover --to` it instead."""
+    rec = opts.active()
+    fence = (rec or {}).get("fence") or {}
+    if fence.get("site") == to:
+        raise UsageError(f"a drill into {to!r}, the site the stack left by run {rec.get('run') if rec else '?'}, is "
+                         "not supported yet: its teardown would remove the PostgreSQL cluster that holds the old "
+                         "site's own copies",
+                         hint=f"move back for real: `liferaft replicate --to {to}`, then `liferaft failover --to {to}`")

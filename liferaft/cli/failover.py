@@ -230,6 +230,9 @@ def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_pat
     display = _display(opts, as_json)
     runner = _runner(opts, as_json, display=display)
     opts.stack().site(to)  # an unknown site is a usage error, before any lock file is made for it
+    from liferaft.cli.status import fence_before_contact
+
+    fence_before_contact(opts, opts.stack(), to, as_json)  # failback into an old primary: fenced before anything
     with display, runner.claim(to, take_site=yes):
         plan = _build_plan(opts, to, mode, as_json, source_timeout, ledger, display)
         if saved is not None:
@@ -251,17 +254,23 @@ def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_pat
 
 
 def _note_moved(runner: Runner, out: RunOutcome) -> None:
-    """A done failover (not a drill) moved the stack: record where it runs now, so `health --watch` stops
-    watching the old primary (a minimal record; issue 20 makes it the stack's active site)."""
-    from liferaft.engine.standby_state import record_move
+    """A done failover or failback (not a drill) moved the stack: record where it runs now, its active site
+    (liferaft.engine.active), which every later command judges against; the site it left is to be fenced."""
+    from liferaft.engine.active import record_active, run_facts
+    from liferaft.engine.standby_state import load_standby
     from liferaft.steps.drill import is_drill
 
     if out.status != "done":
         return
     with runner.journal() as journal:
         rec = journal.run(out.run_id)
-    if not is_drill(rec.plan.steps) and rec.mode != "standby":  # a standby set-up (`replicate`) moves nothing
-        record_move(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode)
+        steps = journal.steps(out.run_id)
+    if is_drill(rec.plan.steps) or rec.mode == "standby":  # a standby set-up (`replicate`) moves nothing
+        return
+    standby = load_standby(runner.state_dir, rec.plan.stack, rec.target)
+    hosts, source_host = run_facts(rec.plan.steps, steps, standby.data.get("source_host") if standby else None)
+    record_active(runner.state_dir, rec.plan.stack, site=rec.target, source=rec.source, run=rec.id, mode=rec.mode,
+                  hosts=hosts, source_host=source_host)
 
 
 @click.command("runs")
@@ -372,8 +381,17 @@ def rollback_cmd(opts: GlobalOptions, run_ref: str, yes: bool, as_json: bool) ->
     _confirm(f"Roll back run {run_ref}?", yes)
     from liferaft.engine.standby_state import forget_move
 
+    before = opts.active()  # the active site this run may have made (and the site it fenced)
     display = _display(opts, as_json)
     with display:
         out = _runner(opts, as_json, display=display).rollback(run_ref)
+    fence = (before or {}).get("fence") if (before or {}).get("run") == out.run_id else None
+    if fence and fence.get("state") == "fenced":
+        from liferaft.cli._common import event_printer
+        from liferaft.events import Events
+        from liferaft.standby.fence import unfence_site
+
+        # the site the move left is the active one again: what fenced it is undone (else it would serve nothing)
+        unfence_site(opts.stack(), opts.state_dir, fence, Events(event_printer(as_json, opts.verbose)))
     forget_move(opts.state_dir, opts.stack().model.name, run=out.run_id)
     return _render_outcome(out, as_json)

@@ -124,7 +124,10 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     state_dir = opts.state_dir
     opener = caching_opener(default_opener(stack, str(state_dir)))
 
+    fenced: dict[str, Any] = {}
+
     def check() -> Any:
+        fenced["fence"] = _fence_first(opts, stack, timeout)  # before any probe, at every round of a watch too
         report = check_health(stack, opener=opener, timeout=timeout, canary=canary)
         if prom_file:
             write_atomic(prom_file, prometheus_text(report))
@@ -144,17 +147,22 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
 
     if not watch:
         report = check()
+        fence = fenced.get("fence")
         standbys = _standbys(state_dir, stack.model.name)
         moved_to = _safe(moved)
         if as_json:
-            emit_json({**report.to_dict(), "standbys": standbys, "moved": moved_to})
+            emit_json({**report.to_dict(), "standbys": standbys, "moved": moved_to, "fence": fence})
         else:
             render_report(report, stdout_console())
             _render_standbys(standbys, stdout_console())
             if moved_to:
                 stdout_console().print(f"moved: the stack runs at {moved_to.get('site')} since run "
                                        f"{moved_to.get('run')} ({moved_to.get('mode')}); the stack file still names "
-                                       f"{stack.model.primary} as primary")
+                                       f"{stack.file_primary or stack.model.primary} as primary")
+            if fence:
+                from liferaft.cli.status import fence_words
+
+                stdout_console().print(f"old site {fence.get('site')}: {fence_words(fence)}")
         return int(report.exit_code)
 
     events = Events(_watch_renderer(as_json, opts.verbose))
@@ -177,6 +185,24 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
     if (result.failover or {}).get("outcome") == "moved":
         return 0  # this watch's failover completed: the stack is served from the alternate
     return int(result.verdict.exit_code)
+
+
+def _fence_first(opts: GlobalOptions, stack: Any, timeout: float | None) -> dict[str, Any] | None:
+    """Before any probe: a site a cold failover left, answering again, is fenced now (its services stopped, its
+    databases read-only: liferaft.standby.fence). The fence record as it stands after (None: nothing moved)."""
+    from liferaft.engine.active import load_active
+    from liferaft.errors import LiferaftError
+    from liferaft.standby.fence import fence_pending_site
+
+    try:
+        rec = load_active(opts.state_dir_path, stack.model.name)
+        if rec is None or not rec.get("fence"):
+            return None
+        wait = min(3.0, stack.model.health.timeout if timeout is None else timeout)  # a host still cut: no hang
+        after = fence_pending_site(stack, opts.state_dir, Events(event_printer(False, opts.verbose)), timeout=wait)
+        return after or rec.get("fence")
+    except LiferaftError as e:
+        return {"error": str(e)}
 
 
 def _check_credentials(stack: Any) -> None:

@@ -98,6 +98,15 @@ def replicate(opts: GlobalOptions, to: str, watch: bool, interval: float | None,
     stack.site(to)  # an unknown site is a usage error, before any lock file is made for it
     if status:
         return _status(opts, stack, to, as_json)
+    from liferaft.cli.status import fence_before_contact
+
+    fence_before_contact(opts, stack, to, as_json)  # an old primary a cold failover left: fenced before anything
+    if not stop_it:
+        from liferaft.events import Events
+        from liferaft.standby.fence import set_aside_old_copies
+
+        # failback: the old primary's own copies set aside (kept, read-only) before a standby of the active site
+        set_aside_old_copies(stack, opts.state_dir, to, Events(event_printer(as_json, opts.verbose)))
     health = stack.model.health
     ropts = ReplicateOptions(target=to, interval=interval or min(30.0, float(health.interval)),
                              source_timeout=source_timeout or float(health.timeout), lower_ttl=lower_ttl)

@@ -208,6 +208,25 @@ class DatasetKind(Protocol):
         """Shell lines run on the drill's target to remove what the kind created there."""
         ...
 
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        """Shell lines (sh, as root) run on a site the stack left, at the first contact after a cold failover, so
+        that it never takes writes for these datasets again (PostgreSQL: the databases read-only, sessions ended).
+        Data stays. A line that cannot do its part prints `liferaft-fence: failed: <what>` (the fence is then
+        tried again at the next contact). Optional: a kind without it has nothing to fence (objects)."""
+        ...
+
+    def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        """The undo of `fence_lines`, for the rollback of the move that fenced the site (it is the active site
+        again). Same output convention. Optional, with `fence_lines`."""
+        ...
+
+    def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:
+        """Shell lines run on a fenced old site before a standby of the active site is kept there (failback): the
+        old copy of each dataset kept under another name (`tag`), fenced still, so the standby's copy is made
+        under the stack's names. Nothing is deleted. Same output convention. Optional (objects: the standby's sync
+        is incremental into the bucket as it is)."""
+        ...
+
 
 @dataclass(frozen=True)
 class StandbySides:

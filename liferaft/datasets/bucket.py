@@ -225,3 +225,6 @@ class Bucket(BucketStandby):
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return []  # the target bucket stays (the drill's objects are the source's)
+
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return []  # objects hang off the databases' rows: with those read-only, no service writes new ones

@@ -80,6 +80,49 @@ def cluster_removal_lines(version: int) -> list[str]:
             f"rm -rf {data}"]
 
 
+def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
+    """Shell lines that make each database read-only for every new transaction (`undo`: writable again) and end its
+    client sessions (they reconnect with the new setting), through the server's socket as the postgres user (no
+    password, no migration role needed: a cold failover may have left none). Database names are validated by the
+    stack model (no quotes)."""
+    lines: list[str] = []
+    for ds in datasets:
+        v, port, name = int(ds.spec.version), int(ds.spec.port), str(ds.spec.name)
+        psql = f"/usr/lib/postgresql/{v}/bin/psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -p {port} -d postgres"
+        setting = "RESET default_transaction_read_only" if undo else "SET default_transaction_read_only = on"
+        sql = (f'ALTER DATABASE "{name}" {setting}; '
+               f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}' "
+               "AND pid <> pg_backend_pid() AND backend_type = 'client backend';")
+        lines.append(f"if su postgres -s /bin/sh -c '{psql}' >/dev/null 2>&1 <<'LIFERAFT_SQL'\n{sql}\nLIFERAFT_SQL\n"
+                     f"then echo 'liferaft-fence: done: database {name} "
+                     f"{'writable again' if undo else 'read-only'}, sessions ended'; "
+                     f"else echo 'liferaft-fence: failed: database {name} (PostgreSQL {v} on port {port} did not "
+                     "take it)'; fi")
+    return lines
+
+
+def set_aside_lines(datasets: list[Dataset], tag: str) -> list[str]:
+    """Shell lines that keep each (fenced) database under another name, `<name>_<tag>`, still read-only, so that a
+    standby of the active site can be made under the stack's name; and drop the replication slots a cold
+    promotion abandoned in it (nobody will read them; they would keep WAL forever). Nothing is deleted."""
+    import re
+
+    lines: list[str] = []
+    for ds in datasets:
+        v, port, name = int(ds.spec.version), int(ds.spec.port), str(ds.spec.name)
+        aside = re.sub(r"[^a-z0-9_]", "_", f"{name}_{tag}".lower())[:63]
+        psql = f"/usr/lib/postgresql/{v}/bin/psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -p {port} -d postgres"
+        sql = (f"SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE database = '{name}' "
+               "AND slot_name LIKE 'liferaft%' AND NOT active; "
+               f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}' "
+               "AND pid <> pg_backend_pid(); "
+               f'ALTER DATABASE "{name}" RENAME TO "{aside}";')
+        lines.append(f"if su postgres -s /bin/sh -c '{psql}' >/dev/null 2>&1 <<'LIFERAFT_SQL'\n{sql}\nLIFERAFT_SQL\n"
+                     f"then echo 'liferaft-fence: done: database {name} kept as {aside} (read-only)'; "
+                     f"else echo 'liferaft-fence: failed: database {name} could not be set aside as {aside}'; fi")
+    return lines
+
+
 # --------------------------------------------------------------------------------------------- freeze and cut
 def _frozen_now(ctx: RunContext) -> None:
     if "writes_frozen_at" not in ctx.memo:
@@ -377,3 +420,12 @@ class Postgres(PostgresStandby):
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return [line for version in sorted({v for v, _ in clusters(datasets)}) for line in cluster_removal_lines(version)]
+
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets)
+
+    def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets, undo=True)
+
+    def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:
+        return set_aside_lines(datasets, tag)

@@ -490,7 +490,7 @@ class _Dag:
         t_step = time.monotonic()
         sctx = self.ctx.for_step(step)
         try:
-            result = kind.apply(sctx, step) or {}
+            result = _apply(kind, sctx, step)
             kind.verify(sctx, step)
             with self.cond:
                 if self.interrupted:  # the scheduler journaled this step 'interrupted'; the run is over
@@ -556,3 +556,15 @@ def rollback_order(rec: RunRecord, journal: Journal) -> list[Step]:
     steps = [rec.plan.step(sid) for sid in reversed(touched)]
     first = [s for s in steps if get_kind(s.kind).undo_first]
     return first + [s for s in steps if s not in first]
+
+
+def _apply(kind: StepKind, ctx: RunContext, step: Step) -> dict[str, Any]:
+    """A step's apply. A check that fails while a step acts (not a verification: a precondition refused midway,
+    such as logical replication refusing tables without a primary key) stops the run like any other failure: exit 4,
+    resume or roll back. Only a verification -- a gate, or a step's own `verify` -- fails as a check (exit 1)."""
+    try:
+        return kind.apply(ctx, step) or {}
+    except CheckFailed as e:
+        if kind.gate:
+            raise
+        raise RunFailed(e.message, hint=e.hint) from e

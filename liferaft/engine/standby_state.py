@@ -20,8 +20,8 @@ No secret ever goes here: hosts are addresses and pinned public keys, databases 
 
 Beside it, `<state_dir>/readiness/<stack>.moved.json` records that a failover run moved the stack (written by
 `failover`/`resume` when a run completes, removed by the rollback of that run): {"site", "source", "run", "mode",
-"since"}. `health --watch` reads it to stop watching (and never trigger again for) a primary the stack has left.
-A minimal record: issue 20 turns it into the stack's active site.
+"since", ...}: the stack's active site (liferaft.engine.active). `health --watch` reads it to stop watching (and never
+trigger again for) a primary the stack has left.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from liferaft.engine.active import load_active, record_active, restore_previous
 from liferaft.errors import InvalidInput, Problem
 from liferaft.statedir import default_state_dir, owner_only_dir, write_atomic
 
@@ -200,43 +201,17 @@ def prometheus_text(stack: str, record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _moved_path(state_dir: str | os.PathLike[str], stack: str) -> Path:
-    return readiness_dir(state_dir) / f"{stack}.moved.json"
-
-
 def record_move(state_dir: str | os.PathLike[str], stack: str, *, site: str, source: str, run: str,
-                mode: str) -> dict[str, Any]:
-    """A failover run into `site` completed: the stack runs there now (atomic, 0600)."""
-    rec = {"format": STATE_FORMAT, "stack": stack, "site": site, "source": source, "run": run, "mode": mode,
-           "since": round(time.time(), 3)}
-    write_json_atomic(_moved_path(state_dir, stack), rec)
-    return rec
+                mode: str, **more: Any) -> dict[str, Any]:
+    """A failover run into `site` completed: the stack runs there now (liferaft.engine.active)."""
+    return record_active(state_dir, stack, site=site, source=source, run=run, mode=mode, **more)
 
 
 def load_move(state_dir: str | os.PathLike[str], stack: str) -> dict[str, Any] | None:
-    """The last completed move of the stack, or None (never moved, or moved back by a rollback). An unreadable
-    record is an error naming it: a watch must not fail over a stack that may already have moved."""
-    path = _moved_path(state_dir, stack)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise InvalidInput([Problem(str(path), None, None, "", f"unreadable move record: {e}")],
-                           what="readiness state") from None
-    if not isinstance(data, dict) or not data.get("site"):
-        raise InvalidInput([Problem(str(path), None, None, "", "unreadable move record: no 'site'")],
-                           what="readiness state")
-    return data
+    """The stack's active-site record, or None (it runs at the stack file's primary)."""
+    return load_active(state_dir, stack)
 
 
 def forget_move(state_dir: str | os.PathLike[str], stack: str, *, run: str) -> bool:
-    """The run that moved the stack was rolled back: the record goes (the stack is back at its source)."""
-    try:
-        rec = load_move(state_dir, stack)
-    except InvalidInput:
-        rec = None
-    if rec is None or rec.get("run") != run:
-        return False
-    _moved_path(state_dir, stack).unlink(missing_ok=True)
-    return True
+    """The run that moved the stack was rolled back: the active site before it is restored."""
+    return restore_previous(state_dir, stack, run=run)

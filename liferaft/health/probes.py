@@ -269,6 +269,9 @@ def expected_service_hosts(stack: Any, provs: Providers, site: str) -> list[str]
 
     compute = stack.model.sites[site].compute
     cfg = stack.model.providers[compute]
+    recorded = getattr(stack, "active_hosts", None)
+    if recorded and site == stack.model.primary:
+        return list(recorded)  # where a failover put the stack (its active site's record), not the whole pool
     if isinstance(cfg, SshProvider):
         return [h.address for h in cfg.hosts]
     return [h.address for h in provs.get(compute).require("compute").list_hosts()
@@ -392,8 +395,8 @@ def plan_probes(stack: Any, opener: Opener, *, timeout: float, canary: bool = Fa
             target=compute)
 
     if isinstance(m.providers[primary.compute], SshProvider):
-        tasks.extend(_data_plane(stack, m.primary, [h.address for h in m.providers[primary.compute].hosts],
-                                 timeout))
+        tasks.extend(_data_plane(stack, m.primary, getattr(stack, "active_hosts", None)
+                                 or [h.address for h in m.providers[primary.compute].hosts], timeout))
 
     for site_name, site in m.sites.items():  # image registries: the registry answers, and holds each image
         if getattr(site, "registry", None) is None:

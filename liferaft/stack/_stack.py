@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,22 @@ class Stack:
     path: Path
     warnings: tuple[Problem, ...] = ()
     _positions: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Where the stack runs now, when that is not the stack file's primary (`at_site`): the addresses of the hosts
+    # running its services there (None: every host of the site), and the primary the stack file names.
+    active_hosts: tuple[str, ...] | None = None
+    file_primary: str | None = None
+
+    def at_site(self, site: str, hosts: list[str] | tuple[str, ...] | None = None) -> Stack:
+        """The stack as it stands when it runs at `site` (its active site, recorded by a failover): `site` is the
+        primary of the returned view, the stack file's primary one of its alternates. The file is not touched."""
+        m = self.model
+        if site == m.primary and not hosts:
+            return self
+        self.site(site)
+        alternates = [a for a in [m.primary, *m.alternates] if a != site]
+        model = m.model_copy(update={"primary": site, "alternates": alternates})
+        return replace(self, model=model, active_hosts=tuple(hosts) if hosts else None,
+                       file_primary=self.file_primary or m.primary)
 
     # Convenient pass-throughs so callers write stack.sites rather than stack.model.sites.
     def __getattr__(self, name: str) -> Any:

@@ -69,19 +69,24 @@ def require_no_run_into(stack: Stack, state_dir: Path, target: str) -> None:
     if not path.exists():
         return
     with Journal(path) as journal:
-        runs = [r for r in journal.runs()
-                if r.target == target and r.status != "rolled-back" and r.mode != STANDBY_MODE]
+        every = [r for r in journal.runs() if r.status != "rolled-back" and r.mode != STANDBY_MODE]
+    runs = [r for r in every if r.target == target]
     if not runs:
         return
     r = runs[0]  # newest first
+    left = [o for o in every if o.status == "done" and o.source == target and o.created > r.created
+            and not is_drill(o.plan.steps)]
+    if r.status == "done" and not is_drill(r.plan.steps) and left:
+        return  # the stack moved into it, then out of it again (a failback): it may keep a standby now
     if r.status == "done" and is_drill(r.plan.steps):
         raise UsageError(f"a drill kept its target running at {target!r} (run {r.id}): a standby there would "
                          "subscribe into the drill's promoted copy", hint=f"liferaft drill --teardown {r.id}")
     if r.status == "done":
-        raise UsageError(f"the stack was failed over into {target!r} (run {r.id}, done): it runs there now, and "
-                         f"replicating the old primary {stack.model.primary!r} into it would overwrite its data",
-                         hint=f"make {target!r} the primary in the stack file to keep a standby of it elsewhere, or "
-                              f"move back first (`liferaft rollback {r.id}`)")
+        raise UsageError(f"the stack was failed over into {target!r} (run {r.id}, done): it runs there now, its "
+                         "active site; a standby there would overwrite its data",
+                         hint=f"keep a standby of it elsewhere (`liferaft replicate --to SITE`, the old primary "
+                              f"{stack.file_primary or stack.model.primary!r} included), or move back first "
+                              f"(`liferaft rollback {r.id}`)")
     raise UsageError(f"run {r.id} into {target!r} is {r.status}: the site holds whatever it left there",
                      hint=f"finish it (`liferaft resume {r.id}`) or undo it (`liferaft rollback {r.id}`) first")
 
@@ -93,11 +98,11 @@ class Replicator:
     def __init__(self, stack: Stack, state_dir: Path, options: ReplicateOptions,
                  events: Events | None = None) -> None:
         m = stack.model
+        stack.site(options.target)
+        require_no_run_into(stack, Path(state_dir), options.target)  # first: it names the run that moved it there
         if options.target == m.primary:
             raise UsageError(f"site {options.target!r} is the primary: replicate to an alternate",
                              hint=f"alternates: {', '.join(m.alternates) or '(none)'}")
-        stack.site(options.target)
-        require_no_run_into(stack, Path(state_dir), options.target)
         self.stack = stack
         self.state_dir = Path(state_dir)
         self.opts = options

@@ -60,6 +60,17 @@ class WorkloadKind(Protocol):
         Idempotent; they define `sd` (true when systemd runs) themselves."""
         ...
 
+    def fence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        """Shell lines (sh, as root) run on a site the stack left, at the first contact after a cold failover: stop
+        these workloads there and keep them from starting again (a unit disabled); files and data stay. Each
+        prints `liferaft-fence: done: ...` or `liferaft-fence: failed: ...`. Optional (nothing to stop)."""
+        ...
+
+    def unfence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        """The undo of `fence_lines`, for the rollback of the move that fenced the site (it is the active site
+        again). Same output convention. Optional, with `fence_lines`."""
+        ...
+
 
 class WarmKind(WorkloadKind, Protocol):
     """What a kind adds to keep its services deployed but stopped at a warm standby (`sites.<alt>.standby: warm`).

@@ -245,3 +245,13 @@ class Playbook:
     def teardown_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
         names = [w.name for w in workloads]
         return stop_lines(names) + remove_lines(names)
+
+    def fence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        names = [w.name for w in workloads]
+        return stop_lines(names) + [f"echo 'liferaft-fence: done: service {n} stopped'" for n in names]
+
+    def unfence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        return [(f"if $sd; then systemctl enable --now liferaft-{w.name}.service; "
+                 f"elif [ -x /etc/liferaft/{w.name}.start ]; then /etc/liferaft/{w.name}.start; else false; fi "
+                 f"&& echo 'liferaft-fence: done: service {w.name} started' "
+                 f"|| echo 'liferaft-fence: failed: service {w.name} (no unit, no start command)'") for w in workloads]
