@@ -283,18 +283,7 @@ def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, even
 
     plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False,
                            ledger=opts.ledger)
-    starts = {s.id: s for s in plan.steps if s.kind == "service.start"}
-    if not starts:
-        return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
-    # A warm standby's `service.start` steps: the drill transform keeps `service.deploy` steps as they are (and puts
-    # their services in the teardown) but does not know `service.start` yet, so each goes through it as a deploy of
-    # the same id and comes back as itself. (To go once liferaft.drill.plan keeps service.start.)
-    stand_in = replace(plan, steps=tuple(replace(s, kind="service.deploy") if s.id in starts else s
-                                         for s in plan.steps))
-    drilled = to_cold_drill(stand_in, ledger=opts.ledger, **_drill_dns(stack))
-    return replace(drilled, steps=tuple(replace(s, kind="service.start", title=starts[s.id].title,
-                                                params=starts[s.id].params) if s.id in starts else s
-                                        for s in drilled.steps))
+    return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
 
 
 def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
