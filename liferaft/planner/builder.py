@@ -275,14 +275,8 @@ def _live(b: _Builder, inp: Live) -> Plan:
 
 
 def size_of(obs: Observed, ds: Dataset) -> Size:
-    """What the plan observed of `ds`: `obs.sizes`, else the per-group view an Observed made by hand gives."""
-    found = obs.sizes.get(ds.id)
-    if found is not None:
-        return Size.from_dict(found)
-    legacy: Any = (getattr(obs, kind_of(ds).group, None) or {}).get(ds.key)
-    if isinstance(legacy, dict):
-        return Size(bytes=int(legacy.get("bytes") or 0), items=int(legacy.get("objects") or 0))
-    return Size(bytes=int(legacy) if legacy else 0)
+    """What the plan observed of `ds`, as its kind measured it (nothing observed: 0)."""
+    return Size.from_dict(obs.sizes.get(ds.id) or {})
 
 
 def playbooks(stack: Stack, dss: list[Dataset]) -> list[tuple[str, str, list[Dataset]]]:
