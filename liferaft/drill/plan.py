@@ -173,8 +173,15 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
 
 
 def _promoted_keys(plan: Plan) -> dict[str, list[str]]:
-    """The databases a cold plan promotes (its steps' params name them `database` for now)."""
-    return {"databases": sorted({str(s.params["database"]) for s in plan.steps if s.kind == PromoteStandby.name})}
+    """The datasets a cold plan brings up at the standby (its kinds' promotions that are more than a check of the
+    copy), grouped by their kind's group as the teardown reads them: what the teardown stops and removes."""
+    out: dict[str, list[str]] = {}
+    for s in plan.steps:
+        if "kind" in s.params and "dataset" in s.params:
+            kind = kind_named(str(s.params["kind"]))
+            if s.kind == kind.promote_step[0] and not get_kind(s.kind).gate:
+                out.setdefault(kind.group, []).append(str(s.params["dataset"]))
+    return {g: sorted(set(keys)) for g, keys in out.items()}
 
 
 def assert_safe(plan: Plan, production: list[Any]) -> None:
