@@ -277,8 +277,8 @@ def _readiness(state_dir: Any, stack: str) -> tuple[Any, Any]:
 
 def _standbys(state_dir: Any, stack: str) -> dict[str, Any]:
     """The recorded standbys' RPO exposure (readiness state file; unreadable -> reported, never fatal)."""
-    from liferaft.engine.standby_state import exposure
     from liferaft.errors import LiferaftError
+    from liferaft.standby.exposure import exposure
 
     try:
         return exposure(state_dir, stack)

@@ -174,8 +174,8 @@ def _replicate(opts: GlobalOptions, stack: Any, ropts: Any, watch: bool, count: 
 
 def _keep(rep: Any, stack: Any, ropts: Any, watch: bool, count: int | None, prom_file: str | None, as_json: bool,
           stop: threading.Event) -> int:
-    from liferaft.engine.standby_state import prometheus_text
     from liferaft.health.report import write_atomic
+    from liferaft.standby.exposure import prometheus_text
     from liferaft.standby.keeper import watch as watch_loop
 
     rep.setup_or_attach()

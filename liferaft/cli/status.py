@@ -18,7 +18,8 @@ def status_document(stack_name: str, file_primary: str, state_dir: Path, now: fl
     """What the state dir says of the stack (pure reading; the shape `status --json` prints)."""
     from liferaft.drill import history
     from liferaft.engine.active import active_site, load_active
-    from liferaft.engine.standby_state import load_state, rpo_exposure
+    from liferaft.engine.standby_state import load_state
+    from liferaft.standby.exposure import rpo_exposure
 
     now = time.time() if now is None else now
     rec = load_active(state_dir, stack_name)

@@ -310,6 +310,11 @@ class StandbyCopy(Protocol):
         """Verify the promotion took effect (CheckFailed naming what differs)."""
         ...
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        """What a no-notice drill's report says of a done promotion (`promoted`: `promote`'s result): what was
+        checked (label -> count) and notes."""
+        ...
+
     def clean_source(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
         """Once the source answers again: drop what a promotion abandoned there (a rollback, a drill's heal)."""
         ...

@@ -88,6 +88,9 @@ class BucketStandby:
         return (f"use the standby bucket {ds.spec.name} at {stack.site(sides.target).objects} as is, checked against "
                 "the manifest")
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        return {f"bucket {key} objects": int(promoted.get("verified", 0))}, []
+
     def promote(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
         """Every object the manifest says was copied must be at the standby with the same sha256."""
         from liferaft.engine.journal import stack_dir

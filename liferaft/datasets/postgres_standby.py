@@ -184,6 +184,11 @@ class PostgresStandby:
                      f"copy); {res.sequences_set} sequence(s) set", **out)
         return out
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        notes = ([f"database {key}: {promoted['sequences_set']} sequence(s) set past their columns' max"]
+                 if promoted.get("sequences_set") is not None else [])
+        return {f"database {key} promoted": 1}, notes
+
     def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
         from liferaft.movers import pg_standby as pgstandby
         from liferaft.movers.pg_conn import connect

@@ -30,6 +30,7 @@ from liferaft.steps.standby import CheckStandby as StandbyObjects
 from liferaft.steps.standby import DataLoss, PromoteStandby, ReleaseStandby
 from liferaft.steps.tls import TlsCertificate
 from liferaft.steps.verify import DnsCutover, DrillVerifyService, VerifyService
+from liferaft.steps.warm import StartService
 
 DRILL_STEP_KINDS = (DrillTeardown.name, Cut.name, DrillVerifyData.name, DrillVerifyService.name)
 # Kinds of the failover plan a drill keeps as they are (they act on the target only, or undo cleanly at the source)
@@ -54,9 +55,12 @@ def drill_fqdn(dns: Any) -> str | None:
     return str(dns.fqdn(dns.drill_record))
 
 
-# Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only.
+# Kinds of a cold failover plan a no-notice drill keeps as they are: they act on the standby host only (a warm
+# standby's services are started, `service.start`, and stopped again by the teardown like deployed ones).
 COLD_KEPT_KINDS = (Allocate.name, Configure.name, PromoteStandby.name, StandbyObjects.name, DataLoss.name,
-                   DeployService.name, ReleaseStandby.name, TlsCertificate.name)
+                   DeployService.name, StartService.name, ReleaseStandby.name, TlsCertificate.name)
+# Kinds whose step runs a service at the target: the teardown stops and removes it.
+SERVICE_KINDS = (DeployService.name, StartService.name)
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
     service = next((r.get("service") for s in plan.steps if s.kind in (DnsCutover.name, VerifyService.name)
                     for r in s.params.get("records", []) if r.get("service")), None)
     if service is None:
-        service = next((s.params["service"] for s in plan.steps if s.kind == DeployService.name), None)
+        service = next((s.params["service"] for s in plan.steps if s.kind in SERVICE_KINDS), None)
     records = ([{"fqdn": drill_record, "type": "A", "ttl": int(ttl), "service": service}]
                if drill_record and dns_provider and zone else [])
     renamed: dict[str, str] = {}
@@ -169,8 +173,15 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
 
 
 def _promoted_keys(plan: Plan) -> dict[str, list[str]]:
-    """The databases a cold plan promotes (its steps' params name them `database` for now)."""
-    return {"databases": sorted({str(s.params["database"]) for s in plan.steps if s.kind == PromoteStandby.name})}
+    """The datasets a cold plan brings up at the standby (its kinds' promotions that are more than a check of the
+    copy), grouped by their kind's group as the teardown reads them: what the teardown stops and removes."""
+    out: dict[str, list[str]] = {}
+    for s in plan.steps:
+        if "kind" in s.params and "dataset" in s.params:
+            kind = kind_named(str(s.params["kind"]))
+            if s.kind == kind.promote_step[0] and not get_kind(s.kind).gate:
+                out.setdefault(kind.group, []).append(str(s.params["dataset"]))
+    return {g: sorted(set(keys)) for g, keys in out.items()}
 
 
 def assert_safe(plan: Plan, production: list[Any]) -> None:
@@ -184,7 +195,8 @@ def assert_safe(plan: Plan, production: list[Any]) -> None:
 
 
 def _services(plan: Plan) -> set[str]:
-    return {str(s.params["service"]) for s in plan.steps if s.kind == DeployService.name}
+    """The services the plan deploys or starts at the target: what the drill's teardown stops and removes."""
+    return {str(s.params["service"]) for s in plan.steps if s.kind in SERVICE_KINDS}
 
 
 def _dataset_groups(plan: Plan) -> dict[str, list[str]]:

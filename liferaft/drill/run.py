@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from liferaft.datasets.base import kind_named
 from liferaft.drill.model import DataSummary, DrillResult, LedgerSummary, Phase
 from liferaft.drill.plan import drill_fqdn, to_drill
 from liferaft.engine.kinds import get_kind
@@ -240,8 +241,7 @@ def _run_no_notice(stack: Stack, state_dir: Path, opts: DrillOptions, ev: Events
             cutting.heal(stack, the_cut, ev)
         except LiferaftError as e:
             problems.append(f"healing the cut failed: {e.message}")
-        promoted = {_dataset_key(plans[0] if plans else None, r) for r in records
-                    if r.kind == PromoteStandby.name and r.status == "done"}
+        promoted = {key for _, key, r in promotions(plans[0] if plans else None, records) if r.status == "done"}
         try:
             sb.drop_abandoned_slots(stack, state_dir, seeded, promoted, ev)
         except LiferaftError as e:
@@ -283,18 +283,7 @@ def build_no_notice_plan(stack: Stack, opts: DrillOptions, state_dir: Path, even
 
     plan = build_cold_plan(stack, opts.target, state_dir=state_dir, events=events, probe_source=False,
                            ledger=opts.ledger)
-    starts = {s.id: s for s in plan.steps if s.kind == "service.start"}
-    if not starts:
-        return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
-    # A warm standby's `service.start` steps: the drill transform keeps `service.deploy` steps as they are (and puts
-    # their services in the teardown) but does not know `service.start` yet, so each goes through it as a deploy of
-    # the same id and comes back as itself. (To go once liferaft.drill.plan keeps service.start.)
-    stand_in = replace(plan, steps=tuple(replace(s, kind="service.deploy") if s.id in starts else s
-                                         for s in plan.steps))
-    drilled = to_cold_drill(stand_in, ledger=opts.ledger, **_drill_dns(stack))
-    return replace(drilled, steps=tuple(replace(s, kind="service.start", title=starts[s.id].title,
-                                                params=starts[s.id].params) if s.id in starts else s
-                                        for s in drilled.steps))
+    return to_cold_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
 
 
 def _steps(runner: Any, run_id: str | None) -> list[StepRecord]:
@@ -355,10 +344,18 @@ def _done_of_kind(records: list[StepRecord], kind: str) -> StepRecord | None:
     return next((r for r in records if r.kind == kind and r.status == "done"), None)
 
 
-def _dataset_key(plan: Plan | None, r: StepRecord) -> str:
-    """The dataset a cold plan's step acts on, from its params (`dataset`; for now `database` or `bucket`)."""
-    params = next((s.params for s in plan.steps if s.id == r.step_id), {}) if plan is not None else {}
-    return str(params.get("dataset") or params.get("database") or params.get("bucket") or r.step_id)
+def promotions(plan: Plan | None, records: list[StepRecord]) -> list[tuple[Any, str, StepRecord]]:
+    """A cold plan's promotions as journaled: (the dataset's kind, its key, the step's record), for each step that is
+    its dataset kind's promotion (`promote_step`)."""
+    steps = {s.id: s for s in plan.steps} if plan is not None else {}
+    out = []
+    for r in records:
+        params = steps[r.step_id].params if r.step_id in steps else {}
+        if "kind" in params and "dataset" in params:
+            kind = kind_named(str(params["kind"]))
+            if r.kind == kind.promote_step[0]:
+                out.append((kind, str(params["dataset"]), r))
+    return out
 
 
 def _data_live(records: list[StepRecord], cut_at: float | None
@@ -389,16 +386,13 @@ def _data_cold(plan: Plan, records: list[StepRecord], opts: DrillOptions, ended:
     problems: list[str] = []
     notes: list[str] = []
     checked: dict[str, int] = {}
-    for r in records:
-        if r.kind == StandbyObjects.name and r.status == "done":
-            checked[f"bucket {_dataset_key(plan, r)} objects"] = int(r.result.get("verified", 0))
-        elif r.kind in (StandbyObjects.name, PromoteStandby.name) and r.status == "failed":
+    for kind, key, r in promotions(plan, records):  # each kind says what its promotion checked
+        if r.status == "done":
+            more, said = kind.promoted_summary(key, r.result)
+            checked.update(more)
+            notes += said
+        elif r.status == "failed":
             problems.append(f"{r.step_id}: {r.error or 'failed'}")
-        elif r.kind == PromoteStandby.name and r.status == "done":
-            checked[f"database {_dataset_key(plan, r)} promoted"] = 1
-            if r.result.get("sequences_set") is not None:
-                notes.append(f"database {_dataset_key(plan, r)}: {r.result['sequences_set']} sequence(s)"
-                             " set past their columns' max")
     if not out:
         stopped = "the data was not verified: the drill stopped before the data-loss check"
         return None, DataSummary(ok=False, problems=(*problems, stopped)), None

@@ -25,10 +25,6 @@ class Observed:
     source_host: dict[str, Any]
     target_host_preview: str | None  # the address the target will most likely get (ssh pools), else None
     target_free: tuple[str, ...]
-    # Per-group views of the datasets' sizes, as the first planner recorded them (an Observed made by hand may give
-    # them instead of `sizes`): bucket key -> {"objects": n, "bytes": b}, database key -> bytes.
-    buckets: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
-    databases: dict[str, int] = field(default_factory=dict, hash=False)
     dns_current: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # fqdn -> {"type", "ttl", ...}
     terraform: dict[str, Any] | None = field(default=None, hash=False)  # `terraform plan` of a terraform target
     # what one new host at the target would be and cost, where its compute provider can say (cloud APIs)

@@ -78,11 +78,9 @@ class StandbyRecord:
         host = self.data.get("source_host")
         return str(host["address"]) if isinstance(host, dict) and host.get("address") else None
 
-    def database(self, key: str) -> dict[str, Any]:
-        return dict((self.data.get("databases") or {}).get(key) or {})
-
-    def bucket(self, key: str) -> dict[str, Any]:
-        return dict((self.data.get("buckets") or {}).get(key) or {})
+    def entry(self, group: str, key: str) -> dict[str, Any]:
+        """What the record holds of one dataset: its kind's group (`record_group`: databases, buckets...), its key."""
+        return dict((self.data.get(group) or {}).get(key) or {})
 
     @property
     def rpo_exposure_s(self) -> float | None:
@@ -135,70 +133,13 @@ def forget_standby(state_dir: str | os.PathLike[str], stack: str, target: str) -
     return True
 
 
-def exposure(state_dir: str | os.PathLike[str], stack: str, now: float | None = None) -> dict[str, Any]:
-    """What a no-notice cut would lose now, per recorded standby (from the state file only; no network): the
-    last measured RPO exposure, how old that measurement is, and the last error replicate saw."""
-    now = time.time() if now is None else now
-    out: dict[str, Any] = {}
-    for target, rec in sorted(load_state(state_dir, stack)["standbys"].items()):
-        if not isinstance(rec, dict):
-            continue
-        updated = rec.get("updated_at")
-        out[target] = {"rpo_exposure_s": rpo_exposure(rec),
-                       "measured_ago_s": round(now - float(updated), 1) if updated else None,
-                       "standby_host": (rec.get("standby_host") or {}).get("name"),
-                       "source_error": rec.get("source_error")}
-    return out
-
-
 def push_history(entry: dict[str, Any], sample: list[float]) -> None:
     hist = list(entry.get("history") or [])
     hist.append([round(x, 3) for x in sample])
     entry["history"] = hist[-HISTORY_MAX:]
 
 
-def rpo_exposure(record: dict[str, Any]) -> float | None:
-    """The worst dataset's lag in seconds: what a no-notice cut now would lose, at most (None: nothing measured)."""
-    values = [float(d["lag_seconds"]) for group in ("databases", "buckets")
-              for d in (record.get(group) or {}).values() if d.get("lag_seconds") is not None]
-    return round(max(values), 3) if values else None
 
-
-def _esc(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def prometheus_text(stack: str, record: dict[str, Any]) -> str:
-    """Prometheus text format (0.0.4) for one standby: lag per dataset in seconds and bytes, sync times, RPO."""
-    target = record.get("target", "")
-    out: list[str] = []
-
-    def family(name: str, help_: str) -> None:
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} gauge")
-
-    rows = [(kind[:-1], key, d) for kind in ("databases", "buckets")
-            for key, d in sorted((record.get(kind) or {}).items())]
-
-    def labels(kind: str, key: str) -> str:
-        return f'{{stack="{_esc(stack)}",target="{_esc(target)}",kind="{kind}",dataset="{_esc(key)}"}}'
-
-    family("liferaft_standby_lag_seconds", "What a no-notice cut now would lose, per dataset, in seconds.")
-    out += [f"liferaft_standby_lag_seconds{labels(k, key)} {float(d['lag_seconds']):.3f}" for k, key, d in rows
-            if d.get("lag_seconds") is not None]
-    family("liferaft_standby_lag_bytes", "Bytes not yet at the standby (WAL for databases, objects for buckets).")
-    out += [f"liferaft_standby_lag_bytes{labels(k, key)} {int(d['lag_bytes'])}" for k, key, d in rows
-            if d.get("lag_bytes") is not None]
-    family("liferaft_standby_last_sync_timestamp_seconds", "When the dataset was last synced or measured in sync.")
-    out += [f"liferaft_standby_last_sync_timestamp_seconds{labels(k, key)} {float(d['last_sync_at']):.3f}"
-            for k, key, d in rows if d.get("last_sync_at") is not None]
-    family("liferaft_standby_ok", "1 if the last round reached the source and synced this dataset.")
-    out += [f"liferaft_standby_ok{labels(k, key)} {int(bool(d.get('ok')))}" for k, key, d in rows]
-    family("liferaft_standby_rpo_exposure_seconds", "The worst dataset's lag: the live RPO exposure.")
-    rpo = rpo_exposure(record)
-    if rpo is not None:
-        out.append(f'liferaft_standby_rpo_exposure_seconds{{stack="{_esc(stack)}",target="{_esc(target)}"}} {rpo:.3f}')
-    return "\n".join(out) + "\n"
 
 
 def record_move(state_dir: str | os.PathLike[str], stack: str, *, site: str, source: str, run: str,

@@ -1,1 +1,2 @@
-"""Failover planning: the live plan (`planner`), the cold plan from a standby copy (`cold`)."""
+"""Failover planning: observe and build the live plan (`planner`), read the standby and build the cold plan
+(`cold`); both are modes of the one plan builder, liferaft.planner.builder."""

@@ -7,7 +7,8 @@ copy is planned by
 
 from __future__ import annotations
 
-from liferaft.engine.standby_state import load_standby, load_state, prometheus_text, state_path
+from liferaft.engine.standby_state import load_standby, load_state, state_path
 from liferaft.movers.bounded import DEFAULT_SOURCE_TIMEOUT, bounded
+from liferaft.standby.exposure import prometheus_text
 
 __all__ = ["DEFAULT_SOURCE_TIMEOUT", "bounded", "load_standby", "load_state", "prometheus_text", "state_path"]

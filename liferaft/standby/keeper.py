@@ -24,10 +24,11 @@ from liferaft.datasets.base import StandbySides, record_group, record_groups
 from liferaft.datasets.registry import datasets
 from liferaft.engine.results import ALLOCATE_KIND, result_of
 from liferaft.engine.runner import RunContext, Runner
-from liferaft.engine.standby_state import load_standby, push_history, rpo_exposure, save_standby
+from liferaft.engine.standby_state import load_standby, push_history, save_standby
 from liferaft.errors import LiferaftError, ProviderError, RunFailed, Unreachable, UsageError
 from liferaft.events import Events, as_events
 from liferaft.movers.bounded import DEFAULT_SOURCE_TIMEOUT, bounded
+from liferaft.standby.exposure import rpo_exposure
 from liferaft.standby.setup import (
     STANDBY_MODE,
     open_context,

@@ -12,7 +12,6 @@ from liferaft.datasets import kind_of as dataset_kind
 from liferaft.datasets.registry import datasets
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
-from liferaft.engine.results import target_host as run_target_host
 from liferaft.engine.results import target_hosts as run_target_hosts
 from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, QuotaExceeded, RunFailed, Unreachable, UsageError

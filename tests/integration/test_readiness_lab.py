@@ -365,7 +365,7 @@ def test_no_notice_cut_then_cold_failover_serves_from_b(lab: Any, state_dir: Pat
 
         recorded = load_standby(state_dir, "microblog", "alt-b")
         assert recorded is not None
-        slot = str(recorded.database("blog")["subscription"])
+        slot = str(recorded.entry("databases", "blog")["subscription"])
         assert _slots(info, info.primary_address) == [slot]  # left by the promotion, which could not reach a
         back = subprocess.run(_cli("rollback", outcome["run"], "--yes", "--json"), env=_env(lab, state_dir),
                               capture_output=True, text=True, timeout=600, check=False)

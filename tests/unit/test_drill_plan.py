@@ -29,7 +29,7 @@ def failover_plan(stack: Stack) -> Plan:
     obs = Observed(source_host={"name": "a", "address": "10.9.9.11", "port": 22, "user": "root", "host_keys": [],
                                 "private_key_file": None},
                    target_host_preview="10.9.9.12", target_free=("b",),
-                   buckets={"images": {"objects": 3, "bytes": 10}}, databases={"blog": 1000},
+                   sizes={"images": {"items": 3, "bytes": 10}, "blog": {"bytes": 1000}},
                    dns_current={"www.microblog.test.": {"type": "A", "ttl": 30, "values": ["10.9.9.11"]}})
     return make_plan(stack, "primary", "alt-b", "live", obs)
 

@@ -26,12 +26,17 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     return load_stack(copy_example(tmp_path))
 
 
+def sizes(blog: int = 9_000_000) -> dict[str, dict[str, int]]:
+    """What the kinds measured at the source, by dataset id: the database's bytes, the bucket's objects and bytes."""
+    return {"blog": {"bytes": blog}, "images": {"items": 60, "bytes": 8_000_000}}
+
+
 def observed(**kw: object) -> Observed:
     base: dict[str, object] = {
         "source_host": {"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
                         "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
         "target_host_preview": "10.0.0.12", "target_free": ("b", "c"),
-        "buckets": {"images": {"objects": 60, "bytes": 8_000_000}}, "databases": {"blog": 9_000_000},
+        "sizes": sizes(),
         "dns_current": {"www.microblog.test.": {"type": "A", "ttl": 30, "values": ["10.0.0.11"]}}}
     base.update(kw)
     return Observed(**base)  # type: ignore[arg-type]
@@ -70,7 +75,7 @@ def test_plan_params_hold_references_not_secrets(stack) -> None:  # type: ignore
 
 def test_estimate_grows_with_bytes(stack) -> None:  # type: ignore[no-untyped-def]
     small = make_plan(stack, "primary", "alt-b", "live", observed())
-    big = make_plan(stack, "primary", "alt-b", "live", observed(databases={"blog": 10_000_000_000}))
+    big = make_plan(stack, "primary", "alt-b", "live", observed(sizes=sizes(blog=10_000_000_000)))
     assert big.estimate_s > small.estimate_s + 300
     assert big.hash == small.hash  # measurements do not change what the plan does
 

@@ -8,9 +8,9 @@ import io
 import pytest
 
 from liferaft.errors import QuotaExceeded
-from liferaft.failover.planner import _quota_text, _total
 from liferaft.health.evidence import Evidence
 from liferaft.health.rules import judge_site
+from liferaft.planner.builder import _quota_text, _total
 from liferaft.providers.base import Quota
 
 

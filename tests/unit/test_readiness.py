@@ -17,14 +17,13 @@ import pytest
 from liferaft.engine.standby_state import (
     load_standby,
     load_state,
-    prometheus_text,
     push_history,
-    rpo_exposure,
     save_standby,
     state_path,
 )
 from liferaft.errors import InvalidInput, Unreachable, UsageError
 from liferaft.movers.bounded import bounded, tcp_answers
+from liferaft.standby.exposure import prometheus_text, rpo_exposure
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO / "examples" / "microblog"
@@ -88,7 +87,7 @@ def test_state_file_is_owner_only_atomic_and_keeps_other_standbys(tmp_path: Path
     data = json.loads(path.read_text())
     assert data["stack"] == "microblog" and set(data["standbys"]) == {"alt-b", "alt-c"}
     rec = load_standby(tmp_path, "microblog", "alt-b")
-    assert rec is not None and rec.source == "elsewhere" and rec.database("blog")["lag_bytes"] == 4096
+    assert rec is not None and rec.source == "elsewhere" and rec.entry("databases", "blog")["lag_bytes"] == 4096
     assert load_standby(tmp_path, "microblog", "alt-z") is None
 
 
@@ -382,8 +381,8 @@ def test_health_shows_each_standbys_rpo_exposure(example_stack: Path, tmp_path: 
     import subprocess
     import sys
 
-    from liferaft.engine.standby_state import exposure
     from liferaft.stack import load_stack
+    from liferaft.standby.exposure import exposure
 
     stack = load_stack(example_stack)
     m = stack.model

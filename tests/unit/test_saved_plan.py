@@ -135,8 +135,8 @@ def test_drill_plan_drills_the_saved_plan_or_refuses_naming_the_change(tmp_path:
     stack = load_stack(Path(__file__).resolve().parents[2] / "examples/microblog/liferaft.yaml")
     obs_kw = {"source_host": {"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
                                "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
-                  "target_host_preview": "10.0.0.12", "target_free": ("b",), "buckets": {"images": {"objects": 1, "bytes": 1}},
-                  "databases": {"blog": 1}, "dns_current": {"www.microblog.test.": {"ttl": 30, "values": ["10.0.0.11"]}}}
+                  "target_host_preview": "10.0.0.12", "target_free": ("b",), "sizes": {"images": {"items": 1, "bytes": 1}, "blog": {"bytes": 1}},
+                  "dns_current": {"www.microblog.test.": {"ttl": 30, "values": ["10.0.0.11"]}}}
     from liferaft.engine.observe import Observed
 
     saved_plan = planner.make_plan(stack, "primary", "alt-b", "live", Observed(**obs_kw))  # type: ignore[arg-type]

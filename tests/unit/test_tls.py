@@ -219,7 +219,7 @@ def test_the_live_planner_inserts_the_certificate_before_the_deploy(example: Pat
     obs = Observed(source_host={"name": "a", "address": "10.0.0.11", "port": 22, "user": "root",
                                 "host_keys": ["ssh-ed25519 AAAA"], "private_key_file": "/k"},
                    target_host_preview="10.0.0.12", target_free=("b",),
-                   buckets={"images": {"objects": 1, "bytes": 1}}, databases={"blog": 1}, dns_current={})
+                   sizes={"images": {"items": 1, "bytes": 1}, "blog": {"bytes": 1}}, dns_current={})
     plan = make_plan(stack, "primary", "alt-b", "live", obs)
     tls = plan.step("tls:web")
     assert tls.kind == "tls.certificate" and tls.depends_on == ("prepare",)
