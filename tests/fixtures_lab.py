@@ -80,6 +80,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def cloud_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A lab without the example app, for its provider clouds (hcloud, digitalocean) and their fault proxies."""
+    yield from _cloud_lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def own_cloud_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The same, of the module's own: for tests whose hosts must start as `lab up` leaves them, whatever the
+    session's earlier modules did in the shared one."""
+    yield from _cloud_lab(tmp_path_factory)
+
+
+def _cloud_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     _require_lab_hosts()
     from liferaft.lab.core import Lab
 
