@@ -52,4 +52,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
+# The Kinto example (examples/kinto) installs from a wheelhouse: lab hosts have no internet. Hosts run Debian's
+# /usr/bin/python3 (3.11), so the wheels are for CPython 3.11 on this platform. Quick when already there.
+KINTO_VERSION=26.5.0
+WHEELHOUSE=${LIFERAFT_WHEELHOUSE:-/var/cache/liferaft/wheels}
+if [ ! -f "$WHEELHOUSE/.complete-kinto-$KINTO_VERSION" ]; then
+  say "pip: downloading kinto[postgresql]==$KINTO_VERSION and its dependencies into $WHEELHOUSE"
+  mkdir -p "$WHEELHOUSE"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
+    -d "$WHEELHOUSE" "kinto[postgresql]==$KINTO_VERSION"
+  touch "$WHEELHOUSE/.complete-kinto-$KINTO_VERSION"
+fi
 say "setup done"
