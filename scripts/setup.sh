@@ -56,11 +56,12 @@ fi
 # /usr/bin/python3 (3.11), so the wheels are for CPython 3.11 on this platform. Quick when already there.
 KINTO_VERSION=26.5.0
 WHEELHOUSE=${LIFERAFT_WHEELHOUSE:-/var/cache/liferaft/wheels}
-if [ ! -f "$WHEELHOUSE/.complete-kinto-$KINTO_VERSION" ]; then
-  say "pip: downloading kinto[postgresql]==$KINTO_VERSION and its dependencies into $WHEELHOUSE"
+WHEELS=("kinto[postgresql]==$KINTO_VERSION")
+if [ "$(cat "$WHEELHOUSE/.complete" 2>/dev/null)" != "${WHEELS[*]}" ]; then
+  say "pip: downloading ${WHEELS[*]} and their dependencies into $WHEELHOUSE"
   mkdir -p "$WHEELHOUSE"
   "$VENV/bin/pip" download -q --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
-    -d "$WHEELHOUSE" "kinto[postgresql]==$KINTO_VERSION"
-  touch "$WHEELHOUSE/.complete-kinto-$KINTO_VERSION"
+    -d "$WHEELHOUSE" "${WHEELS[@]}"
+  echo "${WHEELS[*]}" > "$WHEELHOUSE/.complete"
 fi
 say "setup done"

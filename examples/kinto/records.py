@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_USER = "liferaft"
-DEFAULT_PASSWORD = "kinto-example-password"  # noqa: S105 (a test account's Basic Auth password, not a secret)
+DEFAULT_PASSWORD = "kinto-example-password"  # a test account's Basic Auth password
 
 
 def canonical_sha256(record: dict[str, Any]) -> str:
