@@ -32,6 +32,7 @@ from liferaft.datasets.pg_access import (
     ensure_migrator,
     owner_conn,
 )
+from liferaft.datasets.pg_prereq import replica_identity_full
 from liferaft.datasets.postgres_standby import PostgresStandby
 from liferaft.errors import LiferaftError, RunFailed
 
@@ -318,12 +319,13 @@ class Postgres(PostgresStandby):
             return {"method": "dump", "note": "copied inside the write freeze"}
         src, tgt = conns(ctx, ds)
         t0 = time.monotonic()
-        rep = pg.start(src, tgt, wait=False, progress=progress(ctx))
+        full = replica_identity_full(ctx, ds, src)
+        rep = pg.start(src, tgt, wait=False, replica_identity_full=bool(full), progress=progress(ctx))
         moved = give_to_owner(tgt, ds.spec.owner)
         pg.wait_initial_sync(rep, progress=progress(ctx))
         moved += give_to_owner(tgt, ds.spec.owner)
         return {"method": "logical", "replication": rep.name, "initial_sync_s": round(time.monotonic() - t0, 2),
-                "owner_fixed": moved}
+                "owner_fixed": moved, **({"replica_identity_full": full} if full else {})}
 
     def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
         return None

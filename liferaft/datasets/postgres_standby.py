@@ -25,6 +25,7 @@ from liferaft.datasets.pg_access import (
     ensure_migrator,
     owner_conn,
 )
+from liferaft.datasets.pg_prereq import replica_identity_full
 from liferaft.errors import CheckFailed, ProviderError, RunFailed, Unreachable
 from liferaft.movers.bounded import bounded, tcp_answers
 
@@ -126,10 +127,12 @@ class PostgresStandby:
             flat = {k: v for k, v in details.items() if isinstance(v, (int, float, str))}
             ctx.emit(event, " ".join(f"{k}={v}" for k, v in flat.items()), **flat)
 
-        rep = pg.start(src, tgt, wait=True, timeout=SETUP_TIMEOUT_S, progress=progress)
+        full = replica_identity_full(ctx, ds, src)
+        rep = pg.start(src, tgt, wait=True, timeout=SETUP_TIMEOUT_S, replica_identity_full=bool(full),
+                       progress=progress)
         give_to_owner(tgt, ds.spec.owner)
         return {"subscription": rep.name, "subscribed_at": time.time(),
-                "initial_sync_s": round(time.monotonic() - t0, 2)}
+                "initial_sync_s": round(time.monotonic() - t0, 2), **({"replica_identity_full": full} if full else {})}
 
     def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
         from liferaft.movers import pg_standby as pgstandby

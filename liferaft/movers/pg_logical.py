@@ -1,6 +1,7 @@
 """PostgreSQL logical replication with a sub-second cutover.
 
-start():   refuse tables without a primary key (or set REPLICA IDENTITY FULL when asked), prepare the target, copy
+start():   refuse tables without a primary key (or set REPLICA IDENTITY FULL on them when asked: the stack key
+           `replica_identity: full`), prepare the target, copy
            the schema (pg_dump --schema-only), CREATE PUBLICATION ... FOR ALL TABLES on the source and CREATE
            SUBSCRIPTION on the target, then wait for the initial copy.
 lag():     bytes (source's current LSN minus the slot's confirmed position) and seconds (the walsender's replay lag).
@@ -74,8 +75,9 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
         raise CheckFailed(
             f"logical replication cannot carry UPDATE/DELETE for {len(missing)} table(s) without a primary key: "
             + ", ".join(missing),
-            hint="add a primary key, migrate with 'dump' instead, or allow REPLICA IDENTITY FULL explicitly "
-                 "(--replica-identity-full; slower on the target)")
+            hint="add a primary key, or set `replica_identity: full` on the database in the stack file "
+                 "(data.databases.<key>: REPLICA IDENTITY FULL on those tables at the source; slower on the "
+                 "target), or `migrate: dump`")
     with connect(source) as c:
         require_superuser(c, source, "logical replication (CREATE PUBLICATION FOR ALL TABLES)")
         level = c.execute("SHOW wal_level").fetchone()

@@ -435,6 +435,9 @@ class Database(_Model):
     password: SecretRef
     port: Port = 5432
     migrate: Literal["logical", "dump"] = "logical"
+    # `full`: a logical migration sets REPLICA IDENTITY FULL at the source on the tables without a primary key (so
+    # their UPDATEs and DELETEs replicate; slower at the target) and says so; `default`: such tables stop the plan
+    replica_identity: Literal["default", "full"] = "default"
     ledger: WriteLedger | None = None  # where a write ledger's acknowledged writes land (liferaft.movers.ledger)
 
 

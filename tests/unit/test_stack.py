@@ -150,3 +150,12 @@ def test_secrets_resolve_by_reference(example: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(SecretError) as exc:
         stack.secret("env:LR_TEST_UNSET_VAR")
     assert "not set" in str(exc.value)
+
+
+def test_replica_identity_key(example: Path) -> None:
+    """`replica_identity` is `default` unless the database says `full`; any other value names the field."""
+    assert load_stack(example).model.data.databases["blog"].replica_identity == "default"
+    path, _ = _broken(example, "migrate: logical", "migrate: logical\n      replica_identity: full")
+    assert load_stack(path).model.data.databases["blog"].replica_identity == "full"
+    path, _ = _broken(example, "replica_identity: full", "replica_identity: nothing")
+    assert any("data.databases.blog.replica_identity" in p for p in _problems(path))
