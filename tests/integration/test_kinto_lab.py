@@ -293,5 +293,10 @@ def test_failback_to_primary_then_every_record_read_back_there(journey: Journey)
                                                  "unexpected": 0}
     assert counts["liferaft/notes"]["found"] == 112 + 20 - 5 + 6 - 6
     assert sum(c["found"] for c in counts.values()) == sum(len(j.ledger.live(key)) for key in j.ledger.collections)
+    # the stack's secrets (the database password, Kinto's HMAC secret) never in liferaft's journal, state or reports
+    for f in j.tmp.rglob("*"):
+        if f.is_file():
+            body = f.read_bytes()
+            assert not any(s.encode() in body for s in j.secrets_.values()), f
     print(f"\nfailback: write-unavailability window {doc['summary'].get('write_unavailable_s')} s; "
           f"{sum(c['found'] for c in counts.values())} records at the primary, each equal by sha256")
