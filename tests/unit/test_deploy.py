@@ -73,3 +73,14 @@ def test_the_other_sites_declared_hosts_are_admitted(toy: Any) -> None:  # noqa:
     stack, _, _ = toy
     assert declared_peers(stack, "alt") == ["127.0.0.2/32"]
     assert declared_peers(stack, "primary") == ["127.0.0.3/32"]
+
+
+def test_a_deploy_stopped_before_a_step_resumes_to_done(toy: Any, tmp_path: Path) -> None:  # noqa: F811
+    """`--stop-before`: the run stops there (resume hint), `resume` finishes it and the count covers both parts."""
+    stack, kind, root = toy
+    _give_create(kind)
+    runner = Runner(tmp_path / "state", stack=stack)
+    out = runner.start(build(stack, "alt", "alt", Deploy()), stop_before="verify-service")
+    assert out.status == "stopped" and (root / "alt" / "notes").is_dir()
+    done = runner.resume(out.run_id)
+    assert done.status == "done" and done.summary["changed"] == ["create-directories"]
