@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.datasets import Dataset, kind_of
 from liferaft.datasets.base import Size, StandbySides, kind_named, record_group
-from liferaft.datasets.registry import datasets
+from liferaft.datasets.registry import by_kind, datasets, grouped
 from liferaft.engine.kinds import get_kind
 from liferaft.engine.observe import Observed
 from liferaft.engine.plan import DEPLOY_MODE, Plan, Step, ttl_notes
@@ -472,7 +472,7 @@ def _deploy(b: _Builder, inp: Deploy) -> Plan:
     alloc, host_name, _ = b.site_hosts(report_new=True)
     prepared = last = b.prepare(alloc)
     made: list[str] = []
-    for name, group in _by_kind(dss).items():
+    for name, group in by_kind(dss).items():
         kind = kind_named(name)
         keys = ", ".join(d.key for d in group)
         if hasattr(kind, "create"):
@@ -480,7 +480,7 @@ def _deploy(b: _Builder, inp: Deploy) -> Plan:
             last = b.add(f"create-{kind.group}", DataCreate.name, f"create {kind.noun}s {keys} at {target}"
                          + (f" (admitting {', '.join(inp.allow_from)})" if inp.allow_from and
                             kind.target_playbooks(stack, group) else ""),
-                         {"kind": name, **_grouped(group), "allow_from": list(inp.allow_from)}, last)
+                         {"kind": name, **grouped(group), "allow_from": list(inp.allow_from)}, last)
             made.append(last)
             continue
         for playbook in kind.target_playbooks(stack, group):
@@ -521,15 +521,3 @@ def _deploy(b: _Builder, inp: Deploy) -> Plan:
                   dns_diff=b.dns_diff(inp.dns_current, [inp.preview] if inp.preview else
                                       [f"<address of {host_name}>"]))
 
-
-def _by_kind(dss: list[Dataset]) -> dict[str, list[Dataset]]:
-    out: dict[str, list[Dataset]] = {}
-    for ds in dss:
-        out.setdefault(ds.kind, []).append(ds)
-    return out
-
-
-def _grouped(group: list[Dataset]) -> dict[str, Any]:
-    from liferaft.datasets.registry import grouped
-
-    return grouped(group)
