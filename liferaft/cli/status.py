@@ -74,7 +74,8 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
     if doc["moved"]:
         hosts = ", ".join(f"{h.get('name')} ({h.get('address')})" for h in doc["hosts"]) or "?"
         con.print(f"active site: [bold]{doc['active_site']}[/] since {_when(doc['since'])}, by run {doc['run']} "
-                  f"({doc['mode']} from {doc['source']}); hosts: {hosts}")
+                  + (f"({doc['mode']} from {doc['source']})" if doc['source'] != doc['active_site']
+                     else f"({doc['mode']})") + f"; hosts: {hosts}")
         con.print(f"  the stack file is unchanged: it still names {file_primary} as primary")
     else:
         con.print(f"active site: [bold]{doc['active_site']}[/] (the stack file's primary; never moved)")

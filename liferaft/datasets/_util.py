@@ -49,3 +49,51 @@ def target_hosts(ctx: RunContext) -> list[Any]:
         return from_journal(ctx)
     except RunFailed:
         return []
+
+
+def source_address(ctx: RunContext) -> str | None:
+    """The run's source host's address, None when the plan has none (a first deployment copies from nowhere)."""
+    from liferaft.errors import RunFailed
+
+    try:
+        return str(source_host(ctx).address)
+    except RunFailed:
+        return None
+
+
+def allow_from(ctx: RunContext, host: Any) -> list[str]:
+    """CIDRs the step's `allow_from` names (a deploy: the hosts the stack's other sites declare), plus this
+    controller as `host` sees it (`$SSH_CLIENT` there; behind NAT not the address it routes from). Empty when the
+    step names none (a failover admits its source and this controller only)."""
+    from liferaft.configure.remote import seen_from
+
+    nets = list((ctx.step.params.get("allow_from") if ctx.step is not None else None) or [])
+    if ctx.step is None or "allow_from" not in ctx.step.params:
+        return nets
+    key = f"datasets:seen_from:{host.address}"
+    if key not in ctx.cache:
+        ctx.cache[key] = seen_from(host)
+    seen = ctx.cache[key]
+    return sorted(set(nets + ([f"{seen}/32"] if seen else [])))
+
+
+def run_target_playbooks(ctx: RunContext, kind: Any, datasets: list[Any], host: Any) -> dict[str, Any]:
+    """The kind's target playbooks (`target_playbooks`, with its `playbook_vars`) on `host`, one after another, as
+    the `data.server` step runs them: {"duration_s", "changed"} (Ansible's changed count)."""
+    from liferaft.configure import run_playbook
+
+    stack = ctx.require_stack()
+
+    def on_event(ev: Any) -> None:
+        if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
+            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
+            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
+
+    duration, changed = 0.0, 0
+    for playbook in kind.target_playbooks(stack, datasets):
+        variables, secret_vars = kind.playbook_vars(ctx, datasets, host.address)
+        res = run_playbook(playbook, [host], variables={"liferaft_listen_address": host.address, **variables},
+                           secret_variables=secret_vars, on_event=on_event, base_dir=stack.base_dir,
+                           state_dir=ctx.state_dir)
+        duration, changed = duration + res.duration_s, changed + res.changed
+    return {"duration_s": round(duration, 2), "changed": changed}

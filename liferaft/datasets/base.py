@@ -228,6 +228,26 @@ class DatasetKind(Protocol):
         ...
 
 
+class CreatesData(Protocol):
+    """What a kind adds so that `liferaft deploy` (a first deployment: nothing to copy from) makes its datasets at
+    the run's site through it (`data.create`); a kind without it gets its `target_playbooks` there, as in a
+    failover. The databases a kind makes admit `liferaft.datasets._util.allow_from(ctx, host)` besides this
+    controller: the hosts the stack's other sites declare."""
+
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """What of these datasets is at the run's site already (read-only; journaled before `create`)."""
+        ...
+
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """Make them there, empty (idempotent). The result's `created` lists the keys this made (and `changed`,
+        Ansible's count where a playbook ran): a deploy that made nothing says so."""
+        ...
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """The rollback of `create`: remove what was not in `existing`; what was there before stays."""
+        ...
+
+
 @dataclass(frozen=True)
 class StandbySides:
     """Where one standby lives, as its kinds see it: the sites, the hosts (None where unknown: a cold failover may

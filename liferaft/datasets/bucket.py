@@ -147,6 +147,42 @@ class Bucket(BucketStandby):
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
         return {}, {}
 
+    # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
+    def _objects(self, ctx: RunContext) -> Any:
+        return ctx.provider(self.provider(ctx.require_stack(), ctx.plan.target)).require("objects")
+
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """The buckets already there at the run's site (read-only)."""
+        objects = self._objects(ctx)
+        return {"buckets": [str(ds.spec.name) for ds in datasets if objects.bucket_exists(str(ds.spec.name))]}
+
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """Each bucket made at the site's objects provider if it is missing; `created`: those that were."""
+        objects = self._objects(ctx)
+        had = set(existing.get("buckets") or [])
+        created = []
+        for ds in datasets:
+            if str(ds.spec.name) not in had:
+                objects.create_bucket(str(ds.spec.name))
+                created.append(ds.key)
+        return {"created": created, "buckets": {ds.key: str(ds.spec.name) for ds in datasets}}
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """Undo `create`: the buckets it made are emptied and deleted (where the provider can delete a bucket);
+        buckets that were there before stay as they are."""
+        objects = self._objects(ctx)
+        had = set(existing.get("buckets") or [])
+        for ds in datasets:
+            name = str(ds.spec.name)
+            if name in had or not objects.bucket_exists(name):
+                continue
+            for info in list(objects.list_objects(name)):
+                objects.delete_object(name, info.key)
+            delete = getattr(objects, "delete_bucket", None)
+            if delete is not None:
+                delete(name)
+            ctx.emit("bucket.removed", f"bucket {name} emptied" + (" and deleted" if delete else ""), bucket=name)
+
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         _, tgt = endpoints(ctx, ds, per_thread=False)

@@ -22,7 +22,15 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host, target_hosts
+from liferaft.datasets._util import (
+    allow_from,
+    progress,
+    run_target_playbooks,
+    source_address,
+    source_host,
+    target_host,
+    target_hosts,
+)
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
     admin_conn,
@@ -288,8 +296,73 @@ class Postgres(PostgresStandby):
         dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], address)
         # the site's other hosts (`hosts: N`) run the service too and reach the databases here
         others = [f"{h.address}/32" for h in target_hosts(ctx) if h.address != address]
+        # a first deployment names who else its databases admit: the hosts of the stack's other sites
+        hosts = [h for h in target_hosts(ctx) if h.address == address]
+        extra = allow_from(ctx, hosts[0]) if hosts else []
         return ({"liferaft_databases": dbs, "liferaft_allowed_networks": sorted(
-            set(allowed_networks(address, source_host(ctx).address) + others))}, secret_vars)
+            set(allowed_networks(address, source_address(ctx)) + others + extra))}, secret_vars)
+
+    # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """What is there before a deploy makes these databases (read-only): liferaft's clusters ("15:5432") and
+        the databases they hold (`unknown` where a cluster is there but does not answer)."""
+        from liferaft.configure.remote import ssh
+
+        host = target_host(ctx)
+        out: dict[str, Any] = {"clusters": [], "databases": [], "unknown": []}
+        for version, port in clusters(datasets):
+            psql = f"/usr/lib/postgresql/{version}/bin/psql -X -At -h /var/run/postgresql -p {port} -d postgres"
+            text = ssh(host, "sh -s", stdin=(
+                f"[ -f /var/lib/postgresql/{version}/liferaft/PG_VERSION ] || exit 0\necho cluster\n"
+                f"su postgres -s /bin/sh -c '{psql} -c \"SELECT datname FROM pg_database\"' 2>/dev/null "
+                "| sed 's/^/db /' || echo unknown\n"), what="look for liferaft's PostgreSQL cluster")
+            lines = text.split("\n")
+            if "cluster" in lines:
+                out["clusters"].append(f"{version}:{port}")
+                dbs = [line[3:] for line in lines if line.startswith("db ")]
+                out["databases"] += [f"{version}:{port}:{d}" for d in dbs]
+                if not dbs:
+                    out["unknown"].append(f"{version}:{port}")
+        return out
+
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """The PostgreSQL server and these (empty) databases at the run's host, through the kind's target
+        playbook (postgresql.yml: the owner roles, who may connect); `created`: the databases that were not there
+        before (`existing`)."""
+        res = run_target_playbooks(ctx, self, datasets, target_host(ctx))
+        have = set(existing.get("databases") or [])
+        created = [ds.key for ds in datasets
+                   if f"{ds.spec.version}:{ds.spec.port}:{ds.spec.name}" not in have]
+        return {**res, "created": created, "databases": {ds.key: str(ds.spec.name) for ds in datasets}}
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """Undo `create`: a cluster it made is stopped and removed; in a cluster that was there, the databases it
+        made are dropped. What was there before stays."""
+        from liferaft.configure.remote import ssh
+        from liferaft.errors import RunFailed
+
+        try:
+            host = target_host(ctx)
+        except RunFailed:
+            return
+        had, known = set(existing.get("clusters") or []), set(existing.get("databases") or [])
+        lines: list[str] = []
+        for version, port in clusters(datasets):
+            if f"{version}:{port}" not in had:
+                lines += cluster_removal_lines(version)
+                continue
+            if f"{version}:{port}" in set(existing.get("unknown") or []):
+                continue
+            psql = f"/usr/lib/postgresql/{version}/bin/psql -X -q -h /var/run/postgresql -p {port} -d postgres"
+            for ds in datasets:
+                name = str(ds.spec.name)
+                if (int(ds.spec.version), int(ds.spec.port)) == (version, port) and \
+                        f"{version}:{port}:{name}" not in known:
+                    lines.append(f"su postgres -s /bin/sh -c '{psql} -c \"DROP DATABASE IF EXISTS \\\"{name}\\\" "
+                                 "WITH (FORCE)\"'")
+        if lines:
+            script = ["sd=false; if [ -d /run/systemd/system ]; then sd=true; fi", *lines]
+            ssh(host, "sh -s", stdin="\n".join(script) + "\n", timeout=120.0, what="remove what the deploy created")
 
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from liferaft.errors import InvalidInput, Problem
 
 Mode = Literal["live", "cold", "standby"]
-MODES: tuple[str, ...] = ("live", "cold", "standby")  # standby: the journaled set-up of `replicate`
+DEPLOY_MODE = "deploy"  # the first deployment of a stack at a site (`liferaft deploy`)
+MODES: tuple[str, ...] = ("live", "cold", "standby", DEPLOY_MODE)  # standby: the journaled set-up of `replicate`
 PLAN_FORMAT = 1
 
 

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.engine.plan import DEPLOY_MODE
 from liferaft.errors import RunFailed, Unreachable
 from liferaft.workloads.base import Workload, refuse_source_host
 from liferaft.workloads.probe import answers, health_url, wait_silent
@@ -132,7 +133,9 @@ class Playbook:
         from liferaft.configure.remote import controller_address
 
         stack = ctx.require_stack()
-        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False, db_host=data_host(ctx),
+        # a first deployment's service makes its schema; a failover's gets it with the data
+        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=ctx.plan.mode == DEPLOY_MODE,
+                          db_host=data_host(ctx),
                           allowed_networks=[f"{controller_address(host.address)}/32"])
         for value in secret_leaves(sv.secret_variables):
             ctx.add_secret(value)  # before anything can print or journal it
