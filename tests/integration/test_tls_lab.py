@@ -1,7 +1,8 @@
 """TLS at the target (issue 23 item 4) against the lab: pebble (the ACME test CA) validating DNS-01 at the lab's
 PowerDNS, certificates delivered over SSH to a lab host, the example app serving HTTPS with them.
 
-One shared lab (`cloud_lab`: hosts, PowerDNS, pebble; no example deploy). The step runs
+One lab for the module (`cloud_lab`: hosts, PowerDNS, pebble; no example deploy); each test starts from pool hosts
+without TLS state (`_pool_hosts_without_tls`). The step runs
 through the engine: a plan of `host.allocate` (the alternate site's ssh pool) + the steps `tls_steps()` makes.
 """
 
@@ -62,9 +63,9 @@ class Acme:
 
 @pytest.fixture(scope="module")
 def cloud_lab(own_cloud_lab: Any) -> Any:
-    """A cloud lab of this module's own. In the session's shared one, after the contract suites had used it for
-    half an hour, the app on host b never answered on 8443 (CI, twice; never with the module alone), and the tests
-    after that one found its certificate kept instead of asking the CA."""
+    """A cloud lab of this module's own, so its pool hosts start as `lab up` leaves them. (The app that "never
+    answered on 8443" in full runs was not the shared lab's doing: it was started by the checkout's path, absent
+    on the host when the checkout is under /tmp -- see `_serve_https`.)"""
     return own_cloud_lab
 
 
