@@ -419,6 +419,8 @@ class _Wakeup:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        self._poll = select.poll()  # not select(): a busy process may hand out fd numbers past FD_SETSIZE
+        self._poll.register(self._r, select.POLLIN)
         self.pressed = False
         self.closed = False
         self._previous: Any = None
@@ -429,13 +431,10 @@ class _Wakeup:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
-    def restore(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.pressed = True
@@ -449,8 +448,7 @@ class _Wakeup:
 
     def wait(self, timeout: float) -> None:
         """Until a wake-up (or the timeout); drains what was written."""
-        readable, _, _ = select.select([self._r], [], [], timeout)
-        if readable:
+        if self._poll.poll(timeout * 1000):
             with contextlib.suppress(OSError):
                 os.read(self._r, 4096)
 
