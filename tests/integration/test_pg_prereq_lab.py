@@ -73,20 +73,30 @@ def env(own_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Env:
 
 
 def test_a_table_without_a_primary_key_stops_the_plan_and_the_failover(env: Env) -> None:
-    """Exit 2 naming the table and the stack key; nothing allocated, no run recorded."""
-    out = env.cli("plan", "--to", "alt-b", "--json")
+    """Exit 2 naming the table and the stack key (and an extension the target host b lacks, read there over SSH);
+    nothing allocated, no run recorded."""
+    env.sql(env.a, "CREATE EXTENSION IF NOT EXISTS pgcrypto")
+    control = "/usr/share/postgresql/15/extension/pgcrypto.control"
+    b = env.info.hosts["b"]
+    b.run(f"mv {control} {control}.hidden")  # b's own /usr (an overlay): the controller's stays
+    try:
+        out = env.cli("plan", "--to", "alt-b", "--json")
+    finally:
+        b.run(f"mv {control}.hidden {control}")
     assert out.returncode == 2, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     (problem,) = [p for p in doc["problems"] if p["check"] == "primary-key"]
     assert problem["dataset"] == "blog" and "public.tags" in problem["message"]
     assert "replica_identity: full" in problem["fix"] and "migrate: dump" in problem["fix"]
+    (missing,) = [p for p in doc["problems"] if p["check"] == "extensions"]
+    assert "pgcrypto" in missing["message"] and "target b" in missing["message"]
     human = env.cli("plan", "--to", "alt-b")
     assert human.returncode == 2 and "public.tags" in human.stdout
     out = env.cli("failover", "--to", "alt-b", "--yes", "--json")
     assert out.returncode == 2 and "public.tags" in out.stderr, out.stderr[-2000:]
     assert json.loads(env.cli("runs", "--json").stdout) == []
     plan = json.loads(env.cli("plan", "--to", "alt-b", "--json", stack=env.full).stdout)
-    assert not plan["problems"] and plan["ok"] is True
+    assert not plan["problems"] and plan["ok"] is True  # pgcrypto is at b again
     assert any("REPLICA IDENTITY FULL" in n for n in plan["notes"])
 
 
