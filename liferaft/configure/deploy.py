@@ -6,7 +6,8 @@ Every service playbook receives the same variables (documented in liferaft/playb
                                tls: {certificate, key} (paths on the host) or None}
     liferaft_site             the site's name
     liferaft_listen_address   the address of the host being configured
-    liferaft_allowed_networks CIDRs allowed to reach databases (controller, other sites)
+    liferaft_allowed_networks CIDRs allowed to reach databases (the controller; a move's target is admitted at
+                              the source by its `source-access` step, not beforehand)
     liferaft_databases        [{key, engine, version, name, owner, port, host, replication}]
     liferaft_buckets          [{key, name, endpoint_url, region}]
     liferaft_service_env      {NAME: value}: the service's plain settings (`services.<name>.env`)

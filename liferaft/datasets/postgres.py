@@ -4,7 +4,11 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 
 - plan: `pg_database_size` over a session read-only from its first statement; estimates from the lab's throughput
   (logical initial sync 34 s/GB, pg_dump -Fd | pg_restore 22 s/GB, tables hashed at 12.6 s/GB);
+- plan checks (`pg_prereq`): tables without a primary key (unless `replica_identity: full`), wal_level, a free slot
+  and WAL sender, the source's pg_hba rules, extensions the target lacks; a blocking one stops the plan;
 - target: `postgresql.yml` (one cluster per version/port, the databases, who may connect);
+- source access (`pg_prereq`, logical only): the target's address admitted in the source's pg_hba for the migration
+  role, once the allocation gave it; the undo removes exactly that rule;
 - prepare: liferaft's migration role at both ends (`pg_access`); the service can be deployed from here on;
 - seed: logical -- the target database marked as liferaft's, the schema copied and given to the application's owner
   at once, the subscription made and its initial copy waited for; dump -- nothing until the freeze;
@@ -31,8 +35,9 @@ from liferaft.datasets._util import (
     target_host,
     target_hosts,
 )
-from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets.base import Dataset, LedgerVerdict, Prerequisite, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
+    MIGRATOR_ROLE,
     admin_conn,
     allowed_networks,
     database_vars,
@@ -40,7 +45,7 @@ from liferaft.datasets.pg_access import (
     ensure_migrator,
     owner_conn,
 )
-from liferaft.datasets.pg_prereq import replica_identity_full
+from liferaft.datasets.pg_prereq import close_source, open_source, prerequisites, replica_identity_full
 from liferaft.datasets.postgres_standby import PostgresStandby
 from liferaft.errors import LiferaftError, RunFailed
 
@@ -278,6 +283,24 @@ class Postgres(PostgresStandby):
             raise LiferaftError(f"database {ds.key!r} at {host.address}:{db.port}: cannot measure its size: {msg}") \
                 from None
         return Size(bytes=int(row[0]) if row else 0)
+
+    def prerequisites(self, where: Where, ds: Dataset) -> list[Prerequisite]:
+        """Primary keys, wal_level, a free slot and sender, the source's access rules, extensions (`pg_prereq`)."""
+        return prerequisites(where, ds)
+
+    def source_access_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+        if not logical:
+            return None  # a dump is made by the controller: the target never connects to the source
+        return (f"let the target reach the source's database(s) {', '.join(str(ds.spec.name) for ds in logical)} "
+                f"(pg_hba rule for {MIGRATOR_ROLE} from the target's address, reload)")
+
+    def open_source(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+        return open_source(ctx, logical, source_host(ctx), _target_address(ctx))
+
+    def close_source(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        close_source(ctx, source_host(ctx), datasets)
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         gb = size.bytes / 1e9

@@ -272,6 +272,7 @@ class Runner:
             raise UsageError(f"--stop-before {stop_before!r}: no such step", hint=", ".join(plan.step_ids))
         for s in plan.steps:
             get_kind(s.kind)  # an unknown kind is refused before anything acts
+        plan.require_no_blocking()  # what the plan's checks found at the source is fixed first: nothing is created
         run_id = new_run_id()
         box: list[RunContext] = []
         with StackLock(self.state_dir, plan.stack).acquire(run_id, by="failover run") as lock, \

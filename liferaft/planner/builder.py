@@ -48,6 +48,7 @@ from liferaft.steps.data import (
     DataSeed,
     DataServer,
     DatasetsParams,
+    DataSourceAccess,
     Freeze,
     SeedParams,
     ServerParams,
@@ -103,6 +104,7 @@ class Setup:
     record: dict[str, Any]
     source_timeout: float
     interval: float
+    problems: tuple[dict[str, Any], ...] = ()  # what the kinds' checks found at the source (planner.prereq)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,23 @@ class _Builder:
     def prepare(self, after: str) -> str:
         return self.add("prepare", Configure.name, "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, after)
 
+    def source_access(self, source_host: dict[str, Any], after: str) -> tuple[str | None, set[str]]:
+        """The `source-access` step (after `after`, which gives the target's address), for the datasets whose kind
+        opens the source to the target (`source_access_title`); (its id, those datasets' ids), (None, {}): none."""
+        group: list[Dataset] = []
+        titles: list[str] = []
+        for name, items in by_kind(self.dss).items():
+            title_of = getattr(kind_named(name), "source_access_title", None)
+            title = title_of(self.stack, items) if title_of is not None else None
+            if title:
+                group += items
+                titles.append(title)
+        if not group:
+            return None, set()
+        sid = self.add("source-access", DataSourceAccess.name, "; ".join(titles),
+                       DatasetsParams(tuple(group), source_host).to_params(), after)
+        return sid, {ds.id for ds in group}
+
     def certificates(self, after: str) -> dict[str, str]:
         """A service with `tls:` gets its certificate on the hosts first (the app reads it when it starts): service
         -> its certificate's step, which the service's deploy or start waits for."""
@@ -213,10 +232,15 @@ class _Builder:
                           for r in self.records}, self.m.objectives.rto)
 
     def plan(self, mode: str, resources: list[dict[str, Any]], notes: list[str], *, source: str | None = None,
-             dns_diff: tuple[dict[str, Any], ...] = (), bytes_to_move: int = 0, estimate_s: float = 0.0) -> Plan:
+             dns_diff: tuple[dict[str, Any], ...] = (), bytes_to_move: int = 0, estimate_s: float = 0.0,
+             found: tuple[dict[str, Any], ...] = ()) -> Plan:
+        """The plan; `found`: what the kinds' checks found at the source -- the blocking ones are the plan's
+        problems, the others its notes."""
+        notes = [*notes, *(f"{p.get('dataset')}: {p.get('message')}" for p in found if not p.get("blocking", True))]
         return Plan(stack=self.m.name, source=source or self.source, target=self.target, mode=mode,
                     steps=tuple(self.steps), resources=tuple(resources), bytes_to_move=bytes_to_move,
-                    estimate_s=estimate_s, dns_diff=dns_diff, notes=tuple(notes))
+                    estimate_s=estimate_s, dns_diff=dns_diff, notes=tuple(notes),
+                    problems=tuple(p for p in found if p.get("blocking", True)))
 
 
 # ------------------------------------------------------------------------------------------------------------ live
@@ -242,19 +266,21 @@ def _live(b: _Builder, inp: Live) -> Plan:
         prepared = b.add("db-access", DataPrepare.name, "prepare the target's data: " + "; ".join(
             kind_of(ds).titles(ds, _where(stack, ds, b.source, target))["prepare"] for ds in dss),
             DatasetsParams(tuple(dss), src_host).to_params(), last)
+    access, opened = b.source_access(src_host, alloc)
     seeds: list[str] = []
     for ds in dss:
         kind = kind_of(ds)
         # A kind whose seed needs what `prepare` made (a database's schema and access) waits for it; the others
-        # (buckets: the copy makes its bucket) need only the allocation and start at once.
-        deps = prepared if kind.seed_needs_prepare else alloc
+        # (buckets: the copy makes its bucket) need only the allocation and start at once. A dataset the source
+        # must first be opened for (its target connects to the source) waits for that too.
+        deps = (prepared if kind.seed_needs_prepare else alloc, *([access] if ds.id in opened and access else []))
         # The copies run one after another in the plan's order (each after the previous one), all of them beside
         # the service's deploy: a crash or a fault in one copy finds the later ones not started, as the journal and
         # `--stop-before` read the plan's order.
         seeds.append(b.add(f"{kind.seed_verb}-{ds.key}", DataSeed.name,
                            kind.titles(ds, _where(stack, ds, b.source, target))["seed"],
                            SeedParams(ds.key, ds.kind, src_host, {kind.summary_name: kind.summary(ds)}).to_params(),
-                           deps, *seeds[-1:]))
+                           *deps, *seeds[-1:]))
     certs = b.certificates(host_ready)
     deploys = b.services(b.deploy, (prepared,), certs)
     freeze = b.add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
@@ -302,7 +328,7 @@ def _live(b: _Builder, inp: Live) -> Plan:
     # what a kind observed beside the size (versions, warnings such as tables without a primary key)
     notes += [f"{kind_of(ds).noun} {ds.key}: {sizes[ds.id].detail}" for ds in dss if sizes[ds.id].detail]
     notes += b.ttl_notes(obs.dns_current)
-    return b.plan(inp.mode, resources, notes, bytes_to_move=sum(sz.bytes for sz in sizes.values()),
+    return b.plan(inp.mode, resources, notes, found=obs.problems, bytes_to_move=sum(sz.bytes for sz in sizes.values()),
                   estimate_s=round(estimate(stack, obs), 1),
                   dns_diff=b.dns_diff(obs.dns_current, [preview] if preview else [f"<address of {host_name}>"]))
 
@@ -443,10 +469,12 @@ def _setup(b: _Builder, inp: Setup) -> Plan:
                          {"kind": name, "datasets": [ds.key for ds in group], "source_host": inp.source_host,
                           "installed_on": installed_on}, last)
     installed = last
+    access, opened = b.source_access(inp.source_host, "allocate")
     for ds in dss:
         b.add(f"keep-{ds.key}", KeepStandby.name, f"set up the standby copy of {kind_of(ds).noun} {ds.key} and bring "
               "it current", {**dataset_params(ds), "source_host": inp.source_host,
-                             "source_timeout": inp.source_timeout, "interval": inp.interval}, last)
+                             "source_timeout": inp.source_timeout, "interval": inp.interval}, last,
+              *([access] if access and ds.id in opened else []))
     resources = [{"action": "reuse" if recorded else "allocate", "kind": "host", "name": spec, "provider": provider,
                   "detail": "the standby host"}]
     for svc, digest in warm_services(stack, target).items():
@@ -457,7 +485,8 @@ def _setup(b: _Builder, inp: Setup) -> Plan:
         resources.append({"action": "deploy", "kind": "service", "name": svc, "provider": provider,
                           "detail": "stopped (warm standby)"})
     return b.plan(STANDBY_MODE, resources, [(f"standby set-up at {target} from {inp.source_host.get('name')} "
-                                             f"({inp.source_host.get('address')})")], source=b.m.primary)
+                                             f"({inp.source_host.get('address')})")], source=b.m.primary,
+                  found=inp.problems)
 
 
 # ---------------------------------------------------------------------------------------------------------- deploy
