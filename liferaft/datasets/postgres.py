@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host, target_hosts
+from liferaft.datasets._util import HostedKind, progress, source_host, target_host, target_hosts
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
     admin_conn,
@@ -227,16 +227,13 @@ def cut_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------------ kind
-class Postgres(PostgresStandby):
+class Postgres(PostgresStandby, HostedKind):
     name: ClassVar[str] = "postgresql"
     noun: ClassVar[str] = "database"
     group: ClassVar[str] = "databases"
     seed_verb: ClassVar[str] = "migrate"
-    freezes_source: ClassVar[bool] = True
     release_id: ClassVar[str | None] = "db-release"
     ledger: ClassVar[bool] = True
-    summary_name: ClassVar[str] = "method"
-    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return {k: d for k, d in model.data.databases.items() if d.engine == "postgresql"}
@@ -249,9 +246,6 @@ class Postgres(PostgresStandby):
         how = "logical replication" if ds.spec.migrate == "logical" else "dump/restore inside the freeze"
         return {"seed": f"migrate database {ds.spec.name} ({how})",
                 "prepare": f"database {ds.spec.name}: liferaft's migration role at the source and the target"}
-
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """pg_database_size, over a session that is read-only from its first statement."""
@@ -274,9 +268,6 @@ class Postgres(PostgresStandby):
         gb = size.bytes / 1e9
         return gb * (PG_LOGICAL_S_PER_GB if ds.spec.migrate == "logical" else PG_DUMP_S_PER_GB) \
             + gb * PG_VERIFY_S_PER_GB
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return (int(ds.spec.port),)
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["postgresql.yml"] if datasets else []
