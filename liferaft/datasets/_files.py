@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import HostedKind, HostedStandby, source_host, target_host
+from liferaft.datasets._util import HostedKind, HostedStandby, NoServer, source_host, target_host
 from liferaft.errors import LiferaftError, RunFailed, ToolMissing
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
-    from liferaft.datasets.base import Dataset, StandbySides
+    from liferaft.datasets.base import Dataset, Size, StandbySides, Where
     from liferaft.engine.runner import RunContext
     from liferaft.movers.files import PushAccess, Shell
     from liferaft.stack import Stack
@@ -267,7 +267,7 @@ def fence_lines(datasets: list[Dataset], paths: Any, *, undo: bool = False) -> l
     return lines + writer_lines if undo else writer_lines + lines
 
 
-class FilesKind(HostedKind):
+class FilesKind(NoServer, HostedKind):
     """The parts of the contract both file kinds answer alike (their datasets live on the site's compute hosts,
     need no port or playbook, and are reached over SSH with the push key). `paths(ds)`: what the fence makes
     read-only."""
@@ -275,22 +275,42 @@ class FilesKind(HostedKind):
     release_id: ClassVar[str | None] = "files-release"
     summary_name: ClassVar[str] = "path"
     noun: ClassVar[str]
+    tree: ClassVar[bool]  # a folder (its files counted), else one file
+    tools: ClassVar[tuple[str, ...]]  # needed at both ends
+    no_writers: ClassVar[str]  # the plan's note for a dataset without `writers`
+
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        """The dataset's path is not on the source host: a stop naming the dataset and the fix."""
+        raise NotImplementedError
+
+    def measure(self, host: TargetHost, ds: Dataset) -> dict[str, Any]:
+        """The path's bytes (and files) at `host`, read-only; a path it does not have raises `missing`."""
+        from liferaft.movers.files import PathMissing, size_of
+
+        try:
+            return size_of(shell(host, "observe"), ds.spec.path, directory=self.tree)
+        except PathMissing as e:
+            raise self.missing(ds, host, str(e).split(": ", 1)[-1]) from None
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        from liferaft.datasets.base import Size
+
+        d = self.measure(where.source_host, ds)
+        return Size(bytes=int(d["bytes"]), items=int(d["files"]) if self.tree else 0,
+                    detail="" if ds.spec.writers else self.no_writers)
+
+    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        src, tgt = source_host(ctx), target_host(ctx)
+        check_tools(src, "the source", self.tools, ctx)
+        check_tools(tgt, "the target", self.tools, ctx)
+        self.measure(src, ds)
+        return {"path": ds.spec.path, "push": grant(ctx, src, tgt, once=True).tag}
 
     def paths(self, ds: Dataset) -> list[str]:
         return [str(ds.spec.path)]
 
     def summary(self, ds: Dataset) -> Any:
         return str(ds.spec.path)
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return ()
-
-    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return []
-
-    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
         try:

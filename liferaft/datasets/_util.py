@@ -45,6 +45,18 @@ def target_host(ctx: RunContext) -> Any:
     return ctx.cache[key]
 
 
+def both_ends(ctx: RunContext) -> list[Any]:
+    """The run's source host, and its target host when the run has one yet (an undo before the allocation)."""
+    from liferaft.errors import RunFailed
+
+    hosts = [source_host(ctx)]
+    try:
+        hosts.append(target_host(ctx))
+    except RunFailed:
+        pass
+    return hosts
+
+
 def target_hosts(ctx: RunContext) -> list[Any]:
     """Every host the run's allocation made ready (the first is `target_host`); none when it allocated none."""
     from liferaft.engine.results import target_hosts as from_journal
@@ -95,6 +107,20 @@ def deploy_standby_server(ctx: RunContext, host: TargetHost, playbook: str, vari
                        secret_variables=secret_vars, on_event=playbook_events(ctx),
                        base_dir=ctx.require_stack().base_dir, timeout=SETUP_TIMEOUT_S, state_dir=ctx.state_dir)
     return {"deployed": True, "duration_s": round(res.duration_s, 2)}
+
+
+class NoServer:
+    """What a kind whose data needs no server at the target answers (objects, files): no port, no playbook."""
+
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        return ()
+
+    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return []
+
+    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}
 
 
 class HostedKind:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.datasets import _files as F
 from liferaft.datasets._util import source_host, target_host
-from liferaft.datasets.base import Dataset, Size, Verdict, Where
+from liferaft.datasets.base import Dataset, Size, Verdict
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
 
 if TYPE_CHECKING:
@@ -130,11 +130,15 @@ class DirectoryStandby(F.FilesStandby):
         ctx.emit("standby.files", f"{F.label(ds)}: {now.files} files verified by sha256 against the manifest", **out)
         return out
 
+
 class Directory(DirectoryStandby, F.FilesKind):
     name: ClassVar[str] = "directory"
     noun: ClassVar[str] = "folder"
     group: ClassVar[str] = "directories"
     seed_verb: ClassVar[str] = "copy"
+    tree: ClassVar[bool] = True
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    no_writers: ClassVar[str] = "no `writers`: the freeze copies the final delta without stopping anyone"
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.directories)
@@ -144,33 +148,13 @@ class Directory(DirectoryStandby, F.FilesKind):
         return {"seed": f"copy folder {ds.spec.path} host to host (rsync, then verified by sha256)",
                 "prepare": f"folder {ds.key}: liferaft's push key from the source host to the target"}
 
-    def observe(self, where: Where, ds: Dataset) -> Size:
-        from liferaft.movers.files import PathMissing, size_of
-
-        try:
-            d = size_of(F.shell(where.source_host, "observe"), ds.spec.path, directory=True)
-        except PathMissing as e:
-            raise _missing(ds, where.source_host, str(e).split(": ", 1)[-1]) from None
-        note = "" if ds.spec.writers else "no `writers`: the freeze copies the final delta without stopping anyone"
-        return Size(bytes=int(d["bytes"]), items=int(d["files"]), detail=note)
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        return _missing(ds, host, detail)
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return size.items / FILES_PER_S + size.bytes / BYTES_PER_S + size.bytes / HASH_BYTES_PER_S
 
     # ---- live move ------------------------------------------------------------------------------------------
-    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        from liferaft.movers.files import PathMissing, size_of
-
-        src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS, ctx)
-        F.check_tools(tgt, "the target", TOOLS, ctx)
-        try:
-            size_of(F.shell(src, "observe"), ds.spec.path, directory=True)
-        except PathMissing as e:
-            raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        acc = F.grant(ctx, src, tgt, once=True)
-        return {"path": ds.spec.path, "push": acc.tag}
-
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         from liferaft.movers.files import free_bytes, size_of
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import HostedKind, progress, source_host, target_host
+from liferaft.datasets._util import HostedKind, both_ends, progress, source_host, target_host
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.mariadb_access import admin_conn, ensure_migrator, lock_migrator, mysql_vars
 from liferaft.datasets.mariadb_standby import MariadbStandby
@@ -197,12 +197,7 @@ class Mariadb(MariadbStandby, HostedKind):
         return {"account": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        hosts = [source_host(ctx)]
-        try:
-            hosts.append(target_host(ctx))
-        except RunFailed:
-            pass
-        for host in hosts:
+        for host in both_ends(ctx):
             lock_migrator(host, int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

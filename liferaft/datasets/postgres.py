@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import HostedKind, progress, source_host, target_host, target_hosts
+from liferaft.datasets._util import HostedKind, both_ends, progress, source_host, target_host, target_hosts
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
     admin_conn,
@@ -291,12 +291,7 @@ class Postgres(PostgresStandby, HostedKind):
         return {"role": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        hosts = [source_host(ctx)]
-        try:
-            hosts.append(target_host(ctx))
-        except RunFailed:
-            pass
-        for host in hosts:
+        for host in both_ends(ctx):
             drop_migrator(host, int(ds.spec.version), int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.datasets import _files as F
 from liferaft.datasets._util import source_host, target_host
-from liferaft.datasets.base import Dataset, Size, Verdict, Where
+from liferaft.datasets.base import Dataset, Size, Verdict
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
 
 if TYPE_CHECKING:
@@ -150,11 +150,15 @@ class SqliteStandby(F.FilesStandby):
         ctx.emit("standby.files", f"{F.label(ds)}: integrity ok, {len(tables)} tables equal to the last copy", **out)
         return out
 
+
 class Sqlite(SqliteStandby, F.FilesKind):
     name: ClassVar[str] = "sqlite"
     noun: ClassVar[str] = "sqlite file"
     group: ClassVar[str] = "sqlite"
     seed_verb: ClassVar[str] = "snapshot"
+    tree: ClassVar[bool] = False
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    no_writers: ClassVar[str] = "no `writers`: the freeze snapshots again without stopping anyone"
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.sqlite)
@@ -163,32 +167,13 @@ class Sqlite(SqliteStandby, F.FilesKind):
         return {"seed": f"copy SQLite file {ds.spec.path} (online backup, then rsync host to host)",
                 "prepare": f"sqlite file {ds.key}: liferaft's push key from the source host to the target"}
 
-    def observe(self, where: Where, ds: Dataset) -> Size:
-        from liferaft.movers.files import PathMissing, size_of
-
-        try:
-            d = size_of(F.shell(where.source_host, "observe"), ds.spec.path, directory=False)
-        except PathMissing as e:
-            raise _missing(ds, where.source_host, str(e).split(": ", 1)[-1]) from None
-        note = "" if ds.spec.writers else "no `writers`: the freeze snapshots again without stopping anyone"
-        return Size(bytes=int(d["bytes"]), items=0, detail=note)
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        return _missing(ds, host, detail)
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return 2 * size.bytes / BACKUP_BYTES_PER_S + size.bytes / COPY_BYTES_PER_S + 2 * size.bytes / HASH_BYTES_PER_S
 
     # ---- live move ------------------------------------------------------------------------------------------
-    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        from liferaft.movers.files import PathMissing, size_of
-
-        src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS, ctx)
-        F.check_tools(tgt, "the target", TOOLS, ctx)
-        try:
-            size_of(F.shell(src, "observe"), ds.spec.path, directory=False)
-        except PathMissing as e:
-            raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        return {"path": ds.spec.path, "push": F.grant(ctx, src, tgt, once=True).tag}
-
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         out = copy(ctx, ds, source_host(ctx), target_host(ctx))
         out.pop("digest", None)
