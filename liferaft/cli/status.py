@@ -108,7 +108,9 @@ def fence_words(fence: dict[str, Any]) -> str:
     if state == "read-only":
         return "read-only: the live failover's freeze left its databases read-only"
     if state == "fenced":
-        return f"fenced at {_when(fence.get('fenced_at'))}: services stopped, databases read-only"
+        detail = [str(d) for d in fence.get("detail") or []]
+        return f"fenced at {_when(fence.get('fenced_at'))}: " + ("; ".join(detail) if detail else
+                                                                 "services stopped, databases read-only")
     return str(state)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import NoServer
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.bucket_standby import BucketStandby
 
@@ -98,7 +99,7 @@ def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -
     return problems, listed
 
 
-class Bucket(BucketStandby):
+class Bucket(BucketStandby, NoServer):
     name: ClassVar[str] = "bucket"
     noun: ClassVar[str] = "bucket"
     group: ClassVar[str] = "buckets"
@@ -136,16 +137,6 @@ class Bucket(BucketStandby):
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return 2 * max(size.items / OBJECTS_PER_S, size.bytes / OBJECT_BYTES_PER_S)  # copy, then verify
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return ()
-
-    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return []
-
-    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
 
     # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
     def _objects(self, ctx: RunContext) -> Any:

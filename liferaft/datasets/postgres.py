@@ -27,7 +27,9 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.datasets._util import (
+    HostedKind,
     allow_from,
+    both_ends,
     progress,
     run_target_playbooks,
     source_address,
@@ -241,16 +243,13 @@ def cut_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------------ kind
-class Postgres(PostgresStandby):
+class Postgres(PostgresStandby, HostedKind):
     name: ClassVar[str] = "postgresql"
     noun: ClassVar[str] = "database"
     group: ClassVar[str] = "databases"
     seed_verb: ClassVar[str] = "migrate"
-    freezes_source: ClassVar[bool] = True
     release_id: ClassVar[str | None] = "db-release"
     ledger: ClassVar[bool] = True
-    summary_name: ClassVar[str] = "method"
-    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return {k: d for k, d in model.data.databases.items() if d.engine == "postgresql"}
@@ -263,9 +262,6 @@ class Postgres(PostgresStandby):
         how = "logical replication" if ds.spec.migrate == "logical" else "dump/restore inside the freeze"
         return {"seed": f"migrate database {ds.spec.name} ({how})",
                 "prepare": f"database {ds.spec.name}: liferaft's migration role at the source and the target"}
-
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """pg_database_size, over a session that is read-only from its first statement."""
@@ -306,9 +302,6 @@ class Postgres(PostgresStandby):
         gb = size.bytes / 1e9
         return gb * (PG_LOGICAL_S_PER_GB if ds.spec.migrate == "logical" else PG_DUMP_S_PER_GB) \
             + gb * PG_VERIFY_S_PER_GB
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return (int(ds.spec.port),)
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["postgresql.yml"] if datasets else []
@@ -397,12 +390,7 @@ class Postgres(PostgresStandby):
         return {"role": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        hosts = [source_host(ctx)]
-        try:
-            hosts.append(target_host(ctx))
-        except RunFailed:
-            pass
-        for host in hosts:
+        for host in both_ends(ctx):
             drop_migrator(host, int(ds.spec.version), int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

@@ -112,6 +112,33 @@ def stop_lines(services: list[str]) -> list[str]:
             for s in services]
 
 
+def fence_lines(services: list[str], *, undo: bool = False) -> list[str]:
+    """Shell lines that fence the services' containers (`undo`: start them again). Fenced: stopped, and kept from
+    starting by themselves: liferaft runs them without a restart policy (podman's default, `no`: neither podman
+    nor a reboot starts them), which is checked; a policy someone set by hand is cleared with `podman update
+    --restart=no` (podman 5; older podman cannot change it, and says so as a failed fence). The container, its
+    image and volumes stay (a rollback starts it as it was)."""
+    lines: list[str] = []
+    for svc in services:
+        c, what = container_name(svc), f"container service {svc}"
+        if undo:
+            lines.append(f"if command -v podman >/dev/null 2>&1 && podman start {c} >/dev/null 2>&1; then "
+                         f"echo 'liferaft-fence: done: {what} started'; "
+                         f"else echo 'liferaft-fence: failed: {what} (no container {c} to start)'; fi")
+            continue
+        lines.append(
+            f"if ! command -v podman >/dev/null 2>&1 || ! podman container exists {c}; then "
+            f"echo 'liferaft-fence: done: {what}: no container on this host'; "
+            f"else podman stop -i -t 10 {c} >/dev/null 2>&1; "
+            f"p=$(podman inspect -f '{{{{.HostConfig.RestartPolicy.Name}}}}' {c} 2>/dev/null); "
+            f"case \"$p\" in ''|no) ;; *) podman update --restart=no {c} >/dev/null 2>&1 && p=no;; esac; "
+            f"r=$(podman inspect -f '{{{{.State.Running}}}}' {c} 2>/dev/null); "
+            f"if [ \"$r\" = false ] && [ \"$p\" = no -o -z \"$p\" ]; then "
+            f"echo 'liferaft-fence: done: {what} stopped (no restart policy)'; "
+            f"else echo \"liferaft-fence: failed: {what} (running: $r, restart policy: $p)\"; fi; fi")
+    return lines
+
+
 def remove_lines(services: list[str]) -> list[str]:
     """Remove the services' containers, every image liferaft pulled for them, their env and auth files."""
     lines: list[str] = []
@@ -250,3 +277,9 @@ class Container:
     def teardown_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
         names = [w.name for w in workloads]
         return stop_lines(names) + remove_lines(names)
+
+    def fence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        return fence_lines([w.name for w in workloads])
+
+    def unfence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        return fence_lines([w.name for w in workloads], undo=True)
