@@ -93,7 +93,7 @@ def cluster_removal_lines(version: int) -> list[str]:
     return ["if $sd; then systemctl disable --now liferaft-postgresql.service 2>/dev/null || true; fi",
             (f"if [ -f {data}/postmaster.pid ]; then runuser -u postgres -- /usr/lib/postgresql/{v}/bin/pg_ctl "
              f"stop -D {data} -m fast -w -t 60 >/dev/null || true; fi"),
-            f"rm -rf {data}"]
+            f"rm -rf {data}", "rm -f /etc/systemd/system/liferaft-postgresql.service"]
 
 
 def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:

@@ -226,8 +226,11 @@ class DeployService(StepKind):
             if not kind:
                 raise
             wl = Workload(kind, params.service, None)  # gone from the stack file: stopped all the same
+        kind = kind_of(wl)
         for host in reversed(hosts):
-            kind_of(wl).stop(ctx, wl, host)
+            # Undoing a deploy: the service stopped and every file it wrote removed (its config holds secrets);
+            # a kind that cannot remove is stopped.
+            (getattr(kind, "remove", None) or kind.stop)(ctx, wl, host)
 
 
 # Kept for the steps and tests that import them from here; they live with the workload kinds now.

@@ -144,7 +144,7 @@ def _serve_https(host: TargetHost) -> None:
            "db": {"host": "127.0.0.1", "port": 1, "name": "x", "user": "x", "password": "x", "connect_timeout": 1},
            "s3": {"region": "us-east-1", "access_key_id": "x", "secret_access_key": "x", "bucket": "x",
                   "endpoint_url": "http://127.0.0.1:1"},
-           "tls": {"certificate": "/etc/liferaft/tls/web/fullchain.pem", "key": "/etc/liferaft/tls/web/privkey.pem"}}
+           "tls": {"certificate": "/etc/liferaft/web/tls/fullchain.pem", "key": "/etc/liferaft/web/tls/privkey.pem"}}
     script = "\n".join([
         "set -eu", "umask 077", f"cat > /tmp/tls-app.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
         STOP_APP + " >/dev/null", ": > /tmp/tls-app.log",
@@ -235,7 +235,7 @@ def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebb
         https_get(host.address, HTTPS_PORT, "/healthz", FQDN, cafile=str(pebble.ca_bundle))
 
     # owner-only key on the host, owner-only account key and cache on the controller
-    modes = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem /etc/liferaft/tls/web/fullchain.pem")
+    modes = ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem /etc/liferaft/web/tls/fullchain.pem")
     assert modes.split("\n")[:2] == ["600 root", "644 root"]
     account_key = account_key_path(state, "microblog", pebble.url)
     assert account_key.stat().st_mode & 0o777 == 0o600
@@ -252,7 +252,7 @@ def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebb
     _assert_never_recorded(state, events + events2, [account_key.read_bytes(), cached_key.read_bytes()])
 
     # the certificate is reused from the state dir for a host that lacks it (e.g. a resumed or repeated move)
-    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    ssh(host, "rm -f /etc/liferaft/web/tls/fullchain.pem")
     _, result3, _, _ = _run(stack, state, "microblog-tls")
     assert result3["action"] == "reused"
     assert result3["fingerprint_sha256"] == result["fingerprint_sha256"]
@@ -289,9 +289,9 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     assert result["action"] == "installed"
     assert result["fingerprint_sha256"] == cert_info(got.fullchain_pem).fingerprint_sha256
     host = _target(info, state, runner, outcome.run_id)
-    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).fingerprint_sha256 == \
+    assert cert_info(ssh(host, "cat /etc/liferaft/web/tls/fullchain.pem")).fingerprint_sha256 == \
         result["fingerprint_sha256"]
-    assert ssh(host, "stat -c %a /etc/liferaft/tls/web/privkey.pem").strip() == "600"
+    assert ssh(host, "stat -c %a /etc/liferaft/web/tls/privkey.pem").strip() == "600"
     _serve_https(host)
     _, peer = _https(host.address, str(pebble.issuer_ca), host)
     assert ("DNS", FQDN) in peer["subjectAltName"]
@@ -307,7 +307,7 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     # rolling back the run that installed them removes the files from the host
     rolled = runner.rollback(outcome.run_id)
     assert "tls.removed" in [e.kind for e in events], rolled.to_dict()
-    assert ssh(host, "ls /etc/liferaft/tls/web 2>/dev/null || echo gone").strip() == "gone"
+    assert ssh(host, "ls /etc/liferaft/web/tls 2>/dev/null || echo gone").strip() == "gone"
 
 
 def test_challenge_record_removed_when_the_order_fails(cloud_lab: Any, pebble: Acme, tmp_path: Path) -> None:
@@ -371,7 +371,7 @@ def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebbl
         "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}}, expect_status=200))
     state = tmp_path / "state"
     for pool_host in ("b", "c"):  # whichever the pool gives: it starts without a certificate
-        ssh(lab_target_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+        ssh(lab_target_host(info, pool_host), "rm -rf /etc/liferaft/web/tls")
     outcome, result, _, runner = _run(stack, state, "microblog-tls-deploy")
     assert result["action"] == "issued"
     host = _target(info, state, runner, outcome.run_id)
@@ -383,13 +383,13 @@ def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebbl
                    run_options={"state_dir": state})
     print(f"playbooks (PostgreSQL + app with TLS) in {time.monotonic() - t0:.1f} s")
     assert service_https_check(stack, "web", host.address, timeout=30) > 0
-    owner = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip()
+    owner = ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem").strip()
     assert owner == "600 microblog"  # the playbook gave the app's user its key, still owner-only
     # a renewed certificate keeps that owner (the step keeps the owner the playbook gave the files)
-    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    ssh(host, "rm -f /etc/liferaft/web/tls/fullchain.pem")
     _, again, _, _ = _run(stack, state, "microblog-tls-deploy")
     assert again["action"] == "reused"
-    assert ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip() == "600 microblog"
+    assert ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem").strip() == "600 microblog"
     assert service_https_check(stack, "web", host.address, timeout=30) > 0
     ssh(host, "sh -s", stdin="\n".join(stop_services_lines(["web"])) + "\n")
 
@@ -403,7 +403,7 @@ def test_crash_while_the_challenge_is_published_then_resume(cloud_lab: Any, pebb
         "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}})
     state = tmp_path / "state"
     for pool_host in ("b", "c"):
-        ssh(_lab_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+        ssh(_lab_host(info, pool_host), "rm -rf /etc/liferaft/web/tls")
     code = ("import sys; from pathlib import Path; from liferaft.engine import Runner; "
             "from liferaft.stack import load_stack; from tests.integration.test_tls_lab import _plan; "
             "stack = load_stack(sys.argv[1]); Runner(Path(sys.argv[2]), stack=stack).start(_plan(stack, 'crash'))")
@@ -424,7 +424,7 @@ def test_crash_while_the_challenge_is_published_then_resume(cloud_lab: Any, pebb
     assert rec.result["action"] == "issued" and not rec.memo.get("txt_previous")
     assert txt_answers((host_, int(port)), CHALLENGE) == set()
     host = _target(info, state, runner, outcome.run_id)
-    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).covers([FQDN])
+    assert cert_info(ssh(host, "cat /etc/liferaft/web/tls/fullchain.pem")).covers([FQDN])
 
 
 def _lab_host(info: Any, name: str) -> TargetHost:
