@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 has() { liferaft "$1" --help >/dev/null 2>&1; }
 
-say "liferaft lab up (moto as 'aws', s3rver, PowerDNS, hosts a/b/c in network namespaces, the example app on a)"
+say "liferaft lab up (moto as 'aws', s3rver, PowerDNS, hosts a/b/c in network namespaces, the example app on a, deployed by the deploy engine)"
 liferaft lab up
 STACK=$(liferaft lab status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stack_file"])')
 export LIFERAFT_STACK="$STACK"
@@ -16,6 +16,10 @@ liferaft lab status
 say "liferaft validate"
 liferaft validate
 
+if has deploy; then
+  # What `lab up` ran to stand the example up (`liferaft deploy`), shown here as a plan: it changes nothing.
+  say "liferaft deploy --dry-run"; liferaft deploy --dry-run
+fi
 if has providers; then say "liferaft providers check"; liferaft providers check || true; fi
 if has health; then say "liferaft health"; liferaft health || true; fi
 if has plan; then say "liferaft plan --to $ALT"; liferaft plan --to "$ALT"; fi

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "audit": "liferaft.cli.audit:audit",
     "plan": "liferaft.cli.failover:plan_cmd",
     "failover": "liferaft.cli.failover:failover_cmd",
+    "deploy": "liferaft.cli.deploy:deploy_cmd",
     "runs": "liferaft.cli.failover:runs_cmd",
     "show": "liferaft.cli.failover:show_cmd",
     "resume": "liferaft.cli.failover:resume_cmd",

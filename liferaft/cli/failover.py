@@ -19,7 +19,7 @@ from liferaft.cli._common import (
     pass_opts,
     stdout_console,
 )
-from liferaft.errors import EXIT_OK, UsageError
+from liferaft.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 if TYPE_CHECKING:
     from liferaft.cli.display import RunDisplay
@@ -120,6 +120,15 @@ def render_plan(plan: Plan) -> None:
             con.print(f"  {d['name']} {d['type']}: {old} -> {new}")
     for note in plan.notes:
         con.print(f"[dim]note:[/dim] {note}")
+    if plan.problems:
+        from rich.markup import escape
+
+        from liferaft.engine.plan import problem_text
+
+        con.print(f"[bold red]Problems[/bold red] ({len(plan.problems)}): fix them before a move (nothing is "
+                  "created until then)")
+        for p in plan.problems:
+            con.print(f"  [red]{escape(p.get('check', ''))}[/red] {escape(problem_text(p))}")
 
 
 def _render_outcome(out: RunOutcome, as_json: bool) -> int:
@@ -164,13 +173,14 @@ def plan_cmd(opts: GlobalOptions, to: str, mode: str, out_path: str | None, sour
 
         saved = save_plan(plan, out_path, _plan_options(to, mode, source_timeout, ledger))
     if as_json:
-        emit_json({**plan.to_dict(), **({"saved_to": str(out_path)} if saved else {})})
+        emit_json({**plan.to_dict(), "problems": list(plan.problems), "ok": not plan.blocking,
+                   **({"saved_to": str(out_path)} if saved else {})})
     else:
         render_plan(plan)
         if saved is not None:
             stdout_console().print(f"saved to {out_path} (plan hash {plan.hash}); apply exactly this plan with "
                                    f"`liferaft failover --plan {out_path}`")
-    return EXIT_OK
+    return EXIT_USAGE if plan.blocking else EXIT_OK
 
 
 def _plan_options(to: str, mode: str, source_timeout: float | None, ledger: str | None) -> dict[str, Any]:
@@ -247,6 +257,7 @@ def failover_cmd(opts: GlobalOptions, to: str | None, mode: str | None, plan_pat
             if saved is not None:
                 stdout_console().print(f"the saved plan {plan_path} still holds (plan hash {plan.hash}): "
                                        "applying it")
+        plan.require_no_blocking()  # exit 2 naming each problem and its fix; nothing allocated
         _confirm(f"Fail over {plan.stack} from {plan.source} to {plan.target} ({len(plan.steps)} steps)?", yes)
         out = runner.start(plan, stop_before=stop_before)
     _note_moved(runner, out)

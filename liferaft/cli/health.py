@@ -155,7 +155,7 @@ def _health(opts: GlobalOptions, as_json: bool, prom_file: str | None, timeout: 
         else:
             render_report(report, stdout_console())
             _render_standbys(standbys, stdout_console())
-            if moved_to:
+            if moved_to and moved_to.get("site") != (stack.file_primary or stack.model.primary):
                 stdout_console().print(f"moved: the stack runs at {moved_to.get('site')} since run "
                                        f"{moved_to.get('run')} ({moved_to.get('mode')}); the stack file still names "
                                        f"{stack.file_primary or stack.model.primary} as primary")

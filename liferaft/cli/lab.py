@@ -41,7 +41,7 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
     """The local lab: moto ("aws"), s3rver ("objstore"), PowerDNS ("dnshost"), fault proxies and SSH hosts a, b, c.
 
     \b
-    liferaft lab up                    start it all, deploy and seed the example app on host a
+    liferaft lab up                    start it all, deploy (`liferaft deploy`) and seed the example app on host a
     liferaft lab status [--json]       what runs where, healthy or not
     liferaft lab cut aws --mode deny   make a provider answer like a suspended account (or down/throttle/error)
     liferaft lab cut-host a            cut a host's network
@@ -56,7 +56,8 @@ def lab(ctx: click.Context, lab_dir: str | None) -> None:
 @lab.command()
 @click.option("--timeout", type=float, callback=finite_seconds(), default=300.0, show_default=True,
               help="Seconds to wait until ready.")
-@click.option("--no-example", is_flag=True, help="Do not deploy the example app on host a.")
+@click.option("--no-example", is_flag=True, help="Do not deploy the example app on host a (`liferaft deploy` then "
+                                                  "stands it up).")
 @lab_dir_option
 @json_option
 @click.pass_context
@@ -76,6 +77,9 @@ def up(ctx: click.Context, timeout: float, no_example: bool, as_json: bool) -> i
         app = status.get("app", {})
         if not app.get("deployed"):
             con.print(f"  [yellow]{app.get('reason', 'example app not deployed')}[/yellow]")
+        elif app.get("run"):
+            con.print(f"  deployed:    by `liferaft deploy` run {app['run']} (journal: liferaft --state-dir "
+                      f"{app.get('state_dir')} runs)")
         con.print(f"  try:         liferaft --stack {info.stack_file} health")
     return 0 if status["healthy"] else EXIT_CHECK_FAILED
 

@@ -74,7 +74,8 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
     if doc["moved"]:
         hosts = ", ".join(f"{h.get('name')} ({h.get('address')})" for h in doc["hosts"]) or "?"
         con.print(f"active site: [bold]{doc['active_site']}[/] since {_when(doc['since'])}, by run {doc['run']} "
-                  f"({doc['mode']} from {doc['source']}); hosts: {hosts}")
+                  + (f"({doc['mode']} from {doc['source']})" if doc['source'] != doc['active_site']
+                     else f"({doc['mode']})") + f"; hosts: {hosts}")
         con.print(f"  the stack file is unchanged: it still names {file_primary} as primary")
     else:
         con.print(f"active site: [bold]{doc['active_site']}[/] (the stack file's primary; never moved)")
@@ -107,7 +108,9 @@ def fence_words(fence: dict[str, Any]) -> str:
     if state == "read-only":
         return "read-only: the live failover's freeze left its databases read-only"
     if state == "fenced":
-        return f"fenced at {_when(fence.get('fenced_at'))}: services stopped, databases read-only"
+        detail = [str(d) for d in fence.get("detail") or []]
+        return f"fenced at {_when(fence.get('fenced_at'))}: " + ("; ".join(detail) if detail else
+                                                                 "services stopped, databases read-only")
     return str(state)
 
 

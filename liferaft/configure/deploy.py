@@ -6,10 +6,13 @@ Every service playbook receives the same variables (documented in liferaft/playb
                                tls: {certificate, key} (paths on the host) or None}
     liferaft_site             the site's name
     liferaft_listen_address   the address of the host being configured
-    liferaft_allowed_networks CIDRs allowed to reach databases (controller, other sites)
+    liferaft_allowed_networks CIDRs allowed to reach databases (the controller; a move's target is admitted at
+                              the source by its `source-access` step, not beforehand)
     liferaft_databases        [{key, engine, version, name, owner, port, host, replication}]
     liferaft_buckets          [{key, name, endpoint_url, region}]
     liferaft_service_env      {NAME: value}: the service's plain settings (`services.<name>.env`)
+    liferaft_paths            {etc, app, lib, log, run, pidfile, start, unit}: where the service's files go
+                              (liferaft.configure.paths): a drill's teardown and a rollback remove exactly those
     liferaft_secrets          (secret vars file only) {databases: {key: {password}},
                                buckets: {key: {access_key_id, secret_access_key}},
                                service: {NAME: value}}  (the service's `secrets`, resolved)
@@ -24,15 +27,16 @@ from typing import Any
 
 from liferaft.configure._runner import run_playbook
 from liferaft.configure._types import PlaybookResult, TargetHost, TaskEvent
+from liferaft.configure.paths import service_paths
 from liferaft.providers.appenv import s3_settings
-
-TLS_DIR = "/etc/liferaft/tls"
 
 
 def tls_paths(service: str) -> dict[str, str]:
-    """Where a service's certificate (then its chain) and private key live on a host: liferaft's tls.certificate
-    step writes them there (root-owned, the key 0600), the service's playbook points the service at them."""
-    return {"certificate": f"{TLS_DIR}/{service}/fullchain.pem", "key": f"{TLS_DIR}/{service}/privkey.pem"}
+    """Where a service's certificate (then its chain) and private key live on a host, in its config root
+    (`/etc/liferaft/<service>/tls/`): liferaft's tls.certificate step writes them there (root-owned, the key 0600),
+    the service's playbook points the service at them."""
+    d = service_paths(service).tls_dir
+    return {"certificate": f"{d}/fullchain.pem", "key": f"{d}/privkey.pem"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ def service_vars(stack: Any, service: str, site: str, host: TargetHost, *, db_ho
         "liferaft_databases": dbs,
         "liferaft_buckets": buckets,
         "liferaft_service_env": dict(sorted(svc.env.items())),
+        "liferaft_paths": service_paths(service).variables(),
     }
     return ServiceVars(variables, {"liferaft_secrets": {"databases": db_secrets, "buckets": bucket_secrets,
                                                         "service": service_secrets}})

@@ -45,6 +45,14 @@ def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: fl
     return r.stdout
 
 
+def seen_from(host: TargetHost) -> str | None:
+    """The address `host` sees this controller's SSH connection come from (`$SSH_CLIENT`'s first field there):
+    behind NAT it differs from `controller_address`. None when the host does not say."""
+    out = ssh(host, 'echo "${SSH_CLIENT%% *}"', timeout=30.0, what="ask the host where liferaft connects from")
+    first = (out or "").strip().split()
+    return first[0] if first else None
+
+
 def controller_address(toward: str) -> str:
     """The local address this machine uses to reach `toward` (a UDP connect sends nothing)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

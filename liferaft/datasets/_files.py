@@ -1,5 +1,13 @@
 """What the file kinds (`directory`, `sqlite`) share: a shell on a host, the push key liferaft installs so the
-source host can rsync to the target host, the writers' stop and start lines, and files kept in the state dir.
+source host can rsync to the target host, the writers' stop and start lines, files kept in the state dir, the parts
+of the contract that are the same for both (`FilesKind`, `FilesStandby`) and the fence.
+
+The fence (a site the stack left by a cold failover, at the first contact: `fence_lines`): the stack's
+`writers.stop` where it names writers, then every file and folder of the dataset made read-only (the write bits
+taken off; the previous modes recorded first on the host, `/var/lib/liferaft/fence/<kind>-<key>.json`, and put
+back exactly by `unfence_lines`, which then runs `writers.start`). The services were stopped before (the workload
+kinds' fence runs first); a process that still held a file open for writing keeps its descriptor, which is why the
+writers are stopped too. Root still writes (a read-only mode binds every other user: the services' users).
 
 The push key is one ed25519 key per stack, made on the controller in the stack's state folder (0700). `grant`
 puts its public half, `restrict`ed and tagged `liferaft-push-<stack>`, in the target user's authorized_keys, and
@@ -14,15 +22,17 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import HostedKind, HostedStandby, NoServer, source_host, target_host
 from liferaft.errors import LiferaftError, RunFailed, ToolMissing
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
-    from liferaft.datasets.base import Dataset
+    from liferaft.datasets.base import Dataset, Size, StandbySides, Where
     from liferaft.engine.runner import RunContext
     from liferaft.movers.files import PushAccess, Shell
+    from liferaft.stack import Stack
 
 
 def shell(host: TargetHost, what: str = "ssh") -> Shell:
@@ -176,3 +186,206 @@ def disk_full(ds: Dataset, target: TargetHost, detail: str) -> RunFailed:
                      "nothing was changed at the source and DNS was not touched",
                      hint=f"free space at {ds.spec.path} on the target (or give the target site a bigger disk), "
                           "then resume the run")
+
+
+# ------------------------------------------------------------------------------------------------------ the fence
+FENCE_DIR = "/var/lib/liferaft/fence"
+
+# Run on the host by python3 (each file kind needs it there): argv = record, "fence" | "unfence", paths. Fence: the
+# modes of every entry below the paths that has a write bit recorded (merged into an earlier record: a second fence
+# never records a mode it set itself), the record written, then the write bits taken off. Unfence: every recorded
+# mode put back, the record removed. Symlinks are left alone (their mode means nothing). Prints the entries changed.
+_FENCE_PY = r"""
+import json, os, stat, sys
+rec, act, tops = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    with open(rec) as f:
+        modes = json.load(f)
+except FileNotFoundError:
+    modes = {}
+if act == "unfence":
+    n = 0
+    for p, m in modes.items():
+        if os.path.lexists(p) and not os.path.islink(p):
+            os.chmod(p, m)
+            n += 1
+    if os.path.exists(rec):
+        os.remove(rec)
+    print(n)
+    sys.exit(0)
+found = []
+def visit(p):
+    st = os.lstat(p)
+    if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o222:
+        found.append((p, stat.S_IMODE(st.st_mode)))
+for top in tops:
+    if not os.path.lexists(top):
+        continue
+    visit(top)
+    if os.path.isdir(top) and not os.path.islink(top):
+        for d, dirs, files in os.walk(top):
+            for name in dirs + files:
+                visit(os.path.join(d, name))
+for p, m in found:
+    modes.setdefault(p, m)
+os.makedirs(os.path.dirname(rec), mode=0o700, exist_ok=True)
+with open(rec + ".tmp", "w") as f:
+    json.dump(modes, f)
+os.replace(rec + ".tmp", rec)
+for p, m in found:
+    os.chmod(p, m & ~0o222)
+print(len(found))
+"""
+
+
+def fence_record(ds: Dataset) -> str:
+    return f"{FENCE_DIR}/{ds.kind}-{ds.key}.json"
+
+
+def fence_lines(datasets: list[Dataset], paths: Any, *, undo: bool = False) -> list[str]:
+    """Shell lines that fence (`undo`: unfence) the file datasets: writers stopped (each distinct `writers.stop`
+    once), then `paths(ds)` made read-only with their modes recorded; undone: modes back, then `writers.start`."""
+    import shlex
+
+    lines: list[str] = []
+    writers: list[tuple[str, str]] = []
+    for ds in datasets:
+        w = ds.spec.writers
+        cmd = (w.start if undo else w.stop) if w is not None else None
+        if cmd and cmd not in [c for c, _ in writers]:
+            writers.append((cmd, label(ds)))
+    writer_lines = [(f"if sh -c {shlex.quote(cmd)} >/dev/null 2>&1; then echo 'liferaft-fence: done: writers of {lab} "
+                     f"{'started' if undo else 'stopped'}'; else echo 'liferaft-fence: failed: writers of {lab} "
+                     f"(writers.{'start' if undo else 'stop'} failed)'; fi") for cmd, lab in writers]
+    for ds in datasets:
+        args = " ".join(shlex.quote(p) for p in paths(ds))
+        what = "writable again (modes put back)" if undo else "read-only (modes recorded)"
+        lines.append(f"if n=$(python3 - {fence_record(ds)} {'unfence' if undo else 'fence'} {args} <<'LIFERAFT_PY'"
+                     f"\n{_FENCE_PY.strip()}\nLIFERAFT_PY\n)\nthen echo \"liferaft-fence: done: {label(ds)} {what}: "
+                     f"$n entries\"; else echo 'liferaft-fence: failed: {label(ds)} (its modes could not be "
+                     f"{'restored' if undo else 'changed'})'; fi")
+    return lines + writer_lines if undo else writer_lines + lines
+
+
+class FilesKind(NoServer, HostedKind):
+    """The parts of the contract both file kinds answer alike (their datasets live on the site's compute hosts,
+    need no port or playbook, and are reached over SSH with the push key). `paths(ds)`: what the fence makes
+    read-only."""
+
+    release_id: ClassVar[str | None] = "files-release"
+    summary_name: ClassVar[str] = "path"
+    noun: ClassVar[str]
+    tree: ClassVar[bool]  # a folder (its files counted), else one file
+    tools: ClassVar[tuple[str, ...]]  # needed at both ends
+    no_writers: ClassVar[str]  # the plan's note for a dataset without `writers`
+
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        """The dataset's path is not on the source host: a stop naming the dataset and the fix."""
+        raise NotImplementedError
+
+    def measure(self, host: TargetHost, ds: Dataset) -> dict[str, Any]:
+        """The path's bytes (and files) at `host`, read-only; a path it does not have raises `missing`."""
+        from liferaft.movers.files import PathMissing, size_of
+
+        try:
+            return size_of(shell(host, "observe"), ds.spec.path, directory=self.tree)
+        except PathMissing as e:
+            raise self.missing(ds, host, str(e).split(": ", 1)[-1]) from None
+
+    def observe(self, where: Where, ds: Dataset) -> Size:
+        from liferaft.datasets.base import Size
+
+        d = self.measure(where.source_host, ds)
+        return Size(bytes=int(d["bytes"]), items=int(d["files"]) if self.tree else 0,
+                    detail="" if ds.spec.writers else self.no_writers)
+
+    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+        src, tgt = source_host(ctx), target_host(ctx)
+        check_tools(src, "the source", self.tools, ctx)
+        check_tools(tgt, "the target", self.tools, ctx)
+        self.measure(src, ds)
+        return {"path": ds.spec.path, "push": grant(ctx, src, tgt, once=True).tag}
+
+    def paths(self, ds: Dataset) -> list[str]:
+        return [str(ds.spec.path)]
+
+    def summary(self, ds: Dataset) -> Any:
+        return str(ds.spec.path)
+
+    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
+        try:
+            tgt = target_host(ctx)
+        except RunFailed:
+            return
+        revoke(ctx, source_host(ctx), tgt)
+
+    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
+        return None  # the copy stays at the target (a retry copies only what changed)
+
+    def warm(self, ctx: RunContext, ds: Dataset) -> None:
+        return None
+
+    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
+        start_writers(ctx, ds, source_host(ctx))
+
+    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> Any:
+        raise NotImplementedError(f"{self.noun}s keep no write ledger")
+
+    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        revoke(ctx, source_host(ctx), target_host(ctx))
+        return {"push": "revoked"}
+
+    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        grant(ctx, source_host(ctx), target_host(ctx))
+
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets, self.paths)
+
+    def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets, self.paths, undo=True)
+
+
+class FilesStandby(HostedStandby):
+    """The standby half both file kinds share: a copy pushed to the standby host each `replicate` round, its lag the
+    time since the round before, nothing kept at the source; the push key revoked when the standby stops or is
+    promoted."""
+
+    promote_step: ClassVar[tuple[str, str]] = ("standby.objects", "standby")
+
+    def holds_copy(self, entry: dict[str, Any]) -> bool:
+        return bool(entry.get("last_sync_at"))
+
+    def source_ports(self, ds: Dataset) -> list[int]:
+        return []
+
+    def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        since = entry.get("prev_sync_started_at") or entry.get("last_sync_started_at") or now
+        return {"lag_bytes": entry.get("lag_bytes"), "lag_seconds": round(now - float(since), 3), "measured_at": now,
+                "caught_up_at": entry.get("last_sync_started_at")}
+
+    def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
+        return None
+
+    def clean_source(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def stop(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any] | None:
+        revoke(ctx, sides.source_host, sides.need_standby())
+        return {"push": "revoked"}
+
+    def loss(self, ctx: RunContext, ds: Dataset, entry: dict[str, Any], promoted: dict[str, Any], *,
+             ledger: str | None = None, host: TargetHost | None = None) -> dict[str, Any]:
+        return {"last_replicated_at": entry.get("last_sync_started_at"), "last_lag_bytes": entry.get("lag_bytes"),
+                "last_lag_seconds": entry.get("lag_seconds")}
+
+    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        return "liferaft's push key removed from the promoted standby"
+
+    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
+        if not undo:
+            revoke(ctx, None, host)
+        return True

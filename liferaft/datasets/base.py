@@ -67,6 +67,28 @@ class Where:
     target: str
     state_dir: Any
     source_host: TargetHost
+    # the host the target will most likely be (an ssh pool's next free host), reachable over SSH with pinned keys;
+    # None where nobody knows it before the allocation (hosts created through an API, Terraform)
+    target_host: TargetHost | None = None
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """What a kind's plan-time check found at the source (`DatasetKind.prerequisites`): `blocking` stops the plan
+    (exit 2) and any move before anything is created; `fix` names what resolves it, a stack key where one exists."""
+
+    dataset: str
+    check: str  # a short name: "primary-key", "wal-level", "replication-slots", "extensions", "access"...
+    message: str
+    fix: str = ""
+    blocking: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "check": self.check, "message": self.message, "fix": self.fix,
+                "blocking": self.blocking}
+
+    def __str__(self) -> str:
+        return f"{self.dataset}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
 
 
 @dataclass(frozen=True)
@@ -136,6 +158,28 @@ class DatasetKind(Protocol):
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """Measure the dataset at the source READ-ONLY (a lab test counts what the servers saw: nothing written)."""
+        ...
+
+    def prerequisites(self, where: Where, ds: Dataset) -> list[Prerequisite]:
+        """Optional. Check READ-ONLY at the source what the move needs there (PostgreSQL: primary keys, wal_level,
+        free replication slots and senders, extensions the target lacks, the source's access rule for the target),
+        before anything is created. A kind without it has nothing to check."""
+        ...
+
+    def source_access_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        """Optional, with `open_source`. What the `source-access` step opens at the source for these datasets, once
+        the target's address is known (after the allocation), or None: nothing (e.g. a dump, which the controller
+        makes)."""
+        ...
+
+    def open_source(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """Optional. Let the target host reach the source for these datasets (PostgreSQL: a pg_hba line for the
+        migration role and the database, from the target's address, and a reload). Idempotent; journal (ctx.remember)
+        what it adds before adding it, and add nothing that is already there."""
+        ...
+
+    def close_source(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        """Optional, with `open_source`: remove exactly what it added (never what was there before)."""
         ...
 
     def estimate_s(self, ds: Dataset, size: Size) -> float: ...
@@ -225,6 +269,26 @@ class DatasetKind(Protocol):
         old copy of each dataset kept under another name (`tag`), fenced still, so the standby's copy is made
         under the stack's names. Nothing is deleted. Same output convention. Optional (objects: the standby's sync
         is incremental into the bucket as it is)."""
+        ...
+
+
+class CreatesData(Protocol):
+    """What a kind adds so that `liferaft deploy` (a first deployment: nothing to copy from) makes its datasets at
+    the run's site through it (`data.create`); a kind without it gets its `target_playbooks` there, as in a
+    failover. The databases a kind makes admit `liferaft.datasets._util.allow_from(ctx, host)` besides this
+    controller: the hosts the stack's other sites declare."""
+
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """What of these datasets is at the run's site already (read-only; journaled before `create`)."""
+        ...
+
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """Make them there, empty (idempotent). The result's `created` lists the keys this made (and `changed`,
+        Ansible's count where a playbook ran): a deploy that made nothing says so."""
+        ...
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """The rollback of `create`: remove what was not in `existing`; what was there before stays."""
         ...
 
 

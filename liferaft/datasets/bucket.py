@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import NoServer
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.bucket_standby import BucketStandby
 
@@ -98,7 +99,7 @@ def verify_delta(src: Any, tgt: Any, delta_keys: list[str], manifest_dir: Any) -
     return problems, listed
 
 
-class Bucket(BucketStandby):
+class Bucket(BucketStandby, NoServer):
     name: ClassVar[str] = "bucket"
     noun: ClassVar[str] = "bucket"
     group: ClassVar[str] = "buckets"
@@ -137,15 +138,41 @@ class Bucket(BucketStandby):
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return 2 * max(size.items / OBJECTS_PER_S, size.bytes / OBJECT_BYTES_PER_S)  # copy, then verify
 
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return ()
+    # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
+    def _objects(self, ctx: RunContext) -> Any:
+        return ctx.provider(self.provider(ctx.require_stack(), ctx.plan.target)).require("objects")
 
-    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return []
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """The buckets already there at the run's site (read-only)."""
+        objects = self._objects(ctx)
+        return {"buckets": [str(ds.spec.name) for ds in datasets if objects.bucket_exists(str(ds.spec.name))]}
 
-    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """Each bucket made at the site's objects provider if it is missing; `created`: those that were."""
+        objects = self._objects(ctx)
+        had = set(existing.get("buckets") or [])
+        created = []
+        for ds in datasets:
+            if str(ds.spec.name) not in had:
+                objects.create_bucket(str(ds.spec.name))
+                created.append(ds.key)
+        return {"created": created, "buckets": {ds.key: str(ds.spec.name) for ds in datasets}}
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """Undo `create`: the buckets it made are emptied and deleted (where the provider can delete a bucket);
+        buckets that were there before stay as they are."""
+        objects = self._objects(ctx)
+        had = set(existing.get("buckets") or [])
+        for ds in datasets:
+            name = str(ds.spec.name)
+            if name in had or not objects.bucket_exists(name):
+                continue
+            for info in list(objects.list_objects(name)):
+                objects.delete_object(name, info.key)
+            delete = getattr(objects, "delete_bucket", None)
+            if delete is not None:
+                delete(name)
+            ctx.emit("bucket.removed", f"bucket {name} emptied" + (" and deleted" if delete else ""), bucket=name)
 
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

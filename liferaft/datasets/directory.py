@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.datasets import _files as F
 from liferaft.datasets._util import source_host, target_host
-from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets.base import Dataset, Size, Verdict
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
 
 if TYPE_CHECKING:
@@ -79,18 +79,7 @@ def push(ctx: RunContext, ds: Dataset, src: TargetHost, tgt: TargetHost, *, live
     return out
 
 
-class DirectoryStandby:
-    promote_step: ClassVar[tuple[str, str]] = ("standby.objects", "standby")
-
-    def holds_copy(self, entry: dict[str, Any]) -> bool:
-        return bool(entry.get("last_sync_at"))
-
-    def source_ports(self, ds: Dataset) -> list[int]:
-        return []
-
-    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
-        return str(stack.site(target).compute)
-
+class DirectoryStandby(F.FilesStandby):
     def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         return "rsync at the standby host, liferaft's push key from the source host"
 
@@ -117,12 +106,6 @@ class DirectoryStandby:
                 "files": held.files, "bytes": held.bytes, "copied": out.get("files_copied", 0),
                 "lag_bytes": out.get("bytes_copied", 0), "sync_seconds": out["seconds"]}
 
-    def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        since = entry.get("prev_sync_started_at") or entry.get("last_sync_started_at") or now
-        return {"lag_bytes": entry.get("lag_bytes"), "lag_seconds": round(now - float(since), 3), "measured_at": now,
-                "caught_up_at": entry.get("last_sync_started_at")}
-
     def promote_title(self, stack: Stack, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> str:
         return f"use the standby's copy of {ds.spec.path} as is, checked against the manifest of the last copy"
 
@@ -147,99 +130,31 @@ class DirectoryStandby:
         ctx.emit("standby.files", f"{F.label(ds)}: {now.files} files verified by sha256 against the manifest", **out)
         return out
 
-    def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
-        return None
 
-    def clean_source(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def stop(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any] | None:
-        F.revoke(ctx, sides.source_host, sides.need_standby())
-        return {"push": "revoked"}
-
-    def loss(self, ctx: RunContext, ds: Dataset, entry: dict[str, Any], promoted: dict[str, Any], *,
-             ledger: str | None = None, host: TargetHost | None = None) -> dict[str, Any]:
-        return {"last_replicated_at": entry.get("last_sync_started_at"), "last_lag_bytes": entry.get("lag_bytes"),
-                "last_lag_seconds": entry.get("lag_seconds")}
-
-    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
-        return "liferaft's push key removed from the promoted standby"
-
-    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
-        if not undo:
-            F.revoke(ctx, None, host)
-        return True
-
-
-class Directory(DirectoryStandby):
+class Directory(DirectoryStandby, F.FilesKind):
     name: ClassVar[str] = "directory"
     noun: ClassVar[str] = "folder"
     group: ClassVar[str] = "directories"
     seed_verb: ClassVar[str] = "copy"
-    freezes_source: ClassVar[bool] = True
-    release_id: ClassVar[str | None] = "files-release"
-    ledger: ClassVar[bool] = False
-    summary_name: ClassVar[str] = "path"
-    seed_needs_prepare: ClassVar[bool] = True
+    tree: ClassVar[bool] = True
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    no_writers: ClassVar[str] = "no `writers`: the freeze copies the final delta without stopping anyone"
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.directories)
 
     # ---- plan -----------------------------------------------------------------------------------------------
-    def summary(self, ds: Dataset) -> Any:
-        return str(ds.spec.path)
-
     def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
         return {"seed": f"copy folder {ds.spec.path} host to host (rsync, then verified by sha256)",
                 "prepare": f"folder {ds.key}: liferaft's push key from the source host to the target"}
 
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
-
-    def observe(self, where: Where, ds: Dataset) -> Size:
-        from liferaft.movers.files import PathMissing, size_of
-
-        try:
-            d = size_of(F.shell(where.source_host, "observe"), ds.spec.path, directory=True)
-        except PathMissing as e:
-            raise _missing(ds, where.source_host, str(e).split(": ", 1)[-1]) from None
-        note = "" if ds.spec.writers else "no `writers`: the freeze copies the final delta without stopping anyone"
-        return Size(bytes=int(d["bytes"]), items=int(d["files"]), detail=note)
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        return _missing(ds, host, detail)
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return size.items / FILES_PER_S + size.bytes / BYTES_PER_S + size.bytes / HASH_BYTES_PER_S
 
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return ()
-
-    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return []
-
-    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
-
     # ---- live move ------------------------------------------------------------------------------------------
-    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        from liferaft.movers.files import PathMissing, size_of
-
-        src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS, ctx)
-        F.check_tools(tgt, "the target", TOOLS, ctx)
-        try:
-            size_of(F.shell(src, "observe"), ds.spec.path, directory=True)
-        except PathMissing as e:
-            raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        acc = F.grant(ctx, src, tgt, once=True)
-        return {"path": ds.spec.path, "push": acc.tag}
-
-    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        try:
-            tgt = target_host(ctx)
-        except RunFailed:
-            return
-        F.revoke(ctx, source_host(ctx), tgt)
-
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         from liferaft.movers.files import free_bytes, size_of
 
@@ -250,15 +165,6 @@ class Directory(DirectoryStandby):
         if need > free:
             raise F.disk_full(ds, tgt, f"{need} bytes to copy, {free} bytes free at {ds.spec.path}")
         return push(ctx, ds, src, tgt, live=True)
-
-    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
-        return None
-
-    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
-        return None  # the copy stays at the target (a retry copies only what changed)
-
-    def warm(self, ctx: RunContext, ds: Dataset) -> None:
-        return None
 
     def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
         from liferaft.movers.files import manifest
@@ -271,9 +177,6 @@ class Directory(DirectoryStandby):
             F.save(ctx.state_dir, ctx.plan.stack, ds, "cut", manifest(F.shell(src, "manifest"), ds.spec.path).to_json())
         out = push(ctx, ds, src, tgt, live=not stopped)
         return {"writers_stopped": stopped, **out}
-
-    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
-        F.start_writers(ctx, ds, source_host(ctx))
 
     def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
         from liferaft.movers.files import Manifest, compare
@@ -306,16 +209,6 @@ class Directory(DirectoryStandby):
         out_notes = (f"{lab}: {len(notes)} path(s) changed at the source after the cut",) if notes else ()
         return Verdict(checked={f"{lab} files": t.files}, problems=tuple(f"{lab}: differs: {p}" for p in problems[:20]),
                        notes=out_notes, seconds=round(time.monotonic() - t0, 3), figures=figures)
-
-    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
-        raise NotImplementedError("folders keep no write ledger")
-
-    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
-        F.revoke(ctx, source_host(ctx), target_host(ctx))
-        return {"push": "revoked"}
-
-    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
-        F.grant(ctx, source_host(ctx), target_host(ctx))
 
     # ---- drills ---------------------------------------------------------------------------------------------
     def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

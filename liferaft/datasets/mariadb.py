@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host
+from liferaft.datasets._util import HostedKind, both_ends, progress, source_host, target_host
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.mariadb_access import admin_conn, ensure_migrator, lock_migrator, mysql_vars
 from liferaft.datasets.mariadb_standby import MariadbStandby
@@ -83,16 +83,54 @@ def server_lines(port: int) -> list[str]:
             f"rm -rf {DATA_DIR} /etc/mysql/liferaft-mariadb.cnf {sock} {pid}"]
 
 
-class Mariadb(MariadbStandby):
+FENCE_MARK = "# liferaft-fence"
+CONF = "/etc/mysql/liferaft-mariadb.cnf"
+
+
+def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
+    """Shell lines that make each server of the datasets refuse writes (`undo`: accept them again), through its
+    socket as root (no password: a cold failover may have left none).
+
+    MariaDB has no `super_read_only` (MySQL's); `read_only = 1` refuses every write of an account without the
+    READ_ONLY ADMIN privilege (MariaDB 10.11; SUPER before it): the application's accounts have neither (every
+    privilege on their database only). liferaft's own account has them, so it is locked too (a later set-up
+    unlocks it). The setting is also written into liferaft's server configuration, so a server that was down,
+    or restarts, comes up read-only; the undo removes it (the account stays locked: a move unlocks it when it
+    needs it). A server that is not running counts as fenced once its configuration says read-only."""
+    from liferaft.datasets.mariadb_access import MIGRATOR, ROOT_CLIENT, find_socket
+
+    lines: list[str] = []
+    for port in sorted({int(ds.spec.port) for ds in datasets}):
+        names = ", ".join(str(ds.spec.name) for ds in datasets if int(ds.spec.port) == port)
+        what = f"MySQL server on port {port} (databases {names})"
+        if undo:
+            sql = "SET GLOBAL read_only = 0;"
+            conf = f"if [ -f {CONF} ]; then sed -i '/^{FENCE_MARK}/,+2d' {CONF}; fi"
+            done = "writable again"
+        else:
+            sql = (f"SET SESSION lock_wait_timeout = 20; SET GLOBAL read_only = 1; "
+                   f"ALTER USER IF EXISTS '{MIGRATOR}'@'%' ACCOUNT LOCK;")
+            conf = (f"if [ -f {CONF} ] && ! grep -q '^{FENCE_MARK}' {CONF}; then printf '%s\\n' "
+                    f"'{FENCE_MARK}: the stack moved away; removed when liferaft makes this site active again' "
+                    f"'[mariadbd]' 'read_only = 1' >> {CONF}; fi")
+            done = "read-only, the migration account locked"
+        lines += [conf, f"{find_socket(port)}",
+                  (f"if [ -z \"$s\" ]; then if [ -f {CONF} ]; then echo 'liferaft-fence: done: {what} not running; "
+                   f"{'writable' if undo else 'read-only'} when it starts'; else echo 'liferaft-fence: failed: {what}:"
+                   f" no server socket and no liferaft configuration on this host'; fi; "
+                   f"elif echo \"SET sql_log_bin = 0; {sql}\" | {ROOT_CLIENT} >/dev/null 2>&1; "
+                   f"then echo 'liferaft-fence: done: {what} {done}'; "
+                   f"else echo 'liferaft-fence: failed: {what} did not take {'read_only = 0' if undo else 'read_only'}';"
+                   " fi")]
+    return lines
+
+
+class Mariadb(MariadbStandby, HostedKind):
     name: ClassVar[str] = "mysql"
     noun: ClassVar[str] = "mysql"
     group: ClassVar[str] = "mysql"
     seed_verb: ClassVar[str] = "mysql"
-    freezes_source: ClassVar[bool] = True
     release_id: ClassVar[str | None] = "mysql-release"
-    ledger: ClassVar[bool] = False
-    summary_name: ClassVar[str] = "method"
-    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.mysql)
@@ -108,9 +146,6 @@ class Mariadb(MariadbStandby):
     def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
         return {"seed": f"copy MySQL database {ds.spec.name} (consistent dump, then GTID replication)",
                 "prepare": f"MySQL database {ds.spec.name}: liferaft's migration account at the source and the target"}
-
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """information_schema sizes over a read-only session as the application's account; a MySQL server, a
@@ -148,9 +183,6 @@ class Mariadb(MariadbStandby):
         gb = size.bytes / 1e9
         return gb * (DUMP_S_PER_GB + VERIFY_S_PER_GB)
 
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return (int(ds.spec.port),)
-
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["mariadb.yml"] if datasets else []
 
@@ -165,12 +197,7 @@ class Mariadb(MariadbStandby):
         return {"account": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        hosts = [source_host(ctx)]
-        try:
-            hosts.append(target_host(ctx))
-        except RunFailed:
-            pass
-        for host in hosts:
+        for host in both_ends(ctx):
             lock_migrator(host, int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
@@ -309,3 +336,9 @@ class Mariadb(MariadbStandby):
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return [line for port in sorted({int(ds.spec.port) for ds in datasets}) for line in server_lines(port)]
+
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets)
+
+    def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets, undo=True)

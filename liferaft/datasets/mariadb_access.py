@@ -11,11 +11,10 @@ stack (0600 in the state dir), reaches the server on stdin and is never journale
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from liferaft.configure.remote import ssh
+from liferaft.datasets._util import state_secret
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -26,27 +25,28 @@ MIGRATOR = "liferaft_migrator"
 
 
 def migrator_password(ctx: RunContext) -> str:
-    from liferaft.engine.journal import stack_dir
+    return state_secret(ctx, "mysql-migrator.secret")
 
-    path = stack_dir(ctx.state_dir, ctx.plan.stack) / "mysql-migrator.secret"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    value = path.read_text().strip()
-    ctx.add_secret(value)
-    return value
+
+def find_socket(port: int) -> str:
+    """Shell that sets `$s` to the socket of the server on `port` (liferaft's instance first, then the
+    distribution's), empty when there is none."""
+    p = int(port)
+    return (f"s=; for c in /run/mysqld/liferaft-{p}.sock /run/mysqld/mysqld.sock /var/run/mysqld/mysqld.sock "
+            "/tmp/mysql.sock; do [ -S $c ] && { s=$c; break; }; done")
+
+
+ROOT_CLIENT = ("$(command -v mariadb || command -v mysql) --protocol=socket --socket=$s -u root --batch "
+               "--skip-column-names")  # after `find_socket`: root by unix_socket authentication
 
 
 def root_sql(host: TargetHost, port: int, sql: str, what: str, timeout: float = 60.0) -> str:
     """Run `sql` as root over the socket of the server on `port` at `host` (liferaft's instance first, then the
     distribution's), binary logging off for the session."""
     p = int(port)
-    cmd = (f"s=; for c in /run/mysqld/liferaft-{p}.sock /run/mysqld/mysqld.sock /var/run/mysqld/mysqld.sock "
-           "/tmp/mysql.sock; do [ -S $c ] && { s=$c; break; }; done; "
+    cmd = (f"{find_socket(p)}; "
            f"[ -n \"$s\" ] || {{ echo 'no MySQL/MariaDB server socket on this host (port {p})' >&2; exit 3; }}; "
-           "m=$(command -v mariadb || command -v mysql); exec $m --protocol=socket --socket=$s -u root --batch "
-           "--skip-column-names")
+           f"exec {ROOT_CLIENT}")
     return ssh(host, cmd, stdin="SET sql_log_bin = 0;\n" + sql, timeout=timeout, what=what)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import HostedStandby, deploy_standby_server
 from liferaft.datasets.mariadb_access import admin_conn, ensure_migrator, lock_migrator, mysql_vars
 from liferaft.errors import CheckFailed
 from liferaft.movers.bounded import bounded, tcp_answers
@@ -27,20 +28,13 @@ if TYPE_CHECKING:
     from liferaft.movers.mysql import MyConn
     from liferaft.stack import Stack
 
-SETUP_TIMEOUT_S = 600.0
 
 
-class MariadbStandby:
+class MariadbStandby(HostedStandby):
     promote_step: ClassVar[tuple[str, str]] = ("standby.promote", "promote-mysql")
 
     def holds_copy(self, entry: dict[str, Any]) -> bool:
         return entry.get("method") == "replication" and bool(entry.get("seeded_at"))
-
-    def source_ports(self, ds: Dataset) -> list[int]:
-        return [int(ds.spec.port)]
-
-    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
-        return str(stack.site(target).compute)
 
     def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         keys = ", ".join(ds.key for ds in datasets)
@@ -48,23 +42,13 @@ class MariadbStandby:
 
     def install(self, ctx: RunContext, datasets: list[Dataset], sides: StandbySides,
                 installed_on: str | None) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-
         host, source = sides.need_standby(), sides.need_source()
         port = int(datasets[0].spec.port)
         answers, _ = tcp_answers(host.address, port, 3.0)
         out: dict[str, Any] = {"deployed": False}
         if not (answers and installed_on == host.address):
-            prepared = any(s.params.get("playbook") == "prepare.yml" for s in ctx.plan.steps)
-            playbooks = ([] if prepared else ["prepare.yml"]) + ["mariadb.yml"]
             variables, secret_vars = mysql_vars(ctx, [ds.key for ds in datasets], host.address)
-            ctx.emit("standby.deploy", f"deploying MariaDB on the standby {host.name} ({', '.join(playbooks)})",
-                     host=host.name)
-            res = run_playbook(playbooks, [host], variables={"liferaft_listen_address": host.address, **variables},
-                               secret_variables=secret_vars, on_event=_playbook_events(ctx),
-                               base_dir=ctx.require_stack().base_dir, timeout=SETUP_TIMEOUT_S,
-                               state_dir=ctx.state_dir)
-            out.update(deployed=True, duration_s=round(res.duration_s, 2))
+            out = deploy_standby_server(ctx, host, "mariadb.yml", variables, secret_vars, "MariaDB")
         for h in (source, host):
             ensure_migrator(ctx, h, port)
         return {**out, "migration_account": True}
@@ -203,9 +187,3 @@ class MariadbStandby:
             lock_migrator(host, port)
         return True
 
-
-def _playbook_events(ctx: RunContext) -> Any:
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable"):
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
-    return on_event

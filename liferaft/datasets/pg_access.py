@@ -11,11 +11,10 @@ reaches psql on stdin, never a command line, and is never journaled.
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from liferaft.configure.remote import controller_address, ssh
+from liferaft.datasets._util import state_secret
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -28,16 +27,7 @@ PSQL = "/usr/lib/postgresql/{version}/bin/psql"
 
 def migrator_password(ctx: RunContext) -> str:
     """The stack's migration-role password (generated once, 0600 in the state dir), registered as a secret."""
-    from liferaft.engine.journal import stack_dir
-
-    path = stack_dir(ctx.state_dir, ctx.plan.stack) / "pg-migrator.secret"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    value = path.read_text().strip()
-    ctx.add_secret(value)
-    return value
+    return state_secret(ctx, "pg-migrator.secret")
 
 
 def ensure_migrator(ctx: RunContext, host: TargetHost, version: int, port: int) -> None:

@@ -4,7 +4,11 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 
 - plan: `pg_database_size` over a session read-only from its first statement; estimates from the lab's throughput
   (logical initial sync 34 s/GB, pg_dump -Fd | pg_restore 22 s/GB, tables hashed at 12.6 s/GB);
+- plan checks (`pg_prereq`): tables without a primary key (unless `replica_identity: full`), wal_level, a free slot
+  and WAL sender, the source's pg_hba rules, extensions the target lacks; a blocking one stops the plan;
 - target: `postgresql.yml` (one cluster per version/port, the databases, who may connect);
+- source access (`pg_prereq`, logical only): the target's address admitted in the source's pg_hba for the migration
+  role, once the allocation gave it; the undo removes exactly that rule;
 - prepare: liferaft's migration role at both ends (`pg_access`); the service can be deployed from here on;
 - seed: logical -- the target database marked as liferaft's, the schema copied and given to the application's owner
   at once, the subscription made and its initial copy waited for; dump -- nothing until the freeze;
@@ -22,9 +26,20 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host, target_hosts
-from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets._util import (
+    HostedKind,
+    allow_from,
+    both_ends,
+    progress,
+    run_target_playbooks,
+    source_address,
+    source_host,
+    target_host,
+    target_hosts,
+)
+from liferaft.datasets.base import Dataset, LedgerVerdict, Prerequisite, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
+    MIGRATOR_ROLE,
     admin_conn,
     allowed_networks,
     database_vars,
@@ -32,7 +47,7 @@ from liferaft.datasets.pg_access import (
     ensure_migrator,
     owner_conn,
 )
-from liferaft.datasets.pg_prereq import replica_identity_full
+from liferaft.datasets.pg_prereq import close_source, open_source, prerequisites, replica_identity_full
 from liferaft.datasets.postgres_standby import PostgresStandby
 from liferaft.errors import LiferaftError, RunFailed
 
@@ -78,7 +93,7 @@ def cluster_removal_lines(version: int) -> list[str]:
     return ["if $sd; then systemctl disable --now liferaft-postgresql.service 2>/dev/null || true; fi",
             (f"if [ -f {data}/postmaster.pid ]; then runuser -u postgres -- /usr/lib/postgresql/{v}/bin/pg_ctl "
              f"stop -D {data} -m fast -w -t 60 >/dev/null || true; fi"),
-            f"rm -rf {data}"]
+            f"rm -rf {data}", "rm -f /etc/systemd/system/liferaft-postgresql.service"]
 
 
 def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
@@ -228,16 +243,13 @@ def cut_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------------ kind
-class Postgres(PostgresStandby):
+class Postgres(PostgresStandby, HostedKind):
     name: ClassVar[str] = "postgresql"
     noun: ClassVar[str] = "database"
     group: ClassVar[str] = "databases"
     seed_verb: ClassVar[str] = "migrate"
-    freezes_source: ClassVar[bool] = True
     release_id: ClassVar[str | None] = "db-release"
     ledger: ClassVar[bool] = True
-    summary_name: ClassVar[str] = "method"
-    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return {k: d for k, d in model.data.databases.items() if d.engine == "postgresql"}
@@ -250,9 +262,6 @@ class Postgres(PostgresStandby):
         how = "logical replication" if ds.spec.migrate == "logical" else "dump/restore inside the freeze"
         return {"seed": f"migrate database {ds.spec.name} ({how})",
                 "prepare": f"database {ds.spec.name}: liferaft's migration role at the source and the target"}
-
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """pg_database_size, over a session that is read-only from its first statement."""
@@ -271,13 +280,28 @@ class Postgres(PostgresStandby):
                 from None
         return Size(bytes=int(row[0]) if row else 0)
 
+    def prerequisites(self, where: Where, ds: Dataset) -> list[Prerequisite]:
+        """Primary keys, wal_level, a free slot and sender, the source's access rules, extensions (`pg_prereq`)."""
+        return prerequisites(where, ds)
+
+    def source_access_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+        if not logical:
+            return None  # a dump is made by the controller: the target never connects to the source
+        return (f"let the target reach the source's database(s) {', '.join(str(ds.spec.name) for ds in logical)} "
+                f"(pg_hba rule for {MIGRATOR_ROLE} from the target's address, reload)")
+
+    def open_source(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+        return open_source(ctx, logical, source_host(ctx), _target_address(ctx))
+
+    def close_source(self, ctx: RunContext, datasets: list[Dataset]) -> None:
+        close_source(ctx, source_host(ctx), datasets)
+
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         gb = size.bytes / 1e9
         return gb * (PG_LOGICAL_S_PER_GB if ds.spec.migrate == "logical" else PG_DUMP_S_PER_GB) \
             + gb * PG_VERIFY_S_PER_GB
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return (int(ds.spec.port),)
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["postgresql.yml"] if datasets else []
@@ -288,8 +312,73 @@ class Postgres(PostgresStandby):
         dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], address)
         # the site's other hosts (`hosts: N`) run the service too and reach the databases here
         others = [f"{h.address}/32" for h in target_hosts(ctx) if h.address != address]
+        # a first deployment names who else its databases admit: the hosts of the stack's other sites
+        hosts = [h for h in target_hosts(ctx) if h.address == address]
+        extra = allow_from(ctx, hosts[0]) if hosts else []
         return ({"liferaft_databases": dbs, "liferaft_allowed_networks": sorted(
-            set(allowed_networks(address, source_host(ctx).address) + others))}, secret_vars)
+            set(allowed_networks(address, source_address(ctx)) + others + extra))}, secret_vars)
+
+    # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
+    def existing(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
+        """What is there before a deploy makes these databases (read-only): liferaft's clusters ("15:5432") and
+        the databases they hold (`unknown` where a cluster is there but does not answer)."""
+        from liferaft.configure.remote import ssh
+
+        host = target_host(ctx)
+        out: dict[str, Any] = {"clusters": [], "databases": [], "unknown": []}
+        for version, port in clusters(datasets):
+            psql = f"/usr/lib/postgresql/{version}/bin/psql -X -At -h /var/run/postgresql -p {port} -d postgres"
+            text = ssh(host, "sh -s", stdin=(
+                f"[ -f /var/lib/postgresql/{version}/liferaft/PG_VERSION ] || exit 0\necho cluster\n"
+                f"su postgres -s /bin/sh -c '{psql} -c \"SELECT datname FROM pg_database\"' 2>/dev/null "
+                "| sed 's/^/db /' || echo unknown\n"), what="look for liferaft's PostgreSQL cluster")
+            lines = text.split("\n")
+            if "cluster" in lines:
+                out["clusters"].append(f"{version}:{port}")
+                dbs = [line[3:] for line in lines if line.startswith("db ")]
+                out["databases"] += [f"{version}:{port}:{d}" for d in dbs]
+                if not dbs:
+                    out["unknown"].append(f"{version}:{port}")
+        return out
+
+    def create(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> dict[str, Any]:
+        """The PostgreSQL server and these (empty) databases at the run's host, through the kind's target
+        playbook (postgresql.yml: the owner roles, who may connect); `created`: the databases that were not there
+        before (`existing`)."""
+        res = run_target_playbooks(ctx, self, datasets, target_host(ctx))
+        have = set(existing.get("databases") or [])
+        created = [ds.key for ds in datasets
+                   if f"{ds.spec.version}:{ds.spec.port}:{ds.spec.name}" not in have]
+        return {**res, "created": created, "databases": {ds.key: str(ds.spec.name) for ds in datasets}}
+
+    def uncreate(self, ctx: RunContext, datasets: list[Dataset], existing: dict[str, Any]) -> None:
+        """Undo `create`: a cluster it made is stopped and removed; in a cluster that was there, the databases it
+        made are dropped. What was there before stays."""
+        from liferaft.configure.remote import ssh
+        from liferaft.errors import RunFailed
+
+        try:
+            host = target_host(ctx)
+        except RunFailed:
+            return
+        had, known = set(existing.get("clusters") or []), set(existing.get("databases") or [])
+        lines: list[str] = []
+        for version, port in clusters(datasets):
+            if f"{version}:{port}" not in had:
+                lines += cluster_removal_lines(version)
+                continue
+            if f"{version}:{port}" in set(existing.get("unknown") or []):
+                continue
+            psql = f"/usr/lib/postgresql/{version}/bin/psql -X -q -h /var/run/postgresql -p {port} -d postgres"
+            for ds in datasets:
+                name = str(ds.spec.name)
+                if (int(ds.spec.version), int(ds.spec.port)) == (version, port) and \
+                        f"{version}:{port}:{name}" not in known:
+                    lines.append(f"su postgres -s /bin/sh -c '{psql} -c \"DROP DATABASE IF EXISTS \\\"{name}\\\" "
+                                 "WITH (FORCE)\"'")
+        if lines:
+            script = ["sd=false; if [ -d /run/systemd/system ]; then sd=true; fi", *lines]
+            ssh(host, "sh -s", stdin="\n".join(script) + "\n", timeout=120.0, what="remove what the deploy created")
 
     # ---- live move ------------------------------------------------------------------------------------------
     def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
@@ -301,12 +390,7 @@ class Postgres(PostgresStandby):
         return {"role": "liferaft_migrator"}
 
     def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        hosts = [source_host(ctx)]
-        try:
-            hosts.append(target_host(ctx))
-        except RunFailed:
-            pass
-        for host in hosts:
+        for host in both_ends(ctx):
             drop_migrator(host, int(ds.spec.version), int(ds.spec.port))
 
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import HostedStandby, deploy_standby_server
 from liferaft.datasets.pg_access import (
     admin_conn,
     allowed_networks,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from liferaft.movers.pg_conn import PgConn
     from liferaft.stack import Stack
 
-SETUP_TIMEOUT_S = 600.0  # the initial copy of a new subscription, and the playbook run
+SETUP_TIMEOUT_S = 600.0  # the initial copy of a new subscription
 
 
 def _rep_name(conn: PgConn) -> str:
@@ -45,17 +46,11 @@ def _rep_name(conn: PgConn) -> str:
     return Replication.for_databases(conn, conn).name
 
 
-class PostgresStandby:
+class PostgresStandby(HostedStandby):
     promote_step: ClassVar[tuple[str, str]] = ("standby.promote", "promote")
 
     def holds_copy(self, entry: dict[str, Any]) -> bool:
         return bool(entry.get("method"))
-
-    def source_ports(self, ds: Dataset) -> list[int]:
-        return [int(ds.spec.port)]
-
-    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
-        return str(stack.site(target).compute)
 
     # ------------------------------------------------------------------------------------------- the standby host
     def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
@@ -65,27 +60,16 @@ class PostgresStandby:
 
     def install(self, ctx: RunContext, datasets: list[Dataset], sides: StandbySides,
                 installed_on: str | None) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-
         host, source = sides.need_standby(), sides.need_source()
         first = datasets[0].spec
         version, port = int(first.version), int(first.port)
         answers, _ = tcp_answers(host.address, port, 3.0)
         out: dict[str, Any] = {"deployed": False}
         if not (answers and installed_on == host.address):
-            # A set-up that left the preparation out (the record said the host was installed) but finds PostgreSQL
-            # gone (a drill's teardown removed it) or another host: prepare.yml runs first here.
-            prepared = any(s.params.get("playbook") == "prepare.yml" for s in ctx.plan.steps)
-            playbooks = ([] if prepared else ["prepare.yml"]) + ["postgresql.yml"]
             dbs, secret_vars = database_vars(ctx, [ds.key for ds in datasets], host.address)
-            ctx.emit("standby.deploy", f"deploying PostgreSQL on the standby {host.name} ({', '.join(playbooks)})",
-                     host=host.name)
-            res = run_playbook(playbooks, [host], variables={
-                "liferaft_listen_address": host.address, "liferaft_databases": dbs,
-                "liferaft_allowed_networks": allowed_networks(host.address, source.address)},
-                secret_variables=secret_vars, on_event=_playbook_events(ctx), base_dir=ctx.require_stack().base_dir,
-                timeout=SETUP_TIMEOUT_S, state_dir=ctx.state_dir)
-            out.update(deployed=True, duration_s=round(res.duration_s, 2))
+            out = deploy_standby_server(ctx, host, "postgresql.yml", {
+                "liferaft_databases": dbs, "liferaft_allowed_networks": allowed_networks(host.address, source.address)},
+                secret_vars, "PostgreSQL")
         for h in (source, host):
             ensure_migrator(ctx, h, version, port)
         return {**out, "migration_role": True}
@@ -288,9 +272,3 @@ class PostgresStandby:
             drop_migrator(host, int(first.version), int(first.port))
         return True
 
-
-def _playbook_events(ctx: RunContext) -> Any:
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable"):
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
-    return on_event

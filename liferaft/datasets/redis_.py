@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import progress, source_host, target_host
+from liferaft.datasets._util import HostedKind, progress, source_host, target_host
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.redis_standby import RedisStandby, check_versions, redis_conn, redis_vars
 from liferaft.errors import LiferaftError, RunFailed
@@ -66,6 +66,39 @@ def removal_lines(ports: list[int]) -> list[str]:
     return lines
 
 
+def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
+    """Shell lines that make each Redis server of the datasets refuse every write (`undo`: accept them again), the
+    same way the live freeze leaves a source: `min-replicas-to-write` higher than any server has replicas, so
+    every write (commands, MULTI, scripts) gets a NOREPLICAS error at once; reads still work, and the server can
+    still be made a replica of the active site later (a replica applies its master's stream regardless).
+    Chosen over `REPLICAOF <nowhere>` (which would make it drop its data at the first sync) and over stopping it
+    (a reboot or a watchdog starts it again). Set live with redis-cli through 127.0.0.1 (the password read from
+    the server's own config on the host, never from the controller, never on a command line: REDISCLI_AUTH), and
+    written into the config, so that a server that was down, or restarts, refuses writes from its start."""
+    from liferaft.movers.redis_ import FREEZE_GUARD, FREEZE_GUARD_VALUE
+
+    value = 0 if undo else FREEZE_GUARD_VALUE
+    lines: list[str] = []
+    for p in sorted({int(ds.spec.port) for ds in datasets}):
+        keys = ", ".join(ds.key for ds in datasets if int(ds.spec.port) == p)
+        conf, what = f"/etc/liferaft/redis-{p}.conf", f"redis {keys} (port {p})"
+        guard = f"{FREEZE_GUARD} {FREEZE_GUARD_VALUE}"
+        lines += [
+            (f"if [ -f {conf} ]; then sed -i '/^{guard}$/d' {conf}; "
+             + ("" if undo else f"echo '{guard}' >> {conf}; ") + "fi"),
+            (f"out=$(pw=$(sed -n -e 's/^requirepass \"\\(.*\\)\"$/\\1/p' -e t -e 's/^requirepass \\(.*\\)$/\\1/p' "
+             f"{conf} 2>/dev/null | sed 's/\\\\\\(.\\)/\\1/g'); if [ -n \"$pw\" ]; then export REDISCLI_AUTH=\"$pw\"; fi; "
+             f"redis-cli --no-auth-warning -h 127.0.0.1 -p {p} CONFIG SET {FREEZE_GUARD} {value} 2>&1)"),
+            (f"case \"$out\" in OK) echo 'liferaft-fence: done: {what} "
+             f"{'accepts writes again' if undo else 'refuses writes'}';; "
+             f"*'Connection refused'*) if [ -f {conf} ]; then echo 'liferaft-fence: done: {what} not running; "
+             f"{'accepts' if undo else 'refuses'} writes when it starts'; else echo 'liferaft-fence: failed: {what} "
+             "not running, no liferaft config'; fi;; "
+             f"*) echo 'liferaft-fence: failed: {what}: '\"$(echo $out | head -c 200)\";; esac"),
+        ]
+    return lines
+
+
 def _frozen_now(ctx: RunContext) -> None:
     if "writes_frozen_at" not in ctx.memo:
         ctx.remember(writes_frozen_at=time.time())
@@ -80,16 +113,11 @@ def _compare(ds: Dataset, src: RedisConn, tgt: RedisConn, report: Any) -> tuple[
         return a.result(), b.result()
 
 
-class Redis(RedisStandby):
+class Redis(RedisStandby, HostedKind):
     name: ClassVar[str] = "redis"
     noun: ClassVar[str] = "keyspace"
     group: ClassVar[str] = "redis"
     seed_verb: ClassVar[str] = "redis"
-    freezes_source: ClassVar[bool] = True
-    release_id: ClassVar[str | None] = None
-    ledger: ClassVar[bool] = False
-    summary_name: ClassVar[str] = "method"
-    seed_needs_prepare: ClassVar[bool] = True
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.redis.items())
@@ -102,9 +130,6 @@ class Redis(RedisStandby):
         seed = (f"Redis {ds.key}: ephemeral (a cache), created empty at the target, not copied" if ds.spec.ephemeral
                 else f"replicate Redis {ds.key} (port {ds.spec.port}, REPLICAOF from the source)")
         return {"seed": seed, "prepare": f"Redis {ds.key}: both servers answer, versions compatible"}
-
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
 
     def observe(self, where: Where, ds: Dataset) -> Size:
         """DBSIZE and INFO: read-only."""
@@ -124,9 +149,6 @@ class Redis(RedisStandby):
         if ds.spec.ephemeral:
             return 0.0
         return size.bytes / SYNC_BYTES_PER_S + size.items / VERIFY_KEYS_PER_S
-
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return (int(ds.spec.port),)
 
     def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return ["redis.yml"] if datasets else []
@@ -290,3 +312,9 @@ class Redis(RedisStandby):
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return removal_lines([int(ds.spec.port) for ds in datasets])
+
+    def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets)
+
+    def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
+        return fence_lines(datasets, undo=True)

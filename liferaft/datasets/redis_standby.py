@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.datasets._util import SETUP_TIMEOUT_S, HostedStandby, deploy_standby_server
 from liferaft.errors import CheckFailed
 from liferaft.movers.bounded import bounded, tcp_answers
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from liferaft.movers.redis_ import RedisConn
     from liferaft.stack import Stack
 
-SETUP_TIMEOUT_S = 600.0
 
 
 def redis_conn(ctx: RunContext, ds: Dataset, address: str, *, at_source: bool) -> RedisConn:
@@ -65,7 +65,7 @@ def check_versions(source: RedisConn, target: RedisConn, key: str) -> dict[str, 
     return {"source_version": src_v, "target_version": tgt_v}
 
 
-class RedisStandby:
+class RedisStandby(HostedStandby):
     promote_step: ClassVar[tuple[str, str]] = ("standby.promote", "promote")
 
     def holds_copy(self, entry: dict[str, Any]) -> bool:
@@ -74,31 +74,17 @@ class RedisStandby:
     def source_ports(self, ds: Dataset) -> list[int]:
         return [] if ds.spec.ephemeral or ds.spec.address else [int(ds.spec.port)]
 
-    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
-        return str(stack.site(target).compute)
-
     def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         return f"Redis for {', '.join(ds.key for ds in datasets)} at the standby (redis.yml)"
 
     def install(self, ctx: RunContext, datasets: list[Dataset], sides: StandbySides,
                 installed_on: str | None) -> dict[str, Any]:
-        from liferaft.configure import run_playbook
-        from liferaft.datasets.postgres_standby import _playbook_events
-
         host = sides.need_standby()
         answers = all(tcp_answers(host.address, int(ds.spec.port), 3.0)[0] for ds in datasets)
         out: dict[str, Any] = {"deployed": False}
         if not (answers and installed_on == host.address):
-            prepared = any(s.params.get("playbook") == "prepare.yml" for s in ctx.plan.steps)
-            playbooks = ([] if prepared else ["prepare.yml"]) + ["redis.yml"]
             variables, secret_vars = redis_vars(ctx, datasets)
-            ctx.emit("standby.deploy", f"deploying Redis on the standby {host.name} ({', '.join(playbooks)})",
-                     host=host.name)
-            res = run_playbook(playbooks, [host], variables={"liferaft_listen_address": host.address, **variables},
-                               secret_variables=secret_vars, on_event=_playbook_events(ctx),
-                               base_dir=ctx.require_stack().base_dir, timeout=SETUP_TIMEOUT_S,
-                               state_dir=ctx.state_dir)
-            out.update(deployed=True, duration_s=round(res.duration_s, 2))
+            out = deploy_standby_server(ctx, host, "redis.yml", variables, secret_vars, "Redis")
         source = sides.need_source()
         for ds in datasets:
             if not ds.spec.ephemeral:

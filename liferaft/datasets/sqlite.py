@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.datasets import _files as F
 from liferaft.datasets._util import source_host, target_host
-from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
+from liferaft.datasets.base import Dataset, Size, Verdict
 from liferaft.errors import CheckFailed, LiferaftError, RunFailed
 
 if TYPE_CHECKING:
@@ -104,18 +104,7 @@ def _later(lab: str, cut: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-class SqliteStandby:
-    promote_step: ClassVar[tuple[str, str]] = ("standby.objects", "standby")
-
-    def holds_copy(self, entry: dict[str, Any]) -> bool:
-        return bool(entry.get("last_sync_at"))
-
-    def source_ports(self, ds: Dataset) -> list[int]:
-        return []
-
-    def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
-        return str(stack.site(target).compute)
-
+class SqliteStandby(F.FilesStandby):
     def install_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
         return "sqlite3 and rsync at the standby host, liferaft's push key from the source host"
 
@@ -137,12 +126,6 @@ class SqliteStandby:
                 "last_sync_started_at": started, "last_sync_at": time.time(), "caught_up_at": started,
                 "tables": out["tables"], "lag_bytes": out["bytes_copied"],
                 "sync_seconds": out["seconds"]}
-
-    def lag(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        since = entry.get("prev_sync_started_at") or entry.get("last_sync_started_at") or now
-        return {"lag_bytes": entry.get("lag_bytes"), "lag_seconds": round(now - float(since), 3), "measured_at": now,
-                "caught_up_at": entry.get("last_sync_started_at")}
 
     def promote_title(self, stack: Stack, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> str:
         return f"use the standby's {ds.spec.path} as is: integrity_check, tables against the last copy's digest"
@@ -167,110 +150,34 @@ class SqliteStandby:
         ctx.emit("standby.files", f"{F.label(ds)}: integrity ok, {len(tables)} tables equal to the last copy", **out)
         return out
 
-    def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
-        return None
 
-    def clean_source(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def stop(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any] | None:
-        F.revoke(ctx, sides.source_host, sides.need_standby())
-        return {"push": "revoked"}
-
-    def loss(self, ctx: RunContext, ds: Dataset, entry: dict[str, Any], promoted: dict[str, Any], *,
-             ledger: str | None = None, host: TargetHost | None = None) -> dict[str, Any]:
-        return {"last_replicated_at": entry.get("last_sync_started_at"), "last_lag_bytes": entry.get("lag_bytes"),
-                "last_lag_seconds": entry.get("lag_seconds")}
-
-    def release_standby_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
-        return "liferaft's push key removed from the promoted standby"
-
-    def release_standby(self, ctx: RunContext, datasets: list[Dataset], host: TargetHost, *, undo: bool = False) -> bool:
-        if not undo:
-            F.revoke(ctx, None, host)
-        return True
-
-
-class Sqlite(SqliteStandby):
+class Sqlite(SqliteStandby, F.FilesKind):
     name: ClassVar[str] = "sqlite"
     noun: ClassVar[str] = "sqlite file"
     group: ClassVar[str] = "sqlite"
     seed_verb: ClassVar[str] = "snapshot"
-    freezes_source: ClassVar[bool] = True
-    release_id: ClassVar[str | None] = "files-release"
-    ledger: ClassVar[bool] = False
-    summary_name: ClassVar[str] = "path"
-    seed_needs_prepare: ClassVar[bool] = True
+    tree: ClassVar[bool] = False
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    no_writers: ClassVar[str] = "no `writers`: the freeze snapshots again without stopping anyone"
 
     def entries(self, model: Any) -> dict[str, Any]:
         return dict(model.data.sqlite)
-
-    def summary(self, ds: Dataset) -> Any:
-        return str(ds.spec.path)
 
     def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
         return {"seed": f"copy SQLite file {ds.spec.path} (online backup, then rsync host to host)",
                 "prepare": f"sqlite file {ds.key}: liferaft's push key from the source host to the target"}
 
-    def provider(self, stack: Stack, site: str) -> str:
-        return str(stack.site(site).compute)
-
-    def observe(self, where: Where, ds: Dataset) -> Size:
-        from liferaft.movers.files import PathMissing, size_of
-
-        try:
-            d = size_of(F.shell(where.source_host, "observe"), ds.spec.path, directory=False)
-        except PathMissing as e:
-            raise _missing(ds, where.source_host, str(e).split(": ", 1)[-1]) from None
-        note = "" if ds.spec.writers else "no `writers`: the freeze snapshots again without stopping anyone"
-        return Size(bytes=int(d["bytes"]), items=0, detail=note)
+    def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
+        return _missing(ds, host, detail)
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
         return 2 * size.bytes / BACKUP_BYTES_PER_S + size.bytes / COPY_BYTES_PER_S + 2 * size.bytes / HASH_BYTES_PER_S
 
-    def ports(self, ds: Dataset) -> tuple[int, ...]:
-        return ()
-
-    def target_playbooks(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return []
-
-    def playbook_vars(self, ctx: RunContext, datasets: list[Dataset], address: str
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
-
     # ---- live move ------------------------------------------------------------------------------------------
-    def prepare(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
-        from liferaft.movers.files import PathMissing, size_of
-
-        src, tgt = source_host(ctx), target_host(ctx)
-        F.check_tools(src, "the source", TOOLS, ctx)
-        F.check_tools(tgt, "the target", TOOLS, ctx)
-        try:
-            size_of(F.shell(src, "observe"), ds.spec.path, directory=False)
-        except PathMissing as e:
-            raise _missing(ds, src, str(e).split(": ", 1)[-1]) from None
-        return {"path": ds.spec.path, "push": F.grant(ctx, src, tgt, once=True).tag}
-
-    def unprepare(self, ctx: RunContext, ds: Dataset) -> None:
-        try:
-            tgt = target_host(ctx)
-        except RunFailed:
-            return
-        F.revoke(ctx, source_host(ctx), tgt)
-
     def seed(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         out = copy(ctx, ds, source_host(ctx), target_host(ctx))
         out.pop("digest", None)
         return out
-
-    def check_seed(self, ctx: RunContext, ds: Dataset) -> None:
-        return None
-
-    def unseed(self, ctx: RunContext, ds: Dataset) -> None:
-        return None
-
-    def warm(self, ctx: RunContext, ds: Dataset) -> None:
-        return None
 
     def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
         src, tgt = source_host(ctx), target_host(ctx)
@@ -278,9 +185,6 @@ class Sqlite(SqliteStandby):
         if on_frozen is not None:
             on_frozen()
         return {"writers_stopped": stopped, **copy(ctx, ds, src, tgt)}
-
-    def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
-        F.start_writers(ctx, ds, source_host(ctx))
 
     def verify(self, ctx: RunContext, ds: Dataset, *, as_of_cut: bool, prior: dict[str, Any] | None) -> Verdict:
         from concurrent.futures import ThreadPoolExecutor
@@ -313,19 +217,13 @@ class Sqlite(SqliteStandby):
         return Verdict(checked={f"{lab} tables": len(tables)}, problems=tuple(f"{lab}: {p}" for p in problems),
                        notes=tuple(notes), seconds=round(time.monotonic() - t0, 3), figures={"caught_up": True})
 
-    def check_ledger(self, ctx: RunContext, ds: Dataset, ledger: str, cut_at: float | None) -> LedgerVerdict:
-        raise NotImplementedError("sqlite files keep no write ledger")
-
-    def release(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
-        F.revoke(ctx, source_host(ctx), target_host(ctx))
-        return {"push": "revoked"}
-
-    def unrelease(self, ctx: RunContext, datasets: list[Dataset]) -> None:
-        F.grant(ctx, source_host(ctx), target_host(ctx))
-
     # ---- drills ---------------------------------------------------------------------------------------------
     def cut(self, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
         return {"caught_up": True, **copy(ctx, ds, source_host(ctx), target_host(ctx))}
+
+    def paths(self, ds: Dataset) -> list[str]:
+        """The database file and the files SQLite keeps beside it (what the fence makes read-only)."""
+        return [ds.spec.path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         tag = F.tag(stack.model.name)

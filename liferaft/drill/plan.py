@@ -167,7 +167,7 @@ def _transform(plan: Plan, how: _Drilled, *, drill_record: str | None, dns_provi
     notes = (*plan.notes, how.note + (f"; {drill_record} points at the {how.where} during the drill" if records else ""))
     result = Plan(stack=plan.stack, source=plan.source, target=plan.target, mode=plan.mode, steps=tuple(steps),
                   resources=plan.resources, bytes_to_move=plan.bytes_to_move, estimate_s=plan.estimate_s,
-                  dns_diff=dns_diff, notes=notes)
+                  dns_diff=dns_diff, notes=notes, problems=plan.problems)
     assert_safe(result, production)
     return result
 

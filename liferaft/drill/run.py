@@ -91,7 +91,9 @@ def build_drill_plan(stack: Stack, opts: DrillOptions, state_dir: Path, events: 
         if diff:
             raise PlanChanged(diff, opts.plan_path)
         plan = saved.plan
-    return to_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
+    drill = to_drill(plan, ledger=opts.ledger, **_drill_dns(stack))
+    drill.require_no_blocking()  # what the checks found at the source stops the drill before anything is created
+    return drill
 
 
 def _drill_dns(stack: Stack) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Observed:
     target_offer: dict[str, Any] | None = field(default=None, hash=False)
     # every dataset's size at the source, by dataset id: {"bytes", "items", "detail"} (liferaft.datasets.Size)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    # what the datasets' kinds found the move needs first (liferaft.datasets.base.Prerequisite, as dicts)
+    problems: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
 
 def open_provider(stack: Stack, name: str, state_dir: Any, resolve: Any = None) -> Any:

@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from liferaft.errors import InvalidInput, Problem
+from liferaft.errors import InvalidInput, Problem, UsageError
 
 Mode = Literal["live", "cold", "standby"]
-MODES: tuple[str, ...] = ("live", "cold", "standby")  # standby: the journaled set-up of `replicate`
+DEPLOY_MODE = "deploy"  # the first deployment of a stack at a site (`liferaft deploy`)
+MODES: tuple[str, ...] = ("live", "cold", "standby", DEPLOY_MODE)  # standby: the journaled set-up of `replicate`
 PLAN_FORMAT = 1
 
 
@@ -79,6 +80,9 @@ class Plan:
     estimate_s: float = 0.0
     dns_diff: tuple[dict[str, Any], ...] = ()  # {"name", "type", "ttl", "old": [...], "new": [...]}
     notes: tuple[str, ...] = ()
+    # what the plan's checks found at the source that the move needs first (liferaft.datasets.base.Prerequisite as
+    # dicts: dataset, check, message, fix, blocking); a blocking one stops `plan` (exit 2) and any run of the plan
+    problems: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,6 +91,7 @@ class Plan:
         object.__setattr__(self, "resources", tuple(_json_safe(dict(r), "resource") for r in self.resources))
         object.__setattr__(self, "dns_diff", tuple(_json_safe(dict(r), "dns_diff") for r in self.dns_diff))
         object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "problems", tuple(_json_safe(dict(p), "problem") for p in self.problems))
         seen: set[str] = set()
         for s in self.steps:
             if s.id in seen:
@@ -101,6 +106,16 @@ class Plan:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    @property
+    def blocking(self) -> tuple[dict[str, Any], ...]:
+        """The problems that stop this plan until fixed."""
+        return tuple(p for p in self.problems if p.get("blocking", True))
+
+    def require_no_blocking(self) -> None:
+        """Refuse (exit 2) a plan whose checks found a blocking problem: nothing is created."""
+        if self.blocking:
+            raise PlanBlocked(self.blocking)
 
     @property
     def step_ids(self) -> tuple[str, ...]:
@@ -119,6 +134,8 @@ class Plan:
         d = self._core()
         d.update(hash=self.hash, resources=list(self.resources), bytes_to_move=self.bytes_to_move,
                  estimate_s=round(self.estimate_s, 1), dns_diff=list(self.dns_diff), notes=list(self.notes))
+        if self.problems:
+            d["problems"] = list(self.problems)
         return d
 
     @classmethod
@@ -136,7 +153,8 @@ class Plan:
                        mode=str(d["mode"]), steps=tuple(Step.from_dict(s) for s in steps),
                        resources=tuple(d.get("resources") or ()), bytes_to_move=int(d.get("bytes_to_move") or 0),
                        estimate_s=float(d.get("estimate_s") or 0.0), dns_diff=tuple(d.get("dns_diff") or ()),
-                       notes=tuple(str(n) for n in d.get("notes") or ()))
+                       notes=tuple(str(n) for n in d.get("notes") or ()),
+                       problems=tuple(d.get("problems") or ()))
         except KeyError as e:
             raise InvalidInput([Problem(source_name, None, None, str(e.args[0]), "missing field")],
                                what="plan") from None
@@ -146,6 +164,27 @@ class Plan:
             raise InvalidInput([Problem(source_name, None, None, "hash",
                                         f"the plan's content does not match its hash {d['hash']!r}")], what="plan")
         return plan
+
+
+def problem_text(p: dict[str, Any]) -> str:
+    """One problem in words: `<dataset>: <message>` and its fix."""
+    return f"{p.get('dataset')}: {p.get('message')}" + (f"\n    fix: {p['fix']}" if p.get("fix") else "")
+
+
+class PlanBlocked(UsageError):
+    """The plan's checks found what the move needs first at the source (exit 2): nothing was created."""
+
+    def __init__(self, problems: tuple[dict[str, Any], ...]) -> None:
+        self.problems = [dict(p) for p in problems]
+        n = len(self.problems)
+        super().__init__(f"the plan found {n} problem{'s' if n != 1 else ''} to fix before anything is created:"
+                         + "".join(f"\n  {problem_text(p)}" for p in self.problems),
+                         hint="apply a fix named above (a stack key in the stack file), then plan again")
+
+    def to_dict(self) -> dict[str, object]:
+        d = super().to_dict()
+        d["problems"] = self.problems
+        return d
 
 
 # A record's TTL is how long resolvers may keep sending clients to the old address after the cut: the plan warns when

@@ -24,13 +24,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets as _secrets
+import select
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from liferaft.configure import clean_dead_runs
 from liferaft.engine.journal import Journal, RunRecord, journal_file, journal_path, stack_dir
@@ -271,6 +272,7 @@ class Runner:
             raise UsageError(f"--stop-before {stop_before!r}: no such step", hint=", ".join(plan.step_ids))
         for s in plan.steps:
             get_kind(s.kind)  # an unknown kind is refused before anything acts
+        plan.require_no_blocking()  # what the plan's checks found at the source is fixed first: nothing is created
         run_id = new_run_id()
         box: list[RunContext] = []
         with StackLock(self.state_dir, plan.stack).acquire(run_id, by="failover run") as lock, \
@@ -403,6 +405,63 @@ def _message(e: BaseException) -> str:
     return str(e) if isinstance(e, LiferaftError) else f"{type(e).__name__}: {e}"
 
 
+class _Wakeup:
+    """What the scheduler sleeps on: a self-pipe that a step thread writes to when its step ends, and so does
+    Ctrl-C.
+
+    While the DAG runs in the main thread with Python's own SIGINT handler in place, SIGINT gets a handler that
+    only sets `pressed` and writes a byte: it never raises into what the scheduler was doing (a journal
+    transaction between BEGIN and COMMIT, a Condition's release and re-acquire, a thread's start, each of which a
+    KeyboardInterrupt could leave half done), so the scheduler meets the Ctrl-C at the top of its loop, holding
+    nothing. An ignored SIGINT stays ignored (a background job's), and another handler is left alone: there, and
+    in another thread, a Ctrl-C arrives as the KeyboardInterrupt it always was (handled by `Runner._execute`)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._poll = select.poll()  # not select(): a busy process may hand out fd numbers past FD_SETSIZE
+        self._poll.register(self._r, select.POLLIN)
+        self.pressed = False
+        self.closed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Self:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Called with the DAG's lock held (or from the signal handler, in the thread that closes the pipe)."""
+        if not self.closed:
+            with contextlib.suppress(OSError):  # full: a wake-up is pending already
+                os.write(self._w, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Until a wake-up (or the timeout); drains what was written."""
+        if self._poll.poll(timeout * 1000):
+            with contextlib.suppress(OSError):
+                os.read(self._r, 4096)
+
+    def close(self) -> None:
+        """Called with the DAG's lock held: a step thread left running (after Ctrl-C) never writes to an fd
+        number that is another file's by then."""
+        if not self.closed:
+            self.closed = True
+            os.close(self._r)
+            os.close(self._w)
+
+
 class _Dag:
     """One execution of a run's remaining steps as a DAG, shared by the calling thread and the step threads.
 
@@ -411,7 +470,8 @@ class _Dag:
     goes first. Each step runs on its own daemon thread (a Ctrl-C or a crash must not wait for it). Its 'running'
     record is committed by the scheduler before the thread starts; the thread commits 'done' (or 'failed') when
     the step ends. After a failure no step starts; the running ones finish and are journaled. Everything below
-    is guarded by `cond`."""
+    is guarded by `lock`; the scheduler sleeps on `wakeup` (see `_Wakeup`: Ctrl-C lands there, not in the middle
+    of its work), outside the lock."""
 
     def __init__(self, runner: Runner, ctx: RunContext, stop_before: str | None) -> None:
         self.runner, self.ctx, self.events = runner, ctx, runner.events
@@ -434,30 +494,44 @@ class _Dag:
         if kill in plan.step_ids and kill not in self.done and plan.step_ids.index(kill) < limit:
             self.kill_after, limit = kill, plan.step_ids.index(kill) + 1
         self.todo = [s for s in plan.steps[:limit] if s.id not in self.done]
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
         self.running: dict[str, Step] = {}
         self.busy: set[str] = set()  # serial groups of the running steps
         self.started = self.finished = len(self.done)
         self.failure: tuple[Step, BaseException, bool] | None = None  # (step, error, raise as is)
         self.interrupted = False
+        self.wakeup = _Wakeup()
 
     def run(self) -> None:
-        for step in self.ctx.plan.steps:
-            if step.id in self.done:
-                self.events.emit("step.skipped", f"{step.id}: already done", run=self.run_id, step=step.id)
-        with self.cond:
-            while True:
-                if self.failure is None:
-                    self._start_ready()
-                if not self.running:
-                    break
-                self.cond.wait(timeout=1.0)
+        """Schedule until no step runs; Ctrl-C (see `_Wakeup`): the running steps are journaled interrupted, the
+        run stopped, then KeyboardInterrupt is raised from here, where nothing is half done."""
+        try:
+            with self.wakeup:
+                for step in self.ctx.plan.steps:
+                    if step.id in self.done:
+                        self.events.emit("step.skipped", f"{step.id}: already done", run=self.run_id, step=step.id)
+                while True:
+                    with self.lock:
+                        if self.wakeup.pressed:
+                            break
+                        if self.failure is None:
+                            self._start_ready()
+                        if not self.running:
+                            break
+                    self.wakeup.wait(timeout=1.0)
+                if self.wakeup.pressed:
+                    self.interrupt()  # with the handler still ours: a second Ctrl-C does not cut this short
+        finally:
+            with self.lock:
+                self.wakeup.close()
+        if self.wakeup.pressed:
+            raise KeyboardInterrupt
         if self.failure is None and self.todo:  # cannot happen: dependencies are earlier steps
             raise RunFailed(f"run {self.run_id}: no step can start ({', '.join(s.id for s in self.todo)})")
 
     def _start_ready(self) -> None:
         for step in list(self.todo):
-            if len(self.running) >= self.runner.max_parallel:
+            if len(self.running) >= self.runner.max_parallel or self.wakeup.pressed:
                 return
             if any(dep not in self.done for dep in step.depends_on):
                 continue
@@ -492,7 +566,7 @@ class _Dag:
         try:
             result = _apply(kind, sctx, step)
             kind.verify(sctx, step)
-            with self.cond:
+            with self.lock:
                 if self.interrupted:  # the scheduler journaled this step 'interrupted'; the run is over
                     return
                 self.journal.finish_step(self.run_id, step.id, result)
@@ -507,7 +581,7 @@ class _Dag:
                 if self.kill_after in self.done and not self.todo and not self.running and self.failure is None:
                     os.kill(os.getpid(), signal.SIGKILL)  # still holding the lock: nothing else is journaled
         except BaseException as e:  # noqa: BLE001 (journaled here, raised by the scheduler)
-            with self.cond:
+            with self.lock:
                 self._ended(step, kind)
                 if not self.interrupted:
                     self._fail(step, e)
@@ -516,7 +590,7 @@ class _Dag:
         self.running.pop(step.id, None)
         if kind.serial is not None:
             self.busy.discard(kind.serial)
-        self.cond.notify_all()
+        self.wakeup.wake()
 
     def _fail(self, step: Step, e: BaseException) -> None:
         message = _message(e)
@@ -537,8 +611,10 @@ class _Dag:
 
     def interrupt(self) -> None:
         """Ctrl-C in the scheduling thread: the running steps are journaled failed ("interrupted"), the run
-        stopped. Their threads (daemons) are left to the process's exit; they journal nothing more."""
-        with self.cond:
+        stopped. Their threads (daemons) are left to the process's exit; they journal nothing more. Once only."""
+        with self.lock:
+            if self.interrupted:
+                return
             self.interrupted = True
             running = [s for s in self.ctx.plan.steps if s.id in self.running]
             self.running.clear()

@@ -3,8 +3,10 @@ the one plan builder (liferaft.planner.builder, which documents the steps and th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from liferaft.configure import host_from_dict
 from liferaft.datasets import kind_of
 from liferaft.datasets.base import Where
 from liferaft.datasets.registry import datasets
@@ -12,6 +14,7 @@ from liferaft.engine.observe import Observed, observe
 from liferaft.engine.plan import Plan
 from liferaft.errors import UsageError
 from liferaft.events import Events, as_events
+from liferaft.planner import prereq
 from liferaft.planner.builder import Live, build
 
 if TYPE_CHECKING:
@@ -59,6 +62,8 @@ def build_plan(stack: Stack, target: str, mode: str = "live", *, source: str | N
     if target == source:
         raise UsageError(f"site {target!r} is already the source", hint=f"alternates: {', '.join(m.alternates)}")
     obs = observe(stack, source, target, state_dir, ev, measure(stack, source, target, state_dir, ev))
+    obs = replace(obs, problems=prereq.check(stack, source, target, state_dir, host_from_dict(obs.source_host),
+                                             prereq.target_candidate(stack, target, state_dir, obs.target_free), ev))
     plan = make_plan(stack, source, target, mode, obs, ledger=ledger)
     ev.emit("plan.ready", f"{len(plan.steps)} steps, {plan.bytes_to_move} bytes, ~{plan.estimate_s:.0f}s",
             plan_hash=plan.hash)

@@ -79,7 +79,7 @@ class Controller:
         from liferaft.lab.registries import RegistryServer, publish_image
         from liferaft.lab.servers import MotoServer, PebbleServer, PowerDNSServer, S3rverServer
 
-        for sub in ("hosts", "servers", "proxies", "secrets"):  # every up starts from a clean slate
+        for sub in ("hosts", "servers", "proxies", "secrets", "state"):  # every up starts from a clean slate
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         for f in ("liferaft.yaml", "example-deploy.err"):
             (self.dir / f).unlink(missing_ok=True)
@@ -171,7 +171,8 @@ class Controller:
             return {"deployed": False, "reason": reason}
         from liferaft.lab.core import LabInfo
 
-        self.emit("lab.step", "deploying and seeding the example app on host a")
+        self.emit("lab.step", "deploying the example app at site primary (host a) with the deploy engine "
+                  "(`liferaft deploy`), then seeding it")
         t = time.monotonic()
         try:
             from liferaft.lab import example
@@ -182,7 +183,8 @@ class Controller:
             (self.dir / "example-deploy.err").write_text(traceback.format_exc())
             return {"deployed": False, "reason": f"deploy failed: {e}"[:2000]}
         took = round(time.monotonic() - t, 1)
-        self.emit("lab.step", f"example app deployed in {took} s")
+        self.emit("lab.step", f"example app deployed (run {result.get('run')}, journaled in {result.get('state_dir')})"
+                  f" and seeded in {took} s")
         extra = result if isinstance(result, dict) else {}
         return {"deployed": True, "seconds": took, **{k: v for k, v in extra.items() if _json_safe(v)}}
 

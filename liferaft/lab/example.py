@@ -8,8 +8,8 @@ installed package) and re-exports what the engine and tests use:
     run_writer(url, ledger_path, rate=..., duration=...)    -> WriterReport (every acknowledged write in the ledger)
     verify_ledger(ledger_path, dsn)                         -> LedgerCheck (missing / mismatched post ids)
 
-`deploy_and_seed(info)` is what `liferaft lab up` calls; `deploy_service` (liferaft.configure.deploy) is the reusable
-part. Set LIFERAFT_EXAMPLES_DIR to use examples from elsewhere.
+`deploy_and_seed(info)` is what `liferaft lab up` calls: the example stack deployed by the deploy engine (the same
+function `liferaft deploy` runs), then seeded. Set LIFERAFT_EXAMPLES_DIR to use examples from elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from liferaft.configure import TargetHost, TaskEvent
+from liferaft.configure import TargetHost
 from liferaft.errors import UsageError
 
 EXAMPLE_DIR = Path(os.environ.get("LIFERAFT_EXAMPLES_DIR")
@@ -87,32 +87,45 @@ def _create_bucket(settings: Any, bucket: str) -> None:
 
 def deploy_and_seed(info: Any, *, posts: int = LAB_POSTS, images: int = LAB_IMAGES,
                     max_image_bytes: int = LAB_MAX_IMAGE_BYTES, service: str = "web", site: str | None = None,
-                    host: str = "a", on_event: Callable[[TaskEvent], None] | None = None) -> dict[str, Any]:
-    """Deploy PostgreSQL + the app on lab host `host` at the stack's primary site, its bucket at that site's
-    objects provider ("aws" = moto behind its fault proxy), then seed a small dataset. Returns timings (JSON-safe)."""
-    from liferaft.configure.deploy import deploy_service
-    from liferaft.providers.appenv import s3_settings
+                    on_event: Callable[[Any], None] | None = None,
+                    state_dir: str | Path | None = None) -> dict[str, Any]:
+    """Deploy the example stack at `site` (default: its primary, host a) with the deploy engine -- the function
+    `liferaft deploy` runs, journaled in the lab's own state dir (`<labdir>/state`, unless `state_dir`) -- then
+    seed a small dataset through the app's API. The databases admit the other sites' hosts (the deploy's own
+    rules) and the lab's bridge network (hosts the lab's clouds create get addresses there; a failover to them does
+    not open the source first). Returns timings (JSON-safe)."""
+    from types import SimpleNamespace
+
+    from liferaft.engine.active import load_active
+    from liferaft.events import Events
+    from liferaft.failover.deploy import run_deploy
     from liferaft.stack import load_stack
 
     t0 = time.monotonic()
     stack = load_stack(info.stack_file)
-    site = site or stack.primary
-    target = lab_target_host(info, host)
-    svc = stack.services[service]
-    settings = s3_settings(stack.provider(stack.site(site).objects), stack.secret)
-    for key in svc.buckets:
-        _create_bucket(settings, stack.data.buckets[key].name)
-    t_bucket = time.monotonic()
-    result = deploy_service(stack, service, site, target, allowed_networks=[f"{info.bridge_address}/24"],
-                            on_event=on_event, run_options={"state_dir": info.directory})
+    site = site or stack.model.primary
+    events = Events()
+    if on_event is not None:
+        def ansible_task(ev: Any) -> None:
+            if ev.kind == "step.started":
+                on_event(SimpleNamespace(kind="task.start", task=ev.message, host="", message=""))
+            elif ev.kind.startswith("ansible."):
+                on_event(SimpleNamespace(kind=ev.kind.removeprefix("ansible."), task=ev.data.get("task", ""),
+                                         host=ev.data.get("host", ""), message=ev.message))
+        events.subscribe(ansible_task)
+    state = Path(state_dir) if state_dir is not None else Path(info.directory) / "state"
+    done = run_deploy(stack, site, state, events=events, extra_networks=[f"{info.bridge_address}/24"])
     t_deploy = time.monotonic()
+    svc = stack.services[service]
+    rec = load_active(state, stack.model.name) or {}
+    address = str((rec.get("hosts") or [{}])[0].get("address") or info.primary_address)
     port = svc.health.port if svc.health else (svc.ports[0] if svc.ports else 8080)
-    url = f"http://{target.address}:{port}"
+    url = f"http://{address}:{port}"
     report = seed(url, posts=posts, images=images, max_image_bytes=max_image_bytes)
     t_seed = time.monotonic()
+    host = next((n for n, h in info.hosts.items() if h.address == address), address)
     return {
-        "url": url, "host": host, "site": site,
-        "bucket_s": round(t_bucket - t0, 2), "ansible_s": round(t_deploy - t_bucket, 2),
-        "ansible_changed": result.changed, "seed_s": round(t_seed - t_deploy, 2),
+        "url": url, "host": host, "site": site, "run": done.outcome.run_id, "state_dir": str(state),
+        "deploy_s": round(t_deploy - t0, 2), "changed": done.changed, "seed_s": round(t_seed - t_deploy, 2),
         "seed": report.to_dict(), "total_s": round(t_seed - t0, 2),
     }

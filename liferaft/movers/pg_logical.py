@@ -22,7 +22,7 @@ from liferaft.errors import CheckFailed, RunFailed, UsageError
 from liferaft.movers.pg_conn import PgConn, Progress, connect, emit, ident, require_superuser
 from liferaft.movers.pg_dump import copy_schema, prepare_target, set_marker
 
-_NO_KEY = """
+NO_KEY_SQL = """
 SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relreplident <> 'f'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
@@ -42,8 +42,12 @@ class Replication:
 
     @classmethod
     def for_databases(cls, source: PgConn, target: PgConn) -> Replication:
-        base = re.sub(r"[^a-z0-9_]", "_", f"liferaft_{source.dbname}".lower())[:50]
-        return cls(source, target, base)
+        return cls(source, target, replication_name(source.dbname))
+
+
+def replication_name(dbname: str) -> str:
+    """The publication, subscription and slot name liferaft uses for database `dbname`."""
+    return re.sub(r"[^a-z0-9_]", "_", f"liferaft_{dbname}".lower())[:50]
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class CutoverResult:
 
 def tables_without_key(source: PgConn) -> list[str]:
     with connect(source) as c:
-        return [r[0] for r in c.execute(_NO_KEY).fetchall()]
+        return [r[0] for r in c.execute(NO_KEY_SQL).fetchall()]
 
 
 def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False, replace: bool = False,

@@ -9,6 +9,8 @@ check -- with what differs said by the mode:
     cold      `Cold`: the standby record, DNS, the    each standby copy promoted (its kind's   start-<svc> (warm, current)
               target's free hosts, probe notes        promote step), the data-loss report      else deploy-<svc>
     standby   `Setup`: the source host, the record    install-<kind>, keep-<key>               warm-<svc> (warm tier)
+    deploy    `Deploy`: who the site's data must      create-<group> (kinds with `create`),    deploy-<svc> (the
+              admit, DNS as it is, the free hosts     else their playbooks; no copy           service makes its schema)
 
 The drill (notice and no-notice) is a transform of a live or a cold plan (liferaft.drill.plan). Observing, reading the
 record and probing the source are the callers' (liferaft.failover, liferaft.standby): nothing here reads anything.
@@ -23,6 +25,7 @@ back); here:
     fixed          allocation, DNS and the service check ~5 s
     cold           allocation 2 s, prepare 6 s, each promotion 1 s, each deploy 10 s, each start 2 s, DNS 1 s,
                    the service check 2 s
+    deploy         as live, without the copies: fixed 5 s, prepare 6 s, each kind's data 15 s, each service 10 s
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from liferaft.datasets import Dataset, kind_of
 from liferaft.datasets.base import Size, StandbySides, kind_named, record_group
-from liferaft.datasets.registry import datasets
+from liferaft.datasets.registry import by_kind, datasets, grouped
 from liferaft.engine.kinds import get_kind
 from liferaft.engine.observe import Observed
-from liferaft.engine.plan import Plan, Step, ttl_notes
+from liferaft.engine.plan import DEPLOY_MODE, Plan, Step, ttl_notes
 from liferaft.engine.standby_state import StandbyRecord
 from liferaft.planner.tiers import standby_tier, tier_note, warm_current, warm_services
 from liferaft.steps.data import (
@@ -45,12 +48,14 @@ from liferaft.steps.data import (
     DataSeed,
     DataServer,
     DatasetsParams,
+    DataSourceAccess,
     Freeze,
     SeedParams,
     ServerParams,
     VerifyData,
     VerifyParams,
 )
+from liferaft.steps.deploy import DataCreate, DeployChanges, InstallService
 from liferaft.steps.hosts import Allocate, Configure, DeployService
 from liferaft.steps.provision import Provision
 from liferaft.steps.standby import DataLoss, InstallStandby, KeepStandby, ReleaseStandby, dataset_params
@@ -99,15 +104,31 @@ class Setup:
     record: dict[str, Any]
     source_timeout: float
     interval: float
+    problems: tuple[dict[str, Any], ...] = ()  # what the kinds' checks found at the source (planner.prereq)
 
 
-def build(stack: Stack, source: str, target: str, inputs: Live | Cold | Setup) -> Plan:
+@dataclass(frozen=True)
+class Deploy:
+    """The first deployment of the stack at a site (mode `deploy`; the site is both source and target): who the
+    site's data must admit besides this controller (CIDRs: the hosts the stack's other sites declare, so that they
+    can replicate from it later), the DNS records as they are, the free hosts and the next one's address."""
+
+    allow_from: tuple[str, ...] = ()
+    dns_current: dict[str, dict[str, Any]] = field(default_factory=dict)
+    free: tuple[str, ...] = ()
+    preview: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def build(stack: Stack, source: str, target: str, inputs: Live | Cold | Setup | Deploy) -> Plan:
     """The plan of the mode `inputs` says, from `source` to `target`."""
     b = _Builder(stack, source, target)
     if isinstance(inputs, Live):
         return _live(b, inputs)
     if isinstance(inputs, Cold):
         return _cold(b, inputs)
+    if isinstance(inputs, Deploy):
+        return _deploy(b, inputs)
     return _setup(b, inputs)
 
 
@@ -139,8 +160,44 @@ class _Builder:
     def allocate(self, title: str, params: dict[str, Any], *deps: str) -> str:
         return self.add("allocate", Allocate.name, title, params, *deps)
 
+    def site_hosts(self, *, report_new: bool = False) -> tuple[str, str, int]:
+        """The target site's hosts, as live and deploy allocate them: (the allocation step, the first host's name,
+        how many). Terraform sites are provisioned first (all N hosts; the allocation finds the first)."""
+        stack, target = self.stack, self.target
+        tgt_site = stack.site(target)
+        host_name = standby_spec_name(stack, target)
+        alloc_deps: tuple[str, ...] = ()
+        if tgt_site.provision == "terraform":
+            alloc_deps = (self.add("provision", Provision.name, f"provision site {target} with Terraform "
+                                   f"({tgt_site.hosts} host(s) at {tgt_site.compute})", {"site": target}),)
+            host_name = f"{self.m.name}-{target}-0"  # the shipped modules name hosts <stack>-<site>-<n>
+        count = tgt_site.hosts if tgt_site.provision == "api" else 1  # Terraform makes all N; allocation finds -0
+        alloc_params: dict[str, Any] = {"provider": tgt_site.compute, "name": host_name, "site": target,
+                                         **({"report_new": True} if report_new else {})}
+        what = f"host {host_name}" if count == 1 else f"{count} hosts {host_name}, {host_name}-1 ..."
+        alloc = self.allocate(f"allocate {what} at {tgt_site.compute}",
+                              {**alloc_params, "count": count} if count > 1 else alloc_params, *alloc_deps)
+        return alloc, host_name, count
+
     def prepare(self, after: str) -> str:
         return self.add("prepare", Configure.name, "prepare the host (prepare.yml)", {"playbook": "prepare.yml"}, after)
+
+    def source_access(self, source_host: dict[str, Any], after: str) -> tuple[str | None, set[str]]:
+        """The `source-access` step (after `after`, which gives the target's address), for the datasets whose kind
+        opens the source to the target (`source_access_title`); (its id, those datasets' ids), (None, {}): none."""
+        group: list[Dataset] = []
+        titles: list[str] = []
+        for name, items in by_kind(self.dss).items():
+            title_of = getattr(kind_named(name), "source_access_title", None)
+            title = title_of(self.stack, items) if title_of is not None else None
+            if title:
+                group += items
+                titles.append(title)
+        if not group:
+            return None, set()
+        sid = self.add("source-access", DataSourceAccess.name, "; ".join(titles),
+                       DatasetsParams(tuple(group), source_host).to_params(), after)
+        return sid, {ds.id for ds in group}
 
     def certificates(self, after: str) -> dict[str, str]:
         """A service with `tls:` gets its certificate on the hosts first (the app reads it when it starts): service
@@ -175,10 +232,15 @@ class _Builder:
                           for r in self.records}, self.m.objectives.rto)
 
     def plan(self, mode: str, resources: list[dict[str, Any]], notes: list[str], *, source: str | None = None,
-             dns_diff: tuple[dict[str, Any], ...] = (), bytes_to_move: int = 0, estimate_s: float = 0.0) -> Plan:
+             dns_diff: tuple[dict[str, Any], ...] = (), bytes_to_move: int = 0, estimate_s: float = 0.0,
+             found: tuple[dict[str, Any], ...] = ()) -> Plan:
+        """The plan; `found`: what the kinds' checks found at the source -- the blocking ones are the plan's
+        problems, the others its notes."""
+        notes = [*notes, *(f"{p.get('dataset')}: {p.get('message')}" for p in found if not p.get("blocking", True))]
         return Plan(stack=self.m.name, source=source or self.source, target=self.target, mode=mode,
                     steps=tuple(self.steps), resources=tuple(resources), bytes_to_move=bytes_to_move,
-                    estimate_s=estimate_s, dns_diff=dns_diff, notes=tuple(notes))
+                    estimate_s=estimate_s, dns_diff=dns_diff, notes=tuple(notes),
+                    problems=tuple(p for p in found if p.get("blocking", True)))
 
 
 # ------------------------------------------------------------------------------------------------------------ live
@@ -189,17 +251,7 @@ def _live(b: _Builder, inp: Live) -> Plan:
     stack, m, target, dss, obs = b.stack, b.m, b.target, b.dss, inp.observed
     src_host = obs.source_host
     tgt_site = stack.site(target)
-    host_name = standby_spec_name(stack, target)
-    alloc_deps: tuple[str, ...] = ()
-    if tgt_site.provision == "terraform":
-        alloc_deps = (b.add("provision", Provision.name, f"provision site {target} with Terraform "
-                            f"({tgt_site.hosts} host(s) at {tgt_site.compute})", {"site": target}),)
-        host_name = f"{m.name}-{target}-0"  # the shipped modules name hosts <stack>-<site>-<n>: allocation finds it
-    count = tgt_site.hosts if tgt_site.provision == "api" else 1  # Terraform makes all N; allocation finds -0
-    alloc_params = {"provider": tgt_site.compute, "name": host_name, "site": target}
-    what = f"host {host_name}" if count == 1 else f"{count} hosts {host_name}, {host_name}-1 ..."
-    alloc = b.allocate(f"allocate {what} at {tgt_site.compute}",
-                       {**alloc_params, "count": count} if count > 1 else alloc_params, *alloc_deps)
+    alloc, host_name, count = b.site_hosts()
     host_ready = b.prepare(alloc)
     # The playbooks the kinds of data need on the target (Ansible runs one at a time: `serial`).
     last = host_ready
@@ -214,19 +266,21 @@ def _live(b: _Builder, inp: Live) -> Plan:
         prepared = b.add("db-access", DataPrepare.name, "prepare the target's data: " + "; ".join(
             kind_of(ds).titles(ds, _where(stack, ds, b.source, target))["prepare"] for ds in dss),
             DatasetsParams(tuple(dss), src_host).to_params(), last)
+    access, opened = b.source_access(src_host, alloc)
     seeds: list[str] = []
     for ds in dss:
         kind = kind_of(ds)
         # A kind whose seed needs what `prepare` made (a database's schema and access) waits for it; the others
-        # (buckets: the copy makes its bucket) need only the allocation and start at once.
-        deps = prepared if kind.seed_needs_prepare else alloc
+        # (buckets: the copy makes its bucket) need only the allocation and start at once. A dataset the source
+        # must first be opened for (its target connects to the source) waits for that too.
+        deps = (prepared if kind.seed_needs_prepare else alloc, *([access] if ds.id in opened and access else []))
         # The copies run one after another in the plan's order (each after the previous one), all of them beside
         # the service's deploy: a crash or a fault in one copy finds the later ones not started, as the journal and
         # `--stop-before` read the plan's order.
         seeds.append(b.add(f"{kind.seed_verb}-{ds.key}", DataSeed.name,
                            kind.titles(ds, _where(stack, ds, b.source, target))["seed"],
                            SeedParams(ds.key, ds.kind, src_host, {kind.summary_name: kind.summary(ds)}).to_params(),
-                           deps, *seeds[-1:]))
+                           *deps, *seeds[-1:]))
     certs = b.certificates(host_ready)
     deploys = b.services(b.deploy, (prepared,), certs)
     freeze = b.add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
@@ -274,7 +328,7 @@ def _live(b: _Builder, inp: Live) -> Plan:
     # what a kind observed beside the size (versions, warnings such as tables without a primary key)
     notes += [f"{kind_of(ds).noun} {ds.key}: {sizes[ds.id].detail}" for ds in dss if sizes[ds.id].detail]
     notes += b.ttl_notes(obs.dns_current)
-    return b.plan(inp.mode, resources, notes, bytes_to_move=sum(sz.bytes for sz in sizes.values()),
+    return b.plan(inp.mode, resources, notes, found=obs.problems, bytes_to_move=sum(sz.bytes for sz in sizes.values()),
                   estimate_s=round(estimate(stack, obs), 1),
                   dns_diff=b.dns_diff(obs.dns_current, [preview] if preview else [f"<address of {host_name}>"]))
 
@@ -415,10 +469,12 @@ def _setup(b: _Builder, inp: Setup) -> Plan:
                          {"kind": name, "datasets": [ds.key for ds in group], "source_host": inp.source_host,
                           "installed_on": installed_on}, last)
     installed = last
+    access, opened = b.source_access(inp.source_host, "allocate")
     for ds in dss:
         b.add(f"keep-{ds.key}", KeepStandby.name, f"set up the standby copy of {kind_of(ds).noun} {ds.key} and bring "
               "it current", {**dataset_params(ds), "source_host": inp.source_host,
-                             "source_timeout": inp.source_timeout, "interval": inp.interval}, last)
+                             "source_timeout": inp.source_timeout, "interval": inp.interval}, last,
+              *([access] if access and ds.id in opened else []))
     resources = [{"action": "reuse" if recorded else "allocate", "kind": "host", "name": spec, "provider": provider,
                   "detail": "the standby host"}]
     for svc, digest in warm_services(stack, target).items():
@@ -429,4 +485,68 @@ def _setup(b: _Builder, inp: Setup) -> Plan:
         resources.append({"action": "deploy", "kind": "service", "name": svc, "provider": provider,
                           "detail": "stopped (warm standby)"})
     return b.plan(STANDBY_MODE, resources, [(f"standby set-up at {target} from {inp.source_host.get('name')} "
-                                             f"({inp.source_host.get('address')})")], source=b.m.primary)
+                                             f"({inp.source_host.get('address')})")], source=b.m.primary,
+                  found=inp.problems)
+
+
+# ---------------------------------------------------------------------------------------------------------- deploy
+def _deploy(b: _Builder, inp: Deploy) -> Plan:
+    """The first deployment at a site: its hosts allocated (or created) as a failover allocates them, prepared;
+    each kind's data made there empty (`create-<group>`, through the kind's `create`; a kind without it gets its
+    target playbooks, as live does), admitting `allow_from`; buckets made; every service deployed (it makes its
+    own schema); DNS records created or updated to the site's host with the stack's TTLs; the service checked
+    through them; what changed counted (a second deploy changes nothing and says so)."""
+    stack, m, target, dss = b.stack, b.m, b.target, b.dss
+    tgt_site = stack.site(target)
+    alloc, host_name, _ = b.site_hosts(report_new=True)
+    prepared = last = b.prepare(alloc)
+    made: list[str] = []
+    for name, group in by_kind(dss).items():
+        kind = kind_named(name)
+        keys = ", ".join(d.key for d in group)
+        if hasattr(kind, "create"):
+            # after the previous one: kinds that install a server run a playbook (never two at once on a host)
+            last = b.add(f"create-{kind.group}", DataCreate.name, f"create {kind.noun}s {keys} at {target}"
+                         + (f" (admitting {', '.join(inp.allow_from)})" if inp.allow_from and
+                            kind.target_playbooks(stack, group) else ""),
+                         {"kind": name, **grouped(group), "allow_from": list(inp.allow_from)}, last)
+            made.append(last)
+            continue
+        for playbook in kind.target_playbooks(stack, group):
+            last = b.add(playbook.removesuffix(".yml"), DataServer.name,
+                         f"deploy {kind.noun}s {keys} ({playbook})",
+                         {**ServerParams(playbook, name, tuple(group), {}).to_params(),
+                          "allow_from": list(inp.allow_from)}, last)
+            made.append(last)
+    certs = b.certificates(prepared)
+    deploys = b.services(lambda svc: (f"deploy-{svc}", InstallService.name,
+                                      f"deploy service {svc} ({m.services[svc].runs})", {"service": svc}),
+                         (last,), certs)
+    dns = m.dns
+    after = tuple(deploys or [last])
+    if b.records and dns is not None:
+        after = (b.add("dns", DnsCutover.name, "create or update DNS records: " + ", ".join(
+            f"{r['fqdn']} {r['type']} ttl {r['ttl']}" for r in b.records) + f" -> the host at {target}",
+            {"provider": dns.provider, "zone": dns.zone, "records": b.records}, *after),)
+    checked = b.add("verify-service", VerifyService.name, "verify the service through its DNS name",
+                    {"records": b.records, "nameserver": dns.nameserver if dns else None}, *after)
+    b.add("changes", DeployChanges.name, "count what this deploy changed", {}, checked)
+
+    offer_detail = f"(free: {', '.join(inp.free)})" if inp.free else ""
+    resources = [{"action": "allocate", "kind": "host", "name": host_name, "provider": tgt_site.compute,
+                  "detail": offer_detail}]
+    resources += [{"action": "create", "kind": kind_of(ds).noun, "name": ds.spec.name,
+                   "provider": kind_of(ds).provider(stack, target)} for ds in dss]
+    resources += [{"action": "deploy", "kind": "service", "name": s, "provider": tgt_site.compute}
+                  for s in m.services]
+    notes = [f"first deployment at {target}: nothing is copied (`replicate` and `failover` move data later)",
+             *inp.notes]
+    if inp.allow_from:
+        notes.append("the site's databases admit this controller and " + ", ".join(inp.allow_from)
+                     + " (the hosts the stack's other sites declare)")
+    estimate_s = (FIXED_S + ANSIBLE_PREPARE_S + ANSIBLE_PLAYBOOK_S * len(made)
+                  + ANSIBLE_SERVICE_S * len(m.services))
+    return b.plan(DEPLOY_MODE, resources, notes, estimate_s=estimate_s,
+                  dns_diff=b.dns_diff(inp.dns_current, [inp.preview] if inp.preview else
+                                      [f"<address of {host_name}>"]))
+

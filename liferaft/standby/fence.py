@@ -4,7 +4,10 @@ A cold failover never reaches the old primary (it was gone), so the active-site 
 marks it `pending`. The first liferaft command that touches it afterwards -- `health`, `replicate --to` it, a
 `failover --to` it -- calls `fence_pending_site` before anything else: if the old host answers SSH, one script
 runs there, made of each workload kind's and each dataset kind's `fence_lines` (the playbook services stopped and
-disabled, the PostgreSQL databases read-only and their sessions ended; files and data stay), and the record says
+disabled, the containers stopped with no restart policy; the PostgreSQL databases read-only and their sessions
+ended, the MariaDB servers `read_only` with liferaft's account locked, the Redis servers refusing every write
+(`min-replicas-to-write` out of reach), the folders and SQLite files read-only with their modes recorded and their
+writers stopped; the settings written where a restart keeps them; files and data stay), and the record says
 `fenced`, when and what was done. A host that does not answer, or a line that failed, leaves it `pending` with the
 error (tried again at the next contact). The engine never branches on a kind here: each kind says its lines.
 """

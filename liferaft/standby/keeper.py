@@ -171,7 +171,8 @@ class Replicator:
         from liferaft.configure import host_to_dict
 
         plan = plan_setup(self.stack, self.target, host_to_dict(source), self.record,
-                          source_timeout=self.opts.source_timeout, interval=self.opts.interval)
+                          source_timeout=self.opts.source_timeout, interval=self.opts.interval,
+                          problems=self._prerequisites(source))
         runner = Runner(self.state_dir, stack=self.stack, events=self.events)
         again = unfinished_setup(self.state_dir, self.stack.model.name, self.target, plan)
         out = runner.resume(again) if again else runner.start(plan)
@@ -186,6 +187,18 @@ class Replicator:
                   + (f": services {', '.join(warm)} deployed and stopped" if warm else ""),
                   seconds=seconds, host=host["name"], tier=tier, services=warm)
         return {"seconds": seconds, "standby_host": host, "run": out.run_id, "tier": tier}
+
+    def _prerequisites(self, source: TargetHost) -> tuple[dict[str, Any], ...]:
+        """What the kinds' checks find at the source before the set-up creates anything (a blocking one stops it)."""
+        from liferaft.engine.observe import target_free
+        from liferaft.planner import prereq
+
+        free, _ = target_free(self.stack, self.stack.site(self.target).compute, self.state_dir)
+        candidate = prereq.target_candidate(self.stack, self.target, self.state_dir, free)
+        t = self.opts.source_timeout
+        return bounded(lambda: prereq.check(self.stack, self.source, self.target, self.state_dir, source, candidate,
+                                            self.events), max(t, 15.0), provider=self.source,
+                       what="check the source's prerequisites")
 
     def _adopt(self, run_id: str) -> None:
         """Record what done set-up run `run_id` made: the hosts, each dataset's standby copy."""

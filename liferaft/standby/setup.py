@@ -40,9 +40,10 @@ UNFINISHED = ("running", "stopped", "failed")
 
 
 def plan_setup(stack: Stack, target: str, source_host: dict[str, Any], record: dict[str, Any], *,
-               source_timeout: float, interval: float) -> Plan:
-    """The set-up plan (the builder's mode `standby`). Pure: the source host was found, the record read."""
-    return build(stack, stack.model.primary, target, Setup(source_host, record, source_timeout, interval))
+               source_timeout: float, interval: float, problems: tuple[dict[str, Any], ...] = ()) -> Plan:
+    """The set-up plan (the builder's mode `standby`). Pure: the source host was found, the record read, the
+    kinds' checks made at the source (`problems`)."""
+    return build(stack, stack.model.primary, target, Setup(source_host, record, source_timeout, interval, problems))
 
 
 def setup_runs(state_dir: Path, stack: str, target: str) -> list[RunRecord]:

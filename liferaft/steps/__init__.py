@@ -4,6 +4,6 @@ Whoever runs, resumes or rolls back a plan imports this package first (a journal
 whichever command started the run). SDKs load inside the steps, not here.
 """
 
-from liferaft.steps import data, drill, hosts, provision, standby, tls, verify, warm
+from liferaft.steps import data, deploy, drill, hosts, provision, standby, tls, verify, warm
 
-__all__ = ["data", "drill", "hosts", "provision", "standby", "tls", "verify", "warm"]
+__all__ = ["data", "deploy", "drill", "hosts", "provision", "standby", "tls", "verify", "warm"]

@@ -1,6 +1,8 @@
 """The data steps: one generic family each, for every dataset kind (liferaft.datasets); no step names a kind.
 
 - `data.server`   the playbooks a kind's datasets need on the target (postgresql.yml), one step per playbook;
+- `data.source_access` the source opened to the target's address where a kind needs it (PostgreSQL's pg_hba),
+                  once the allocation gave that address; undone exactly;
 - `data.prepare`  what the deploy and the copies need at the target (a database's migration access, a bucket); the
                   service can be deployed once it is done, beside the seeding;
 - `data.seed`     one dataset's bulk copy / start of replication while the source takes writes; read back where
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
     from liferaft.engine.journal import StepRecord
     from liferaft.stack import Stack
 
-__all__ = ["Cut", "CutResult", "DataPrepare", "DataRelease", "DataSeed", "DataServer", "DatasetsParams",
+__all__ = ["Cut", "CutResult", "DataPrepare", "DataRelease", "DataSeed", "DataServer", "DataSourceAccess",
+           "DatasetsParams",
            "DrillVerifyData", "Freeze", "FreezeResult", "SeedParams", "ServerParams", "VerifyData", "VerifyParams",
            "VerifySummary",
            "progress"]
@@ -242,6 +245,29 @@ class DataPrepare(StepKind):
     def undo(self, ctx: RunContext, step: Step) -> None:
         for ds in reversed(DatasetsParams.from_params(ctx.require_stack(), step.params).datasets):
             kind_of(ds).unprepare(ctx, ds)
+
+
+@register
+class DataSourceAccess(StepKind):
+    """Let the target host reach the source for the datasets that need it (kinds with `open_source`: PostgreSQL's
+    subscription connects from the target), once the allocation gave its address; undo: exactly that removed."""
+
+    name = "data.source_access"
+    undoable = True
+    phase: ClassVar[str | None] = "data"
+    drill: ClassVar[str | None] = "keep"  # acts on the source's access rules only, and its undo removes them
+
+    def apply(self, ctx: RunContext, step: Step) -> dict[str, Any]:
+        p = DatasetsParams.from_params(ctx.require_stack(), step.params)
+        out: dict[str, Any] = {}
+        for name, group in by_kind(list(p.datasets)).items():
+            out[kind_named(name).group] = kind_named(name).open_source(ctx, group)
+        return out
+
+    def undo(self, ctx: RunContext, step: Step) -> None:
+        p = DatasetsParams.from_params(ctx.require_stack(), step.params)
+        for name, group in reversed(list(by_kind(list(p.datasets)).items())):
+            kind_named(name).close_source(ctx, group)
 
 
 @register

@@ -71,6 +71,11 @@ class Allocate(StepKind):
         quota = getattr(compute, "quota", None)
         if quota is not None:  # the account's limit, checked before anything is created (QuotaExceeded names it)
             quota().check_room(step.params["provider"], names)
+        if step.params.get("report_new") and "new_hosts" not in ctx.memo:
+            # a deploy says whether it allocated anything (read before the first create; kept for a resume)
+            listed = getattr(compute, "list_hosts", None)
+            known = {h.name for h in listed()} if listed is not None else set()
+            ctx.remember(new_hosts=[n for n in names if n not in known])
         created = []
         tags = {"liferaft-stack": ctx.plan.stack, "liferaft-run": ctx.run_id}
         for n in names:
@@ -108,9 +113,12 @@ class Allocate(StepKind):
             th = TargetHost.from_access(host.name, host.ssh)
             ctx.emit("host.allocated", f"{host.name}: {host.id} at {th.address}", host=host.id, address=th.address)
             targets.append({**host_to_dict(th), "host_id": host.id})
-        return {**targets[0], "hosts": targets}
+        new = {"changed": list(ctx.memo.get("new_hosts") or [])} if step.params.get("report_new") else {}
+        return {**targets[0], "hosts": targets, **new}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
+        if step.params.get("report_new") and ctx.memo.get("new_hosts") == []:
+            return  # a deploy that found its hosts allocated already releases nothing
         compute = ctx.provider(step.params["provider"]).require("compute")
         ids = ctx.memo.get("host_ids") or ([ctx.memo["host_id"]] if ctx.memo.get("host_id") else [])
         for host_id in reversed(ids):
@@ -218,8 +226,11 @@ class DeployService(StepKind):
             if not kind:
                 raise
             wl = Workload(kind, params.service, None)  # gone from the stack file: stopped all the same
+        kind = kind_of(wl)
         for host in reversed(hosts):
-            kind_of(wl).stop(ctx, wl, host)
+            # Undoing a deploy: the service stopped and every file it wrote removed (its config holds secrets);
+            # a kind that cannot remove is stopped.
+            (getattr(kind, "remove", None) or kind.stop)(ctx, wl, host)
 
 
 # Kept for the steps and tests that import them from here; they live with the workload kinds now.

@@ -135,7 +135,11 @@ class DnsCutover(StepKind):
         cut_at = time.time()
         stale = max((int(v.get("ttl") or 0) for v in previous.values()), default=0)
         ctx.summarise(dns_stale_for_s=stale, dns_stale_until=round(cut_at + stale, 3))
-        return {"address": address, "previous": previous, "cut_at": cut_at, "stale_for_s": stale}
+        # whether a record's values or TTL were not already these (a deploy counts what it changed)
+        changed = [r.fqdn for r in p.records if previous.get(r.fqdn, {}).get("values") != [address]
+                   or int(previous.get(r.fqdn, {}).get("ttl") or 0) != r.ttl]
+        return {"address": address, "previous": previous, "cut_at": cut_at, "stale_for_s": stale,
+                "changed": changed}
 
     def verify(self, ctx: RunContext, step: Step) -> None:
         p = DnsParams.from_json(step.params)

@@ -44,8 +44,14 @@ class WorkloadKind(Protocol):
         ...
 
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
-        """Stop it there (rollback): it must no longer answer; its data and files stay. Never on the source host
-        (`refuse_source_host`); an unreachable host whose service does not answer either is skipped (an event)."""
+        """Stop it there (a fence, a warm standby kept stopped): it must no longer answer; its data and files stay.
+        Never on the source host (`refuse_source_host`); an unreachable host whose service does not answer either
+        is skipped (an event). `stop_on_host` does all of this for a kind's shell lines."""
+        ...
+
+    def remove(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
+        """Stop it there and remove every file its deploy wrote (the rollback of a deploy): what `teardown_lines`
+        removes, for this one host, with `stop`'s guarantees. Optional: a kind without it is only stopped."""
         ...
 
     def health(self, wl: Workload) -> HealthCheck | None:
@@ -136,3 +142,33 @@ def refuse_source_host(ctx: RunContext, address: str | None) -> None:
         from liferaft.errors import RunFailed
 
         raise RunFailed(f"refusing to stop services on {address}: it is the source host")
+
+
+def stop_on_host(ctx: RunContext, kind: Any, wl: Workload, host: TargetHost, lines: list[str], *,
+                 timeout: float, what: str, silent_timeout: float = 15.0) -> bool:
+    """Run a kind's shell `lines` that stop `wl` on `host` (and maybe remove its files), then wait until its health
+    URL no longer answers. Never on the source host. An unreachable host is skipped (`service.stop_skipped`) when
+    the service does not answer either, else the run fails: nobody can stop it. False when skipped."""
+    from liferaft.configure import remote
+    from liferaft.errors import RunFailed, Unreachable
+    from liferaft.workloads.probe import answers, wait_silent
+
+    refuse_source_host(ctx, host.address)
+    svc = wl.name
+    url = kind.health_url(wl, host.address)
+    try:
+        remote.ssh(host, "sh -s", stdin="\n".join(lines) + "\n", timeout=timeout, what=what)
+    except Unreachable as exc:
+        # Nobody reaches the host to stop it. Harmless only if its service does not answer either.
+        if url is not None and answers(url):
+            raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
+                            f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
+                            "again") from None
+        ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
+                 "not answering", service=svc, address=host.address, error=str(exc))
+        return False
+    if url is not None:
+        wait_silent(url, timeout=silent_timeout)
+    ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
+             address=host.address)
+    return True

@@ -12,9 +12,10 @@ Ansible's containers.podman collection would add a second dependency for the sam
 On the host (how stop and teardown find things):
 - the container `liferaft-<service>`, labelled `liferaft.service=<service>`, on the host's network; its named
   volumes `liferaft-<service>-<name>` (same label: a drill's teardown removes them);
-- `/etc/liferaft/<service>.env` (0600): the environment, settings and secrets (podman `--env-file`: secrets never
-  reach a command line); `/etc/liferaft/<service>.auth.json` (0600): the registry's credentials, if it has any;
-  `/etc/liferaft/<service>.images`: every image reference liferaft pulled for it (a teardown removes them).
+- in the service's config root (`liferaft.configure.paths`), which a teardown or a rollback removes whole:
+  `/etc/liferaft/<service>/env` (0600): the environment, settings and secrets (podman `--env-file`: secrets never
+  reach a command line); `/etc/liferaft/<service>/auth.json` (0600): the registry's credentials, if it has any;
+  `/etc/liferaft/<service>/images`: every image reference liferaft pulled for it (a teardown removes them).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.errors import RunFailed, Unreachable, UsageError
-from liferaft.workloads.base import Workload, refuse_source_host
-from liferaft.workloads.probe import answers, health_url, http_check, wait_silent
+from liferaft.configure.paths import service_paths
+from liferaft.errors import RunFailed, UsageError
+from liferaft.workloads.base import Workload, stop_on_host
+from liferaft.workloads.probe import health_url, http_check
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -50,8 +52,8 @@ def volume_name(service: str, name: str) -> str:
 
 
 def files(service: str) -> dict[str, str]:
-    return {"env": f"/etc/liferaft/{service}.env", "auth": f"/etc/liferaft/{service}.auth.json",
-            "images": f"/etc/liferaft/{service}.images"}
+    etc = service_paths(service).etc
+    return {"etc": etc, "env": f"{etc}/env", "auth": f"{etc}/auth.json", "images": f"{etc}/images"}
 
 
 def site_registry(stack: Stack, site: str) -> Registry:
@@ -112,8 +114,36 @@ def stop_lines(services: list[str]) -> list[str]:
             for s in services]
 
 
+def fence_lines(services: list[str], *, undo: bool = False) -> list[str]:
+    """Shell lines that fence the services' containers (`undo`: start them again). Fenced: stopped, and kept from
+    starting by themselves: liferaft runs them without a restart policy (podman's default, `no`: neither podman
+    nor a reboot starts them), which is checked; a policy someone set by hand is cleared with `podman update
+    --restart=no` (podman 5; older podman cannot change it, and says so as a failed fence). The container, its
+    image and volumes stay (a rollback starts it as it was)."""
+    lines: list[str] = []
+    for svc in services:
+        c, what = container_name(svc), f"container service {svc}"
+        if undo:
+            lines.append(f"if command -v podman >/dev/null 2>&1 && podman start {c} >/dev/null 2>&1; then "
+                         f"echo 'liferaft-fence: done: {what} started'; "
+                         f"else echo 'liferaft-fence: failed: {what} (no container {c} to start)'; fi")
+            continue
+        lines.append(
+            f"if ! command -v podman >/dev/null 2>&1 || ! podman container exists {c}; then "
+            f"echo 'liferaft-fence: done: {what}: no container on this host'; "
+            f"else podman stop -i -t 10 {c} >/dev/null 2>&1; "
+            f"p=$(podman inspect -f '{{{{.HostConfig.RestartPolicy.Name}}}}' {c} 2>/dev/null); "
+            f"case \"$p\" in ''|no) ;; *) podman update --restart=no {c} >/dev/null 2>&1 && p=no;; esac; "
+            f"r=$(podman inspect -f '{{{{.State.Running}}}}' {c} 2>/dev/null); "
+            f"if [ \"$r\" = false ] && [ \"$p\" = no -o -z \"$p\" ]; then "
+            f"echo 'liferaft-fence: done: {what} stopped (no restart policy)'; "
+            f"else echo \"liferaft-fence: failed: {what} (running: $r, restart policy: $p)\"; fi; fi")
+    return lines
+
+
 def remove_lines(services: list[str]) -> list[str]:
-    """Remove the services' containers, every image liferaft pulled for them, their env and auth files."""
+    """Remove the services' containers, every image liferaft pulled for them, their volumes, and their roots (the
+    env and auth files, the list of images)."""
     lines: list[str] = []
     for svc in services:
         f = files(svc)
@@ -125,7 +155,7 @@ def remove_lines(services: list[str]) -> list[str]:
             (f"  podman volume ls -q --filter label=liferaft.service={svc} | while read -r v; do podman volume rm -f "
              "\"$v\" >/dev/null; done"),
             "fi",
-            f"rm -f {f['env']} {f['env']}.tmp {f['auth']} {f['auth']}.tmp {f['images']}",
+            f"rm -rf {' '.join(service_paths(svc).roots)}",
         ]
     return lines
 
@@ -172,7 +202,7 @@ class Container:
                "--label", f"liferaft.service={svc}", "--label", f"liferaft.image={image}",
                *[a for name, path in vols for a in ("-v", f"{volume_name(svc, name)}:{path}")], ref, *spec.command]
         script = ["set -eu", "command -v podman >/dev/null || { echo 'podman is not installed' >&2; exit 3; }",
-                  "mkdir -p /etc/liferaft", *_heredoc(f["env"], env_file(env) or "\n"),
+                  f"install -d -m 0700 {f['etc']}", *_heredoc(f["env"], env_file(env) or "\n"),
                   *(_heredoc(f["auth"], auth_text) if auth_text else [f"rm -f {f['auth']}"]),
                   f"podman pull -q{tls}{auth} {shlex.quote(ref)} >/dev/null",
                   f"grep -qxF {shlex.quote(ref)} {f['images']} 2>/dev/null || echo {shlex.quote(ref)} >> {f['images']}",
@@ -217,26 +247,13 @@ class Container:
 
     # --------------------------------------------------------------------------------------------------- stop
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
-        from liferaft.configure import remote
+        stop_on_host(ctx, self, wl, host, ["set -u", *stop_lines([wl.name])], timeout=STOP_TIMEOUT_S,
+                     what=f"stop container {wl.name}", silent_timeout=SILENT_TIMEOUT_S)
 
-        refuse_source_host(ctx, host.address)
-        svc = wl.name
-        url = self.health_url(wl, host.address)
-        try:
-            remote.ssh(host, "sh -s", stdin="\n".join(["set -u", *stop_lines([svc])]) + "\n",
-                       timeout=STOP_TIMEOUT_S, what=f"stop container {svc}")
-        except Unreachable as exc:
-            if url is not None and answers(url):
-                raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
-                                f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
-                                "again") from None
-            ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
-                     "not answering", service=svc, address=host.address, error=str(exc))
-            return
-        if url is not None:
-            wait_silent(url, timeout=SILENT_TIMEOUT_S)
-        ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
-                 address=host.address)
+    def remove(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
+        stop_on_host(ctx, self, wl, host, ["set -u", *self.teardown_lines(ctx.require_stack(), [wl])],
+                     timeout=STOP_TIMEOUT_S, what=f"stop and remove container {wl.name}",
+                     silent_timeout=SILENT_TIMEOUT_S)
 
     # ------------------------------------------------------------------------------------------------- health
     def health(self, wl: Workload) -> HealthCheck | None:
@@ -250,3 +267,9 @@ class Container:
     def teardown_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
         names = [w.name for w in workloads]
         return stop_lines(names) + remove_lines(names)
+
+    def fence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        return fence_lines([w.name for w in workloads])
+
+    def unfence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
+        return fence_lines([w.name for w in workloads], undo=True)

@@ -6,11 +6,13 @@ passwords, bucket keys, the service's own `secrets`) only through the run's 0600
 command line, in events or in the journal.
 
 The contract with the playbook (the shipped `microblog.yml` keeps it; so must yours) is where things go, because
-that is how stop and teardown find them:
+that is how stop, rollback and a drill's teardown find them (`liferaft.configure.paths`, given to the playbook as
+`liferaft_paths`):
 - the process: a systemd unit `liferaft-<service>.service`, else `start-stop-daemon` with the pidfile
-  `/run/liferaft-<service>.pid`;
-- files: `/opt/liferaft/<service>/` (code), `/etc/liferaft/<service>.*` or `/etc/liferaft/<service>/` (config: it
-  holds secrets), `/var/log/liferaft/<service>.*` or `/var/log/liferaft/<service>/` (logs).
+  `/run/liferaft/<service>/<service>.pid`;
+- files: only under the service's roots `/etc/liferaft/<service>/` (config: it holds secrets), `/opt/liferaft/<service>/`
+  (code), `/var/lib/liferaft/<service>/`, `/var/log/liferaft/<service>/`, `/run/liferaft/<service>/`; a system user
+  made for the service has `/opt/liferaft/<service>` as its home.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.errors import RunFailed, Unreachable
-from liferaft.workloads.base import Workload, refuse_source_host
-from liferaft.workloads.probe import answers, health_url, wait_silent
+from liferaft.configure.paths import service_paths
+from liferaft.engine.plan import DEPLOY_MODE
+from liferaft.errors import RunFailed
+from liferaft.workloads.base import Workload, refuse_source_host, stop_on_host
+from liferaft.workloads.probe import health_url, wait_silent
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -36,18 +40,19 @@ START_TIMEOUT_S = 30.0
 
 
 def marker_path(service: str) -> str:
-    """Where a warm standby's host says which digest of the service it holds (a `<service>.*` file: a teardown
+    """Where a warm standby's host says which digest of the service it holds (in its config root: a teardown
     removes it with the config, so a torn-down standby is deployed again)."""
-    return f"/etc/liferaft/{service}.liferaft-standby"
+    return service_paths(service).standby_marker
 
 
 def start_lines(service: str) -> list[str]:
     """Shell lines that start a deployed playbook service without a playbook run: the systemd unit, else the start
-    command the playbook wrote (`/etc/liferaft/<service>.start`). Exit 3 when neither is there."""
+    command the playbook wrote (`/etc/liferaft/<service>/start`). Exit 3 when neither is there."""
+    p = service_paths(service)
     return ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true",
-            (f"if $sd; then systemctl enable --now liferaft-{service}.service; "
-            f"elif [ -x /etc/liferaft/{service}.start ]; then /etc/liferaft/{service}.start; "
-            f"else echo 'no /etc/liferaft/{service}.start and no systemd' >&2; exit 3; fi")]
+            (f"if $sd; then systemctl enable --now {p.unit_name}; "
+            f"elif [ -x {p.start} ]; then {p.start}; "
+            f"else echo 'no {p.start} and no systemd' >&2; exit 3; fi")]
 
 
 def tree_digest(h: Any, root: Path) -> None:
@@ -94,26 +99,29 @@ def secret_leaves(value: Any) -> list[str]:
 
 def stop_lines(services: list[str]) -> list[str]:
     """Shell lines that stop services the way the shipped playbooks start them: the systemd unit
-    `liferaft-<service>.service`, else the start-stop-daemon pidfile `/run/liferaft-<service>.pid`. Idempotent.
-    Service names are validated by the stack model (no shell metacharacters)."""
+    `liferaft-<service>.service`, else the start-stop-daemon pidfile `/run/liferaft/<service>/<service>.pid` (and
+    the one earlier versions used, `/run/liferaft-<service>.pid`). Idempotent. Service names are validated by the
+    stack model (no shell metacharacters)."""
     lines = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]
     for svc in services:
-        lines.append(f"if $sd; then systemctl disable --now liferaft-{svc}.service 2>/dev/null || true; "
-                     f"else start-stop-daemon --stop --pidfile /run/liferaft-{svc}.pid --retry TERM/10/KILL/5 "
-                     f"--remove-pidfile --oknodo >/dev/null; fi")
+        p = service_paths(svc)
+        stops = "; ".join(f"start-stop-daemon --stop --pidfile {pid} --retry TERM/10/KILL/5 --remove-pidfile "
+                          "--oknodo >/dev/null" for pid in (p.pidfile, p.legacy_pidfile))
+        lines.append(f"if $sd; then systemctl disable --now {p.unit_name} 2>/dev/null || true; else {stops}; fi")
     return lines
 
 
 def remove_lines(services: list[str]) -> list[str]:
-    """Shell lines that remove what a service playbook wrote (after `stop_lines`): unit, pidfile, code, config
-    (the directory and the `<service>.*` files beside it: the shipped playbook writes `/etc/liferaft/<service>.json`,
-    which holds the database password and bucket keys), logs. A service name has no '.', so `<service>.*` never
-    matches another service's files."""
+    """Shell lines that remove what a service's deploy wrote (after `stop_lines`): its unit, a system user whose
+    home is its code root, and its roots (`liferaft.configure.paths`): config (it holds secrets), code, state,
+    logs, pidfiles."""
     lines: list[str] = []
     for svc in services:
-        lines += [f"rm -f /etc/systemd/system/liferaft-{svc}.service /run/liferaft-{svc}.pid",
-                  (f"rm -rf /opt/liferaft/{svc} /etc/liferaft/{svc} /etc/liferaft/{svc}.* "
-                   f"/var/log/liferaft/{svc} /var/log/liferaft/{svc}.*")]
+        p = service_paths(svc)
+        lines += [f"rm -f {p.unit} {p.legacy_pidfile}",
+                  (f"awk -F: '$6 == \"{p.app}\" {{print $1}}' /etc/passwd | while read -r u; do "
+                   "userdel \"$u\" >/dev/null 2>&1 || true; done"),
+                  f"rm -rf {' '.join(p.roots)}"]
     if services:
         lines.append("if $sd; then systemctl daemon-reload 2>/dev/null || true; fi")
     return lines
@@ -132,7 +140,9 @@ class Playbook:
         from liferaft.configure.remote import controller_address
 
         stack = ctx.require_stack()
-        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=False, db_host=data_host(ctx),
+        # a first deployment's service makes its schema; a failover's gets it with the data
+        sv = service_vars(stack, wl.name, ctx.plan.target, host, create_schema=ctx.plan.mode == DEPLOY_MODE,
+                          db_host=data_host(ctx),
                           allowed_networks=[f"{controller_address(host.address)}/32"])
         for value in secret_leaves(sv.secret_variables):
             ctx.add_secret(value)  # before anything can print or journal it
@@ -211,27 +221,12 @@ class Playbook:
 
     # --------------------------------------------------------------------------------------------------- stop
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
-        from liferaft.configure import remote
+        stop_on_host(ctx, self, wl, host, stop_lines([wl.name]), timeout=STOP_TIMEOUT_S,
+                     what=f"stop service {wl.name}", silent_timeout=SILENT_TIMEOUT_S)
 
-        refuse_source_host(ctx, host.address)
-        svc = wl.name
-        url = self.health_url(wl, host.address)
-        try:
-            remote.ssh(host, "sh -s", stdin="\n".join(stop_lines([svc])) + "\n", timeout=STOP_TIMEOUT_S,
-                       what=f"stop service {svc}")
-        except Unreachable as exc:
-            # Nobody reaches the host to stop it. Harmless only if its service does not answer either.
-            if url is not None and answers(url):
-                raise RunFailed(f"service {svc} still answers at {url} and {host.address} cannot be reached to "
-                                f"stop it: {exc}", hint="stop it by hand (or cut the host off), then roll back "
-                                "again") from None
-            ctx.emit("service.stop_skipped", f"{svc} on {host.name} ({host.address}): host unreachable, service "
-                     "not answering", service=svc, address=host.address, error=str(exc))
-            return
-        if url is not None:
-            wait_silent(url, timeout=SILENT_TIMEOUT_S)
-        ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
-                 address=host.address)
+    def remove(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
+        stop_on_host(ctx, self, wl, host, stop_lines([wl.name]) + remove_lines([wl.name]), timeout=STOP_TIMEOUT_S,
+                     what=f"stop and remove service {wl.name}", silent_timeout=SILENT_TIMEOUT_S)
 
     # ------------------------------------------------------------------------------------------------- health
     def health(self, wl: Workload) -> HealthCheck | None:
@@ -251,7 +246,7 @@ class Playbook:
         return stop_lines(names) + [f"echo 'liferaft-fence: done: service {n} stopped'" for n in names]
 
     def unfence_lines(self, stack: Stack, workloads: list[Workload]) -> list[str]:
-        return [(f"if $sd; then systemctl enable --now liferaft-{w.name}.service; "
-                 f"elif [ -x /etc/liferaft/{w.name}.start ]; then /etc/liferaft/{w.name}.start; else false; fi "
+        return [(f"if $sd; then systemctl enable --now {service_paths(w.name).unit_name}; "
+                 f"elif [ -x {service_paths(w.name).start} ]; then {service_paths(w.name).start}; else false; fi "
                  f"&& echo 'liferaft-fence: done: service {w.name} started' "
                  f"|| echo 'liferaft-fence: failed: service {w.name} (no unit, no start command)'") for w in workloads]

@@ -227,7 +227,7 @@ def test_postgresql_and_app_deploy_healthy_idempotent_and_secret_free(
         psycopg.connect(host=target.address, port=5432, dbname="microblog", user="microblog",
                         password="wrong-password", connect_timeout=5)
     # The config file on the host is 0600 and owned by the app's user.
-    st = lab_hosts["a"].run("stat -c '%a %U' /etc/liferaft/web.json").stdout.split()
+    st = lab_hosts["a"].run("stat -c '%a %U' /etc/liferaft/web/config.json").stdout.split()
     assert st == ["600", "microblog"]
 
 

@@ -165,7 +165,7 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
         assert b.run("wget -qO- http://127.0.0.1:8080/healthz").stdout == "ok\n"
         running = b.run("podman ps --format '{{.Names}} {{.Image}}'").stdout.split()
         assert running == ["liferaft-web", alternate.pull_ref(image)]
-        env = b.run("stat -c %a /etc/liferaft/web.env && cat /etc/liferaft/web.env").stdout
+        env = b.run("stat -c %a /etc/liferaft/web/env && cat /etc/liferaft/web/env").stdout
         assert env == f"600\nMICROBLOG_TITLE=containers\nSIGNING_KEY={secret}\n"
         assert secret not in b.run("ps -eo args").stdout  # never on a command line
         shown = run("show", "last", "--json")
@@ -175,7 +175,7 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
         back = run("rollback", "last", "--yes")
         assert back.returncode == 0, back.stdout[-2000:] + back.stderr[-2000:]
         assert www(clab) == [a.address]
-        assert b.run("podman ps -q").stdout == ""  # stopped (rollback keeps what the host holds)
+        assert b.run("podman ps -q").stdout == ""  # stopped (and removed: rollback undoes the deploy)
     finally:
         clab.heal_provider("aws")
     stopped = run("replicate", "--to", "alt-b", "--stop")

@@ -18,8 +18,9 @@ import pytest
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-SERVICE_FILES = ("/etc/liferaft/web.json", "/etc/liferaft/web", "/var/log/liferaft/web.log", "/var/log/liferaft/web",
-                 "/opt/liferaft/web", "/run/liferaft-web.pid")
+# the service's roots (liferaft.configure.paths), and where earlier versions put its files
+SERVICE_FILES = ("/etc/liferaft/web", "/var/log/liferaft/web", "/opt/liferaft/web", "/var/lib/liferaft/web",
+                 "/run/liferaft/web", "/etc/liferaft/web.json", "/var/log/liferaft/web.log", "/run/liferaft-web.pid")
 
 
 def cli(stack_file: Path, state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -54,13 +55,13 @@ def test_a_deployed_service_gets_its_settings_and_secret_and_the_teardown_leaves
     doc = json.loads(out.stdout)
     assert doc["kept"] is True
     try:
-        conf = b.run("stat -c %a /etc/liferaft/web.json && cat /etc/liferaft/web.json").stdout
+        conf = b.run("stat -c %a /etc/liferaft/web/config.json && cat /etc/liferaft/web/config.json").stdout
         mode, _, body = conf.partition("\n")
         assert mode == "600"
         env = json.loads(body)["env"]
         assert env == {"MICROBLOG_TITLE": "settings from the stack file", "SIGNING_KEY": secret}
-        assert present(b, ("/var/log/liferaft/web.log", "/run/liferaft-web.pid")) == [
-            "/var/log/liferaft/web.log", "/run/liferaft-web.pid"]  # what the teardown must remove is there
+        assert present(b, ("/var/log/liferaft/web/app.log", "/run/liferaft/web/web.pid")) == [
+            "/var/log/liferaft/web/app.log", "/run/liferaft/web/web.pid"]  # what the teardown must remove is there
     finally:
         down = cli(stack_file, state, "drill", "--teardown", doc["run_id"], "--json", timeout=300)
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-3000:]

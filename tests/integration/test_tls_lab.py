@@ -1,7 +1,8 @@
 """TLS at the target (issue 23 item 4) against the lab: pebble (the ACME test CA) validating DNS-01 at the lab's
 PowerDNS, certificates delivered over SSH to a lab host, the example app serving HTTPS with them.
 
-One shared lab (`cloud_lab`: hosts, PowerDNS, pebble; no example deploy). The step runs
+One lab for the module (`cloud_lab`: hosts, PowerDNS, pebble; no example deploy); each test starts from pool hosts
+without TLS state (`_pool_hosts_without_tls`). The step runs
 through the engine: a plan of `host.allocate` (the alternate site's ssh pool) + the steps `tls_steps()` makes.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import ssl
 import subprocess
@@ -47,6 +47,8 @@ FQDN = "www.microblog.test"
 CHALLENGE = "_acme-challenge.www.microblog.test."
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "examples" / "microblog" / "app" / "microblog.py"
+APP_DIR_ON_HOST = "/opt/tls-app"  # the app is copied here: see _serve_https
+APP_ON_HOST = f"{APP_DIR_ON_HOST}/microblog.py"
 HTTPS_PORT = 8443
 STOP_APP = "start-stop-daemon --stop --pidfile /run/tls-app.pid --remove-pidfile --oknodo --retry TERM/5/KILL/2"
 
@@ -61,10 +63,23 @@ class Acme:
 
 @pytest.fixture(scope="module")
 def cloud_lab(own_cloud_lab: Any) -> Any:
-    """A cloud lab of this module's own. In the session's shared one, after the contract suites had used it for
-    half an hour, the app on host b never answered on 8443 (CI, twice; never with the module alone), and the tests
-    after that one found its certificate kept instead of asking the CA."""
+    """A cloud lab of this module's own, so its pool hosts start as `lab up` leaves them. (The app that "never
+    answered on 8443" in full runs was not the shared lab's doing: it was started by the checkout's path, absent
+    on the host when the checkout is under /tmp -- see `_serve_https`.)"""
     return own_cloud_lab
+
+
+@pytest.fixture(autouse=True)
+def _pool_hosts_without_tls(cloud_lab: Any) -> None:
+    """Every test starts from pool hosts b and c as `lab up` left them for TLS: no app running, no certificate in
+    /etc/liferaft/tls/web, no challenge TXT record. What one test leaves -- the certificate the first one issues
+    (on success or failure), the app it serves, a playbook's service -- must not decide another's outcome: a kept
+    certificate makes the step answer `kept` without asking the CA, so the failure tests' orders never happen."""
+    info = cloud_lab.info
+    lines = [STOP_APP + " >/dev/null", *stop_services_lines(["web"]), "rm -rf /etc/liferaft/tls/web", ""]
+    for name in ("b", "c"):
+        ssh(_lab_host(info, name), "sh -s", stdin="\n".join(lines))
+    _pdns_txt(info, CHALLENGE, [])
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +133,31 @@ def _target(info: Any, state: Path, runner: Runner, run_id: str) -> TargetHost:
 
 
 def _serve_https(host: TargetHost) -> None:
-    """The example app on the host, configured for HTTPS with the delivered files (no database: /healthz 503)."""
+    """The example app on the host, configured for HTTPS with the delivered files (no database: /healthz 503).
+
+    The app's file is copied to the host first, as a deploy does: a lab host is another machine, which shares
+    the controller's /usr but has its own /tmp, /run and /root -- started by the checkout's path, the app of a
+    checkout under /tmp (a fresh clone in /tmp/fresh) was not there, and never answered. Returns once the app
+    listens; if it exits first, fails at once with its log."""
+    ssh(host, f"mkdir -p {APP_DIR_ON_HOST} && cat > {APP_ON_HOST}", stdin=APP.read_text())
     cfg = {"listen_host": "0.0.0.0", "listen_port": HTTPS_PORT,
            "db": {"host": "127.0.0.1", "port": 1, "name": "x", "user": "x", "password": "x", "connect_timeout": 1},
            "s3": {"region": "us-east-1", "access_key_id": "x", "secret_access_key": "x", "bucket": "x",
                   "endpoint_url": "http://127.0.0.1:1"},
-           "tls": {"certificate": "/etc/liferaft/tls/web/fullchain.pem", "key": "/etc/liferaft/tls/web/privkey.pem"}}
+           "tls": {"certificate": "/etc/liferaft/web/tls/fullchain.pem", "key": "/etc/liferaft/web/tls/privkey.pem"}}
     script = "\n".join([
         "set -eu", "umask 077", f"cat > /tmp/tls-app.json <<'EOF'\n{json.dumps(cfg)}\nEOF",
-        STOP_APP + " >/dev/null",
+        STOP_APP + " >/dev/null", ": > /tmp/tls-app.log",
         ("start-stop-daemon --start --background --make-pidfile --pidfile /run/tls-app.pid "
-         f"--output /tmp/tls-app.log --exec /usr/bin/python3 -- -B {shlex.quote(str(APP))} "
-         "--config /tmp/tls-app.json"), ""])
+         f"--output /tmp/tls-app.log --exec /usr/bin/python3 -- -B {APP_ON_HOST} --config /tmp/tls-app.json"),
+        "i=0",
+        "until grep -q 'listening on' /tmp/tls-app.log; do",
+        "  if ! start-stop-daemon --status --pidfile /run/tls-app.pid; then",
+        "    echo 'the app exited:' >&2; tail -n 5 /tmp/tls-app.log >&2; exit 1",
+        "  fi",
+        "  i=$((i + 1)); [ $i -lt 300 ] || { echo 'the app did not listen in 30 s' >&2; exit 1; }",
+        "  sleep 0.1",
+        "done", ""])
     ssh(host, "sh -s", stdin=script)
 
 
@@ -207,7 +235,7 @@ def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebb
         https_get(host.address, HTTPS_PORT, "/healthz", FQDN, cafile=str(pebble.ca_bundle))
 
     # owner-only key on the host, owner-only account key and cache on the controller
-    modes = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem /etc/liferaft/tls/web/fullchain.pem")
+    modes = ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem /etc/liferaft/web/tls/fullchain.pem")
     assert modes.split("\n")[:2] == ["600 root", "644 root"]
     account_key = account_key_path(state, "microblog", pebble.url)
     assert account_key.stat().st_mode & 0o777 == 0o600
@@ -224,7 +252,7 @@ def test_acme_dns01_certificate_served_over_https_then_kept(cloud_lab: Any, pebb
     _assert_never_recorded(state, events + events2, [account_key.read_bytes(), cached_key.read_bytes()])
 
     # the certificate is reused from the state dir for a host that lacks it (e.g. a resumed or repeated move)
-    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    ssh(host, "rm -f /etc/liferaft/web/tls/fullchain.pem")
     _, result3, _, _ = _run(stack, state, "microblog-tls")
     assert result3["action"] == "reused"
     assert result3["fingerprint_sha256"] == result["fingerprint_sha256"]
@@ -261,9 +289,9 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     assert result["action"] == "installed"
     assert result["fingerprint_sha256"] == cert_info(got.fullchain_pem).fingerprint_sha256
     host = _target(info, state, runner, outcome.run_id)
-    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).fingerprint_sha256 == \
+    assert cert_info(ssh(host, "cat /etc/liferaft/web/tls/fullchain.pem")).fingerprint_sha256 == \
         result["fingerprint_sha256"]
-    assert ssh(host, "stat -c %a /etc/liferaft/tls/web/privkey.pem").strip() == "600"
+    assert ssh(host, "stat -c %a /etc/liferaft/web/tls/privkey.pem").strip() == "600"
     _serve_https(host)
     _, peer = _https(host.address, str(pebble.issuer_ca), host)
     assert ("DNS", FQDN) in peer["subjectAltName"]
@@ -279,7 +307,7 @@ def test_secret_reference_certificate_installed_and_undone(cloud_lab: Any, pebbl
     # rolling back the run that installed them removes the files from the host
     rolled = runner.rollback(outcome.run_id)
     assert "tls.removed" in [e.kind for e in events], rolled.to_dict()
-    assert ssh(host, "ls /etc/liferaft/tls/web 2>/dev/null || echo gone").strip() == "gone"
+    assert ssh(host, "ls /etc/liferaft/web/tls 2>/dev/null || echo gone").strip() == "gone"
 
 
 def test_challenge_record_removed_when_the_order_fails(cloud_lab: Any, pebble: Acme, tmp_path: Path) -> None:
@@ -343,7 +371,7 @@ def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebbl
         "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}}, expect_status=200))
     state = tmp_path / "state"
     for pool_host in ("b", "c"):  # whichever the pool gives: it starts without a certificate
-        ssh(lab_target_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+        ssh(lab_target_host(info, pool_host), "rm -rf /etc/liferaft/web/tls")
     outcome, result, _, runner = _run(stack, state, "microblog-tls-deploy")
     assert result["action"] == "issued"
     host = _target(info, state, runner, outcome.run_id)
@@ -355,13 +383,13 @@ def test_example_app_deployed_by_its_playbook_serves_https(cloud_lab: Any, pebbl
                    run_options={"state_dir": state})
     print(f"playbooks (PostgreSQL + app with TLS) in {time.monotonic() - t0:.1f} s")
     assert service_https_check(stack, "web", host.address, timeout=30) > 0
-    owner = ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip()
+    owner = ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem").strip()
     assert owner == "600 microblog"  # the playbook gave the app's user its key, still owner-only
     # a renewed certificate keeps that owner (the step keeps the owner the playbook gave the files)
-    ssh(host, "rm -f /etc/liferaft/tls/web/fullchain.pem")
+    ssh(host, "rm -f /etc/liferaft/web/tls/fullchain.pem")
     _, again, _, _ = _run(stack, state, "microblog-tls-deploy")
     assert again["action"] == "reused"
-    assert ssh(host, "stat -c '%a %U' /etc/liferaft/tls/web/privkey.pem").strip() == "600 microblog"
+    assert ssh(host, "stat -c '%a %U' /etc/liferaft/web/tls/privkey.pem").strip() == "600 microblog"
     assert service_https_check(stack, "web", host.address, timeout=30) > 0
     ssh(host, "sh -s", stdin="\n".join(stop_services_lines(["web"])) + "\n")
 
@@ -375,7 +403,7 @@ def test_crash_while_the_challenge_is_published_then_resume(cloud_lab: Any, pebb
         "acme": {"directory": pebble.url, "ca_bundle": str(pebble.ca_bundle)}})
     state = tmp_path / "state"
     for pool_host in ("b", "c"):
-        ssh(_lab_host(info, pool_host), "rm -rf /etc/liferaft/tls/web")
+        ssh(_lab_host(info, pool_host), "rm -rf /etc/liferaft/web/tls")
     code = ("import sys; from pathlib import Path; from liferaft.engine import Runner; "
             "from liferaft.stack import load_stack; from tests.integration.test_tls_lab import _plan; "
             "stack = load_stack(sys.argv[1]); Runner(Path(sys.argv[2]), stack=stack).start(_plan(stack, 'crash'))")
@@ -396,7 +424,7 @@ def test_crash_while_the_challenge_is_published_then_resume(cloud_lab: Any, pebb
     assert rec.result["action"] == "issued" and not rec.memo.get("txt_previous")
     assert txt_answers((host_, int(port)), CHALLENGE) == set()
     host = _target(info, state, runner, outcome.run_id)
-    assert cert_info(ssh(host, "cat /etc/liferaft/tls/web/fullchain.pem")).covers([FQDN])
+    assert cert_info(ssh(host, "cat /etc/liferaft/web/tls/fullchain.pem")).covers([FQDN])
 
 
 def _lab_host(info: Any, name: str) -> TargetHost:

@@ -57,7 +57,7 @@ def app_answers(address: str, port: int) -> bool:
 
 def app_running_on(host: Any, service: str = "web") -> bool:
     """Whether the service's process runs on the lab host (start-stop-daemon's pidfile, as the playbook starts it)."""
-    r = host.run(f"start-stop-daemon --status --pidfile /run/liferaft-{service}.pid", check=False)
+    r = host.run(f"start-stop-daemon --status --pidfile /run/liferaft/{service}/{service}.pid", check=False)
     return r.returncode == 0
 
 
@@ -104,9 +104,9 @@ def test_a_warm_standby_fails_over_by_starting_its_stopped_service(own_lab: Any,
         assert last["tier"] == "warm" and last["services"]["web"]["state"] == "stopped", last
         assert last["services"]["web"]["ok"] and len(last["services"]["web"]["digest"]) == 32, last
         # deployed at b against b's own copies, and not running there
-        assert b_host.run("test -f /etc/liferaft/web.json && test -x /etc/liferaft/web.start && "
-                          "cat /etc/liferaft/web.liferaft-standby").stdout.strip() == last["services"]["web"]["digest"]
-        assert json.loads(b_host.run("cat /etc/liferaft/web.json").stdout)["db"]["host"] == b
+        assert b_host.run("test -f /etc/liferaft/web/config.json && test -x /etc/liferaft/web/start && "
+                          "cat /etc/liferaft/web/standby").stdout.strip() == last["services"]["web"]["digest"]
+        assert json.loads(b_host.run("cat /etc/liferaft/web/config.json").stdout)["db"]["host"] == b
         assert not app_running_on(b_host) and not app_answers(b, info.app_port)
 
         plan = subprocess.run(_cli("plan", "--to", "alt-b", "--mode", "cold", "--json"),
@@ -203,5 +203,5 @@ def test_a_no_notice_drill_into_the_warm_site_starts_the_service_and_says_the_ti
     status = subprocess.run(_cli("replicate", "--to", "alt-b", "--status", "--json"), env=env, capture_output=True,
                             text=True, timeout=60, check=False)
     assert json.loads(status.stdout)["services"]["web"]["state"] == "stopped", status.stdout
-    assert b_host.run("cat /etc/liferaft/web.liferaft-standby").stdout.strip()
+    assert b_host.run("cat /etc/liferaft/web/standby").stdout.strip()
     assert not app_running_on(b_host) and not app_answers(b_host.address, info.app_port)

@@ -119,7 +119,7 @@ def test_teardown_removes_container_images_and_files(tmp_path: Path) -> None:
     api = [w for w in workloads(stack) if w.name == "api"]
     text = "\n".join(kind_of(api[0]).teardown_lines(stack, api))
     for needed in ("podman stop -i -t 10 liferaft-api", "podman rm -f -i -t 5 liferaft-api", "podman rmi -f",
-                   "/etc/liferaft/api.images", "rm -f /etc/liferaft/api.env",
+                   "/etc/liferaft/api/images", "rm -rf /etc/liferaft/api /opt/liferaft/api",
                    "podman volume ls -q --filter label=liferaft.service=api"):
         assert needed in text
 

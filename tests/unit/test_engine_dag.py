@@ -59,7 +59,7 @@ class ToySleep(StepKind):
     """Sleep `seconds` (default 0.3); undo is logged. `marker`: a folder where it drops `<id>.started` first and,
     with `wait_for`, waits (at most `patience` seconds) until those steps' markers exist too, so that steps are
     known to run at once whatever the machine's speed; with TOY_KILL_WHEN_ALL set it then SIGKILLs its own
-    process (once)."""
+    process (once). `until`: a file whose existence ends the sleep early (a resumed long step need not last)."""
 
     name = "toy.sleep"
     undoable = True
@@ -78,7 +78,13 @@ class ToySleep(StepKind):
                 if os.environ.get("TOY_KILL_WHEN_ALL") and others and not crashed.exists():
                     crashed.write_text("")
                     os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(float(step.params.get("seconds", 0.3)))
+            until = step.params.get("until")
+            if until:
+                deadline = time.monotonic() + float(step.params.get("seconds", 0.3))
+                while not Path(until).exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            else:
+                time.sleep(float(step.params.get("seconds", 0.3)))
         return {"slept": step.params.get("seconds", 0.3)}
 
     def undo(self, ctx: RunContext, step: Step) -> None:
@@ -313,11 +319,16 @@ def test_a_failure_stops_new_starts_and_running_siblings_finish(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------------------------------- crashes
-def run_subprocess(tmp: Path, plan: Plan, state: Path, **env: str) -> subprocess.Popen[str]:
+def run_subprocess(tmp: Path, plan: Plan, state: Path, *, ignore_sigint: bool = False,
+                   **env: str) -> subprocess.Popen[str]:
+    """`main` below in a child. `ignore_sigint`: started with SIGINT ignored, as a job a script starts in the
+    background is (and everything such a suite starts)."""
     plan_file = tmp / "plan.json"
     plan_file.write_text(json.dumps(plan.to_dict()))
-    return subprocess.Popen([sys.executable, "-m", "tests.unit.test_engine_dag", "start", str(state), str(plan_file)],
-                            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    argv = [sys.executable, "-m", "tests.unit.test_engine_dag", "start", str(state), str(plan_file)]
+    if ignore_sigint:
+        argv = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *argv]
+    return subprocess.Popen(argv, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -411,6 +422,120 @@ def test_ctrl_c_marks_running_steps_interrupted_and_exits_at_once(tmp_path: Path
         assert steps["left"].status == steps["right"].status == "failed"
         assert steps["left"].error == steps["right"].error == "interrupted"
         assert steps["last"].status == "pending"
+
+
+def test_ctrl_c_when_the_suite_was_started_in_the_background(tmp_path: Path) -> None:
+    """The same while the child inherits SIGINT ignored (a suite a script starts with `&` in a shell without job
+    control: the hang seen once, 30 s instead of an exit): the test's child answers SIGINT whatever it inherited."""
+    state = tmp_path / "state"
+    proc = run_subprocess(tmp_path, two_at_once(tmp_path, seconds=30.0), state, ignore_sigint=True)
+    markers = tmp_path / "markers"
+    deadline = time.monotonic() + 30
+    while not ((markers / "left.started").exists() and (markers / "right.started").exists()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+
+
+def busy_then_long(tmp: Path, layers: int = 10) -> Plan:
+    """first, then `layers` layers of 4 short steps (each layer after the one before: the scheduler starts threads
+    and journals all the time), then `long` (30 s, or until the file `release` exists)."""
+    marker = tmp / "markers"
+    marker.mkdir(exist_ok=True)
+    c = str(tmp / "calls.log")
+    steps = [Step("first", "toy.sleep", "first", {"seconds": 0.01, "calls": c, "marker": str(marker)})]
+    before: tuple[str, ...] = ("first",)
+    for n in range(layers):
+        ids = tuple(f"s{n}-{k}" for k in range(4))
+        steps += [Step(i, "toy.sleep", i, {"seconds": 0.02, "calls": c}, before) for i in ids]
+        before = ids
+    steps.append(Step("long", "toy.sleep", "long", {"seconds": 30.0, "calls": c, "until": str(tmp / "release")},
+                      before))
+    return plan_of(steps)
+
+
+def ctrl_c_at(tmp: Path, delay: float, *, ignore_sigint: bool = False) -> list[str]:
+    """Run `busy_then_long` in a child, SIGINT it `delay` s after its first step started (wherever the scheduler
+    is then: launching, journaling, waiting). What went wrong, if anything: it must exit 130 within 10 s, leave no
+    step 'running' (those that ran are failed 'interrupted'), the run stopped; a resume then completes every
+    step, each applied once more at most."""
+    state = tmp / "state"
+    plan = busy_then_long(tmp)
+    proc = run_subprocess(tmp, plan, state, ignore_sigint=ignore_sigint)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp / "markers" / "first.started").exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return [f"the run did not start (exit {proc.poll()})"]
+            time.sleep(0.005)
+        time.sleep(delay)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            return [f"no exit within 20 s of SIGINT (sent {delay:.3f} s in)"]
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    problems = []
+    if proc.returncode != 130:
+        problems.append(f"exit {proc.returncode} (SIGINT {delay:.3f} s in): {err.strip()[-800:]}")
+    if took > 10:
+        problems.append(f"exit took {took:.1f} s")
+    runner = Runner(state, stack_name="toy")
+    with runner.journal() as j:
+        (rec,) = j.runs()
+        steps = j.steps(rec.id)
+    if rec.status != "stopped":
+        problems.append(f"run {rec.status} ({rec.error})")
+    for s in steps:
+        if s.status == "running" or (s.status == "failed" and s.error != "interrupted"):
+            problems.append(f"step {s.step_id} {s.status} ({s.error})")
+    if problems:
+        return problems
+    (tmp / "release").write_text("")
+    out = runner.resume(rec.id)
+    applied = calls(tmp)
+    if out.status != "done" or out.steps_done != len(plan.steps):
+        problems.append(f"resume: {out.status}, {out.steps_done}/{len(plan.steps)} done")
+    for sid in plan.step_ids:
+        if not 1 <= applied.count(f"apply {sid}") <= 2:
+            problems.append(f"{sid} applied {applied.count(f'apply {sid}')} times")
+    return problems
+
+
+def test_ctrl_c_at_any_point_leaves_a_resumable_journal(tmp_path: Path) -> None:
+    """Ctrl-C wherever the scheduler is (several points of a busy run; bench/stress_ctrl_c.py tries hundreds):
+    the process exits 130 at once, no step is left 'running', the run is stopped and resumes to the end."""
+    for n, delay in enumerate((0.0, 0.03, 0.11, 0.27)):
+        tmp = tmp_path / str(n)
+        tmp.mkdir()
+        assert ctrl_c_at(tmp, delay) == []
+
+
+def test_the_runner_takes_sigint_only_while_the_dag_runs_and_leaves_an_ignored_one_alone(tmp_path: Path) -> None:
+    """During a run the scheduler's own SIGINT handler is in place (it only flags and wakes), Python's is back
+    after; a SIGINT ignored on entry (a background job's) stays ignored throughout."""
+    seen: list[Any] = []
+    plan = plan_of(sleeps(tmp_path, "a", seconds=0.01))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever pytest was started with
+    try:
+        Runner(tmp_path / "s1", stack_name="toy", events=Events(lambda e: seen.append(
+            signal.getsignal(signal.SIGINT)) if e.kind == "step.done" else None)).start(plan)
+        assert seen and seen[0] is not signal.default_int_handler and callable(seen[0])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        seen.clear()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        Runner(tmp_path / "s2", stack_name="toy", events=Events(lambda e: seen.append(
+            signal.getsignal(signal.SIGINT)) if e.kind == "step.done" else None)).start(plan)
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_resume_after_ctrl_c_completes(tmp_path: Path) -> None:
@@ -575,6 +700,10 @@ def test_plan_json_lists_each_steps_dependencies(tmp_path: Path, capsys: pytest.
 
 def main(argv: list[str]) -> int:
     if argv[0] == "start":
+        # Ctrl-C'd by the tests: SIGINT raises KeyboardInterrupt as in a terminal's foreground job, also when this
+        # child inherited it ignored (a suite started in the background by a script; the runner, rightly, leaves
+        # an ignored SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         plan = Plan.from_dict(json.loads(Path(argv[2]).read_text()))
         try:
             out = Runner(Path(argv[1]), stack_name=plan.stack).start(plan)

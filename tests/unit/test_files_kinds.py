@@ -127,3 +127,60 @@ def test_push_runs_rsync_keeping_everything_with_the_pinned_host_key_and_reports
 
     with pytest.raises(files.DiskFull):
         files.push(full, acc, "/srv/u", "/srv/u")
+
+
+def test_the_fence_makes_the_files_read_only_and_its_undo_puts_every_mode_back(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file kinds' fence lines, run here through a local shell: the writers stopped, every file and folder of
+    the tree and the SQLite file (and its -wal) without a write bit, the modes recorded once (a second fence keeps
+    the first record); the undo puts each mode back exactly and starts the writers."""
+    from liferaft.datasets import _files as F
+    from liferaft.datasets.base import Dataset
+    from liferaft.datasets.directory import Directory
+    from liferaft.datasets.sqlite import Sqlite
+
+    monkeypatch.setattr(F, "FENCE_DIR", str(tmp_path / "fence"))
+    tree, db, marker = tmp_path / "uploads", tmp_path / "data" / "notes.db", tmp_path / "writers-stopped"
+    (tree / "img").mkdir(parents=True)
+    (tree / "img" / "a.bin").write_bytes(b"a")
+    (tree / "private.txt").write_text("p")
+    (tree / "already-read-only.txt").write_text("r")
+    (tree / "latest").symlink_to("img/a.bin")
+    for path, mode in ((tree / "img", 0o750), (tree / "private.txt", 0o640), (tree / "already-read-only.txt", 0o444)):
+        path.chmod(mode)
+    db.parent.mkdir()
+    sqlite3.connect(db).execute("CREATE TABLE t(x)").connection.commit()
+    (tmp_path / "data" / "notes.db-wal").write_bytes(b"")
+    writers = {"stop": f"touch {marker}", "start": f"rm {marker}"}
+    data = Data.model_validate({"directories": {"uploads": {"path": str(tree), "writers": writers}},
+                                "sqlite": {"notes": {"path": str(db)}}})
+    dirs = [Dataset("directory", "uploads", data.directories["uploads"])]
+    dbs = [Dataset("sqlite", "notes", data.sqlite["notes"])]
+
+    def listing() -> dict[str, int]:
+        paths = [tree, *tree.rglob("*"), db, db.with_name("notes.db-wal")]
+        return {str(p): os.lstat(p).st_mode & 0o7777 for p in paths if not p.is_symlink()}
+
+    before = listing()
+
+    def run(lines: list[str]) -> list[str]:
+        return [ln for ln in local("\n".join(lines)).splitlines() if ln.startswith("liferaft-fence: ")]
+
+    out = run(Directory().fence_lines(None, dirs) + Sqlite().fence_lines(None, dbs))  # type: ignore[arg-type]
+    assert out == ["liferaft-fence: done: writers of folder uploads stopped",
+                   "liferaft-fence: done: folder uploads read-only (modes recorded): 4 entries",
+                   "liferaft-fence: done: sqlite file notes read-only (modes recorded): 2 entries"], out
+    assert marker.exists()
+    fenced = listing()
+    assert all(mode & 0o222 == 0 for mode in fenced.values()), fenced
+    assert fenced[str(tree / "img")] == 0o550 and fenced[str(tree / "private.txt")] == 0o440
+    record = tmp_path / "fence" / "directory-uploads.json"
+    recorded = record.read_text()
+    assert run(Directory().fence_lines(None, dirs))[1].endswith(": 0 entries")  # type: ignore[arg-type]
+    assert record.read_text() == recorded  # the second fence never records the modes the first one set
+
+    out = run(Directory().unfence_lines(None, dirs) + Sqlite().unfence_lines(None, dbs))  # type: ignore[arg-type]
+    assert out == ["liferaft-fence: done: folder uploads writable again (modes put back): 4 entries",
+                   "liferaft-fence: done: writers of folder uploads started",
+                   "liferaft-fence: done: sqlite file notes writable again (modes put back): 2 entries"], out
+    assert listing() == before and not marker.exists() and not record.exists()

@@ -1,11 +1,12 @@
 """The plans every mode produces, pinned: live, cold (pilot-light, warm, warm but stale), the standby set-up (pilot,
 warm, host already installed), the notice drill and the no-notice drill (pilot-light, warm), for the example stack
-(with and without a TLS certificate) and the toy dataset kind of test_dataset_kinds.
+(with and without a TLS certificate) and the toy dataset kind of test_dataset_kinds; and the first deployment
+(`liferaft deploy`: at the primary, at an alternate, again where it is deployed).
 
 Step ids, kinds, titles, parameters and dependencies, resources, notes and DNS diffs: journals resume a run only if
 its plan's hash is unchanged and tests and drills name steps, so a refactor of the planners must leave all of this as
-it is. The snapshot lives in tests/unit/snapshots/plans.json; `python -m tests.unit.test_plan_snapshots` rewrites it
-(only when a plan is meant to change, and the diff is then reviewed).
+it is. The snapshot lives in tests/unit/snapshots/plans.json; `python -m tests.unit.test_plan_snapshots [CASE...]`
+rewrites it (only when a plan is meant to change, and the diff is then reviewed; with CASEs, only those).
 """
 
 from __future__ import annotations
@@ -147,6 +148,15 @@ def _toy_drill(tmp: Path) -> Plan:
         gen.close()
 
 
+def _deploy(stack: Stack, site: str = "primary", **kw: Any) -> Plan:
+    from liferaft.failover.deploy import declared_peers
+    from liferaft.planner.builder import Deploy, build
+
+    inputs = {"allow_from": tuple(declared_peers(stack, site)), "free": ("a",), "preview": "10.0.0.11",
+              "dns_current": {}, **kw}
+    return build(stack, site, site, Deploy(**inputs))
+
+
 def _to_drill(plan: Plan, stack: Stack, **kw: Any) -> Plan:
     from liferaft.drill.plan import to_drill
 
@@ -176,6 +186,13 @@ CASES: dict[str, Callable[[Path], Plan]] = {
     "drill-no-notice-pilot-light": lambda t: _no_notice(s := _example(t / "s"), t / "state", _record(s)),
     "drill-no-notice-warm": lambda t: _no_notice(s := _example(t / "s", tier="warm"), t / "state",
                                                  _warm_record(s)),
+    "deploy-primary": lambda t: _deploy(_example(t / "s")),
+    "deploy-alternate-tls-dns-current": lambda t: _deploy(
+        _example(t / "s", tls=True), "alt-b", free=("b", "c"), preview="10.0.0.12",
+        dns_current={"www.microblog.test.": {"type": "A", "ttl": 300, "values": ["10.0.0.11"]}}),
+    "deploy-again": lambda t: _deploy(_example(t / "s"), free=(),
+                                      dns_current={"www.microblog.test.": {"type": "A", "ttl": 30,
+                                                                           "values": ["10.0.0.11"]}}),
 }
 
 
@@ -213,12 +230,15 @@ def test_every_mode_builds_the_plan_it_built_before(case: str, tmp_path: Path, n
     assert got == expected
 
 
-def _write() -> None:
+def _write(only: list[str] | None = None) -> None:
+    """Rewrite the snapshot (`only`: just these cases, the others kept as pinned)."""
     import tempfile
 
     os.environ["LIFERAFT_SOURCE_TIMEOUT"] = "0.5"
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = json.loads(SNAPSHOT.read_text()) if only and SNAPSHOT.exists() else {}
     for case, build in sorted(CASES.items()):
+        if only and case not in only:
+            continue
         with tempfile.TemporaryDirectory() as d:
             out[case] = _normalised(build(Path(d)), Path(d))
     SNAPSHOT.parent.mkdir(exist_ok=True)
@@ -227,4 +247,4 @@ def _write() -> None:
 
 
 if __name__ == "__main__":
-    _write()
+    _write(sys.argv[1:] or None)

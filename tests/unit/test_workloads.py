@@ -113,17 +113,23 @@ def test_unknown_service_is_a_usage_error_naming_the_known_ones() -> None:
 
 
 def test_playbook_teardown_removes_code_units_pidfiles_logs_and_the_config_file() -> None:
-    """The shipped playbook writes its config (database password, bucket keys) to /etc/liferaft/<svc>.json and its
-    log to /var/log/liferaft/<svc>.log: the teardown removes those files, not only the directories."""
+    """The shipped playbook writes its config (database password, bucket keys), start command, log and pidfile under
+    the service's roots (`liferaft_paths`), and runs it as a user whose home is the code root: the teardown removes
+    those roots whole, the unit, and that user."""
     stack = load_stack(EXAMPLE)
     wl = workload(stack, "web")
     script = "\n".join(kind_of(wl).teardown_lines(stack, [wl])) + "\n"
     shipped = (REPO / "liferaft" / "playbooks" / "microblog.yml").read_text()
-    assert 'app_conf: "/etc/liferaft/{{ app_name }}.json"' in shipped  # where the playbook writes it
-    for removed in ("/etc/liferaft/web.*", "/var/log/liferaft/web.*", "/opt/liferaft/web", "/etc/liferaft/web ",
-                    "/etc/systemd/system/liferaft-web.service", "/run/liferaft-web.pid"):
-        assert removed in script, removed
-    assert "start-stop-daemon --stop --pidfile /run/liferaft-web.pid" in script
+    for where in ('app_conf: "{{ liferaft_paths.etc }}/config.json"', 'app_dir: "{{ liferaft_paths.app }}"',
+                  'app_log: "{{ liferaft_paths.log }}/app.log"', 'app_pidfile: "{{ liferaft_paths.pidfile }}"',
+                  'app_start: "{{ liferaft_paths.start }}"', 'home: "{{ app_dir }}"'):
+        assert where in shipped, where  # where the playbook writes them
+    assert "rm -rf /etc/liferaft/web /opt/liferaft/web /var/lib/liferaft/web /var/log/liferaft/web " \
+           "/run/liferaft/web\n" in script
+    assert "rm -f /etc/systemd/system/liferaft-web.service /run/liferaft-web.pid" in script
+    assert "'$6 == \"/opt/liferaft/web\" {print $1}' /etc/passwd" in script and 'userdel "$u"' in script
+    assert "start-stop-daemon --stop --pidfile /run/liferaft/web/web.pid" in script
+    assert "start-stop-daemon --stop --pidfile /run/liferaft-web.pid" in script  # what earlier versions started
     assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
 
 
@@ -142,5 +148,5 @@ def test_teardown_lines_ask_each_kind_for_its_own_workloads(toy_kind: Any) -> No
     stack = load_stack(EXAMPLE)
     lines = teardown_lines(stack, workloads(stack))
     assert f"rm -f {toy_kind.root}/toyapp@*" in lines  # the toy kind's line, for its workload
-    assert any("/etc/liferaft/web.*" in line for line in lines)  # the playbook kind's, for web
+    assert any("rm -rf /etc/liferaft/web " in line for line in lines)  # the playbook kind's, for web
     assert not any("toyapp" in line for line in lines if "liferaft" in line)  # never the playbook's for the toy

@@ -1,0 +1,278 @@
+"""Fencing the old primary of a stack whose data is not PostgreSQL (issue 20 item 5, issues 21 and 22): a container
+service, a MariaDB database, a Redis server, a folder and a SQLite file, in one lab of this module's own.
+
+The journey: the stack's source on host a (MariaDB by mariadb.yml, Redis as redis.yml runs it, the files with a
+writer running as their owner, the container pulled from the alternate's registry); `replicate --to alt-b` keeps a
+standby of every dataset and mirrors the image; "aws" and host a are cut off; a cold failover into alt-b; a comes
+back, as it was (everything still writable there); the next `health` fences it before any probe and says `fenced`
+with what it did. Then a write is tried at a for each kind, the way its users write: an INSERT as the
+application's MariaDB account, a SET at Redis, a file and a row written as the files' owner (uid 1234), and the
+container is not running. The rollback of the cold failover then unfences a: each write goes through again and
+every file has its mode back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+UPLOADS = "/srv/app/uploads"
+NOTES = "/srv/app/data/notes.db"
+WRITER_PID = "/run/fence-writer.pid"
+WRITER = r"""
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[2], timeout=10)
+i = 0
+while True:
+    i += 1
+    db.execute("INSERT INTO notes(body) VALUES (?)", ("live note %d" % i,))
+    db.commit()
+    with open(os.path.join(sys.argv[1], "live-%06d.txt" % i), "w") as f:
+        f.write("live file %d\n" % i)
+    time.sleep(0.1)
+"""
+START = (f"start-stop-daemon --start --quiet --oknodo --background --make-pidfile --pidfile {WRITER_PID} "
+         f"--chuid fenceapp:fenceapp --exec /usr/bin/python3 -- /srv/fence-writer.py {UPLOADS} {NOTES}")
+STOP = f"start-stop-daemon --stop --quiet --oknodo --retry 5 --pidfile {WRITER_PID} --remove-pidfile"
+AS_OWNER = "setpriv --reuid=1234 --regid=1234 --clear-groups"
+
+
+@dataclass
+class Env:
+    lab: Any
+    stack: Path
+    state: Path
+
+    @property
+    def info(self) -> Any:
+        return self.lab.info
+
+    def cli(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "liferaft", "--stack", str(self.stack), "--state-dir", str(self.state), *args]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("LIFERAFT_")}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**clean, **env}, stdin=subprocess.DEVNULL)
+
+    def host(self, name: str) -> Any:
+        return self.info.hosts[name]
+
+    def sh(self, name: str, command: str, check: bool = True) -> Any:
+        return self.host(name).run(command, check=check)
+
+
+def _secret(info: Any, name: str) -> None:
+    path = Path(info.secrets_dir) / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18) + "\n")
+
+
+def write_stack(lab: Any) -> Path:
+    """The lab's container variant (service web, the two registries) with a dataset of each kind beside it."""
+    import yaml
+
+    from liferaft.lab import mariadb as m
+    from liferaft.lab import redis_ as lr
+    from liferaft.lab.registries import container_stack
+
+    info = lab.info
+    _secret(info, "mysql_password")
+    _secret(info, "redis_password")
+    doc = yaml.safe_load(container_stack(info.stack_file.read_text(), lab.read_state()))
+    writers = {"stop": STOP, "start": START}
+    doc["name"] = "fencestack"
+    doc["data"] = {
+        "mysql": {m.KEY: {"name": m.DB, "user": m.USER, "password": "file:secrets/mysql_password", "port": m.PORT}},
+        "redis": {"queue": {"port": lr.QUEUE_PORT, "password": "file:secrets/redis_password"}},
+        "directories": {"uploads": {"path": UPLOADS, "writers": writers}},
+        "sqlite": {"notes": {"path": NOTES, "writers": writers}},
+    }
+    out = Path(info.directory) / "liferaft-fence.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def seed_source(env: Env) -> dict[str, float]:
+    """Host a as the stack's primary: MariaDB (mariadb.yml) with rows, Redis with keys, the files with their writer
+    running as their owner (fenceapp, uid 1234)."""
+    from liferaft.lab import mariadb as m
+    from liferaft.lab import redis_ as lr
+
+    t0 = time.monotonic()
+    m.deploy_source(env.info, env.stack, rows=200, no_pk_table=False)
+    t1 = time.monotonic()
+    lr.start(env.info, env.stack, "a")
+    lr.fill(lr.client(env.info, "a"), n=200)
+    env.sh("a", f"""set -e
+getent group fenceapp >/dev/null || groupadd -g 1234 fenceapp
+id fenceapp >/dev/null 2>&1 || useradd -u 1234 -g 1234 -M -d /nonexistent -s /usr/sbin/nologin fenceapp
+mkdir -p {UPLOADS}/img {os.path.dirname(NOTES)}
+for i in $(seq 1 20); do head -c $((i * 97)) /dev/urandom > {UPLOADS}/img/p$i.bin; done
+echo private > {UPLOADS}/private.txt && chmod 0640 {UPLOADS}/private.txt
+ln -s img/p1.bin {UPLOADS}/latest
+sqlite3 {NOTES} "PRAGMA journal_mode=WAL; CREATE TABLE notes(id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT);
+  INSERT INTO notes(body) VALUES ('first'), ('second');" >/dev/null
+chown -R 1234:1234 /srv/app && chmod 0750 {UPLOADS}/img
+cat > /srv/fence-writer.py <<'EOF'
+{WRITER}
+EOF
+{START}""")
+    return {"mariadb_s": round(t1 - t0, 1), "rest_s": round(time.monotonic() - t1, 1)}
+
+
+def run_container_at_a(env: Env) -> None:
+    """The container service at a, as its deploy runs it (pulled from the alternate's registry: the primary's asks
+    for the "aws" login, which is not the point here)."""
+    from liferaft.providers.registry_oci import Image, Registry
+
+    state = env.lab.read_state()
+    reg = Registry(state["registries"]["registry-b"]["url"], "registry-b")
+    ref = reg.pull_ref(Image.parse(state["image"]["reference"]))
+    tls = "" if reg.secure else " --tls-verify=false"
+    env.sh("a", f"podman pull -q{tls} {ref} >/dev/null && podman rm -f -i liferaft-web >/dev/null && "
+                f"podman run -d --name liferaft-web --network host --label liferaft.service=web {ref} >/dev/null")
+
+
+def modes(env: Env, host: str) -> str:
+    """Mode, owner and path of every file and folder of the stack's files at `host` (not the writer's own files,
+    nor SQLite's -wal/-shm, which come and go with its connections)."""
+    out = env.sh(host, f"find {UPLOADS} {NOTES} ! -type l -printf '%m %U:%G %p\\n' | "
+                       "grep -v -e live- -e '-wal$' -e '-shm$'")
+    return "".join(sorted(str(out.stdout).splitlines(keepends=True)))
+
+
+def writable(listing: str) -> list[str]:
+    return [line for line in listing.splitlines() if int(line.split()[0], 8) & 0o222]
+
+
+def writer_alive(env: Env) -> bool:
+    return env.sh("a", f"start-stop-daemon --status --pidfile {WRITER_PID}", check=False).returncode == 0
+
+
+def container_running(env: Env, host: str) -> bool:
+    return "liferaft-web" in env.sh(host, "podman ps --format '{{.Names}}'").stdout.split()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    from tests.fixtures_lab import _require_lab_hosts
+
+    _require_lab_hosts()
+    from liferaft.lab.core import Lab
+
+    lab = Lab(tmp_path_factory.mktemp("fence-lab"))
+    try:
+        t0 = time.monotonic()
+        lab.up(timeout=120, example=False, die_with_caller=True)
+        e = Env(lab, write_stack(lab), tmp_path_factory.mktemp("fence-state"))
+        took = seed_source(e)
+        print(f"\nlab up + source on a: {time.monotonic() - t0:.1f}s ({took})")
+        yield e
+    finally:
+        lab.down()
+
+
+def test_cold_failover_then_the_old_primary_comes_back_fenced_for_every_kind(env: Env) -> None:
+    """replicate, cold failover with a cut off, a back: `health` fences it first and says `fenced`, naming each
+    part; then at a an INSERT (MariaDB), a SET (Redis), a file and a row written as the files' owner are refused, the
+    writer and the container are stopped. The rollback unfences it: the same writes go through, modes as before."""
+    import pymysql
+    import redis
+
+    from liferaft.lab import mariadb as m
+    from liferaft.lab import redis_ as lr
+
+    info, a = env.info, env.info.hosts["a"].address
+    t0 = time.monotonic()
+    rep = env.cli("replicate", "--to", "alt-b", "--json")
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-4000:]
+    run_container_at_a(env)
+    assert container_running(env, "a") and writer_alive(env)
+    before = modes(env, "a")
+    replicate_s = time.monotonic() - t0
+
+    env.lab.cut("aws", "down")
+    env.lab.cut_host("a")
+    try:
+        t1 = time.monotonic()
+        fo = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
+        assert fo.returncode == 0, fo.stdout[-3000:] + fo.stderr[-4000:]
+        failover_s = time.monotonic() - t1
+        st = json.loads(env.cli("status", "--json").stdout)
+        assert st["active_site"] == "alt-b" and st["fence"]["state"] == "pending"
+    finally:
+        env.lab.heal()
+
+    # a is back as it was: nobody fenced it yet, everything there still takes writes
+    with pymysql.connect(host=a, port=m.PORT, user=m.USER, password=m.password(info), database=m.DB,
+                         connect_timeout=10, autocommit=True) as c, c.cursor() as cur:
+        cur.execute("INSERT INTO customers (name, created) VALUES ('before the fence', NOW(6))")
+    r = lr.client(info, "a")
+    assert r.set("before:fence", "1")
+    assert container_running(env, "a") and writer_alive(env)
+
+    t2 = time.monotonic()
+    h = env.cli("health", timeout=180)
+    fence_s = time.monotonic() - t2
+    assert "fence.done" in h.stderr and "old site primary: fenced at" in h.stdout, h.stdout + h.stderr[-3000:]
+    fence = json.loads(env.cli("status", "--json").stdout)["fence"]
+    assert fence["state"] == "fenced", fence
+    detail = "\n".join(fence["detail"])
+    for part in ("container service web stopped", "MySQL server on port 3306 (databases shop) read-only",
+                 f"redis queue (port {lr.QUEUE_PORT}) refuses writes", "writers of folder uploads stopped",
+                 "folder uploads read-only", "sqlite file notes read-only"):
+        assert part in detail, detail
+        assert part in h.stdout  # health says what was done
+
+    # every write at the old primary is refused, each the way its users write
+    with pymysql.connect(host=a, port=m.PORT, user=m.USER, password=m.password(info), database=m.DB,
+                         connect_timeout=10, autocommit=True) as c, c.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as refused:
+            cur.execute("INSERT INTO customers (name, created) VALUES ('written at the old primary', NOW(6))")
+        assert refused.value.args[0] == 1290, refused.value  # ER_OPTION_PREVENTS_STATEMENT: --read-only
+    assert "read_only = 1" in env.sh("a", "cat /etc/mysql/liferaft-mariadb.cnf").stdout  # kept across a restart
+    with pytest.raises(redis.exceptions.ResponseError, match="NOREPLICAS"):
+        r.set("after:fence", "written at the old primary")
+    assert r.get("before:fence") == b"1"  # reads still work, data kept
+    assert not writer_alive(env) and not container_running(env, "a")
+    assert env.sh("a", "podman inspect -f '{{.HostConfig.RestartPolicy.Name}}' liferaft-web").stdout.strip() in ("", "no")
+    wrote = env.sh("a", f"{AS_OWNER} sh -c 'echo x > {UPLOADS}/after-fence.txt'", check=False)
+    assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, wrote
+    changed = env.sh("a", f"{AS_OWNER} sh -c 'echo y >> {UPLOADS}/img/p1.bin'", check=False)
+    assert changed.returncode != 0
+    row = env.sh("a", f"{AS_OWNER} sqlite3 {NOTES} \"INSERT INTO notes(body) VALUES ('after the fence')\"", check=False)
+    assert row.returncode != 0 and "readonly" in (row.stdout + row.stderr), row
+    assert writable(before) and not writable(modes(env, "a")), modes(env, "a")
+    again = env.cli("health", "--json", timeout=180)
+    assert "fence.started" not in again.stderr and json.loads(again.stdout)["fence"]["state"] == "fenced"
+
+    # the rollback of the cold failover makes a the active site again: unfenced, every write goes through
+    t3 = time.monotonic()
+    back = env.cli("rollback", "last", "--yes", "--json")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-4000:]
+    rollback_s = time.monotonic() - t3
+    assert "fence.undone" in back.stderr, back.stderr[-3000:]
+    with pymysql.connect(host=a, port=m.PORT, user=m.USER, password=m.password(info), database=m.DB,
+                         connect_timeout=10, autocommit=True) as c, c.cursor() as cur:
+        cur.execute("INSERT INTO customers (name, created) VALUES ('after the rollback', NOW(6))")
+    assert r.set("after:rollback", "1")
+    assert "liferaft-fence" not in env.sh("a", "cat /etc/mysql/liferaft-mariadb.cnf").stdout
+    assert writer_alive(env) and container_running(env, "a")
+    env.sh("a", STOP)  # the writer's files aside, every mode is the one it had before the fence
+    assert modes(env, "a") == before
+    env.sh("a", f"{AS_OWNER} sh -c 'echo x > {UPLOADS}/after-rollback.txt'")
+    print(f"\nreplicate {replicate_s:.1f}s, cold failover {failover_s:.1f}s, health with the fence {fence_s:.1f}s, "
+          f"rollback with the unfence {rollback_s:.1f}s")
