@@ -44,8 +44,8 @@ WHEELHOUSE = Path(os.environ.get("LIFERAFT_WHEELHOUSE", "/var/cache/liferaft/whe
 PORT = 8888
 SERVICE = "kinto"
 # Where the playbook puts the service's files (the contract's places): a drill's teardown must leave none.
-SERVICE_FILES = (f"/opt/liferaft/{SERVICE}", f"/etc/liferaft/{SERVICE}", f"/etc/liferaft/{SERVICE}.start",
-                 f"/var/log/liferaft/{SERVICE}.log", f"/run/liferaft-{SERVICE}.pid",
+SERVICE_FILES = (f"/etc/liferaft/{SERVICE}", f"/opt/liferaft/{SERVICE}", f"/var/lib/liferaft/{SERVICE}",
+                 f"/var/log/liferaft/{SERVICE}", f"/run/liferaft/{SERVICE}",
                  f"/etc/systemd/system/liferaft-{SERVICE}.service")
 
 
@@ -248,6 +248,7 @@ def test_replicate_then_a_drill_reads_every_record_and_leaves_nothing_behind(jou
     assert json.loads(down.stdout)["torn_down"] is True
 
     assert present(b, SERVICE_FILES) == []
+    assert b.run("id -u kinto", check=False).returncode != 0  # the service's system user went with its home
     needles = " ".join(f"-e '{s}'" for s in j.secrets_.values())
     holding = b.run(f"grep -rlsF {needles} /etc /opt /var/log /var/lib /run /tmp /root; true", timeout=120).stdout
     assert holding.split() == []
