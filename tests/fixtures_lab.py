@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -107,3 +107,19 @@ def own_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A whole lab of the module's own, for journeys that must start from a pristine primary (DNS on host a, no
     replication slot) whatever the session's earlier tests (cold failovers, cuts) left in the shared one."""
     yield from _whole_lab(tmp_path_factory)
+
+
+def resolve(info: Any, fqdn: str) -> list[str]:
+    """The A records of `fqdn` at the lab's authoritative server (what a client would be told); [] for none."""
+    import dns.exception
+    import dns.resolver
+
+    r = dns.resolver.Resolver(configure=False)
+    host, port = info.dns_address
+    r.nameservers, r.port, r.lifetime, r.cache = [host], port, 3.0, None
+    try:
+        return sorted(a.to_text() for a in r.resolve(fqdn, "A"))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException as e:
+        return [f"<{type(e).__name__}>"]

@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,9 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from liferaft.lab.core import Lab
-    from tests.fixtures_lab import _require_lab_hosts
-
-    _require_lab_hosts()
-    the_lab = Lab(tmp_path_factory.mktemp("deploy-lab"))
-    try:
-        the_lab.up(timeout=120, example=False, die_with_caller=True)
-        yield the_lab
-    finally:
-        the_lab.down()
+def dlab(own_cloud_lab: Any) -> Any:
+    """A lab of the module's own with nothing deployed (`lab up` without the example app)."""
+    return own_cloud_lab
 
 
 @pytest.fixture(scope="module")

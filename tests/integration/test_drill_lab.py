@@ -24,23 +24,11 @@ import pytest
 
 from liferaft.lab import example
 from liferaft.stack import load_stack
+from tests.fixtures_lab import resolve
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
-def resolve(info: Any, fqdn: str) -> list[str]:
-    import dns.exception
-    import dns.resolver
-
-    r = dns.resolver.Resolver(configure=False)
-    host, port = info.dns_address
-    r.nameservers, r.port, r.lifetime, r.cache = [host], port, 3.0, None
-    try:
-        return sorted(a.to_text() for a in r.resolve(fqdn, "A"))
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    except dns.exception.DNSException as e:
-        return [f"<{type(e).__name__}>"]
 
 
 def health(address: str) -> int | None:

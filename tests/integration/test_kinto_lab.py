@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.fixtures_lab import resolve
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 KINTO_VERSION = "26.5.0"  # as pinned in scripts/setup.sh and the stack template
@@ -93,20 +95,6 @@ def render_lab_stack(info: Any, wheelhouse: Path) -> Path:
     return out
 
 
-def resolve(info: Any, fqdn: str) -> list[str]:
-    """The A records of `fqdn` at the lab's authoritative server (what a client would be told)."""
-    import dns.exception
-    import dns.resolver
-
-    r = dns.resolver.Resolver(configure=False)
-    host, port = info.dns_address
-    r.nameservers, r.port, r.lifetime, r.cache = [host], port, 3.0, None
-    try:
-        return sorted(a.to_text() for a in r.resolve(fqdn, "A"))
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    except dns.exception.DNSException as e:
-        return [f"<{type(e).__name__}>"]
 
 
 @dataclass
