@@ -140,8 +140,9 @@ def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
 def _refuse_the_left_site(opts: GlobalOptions, to: str, scenario: str) -> None:
     """A drill into the site a failover left (the old primary) is a rehearsal of the failback: it is drilled from the
     standby `liferaft replicate --to` keeps there (no-notice), once that command set the old copies aside. Before
-    that (fenced, no standby yet) the stack's databases on that host are still the old primary's own copies, which a
-    drill's teardown would remove; a notice drill would deploy beside the standby kept there. Both are refused."""
+    that (fenced, no standby yet, or only a standby record older than the move) the stack's databases on that host
+    are still the old primary's own copies, which a drill's teardown would remove; a notice drill would deploy beside
+    the standby kept there. Both are refused."""
     from liferaft.engine.standby_state import load_standby
 
     rec = opts.active()
@@ -150,7 +151,9 @@ def _refuse_the_left_site(opts: GlobalOptions, to: str, scenario: str) -> None:
         return
     left = f"{to!r}, the site the stack left by run {rec.get('run') if rec else '?'}"
     standby = load_standby(opts.state_dir_path, opts.stack().model.name, to)
-    if standby is None or not standby.standby_host:
+    # `set_aside` is recorded in this move's fence only by `replicate --to` the site (liferaft.standby.fence): a
+    # standby record without it is older than the move (e.g. the one the move promoted) and holds no fresh copy.
+    if standby is None or not standby.standby_host or "set_aside" not in fence:
         raise UsageError(f"a drill into {left}, needs a standby kept there first: its databases there are still the "
                          "old primary's own copies, which a drill's teardown would remove",
                          hint=f"`liferaft replicate --to {to}` (sets the old copies aside, keeps a standby of the "

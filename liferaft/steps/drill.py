@@ -101,7 +101,7 @@ class DrillTeardown(StepKind):
         kept = [line[len(KEPT):] for line in (out or "").splitlines() if line.startswith(KEPT)]
         ctx.emit("drill.torn_down", f"{host.name} ({host.address}): services {', '.join(services) or '-'} and "
                  f"{', '.join(removed) or 'nothing else'} stopped and removed"
-                 + "".join(f"; {k}" for k in kept), address=host.address, kept=kept)
+                 + "".join(f"; kept: {k}" for k in kept), address=host.address, kept=kept)
 
 
 __all__ = ["Cut", "DrillVerifyData", "is_drill", "teardown_lines", "teardown_script"]

@@ -212,6 +212,7 @@ def test_failback_keeps_the_old_primary_as_standby_then_moves_back_losing_nothin
     assert drilled["target_address"] == a and drilled["ledger"]["acknowledged_before_cut"] > 0, drilled
     torn = [line for line in dr.stderr.splitlines() if "drill.torn_down" in line or "stopped and removed" in line]
     assert any(aside in line and "kept" in line for line in torn), torn
+    print("\n" + next(json.loads(line)["message"] for line in torn if aside in line and line.startswith("{")))
     assert _table_digest(info, a, aside) == kept_before  # the set-aside copy: every row, by content, still there
     doc = json.loads(_run(lab, state_dir, "status", "--json").stdout)
     assert doc["active_site"] == "alt-b" and doc["standbys"]["primary"]["current"], doc  # the standby is back
@@ -239,6 +240,10 @@ def test_failback_keeps_the_old_primary_as_standby_then_moves_back_losing_nothin
     doc = json.loads(_run(lab, state_dir, "status", "--json").stdout)
     assert doc["active_site"] == "primary" and doc["run"] == outcome["run"] and doc["mode"] == "live"
     assert doc["fence"]["site"] == "alt-b" and doc["fence"]["state"] == "read-only"
+    # alt-b, the site the failback left: its database there is still under the stack's name (nothing set aside, the
+    # standby record of the first move is older than this move): a drill there is refused until `replicate --to`
+    left = _run(lab, state_dir, "drill", "--to", "alt-b", "--scenario", "no-notice", "--json")
+    assert left.returncode == 2 and "needs a standby kept there first" in left.stderr, left.stderr[-2000:]
     print(f"\nfailback: replicate --to primary {replicate_s:.1f}s, drill --to primary (no-notice) {drill_s:.1f}s, "
           f"failover --to primary {failback_s:.1f}s, "
           f"write-unavailability window {freeze:.3f}s (database freeze {db_freeze:.3f}s), {len(before)} posts all at a")

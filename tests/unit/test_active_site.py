@@ -103,7 +103,7 @@ def test_a_drill_into_the_site_the_stack_left_is_from_its_standby(example_stack:
     """Once `replicate --to` the old primary keeps a standby there (its old copies set aside), a drill into it is
     the failback's rehearsal: a notice drill is refused (exit 2) naming the no-notice one, which is let through to
     the drill itself (which, with no lab behind the stack file, then fails on its own)."""
-    from liferaft.engine.active import record_active
+    from liferaft.engine.active import record_active, update_fence
     from liferaft.engine.standby_state import save_standby
 
     state = tmp_path / "state"
@@ -111,6 +111,10 @@ def test_a_drill_into_the_site_the_stack_left_is_from_its_standby(example_stack:
                   hosts=[{"name": "b", "address": "10.213.7.12"}], source_host={"name": "a", "address": "10.0.0.1"})
     save_standby(state, "microblog", "primary", {"standby_host": {"name": "a", "address": "10.0.0.1"},
                                                   "source_host": {"name": "b", "address": "10.213.7.12"}})
+    # a standby record from before the move (nothing set aside since): still the old primary's own copies there
+    r = _liferaft(example_stack, state, "drill", "--to", "primary", "--scenario", "no-notice")
+    assert r.returncode == 2 and "needs a standby kept there first" in r.stderr, r.stderr
+    update_fence(state, "microblog", state="fenced", set_aside=["database microblog kept as microblog_before_r1"])
     r = _liferaft(example_stack, state, "drill", "--to", "primary")
     assert r.returncode == 2 and "the site the stack left by run R1" in r.stderr
     assert "--scenario no-notice" in r.stderr and "needs a standby kept there first" not in r.stderr
