@@ -4,7 +4,8 @@ primary fenced when it comes back after a cold failover, and the way back (failb
 One journey, one lab: a standby kept at b; the primary cut off (aws down, host a cut); a cold failover into alt-b;
 `status` and `health` then judge against alt-b and say the old primary is not fenced yet; the primary's network
 restored; the next `health` fences it before any probe (its service stopped, its database read-only) and says so,
-and a write at a is refused.
+and a write at a is refused. Then the way back: writes at alt-b, `replicate --to primary` (the old database set
+aside), a no-notice drill into primary from that standby (its teardown keeps the set-aside copy), the failback.
 """
 
 from __future__ import annotations
