@@ -71,7 +71,7 @@ def drill_cmd(opts: GlobalOptions, to: str | None, scenario: str, keep: bool, re
         raise UsageError("which site? pass --to SITE", hint="the stack's alternates are the usual targets")
     require_scenario(scenario)
     stack = opts.stack()
-    _refuse_the_left_site(opts, to)
+    _refuse_the_left_site(opts, to, scenario)
     state_dir = opts.state_dir
     with run_display(as_json, opts.verbose) as display:
         result = run_drill(stack, state_dir, DrillOptions(to, scenario, keep, ledger, plan_path), as_events(display))
@@ -137,14 +137,28 @@ def drills_cmd(opts: GlobalOptions, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _refuse_the_left_site(opts: GlobalOptions, to: str) -> None:
-    """A drill into the site a failover left (the old primary) is refused for now: its teardown removes what the
-    drill deployed there, and on that host it shares the PostgreSQL cluster that holds the old primary's own
-    (fenced, set-aside) copies. Fail back with `replicate --to` and `failover --to` it instead."""
+def _refuse_the_left_site(opts: GlobalOptions, to: str, scenario: str) -> None:
+    """A drill into the site a failover left (the old primary) is a rehearsal of the failback: it is drilled from the
+    standby `liferaft replicate --to` keeps there (no-notice), once that command set the old copies aside. Before
+    that (fenced, no standby yet, or only a standby record older than the move) the stack's databases on that host
+    are still the old primary's own copies, which a drill's teardown would remove; a notice drill would deploy beside
+    the standby kept there. Both are refused."""
+    from liferaft.engine.standby_state import load_standby
+
     rec = opts.active()
     fence = (rec or {}).get("fence") or {}
-    if fence.get("site") == to:
-        raise UsageError(f"a drill into {to!r}, the site the stack left by run {rec.get('run') if rec else '?'}, is "
-                         "not supported yet: its teardown would remove the PostgreSQL cluster that holds the old "
-                         "site's own copies",
-                         hint=f"move back for real: `liferaft replicate --to {to}`, then `liferaft failover --to {to}`")
+    if fence.get("site") != to:
+        return
+    left = f"{to!r}, the site the stack left by run {rec.get('run') if rec else '?'}"
+    standby = load_standby(opts.state_dir_path, opts.stack().model.name, to)
+    # `set_aside` is recorded in this move's fence only by `replicate --to` the site (liferaft.standby.fence): a
+    # standby record without it is older than the move (e.g. the one the move promoted) and holds no fresh copy.
+    if standby is None or not standby.standby_host or "set_aside" not in fence:
+        raise UsageError(f"a drill into {left}, needs a standby kept there first: its databases there are still the "
+                         "old primary's own copies, which a drill's teardown would remove",
+                         hint=f"`liferaft replicate --to {to}` (sets the old copies aside, keeps a standby of the "
+                         f"active site there), then `liferaft drill --to {to} --scenario no-notice`")
+    if scenario != "no-notice":
+        raise UsageError(f"a drill into {left}, is drilled from the standby kept there: --scenario no-notice",
+                         hint=f"`liferaft drill --to {to} --scenario no-notice` (the active site is cut off for "
+                         "the drill; the standby is set up again afterwards; the set-aside copies stay)")

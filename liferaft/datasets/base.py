@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from liferaft.stack import Stack
 
 
+TEARDOWN_KEPT = "liferaft-teardown: kept: "  # a teardown line saying what it left in place on purpose, and why
+
+
 @dataclass(frozen=True)
 class Dataset:
     """One dataset of a stack: its kind's registry name, its key in the stack file and the model's entry."""
@@ -249,7 +252,9 @@ class DatasetKind(Protocol):
         ...
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        """Shell lines run on the drill's target to remove what the kind created there."""
+        """Shell lines run on the drill's target to remove what the kind created there -- and only that: never a
+        copy `set_aside_lines` kept (a drill into an old primary kept as a standby runs these there). What a line
+        leaves in place on purpose it says as `liferaft-teardown: kept: <what, why>` (TEARDOWN_KEPT)."""
         ...
 
     def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:

@@ -17,7 +17,9 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 - verify: per table count + order-independent hash, sequences, schema; the write ledger;
 - cut (drills): the source's WAL position at the cut confirmed by the target (bounded), sequences copied, the
   subscription dropped; the source never made read-only;
-- teardown: the cluster liferaft created on the drill's target stopped and removed.
+- teardown: the cluster liferaft created on the drill's target stopped and removed -- unless it holds databases
+  that are not the stack's (the old primary's copies set aside by a failback's `replicate --to`): then only the
+  stack's databases (and roles nothing else needs) are dropped and the cluster keeps running with the others.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from liferaft.datasets._util import (
     target_host,
     target_hosts,
 )
-from liferaft.datasets.base import Dataset, LedgerVerdict, Prerequisite, Size, Verdict, Where
+from liferaft.datasets.base import TEARDOWN_KEPT, Dataset, LedgerVerdict, Prerequisite, Size, Verdict, Where
 from liferaft.datasets.pg_access import (
     MIGRATOR_ROLE,
     admin_conn,
@@ -94,6 +96,60 @@ def cluster_removal_lines(version: int) -> list[str]:
             (f"if [ -f {data}/postmaster.pid ]; then runuser -u postgres -- /usr/lib/postgresql/{v}/bin/pg_ctl "
              f"stop -D {data} -m fast -w -t 60 >/dev/null || true; fi"),
             f"rm -rf {data}", "rm -f /etc/systemd/system/liferaft-postgresql.service"]
+
+
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
+
+
+def teardown_lines(datasets: list[Dataset]) -> list[str]:
+    """Shell lines that remove what a drill made in each PostgreSQL cluster of `datasets`, decided on the host when
+    they run: a cluster holding only the stack's databases (and postgres/template0/template1) is stopped and removed
+    (`cluster_removal_lines`); one that holds any other database -- the old primary's copies set aside by
+    `replicate --to` it (`<db>_before_<run>`, see `set_aside_lines`), or anything not the stack's -- keeps running
+    with those: only the stack's databases are dropped (their subscriptions first, without reaching a publisher),
+    and the stack's roles where nothing else depends on them. A cluster whose server does not answer is removed
+    only when its data directory holds no database beyond the system ones; else it is left as it is, and said so.
+    Each kept cluster prints a `liferaft-teardown: kept ...` line. Names are validated by the stack model."""
+    lines: list[str] = []
+    for version, port in clusters(datasets):
+        mine = [ds for ds in datasets if (int(ds.spec.version), int(ds.spec.port)) == (version, port)]
+        names = sorted({str(ds.spec.name) for ds in mine})
+        roles = sorted({str(ds.spec.owner) for ds in mine} | {MIGRATOR_ROLE})
+        listed = ", ".join(f"'{n}'" for n in (*SYSTEM_DATABASES, *names))
+        data = f"/var/lib/postgresql/{version}/liferaft"
+        psql = f"/usr/lib/postgresql/{version}/bin/psql -X -q -h /var/run/postgresql -p {port}"
+        ask = (f"SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database WHERE datname NOT IN ({listed})")
+        drops: list[str] = []
+        for name in names:
+            subs = ("SELECT format('ALTER SUBSCRIPTION %I DISABLE', subname) FROM pg_subscription WHERE subdbid = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec\n"
+                    "SELECT format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', subname) FROM pg_subscription "
+                    "WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec\n"
+                    "SELECT format('DROP SUBSCRIPTION %I', subname) FROM pg_subscription WHERE subdbid = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec")
+            drops.append(f"  su postgres -s /bin/sh -c '{psql} -d {name}' >/dev/null 2>&1 <<'LIFERAFT_SQL'\n"
+                         f"{subs}\nLIFERAFT_SQL")
+        drop_sql = "".join(
+            f"SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE active AND database = "
+            f"'{n}';\nDROP DATABASE IF EXISTS \"{n}\" WITH (FORCE);\n" for n in names)
+        role_sql = "".join(f"DROP ROLE IF EXISTS \"{r}\";\n" for r in roles)
+        lines += [
+            (f"others=$(su postgres -s /bin/sh -c '{psql} -At -d postgres' 2>/dev/null <<'LIFERAFT_SQL'\n{ask};\n"
+            "LIFERAFT_SQL\n) || others='?'"),
+            (f"if [ \"$others\" = '?' ] && [ -d {data}/base ] && "
+            f"[ \"$(ls -1 {data}/base | wc -l)\" -gt 3 ]; then"),
+            (f"  echo '{TEARDOWN_KEPT}PostgreSQL {version} cluster on port {port} left as it is: its server does not "
+            "answer and it holds databases (remove it by hand when none of them is to be kept)'"),
+            "elif [ -n \"$others\" ] && [ \"$others\" != '?' ]; then",
+            *drops,
+            f"  su postgres -s /bin/sh -c '{psql} -d postgres' >/dev/null 2>&1 <<'LIFERAFT_SQL'\n{drop_sql}LIFERAFT_SQL",
+            f"  su postgres -s /bin/sh -c '{psql} -d postgres' >/dev/null 2>&1 <<'LIFERAFT_SQL'\n{role_sql}LIFERAFT_SQL",
+            (f"  echo \"{TEARDOWN_KEPT}PostgreSQL {version} cluster on port {port} (it holds $others); dropped the "
+            f"stack's database(s) {' '.join(names)}\""),
+            "else",
+            *(f"  {line}" for line in cluster_removal_lines(version)),
+            "fi"]
+    return lines
 
 
 def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
@@ -505,7 +561,7 @@ class Postgres(PostgresStandby, HostedKind):
         return out
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
-        return [line for version in sorted({v for v, _ in clusters(datasets)}) for line in cluster_removal_lines(version)]
+        return teardown_lines(datasets)
 
     def fence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return fence_lines(datasets)

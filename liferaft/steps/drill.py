@@ -3,7 +3,9 @@
 - `drill.teardown`: a guard placed right after the host allocation. Its apply records nothing but the target; its
   undo (run by the rollback just before the host is released) stops what the drill started on the target and removes
   it: the services (through their workload kind's teardown lines) and what each dataset kind created there (the
-  PostgreSQL cluster), then checks that the service no longer answers.
+  PostgreSQL cluster; or, where that cluster also holds databases not the stack's -- an old primary's set-aside
+  copies -- only the stack's databases), then checks that the service no longer answers. What a kind kept is said
+  in the `drill.torn_down` event (`kept`).
 - `drill.verify_service` (in `liferaft.steps.verify`, one implementation with `verify.service`): resolves the drill
   record until it names the target and GETs the health path there; the first healthy answer ends the RTO.
 
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from liferaft.datasets import kind_of
+from liferaft.datasets.base import TEARDOWN_KEPT as KEPT
 from liferaft.datasets.registry import by_kind, from_params
 from liferaft.engine.kinds import StepKind, register
 from liferaft.engine.plan import Step
@@ -92,11 +95,13 @@ class DrillTeardown(StepKind):
         dss = from_params(stack, step.params)
         services = [s for s in step.params.get("services", []) if s in stack.model.services]
         script = "\n".join(teardown_lines(stack, services, dss)) + "\n"
-        ssh(host, "sh -s", stdin=script, timeout=120.0, what="tear the drill target down")
+        out = ssh(host, "sh -s", stdin=script, timeout=120.0, what="tear the drill target down")
         registry.wait_stopped([w for w in registry.workloads(stack) if w.name in services], host.address)
         removed = sorted({kind_of(ds).noun for ds in dss if kind_of(ds).teardown_lines(stack, [ds])})
+        kept = [line[len(KEPT):] for line in (out or "").splitlines() if line.startswith(KEPT)]
         ctx.emit("drill.torn_down", f"{host.name} ({host.address}): services {', '.join(services) or '-'} and "
-                 f"{', '.join(removed) or 'nothing else'} stopped and removed", address=host.address)
+                 f"{', '.join(removed) or 'nothing else'} stopped and removed"
+                 + "".join(f"; kept: {k}" for k in kept), address=host.address, kept=kept)
 
 
 __all__ = ["Cut", "DrillVerifyData", "is_drill", "teardown_lines", "teardown_script"]

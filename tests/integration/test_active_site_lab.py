@@ -4,7 +4,8 @@ primary fenced when it comes back after a cold failover, and the way back (failb
 One journey, one lab: a standby kept at b; the primary cut off (aws down, host a cut); a cold failover into alt-b;
 `status` and `health` then judge against alt-b and say the old primary is not fenced yet; the primary's network
 restored; the next `health` fences it before any probe (its service stopped, its database read-only) and says so,
-and a write at a is refused.
+and a write at a is refused. Then the way back: writes at alt-b, `replicate --to primary` (the old database set
+aside), a no-notice drill into primary from that standby (its teardown keeps the set-aside copy), the failback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from liferaft.lab import example
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -136,10 +140,23 @@ def _rows(info: Any, address: str) -> dict[str, str]:
         return {str(r[0]): str(r[1]) for r in c.execute("SELECT id, md5(p::text) FROM posts p").fetchall()}
 
 
+def _table_digest(info: Any, address: str, dbname: str) -> tuple[int, str]:
+    """The posts of database `dbname` at `address`: how many, and one md5 over every row's content in id order."""
+    import psycopg
+
+    with psycopg.connect(**{**_owner_dsn(info, address), "dbname": dbname}) as c:
+        row = c.execute("SELECT count(*), md5(coalesce(string_agg(md5(p::text), '' ORDER BY id), '')) "
+                        "FROM posts p").fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
 def test_failback_keeps_the_old_primary_as_standby_then_moves_back_losing_nothing(own_lab: Any,
                                                                                   state_dir: Path) -> None:
     """After the cold failover into alt-b (previous test): writes at b; `replicate --to primary` keeps the fenced
-    old primary as b's standby (its old database set aside, not deleted) with the same lag report; `failover --to
+    old primary as b's standby (its old database set aside, not deleted) with the same lag report; a no-notice drill
+    into primary from that standby passes, and its teardown keeps the set-aside database (same rows by content), the
+    standby set up again (a notice drill there is refused); `failover --to
     primary` moves back live (write freeze under a second); every post, those written at b included, is at a by
     content hash; `status` says primary, by the failback run, and that alt-b is left read-only."""
     import hashlib
@@ -166,6 +183,40 @@ def test_failback_keeps_the_old_primary_as_standby_then_moves_back_losing_nothin
     with psycopg.connect(**{**_owner_dsn(info, a), "dbname": "postgres"}) as c:
         names = [str(x[0]) for x in c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'microblog%'")]
     assert any(n.startswith("microblog_before_") for n in names), names  # the old copy kept, set aside
+    aside = next(n for n in names if n.startswith("microblog_before_"))
+    kept_before = _table_digest(info, a, aside)
+    assert kept_before[0] > 0, kept_before
+
+    # The failback's rehearsal: a drill into the old primary, from the standby kept there (no-notice: alt-b cut off
+    # in the lab). Its teardown drops the stack's database there and keeps the cluster with the set-aside copy; the
+    # standby is set up again. A notice drill there is refused, naming this one.
+    notice = _run(lab, state_dir, "drill", "--to", "primary", "--json")
+    assert notice.returncode == 2 and "--scenario no-notice" in notice.stderr, notice.stderr[-2000:]
+    ledger = state_dir / "drill-ledger.sqlite"  # writes through the app at alt-b: the drill's RPO measured by them
+    stop_writer = threading.Event()
+    writer = threading.Thread(target=lambda: example.run_writer(
+        f"http://{b}:{info.app_port}", str(ledger), rate=10, duration=600, stop=stop_writer, timeout=2.0),
+        daemon=True)
+    writer.start()
+    t2 = time.monotonic()
+    try:
+        time.sleep(1.0)  # some writes before the cut
+        dr = _run(lab, state_dir, "drill", "--to", "primary", "--scenario", "no-notice", "--ledger", str(ledger),
+                  "--json")
+    finally:
+        stop_writer.set()
+        writer.join(30)
+    drill_s = time.monotonic() - t2
+    assert dr.returncode == 0, dr.stdout[-3000:] + dr.stderr[-4000:]
+    drilled = json.loads(dr.stdout)
+    assert drilled["passed"] and drilled["torn_down"] and drilled["data"]["ok"], drilled
+    assert drilled["target_address"] == a and drilled["ledger"]["acknowledged_before_cut"] > 0, drilled
+    torn = [line for line in dr.stderr.splitlines() if "drill.torn_down" in line or "stopped and removed" in line]
+    assert any(aside in line and "kept" in line for line in torn), torn
+    print("\n" + next(json.loads(line)["message"] for line in torn if aside in line and line.startswith("{")))
+    assert _table_digest(info, a, aside) == kept_before  # the set-aside copy: every row, by content, still there
+    doc = json.loads(_run(lab, state_dir, "status", "--json").stdout)
+    assert doc["active_site"] == "alt-b" and doc["standbys"]["primary"]["current"], doc  # the standby is back
 
     before = _rows(info, b)
     t1 = time.monotonic()
@@ -190,5 +241,10 @@ def test_failback_keeps_the_old_primary_as_standby_then_moves_back_losing_nothin
     doc = json.loads(_run(lab, state_dir, "status", "--json").stdout)
     assert doc["active_site"] == "primary" and doc["run"] == outcome["run"] and doc["mode"] == "live"
     assert doc["fence"]["site"] == "alt-b" and doc["fence"]["state"] == "read-only"
-    print(f"\nfailback: replicate --to primary {replicate_s:.1f}s, failover --to primary {failback_s:.1f}s, "
+    # alt-b, the site the failback left: its database there is still under the stack's name (nothing set aside, the
+    # standby record of the first move is older than this move): a drill there is refused until `replicate --to`
+    left = _run(lab, state_dir, "drill", "--to", "alt-b", "--scenario", "no-notice", "--json")
+    assert left.returncode == 2 and "needs a standby kept there first" in left.stderr, left.stderr[-2000:]
+    print(f"\nfailback: replicate --to primary {replicate_s:.1f}s, drill --to primary (no-notice) {drill_s:.1f}s, "
+          f"failover --to primary {failback_s:.1f}s, "
           f"write-unavailability window {freeze:.3f}s (database freeze {db_freeze:.3f}s), {len(before)} posts all at a")

@@ -96,3 +96,47 @@ def test_a_drill_into_the_site_the_stack_left_is_refused(example_stack: Path, tm
     r = _liferaft(example_stack, state, "drill", "--to", "primary")
     assert r.returncode == 2 and "the site the stack left by run R1" in r.stderr
     assert "liferaft replicate --to primary" in r.stderr
+
+
+def test_a_drill_into_the_site_the_stack_left_is_from_its_standby(example_stack: Path,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    """Once `replicate --to` the old primary keeps a standby there (its old copies set aside), a drill into it is
+    the failback's rehearsal: a notice drill is refused (exit 2) naming the no-notice one, which is let through to
+    the drill itself (which, with no lab behind the stack file, then fails on its own)."""
+    from liferaft.engine.active import record_active, update_fence
+    from liferaft.engine.standby_state import save_standby
+
+    state = tmp_path / "state"
+    record_active(state, "microblog", site="alt-b", source="primary", run="R1", mode="cold",
+                  hosts=[{"name": "b", "address": "10.213.7.12"}], source_host={"name": "a", "address": "10.0.0.1"})
+    save_standby(state, "microblog", "primary", {"standby_host": {"name": "a", "address": "10.0.0.1"},
+                                                  "source_host": {"name": "b", "address": "10.213.7.12"}})
+    # a standby record from before the move (nothing set aside since): still the old primary's own copies there
+    r = _liferaft(example_stack, state, "drill", "--to", "primary", "--scenario", "no-notice")
+    assert r.returncode == 2 and "needs a standby kept there first" in r.stderr, r.stderr
+    update_fence(state, "microblog", state="fenced", set_aside=["database microblog kept as microblog_before_r1"])
+    r = _liferaft(example_stack, state, "drill", "--to", "primary")
+    assert r.returncode == 2 and "the site the stack left by run R1" in r.stderr
+    assert "--scenario no-notice" in r.stderr and "needs a standby kept there first" not in r.stderr
+    r = _liferaft(example_stack, state, "drill", "--to", "primary", "--scenario", "no-notice", "--json")
+    assert "the site the stack left" not in r.stderr, r.stderr
+
+
+def test_postgres_teardown_keeps_a_cluster_that_holds_other_databases() -> None:
+    """The drill teardown's PostgreSQL lines decide on the host: a cluster holding only the stack's databases (and
+    the system ones) is removed; one holding others -- set-aside copies -- keeps running, only the stack's databases
+    (subscriptions first, without reaching the publisher) and roles nothing else needs dropped, and it says so."""
+    from types import SimpleNamespace
+
+    from liferaft.datasets.base import TEARDOWN_KEPT
+    from liferaft.datasets.postgres import teardown_lines
+
+    ds = [SimpleNamespace(spec=SimpleNamespace(version=15, port=5432, name="microblog", owner="microblog"))]
+    script = "\n".join(teardown_lines(ds))  # type: ignore[arg-type]
+    assert "datname NOT IN ('postgres', 'template0', 'template1', 'microblog')" in script
+    keep, remove = script.split("\nelse\n")
+    assert "rm -rf /var/lib/postgresql/15/liferaft" not in keep and "rm -rf /var/lib/postgresql/15/liferaft" in remove
+    assert 'DROP DATABASE IF EXISTS "microblog" WITH (FORCE)' in keep and "SET (slot_name = NONE)" in keep
+    assert keep.index("DROP SUBSCRIPTION") < keep.index("DROP DATABASE") and TEARDOWN_KEPT in keep
+    assert "_before_" not in script  # nothing names a set-aside copy: every database not the stack's stays
+    subprocess.run(["sh", "-n"], input=script + "\n", text=True, check=True)
