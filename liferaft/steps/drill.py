@@ -41,14 +41,10 @@ def is_drill(steps: Iterable[Any]) -> bool:
 
 # ------------------------------------------------------------------------------------------------------ teardown
 def _service_lines(stack: Any, services: list[str]) -> list[str]:
-    """The services' part of the teardown: each workload kind's own lines (the playbook kind's when no stack is at
-    hand, for `teardown_script`)."""
+    """The services' part of the teardown: each workload kind's own lines."""
     from liferaft.workloads import registry
-    from liferaft.workloads.playbook import remove_lines, stop_lines
 
     head = ["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true"]  # dataset kinds' lines use $sd too
-    if stack is None:
-        return [*head, *stop_lines(services), *remove_lines(services)]
     return [*head, *registry.teardown_lines(stack, [w for w in registry.workloads(stack) if w.name in services])]
 
 
@@ -58,17 +54,6 @@ def teardown_lines(stack: Any, services: list[str], datasets: list[Any]) -> list
     for dss in by_kind(datasets).values():
         lines += kind_of(dss[0]).teardown_lines(stack, dss)
     return [*lines, "echo torn-down"]
-
-
-def teardown_script(services: list[str], pg_version: int | None) -> str:
-    """Kept for its callers: the teardown of `services` and of the PostgreSQL cluster of `pg_version` (None: none),
-    as `DrillTeardown` composes it for a stack of those."""
-    from liferaft.datasets.postgres import cluster_removal_lines
-
-    lines = _service_lines(None, services)
-    if pg_version is not None:
-        lines += cluster_removal_lines(pg_version)
-    return "\n".join([*lines, "echo torn-down"]) + "\n"
 
 
 @register
@@ -104,4 +89,4 @@ class DrillTeardown(StepKind):
                  + "".join(f"; kept: {k}" for k in kept), address=host.address, kept=kept)
 
 
-__all__ = ["Cut", "DrillVerifyData", "is_drill", "teardown_lines", "teardown_script"]
+__all__ = ["Cut", "DrillVerifyData", "is_drill", "teardown_lines"]

@@ -15,7 +15,6 @@ from liferaft.engine.observe import Observed
 from liferaft.errors import RunFailed, UsageError
 from liferaft.failover.planner import make_plan
 from liferaft.stack import Stack, load_stack
-from liferaft.steps.drill import teardown_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,15 +98,6 @@ def test_unknown_step_kind_is_refused(stack: Stack) -> None:
                steps=(*fp.steps, Step("wipe", "source.wipe", "wipe the source", {}, ())))
     with pytest.raises(UsageError, match="safe"):
         to_drill(odd, drill_record="drill.microblog.test.", dns_provider="dnshost", zone="microblog.test.")
-
-
-def test_teardown_script_stops_services_and_postgres() -> None:
-    script = teardown_script(["web"], 15)
-    assert "start-stop-daemon --stop --pidfile /run/liferaft-web.pid" in script
-    assert "systemctl disable --now liferaft-web.service" in script
-    assert "pg_ctl stop -D /var/lib/postgresql/15/liferaft" in script
-    assert "rm -rf /var/lib/postgresql/15/liferaft" in script
-    assert "postgresql" not in teardown_script(["web"], None)
 
 
 # ------------------------------------------------------------------------------------------ no-notice (cold plan)
