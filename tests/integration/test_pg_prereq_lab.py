@@ -12,6 +12,7 @@ controller and itself, so nothing at host b may connect to it. Then:
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,11 @@ def env(own_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Env:
     wide = f"{e.info.bridge_address}/24"
     a = e.info.hosts["a"]
     assert wide in e.hba()
-    a.run(f"sed -i 's#{wide}#{e.info.bridge_address}/32#' {HBA} && su postgres -s /bin/sh -c "
+    # a `liferaft deploy` (what `lab up` runs) also admits each host the stack's other sites declare, b among them:
+    # take b's own rule away too, so that only the failover's source-access step can let it in
+    b_rule = re.escape(f"{e.info.hosts['b'].address}/32")
+    a.run(f"sed -i -e 's#{wide}#{e.info.bridge_address}/32#' -e '\\#[[:space:]]{b_rule}[[:space:]]#d' {HBA} && "
+          f"su postgres -s /bin/sh -c "
           f"'{PSQL} -X -q -h /var/run/postgresql -d postgres -c \"SELECT pg_reload_conf()\"' >/dev/null")
     assert "no pg_hba.conf entry" in e.from_b("microblog")
     return e
