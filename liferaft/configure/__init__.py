@@ -1,6 +1,12 @@
 """Configure hosts with Ansible (through ansible-runner), host keys checked and secrets off every command line."""
 
-from liferaft.configure._runner import PLAYBOOK_DIR, resolve_playbook, run_playbook, syntax_check
+from liferaft.configure._runner import (
+    PLAYBOOK_DIR,
+    ansible_events,
+    resolve_playbook,
+    run_playbook,
+    syntax_check,
+)
 from liferaft.configure._types import (
     HostStats,
     PlaybookFailed,
@@ -21,6 +27,7 @@ __all__ = [
     "PlaybookResult",
     "TargetHost",
     "TaskEvent",
+    "ansible_events",
     "clean_dead_runs",
     "host_from_dict",
     "host_to_dict",

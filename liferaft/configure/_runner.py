@@ -344,3 +344,19 @@ def syntax_check(playbook: str | os.PathLike[str], base_dir: str | os.PathLike[s
             raise ToolMissing("ansible-playbook is not installed", hint="pip install ansible-core") from e
     if cp.returncode != 0:
         raise UsageError(f"playbook {path.name}: syntax check failed: {(cp.stderr or cp.stdout).strip()[-1500:]}")
+
+
+def ansible_events(ctx: Any, *, changes: bool = True) -> Callable[[Any], None]:
+    """Ansible's progress as run events (`ansible.task.start`, ...) through `ctx.emit`: the step's observers see what
+    a playbook does. With `changes` (the default) each changed task too, with the event's fields (a deploy counts
+    them); without, task starts and failures with the host only."""
+    kinds = ("task.start", "task.failed", "unreachable") + (("task.changed",) if changes else ())
+
+    def on_event(ev: Any) -> None:
+        if ev.kind in kinds:
+            # The event's own kind and message are the emitted event's: passing them twice raised a TypeError that
+            # the observer guard swallowed, and no Ansible progress reached the user.
+            data = ({k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")} if changes
+                    else {"host": ev.host})
+            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
+    return on_event

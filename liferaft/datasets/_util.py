@@ -97,15 +97,10 @@ def allow_from(ctx: RunContext, host: Any) -> list[str]:
 def run_target_playbooks(ctx: RunContext, kind: Any, datasets: list[Any], host: Any) -> dict[str, Any]:
     """The kind's target playbooks (`target_playbooks`, with its `playbook_vars`) on `host`, one after another, as
     the `data.server` step runs them: {"duration_s", "changed"} (Ansible's changed count)."""
-    from liferaft.configure import run_playbook
+    from liferaft.configure import ansible_events, run_playbook
 
     stack = ctx.require_stack()
-
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
-            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
-
+    on_event = ansible_events(ctx)
     duration, changed = 0.0, 0
     for playbook in kind.target_playbooks(stack, datasets):
         variables, secret_vars = kind.playbook_vars(ctx, datasets, host.address)
@@ -134,25 +129,17 @@ def state_secret(ctx: RunContext, filename: str) -> str:
     return value
 
 
-def playbook_events(ctx: RunContext) -> Any:
-    """An Ansible event callback that emits task starts and failures through the run."""
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable"):
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), host=ev.host)
-    return on_event
-
-
 def deploy_standby_server(ctx: RunContext, host: TargetHost, playbook: str, variables: dict[str, Any],
                           secret_vars: dict[str, Any], what: str) -> dict[str, Any]:
     """A kind's server playbook at the standby host (prepare.yml before it when the set-up left it out: the record
     said the host was installed, but the server is gone -- a drill's teardown removed it -- or it is another host)."""
-    from liferaft.configure import run_playbook
+    from liferaft.configure import ansible_events, run_playbook
 
     prepared = any(s.params.get("playbook") == "prepare.yml" for s in ctx.plan.steps)
     playbooks = ([] if prepared else ["prepare.yml"]) + [playbook]
     ctx.emit("standby.deploy", f"deploying {what} on the standby {host.name} ({', '.join(playbooks)})", host=host.name)
     res = run_playbook(playbooks, [host], variables={"liferaft_listen_address": host.address, **variables},
-                       secret_variables=secret_vars, on_event=playbook_events(ctx),
+                       secret_variables=secret_vars, on_event=ansible_events(ctx, changes=False),
                        base_dir=ctx.require_stack().base_dir, timeout=SETUP_TIMEOUT_S, state_dir=ctx.state_dir)
     return {"deployed": True, "duration_s": round(res.duration_s, 2)}
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from liferaft.configure import host_to_dict
+from liferaft.configure import ansible_events, host_to_dict
 from liferaft.configure.remote import controller_address
 from liferaft.datasets import kind_of as dataset_kind
 from liferaft.datasets.registry import datasets
@@ -17,7 +17,7 @@ from liferaft.engine.runner import RunContext
 from liferaft.errors import CheckFailed, QuotaExceeded, RunFailed, Unreachable, UsageError
 from liferaft.workloads import Workload, kind_of, workload
 from liferaft.workloads.base import refuse_source_host
-from liferaft.workloads.playbook import ansible_events, stop_lines
+from liferaft.workloads.playbook import stop_lines
 from liferaft.workloads.probe import answers, health_url, wait_silent
 
 HOST_READY_TIMEOUT_S = 120.0

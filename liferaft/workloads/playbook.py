@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from liferaft.configure import ansible_events
 from liferaft.configure.paths import service_paths
 from liferaft.engine.plan import DEPLOY_MODE
 from liferaft.errors import RunFailed
@@ -64,17 +65,6 @@ def tree_digest(h: Any, root: Path) -> None:
         if p.is_file() and "__pycache__" not in p.parts:
             h.update(str(p.relative_to(root)).encode() + b"\0")
             h.update(hashlib.sha256(p.read_bytes()).digest())
-
-
-def ansible_events(ctx: Any) -> Any:
-    """Ansible's progress as run events (`ansible.task.start`, ...): the step's observers see what a playbook does."""
-    def on_event(ev: Any) -> None:
-        if ev.kind in ("task.start", "task.failed", "unreachable", "task.changed"):
-            # The event's own kind and message are the emitted event's: passing them twice raised a TypeError that
-            # the observer guard swallowed, and no Ansible progress reached the user.
-            data = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "message")}
-            ctx.emit(f"ansible.{ev.kind}", f"{ev.host}: {ev.task} {ev.message}".strip(), **data)
-    return on_event
 
 
 def data_host(ctx: Any) -> str | None:
