@@ -163,3 +163,33 @@ def test_status_names_what_the_failback_set_aside(example_stack: Path, tmp_path:
     text = status()
     assert "its old copies, set aside there by the failback" in text and all(k in text for k in kept), text
     assert json.loads(status("--json"))["fence"]["set_aside"] == kept
+
+
+def test_a_file_dataset_inside_a_folder_dataset_is_kept_within_the_folders_copy(tmp_path: Path) -> None:
+    """A SQLite file inside a folder dataset's tree: a copy beside it would be inside the tree the standby's push
+    (rsync --delete) makes equal to the active site's, so it is kept within the folder's copy, which holds it."""
+    from liferaft.datasets.directory import Directory
+    from liferaft.datasets.sqlite import Sqlite
+    from liferaft.stack.model import Data
+
+    app, db = tmp_path / "app", tmp_path / "app" / "data" / "notes.db"
+    db.parent.mkdir(parents=True)
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE notes(body TEXT)")
+    c.execute("INSERT INTO notes VALUES ('divergent')")
+    c.commit()
+    c.close()
+    data = Data.model_validate({"directories": {"app": {"path": str(app)}}, "sqlite": {"notes": {"path": str(db)}}})
+    stack: Any = SimpleNamespace(model=SimpleNamespace(name="s", data=data))
+    dirs = [Dataset("directory", "app", data.directories["app"])]
+    dbs = [Dataset("sqlite", "notes", data.sqlite["notes"])]
+    try:
+        out = sh(Directory().set_aside_lines(stack, dirs, "before_R1") + Sqlite().set_aside_lines(stack, dbs, "before_R1"))
+        assert out == [f"liferaft-fence: done: folder app kept as {app}.before_R1 (a copy, read-only)",
+                       f"liferaft-fence: done: sqlite file notes kept within the copy of folder app ({app}.before_R1)"]
+        kept = tmp_path / "app.before_R1" / "data" / "notes.db"
+        assert sqlite3.connect(f"file:{kept}?immutable=1", uri=True).execute("SELECT body FROM notes").fetchall() == [
+            ("divergent",)]
+        assert not (tmp_path / "app" / "data" / "notes.db.before_R1").exists()
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(tmp_path)], check=False)
