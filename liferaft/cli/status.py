@@ -83,6 +83,9 @@ def status(opts: GlobalOptions, as_json: bool) -> int:
     if fence:
         host = (fence.get("host") or {}).get("address") or "?"
         con.print(f"old site {fence.get('site')} ({host}): {fence_words(fence)}")
+        if fence.get("set_aside"):
+            con.print("  its old copies, set aside there by the failback (kept, never deleted by liferaft): "
+                      + "; ".join(str(d) for d in fence["set_aside"]))
     if not doc["standbys"]:
         con.print(f"standby: none kept from {doc['active_site']} ([dim]liferaft replicate --to SITE[/])")
     for target, sb in doc["standbys"].items():

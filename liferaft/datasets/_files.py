@@ -267,6 +267,55 @@ def fence_lines(datasets: list[Dataset], paths: Any, *, undo: bool = False) -> l
     return lines + writer_lines if undo else writer_lines + lines
 
 
+def aside_path(ds: Dataset, tag: str) -> str:
+    """Where a failback keeps the old primary's copy of a file dataset: beside it, `<path>.before_<run>`."""
+    from liferaft.datasets._util import set_aside_name
+
+    return f"{ds.spec.path}.{set_aside_name(tag)}"
+
+
+def enclosing_folder(stack: Stack, ds: Dataset) -> tuple[str, str] | None:
+    """(key, path) of another folder dataset of the stack whose tree holds `ds`'s path, the outermost; None if none."""
+    folders = getattr(getattr(getattr(stack, "model", None), "data", None), "directories", None) or {}
+    outer = [(k, str(f.path)) for k, f in folders.items()
+             if (k, "directory") != (ds.key, ds.kind) and str(ds.spec.path).startswith(str(f.path).rstrip("/") + "/")]
+    return min(outer, key=lambda kp: len(kp[1])) if outer else None
+
+
+def set_aside_lines(datasets: list[Dataset], tag: str, copy: Any, how: str,
+                    stack: Stack | None = None) -> list[str]:
+    """Shell lines that keep each file dataset of a (fenced) old primary beside it, at `aside_path`, before a
+    failback's standby copy is pushed over it (rsync --delete, or a SQLite file installed by rename, its -wal
+    removed): `copy(src, dst)` (shell) makes a complete copy at `dst`, here a temporary name renamed when complete;
+    then every write bit is taken off it. A copy, not hard links: the service writes its files in place once it
+    runs there again, and a hard-linked file would change with it. Idempotent (a copy already there is kept).
+    Not removed by a teardown (it removes the stack's paths only). A dataset inside another folder dataset's tree
+    is kept within that folder's copy (its own copy beside it would be in the tree the standby's push makes equal
+    to the active site's). Nothing is deleted."""
+    import shlex
+
+    from liferaft.datasets._util import set_aside_name
+
+    lines: list[str] = []
+    for ds in datasets:
+        p, a = shlex.quote(ds.spec.path), aside_path(ds, tag)
+        qa, qt = shlex.quote(a), shlex.quote(a + ".partial")
+        what = label(ds)
+        outer = enclosing_folder(stack, ds) if stack is not None else None
+        if outer is not None:  # a copy beside it would be inside that folder's tree, which the standby's push empties
+            key, path = outer
+            lines.append(f"echo {shlex.quote(f'liferaft-fence: done: {what} kept within the copy of folder {key} ')}"
+                         f"{shlex.quote('(' + path + '.' + set_aside_name(tag) + ')')}")
+            continue
+        lines.append(
+            f"if [ -e {qa} ]; then echo {shlex.quote(f'liferaft-fence: done: {what} kept as {a} ({how}, read-only)')}; "
+            f"elif [ ! -e {p} ]; then echo {shlex.quote(f'liferaft-fence: done: {what}: nothing at {ds.spec.path} to keep')}; "
+            f"elif rm -rf -- {qt} && {copy(p, qt)} && chmod -R a-w -- {qt} && mv -- {qt} {qa}; then "
+            f"echo {shlex.quote(f'liferaft-fence: done: {what} kept as {a} ({how}, read-only)')}; "
+            f"else rm -rf -- {qt}; echo {shlex.quote(f'liferaft-fence: failed: {what} could not be copied to {a}')}; fi")
+    return lines
+
+
 class FilesKind(NoServer, HostedKind):
     """The parts of the contract both file kinds answer alike (their datasets live on the site's compute hosts,
     need no port or playbook, and are reached over SSH with the push key). `paths(ds)`: what the fence makes
@@ -346,6 +395,15 @@ class FilesKind(NoServer, HostedKind):
 
     def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return fence_lines(datasets, self.paths, undo=True)
+
+    # how a failback keeps the old primary's copy (`set_aside_lines`): a shell command copying src to dst, and its name
+    aside_how: ClassVar[str] = "a copy"
+
+    def aside_copy(self, src: str, dst: str) -> str:
+        return f"cp -a --reflink=auto -- {src} {dst}"
+
+    def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:
+        return set_aside_lines(datasets, tag, self.aside_copy, self.aside_how, stack)
 
 
 class FilesStandby(HostedStandby):

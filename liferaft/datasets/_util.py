@@ -184,3 +184,22 @@ class HostedStandby:
 
     def standby_place(self, stack: Stack, ds: Dataset, target: str) -> str:
         return str(stack.site(target).compute)
+
+
+# ---------------------------------------------------------------------------------------------- set-aside copies
+# Where the kinds that keep their old copy as a file (a MariaDB dump, a Redis RDB) keep it on an old primary before a
+# failback's standby is made over it (`set_aside_lines`): outside every path a teardown removes (liferaft's servers'
+# data dirs, the services' `/var/lib/liferaft/<svc>` roots: a service name takes no '_').
+SET_ASIDE_ROOT = "/var/lib/liferaft/set_aside"
+
+
+def set_aside_name(tag: str) -> str:
+    """`tag` ("before_<run>") as one safe path or name component."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tag).strip(".") or "before_move"
+
+
+def set_aside_dir(stack: str, tag: str) -> str:
+    """The folder (on the old primary's host) holding a stack's set-aside files of one failback."""
+    return f"{SET_ASIDE_ROOT}/{set_aside_name(stack)}/{set_aside_name(tag)}"

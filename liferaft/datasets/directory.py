@@ -11,7 +11,9 @@ host to host with rsync and verified by a manifest of sha256 per file.
 - verify: both manifests (type, mode, owner, sha256 of every file, symlink targets, hard-link groups; never an
   mtime) compared, with the file count; as of a drill's cut, against the source's manifest taken at the cut;
 - cut (drills): the source's manifest saved, then one more incremental pass;
-- release: the push key removed at both ends; teardown: the copied tree and the key removed at the drill's target.
+- release: the push key removed at both ends; teardown: the copied tree and the key removed at the drill's target;
+- set aside (a failback's `replicate --to` the old primary, before the standby's push with --delete): the old tree
+  copied to `<path>.before_<run>` (`cp -a`, reflinked where the filesystem can; not hard links), write bits off.
 Standby: `replicate` pushes the same way to the standby host and saves the standby's manifest after each round; a
 cold failover checks the standby's tree against it.
 """

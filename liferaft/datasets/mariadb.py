@@ -15,7 +15,10 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 - verify: per table count + order-independent content hash, and the schema;
 - cut (drills): the source's GTID position at the cut waited for (bounded), then the replica stopped; the source is
   never made read-only;
-- teardown: liferaft's MariaDB instance on the drill's target stopped and removed.
+- teardown: liferaft's MariaDB instance on the drill's target stopped and removed;
+- set aside (a failback's `replicate --to` the old primary, before the standby's seed drops the database there):
+  each database dumped to `/var/lib/liferaft/set_aside/<stack>/before_<run>/mysql-<key>.sql` (0400), outside the
+  server's data dir, so no teardown removes it.
 """
 
 from __future__ import annotations
@@ -122,6 +125,41 @@ def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
                    f"then echo 'liferaft-fence: done: {what} {done}'; "
                    f"else echo 'liferaft-fence: failed: {what} did not take {'read_only = 0' if undo else 'read_only'}';"
                    " fi")]
+    return lines
+
+
+def set_aside_lines(stack: str, datasets: list[Dataset], tag: str) -> list[str]:
+    """Shell lines that keep each (fenced) database of the old primary as a dump file before a failback's standby
+    seed drops it: `mariadb-dump --single-transaction` (routines, triggers, events, binary as hex) through the
+    server's socket as root into `<set_aside_dir>/mysql-<key>.sql`, 0400, written under a temporary name and renamed
+    when complete. No USE statement in it: `mariadb <any database> < file` loads it. Idempotent (a file already
+    there is kept as it is). The dump lives outside the server's data dir, so a drill's teardown, which removes
+    liferaft's MariaDB instance, leaves it. Nothing is deleted."""
+    import shlex
+
+    from liferaft.datasets._util import set_aside_dir
+    from liferaft.datasets.mariadb_access import ROOT_CLIENT, find_socket
+
+    d = set_aside_dir(stack, tag)
+    lines: list[str] = []
+    for ds in datasets:
+        port, db = int(ds.spec.port), str(ds.spec.name)
+        f = f"{d}/mysql-{ds.key}.sql"
+        what = f"mysql database {db} ({ds.key})"
+        dump = ("$(command -v mariadb-dump || command -v mysqldump) --protocol=socket --socket=$s -u root "
+                "--single-transaction --routines --triggers --events --hex-blob --skip-dump-date")
+        lines += [find_socket(port), (
+            f"if [ -s {f} ]; then echo 'liferaft-fence: done: {what} kept as {f} (a dump, read-only)'; "
+            f"elif [ -z \"$s\" ]; then echo 'liferaft-fence: failed: {what}: no server socket on port {port} (start "
+            "the server, then run replicate again)'; "
+            f"elif [ -z \"$(echo \"SELECT 1 FROM information_schema.schemata WHERE schema_name = '{db}'\" | "
+            f"{ROOT_CLIENT} 2>/dev/null)\" ]; then echo 'liferaft-fence: done: {what} not on this server: nothing to "
+            "keep'; "
+            f"elif (umask 077 && mkdir -p {d} && {dump} {shlex.quote(db)} > {f}.partial 2>{f}.err) && chmod 0400 "
+            f"{f}.partial && mv -f {f}.partial {f} && rm -f {f}.err; then "
+            f"echo \"liferaft-fence: done: {what} kept as {f} (a dump, read-only, $(wc -c < {f}) bytes)\"; "
+            f"else echo \"liferaft-fence: failed: {what} could not be dumped to {f}: $(head -c 200 {f}.err "
+            f"2>/dev/null)\"; rm -f {f}.partial {f}.err; fi")]
     return lines
 
 
@@ -342,3 +380,6 @@ class Mariadb(MariadbStandby, HostedKind):
 
     def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return fence_lines(datasets, undo=True)
+
+    def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:
+        return set_aside_lines(stack.model.name, datasets, tag)

@@ -18,7 +18,10 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 - cut (drills): the source's offset at the cut waited for at the target (bounded), the target promoted; the source
   never frozen;
 - ephemeral (a cache): created empty at the target, never copied, never frozen, not compared;
-- teardown: the Redis servers redis.yml made on the drill's target stopped and removed.
+- teardown: the Redis servers redis.yml made on the drill's target stopped and removed;
+- set aside (a failback's `replicate --to` the old primary, before the standby's first sync replaces the data
+  there): each server's snapshot (`SAVE`) copied to `/var/lib/liferaft/set_aside/<stack>/before_<run>/redis-<key>.rdb`
+  (0400), outside the server's data dir, so no teardown removes it.
 
 RPO: 0 in a live failover (the freeze waits for the offsets to match); in a cold failover, what the standby had not
 received when the source was lost (its lag: the offset difference `replicate` reports).
@@ -66,6 +69,43 @@ def removal_lines(ports: list[int]) -> list[str]:
     return lines
 
 
+def auth(conf: str) -> str:
+    """Shell that exports REDISCLI_AUTH from the server's own config on the host (its `requirepass`, unquoted),
+    never from the controller, never on a command line."""
+    return (f"pw=$(sed -n -e 's/^requirepass \"\\(.*\\)\"$/\\1/p' -e t -e 's/^requirepass \\(.*\\)$/\\1/p' "
+            f"{conf} 2>/dev/null | sed 's/\\\\\\(.\\)/\\1/g'); if [ -n \"$pw\" ]; then export REDISCLI_AUTH=\"$pw\"; fi")
+
+
+def set_aside_lines(stack: str, datasets: list[Dataset], tag: str) -> list[str]:
+    """Shell lines that keep each (fenced) Redis server's data of the old primary as an RDB file before a failback's
+    standby replicates into it (its first full sync replaces the whole dataset): `SAVE` (a fenced server still
+    saves: it refuses writes, not snapshots; a server that is down has its last snapshot on disk), then the
+    snapshot copied to `<set_aside_dir>/redis-<key>.rdb`, 0400, under a temporary name renamed when complete. It
+    lives outside the server's data dir, so a drill's teardown leaves it; `redis-server --dir <that folder>
+    --dbfilename redis-<key>.rdb` on a spare port serves it. Idempotent. An ephemeral server (a cache) is not
+    kept. Nothing is deleted."""
+    from liferaft.datasets._util import set_aside_dir
+
+    d = set_aside_dir(stack, tag)
+    lines: list[str] = []
+    for p in sorted({int(ds.spec.port) for ds in datasets if not ds.spec.ephemeral}):
+        key = next(ds.key for ds in datasets if int(ds.spec.port) == p and not ds.spec.ephemeral)
+        conf, f, what = f"/etc/liferaft/redis-{p}.conf", f"{d}/redis-{key}.rdb", f"redis {key} (port {p})"
+        lines += [(
+            f"if [ -s {f} ]; then echo 'liferaft-fence: done: {what} kept as {f} (an RDB snapshot, read-only)'; else "
+            f"dir=$(sed -n 's/^dir  *//p' {conf} 2>/dev/null | tail -n 1); dir=${{dir:-/var/lib/liferaft/redis-{p}}}; "
+            f"rdb=$(sed -n 's/^dbfilename  *//p' {conf} 2>/dev/null | tail -n 1); rdb=${{rdb:-dump.rdb}}; "
+            f"out=$({auth(conf)}; redis-cli --no-auth-warning -h 127.0.0.1 -p {p} SAVE 2>&1); "
+            "case \"$out\" in OK|*'Connection refused'*) "
+            f"if [ ! -s \"$dir/$rdb\" ]; then echo 'liferaft-fence: done: {what}: no snapshot on disk, nothing to keep'; "
+            f"elif (umask 077 && mkdir -p {d} && cp \"$dir/$rdb\" {f}.partial) && chmod 0400 {f}.partial && "
+            f"mv -f {f}.partial {f}; then echo \"liferaft-fence: done: {what} kept as {f} (an RDB snapshot, "
+            f"read-only, $(wc -c < {f}) bytes)\"; else rm -f {f}.partial; echo 'liferaft-fence: failed: {what}: its "
+            f"snapshot could not be copied to {f}'; fi;; "
+            f"*) echo 'liferaft-fence: failed: {what}: SAVE: '\"$(echo $out | head -c 200)\";; esac; fi")]
+    return lines
+
+
 def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
     """Shell lines that make each Redis server of the datasets refuse every write (`undo`: accept them again), the
     same way the live freeze leaves a source: `min-replicas-to-write` higher than any server has replicas, so
@@ -86,8 +126,7 @@ def fence_lines(datasets: list[Dataset], *, undo: bool = False) -> list[str]:
         lines += [
             (f"if [ -f {conf} ]; then sed -i '/^{guard}$/d' {conf}; "
              + ("" if undo else f"echo '{guard}' >> {conf}; ") + "fi"),
-            (f"out=$(pw=$(sed -n -e 's/^requirepass \"\\(.*\\)\"$/\\1/p' -e t -e 's/^requirepass \\(.*\\)$/\\1/p' "
-             f"{conf} 2>/dev/null | sed 's/\\\\\\(.\\)/\\1/g'); if [ -n \"$pw\" ]; then export REDISCLI_AUTH=\"$pw\"; fi; "
+            (f"out=$({auth(conf)}; "
              f"redis-cli --no-auth-warning -h 127.0.0.1 -p {p} CONFIG SET {FREEZE_GUARD} {value} 2>&1)"),
             (f"case \"$out\" in OK) echo 'liferaft-fence: done: {what} "
              f"{'accepts writes again' if undo else 'refuses writes'}';; "
@@ -318,3 +357,6 @@ class Redis(RedisStandby, HostedKind):
 
     def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return fence_lines(datasets, undo=True)
+
+    def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:
+        return set_aside_lines(stack.model.name, datasets, tag)

@@ -12,7 +12,9 @@ SQLite's online backup API, never as a raw copy of a live file.
 - verify: `PRAGMA integrity_check` at the target, the schema, and per table the row count and an order-independent
   content hash (sha256 of every row), source vs target; as of a drill's cut, the target against the cut's
   snapshot, the source's later rows as notes;
-- release: the push key removed; teardown: the copied file and the key removed at the drill's target.
+- release: the push key removed; teardown: the copied file and the key removed at the drill's target;
+- set aside (a failback's `replicate --to` the old primary, before the standby's file is installed over it): an
+  online backup of the old file (its -wal included) at `<path>.before_<run>`, owned as it was, write bits off.
 Standby: `replicate` does the same snapshot, push and install to the standby host and records the standby's digest;
 a cold failover runs `integrity_check` there and compares the digest.
 """
@@ -224,6 +226,14 @@ class Sqlite(SqliteStandby, F.FilesKind):
     def paths(self, ds: Dataset) -> list[str]:
         """The database file and the files SQLite keeps beside it (what the fence makes read-only)."""
         return [ds.spec.path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+
+    aside_how: ClassVar[str] = "an online backup"
+
+    def aside_copy(self, src: str, dst: str) -> str:
+        """The backup API (what is still in the -wal included: a raw copy of the file alone would miss it), owned
+        as the file is."""
+        return (f"sqlite3 -bail -cmd '.timeout 20000' {src} \".backup '\"{dst}\"'\" && "
+                f"chown --reference={src} -- {dst} && chmod --reference={src} -- {dst}")
 
     def teardown_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         tag = F.tag(stack.model.name)

@@ -38,8 +38,9 @@ DONE, FAILED = "liferaft-fence: done: ", "liferaft-fence: failed: "
 def set_aside_old_copies(stack: Stack, state_dir: Path, site: str, events: Events | None = None) -> list[str]:
     """Before `replicate --to` a site the stack left (failback): once it is fenced (or read-only after a live
     failover), each dataset kind sets the old copy aside (`set_aside_lines`: PostgreSQL renames the database, still
-    read-only), once, recorded in the fence; the standby's copy is then made fresh under the stack's names. Returns
-    what was done ([] when nothing was to do)."""
+    read-only; MariaDB dumps it, Redis copies its snapshot, under /var/lib/liferaft/set_aside/; folders and SQLite
+    files are copied beside their paths), once, recorded in the fence; the standby's copy is then made fresh under
+    the stack's names. Returns what was done ([] when nothing was to do)."""
     from liferaft.configure import remote
     from liferaft.errors import RunFailed
 

@@ -9,6 +9,12 @@ with what it did. Then a write is tried at a for each kind, the way its users wr
 application's MariaDB account, a SET at Redis, a file and a row written as the files' owner (uid 1234), and the
 container is not running. The rollback of the cold failover then unfences a: each write goes through again and
 every file has its mode back.
+
+Then the failback (issue 22): a standby at alt-b again, a second cold failover with a cut off, a back with writes
+made there after the cut (a row, a key, a file, a SQLite row: what a no-notice failover leaves behind), and
+`replicate --to primary`: each kind's old copy at a is set aside first (a MariaDB dump, a Redis RDB, a copy of the
+folder and a backup of the SQLite file), holding those writes by content hash, while the standby made at a matches
+alt-b, the active site.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ START = (f"start-stop-daemon --start --quiet --oknodo --background --make-pidfil
          f"--chuid fenceapp:fenceapp --exec /usr/bin/python3 -- /srv/fence-writer.py {UPLOADS} {NOTES}")
 STOP = f"start-stop-daemon --stop --quiet --oknodo --retry 5 --pidfile {WRITER_PID} --remove-pidfile"
 AS_OWNER = "setpriv --reuid=1234 --regid=1234 --clear-groups"
+MYSQL_ROOT = "mariadb --protocol=socket --socket=/run/mysqld/liferaft-3306.sock -u root -N -B"
+ASIDE_REDIS_PORT = 6399  # a scratch server on host a, serving the set-aside RDB for the check
 
 
 @dataclass
@@ -276,3 +284,144 @@ def test_cold_failover_then_the_old_primary_comes_back_fenced_for_every_kind(env
     env.sh("a", f"{AS_OWNER} sh -c 'echo x > {UPLOADS}/after-rollback.txt'")
     print(f"\nreplicate {replicate_s:.1f}s, cold failover {failover_s:.1f}s, health with the fence {fence_s:.1f}s, "
           f"rollback with the unfence {rollback_s:.1f}s")
+
+
+def mysql_digest(env: Env, host: str, db: str) -> str:
+    """Every row of the shop's tables in `db` at `host`, read as root over the socket, hashed (order by key)."""
+    out = env.sh(host, f"for t in customers orders; do echo \"SELECT * FROM $t ORDER BY id\" | {MYSQL_ROOT} {db} | "
+                       "sha256sum; done")
+    return str(out.stdout)
+
+
+def tree_digest(env: Env, host: str, path: str) -> str:
+    """Every file of the tree by path and sha256, every symlink and its target."""
+    return str(env.sh(host, f"cd {path} && find . -type f -print0 | sort -z | xargs -0 sha256sum && "
+                            "find . -type l -printf '%p -> %l\\n' | sort").stdout)
+
+
+def sqlite_digest(env: Env, host: str, path: str) -> dict[str, Any]:
+    from liferaft.datasets._files import shell
+    from liferaft.lab.example import lab_target_host
+    from liferaft.movers.files import sqlite_digest as digest
+
+    d = digest(shell(lab_target_host(env.info, host)), path)
+    return {"schema": d["schema"], "tables": d["tables"]}
+
+
+def redis_digest(address: str, port: int, password: str | None) -> Any:
+    from liferaft.movers.redis_ import RedisConn, digests
+
+    return digests(RedisConn(address, port, 0, password))
+
+
+def test_the_failback_sets_the_old_primarys_copy_of_every_kind_aside_with_its_divergent_writes(env: Env) -> None:
+    """replicate --to alt-b, a cold failover with a cut off, a back: a row, a key, a file and a SQLite row written at
+    a after the cut. `replicate --to primary` (the failback's standby) fences a, then sets each kind's copy aside
+    before the standby's copy is made over it, and names each; every set-aside copy holds what a held (its rows,
+    keys, files by content hash, the writes after the cut among them), 0400/read-only; the standby at a then matches
+    alt-b (those writes gone from it); `status` names the copies."""
+    import pymysql
+    import redis
+
+    from liferaft.datasets._util import set_aside_name
+    from liferaft.lab import mariadb as m
+    from liferaft.lab import redis_ as lr
+
+    info, a, b = env.info, env.info.hosts["a"].address, env.info.hosts["b"].address
+    t0 = time.monotonic()
+    rep = env.cli("replicate", "--to", "alt-b", "--json")
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-4000:]
+    replicate_s = time.monotonic() - t0
+    env.lab.cut("aws", "down")
+    env.lab.cut_host("a")
+    try:
+        t1 = time.monotonic()
+        fo = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
+        assert fo.returncode == 0, fo.stdout[-3000:] + fo.stderr[-4000:]
+        failover_s = time.monotonic() - t1
+    finally:
+        env.lab.heal()
+
+    # a is back, not fenced yet: writes land there that alt-b never gets (the divergent writes of a no-notice day)
+    env.sh("a", STOP)
+    with pymysql.connect(host=a, port=m.PORT, user=m.USER, password=m.password(info), database=m.DB,
+                         connect_timeout=10, autocommit=True) as c, c.cursor() as cur:
+        cur.execute("INSERT INTO customers (name, created) VALUES ('divergent at the old primary', NOW(6))")
+    assert lr.client(info, "a").set("divergent:key", b"written at a after the cut \x00\xff")
+    env.sh("a", f"{AS_OWNER} sh -c 'echo divergent > {UPLOADS}/divergent.txt' && "
+                f"{AS_OWNER} sqlite3 {NOTES} \"INSERT INTO notes(body) VALUES ('divergent note')\"")
+    held = {"mysql": mysql_digest(env, "a", m.DB), "redis": redis_digest(a, lr.QUEUE_PORT, info.secret("redis_password")),
+            "folder": tree_digest(env, "a", UPLOADS), "sqlite": sqlite_digest(env, "a", NOTES)}
+    assert "divergent.txt" in held["folder"] and b"divergent:key" in held["redis"].keys
+
+    t2 = time.monotonic()
+    back = env.cli("replicate", "--to", "primary", "--json", timeout=900)
+    t3 = time.monotonic()
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-5000:]
+    failback_s = t3 - t2
+    assert "fence.done" in back.stderr and "fence.set_aside" in back.stderr, back.stderr[-3000:]
+    st = json.loads(env.cli("status", "--json").stdout)
+    fence, tag = st["fence"], set_aside_name("before_" + str(st["run"]))
+    folder = f"/var/lib/liferaft/set_aside/fencestack/{tag}"
+    dump, rdb = f"{folder}/mysql-{m.KEY}.sql", f"{folder}/redis-queue.rdb"
+    kept_tree, kept_db = f"{UPLOADS}.{tag}", f"{NOTES}.{tag}"
+    kept = "\n".join(fence["set_aside"])
+    for part in (f"mysql database {m.DB} ({m.KEY}) kept as {dump}", f"redis queue (port {lr.QUEUE_PORT}) kept as {rdb}",
+                 f"folder uploads kept as {kept_tree}", f"sqlite file notes kept as {kept_db}"):
+        assert part in kept, kept
+    text = env.cli("status").stdout
+    assert "set aside there by the failback" in text and dump in text and kept_tree in text, text
+
+    # every set-aside copy holds what a held, the writes after the cut included, by content
+    assert env.sh("a", f"stat -c %a {dump} {rdb}").stdout.split() == ["400", "400"]
+    env.sh("a", f"echo 'SET sql_log_bin = 0; CREATE DATABASE aside_check' | {MYSQL_ROOT} && "
+                f"{{ echo 'SET sql_log_bin = 0;'; cat {dump}; }} | {MYSQL_ROOT} aside_check")
+    try:
+        assert mysql_digest(env, "a", "aside_check") == held["mysql"]
+        assert "divergent at the old primary" in env.sh(
+            "a", f"echo 'SELECT name FROM customers' | {MYSQL_ROOT} aside_check").stdout
+    finally:
+        env.sh("a", f"echo 'SET sql_log_bin = 0; DROP DATABASE aside_check' | {MYSQL_ROOT}")
+    env.sh("a", f"rm -rf /tmp/aside-check && mkdir /tmp/aside-check && cp {rdb} /tmp/aside-check/dump.rdb && "
+                f"chown -R redis:redis /tmp/aside-check && runuser -u redis -- redis-server --port {ASIDE_REDIS_PORT} "
+                f"--bind {a} --protected-mode no --dir /tmp/aside-check --save '' --appendonly no --daemonize yes")
+    try:
+        r = redis.Redis(host=a, port=ASIDE_REDIS_PORT, socket_timeout=10)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if r.ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+        aside_keys = redis_digest(a, ASIDE_REDIS_PORT, None)
+        assert aside_keys.digest == held["redis"].digest and len(aside_keys.keys) == len(held["redis"].keys)
+        assert r.get("divergent:key") == b"written at a after the cut \x00\xff"
+    finally:
+        env.sh("a", f"redis-cli -h {a} -p {ASIDE_REDIS_PORT} shutdown nosave; rm -rf /tmp/aside-check", check=False)
+    assert tree_digest(env, "a", kept_tree) == held["folder"]
+    assert not env.sh("a", f"find {kept_tree} {kept_db} ! -type l -perm /222").stdout.strip()  # read-only
+    assert sqlite_digest(env, "a", kept_db) == held["sqlite"]
+    assert "divergent note" in env.sh("a", f"sqlite3 'file:{kept_db}?immutable=1' 'SELECT body FROM notes'").stdout
+
+    # the standby at a is alt-b's copy: the writes after the cut are not in it
+    deadline = time.monotonic() + 60
+    while mysql_digest(env, "a", m.DB) != mysql_digest(env, "b", m.DB) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert mysql_digest(env, "a", m.DB) == mysql_digest(env, "b", m.DB) != held["mysql"]
+    pw = info.secret("redis_password")
+    while redis_digest(a, lr.QUEUE_PORT, pw).digest != redis_digest(b, lr.QUEUE_PORT, pw).digest \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    at_a = redis_digest(a, lr.QUEUE_PORT, pw)
+    assert at_a.digest == redis_digest(b, lr.QUEUE_PORT, pw).digest and b"divergent:key" not in at_a.keys
+    assert tree_digest(env, "a", UPLOADS) == tree_digest(env, "b", UPLOADS) and "divergent.txt" not in \
+        tree_digest(env, "a", UPLOADS)
+    assert sqlite_digest(env, "a", NOTES) == sqlite_digest(env, "b", NOTES) != held["sqlite"]
+    ts = {e["kind"]: e["ts"] for e in map(json.loads, (ln for ln in back.stderr.splitlines() if ln.startswith("{")))
+          if e["kind"] in ("fence.started", "fence.done", "fence.set_aside")}
+    print(f"\nreplicate {replicate_s:.1f}s, cold failover {failover_s:.1f}s, failback replicate {failback_s:.1f}s "
+          f"(fence {ts['fence.done'] - ts['fence.started']:.1f}s, set aside "
+          f"{ts['fence.set_aside'] - ts['fence.done']:.1f}s, then the standby), checks {time.monotonic() - t2 - failback_s:.1f}s")
