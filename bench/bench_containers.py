@@ -4,16 +4,17 @@
 Run: python -m bench.bench_containers [--images N] [--rounds R]
      python -m bench.bench_containers --drill [--rounds R]     (as root: the lab)
 
-`--drill`: the example app's deploy in a drill, container variant vs playbook variant. Each round, for each variant
-(alternating who goes first), a fresh lab without the example (`liferaft lab up --no-example`), `liferaft deploy` of
-the variant at the primary (host a), then `liferaft drill --to alt-b` (notice, pilot-light: the service deployed at
-b from nothing): the drill run's `deploy-web` step (playbook: Ansible copies the app and writes its config; container:
-the image pulled from the alternate's registry -- mirrored first by `replicate` -- and the container run) and the
-drill's RTO. One table of medians and ratios (container / playbook).
 No root needed: it starts two `docker-registry` processes on loopback, builds N distinct images offline (the lab's
 busybox image, each with its own /www/version) and pushes them to the first. Then, alternating who goes first
 (each time into an empty target): a full mirror, and a no-change mirror (everything already there). Prints one table
 of medians and ratios (liferaft / skopeo sync; below 1 is faster). The machine is shared: compare the ratios.
+
+`--drill`: the example app's deploy in a drill, container variant vs playbook variant. Each round, for each variant
+(alternating who goes first), a fresh lab without the example (`liferaft lab up --no-example`), `liferaft deploy` of
+the variant at the primary (host a), then `liferaft drill --to alt-b` (notice, pilot-light: the service deployed at
+b from nothing): the drill run's `deploy-web` step (playbook: Ansible copies the app and writes its config; container:
+the image pulled from the alternate's registry -- mirrored there first by the function each `replicate` round
+runs -- and the container run) and the drill's RTO. One table of medians and ratios (container / playbook).
 """
 
 from __future__ import annotations
@@ -98,9 +99,13 @@ def drill_round(variant: str, work: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         _cli(stack, state, "deploy", "--yes", "--json")
         deploy_s = time.perf_counter() - t0
-        if variant == "container":
-            _cli(stack, state, "replicate", "--to", "alt-b", "--json")  # the image mirrored to b's registry
-            _cli(stack, state, "replicate", "--to", "alt-b", "--stop")
+        if variant == "container":  # the image mirrored to b's registry, as each `replicate` round does
+            from liferaft.stack import load_stack
+            from liferaft.workloads import workload
+            from liferaft.workloads.container import Container
+
+            loaded = load_stack(stack)
+            Container().mirror(loaded, workload(loaded, "web"), "primary", "alt-b")
         result = json.loads(_cli(stack, state, "drill", "--to", "alt-b", "--json"))
         steps = {s["step"]: s for s in json.loads(_cli(stack, state, "show", result["run_id"], "--json"))["steps"]}
         return {"deploy_web_s": float(steps["deploy-web"]["duration_s"]), "rto_s": float(result["rto_s"]),
@@ -109,13 +114,17 @@ def drill_round(variant: str, work: Path) -> dict[str, float]:
         lab.down()
 
 
-def drill_bench(rounds: int) -> int:
+def drill_bench(rounds: int, only: str | None = None) -> int:
     data: dict[str, list[dict[str, float]]] = {"playbook": [], "container": []}
     with tempfile.TemporaryDirectory(prefix="bench-containers-drill-") as d:
         for r in range(rounds):
             for variant in (["playbook", "container"] if r % 2 == 0 else ["container", "playbook"]):
+                if only and variant != only:
+                    continue
                 data[variant].append(drill_round(variant, Path(d)))
                 print(f"round {r + 1} {variant}: {data[variant][-1]}", flush=True)
+    if only:
+        return 0
     print(f"| the example app, median of {rounds} | container | playbook | ratio |")
     print("|---|---|---|---|")
     for key, label in (("deploy_web_s", "deploy-web step in a drill (at b, from nothing), s"),
@@ -131,9 +140,10 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--drill", action="store_true", help="the example's deploy in a drill: container vs playbook")
+    ap.add_argument("--only", choices=("container", "playbook"), help="with --drill: one variant, no table")
     args = ap.parse_args()
     if args.drill:
-        return drill_bench(args.rounds)
+        return drill_bench(args.rounds, args.only)
     with tempfile.TemporaryDirectory(prefix="bench-containers-") as d:
         work = Path(d)
         servers = {n: RegistryServer(work / "servers", "127.0.0.1", name=n).start() for n in ("src", "a", "b")}
