@@ -118,6 +118,11 @@ class Controller:
             self.proxies[name] = proxy
             self.emit("lab.step", f"{name}: {server.kind} at {server.url}, fault proxy at {proxy.url}")
 
+        # The example's container image (liferaft.lab.app_image: built once per machine) is pushed beside the rest.
+        app_image: dict[str, Any] = {}
+        app_push = threading.Thread(target=_publish_app_image, args=(work, self.servers["aws-registry"].url,
+                                                                     app_image), daemon=True)
+        app_push.start()
         image = publish_image(work, self.servers["aws-registry"].url)
         self.emit("lab.step", f"image {image['reference']} built (busybox httpd) and pushed to aws-registry")
         pdns = self.servers["dnshost"]
@@ -136,6 +141,8 @@ class Controller:
         stack_file.write_text(render_stack(self.hosts, self.proxies, f"{bridge}:{pdns.dns_port}", self.dir))
         self.state = self._state(app={"deployed": False, "reason": "deploying"})
         self.state["image"] = image
+        app_push.join()
+        self._write_container_example(stack_file, app_image)
         infra_s = round(time.monotonic() - self.t0, 2)
         self.state["timings"] = {"infrastructure_s": infra_s}
         _write_json(self.state_file, self.state)
@@ -146,6 +153,21 @@ class Controller:
         self.state["status"] = "ready"
         _write_json(self.state_file, self.state)
         self.emit("lab.ready", "lab ready", app=self.state["app"])
+
+    def _write_container_example(self, stack_file: Path, app_image: dict[str, Any]) -> None:
+        """The example's container variant beside liferaft.yaml (liferaft.lab.container_example), once its image is
+        in the primary's registry."""
+        from liferaft.lab.container_example import FILE_NAME, container_example_stack
+
+        target = stack_file.with_name(FILE_NAME)
+        target.unlink(missing_ok=True)
+        if "error" in app_image:
+            self.emit("lab.warning", f"the example's container image: {app_image['error']}"[:500])
+            return
+        self.state["app_image"] = app_image
+        target.write_text(container_example_stack(stack_file.read_text(), self.state))
+        self.emit("lab.step", f"example app image {app_image['reference']} ({'built' if app_image['built'] else 'cached'}"
+                  f") pushed to aws-registry; container variant: {target}")
 
     def _write_secrets(self, pdns_key: str) -> None:
         from liferaft.lab.servers import S3rverServer
@@ -399,5 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _publish_app_image(work: Path, registry_url: str, out: dict[str, Any]) -> None:
+    """Thread: the example's container image pushed to `registry_url`; `out` gets its reference, or the error."""
+    from liferaft.lab import app_image
+
+    try:
+        out.update(app_image.publish(work, registry_url))
+    except Exception as e:  # noqa: BLE001 - the lab runs without the container variant; status says why
+        out["error"] = f"{type(e).__name__}: {e}"
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -5,8 +5,8 @@ Two `docker-registry` processes (Debian's CNCF distribution registry, serving th
 "aws" provider (`liferaft lab cut aws` takes it down with the rest of "aws"); "registry-b" is the alternate's.
 
 No public registry is reachable, so the lab's image is built here from files this machine has: a busybox-static
-root filesystem whose httpd serves `/healthz` (the example app is Python and talks to PostgreSQL; that image would
-need a Debian root filesystem, minutes to build: a busybox httpd is the lab's first image). The image is written as
+root filesystem whose httpd serves `/healthz` (the example app's own image, Python with psycopg2 and boto3, is
+built by liferaft.lab.app_image and pushed beside it). The image is written as
 an OCI image layout with fixed timestamps, so its digest is the same on every machine with the same busybox, and
 pushed with skopeo to the primary's registry.
 """

@@ -42,6 +42,7 @@ from liferaft.engine.observe import Observed
 from liferaft.engine.plan import DEPLOY_MODE, Plan, Step, ttl_notes
 from liferaft.engine.standby_state import StandbyRecord
 from liferaft.planner.tiers import standby_tier, tier_note, warm_current, warm_services
+from liferaft.stack.model import service_order
 from liferaft.steps.data import (
     DataPrepare,
     DataRelease,
@@ -206,8 +207,13 @@ class _Builder:
                 for c in tls_steps(self.stack, self.target, after=after, hosts_from="allocate")}
 
     def services(self, step_of: Callable[[str], tuple[str, str, str, dict[str, Any]]], deps: tuple[str, ...], certs: dict[str, str]) -> list[str]:
-        """One step per service, in name order: `step_of(svc)` gives its (id, kind, title, params)."""
-        return [self.add(*step_of(svc), *deps, *([certs[svc]] if svc in certs else [])) for svc in sorted(self.m.services)]
+        """One step per service, each after the steps of the services it `depends_on` (`service_order`: ties by
+        name): `step_of(svc)` gives its (id, kind, title, params)."""
+        ids: dict[str, str] = {}
+        for svc in service_order(self.m.services):
+            needs = [ids[d] for d in self.m.services[svc].depends_on if d in ids]
+            ids[svc] = self.add(*step_of(svc), *deps, *([certs[svc]] if svc in certs else []), *needs)
+        return list(ids.values())
 
     def deploy(self, svc: str, where: str = "") -> tuple[str, str, str, dict[str, Any]]:
         return (f"deploy-{svc}", DeployService.name, f"deploy service {svc} ({self.m.services[svc].runs}){where}",

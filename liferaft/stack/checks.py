@@ -8,7 +8,7 @@ from typing import Any
 
 from liferaft.errors import Problem
 from liferaft.stack._files import real_path
-from liferaft.stack.model import StackModel, provider_capabilities
+from liferaft.stack.model import StackModel, dependency_problems, provider_capabilities
 
 Loc = tuple[str | int, ...]
 
@@ -178,6 +178,9 @@ def cross_checks(m: StackModel, path: Path, positions: dict[Loc, tuple[int, int]
         if svc.health and svc.ports and svc.health.port not in svc.ports:
             yield problem(("services", name, "health", "port"), "the health check port is not one of the service's "
                                                                 "ports", "warning")
+
+    for svc_name, index, message in dependency_problems(m.services):
+        yield problem(("services", svc_name, "depends_on", *([] if index is None else [index])), message)
 
     for site_name, site_cfg in m.sites.items():
         reg = site_cfg.registry

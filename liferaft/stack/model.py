@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -392,6 +393,9 @@ class Service(_Model):
     # when deployed, given to the playbook only in its secret variables (`liferaft_secrets.service`).
     secrets: dict[EnvName, SecretRef] = {}
     tls: TlsSettings | None = None  # the service answers HTTPS: how it gets its certificate at a new site
+    # Services of the stack (on the same host) this one needs running first: deployed and started after them,
+    # stopped and removed before them (`service_order`).
+    depends_on: list[Name] = []
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> Service:
@@ -560,3 +564,62 @@ class StackModel(_Model):
     health: HealthSettings = HealthSettings()
     drill: DrillSettings = DrillSettings()
     dependencies: Dependencies = Dependencies()
+
+
+# --------------------------------------------------------------------------------------------- service order
+def dependency_problems(services: dict[str, Service]) -> list[tuple[str, int | None, str]]:
+    """What is wrong with the services' `depends_on`: (service, index in its depends_on or None, message) for a
+    service it names that the stack does not have, itself, and each cycle (named once, at its first service)."""
+    out: list[tuple[str, int | None, str]] = []
+    for name, svc in services.items():
+        for i, dep in enumerate(svc.depends_on):
+            if dep == name:
+                out.append((name, i, f"service {name!r} depends on itself"))
+            elif dep not in services:
+                out.append((name, i, (f"service {name!r} depends on {dep!r}, which is not a service of the stack "
+                                     f"(services: {', '.join(sorted(services)) or '(none)'})")))
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    seen_cycles: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in services[name].depends_on:
+            if dep == name or dep not in services:
+                continue
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep]
+                if frozenset(cycle) not in seen_cycles:
+                    seen_cycles.add(frozenset(cycle))
+                    out.append((cycle[0], None, "services depend on each other in a cycle: " + " -> ".join(cycle)))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[name] = 2
+
+    for name in sorted(services):
+        if name not in state:
+            visit(name, [name])
+    return out
+
+
+def service_order(services: Mapping[str, Any]) -> list[str]:
+    """The services in the order they are deployed and started: each after the services it `depends_on`, ties by
+    name. Stop, fence and teardown go in the reverse order. Unknown names and cycles are ignored here (validation
+    refuses them, `dependency_problems`): a service in a cycle comes in name order."""
+    order: list[str] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed or name in visiting:
+            return
+        visiting.add(name)
+        for dep in sorted(getattr(services[name], "depends_on", None) or []):
+            if dep in services:
+                place(dep)
+        visiting.discard(name)
+        placed.add(name)
+        order.append(name)
+
+    for name in sorted(services):
+        place(name)
+    return order

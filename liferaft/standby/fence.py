@@ -25,7 +25,7 @@ from liferaft.errors import LiferaftError
 from liferaft.events import Events, as_events
 from liferaft.movers.bounded import tcp_answers
 from liferaft.workloads.base import kind_of as workload_kind
-from liferaft.workloads.registry import workloads
+from liferaft.workloads.registry import stop_order, workloads
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
@@ -67,7 +67,7 @@ def set_aside_old_copies(stack: Stack, state_dir: Path, site: str, events: Event
         return []
     stop: list[str] = []  # a live failover left the old services running on a read-only database: stopped first
     wl_by_kind: dict[str, list[Any]] = {}
-    for wl in workloads(stack):
+    for wl in stop_order(workloads(stack)):
         wl_by_kind.setdefault(wl.kind, []).append(wl)
     for group in wl_by_kind.values():
         fn = getattr(workload_kind(group[0]), "fence_lines", None)
@@ -90,10 +90,13 @@ def fence_script(stack: Stack, *, undo: bool = False) -> str:
     `undo` (a rollback makes the old site the active one again): every kind's `unfence_lines`, data first."""
     method = "unfence_lines" if undo else "fence_lines"
     service_lines: list[str] = []
-    by_kind: dict[str, list[Any]] = {}
-    for wl in workloads(stack):
-        by_kind.setdefault(wl.kind, []).append(wl)
-    for group in by_kind.values():
+    groups: list[list[Any]] = []  # consecutive services of one kind; fenced dependents first, started after deps
+    for wl in workloads(stack) if undo else stop_order(workloads(stack)):
+        if groups and groups[-1][0].kind == wl.kind:
+            groups[-1].append(wl)
+        else:
+            groups.append([wl])
+    for group in groups:
         fn = getattr(workload_kind(group[0]), method, None)
         service_lines += fn(stack, group) if fn else []
     data_lines: list[str] = []

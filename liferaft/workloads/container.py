@@ -20,6 +20,8 @@ On the host (how stop and teardown find things):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets as _secrets
 import shlex
 import time
@@ -53,7 +55,8 @@ def volume_name(service: str, name: str) -> str:
 
 def files(service: str) -> dict[str, str]:
     etc = service_paths(service).etc
-    return {"etc": etc, "env": f"{etc}/env", "auth": f"{etc}/auth.json", "images": f"{etc}/images"}
+    return {"etc": etc, "env": f"{etc}/env", "auth": f"{etc}/auth.json", "images": f"{etc}/images",
+            "standby": f"{etc}/standby-digest"}
 
 
 def site_registry(stack: Stack, site: str) -> Registry:
@@ -173,6 +176,13 @@ class Container:
         return Image.parse(str(wl.spec.image))
 
     def deploy(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
+        return self._deploy(ctx, wl, host)
+
+    def _deploy(self, ctx: RunContext, wl: Workload, host: TargetHost, *, stopped_at: str | None = None
+                ) -> dict[str, Any]:
+        """Pull the image from the target's registry, write the env file, (re)create the container and start it,
+        then wait for its health check. `stopped_at` (the warm tier): the container is created, not started, and
+        the host marked with that digest."""
         from liferaft.configure import remote
 
         t0 = time.monotonic()
@@ -198,29 +208,91 @@ class Container:
         auth_text = registry.auth_json()
         auth = f" --authfile {f['auth']}" if auth_text else ""
         vols = [v.split(":", 1) for v in spec.volumes]
-        run = ["podman", "run", "-d", "--name", cname, "--network", "host", "--env-file", f["env"],
+        run = ["podman", "create" if stopped_at else "run", *([] if stopped_at else ["-d"]), "--name", cname,
+               "--network", "host", "--env-file", f["env"],
                "--label", f"liferaft.service={svc}", "--label", f"liferaft.image={image}",
                *[a for name, path in vols for a in ("-v", f"{volume_name(svc, name)}:{path}")], ref, *spec.command]
         script = ["set -eu", "command -v podman >/dev/null || { echo 'podman is not installed' >&2; exit 3; }",
-                  f"install -d -m 0700 {f['etc']}", *_heredoc(f["env"], env_file(env) or "\n"),
+                  f"install -d -m 0700 {f['etc']}", f"rm -f {f['standby']}",
+                  *_heredoc(f["env"], env_file(env) or "\n"),
                   *(_heredoc(f["auth"], auth_text) if auth_text else [f"rm -f {f['auth']}"]),
                   f"podman pull -q{tls}{auth} {shlex.quote(ref)} >/dev/null",
                   f"grep -qxF {shlex.quote(ref)} {f['images']} 2>/dev/null || echo {shlex.quote(ref)} >> {f['images']}",
                   f"podman rm -f -i -t 10 {cname} >/dev/null",
                   *[f"podman volume exists {volume_name(svc, name)} || podman volume create --label "
                     f"liferaft.service={svc} {volume_name(svc, name)} >/dev/null" for name, _ in vols],
-                  " ".join(shlex.quote(a) for a in run) + " >/dev/null"]
+                  " ".join(shlex.quote(a) for a in run) + " >/dev/null",
+                  *([f"printf '%s\\n' {shlex.quote(stopped_at)} > {f['standby']}"] if stopped_at else [])]
         remote.ssh(host, "sh -s", stdin="\n".join(script) + "\n", timeout=PULL_TIMEOUT_S,
-                   what=f"run container {svc}")
+                   what=f"{'create' if stopped_at else 'run'} container {svc}")
         t1 = time.monotonic()
         health = self.health(wl)
-        if health is not None:
+        if health is not None and not stopped_at:
             http_check(host.address, health, timeout=START_TIMEOUT_S)
-        ctx.emit("service.container", f"{svc}: {registry.host}/{registry.repository(image)}@{digest} runs on "
-                 f"{host.name}", service=svc, digest=digest, registry=registry.host)
+        ctx.emit("service.container", f"{svc}: {registry.host}/{registry.repository(image)}@{digest} "
+                 f"{'created (stopped)' if stopped_at else 'runs'} on {host.name}", service=svc, digest=digest,
+                 registry=registry.host)
         return {"host": host.name, "image": str(image), "digest": digest, "registry": registry.host,
                 "vendor": registry.vendor, "pull_run_s": round(t1 - t0, 2),
-                "duration_s": round(time.monotonic() - t0, 2)}
+                "duration_s": round(time.monotonic() - t0, 2),
+                **({"state": "stopped", "standby_digest": stopped_at} if stopped_at else {})}
+
+    # --------------------------------------------------------------------------------------------- warm tier
+    def digest(self, stack: Stack, wl: Workload, site: str) -> str:
+        """sha256 of what deploy uses at `site`: the service's entry (the image reference, pinned by digest or a
+        tag; secret references, not values), the site's registry and the entries of its databases and buckets."""
+        h = hashlib.sha256(b"liferaft-warm-container-1\0")
+        spec = stack.model.services[wl.name]
+        h.update(json.dumps({"kind": self.name, "service": wl.name, "spec": spec.model_dump(mode="json"),
+                             "site": stack.site(site).model_dump(mode="json", exclude={"standby"}),
+                             "databases": {k: stack.model.data.databases[k].model_dump(mode="json")
+                                           for k in spec.databases if k in stack.model.data.databases},
+                             "buckets": {k: stack.model.data.buckets[k].model_dump(mode="json")
+                                         for k in spec.buckets if k in stack.model.data.buckets}},
+                            sort_keys=True).encode())
+        return h.hexdigest()[:32]
+
+    def deploy_stopped(self, ctx: RunContext, wl: Workload, host: TargetHost, digest: str) -> dict[str, Any]:
+        """Warm standby: the image mirrored to the target's registry when it lacks it (as `replicate` does), pulled
+        there, and the container created but not started (nothing answers); the host marked with `digest`."""
+        from liferaft.workloads.base import refuse_source_host
+
+        refuse_source_host(ctx, host.address)
+        stack = ctx.require_stack()
+        if ctx.plan.source != ctx.plan.target and site_registry(stack, ctx.plan.target).digest(
+                self.image(wl)) is None:
+            self.mirror(stack, wl, ctx.plan.source, ctx.plan.target)
+        out = self._deploy(ctx, wl, host, stopped_at=digest)
+        url = self.health_url(wl, host.address)
+        if url is not None:
+            from liferaft.workloads.probe import wait_silent
+
+            wait_silent(url, timeout=SILENT_TIMEOUT_S)
+        return out
+
+    def deployed_digest(self, wl: Workload, host: TargetHost) -> str | None:
+        from liferaft.configure import remote
+
+        f, c = files(wl.name), container_name(wl.name)
+        # The marker counts only while the container it was written for is there.
+        out = remote.ssh(host, f"if command -v podman >/dev/null 2>&1 && podman container exists {c}; then "
+                         f"cat {f['standby']} 2>/dev/null; fi; true", timeout=30.0,
+                         what=f"read container {wl.name}'s standby marker")
+        text = (out or "").strip()
+        return text or None
+
+    def start(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
+        """Start the container `deploy_stopped` created (no pull, no create), and return once it is healthy."""
+        from liferaft.configure import remote
+
+        t0 = time.monotonic()
+        remote.ssh(host, f"podman start {container_name(wl.name)} >/dev/null", timeout=START_TIMEOUT_S,
+                   what=f"start container {wl.name}")
+        t1 = time.monotonic()
+        health = self.health(wl)
+        healthy_at = http_check(host.address, health, timeout=START_TIMEOUT_S) if health is not None else None
+        return {"host": host.name, "state": "started", "healthy_at": healthy_at, "start_s": round(t1 - t0, 3),
+                "healthy_s": round(time.monotonic() - t1, 3)}
 
     # ------------------------------------------------------------------------------------------ the mirror
     def mirror(self, stack: Stack, wl: Workload, source: str, target: str) -> dict[str, Any]:

@@ -16,9 +16,28 @@ register_kind(Container)
 
 
 def workloads(stack: Stack) -> list[Workload]:
-    """Every service of the stack as a workload, in a stable order."""
-    return [Workload(kind.name, name, spec) for kind in _REGISTRY.values()
-            for name, spec in sorted(kind.entries(stack.model).items())]
+    """Every service of the stack as a workload, in the order they start: each after the services it `depends_on`
+    (`liferaft.stack.model.service_order`), ties by name. Stopping goes in the reverse order (`teardown_lines`)."""
+    from liferaft.stack.model import service_order
+
+    found = {name: Workload(kind.name, name, spec) for kind in _REGISTRY.values()
+             for name, spec in sorted(kind.entries(stack.model).items())}
+    order = service_order(stack.model.services)
+    return [found[n] for n in order if n in found] + [w for n, w in found.items() if n not in order]
+
+
+def stop_order(wls: list[Workload]) -> list[Workload]:
+    """`wls` in the order they stop: the reverse of the order they start (dependents before what they depend on)."""
+    start = {name: i for i, name in enumerate(w.name for w in _start_order(wls))}
+    return sorted(wls, key=lambda w: -start[w.name])
+
+
+def _start_order(wls: list[Workload]) -> list[Workload]:
+    from liferaft.stack.model import service_order
+
+    specs = {w.name: w.spec for w in wls if w.spec is not None}
+    order = service_order(specs)
+    return [w for n in order for w in wls if w.name == n] + [w for w in wls if w.name not in specs]
 
 
 def workload(stack: Stack, name: str) -> Workload:
@@ -33,13 +52,17 @@ def workload(stack: Stack, name: str) -> Workload:
 
 
 def teardown_lines(stack: Stack, wls: list[Workload]) -> list[str]:
-    """The shell lines that remove these workloads from a drill's target, each kind's for its own (in order)."""
+    """The shell lines that remove these workloads from a drill's target, each kind's for its own, dependents first."""
     from liferaft.workloads.base import kind_of
 
-    by_kind: dict[str, list[Workload]] = {}
-    for wl in wls:
-        by_kind.setdefault(wl.kind, []).append(wl)
-    return [line for group in by_kind.values() for line in kind_of(group[0]).teardown_lines(stack, group)]
+    # Dependents first (the reverse of the start order); consecutive workloads of one kind in one call.
+    groups: list[list[Workload]] = []
+    for wl in stop_order(wls):
+        if groups and groups[-1][0].kind == wl.kind:
+            groups[-1].append(wl)
+        else:
+            groups.append([wl])
+    return [line for group in groups for line in kind_of(group[0]).teardown_lines(stack, group)]
 
 
 def wait_stopped(wls: list[Workload], address: str, timeout: float = 15.0) -> None:

@@ -3,7 +3,11 @@ primary vendor's registry behind the "aws" fault proxy and the alternate's regis
 offline. A container service's failover stops before DNS, naming the image, while the alternate's registry lacks it;
 `replicate` mirrors it by digest (lag 0); a no-notice cold failover with "aws" (its registry too) cut pulls the
 alternate's copy and serves by DNS; rollback and a drill's teardown leave no container, image or file on the target.
-One lab (without the example app) for the module.
+The example app's container variant (the `liferaft.containers.yaml` `lab up` writes: the microblog image built
+offline, a `status` sidecar that depends on it, alt-b a warm standby) goes through `deploy`, `replicate` (images
+mirrored, containers created and stopped at b), a no-notice `drill`, and a no-notice cold failover with the primary's
+registry cut, serving from b by DNS with every post intact (counted and content-hashed).
+One lab (without the playbook example app) for the module.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,10 +42,11 @@ def clab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         the_lab.down()
 
 
-def cli(stack_file: Path, state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(stack_file: Path, state: Path, *args: str, timeout: float = 300,
+        **env: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir", str(state), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=dict(os.environ),
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
 def registries(lab: Any) -> tuple[Any, Any, Any]:
@@ -198,3 +204,127 @@ def test_a_container_service_fails_over_from_the_alternates_registry_and_leaves_
     for f in state.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f
+
+
+def posts_digest(info: Any, address: str) -> tuple[int, str]:
+    """(count, md5 of every post row as text in id order) of the example database at `address`."""
+    import psycopg
+
+    from tests.lab_checks import owner_dsn
+
+    with psycopg.connect(**owner_dsn(info, address), connect_timeout=5) as c:
+        row = c.execute("SELECT count(*), md5(coalesce(string_agg(p::text, '|' ORDER BY p.id), '')) "
+                        "FROM posts p").fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def images_digest(url: str, keys: list[str]) -> dict[str, str]:
+    """sha256 of each image as the app at `url` serves it."""
+    import hashlib
+    import urllib.request
+
+    out = {}
+    for key in keys:
+        with urllib.request.urlopen(f"{url}/images/{key.removeprefix('images/')}", timeout=10) as r:
+            out[key] = hashlib.sha256(r.read()).hexdigest()
+    return out
+
+
+def test_the_example_container_variant_deploys_replicates_drills_and_fails_over_with_the_registry_cut(
+        clab: Any, tmp_path: Path) -> None:
+    import psycopg
+
+    from liferaft.lab.example import seed
+    from tests.lab_checks import owner_dsn
+
+    info = clab.info
+    a, b = info.hosts["a"], info.hosts["b"]
+    lab_state = clab.read_state()
+    app_image = lab_state["app_image"]
+    _primary, alternate, status_image = registries(clab)
+    from liferaft.providers.registry_oci import Image
+
+    app = Image.parse(app_image["reference"])
+    stack_file = info.stack_file.with_name("liferaft.containers.yaml")
+    assert f"image: {app_image['reference']}" in stack_file.read_text()
+    state = tmp_path / "state"
+
+    took: dict[str, float] = {}
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        t0 = time.monotonic()
+        out = cli(stack_file, state, *args, timeout=600, **env)
+        took[args[0]] = took.get(args[0], 0.0) + round(time.monotonic() - t0, 1)
+        assert out.returncode == 0, f"{args}: " + out.stdout[-3000:] + out.stderr[-3000:]
+        return out
+
+    def show(run_id: str) -> dict[str, Any]:
+        return {s["step"]: s for s in json.loads(run("show", run_id, "--json").stdout)["steps"]}
+
+    run("validate", "--check-secrets")
+
+    # deploy at the primary (host a): database, bucket, then web, then status (it depends on web)
+    deployed = json.loads(run("deploy", "--yes", "--json").stdout)
+    steps = show(deployed.get("run") or deployed.get("run_id") or "last")
+    assert steps["deploy-web"]["result"]["digest"] == app.digest
+    assert steps["deploy-status"]["result"]["digest"] == status_image.digest
+    assert steps["deploy-status"]["finished"] >= steps["deploy-web"]["finished"]
+    assert a.run("wget -qO- http://127.0.0.1:8080/healthz").stdout.strip()
+    assert sorted(a.run("podman ps --format '{{.Names}}'").stdout.split()) == ["liferaft-status", "liferaft-web"]
+    report = seed(f"http://{a.address}:8080", posts=150, images=4, max_image_bytes=64 * 1024)
+    assert report.to_dict()
+    before = posts_digest(info, a.address)
+    assert before[0] == 150
+    with psycopg.connect(**owner_dsn(info, a.address), connect_timeout=5) as c:
+        keys = [r[0] for r in c.execute("SELECT image_key FROM posts WHERE image_key IS NOT NULL ORDER BY id")]
+    assert keys
+    images = images_digest(f"http://{a.address}:8080", keys)
+
+    # replicate: the database and bucket kept at b, both images mirrored by digest, both containers created and
+    # stopped at b (warm tier): nothing answers there
+    # (a generous source timeout: the standby pulls and unpacks the image while the bucket is compared, on a shared
+    # 2-core machine)
+    rep = json.loads(run("replicate", "--to", "alt-b", "--source-timeout", "30", "--json").stdout)
+    assert {k: (v["digest"], v["lag_images"]) for k, v in rep["images"].items()} == {
+        "web": (app.digest, 0), "status": (status_image.digest, 0)}
+    assert alternate.digest(app) == app.digest
+    assert {k: v["state"] for k, v in rep["services"].items()} == {"web": "stopped", "status": "stopped"}
+    created = b.run("podman ps -a --format '{{.Names}} {{.State}}'").stdout.split("\n")
+    assert sorted(line.split()[0] for line in created if line) == ["liferaft-status", "liferaft-web"]
+    assert b.run("podman ps -q").stdout == ""  # created, not running
+    assert b.run("wget -qO- -T 2 http://127.0.0.1:8080/healthz 2>&1 || true").stdout.strip() != "ok"
+
+    # a no-notice drill into b starts the kept containers (no deploy), checks the data, tears down, heals
+    t0 = time.monotonic()
+    drill = cli(stack_file, state, "drill", "--to", "alt-b", "--scenario", "no-notice", "--report",
+                str(tmp_path / "reports"), "--json", timeout=900)
+    took["drill"] = round(time.monotonic() - t0, 1)
+    result = json.loads(drill.stdout)
+    assert drill.returncode in (0, 1) and result["error"] is None and result["data"]["ok"], drill.stderr[-3000:]
+    assert result["tier"] == "warm" and result["torn_down"]
+    kinds = {k: v["kind"] for k, v in show(result["run_id"]).items()}
+    assert kinds["start-web"] == kinds["start-status"] == "service.start" and "service.deploy" not in kinds.values()
+    assert www(clab) == [a.address]
+
+    # the standby made warm again, then no notice: "aws" (its registry too) down and host a cut off
+    rep = json.loads(run("replicate", "--to", "alt-b", "--source-timeout", "30", "--json").stdout)
+    assert {k: v["state"] for k, v in rep["services"].items()} == {"web": "stopped", "status": "stopped"}
+    clab.cut("aws", "down")
+    clab.cut_host("a")
+    try:
+        out = json.loads(run("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json",
+                             LIFERAFT_SOURCE_TIMEOUT="2").stdout)
+        steps = show(out["run"])
+        assert steps["start-web"]["result"]["deployed"] is False and steps["start-status"]["result"]["deployed"] is False
+        assert steps["start-status"]["finished"] >= steps["start-web"]["finished"]
+        assert www(clab) == [b.address]
+        fqdn_url = f"http://{www(clab)[0]}:8080"
+        assert posts_digest(info, b.address) == before
+        assert images_digest(fqdn_url, keys) == images
+        running = sorted(b.run("podman ps --format '{{.Names}} {{.Image}}'").stdout.split("\n"))
+        assert f"liferaft-web {alternate.pull_ref(app)}" in running
+        print(f"\ncontainer variant: seconds per command {took}; drill RTO {result['rto_s']} s; failover "
+              f"start-web {steps['start-web']['duration_s']} s")
+    finally:
+        clab.heal()
