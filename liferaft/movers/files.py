@@ -140,7 +140,7 @@ else:
             failed = True
     if failed:
         sys.exit(1)
-json.dump({"entries": entries}, sys.stdout, separators=(",", ":"))
+sys.stdout.write(json.dumps({"entries": entries}, separators=(",", ":")))  # dumps: the C encoder (dump streams through the Python one, ~1 s per 50,000 entries)
 """
 
 _SIZE_PY = r"""
