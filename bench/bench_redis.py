@@ -4,9 +4,10 @@ replication protocol) + a new redis-server loading it.
 
 Run: python -m bench.bench_redis [--keys 1000000] [--rounds 3] [--write]
 Local servers on loopback (Debian's redis-server 7.0), no lab needed; not in CI. The source holds `--keys` keys:
-90 % strings of 100 bytes (DEBUG POPULATE), the rest hashes of 10 fields. Each round: an empty target replicates
-the source and liferaft's digest compares both; then the peer dumps the RDB and a fresh server loads it. Medians of
-`--rounds`, alternating who goes first. `--write` replaces the section of bench/RESULTS.md between its markers.
+90 % strings of 100 bytes (DEBUG POPULATE), the rest hashes of 10 fields. Each round: an empty target (with save
+points, as redis.yml's servers have) replicates the source (seed: until its link is up and the sync over; durable:
+until the BGSAVE liferaft starts after a diskless load is over) and liferaft's digest compares both ends side by
+side; the peer dumps the RDB and a fresh server loads it. Medians of `--rounds`, alternating who goes first. `--write` replaces the section of bench/RESULTS.md between its markers.
 """
 
 from __future__ import annotations
