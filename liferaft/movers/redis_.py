@@ -163,14 +163,51 @@ def replicate(replica: RedisConn, master: RedisConn, *, key: str | None = None) 
 
     def go(c: Any) -> None:
         c.config_set("masterauth", master.password or "")
+        if config_value(c, "repl-diskless-load") == "disabled":
+            # Load the master's RDB from the socket as it arrives instead of writing it to disk first and loading
+            # it after: the transfer and the load overlap (1M keys here: 2.3-3.0 s instead of 3.5-5.1 s). Only
+            # into an empty database ("completely safe" in Redis's words; else the server loads from disk as
+            # before); `persist_after_sync` writes the RDB the disk path would have left. swapdb, if the operator
+            # chose it, is kept.
+            c.config_set("repl-diskless-load", "on-empty-db")
         c.replicaof(master.host, master.port)
     call(replica, go, key=key)
     return True
 
 
+def config_value(c: Any, name: str) -> str:
+    got = c.config_get(name)
+    v = got.get(name.encode(), got.get(name, b""))
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def persist_after_sync(replica: RedisConn, *, key: str | None = None) -> bool:
+    """Start a BGSAVE at a replica that persists (`save` points set) and holds changes not on disk: after a
+    diskless load (`repl-diskless-load on-empty-db`) its data is in memory only, where a disk load leaves the
+    received RDB as its dump file. Not waited for (a fork writes it while the replica serves and streams).
+    True when one was started."""
+    def go(c: Any) -> bool:
+        if not config_value(c, "save").strip():
+            return False
+        p = c.info("persistence")
+        if int(p.get("rdb_changes_since_last_save") or 0) == 0 or int(p.get("rdb_bgsave_in_progress") or 0):
+            return False
+        import redis
+
+        try:
+            c.bgsave()
+        except redis.ResponseError as e:  # a save already running (an AOF rewrite): that one persists it
+            if "in progress" not in str(e):
+                raise
+            return False
+        return True
+    return bool(call(replica, go, key=key))
+
+
 def wait_synced(replica: RedisConn, master: RedisConn, timeout: float, *, key: str | None = None,
                 progress: Progress | None = None) -> float:
-    """Wait until the replica's link to its master is up and its full sync is over; seconds waited."""
+    """Wait until the replica's link to its master is up and its full sync is over (then start the save a
+    diskless load leaves to do: `persist_after_sync`); seconds waited."""
     t0 = time.monotonic()
     last = 0.0
     while True:
@@ -179,7 +216,9 @@ def wait_synced(replica: RedisConn, master: RedisConn, timeout: float, *, key: s
             raise RunFailed(f"{replica.where}: no longer replicates {master.host}:{master.port} (role "
                             f"{rep.get('role')})")
         if rep.get("master_link_status") == "up" and not int(rep.get("master_sync_in_progress") or 0):
-            return time.monotonic() - t0
+            seconds = time.monotonic() - t0
+            persist_after_sync(replica, key=key)
+            return seconds
         if time.monotonic() - t0 > timeout:
             raise RunFailed(f"{replica.where}: the initial sync from {master.host}:{master.port} did not finish in "
                             f"{timeout:g} s (link {rep.get('master_link_status')}, last I/O "

@@ -77,6 +77,31 @@ def test_the_manifest_sees_content_modes_links_and_hard_links_never_mtimes(tmp_p
         files.manifest(local, str(tmp_path / "nothere"))
 
 
+def test_the_manifest_hashes_many_files_in_several_processes_and_catches_a_changed_byte(tmp_path: Path) -> None:
+    """Past 256 files the script hashes in forked processes (shares balanced by bytes): every file's sha256 is the
+    one hashlib computes here, whichever process read it, odd names included; one changed byte is named."""
+    import hashlib
+
+    root = tmp_path / "many"
+    want: dict[str, str] = {}
+    for i in range(700):
+        p = root / f"d{i % 7}" / (f"f{i}" if i % 100 else f"odd\nname {i}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(i * 53 if i != 5 else 3 << 20)
+        p.write_bytes(data)
+        want[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
+    (root / files.PARTIAL_DIR).mkdir()
+    (root / files.PARTIAL_DIR / "half").write_bytes(b"x")  # rsync's partial files: left out
+    m = files.manifest(local, str(root))
+    assert {k: e.value for k, e in m.entries.items() if e.type == "f"} == want
+    assert m.files == 700 and files.PARTIAL_DIR not in m.entries
+    p = root / "d3" / "f3"
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+    assert files.compare(m, files.manifest(local, str(root))).content == ("d3/f3",)
+
+
 def test_the_sqlite_digest_catches_a_row_a_changed_value_and_a_broken_schema(tmp_path: Path) -> None:
     def make(p: Path) -> None:
         c = sqlite3.connect(p)

@@ -140,3 +140,26 @@ def test_a_key_about_to_expire_is_not_a_difference() -> None:
     tgt = r.Keyspace({b"b": "string ttl y", b"c": "string soon z", b"d": "string soon w"}, 0.0)
     assert r.compare(src, tgt) == ([], [], [])
     assert r.compare(src, r.Keyspace({}, 0.0))[0] == ["key 'c' missing at the target"]
+
+
+def test_a_seed_loads_from_the_socket_and_leaves_the_rdb_on_disk(two_servers: tuple[r.RedisConn, r.RedisConn]
+                                                                 ) -> None:
+    """An empty replica loads the master's RDB as it arrives (repl-diskless-load on-empty-db, set by `replicate`),
+    and one that persists (save points) then writes its dump file, as a disk load would have left it."""
+    src, tgt = two_servers
+    r.client(src).mset({f"k{i}": f"v{i}" for i in range(2000)})
+    b = r.client(tgt)
+    b.config_set("save", "3600 1")
+    b.config_set("repl-diskless-load", "disabled")
+    dump = Path(r.config_value(b, "dir")) / r.config_value(b, "dbfilename")
+    assert not dump.exists()
+    assert r.replicate(tgt, src) is True
+    assert r.config_value(b, "repl-diskless-load") == "on-empty-db"
+    r.wait_synced(tgt, src, 30)
+    assert b.dbsize() == 2000
+    deadline = time.monotonic() + 20
+    while int(b.info("persistence")["rdb_bgsave_in_progress"]) or not dump.exists():
+        assert time.monotonic() < deadline, "no dump file after the sync"
+        time.sleep(0.05)
+    assert int(b.info("persistence")["rdb_changes_since_last_save"]) == 0
+    assert r.persist_after_sync(tgt) is False  # nothing left unsaved: no second save
