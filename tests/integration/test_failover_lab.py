@@ -234,16 +234,29 @@ def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
 
 
 
-def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
-    """`data_path: auto` with a target host: `plan` says the bytes flow through b, not this controller; liferaft's own
-    mover (the zip it builds and sends, checked by sha256) copies and reads back the bucket at b; the fault proxies
-    in front of both stores count the body bytes per client, and this controller's share stays far below the data
-    size. The mover is SIGKILLed on b mid-copy by its PID: the step fails, resume copies the rest (the manifest
-    here kept what the dead mover reported), every object equal by sha256 on both stores, nothing left on b; the
-    next plan estimates from the rate measured. (The copy steps only: the module's other tests run whole
-    failovers, through the same movers.)"""
+def test_bucket_and_dump_move_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
+    """`data_path: auto` with a target host, the database in `migrate: dump` mode: `plan` says the bytes flow
+    through b, not this controller; liferaft's own mover (the zip it builds and sends, checked by sha256) copies and
+    reads back the bucket at b; the fault proxies in front of both stores count the body bytes per client, and this
+    controller's share stays far below the data size. The mover is SIGKILLed on b mid-copy by its PID: the step
+    fails, resume copies the rest (the manifest here kept what the dead mover reported) and goes on: the dump is
+    made and restored on b inside the freeze, the gate verifies tables and objects, every object equal by sha256 on
+    both stores, nothing of either left on b; the next plan estimates from the rate measured."""
+    import yaml
+
     from liferaft.lab.proxy import FaultProxy
     from liferaft.movers.remote import build_bundle
+
+    doc = yaml.safe_load(env.info.stack_file.read_text())
+    for db in doc["data"]["databases"].values():
+        db["migrate"] = "dump"
+    stack_file = env.info.stack_file.with_name("liferaft-dump-at-target.yaml")  # beside it: secrets resolve
+    stack_file.write_text(yaml.safe_dump(doc))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir",
+                               str(env.state), *args], capture_output=True, text=True, timeout=600, check=False,
+                              stdin=subprocess.DEVNULL)
 
     s3 = env.s3("aws")
     size = 0
@@ -251,15 +264,18 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
         body = os.urandom(1_310_720)
         s3.put_object(Bucket=BUCKET, Key=f"big/{i:03d}", Body=body)
         size += len(body)
-    plan = env.cli("plan", "--to", "alt-b", "--json")
+    plan = cli("plan", "--to", "alt-b", "--json")
     assert plan.returncode == 0, plan.stderr[-2000:]
-    flow = [n for n in json.loads(plan.stdout)["notes"] if n.startswith("bucket images: bytes flow")]
-    assert flow and f"({env.b}) at site alt-b" in flow[0] and "not through this controller" in flow[0], flow
+    notes = json.loads(plan.stdout)["notes"]
+    flow = [n for n in notes if n.startswith("bucket images: bytes flow")]
+    assert flow and f"({env.b}) at site alt-b" in flow[0] and "not through this controller" in flow[0], notes
+    assert any(n.startswith("database blog: pg_dump -Fd | pg_restore run on host") and f"({env.b})" in n
+               for n in notes), notes
     proxies = {n: FaultProxy.attach(n, p["workdir"]) for n, p in lab.read_state()["proxies"].items()
                if n in ("aws", "objstore")}
     for p in proxies.values():
         p.reset_stats()
-    argv = [sys.executable, "-m", "liferaft", "--stack", str(env.info.stack_file), "--state-dir", str(env.state),
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir", str(env.state),
             "failover", "--to", "alt-b", "--yes", "--json", "--stop-before", "deploy-web"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
@@ -288,12 +304,16 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
     copied = len([k for k in env.hashes("objstore") if k.startswith("big/")])
     assert 0 < copied < 40, copied
     run = env.last_run()["run"]
-    out = env.cli("resume", run, "--stop-before", "deploy-web")
+    out = cli("resume", run, "--json")
     assert out.returncode == 0, out.stderr[-3000:]
-    # nothing of the mover is left on b (the killed one's folder went when the next mover started)
-    assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* 2>/dev/null | wc -l").stdout.strip() == "0"
-    src, tgt = env.hashes("aws"), env.hashes("objstore")
-    assert src and {k: tgt.get(k) for k in src} == src
+    events = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    dumped = [e for e in events if e["kind"] in ("pg.dump.remote", "pg.dump.done", "pg.restore.done")]
+    assert [e["kind"] for e in dumped] == ["pg.dump.remote", "pg.dump.done", "pg.restore.done"], dumped
+    assert all(f"({env.b})" in str(e.get("host") or e.get("at")) for e in dumped), dumped
+    # nothing of the mover or the dump is left on b (a killed mover's folder goes when the next one starts)
+    assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* /tmp/liferaft-dump-* 2>/dev/null | wc -l"
+                                   ).stdout.strip() == "0"
+    assert_serving_from_b(env, None)
     controller = env.info.bridge_address
     mine = sum(v["received"] + v["sent"] for p in proxies.values()
                for c, v in p.stats()["by_client"].items() if c == controller)
@@ -301,6 +321,6 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
     print(f"data {size} bytes; through the proxies: {total} bytes, of which this controller {mine}")
     assert total > 2 * size  # the copy and its read-back went through the proxies, from b
     assert mine < size / 20, (mine, size)
-    again = env.cli("plan", "--to", "alt-b", "--json")
-    assert any("last copy measured" in n and "at the target's hosts" in n for n in json.loads(again.stdout)["notes"])
     rollback_to_a(env, run)
+    again = cli("plan", "--to", "alt-b", "--json")
+    assert any("last copy measured" in n and "at the target's hosts" in n for n in json.loads(again.stdout)["notes"])
