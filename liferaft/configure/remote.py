@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,21 +17,45 @@ if TYPE_CHECKING:
     from liferaft.configure import TargetHost
 
 
-def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: float = 60.0,
-        what: str = "ssh") -> str:
-    """Run `command` on `host` with its pinned host key (StrictHostKeyChecking=yes); `stdin` carries secrets."""
+def _argv(host: TargetHost, known: Path, command: str) -> list[str]:
     exe = shutil.which("ssh")
     if exe is None:
         raise ToolMissing("the ssh client is not installed", hint="install openssh-client")
+    known.write_text("".join(line + "\n" for line in host.known_hosts_lines()))
+    argv = [exe, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=15",
+            "-p", str(host.port)]
+    if host.private_key_file:
+        argv += ["-o", "IdentitiesOnly=yes", "-i", host.private_key_file]
+    return argv + [f"{host.user}@{host.address}", command]
+
+
+@contextlib.contextmanager
+def ssh_process(host: TargetHost, command: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` running on `host` (pinned host key, as `ssh`), its stdin/stdout/stderr binary pipes: for long
+    jobs that read their input (secrets first) from stdin and stream their progress back. Killed if still running
+    when the block ends. Exit 255 is ssh's own failure (see `ssh`)."""
     with tempfile.TemporaryDirectory(prefix="liferaft-ssh-") as d:
-        known = Path(d) / "known_hosts"
-        known.write_text("".join(line + "\n" for line in host.known_hosts_lines()))
-        argv = [exe, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-p", str(host.port)]
-        if host.private_key_file:
-            argv += ["-o", "IdentitiesOnly=yes", "-i", host.private_key_file]
-        argv += [f"{host.user}@{host.address}", command]
+        argv = _argv(host, Path(d) / "known_hosts", command)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                with contextlib.suppress(OSError):
+                    if f is not None:
+                        f.close()
+
+
+def ssh(host: TargetHost, command: str, *, stdin: str | None = None, timeout: float = 60.0,
+        what: str = "ssh") -> str:
+    """Run `command` on `host` with its pinned host key (StrictHostKeyChecking=yes); `stdin` carries secrets."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-ssh-") as d:
+        argv = _argv(host, Path(d) / "known_hosts", command)
         try:
             r = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:

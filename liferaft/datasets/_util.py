@@ -22,6 +22,11 @@ def _short(d: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))[:160]
 
 
+def data_path(stack: Stack, site: str) -> str:
+    """The site's `data_path` setting (where the bytes of a move into it flow): auto, target or controller."""
+    return str(getattr(stack.site(site), "data_path", "auto"))
+
+
 def source_host(ctx: RunContext) -> Any:
     """The run's source host (the plan's data steps carry it: observed when planning)."""
     from liferaft.configure import host_from_dict

@@ -52,13 +52,20 @@ class Size:
     bytes: int = 0
     items: int = 0  # rows, objects, keys, files: whatever the kind counts
     detail: str = ""
+    # a rate this stack's last copy measured (bytes/s, items/s), for the estimate; 0: none kept (the kind's default)
+    bytes_per_s: float = 0.0
+    items_per_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "items": self.items, "detail": self.detail}
+        out: dict[str, Any] = {"bytes": self.bytes, "items": self.items, "detail": self.detail}
+        if self.bytes_per_s or self.items_per_s:
+            out.update(bytes_per_s=self.bytes_per_s, items_per_s=self.items_per_s)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Size:
-        return cls(int(d.get("bytes", 0)), int(d.get("items", 0)), str(d.get("detail", "")))
+        return cls(int(d.get("bytes", 0)), int(d.get("items", 0)), str(d.get("detail", "")),
+                   float(d.get("bytes_per_s", 0.0)), float(d.get("items_per_s", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -169,10 +176,10 @@ class DatasetKind(Protocol):
         before anything is created. A kind without it has nothing to check."""
         ...
 
-    def source_access_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
+    def source_access_title(self, stack: Stack, datasets: list[Dataset], target: str | None = None) -> str | None:
         """Optional, with `open_source`. What the `source-access` step opens at the source for these datasets, once
-        the target's address is known (after the allocation), or None: nothing (e.g. a dump, which the controller
-        makes)."""
+        the target's address is known (after the allocation), or None: nothing (e.g. a dump the controller makes,
+        `data_path: controller`). `target`: the site moved to (the planner passes it)."""
         ...
 
     def open_source(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:

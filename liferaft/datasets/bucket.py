@@ -15,9 +15,10 @@ Live move, verification and drills here; keeping a standby and using it in `buck
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from liferaft.datasets._util import NoServer
+from liferaft.datasets._util import NoServer, data_path
 from liferaft.datasets.base import Dataset, LedgerVerdict, Size, Verdict, Where
 from liferaft.datasets.bucket_standby import BucketStandby
 
@@ -50,8 +51,114 @@ def endpoints(ctx: RunContext, ds: Dataset, *, per_thread: bool = True) -> tuple
     return side(ctx.plan.source), side(ctx.plan.target)
 
 
+def remote_movers(ctx: RunContext, ds: Dataset) -> Any:
+    """Where the bucket's bytes flow for this run: a `Remote` (liferaft's mover on each of the target's hosts),
+    or None (through this controller: `data_path: controller`, or `auto` with no target host in the run)."""
+    from liferaft.configure.remote import ssh_process
+    from liferaft.datasets._util import target_hosts
+    from liferaft.engine.journal import stack_dir
+    from liferaft.movers import remote as rm
+    from liferaft.movers.objects import Remote
+
+    stack = ctx.require_stack()
+    how = data_path(stack, ctx.plan.target)
+    if how == "controller":
+        return None
+    hosts = target_hosts(ctx)
+    if not hosts:
+        if how == "target":
+            from liferaft.errors import RunFailed
+
+            raise RunFailed(f"site {ctx.plan.target} has `data_path: target` but the run has no target host yet")
+        return None
+
+    def side(site: str) -> dict[str, Any]:
+        name = stack.site(site).objects
+        config = stack.provider(name)
+        plain = config.model_dump(mode="json", exclude_none=True) if hasattr(config, "model_dump") else dict(config)
+        return {"provider": name, "config": plain, "bucket": str(ds.spec.name), "prefix": ""}
+
+    def launcher(host: Any) -> Any:
+        return lambda command: ssh_process(host, command)
+
+    return Remote(tuple(rm.Host(f"{h.name} ({h.address})", launcher(h)) for h in hosts),
+                  stack_dir(ctx.state_dir, ctx.plan.stack) / "movers", side(ctx.plan.source), side(ctx.plan.target),
+                  ctx.secret)
+
+
+def _remote_or_fallback(ctx: RunContext, ds: Dataset, run: Any) -> Any:
+    """run(remote) at the target's hosts; under `auto`, a mover that could not start or reach both stores (it never
+    said hello: nothing copied by it) falls back to this controller, said in an event."""
+    from liferaft.movers.remote import MoverFailed
+
+    remote = remote_movers(ctx, ds)
+    if remote is None:
+        return run(None)
+    try:
+        return run(remote)
+    except MoverFailed as e:
+        if data_path(ctx.require_stack(), ctx.plan.target) != "auto" or e.started:
+            raise
+        ctx.emit("objects.remote.fallback", f"the mover at {remote.where()} did not run ({str(e)[:300]}): the "
+                 "bytes go through this machine", hosts=remote.where())
+        return run(None)
+
+
+RATES_FILE = "objects-rates.json"
+RATE_MIN_BYTES = 1_000_000  # a copy smaller than this measures set-up, not bandwidth: not kept
+
+
+def flow_text(where: Where, source: str, target: str) -> str:
+    """Where the plan's bucket bytes will flow: through the target's host(s), or through this controller."""
+    how = data_path(where.stack, where.target)
+    if how == "controller":
+        return f"bytes flow {source} -> this controller -> {target} (data_path: controller)"
+    hosts = where.stack.site(where.target).hosts
+    host = (f"host {where.target_host.name} ({where.target_host.address})" if where.target_host is not None
+            else "the site's first host")
+    more = f" and {hosts - 1} more host(s), by key range" if hosts > 1 else ""
+    return (f"bytes flow {source} -> {host}{more} at site {where.target} -> {target}, not through this controller"
+            + (" (data_path: auto: through this controller if the mover cannot run there)" if how == "auto" else ""))
+
+
+def last_rate(state_dir: Any, stack: str, at_target: bool) -> dict[str, Any] | None:
+    """The rate this stack's last bulk copy measured along the same path (kept by `sync_bucket`), or None."""
+    import json
+
+    from liferaft.engine.journal import stack_dir
+
+    try:
+        rates = json.loads((stack_dir(state_dir, stack) / RATES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    got = rates.get("target" if at_target else "controller")
+    return got if isinstance(got, dict) and got.get("bytes_per_s") else None
+
+
+def _keep_rate(ctx: RunContext, res: Any, remote: bool) -> None:
+    import json
+    import os
+
+    from liferaft.engine.journal import stack_dir
+
+    if res.bytes_copied < RATE_MIN_BYTES or res.seconds <= 0:
+        return
+    path = stack_dir(ctx.state_dir, ctx.plan.stack) / RATES_FILE
+    try:
+        rates = json.loads(path.read_text())
+    except (OSError, ValueError):
+        rates = {}
+    rates["target" if remote else "controller"] = {
+        "bytes_per_s": round(res.bytes_copied / res.seconds, 1), "items_per_s": round(res.copied / res.seconds, 2),
+        "at": time.time(), "where": "at the target's hosts" if remote else "through the controller"}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rates))
+    os.replace(tmp, path)
+
+
 def sync_bucket(ctx: RunContext, ds: Dataset, *, final_delta: bool = False) -> dict[str, Any]:
-    """Bulk copy (many threads), or the final delta inside the freeze (one thread, warm clients, usually tiny)."""
+    """Bulk copy (many threads; at the target's hosts, see `remote_movers`), or the final delta inside the freeze
+    (here: one thread, warm clients, usually tiny -- starting movers would lengthen the freeze)."""
     from liferaft.engine.journal import stack_dir
     from liferaft.movers.objects import SyncOptions, sync
 
@@ -60,7 +167,18 @@ def sync_bucket(ctx: RunContext, ds: Dataset, *, final_delta: bool = False) -> d
         tgt.objects.create_bucket(tgt.bucket)
     # The manifest is per stack (not per run): a later failover or a retry copies only what changed.
     options = SyncOptions(progress_interval=0.2, workers=1 if final_delta else SyncOptions.workers)
-    res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events)
+    if final_delta:
+        res = sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events)
+    else:
+        used: list[bool] = []
+
+        def run(remote: Any) -> Any:
+            used.append(remote is not None)
+            return sync(src, tgt, stack_dir(ctx.state_dir, ctx.plan.stack), options, events=ctx.events,
+                        remote=remote)
+
+        res = _remote_or_fallback(ctx, ds, run)
+        _keep_rate(ctx, res, used[-1])
     d = res.to_dict()
     out = {k: d[k] for k in ("listed", "copied", "skipped", "bytes_copied", "seconds", "objects_per_s")}
     out["copied_keys"] = list(res.copied_keys) if res.copied <= DELTA_KEYS_MAX else None
@@ -133,10 +251,19 @@ class Bucket(BucketStandby, NoServer):
         for info in objects.list_objects(ds.spec.name):
             n += 1
             size += info.size
-        return Size(bytes=size, items=n)
+        flow = flow_text(where, self.provider(where.stack, where.source), self.provider(where.stack, where.target))
+        rate = last_rate(where.state_dir, where.stack.model.name, data_path(where.stack, where.target) != "controller")
+        if rate:
+            flow += (f"; last copy measured {rate['bytes_per_s'] / 1e6:.1f} MB/s, {rate['items_per_s']:.0f} objects/s"
+                     f" ({rate['where']}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(rate['at']))} UTC)")
+        return Size(bytes=size, items=n, detail=flow, bytes_per_s=float((rate or {}).get("bytes_per_s", 0.0)),
+                    items_per_s=float((rate or {}).get("items_per_s", 0.0)))
 
     def estimate_s(self, ds: Dataset, size: Size) -> float:
-        return 2 * max(size.items / OBJECTS_PER_S, size.bytes / OBJECT_BYTES_PER_S)  # copy, then verify
+        """Copy, then read back; at the rates this stack's last copy measured where known (`last_rate`)."""
+        bps = size.bytes_per_s or OBJECT_BYTES_PER_S
+        ips = size.items_per_s or OBJECTS_PER_S
+        return 2 * max(size.items / ips, size.bytes / bps)
 
     # ---- first deployment (`liferaft deploy`) ---------------------------------------------------------------
     def _objects(self, ctx: RunContext) -> Any:
@@ -194,7 +321,8 @@ class Bucket(BucketStandby, NoServer):
         from liferaft.movers.objects import verify_sync
 
         src, tgt = endpoints(ctx, ds)
-        verify_sync(src, tgt, allow_extra=True, events=ctx.events)
+        _remote_or_fallback(ctx, ds, lambda remote: verify_sync(src, tgt, allow_extra=True, events=ctx.events,
+                                                                remote=remote))
 
     def unseed(self, ctx: RunContext, ds: Dataset) -> None:
         return None
@@ -228,7 +356,8 @@ class Bucket(BucketStandby, NoServer):
                            notes=notes, seconds=round(time.monotonic() - t0, 3))
         if keys is None:  # no bounded delta known: read everything back
             src, tgt = endpoints(ctx, ds)
-            rep = verify_sync(src, tgt, raise_on_difference=False, events=ctx.events)
+            rep = _remote_or_fallback(ctx, ds, lambda remote: verify_sync(
+                src, tgt, raise_on_difference=False, events=ctx.events, remote=remote))
             problems = [f"{label}: {p}" for p in rep.problems() if not p.startswith("only at")]
             checked = rep.checked
         else:

@@ -24,6 +24,7 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,6 +33,7 @@ from liferaft.datasets._util import (
     HostedKind,
     allow_from,
     both_ends,
+    data_path,
     progress,
     run_target_playbooks,
     source_address,
@@ -201,9 +203,36 @@ def _frozen_now(ctx: RunContext) -> None:
         ctx.remember(writes_frozen_at=time.time())  # the first source to refuse writes starts the window
 
 
+def host_of(where: Where) -> str:
+    return f"{where.source_host.name} ({where.source_host.address})"
+
+
+def reaches_source(stack: Stack, datasets: list[Dataset], target: str | None) -> list[Dataset]:
+    """The databases whose target host connects to the source: logical ones (the subscription), and dumps made at
+    the target's host (`data_path` not `controller`)."""
+    at_host = target is not None and data_path(stack, target) != "controller"
+    return [ds for ds in datasets if ds.spec.migrate == "logical" or at_host]
+
+
+def dump(ctx: RunContext, ds_id: str | None, src: PgConn, tgt: PgConn) -> Any:
+    """pg_dump | pg_restore: on the target's host when the plan let it reach the source (its `source-access` step
+    covers the database), so the dump never passes through this controller; else here."""
+    from liferaft.movers import postgres as pg
+
+    opened = any(s.id == "source-access" and (ds_id is None or ds_id in json.dumps(s.params)) for s in ctx.plan.steps)
+    stack = ctx.require_stack()
+    if opened and data_path(stack, ctx.plan.target) != "controller":
+        from liferaft.configure.remote import ssh_process
+        from liferaft.movers.pg_dump import dump_restore_at
+
+        host = target_host(ctx)
+        return dump_restore_at(lambda command: ssh_process(host, command), f"{host.name} ({host.address})", src,
+                               tgt, replace=True, progress=progress(ctx))
+    return pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
+
+
 def freeze_and_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str, on_frozen: Any = None) -> dict[str, Any]:
     """Dump mode: make the source read-only, end its sessions, then copy it whole (the freeze lasts the copy)."""
-    from liferaft.movers import postgres as pg
     from liferaft.movers.pg_conn import connect, give_to_owner, ident
 
     t0 = time.monotonic()
@@ -213,7 +242,7 @@ def freeze_and_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str, on_fr
     end_sessions(src)
     if on_frozen is not None:
         on_frozen()
-    res = pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
+    res = dump(ctx, None, src, tgt)
     give_to_owner(tgt, owner)
     return {"method": "dump", "freeze_s": round(time.monotonic() - t0, 3), "dump_bytes": res.dump_bytes}
 
@@ -288,11 +317,10 @@ def cut_logical(src: PgConn, tgt: PgConn, timeout: float) -> dict[str, Any]:
 
 def cut_dump(ctx: RunContext, src: PgConn, tgt: PgConn, owner: str) -> dict[str, Any]:
     """Dump mode: a consistent snapshot copied whole, while the source keeps taking writes."""
-    from liferaft.movers import postgres as pg
     from liferaft.movers.pg_conn import give_to_owner
 
     t0 = time.monotonic()
-    res = pg.dump_restore(src, tgt, replace=True, progress=progress(ctx))
+    res = dump(ctx, None, src, tgt)
     give_to_owner(tgt, owner)
     return {"method": "dump", "copy_s": round(time.monotonic() - t0, 3), "dump_bytes": res.dump_bytes,
             "caught_up": True}
@@ -334,21 +362,29 @@ class Postgres(PostgresStandby, HostedKind):
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LiferaftError(f"database {ds.key!r} at {host.address}:{db.port}: cannot measure its size: {msg}") \
                 from None
-        return Size(bytes=int(row[0]) if row else 0)
+        detail = ""
+        if ds.spec.migrate == "dump":
+            where_to = (f"host {where.target_host.name} ({where.target_host.address})"
+                        if where.target_host is not None else "the target's first host")
+            detail = ("pg_dump | pg_restore run here, through this controller (data_path: controller)"
+                      if data_path(where.stack, where.target) == "controller" else
+                      f"pg_dump -Fd | pg_restore run on {where_to} at site {where.target}: the dump flows {host_of(where)} "
+                      f"-> that host, not through this controller")
+        return Size(bytes=int(row[0]) if row else 0, detail=detail)
 
     def prerequisites(self, where: Where, ds: Dataset) -> list[Prerequisite]:
         """Primary keys, wal_level, a free slot and sender, the source's access rules, extensions (`pg_prereq`)."""
         return prerequisites(where, ds)
 
-    def source_access_title(self, stack: Stack, datasets: list[Dataset]) -> str | None:
-        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+    def source_access_title(self, stack: Stack, datasets: list[Dataset], target: str | None = None) -> str | None:
+        logical = reaches_source(stack, datasets, target)
         if not logical:
-            return None  # a dump is made by the controller: the target never connects to the source
+            return None  # a dump made by the controller (`data_path: controller`): the target never connects
         return (f"let the target reach the source's database(s) {', '.join(str(ds.spec.name) for ds in logical)} "
                 f"(pg_hba rule for {MIGRATOR_ROLE} from the target's address, reload)")
 
     def open_source(self, ctx: RunContext, datasets: list[Dataset]) -> dict[str, Any]:
-        logical = [ds for ds in datasets if ds.spec.migrate == "logical"]
+        logical = reaches_source(ctx.require_stack(), datasets, ctx.plan.target)
         return open_source(ctx, logical, source_host(ctx), _target_address(ctx))
 
     def close_source(self, ctx: RunContext, datasets: list[Dataset]) -> None:

@@ -25,7 +25,12 @@ def measure(stack: Stack, source: str, target: str, state_dir: Any, events: Even
     """The datasets' sizes at the source, each measured read-only by its kind (for `observe`)."""
 
     def run(src_host: Any) -> dict[str, dict[str, Any]]:
-        where = Where(stack, source, target, state_dir, src_host)
+        from liferaft.engine.observe import target_free
+
+        # the host the target will most likely be (an ssh pool's next free one): kinds say where their bytes flow
+        free, _ = target_free(stack, stack.site(target).compute, state_dir)
+        where = Where(stack, source, target, state_dir, src_host, prereq.target_candidate(stack, target, state_dir,
+                                                                                          free))
         out: dict[str, dict[str, Any]] = {}
         for ds in datasets(stack):
             size = kind_of(ds).observe(where, ds)

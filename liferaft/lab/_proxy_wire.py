@@ -235,11 +235,19 @@ class Stats:
     by_action: Counter[str] = field(default_factory=Counter)
     faulted: Counter[str] = field(default_factory=Counter)
     recent_mutating: list[str] = field(default_factory=list)
+    # body bytes per client address: [received from it (request bodies), sent to it (response bodies)]
+    by_client: dict[str, list[int]] = field(default_factory=dict)
+
+    def client_bytes(self, client: str, up: int = 0, down: int = 0) -> None:
+        counts = self.by_client.setdefault(client, [0, 0])
+        counts[0] += up
+        counts[1] += down
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since, "requests": self.requests, "mutating": self.mutating,
                 "forwarded": self.forwarded, "by_method": dict(self.by_method), "by_action": dict(self.by_action),
-                "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating)}
+                "faulted": dict(self.faulted), "recent_mutating": list(self.recent_mutating),
+                "by_client": {k: {"received": v[0], "sent": v[1]} for k, v in self.by_client.items()}}
 
     def account(self, req: Request, flavour: str) -> None:
         """Count one received request; mutating unless GET/HEAD/OPTIONS or a read-only AWS Query/JSON action."""

@@ -178,6 +178,8 @@ class ProxyServer:
                         and not req.header("expect")):
                     req.body = await reader.readexactly(req.length)
                 self.stats.account(req, self.flavour)
+                client = str((writer.get_extra_info("peername") or ("?",))[0])
+                self.stats.client_bytes(client, up=0 if req.chunked else req.length)
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 mode = self._decide()
@@ -280,6 +282,8 @@ class ProxyServer:
                     continue
                 break
             resp = Request("", "", status_line.split(" ", 1)[0], headers, head)
+            if req.method != "HEAD" and resp.header("content-length") is not None:
+                self.stats.client_bytes(str((writer.get_extra_info("peername") or ("?",))[0]), down=resp.length)
             keep = not resp.wants_close()
             if req.method == "HEAD" or status in (204, 304):
                 pass

@@ -18,6 +18,9 @@
   Given the state dir, it feeds back into the manifest: an object found missing or differing (e.g. corrupted at
   rest at the target, its ETag kept) is marked stale, so the next sync copies it again.
 - The target bucket is created when missing (`SyncOptions.create_target`; never in a dry run).
+- At the target site (`Remote`): the listings and the manifest stay here, the bytes do not: the objects to copy are
+  split into key ranges, one per target host, and liferaft's mover copies them there (liferaft.movers.remote),
+  reporting each object it finished, which is recorded here as it arrives. Verification hashes there too.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 
 from liferaft.errors import CheckFailed, LiferaftError, ProviderError, RunFailed, Throttled, Unreachable
 from liferaft.events import Events, as_events
+from liferaft.movers import remote as rm
 from liferaft.movers.manifest import Entry, Manifest, new_entry
 from liferaft.providers._body import HashedBytes, HashingStream
 from liferaft.providers.base import CHUNK_SIZE, ObjectInfo, Objects
@@ -124,6 +128,23 @@ class SyncResult:
                 "bytes_total": self.bytes_total, "seconds": round(self.seconds, 3),
                 "objects_per_s": round(self.objects_per_s, 1), "mb_per_s": round(self.mb_per_s, 2),
                 "failed": [{"key": k, "error": e} for k, e in self.failed], "dry_run": self.dry_run}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Move the bytes at the target site: one mover per host (the objects split into key ranges among them).
+    `source`/`target`: {"provider", "config" (the provider's settings as a plain dict), "bucket", "prefix"};
+    `resolve` turns the secret references they hold into values (sent on the movers' stdin only)."""
+
+    hosts: tuple[rm.Host, ...]
+    bundle_dir: Path
+    source: dict[str, Any] = field(hash=False)
+    target: dict[str, Any] = field(hash=False)
+    resolve: Callable[[str], str] = field(compare=False, repr=False)
+    workers: int = 8
+
+    def where(self) -> str:
+        return ", ".join(h.name for h in self.hosts)
 
 
 def pair_id(source: Endpoint, target: Endpoint) -> str:
@@ -433,7 +454,7 @@ def _check_size(info: ObjectInfo, read: int) -> None:
 
 
 def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: SyncOptions | None = None,
-         events: Events | Callable[..., None] | None = None) -> SyncResult:
+         events: Events | Callable[..., None] | None = None, remote: Remote | None = None) -> SyncResult:
     """Make the target bucket hold every source object (and, with delete, nothing else). See the module doc."""
     options = options or SyncOptions()
     ev = as_events(events)
@@ -451,13 +472,13 @@ def sync(source: Endpoint, target: Endpoint, state_dir: str | Path, options: Syn
     with manifest_for(state_dir, source, target) as manifest:
         todo = _Spool()
         try:
-            return _sync(source, target, manifest, todo, options, ev, t0, target_exists)
+            return _sync(source, target, manifest, todo, options, ev, t0, target_exists, remote)
         finally:
             todo.close()
 
 
 def _sync(source: Endpoint, target: Endpoint, manifest: Manifest, todo: _Spool, options: SyncOptions, ev: Events,
-          t0: float, target_exists: bool) -> SyncResult:
+          t0: float, target_exists: bool, remote: Remote | None = None) -> SyncResult:
     # One pass over both listings and the manifest, joined in key order: what to copy goes to the spool (then
     # the copy reads it back), so the plan's counts are known before the first copy and nothing is held whole.
     listed = total_bytes = 0
@@ -483,9 +504,12 @@ def _sync(source: Endpoint, target: Endpoint, manifest: Manifest, todo: _Spool, 
     copied = _Keys(options.keys_limit)
     failed: list[tuple[str, str]] = []
     t_copy = time.monotonic()
-    _run_pool(iter(todo), lambda o: copy_with_retries(source, target, o, manifest, counters, options),
-              options.workers, copied, failed, lambda: _progress(ev, counters, todo.count, total_bytes, t_copy),
-              options.progress_interval)
+    if remote is not None and todo.count:
+        _copy_remote(remote, todo, manifest, counters, copied, failed, ev, total_bytes, options)
+    else:
+        _run_pool(iter(todo), lambda o: copy_with_retries(source, target, o, manifest, counters, options),
+                  options.workers, copied, failed, lambda: _progress(ev, counters, todo.count, total_bytes, t_copy),
+                  options.progress_interval)
     deleted = 0
     for key in extra:
         target.objects.delete_object(target.bucket, _target_key(source, target, key))
@@ -503,6 +527,85 @@ def _sync(source: Endpoint, target: Endpoint, manifest: Manifest, todo: _Spool, 
         raise RunFailed(f"{len(failed)} of {todo.count} objects failed to copy:\n  {first}",
                         hint="run the sync again: finished objects are not copied twice")
     return result
+
+
+def _split(todo: Iterable[ObjectInfo], n: int) -> tuple[list[str], list[_Spool]]:
+    """The objects to copy in `n` key ranges of about equal bytes: (each range's first key, a spool per range)."""
+    weight = sum(max(1, o.size) for o in todo)
+    starts = rm.key_ranges(((o.key, o.size) for o in todo), n, weight)
+    shards = [_Spool() for _ in starts]
+    for o in todo:
+        shards[rm.shard_of(o.key, starts)].add(o)
+    return starts, shards
+
+
+def _item(o: ObjectInfo) -> list[Any]:
+    return [o.key, o.size, o.sha256, o.etag, o.modified]
+
+
+def _hello(ev: Events, remote: Remote, host: str, line: dict[str, Any]) -> None:
+    ev.emit("objects.remote", f"mover on {host}: pid {line.get('pid')}, liferaft {line.get('version')} from "
+            f"{line.get('liferaft')}", host=host, pid=line.get("pid"), liferaft=line.get("liferaft"),
+            bundle_sha256=line.get("bundle_sha256"), python=line.get("python"))
+
+
+def _copy_remote(remote: Remote, todo: _Spool, manifest: Manifest, counters: _Counters, copied: _Keys,
+                 failed: list[tuple[str, str]], ev: Events, total_bytes: int, options: SyncOptions) -> None:
+    """Copy `todo` at the target site: one mover per key range and host; each object a mover reports copied is
+    recorded in the manifest here as its line arrives (a kill of either side loses at most what was in flight)."""
+    hosts = list(remote.hosts)
+    starts, shards = _split(todo, len(hosts))
+    bundle = rm.build_bundle(remote.bundle_dir)
+    request, secrets = rm.request_for("copy", remote.source, remote.target, remote.resolve,
+                                      {"workers": remote.workers, "retries": options.retries,
+                                       "progress_interval": options.progress_interval})
+    ev.emit("objects.remote.plan", f"copying at {remote.where()} in {len(shards)} key range(s): the bytes flow "
+            f"{remote.source['provider']} -> {remote.where()} -> {remote.target['provider']}, not through this "
+            f"machine", hosts=[h.name for h in hosts[:len(shards)]], ranges=starts,
+            objects=[s.count for s in shards], bundle_bytes=bundle.size, bundle_sha256=bundle.sha256)
+    lock = threading.Lock()
+    sent: dict[int, int] = {}
+    t_copy = time.monotonic()
+    last = [t_copy]  # the first progress report after an interval of copying
+
+    def on_line(i: int, line: dict[str, Any]) -> None:
+        kind = line.get("t")
+        if kind == "hello":
+            _hello(ev, remote, hosts[i].name, line)
+        elif kind == "copied":
+            manifest.record(new_entry(line["key"], int(line["size"]), line["src_sha256"], line["tgt_sha256"],
+                                      line.get("src_etag"), line.get("tgt_etag")))
+            counters.add_object()
+            with lock:
+                copied.append(line["key"])
+        elif kind == "failed":
+            with lock:
+                failed.append((line["key"], str(line.get("error"))))
+        elif kind == "error":
+            ev.emit("objects.remote.error", f"mover on {hosts[i].name}: {line.get('message')}", host=hosts[i].name)
+        if kind in ("progress", "done") and "bytes" in line:
+            with lock:
+                sent[i] = int(line["bytes"])
+                counters.bytes = sum(sent.values())
+        if time.monotonic() - last[0] >= options.progress_interval:
+            last[0] = time.monotonic()
+            _progress(ev, counters, todo.count, total_bytes, t_copy)
+
+    try:
+        _run_each(hosts, bundle, request, shards, on_line, secrets)
+    finally:
+        for shard in shards:
+            shard.close()
+    _progress(ev, counters, todo.count, total_bytes, t_copy)
+
+
+def _run_each(hosts: list[rm.Host], bundle: rm.Bundle, request: dict[str, Any], shards: list[_Spool],
+              on_line: Callable[[int, dict[str, Any]], None], secrets: list[str]) -> None:
+    def one(i: int) -> Callable[[dict[str, Any]], None]:
+        return lambda line: on_line(i, line)
+
+    rm.run_sharded(hosts[:len(shards)], bundle, request, [(_item(o) for o in shard) for shard in shards],
+                   [one(i) for i in range(len(shards))], secrets)
 
 
 def _progress(ev: Events, counters: _Counters, total: int, total_bytes: int, t0: float) -> None:
@@ -596,10 +699,11 @@ class ObjectsVerifyReport:
 
 def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_extra: bool = True,
                 raise_on_difference: bool = True, events: Events | Callable[..., None] | None = None,
-                state_dir: str | Path | None = None) -> ObjectsVerifyReport:
+                state_dir: str | Path | None = None, remote: Remote | None = None) -> ObjectsVerifyReport:
     """Read every object on both sides and compare sha256 of the bytes. Extra target objects fail only if
     `allow_extra` is False (a sync without --delete leaves them on purpose). With `state_dir` (where the sync's
-    manifest is), missing and differing objects are marked stale there: the next sync copies them again."""
+    manifest is), missing and differing objects are marked stale there: the next sync copies them again. With
+    `remote`, the objects are read and hashed at the target site's hosts (only the hashes come back)."""
     ev = as_events(events)
     missing: list[str] = []
     extra: list[str] = []
@@ -625,9 +729,12 @@ def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_
         th = _stream_sha256(target.client(), target.bucket, _target_key(source, target, key))[0]
         return key if sh != th else None
 
-    for key in _bounded_map(check, both(), workers, "liferaft-verify"):
-        if key is not None:
-            differing.append(key)
+    if remote is None:
+        for key in _bounded_map(check, both(), workers, "liferaft-verify"):
+            if key is not None:
+                differing.append(key)
+    else:
+        differing += _hash_remote(remote, both(), ev)
     report = ObjectsVerifyReport(source.label(), target.label(), checked, tuple(missing), tuple(extra),
                                  tuple(sorted(differing)))
     if state_dir is not None and (report.missing or report.differing):
@@ -640,3 +747,40 @@ def verify_sync(source: Endpoint, target: Endpoint, *, workers: int = 16, allow_
         raise CheckFailed(f"{target.label()} is not a copy of {source.label()}:\n  " + "\n  ".join(problems[:10])
                           + more, hint="run `liferaft sync` again; verification compares content hashes")
     return report
+
+
+def _hash_remote(remote: Remote, items: Iterator[tuple[str, ObjectInfo, ObjectInfo]], ev: Events) -> list[str]:
+    """The keys whose bytes differ, both sides read and hashed by the movers at the target site."""
+    differing: list[str] = []
+    todo = _Spool()
+    try:
+        for key, s, t in items:
+            if s.size != t.size:
+                differing.append(key)
+            else:
+                todo.add(s)
+        if not todo.count:
+            return differing
+        starts, shards = _split(todo, len(remote.hosts))
+        bundle = rm.build_bundle(remote.bundle_dir)
+        request, secrets = rm.request_for("hash", remote.source, remote.target, remote.resolve,
+                                          {"workers": remote.workers})
+        ev.emit("objects.remote.verify", f"reading back {todo.count} objects at {remote.where()} (sha256 of both "
+                "sides there)", hosts=[h.name for h in remote.hosts[:len(shards)]], ranges=starts)
+        lock = threading.Lock()
+
+        def on_line(i: int, line: dict[str, Any]) -> None:
+            if line.get("t") == "hello":
+                _hello(ev, remote, remote.hosts[i].name, line)
+            elif line.get("t") == "hashed" and line.get("src") != line.get("tgt"):
+                with lock:
+                    differing.append(str(line["key"]))
+
+        try:
+            _run_each(list(remote.hosts), bundle, request, shards, on_line, secrets)
+        finally:
+            for shard in shards:
+                shard.close()
+    finally:
+        todo.close()
+    return differing

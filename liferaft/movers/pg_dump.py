@@ -11,9 +11,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from liferaft.errors import Conflict
+from liferaft.errors import Conflict, RunFailed
 from liferaft.movers.pg_conn import (
     PgConn,
     Progress,
@@ -147,3 +149,110 @@ def copy_schema(source: PgConn, target: PgConn, *, progress: Progress | None = N
             shutil.rmtree(tmp, ignore_errors=True)
     emit(progress, "pg.schema.copied", seconds=round(t, 3))
     return t
+
+
+# ------------------------------------------------------------------------------------- at a host of the target site
+# Run by `sh -s`-less `sh -c` on the target host: the passwords arrive on stdin into a 0600 PGPASSFILE in a private
+# folder (never on a command line), pg_dump -Fd -j writes the dump to the host's own disk, pg_restore -j reads it,
+# and the folder goes when the script ends (a folder of a killed run is removed by the next one). Both tools run
+# with -v: their "dumping contents of table" / "processing data for table" lines stream back as progress.
+DUMP_AT_HOST = r"""
+set -e
+umask 077
+PATH=/usr/lib/postgresql/15/bin:/usr/lib/postgresql/16/bin:/usr/lib/postgresql/14/bin:$PATH
+for old in /tmp/liferaft-dump-*; do
+  [ -f "$old/pid" ] || continue
+  kill -0 "$(cat "$old/pid")" 2>/dev/null || rm -rf "$old"
+done
+d=$(mktemp -d /tmp/liferaft-dump-XXXXXX)
+trap 'rm -rf "$d"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+echo $$ > "$d/pid"
+cat > "$d/pgpass"
+export PGPASSFILE="$d/pgpass"
+echo "@@hello $$"
+pg_dump "$@" -Fd -j "$LIFERAFT_JOBS" -Z 0 --no-sync -v -f "$d/dump" 2>&1
+echo "@@dumped $(du -sb "$d/dump" | cut -f1)"
+"""
+RESTORE_AT_HOST = r"""
+pg_restore -h "$T_HOST" -p "$T_PORT" -U "$T_USER" -d "$T_DB" -w -j "$LIFERAFT_JOBS" --no-owner --no-acl \
+  --exit-on-error -v "$d/dump" 2>&1
+rm -f "$d/pgpass"
+echo "@@restored"
+"""
+
+
+def host_script(source: PgConn, target: PgConn, jobs: int) -> str:
+    """The command line the target host runs: connection names and the job count only, never a password."""
+    import shlex
+
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (
+        ("LIFERAFT_JOBS", str(jobs)), ("T_HOST", target.host), ("T_PORT", str(target.port)),
+        ("T_USER", target.user), ("T_DB", target.dbname)))
+    args = " ".join(shlex.quote(a) for a in conn_args(source))
+    return f"{env} sh -c {shlex.quote(DUMP_AT_HOST + RESTORE_AT_HOST)} liferaft-dump {args}"
+
+
+def pgpass_text(*conns: PgConn) -> str:
+    lines = []
+    for c in conns:
+        if c.password is not None:
+            fields = [c.host, str(c.port), "*", c.user, c.password]
+            lines.append(":".join(x.replace("\\", "\\\\").replace(":", "\\:") for x in fields) + "\n")
+    return "".join(lines)
+
+
+def dump_restore_at(launch: Callable[[str], Any], host: str, source: PgConn, target: PgConn, *, jobs: int = 2,
+                    replace: bool = False, progress: Progress | None = None) -> DumpRestoreResult:
+    """dump_restore, with pg_dump and pg_restore running on a host of the target site (`launch(command)` opens a
+    session there: SSH with the host's pinned key); the dump goes from the source to that host's disk and into
+    the target, never through this controller. Idempotent like dump_restore: the target is recreated clean first
+    (liferaft's marker), so a run killed on either side is simply run again."""
+    import threading
+
+    t0 = time.monotonic()
+    prepare_target(target, source, replace=replace, progress=progress)
+    emit(progress, "pg.dump.start", source=source.describe(), jobs=jobs, at=host)
+    tables = restored = 0
+    size = 0
+    dump_s = 0.0
+    tail: list[str] = []
+    secret = pgpass_text(source, target)
+    with launch(host_script(source, target, jobs)) as proc:
+        def send() -> None:
+            try:
+                proc.stdin.write(secret.encode())
+                proc.stdin.close()
+            except OSError:
+                pass
+        threading.Thread(target=send, daemon=True).start()
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            tail = (tail + [line])[-15:]
+            if line.startswith("@@hello "):
+                emit(progress, "pg.dump.remote", host=host, pid=int(line.split()[1]))
+            elif "dumping contents of table" in line:
+                tables += 1
+                emit(progress, "pg.dump.table", tables=tables, at=host)
+            elif line.startswith("@@dumped "):
+                size = int(line.split()[1])
+                dump_s = time.monotonic() - t0
+                emit(progress, "pg.dump.done", seconds=round(dump_s, 3), bytes=size, at=host)
+                emit(progress, "pg.restore.start", target=target.describe(), jobs=jobs, at=host)
+            elif "processing data for table" in line:
+                restored += 1
+                emit(progress, "pg.restore.table", tables=restored, of=tables, at=host)
+        rc = proc.wait()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if rc != 0 or not any(x == "@@restored" for x in tail):
+        text = "\n".join(tail + err.strip().splitlines()[-5:])
+        for c in (source, target):
+            if c.password:
+                text = text.replace(c.password, "***")
+        raise RunFailed(f"pg_dump | pg_restore on {host} failed (exit {rc}):\n    " + "\n    ".join(
+            text.splitlines()[-15:]), hint="run again: the target database is recreated clean first")
+    restore_s = time.monotonic() - t0 - dump_s
+    emit(progress, "pg.restore.done", seconds=round(restore_s, 3), at=host)
+    set_marker(target, source, "restored")
+    return DumpRestoreResult(dump_s=dump_s, restore_s=restore_s, total_s=time.monotonic() - t0, dump_bytes=size,
+                             jobs=jobs)

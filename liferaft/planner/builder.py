@@ -190,7 +190,7 @@ class _Builder:
         titles: list[str] = []
         for name, items in by_kind(self.dss).items():
             title_of = getattr(kind_named(name), "source_access_title", None)
-            title = title_of(self.stack, items) if title_of is not None else None
+            title = title_of(self.stack, items, target=self.target) if title_of is not None else None
             if title:
                 group += items
                 titles.append(title)

@@ -317,6 +317,11 @@ class Site(_Model):
     standby: StandbyTier = "pilot-light"
     # The OCI registry container services pull their images from when they run at this site.
     registry: ImageRegistry | None = None
+    # Where the bytes of a move INTO this site flow (buckets): `target` -- liferaft's mover runs on this site's
+    # hosts, objects go store to store from there (the controller sees listings and progress only); `controller` --
+    # through the machine running liferaft; `auto` (default) -- the target's hosts when the run has some and they
+    # can reach both stores, else the controller (said in the run's events).
+    data_path: Literal["auto", "target", "controller"] = "auto"
 
 
 class HealthCheck(_Model):

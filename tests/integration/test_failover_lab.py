@@ -231,3 +231,96 @@ def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
     assert "write-unavailability window" in out.stdout
     assert_serving_from_b(env, ledger)
     rollback_to_a(env, run)
+
+
+
+def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
+    """`data_path: auto` with a target host (the database in `migrate: dump` mode): `plan` says the bucket's bytes
+    and the dump flow through b, not this controller; liferaft's own mover (the zip it builds and sends, checked by
+    sha256) copies and reads back the bucket at b; the fault proxies in front of both stores count the body bytes per
+    client, and this controller's share stays far below the data size. The mover is SIGKILLed on b mid-copy by its
+    PID: the step fails, resume copies the rest (the manifest here kept what the dead mover reported), every object
+    equal by sha256 on both stores, nothing left on b; the next plan estimates from the rate measured. (The copy
+    steps only, `--stop-before deploy-web`: the module's other tests run whole failovers through the same movers;
+    the example app at b answers its health check only once its schema is there, which in dump mode comes in the
+    freeze, after the deploy: the dump at the target host is tested in test_movers_postgres.)"""
+    import yaml
+
+    from liferaft.lab.proxy import FaultProxy
+    from liferaft.movers.remote import build_bundle
+
+    doc = yaml.safe_load(env.info.stack_file.read_text())
+    for db in doc["data"]["databases"].values():
+        db["migrate"] = "dump"
+    stack_file = env.info.stack_file.with_name("liferaft-dump-at-target.yaml")  # beside it: secrets resolve
+    stack_file.write_text(yaml.safe_dump(doc))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir",
+                               str(env.state), *args], capture_output=True, text=True, timeout=600, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    s3 = env.s3("aws")
+    size = 0
+    for i in range(40):  # 40 x 1.25 MiB = 52 MB
+        body = os.urandom(1_310_720)
+        s3.put_object(Bucket=BUCKET, Key=f"big/{i:03d}", Body=body)
+        size += len(body)
+    plan = cli("plan", "--to", "alt-b", "--json")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    notes = json.loads(plan.stdout)["notes"]
+    flow = [n for n in notes if n.startswith("bucket images: bytes flow")]
+    assert flow and f"({env.b}) at site alt-b" in flow[0] and "not through this controller" in flow[0], notes
+    assert any(n.startswith("database blog: pg_dump -Fd | pg_restore run on host") and f"({env.b})" in n
+               for n in notes), notes
+    proxies = {n: FaultProxy.attach(n, p["workdir"]) for n, p in lab.read_state()["proxies"].items()
+               if n in ("aws", "objstore")}
+    for p in proxies.values():
+        p.reset_stats()
+    argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir", str(env.state),
+            "failover", "--to", "alt-b", "--yes", "--json", "--stop-before", "deploy-web"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    hello: dict[str, Any] = {}
+    killed = False
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the run's events, JSON lines
+        lines.append(line)
+        if not line.startswith("{"):
+            continue
+        ev = json.loads(line)
+        if ev.get("kind") == "objects.remote" and not hello:
+            hello = ev
+        if ev.get("kind") == "objects.progress" and hello and not killed and int(ev.get("done") or 0) >= 3:
+            env.info.hosts["b"].run(f"kill -9 {int(hello['pid'])}")
+            killed = True
+    rc = proc.wait(timeout=600)
+    text = "".join(lines)
+    assert killed, "".join(x for x in lines if '"objects.' in x and "progress" not in x)[-6000:]
+    assert rc == 4 and "the mover on" in text, text[-3000:]  # the run failed (resumable)
+    # the mover ran from the zip this liferaft built and sent (not from an install on the host)
+    bundle = build_bundle(env.state / "stacks" / "microblog" / "movers")
+    assert hello["bundle_sha256"] == bundle.sha256
+    assert hello["liferaft"].startswith("/tmp/liferaft-mover-") and hello["liferaft"].endswith("/lib/liferaft/__init__.py")
+    copied = len([k for k in env.hashes("objstore") if k.startswith("big/")])
+    assert 0 < copied < 40, copied
+    run = env.last_run()["run"]
+    out = cli("resume", run, "--stop-before", "deploy-web")
+    assert out.returncode == 0, out.stderr[-3000:]
+    # nothing of the mover is left on b (the killed one's folder went when the next mover started)
+    assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* 2>/dev/null | wc -l").stdout.strip() == "0"
+    src, tgt = env.hashes("aws"), env.hashes("objstore")
+    assert src and {k: tgt.get(k) for k in src} == src
+    controller = env.info.bridge_address
+    mine = sum(v["received"] + v["sent"] for p in proxies.values()
+               for c, v in p.stats()["by_client"].items() if c == controller)
+    total = sum(v["received"] + v["sent"] for p in proxies.values() for v in p.stats()["by_client"].values())
+    print(f"data {size} bytes; through the proxies: {total} bytes, of which this controller {mine}")
+    assert total > 2 * size  # the copy and its read-back went through the proxies, from b
+    assert mine < size / 20, (mine, size)
+    out = cli("rollback", run, "--yes")  # with the stack file the run was made with
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert env.dns() == [env.a]
+    again = cli("plan", "--to", "alt-b", "--json")
+    assert any("last copy measured" in n and "at the target's hosts" in n for n in json.loads(again.stdout)["notes"])

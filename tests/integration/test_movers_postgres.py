@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from liferaft.errors import CheckFailed, Conflict
+from liferaft.errors import CheckFailed, Conflict, RunFailed
 from liferaft.movers import postgres as pg
 from liferaft.movers.pg_conn import connect
 from tests.pg_fixtures import PgPair
@@ -182,3 +183,74 @@ def test_connection_description_never_shows_the_password(pg_pair: PgPair) -> Non
     with pytest.raises(Unreachable) as err:
         connect(bad)
     assert conn.password not in str(err.value)
+
+
+def test_dump_restore_at_a_host_streams_progress_keeps_the_password_off_argv_and_reruns_clean(
+        pg_pair: PgPair) -> None:
+    """dump_restore_at: the script a target host runs (here under a local shell standing in for the SSH session)
+    gets the passwords on stdin only, reports tables as it goes, leaves no folder behind, and a second run after a
+    session killed mid-way restores into a clean database."""
+    import contextlib
+    import subprocess
+
+    from liferaft.movers.pg_dump import dump_restore_at, host_script
+
+    _load(pg_pair.source)
+    commands: list[str] = []
+
+    @contextlib.contextmanager
+    def session(command: str) -> Any:
+        commands.append(command)
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    before = set(Path("/tmp").glob("liferaft-dump-*"))
+    seen, progress = _events()
+    res = dump_restore_at(session, "host-x", pg_pair.source, pg_pair.target, jobs=2, progress=progress)
+    kinds = [e for e, _ in seen]
+    assert {"pg.dump.remote", "pg.dump.table", "pg.dump.done", "pg.restore.table", "pg.restore.done"} <= set(kinds)
+    assert res.dump_bytes > 0
+    assert all(pg_pair.source.password not in c and pg_pair.target.password not in c  # type: ignore[operator]
+               for c in commands)
+    assert pg.verify(pg_pair.source, pg_pair.target).ok
+    assert set(Path("/tmp").glob("liferaft-dump-*")) == before
+    assert pg_pair.source.password not in host_script(pg_pair.source, pg_pair.target, 2)  # type: ignore[operator]
+
+    # the session dies in the middle (its shell SIGKILLed at the first table): the run fails, the next is clean
+    @contextlib.contextmanager
+    def dies(command: str) -> Any:
+        with session(command) as proc:
+            yield _KillAtFirstTable(proc)
+
+    with pytest.raises(RunFailed):
+        dump_restore_at(dies, "host-x", pg_pair.source, pg_pair.target, jobs=2)
+    dump_restore_at(session, "host-x", pg_pair.source, pg_pair.target, jobs=2)
+    assert pg.verify(pg_pair.source, pg_pair.target).ok
+    assert set(Path("/tmp").glob("liferaft-dump-*")) == before  # the killed run's folder went with the next run
+
+
+class _KillAtFirstTable:
+    """A session whose shell is SIGKILLed when the first table is being dumped."""
+
+    def __init__(self, proc: Any) -> None:
+        self.proc, self.stdin, self.stderr = proc, proc.stdin, proc.stderr
+
+    @property
+    def stdout(self) -> Any:
+        for line in self.proc.stdout:
+            if b"dumping contents of table" in line:
+                import os
+                import signal
+
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the shell and its pg_dump, as `kill -9` of the session
+                return
+            yield line
+
+    def wait(self) -> int:
+        return int(self.proc.wait())

@@ -13,6 +13,7 @@ import pytest
 from liferaft.datasets.pg_prereq import _admits, hba_rule, with_rules, without_rules
 from liferaft.engine.plan import Plan, PlanBlocked
 from liferaft.errors import EXIT_USAGE
+from liferaft.stack import load_stack
 from tests.unit.test_plan_snapshots import _example, _live, _observed, _setup
 
 HBA = """\
@@ -78,7 +79,13 @@ def test_source_access_opens_the_source_before_the_logical_copy_only(tmp_path: P
     assert "source-access" not in plan.step("sync-images").depends_on
     setup = _setup(_example(tmp_path / "setup"))
     assert "source-access" in setup.step("keep-blog").depends_on
-    assert "source-access" not in _live(_example(tmp_path / "dump", dump=True)).step_ids
+    # a dump made by the controller (`data_path: controller`) needs no step; one made at the target host does
+    controller = _example(tmp_path / "dump", dump=True)
+    text = controller.path.read_text().replace("    compute: colo-b\n", "    compute: colo-b\n    data_path: controller\n", 1)
+    controller.path.write_text(text)
+    assert "source-access" not in _live(load_stack(controller.path)).step_ids
+    at_target = _live(_example(tmp_path / "dump-at-target", dump=True))
+    assert at_target.step("source-access").params["databases"] == {"blog": "dump"}
 
 
 def test_blocking_problems_stop_the_plan_every_run_and_the_drill(tmp_path: Path) -> None:
