@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # Test modules run on this many workers, a module at a time on one worker (labs are per worker; a module's
 # fixtures are shared by its tests). Most of a lab test's time is spent waiting on hosts and servers, so two
-# workers on a 2-core machine take ~0.6x the time of one. PYTEST_WORKERS=0 runs everything in one process.
+# workers overlap that waiting on a 2-core machine. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-fast lab-up lab-down bench clean

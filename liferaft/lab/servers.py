@@ -264,6 +264,27 @@ class PowerDNSServer(LabServer):
         return self.data_dir / "pdns.conf"
 
     @property
+    def _sock_dir(self) -> Path:
+        """Where pdns puts its control socket: under the data dir when the socket's path fits a UNIX socket's 107
+        bytes, else a short directory in /tmp named after the data dir (a pytest-xdist worker's tmp paths are long
+        enough that pdns refused to start: 'not a valid UNIX socket path')."""
+        import hashlib
+        import tempfile
+
+        here = self.data_dir / "run"
+        if len(str(here / "pdns.controlsocket").encode()) <= 100:
+            return here
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"liferaft-pdns-{digest}"
+
+    def stop(self) -> None:
+        super().stop()
+        if self._sock_dir != self.data_dir / "run":
+            import shutil
+
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "pdns.sqlite3"
 
@@ -278,8 +299,8 @@ class PowerDNSServer(LabServer):
                                   hint="apt-get install pdns-server pdns-backend-sqlite3")
             with sqlite3.connect(self.db_path) as db:
                 db.executescript(PDNS_SCHEMA.read_text())
-        sock_dir = self.data_dir / "run"
-        sock_dir.mkdir(exist_ok=True)
+        sock_dir = self._sock_dir
+        sock_dir.mkdir(mode=0o700, exist_ok=True)
         conf = "\n".join([
             "launch=gsqlite3",
             f"gsqlite3-database={self.db_path}",
