@@ -137,9 +137,9 @@ def last_rate(state_dir: Any, stack: str, at_target: bool) -> dict[str, Any] | N
 
 def _keep_rate(ctx: RunContext, res: Any, remote: bool) -> None:
     import json
-    import os
 
     from liferaft.engine.journal import stack_dir
+    from liferaft.statedir import write_atomic
 
     if res.bytes_copied < RATE_MIN_BYTES or res.seconds <= 0:
         return
@@ -151,9 +151,7 @@ def _keep_rate(ctx: RunContext, res: Any, remote: bool) -> None:
     rates["target" if remote else "controller"] = {
         "bytes_per_s": round(res.bytes_copied / res.seconds, 1), "items_per_s": round(res.copied / res.seconds, 2),
         "at": time.time(), "where": "at the target's hosts" if remote else "through the controller"}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rates))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(rates), 0o600)  # owner-only, as everything in the state dir
 
 
 def sync_bucket(ctx: RunContext, ds: Dataset, *, final_delta: bool = False) -> dict[str, Any]:

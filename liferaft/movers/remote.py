@@ -157,11 +157,15 @@ def build_bundle(cache_dir: str | Path) -> Bundle:
             for path, arc in sources:
                 z.write(path, arc)
         tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(buf.getvalue())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state dir is owner-only, files too
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(buf.getvalue())
         tmp.replace(target)
         for old in cache.glob("mover-*.pyz"):  # one bundle kept
             if old != target:
                 old.unlink(missing_ok=True)
+    os.chmod(target, 0o600)  # a bundle kept by an older liferaft was 0644
     data = target.read_bytes()
     return Bundle(target, hashlib.sha256(data).hexdigest(), len(data))
 
