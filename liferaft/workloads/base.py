@@ -172,3 +172,19 @@ def stop_on_host(ctx: RunContext, kind: Any, wl: Workload, host: TargetHost, lin
     ctx.emit("service.stopped", f"{svc} stopped on {host.name} ({host.address})", service=svc,
              address=host.address)
     return True
+
+
+def entry_json(kind: str, stack: Stack, wl: Workload, site: str) -> bytes:
+    """What a warm standby's digest covers of the stack, for every workload kind: the service's entry (secret
+    references, not values), the site's config without its standby and the entries of the service's databases and
+    buckets, as canonical JSON."""
+    import json
+
+    spec = stack.model.services[wl.name]
+    return json.dumps({"kind": kind, "service": wl.name, "spec": spec.model_dump(mode="json"),
+                       "site": stack.site(site).model_dump(mode="json", exclude={"standby"}),
+                       "databases": {k: stack.model.data.databases[k].model_dump(mode="json")
+                                     for k in spec.databases if k in stack.model.data.databases},
+                       "buckets": {k: stack.model.data.buckets[k].model_dump(mode="json")
+                                   for k in spec.buckets if k in stack.model.data.buckets}},
+                      sort_keys=True).encode()

@@ -21,7 +21,6 @@ On the host (how stop and teardown find things):
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets as _secrets
 import shlex
 import time
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.configure.paths import service_paths
 from liferaft.errors import RunFailed, UsageError
-from liferaft.workloads.base import Workload, stop_on_host
+from liferaft.workloads.base import Workload, entry_json, stop_on_host
 from liferaft.workloads.probe import health_url, http_check
 
 if TYPE_CHECKING:
@@ -242,14 +241,7 @@ class Container:
         """sha256 of what deploy uses at `site`: the service's entry (the image reference, pinned by digest or a
         tag; secret references, not values), the site's registry and the entries of its databases and buckets."""
         h = hashlib.sha256(b"liferaft-warm-container-1\0")
-        spec = stack.model.services[wl.name]
-        h.update(json.dumps({"kind": self.name, "service": wl.name, "spec": spec.model_dump(mode="json"),
-                             "site": stack.site(site).model_dump(mode="json", exclude={"standby"}),
-                             "databases": {k: stack.model.data.databases[k].model_dump(mode="json")
-                                           for k in spec.databases if k in stack.model.data.databases},
-                             "buckets": {k: stack.model.data.buckets[k].model_dump(mode="json")
-                                         for k in spec.buckets if k in stack.model.data.buckets}},
-                            sort_keys=True).encode())
+        h.update(entry_json(self.name, stack, wl, site))
         return h.hexdigest()[:32]
 
     def deploy_stopped(self, ctx: RunContext, wl: Workload, host: TargetHost, digest: str) -> dict[str, Any]:

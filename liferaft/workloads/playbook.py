@@ -18,7 +18,6 @@ that is how stop, rollback and a drill's teardown find them (`liferaft.configure
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +25,7 @@ from liferaft.configure import ansible_events
 from liferaft.configure.paths import service_paths
 from liferaft.engine.plan import DEPLOY_MODE
 from liferaft.errors import RunFailed
-from liferaft.workloads.base import Workload, refuse_source_host, stop_on_host
+from liferaft.workloads.base import Workload, entry_json, refuse_source_host, stop_on_host
 from liferaft.workloads.probe import health_url, wait_silent
 
 if TYPE_CHECKING:
@@ -146,14 +145,7 @@ class Playbook:
         """sha256 of the service's entry (secret references, not values), the site's config, the playbook file
         and the artifact tree: what deploy uses, the host aside (the record says which host holds it)."""
         h = hashlib.sha256(b"liferaft-warm-1\0")
-        spec = stack.model.services[wl.name]
-        h.update(json.dumps({"kind": self.name, "service": wl.name, "spec": spec.model_dump(mode="json"),
-                             "site": stack.site(site).model_dump(mode="json", exclude={"standby"}),
-                             "databases": {k: stack.model.data.databases[k].model_dump(mode="json")
-                                           for k in spec.databases if k in stack.model.data.databases},
-                             "buckets": {k: stack.model.data.buckets[k].model_dump(mode="json")
-                                         for k in spec.buckets if k in stack.model.data.buckets}},
-                            sort_keys=True).encode())
+        h.update(entry_json(self.name, stack, wl, site))
         tree_digest(h, stack.playbook_path(wl.name))
         artifact = stack.artifact_path(wl.name)
         if artifact is not None and artifact.exists():
