@@ -15,7 +15,6 @@ second). Deterministic: fixed timestamps and order, so the same machine gives th
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -233,37 +232,16 @@ def rootfs() -> _Tree:
 
 def build(layout: Path, *, tag: str = TAG) -> str:
     """Write the image as an OCI image layout in `layout` (replaced); returns its manifest digest."""
+    from liferaft.lab.registries import write_layout
+
     tmp = layout.with_name(layout.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    blobs = tmp / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes) -> tuple[str, int]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return f"sha256:{digest}", len(data)
-
-    raw = rootfs().tar()
-    layer, layer_size = blob(gzip.compress(raw, compresslevel=6, mtime=0))
-    config = {"architecture": "amd64", "os": "linux",
-              "config": {"Entrypoint": ["/usr/bin/python3", "/app/entrypoint.py"], "Cmd": [],
-                         "Env": ["PATH=/usr/bin:/bin", "HOME=/root", "PYTHONUNBUFFERED=1",
-                                 "PYTHONDONTWRITEBYTECODE=1"],
-                         "WorkingDir": "/app", "ExposedPorts": {f"{PORT}/tcp": {}},
-                         "StopSignal": "SIGTERM"},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
-              "history": [{"created_by": f"liferaft lab: {RECIPE} (the microblog on this machine's python3, "
-                                         "psycopg2, boto3)"}]}
-    cfg, cfg_size = blob(json.dumps(config, sort_keys=True).encode())
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer,
-                            "size": layer_size}]}
-    man, man_size = blob(json.dumps(manifest, sort_keys=True).encode())
-    (tmp / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_size,
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    (tmp / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    man = write_layout(tmp, rootfs().tar(),
+                       {"Entrypoint": ["/usr/bin/python3", "/app/entrypoint.py"], "Cmd": [],
+                        "Env": ["PATH=/usr/bin:/bin", "HOME=/root", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"],
+                        "WorkingDir": "/app", "ExposedPorts": {f"{PORT}/tcp": {}}, "StopSignal": "SIGTERM"},
+                       f"liferaft lab: {RECIPE} (the microblog on this machine's python3, psycopg2, boto3)", tag,
+                       compresslevel=6)
     (tmp / "digest").write_text(man + "\n")
     shutil.rmtree(layout, ignore_errors=True)
     tmp.rename(layout)

@@ -90,6 +90,20 @@ def build_image(layout: Path, *, tag: str = IMAGE_TAG, port: int = IMAGE_PORT, v
     `layout`; returns its manifest digest. Deterministic: the same inputs give the same digest."""
     if not BUSYBOX.exists():
         raise ToolMissing(f"{BUSYBOX} is missing", hint="apt-get install busybox-static")
+    raw = _tar_rootfs({"bin/busybox": BUSYBOX.read_bytes(), "www/healthz": b"ok\n",
+                       "www/version": f"{version}\n".encode()},
+                      {f"bin/{tool}": "busybox" for tool in ("sh", "httpd", "cat", "env", "ls", "sleep", "wget")},
+                      ["bin", "www", "tmp", "etc"])
+    return write_layout(layout, raw, {"Entrypoint": ENTRYPOINT, "Cmd": ["/bin/httpd", "-f", "-p", str(port), "-h", "/www"],
+                                      "Env": ["PATH=/bin"], "ExposedPorts": {f"{port}/tcp": {}}},
+                        "liferaft lab: busybox-static httpd serving /healthz", tag)
+
+
+def write_layout(layout: Path, raw: bytes, config: dict[str, Any], created_by: str, tag: str, *,
+                 compresslevel: int = 9) -> str:
+    """An OCI image layout in `layout` of one layer (`raw`, an uncompressed tar) with the image `config` (the OCI
+    config's "config" part), tagged `tag`: blobs, index.json, oci-layout. Returns the manifest digest;
+    deterministic (the same inputs give the same digest)."""
     layout.mkdir(parents=True, exist_ok=True)
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -99,17 +113,11 @@ def build_image(layout: Path, *, tag: str = IMAGE_TAG, port: int = IMAGE_PORT, v
         (blobs / digest).write_bytes(data)
         return f"sha256:{digest}", len(data)
 
-    raw = _tar_rootfs({"bin/busybox": BUSYBOX.read_bytes(), "www/healthz": b"ok\n",
-                       "www/version": f"{version}\n".encode()},
-                      {f"bin/{tool}": "busybox" for tool in ("sh", "httpd", "cat", "env", "ls", "sleep", "wget")},
-                      ["bin", "www", "tmp", "etc"])
-    layer, layer_size = blob(gzip.compress(raw, mtime=0))
-    config = {"architecture": "amd64", "os": "linux",
-              "config": {"Entrypoint": ENTRYPOINT, "Cmd": ["/bin/httpd", "-f", "-p", str(port), "-h", "/www"],
-                         "Env": ["PATH=/bin"], "ExposedPorts": {f"{port}/tcp": {}}},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
-              "history": [{"created_by": "liferaft lab: busybox-static httpd serving /healthz"}]}
-    cfg, cfg_size = blob(json.dumps(config, sort_keys=True).encode())
+    layer, layer_size = blob(gzip.compress(raw, compresslevel=compresslevel, mtime=0))
+    image = {"architecture": "amd64", "os": "linux", "config": config,
+             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
+             "history": [{"created_by": created_by}]}
+    cfg, cfg_size = blob(json.dumps(image, sort_keys=True).encode())
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer,
