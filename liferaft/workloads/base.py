@@ -144,6 +144,24 @@ def refuse_source_host(ctx: RunContext, address: str | None) -> None:
         raise RunFailed(f"refusing to stop services on {address}: it is the source host")
 
 
+def start_on_host(kind: Any, wl: Workload, host: TargetHost, lines: list[str], *, timeout: float,
+                  what: str) -> dict[str, Any]:
+    """Run a kind's shell `lines` that start a warm standby's `wl` on `host`, then wait until it is healthy: the
+    `start` result every kind returns (host, healthy_at, start_s, healthy_s)."""
+    import time
+
+    from liferaft.configure import remote
+    from liferaft.workloads.probe import http_check
+
+    t0 = time.monotonic()
+    remote.ssh(host, "sh -s", stdin="\n".join(lines) + "\n", timeout=timeout, what=what)
+    t1 = time.monotonic()
+    health = kind.health(wl)
+    healthy_at = http_check(host.address, health, timeout=timeout) if health is not None else None
+    return {"host": host.name, "state": "started", "healthy_at": healthy_at, "start_s": round(t1 - t0, 3),
+            "healthy_s": round(time.monotonic() - t1, 3)}
+
+
 def stop_on_host(ctx: RunContext, kind: Any, wl: Workload, host: TargetHost, lines: list[str], *,
                  timeout: float, what: str, silent_timeout: float = 15.0) -> bool:
     """Run a kind's shell `lines` that stop `wl` on `host` (and maybe remove its files), then wait until its health

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from liferaft.configure.paths import service_paths
 from liferaft.errors import RunFailed, UsageError
-from liferaft.workloads.base import Workload, entry_json, stop_on_host
+from liferaft.workloads.base import Workload, entry_json, start_on_host, stop_on_host
 from liferaft.workloads.probe import health_url, http_check
 
 if TYPE_CHECKING:
@@ -275,16 +275,8 @@ class Container:
 
     def start(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
         """Start the container `deploy_stopped` created (no pull, no create), and return once it is healthy."""
-        from liferaft.configure import remote
-
-        t0 = time.monotonic()
-        remote.ssh(host, f"podman start {container_name(wl.name)} >/dev/null", timeout=START_TIMEOUT_S,
-                   what=f"start container {wl.name}")
-        t1 = time.monotonic()
-        health = self.health(wl)
-        healthy_at = http_check(host.address, health, timeout=START_TIMEOUT_S) if health is not None else None
-        return {"host": host.name, "state": "started", "healthy_at": healthy_at, "start_s": round(t1 - t0, 3),
-                "healthy_s": round(time.monotonic() - t1, 3)}
+        return start_on_host(self, wl, host, [f"podman start {container_name(wl.name)} >/dev/null"],
+                             timeout=START_TIMEOUT_S, what=f"start container {wl.name}")
 
     # ------------------------------------------------------------------------------------------ the mirror
     def mirror(self, stack: Stack, wl: Workload, source: str, target: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from liferaft.configure import ansible_events
 from liferaft.configure.paths import service_paths
 from liferaft.engine.plan import DEPLOY_MODE
 from liferaft.errors import RunFailed
-from liferaft.workloads.base import Workload, entry_json, refuse_source_host, stop_on_host
+from liferaft.workloads.base import Workload, entry_json, refuse_source_host, start_on_host, stop_on_host
 from liferaft.workloads.probe import health_url, wait_silent
 
 if TYPE_CHECKING:
@@ -187,19 +187,8 @@ class Playbook:
         return text or None
 
     def start(self, ctx: RunContext, wl: Workload, host: TargetHost) -> dict[str, Any]:
-        import time
-
-        from liferaft.configure import remote
-        from liferaft.workloads.probe import http_check
-
-        t0 = time.monotonic()
-        remote.ssh(host, "sh -s", stdin="\n".join(start_lines(wl.name)) + "\n", timeout=START_TIMEOUT_S,
-                   what=f"start service {wl.name}")
-        t1 = time.monotonic()
-        health = self.health(wl)
-        healthy_at = http_check(host.address, health, timeout=START_TIMEOUT_S) if health is not None else None
-        return {"host": host.name, "state": "started", "healthy_at": healthy_at, "start_s": round(t1 - t0, 3),
-                "healthy_s": round(time.monotonic() - t1, 3)}
+        return start_on_host(self, wl, host, start_lines(wl.name), timeout=START_TIMEOUT_S,
+                             what=f"start service {wl.name}")
 
     # --------------------------------------------------------------------------------------------------- stop
     def stop(self, ctx: RunContext, wl: Workload, host: TargetHost) -> None:
