@@ -3,9 +3,10 @@ source host can rsync to the target host, the writers' stop and start lines, fil
 of the contract that are the same for both (`FilesKind`, `FilesStandby`) and the fence.
 
 The fence (a site the stack left by a cold failover, at the first contact: `fence_lines`): the stack's
-`writers.stop` where it names writers, then every file and folder of the dataset made read-only (the write bits
-taken off; the previous modes recorded first on the host, `/var/lib/liferaft/fence/<kind>-<key>.json`, and put
-back exactly by `unfence_lines`, which then runs `writers.start`). The services were stopped before (the workload
+`writers.stop` where it names writers (`writers`: the fence script runs each distinct command once, before any
+kind's lines), then every file and folder of the dataset made read-only (the write bits taken off; the previous
+modes recorded first on the host, `/var/lib/liferaft/fence/<kind>-<key>.json`, and put back exactly by
+`unfence_lines`; the fence's undo runs `writers.start` after every kind's data is writable again). The services were stopped before (the workload
 kinds' fence runs first); a process that still held a file open for writing keeps its descriptor, which is why the
 writers are stopped too. Root still writes (a read-only mode binds every other user: the services' users).
 
@@ -29,7 +30,7 @@ from liferaft.errors import LiferaftError, RunFailed, ToolMissing
 
 if TYPE_CHECKING:
     from liferaft.configure import TargetHost
-    from liferaft.datasets.base import Dataset, Size, StandbySides, Where
+    from liferaft.datasets.base import Dataset, Size, StandbySides, Where, Writers
     from liferaft.engine.runner import RunContext
     from liferaft.movers.files import PushAccess, Shell
     from liferaft.stack import Stack
@@ -243,20 +244,12 @@ def fence_record(ds: Dataset) -> str:
 
 
 def fence_lines(datasets: list[Dataset], paths: Any, *, undo: bool = False) -> list[str]:
-    """Shell lines that fence (`undo`: unfence) the file datasets: writers stopped (each distinct `writers.stop`
-    once), then `paths(ds)` made read-only with their modes recorded; undone: modes back, then `writers.start`."""
+    """Shell lines that fence (`undo`: unfence) the file datasets: `paths(ds)` made read-only with their modes
+    recorded; undone: the modes put back. Their writers are stopped before and started after by the fence script
+    (`writers`), once for every kind."""
     import shlex
 
     lines: list[str] = []
-    writers: list[tuple[str, str]] = []
-    for ds in datasets:
-        w = ds.spec.writers
-        cmd = (w.start if undo else w.stop) if w is not None else None
-        if cmd and cmd not in [c for c, _ in writers]:
-            writers.append((cmd, label(ds)))
-    writer_lines = [(f"if sh -c {shlex.quote(cmd)} >/dev/null 2>&1; then echo 'liferaft-fence: done: writers of {lab} "
-                     f"{'started' if undo else 'stopped'}'; else echo 'liferaft-fence: failed: writers of {lab} "
-                     f"(writers.{'start' if undo else 'stop'} failed)'; fi") for cmd, lab in writers]
     for ds in datasets:
         args = " ".join(shlex.quote(p) for p in paths(ds))
         what = "writable again (modes put back)" if undo else "read-only (modes recorded)"
@@ -264,7 +257,13 @@ def fence_lines(datasets: list[Dataset], paths: Any, *, undo: bool = False) -> l
                      f"\n{_FENCE_PY.strip()}\nLIFERAFT_PY\n)\nthen echo \"liferaft-fence: done: {label(ds)} {what}: "
                      f"$n entries\"; else echo 'liferaft-fence: failed: {label(ds)} (its modes could not be "
                      f"{'restored' if undo else 'changed'})'; fi")
-    return lines + writer_lines if undo else writer_lines + lines
+    return lines
+
+
+def writers(datasets: list[Dataset]) -> list[Writers]:
+    from liferaft.datasets.base import Writers
+
+    return [Writers(w.stop, w.start, label(ds)) for ds in datasets if (w := ds.spec.writers) is not None]
 
 
 def aside_path(ds: Dataset, tag: str) -> str:
@@ -395,6 +394,9 @@ class FilesKind(NoServer, HostedKind):
 
     def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         return fence_lines(datasets, self.paths, undo=True)
+
+    def writers(self, stack: Stack, datasets: list[Dataset]) -> list[Writers]:
+        return writers(datasets)
 
     # how a failback keeps the old primary's copy (`set_aside_lines`): a shell command copying src to dst, and its name
     aside_how: ClassVar[str] = "a copy"

@@ -122,6 +122,32 @@ class LedgerVerdict:
     summary: dict[str, Any]  # JSON-safe: present, missing, mismatched, writes_after_cut, first_missing_at...
 
 
+@dataclass(frozen=True)
+class Writers:
+    """How the programs writing a dataset stop and start again (shell commands run as root on its host), and the
+    dataset's label for what the fence says."""
+
+    stop: str | None
+    start: str | None
+    label: str
+
+
+def writer_lines(writers: list[Writers], *, undo: bool = False) -> list[str]:
+    """The fence's (`undo`: its undo's) shell lines for `writers`: each distinct stop (start) command once, under the
+    first dataset's label that names it, saying `liferaft-fence: done|failed: writers of <label> stopped|started`."""
+    import shlex
+
+    seen: dict[str, str] = {}
+    for w in writers:
+        cmd = w.start if undo else w.stop
+        if cmd:
+            seen.setdefault(cmd, w.label)
+    verb, part = ("started", "start") if undo else ("stopped", "stop")
+    return [f"if sh -c {shlex.quote(cmd)} >/dev/null 2>&1; then echo 'liferaft-fence: done: writers of {lab} {verb}'; "
+            f"else echo 'liferaft-fence: failed: writers of {lab} (writers.{part} failed)'; fi"
+            for cmd, lab in seen.items()]
+
+
 class DatasetKind(Protocol):
     """Plan, live move, verification and drills of one kind of data.
 
@@ -274,6 +300,13 @@ class DatasetKind(Protocol):
     def unfence_lines(self, stack: Stack, datasets: list[Dataset]) -> list[str]:
         """The undo of `fence_lines`, for the rollback of the move that fenced the site (it is the active site
         again). Same output convention. Optional, with `fence_lines`."""
+        ...
+
+    def writers(self, stack: Stack, datasets: list[Dataset]) -> list[Writers]:
+        """The programs outside the stack's services that write these datasets (a folder's uploader, a SQLite
+        file's app): the fence stops them before any kind's `fence_lines`, its undo starts them after every kind's
+        `unfence_lines` (a writer started earlier would meet another kind's data still read-only, and die). Each
+        distinct command runs once, however many datasets name it. Optional: most kinds are written by services."""
         ...
 
     def set_aside_lines(self, stack: Stack, datasets: list[Dataset], tag: str) -> list[str]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from liferaft.datasets.base import kind_named
+from liferaft.datasets.base import Writers, kind_named, writer_lines
 from liferaft.datasets.registry import datasets
 from liferaft.engine.active import FENCED, READ_ONLY, fence_pending, load_active, update_fence
 from liferaft.errors import LiferaftError
@@ -100,13 +100,19 @@ def fence_script(stack: Stack, *, undo: bool = False) -> str:
         fn = getattr(workload_kind(group[0]), method, None)
         service_lines += fn(stack, group) if fn else []
     data_lines: list[str] = []
+    writers: list[Writers] = []
     ds_by_kind: dict[str, list[Any]] = {}
     for ds in datasets(stack):
         ds_by_kind.setdefault(ds.kind, []).append(ds)
     for name, dgroup in ds_by_kind.items():
-        fn = getattr(kind_named(name), method, None)
+        kind = kind_named(name)
+        fn = getattr(kind, method, None)
         data_lines += fn(stack, dgroup) if fn else []
-    body = data_lines + service_lines if undo else service_lines + data_lines
+        who = getattr(kind, "writers", None)
+        writers += who(stack, dgroup) if who else []
+    # writers stop after the services and before any data is fenced; they start once all of it is writable again
+    writer = writer_lines(writers, undo=undo)
+    body = data_lines + writer + service_lines if undo else service_lines + writer + data_lines
     return "\n".join(["set -u", "sd=false; [ -d /run/systemd/system ] && sd=true", *body]) + "\n"
 
 
