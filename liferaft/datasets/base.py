@@ -196,6 +196,12 @@ class DatasetKind(Protocol):
         """Measure the dataset at the source READ-ONLY (a lab test counts what the servers saw: nothing written)."""
         ...
 
+    def arrives_in_freeze(self, ds: Dataset) -> bool:
+        """Optional (default False). True when nothing of the dataset is at the target before the freeze (a
+        PostgreSQL database in `migrate: dump` mode: the dump is made inside the freeze): the services then deploy
+        after the freeze, since a service checks its health on its data."""
+        ...
+
     def prerequisites(self, where: Where, ds: Dataset) -> list[Prerequisite]:
         """Optional. Check READ-ONLY at the source what the move needs there (PostgreSQL: primary keys, wal_level,
         free replication slots and senders, extensions the target lacks, the source's access rule for the target),

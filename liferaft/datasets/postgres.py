@@ -342,6 +342,9 @@ class Postgres(PostgresStandby, HostedKind):
     def summary(self, ds: Dataset) -> Any:
         return str(ds.spec.migrate)
 
+    def arrives_in_freeze(self, ds: Dataset) -> bool:
+        return bool(ds.spec.migrate == "dump")
+
     def titles(self, ds: Dataset, where: tuple[str, str]) -> dict[str, str]:
         how = "logical replication" if ds.spec.migrate == "logical" else "dump/restore inside the freeze"
         return {"seed": f"migrate database {ds.spec.name} ({how})",

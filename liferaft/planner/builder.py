@@ -288,15 +288,25 @@ def _live(b: _Builder, inp: Live) -> Plan:
                            SeedParams(ds.key, ds.kind, src_host, {kind.summary_name: kind.summary(ds)}).to_params(),
                            *deps, *seeds[-1:]))
     certs = b.certificates(host_ready)
-    deploys = b.services(b.deploy, (prepared,), certs)
+    # A dataset that reaches the target only inside the freeze (a dump) leaves the services nothing to start on
+    # before it: they deploy after the freeze (and the gate waits for them), else beside the seeds.
+    late = [ds for ds in dss if getattr(kind_of(ds), "arrives_in_freeze", lambda ds: False)(ds)]
+    deploys = [] if late else b.services(b.deploy, (prepared,), certs)
     freeze = b.add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
                    + ", ".join(dict.fromkeys(f"{kind_of(ds).noun}s" for ds in dss)) + ")",
                    DatasetsParams(tuple(dss), src_host).to_params(), *((deploys + seeds) or [prepared]))
+    if late:
+        deploys = b.services(b.deploy, (freeze,), certs)
+        which = ", ".join(f"{kind_of(ds).noun} {ds.key}" for ds in late)
+        notes_late = [(f"the services deploy after the freeze ({which}: copied only inside it); the write freeze lasts "
+                      "until they answer their health")]
+    else:
+        notes_late = []
     gate = b.add("verify-data", VerifyData.name, ("verify data: tables by count+hash, sequences, schema; objects by "
                                                   "listing and sha256 of the final delta (all were read back before "
                                                   "the freeze)" + (", write ledger" if inp.ledger else "")),
                  VerifyParams(tuple(dss), src_host, inp.ledger).to_params(), freeze)
-    last = b.cutover("target", gate)
+    last = b.cutover("target", gate, *(deploys if late else []))
     released: dict[str, list[Dataset]] = {}
     for ds in dss:
         if kind_of(ds).release_id:
@@ -333,7 +343,7 @@ def _live(b: _Builder, inp: Live) -> Plan:
         f"; {noun}s: {n_bytes} bytes" + (f", {n} items" if n else "") for noun, (n_bytes, n) in per_noun.items())]
     # what a kind observed beside the size (versions, warnings such as tables without a primary key)
     notes += [f"{kind_of(ds).noun} {ds.key}: {sizes[ds.id].detail}" for ds in dss if sizes[ds.id].detail]
-    notes += b.ttl_notes(obs.dns_current)
+    notes += b.ttl_notes(obs.dns_current) + notes_late
     return b.plan(inp.mode, resources, notes, found=obs.problems, bytes_to_move=sum(sz.bytes for sz in sizes.values()),
                   estimate_s=round(estimate(stack, obs), 1),
                   dns_diff=b.dns_diff(obs.dns_current, [preview] if preview else [f"<address of {host_name}>"]))

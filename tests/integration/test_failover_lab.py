@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from liferaft.lab import example
@@ -234,16 +235,17 @@ def test_sigkill_at_every_step_boundary_then_resume(env: Env) -> None:
 
 
 
-def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
+def test_bucket_and_dump_move_at_the_target_host_not_through_the_controller(env: Env, lab: Any) -> None:
     """`data_path: auto` with a target host (the database in `migrate: dump` mode): `plan` says the bucket's bytes
     and the dump flow through b, not this controller; liferaft's own mover (the zip it builds and sends, checked by
     sha256) copies and reads back the bucket at b; the fault proxies in front of both stores count the body bytes per
     client, and this controller's share stays far below the data size. The mover is SIGKILLed on b mid-copy by its
-    PID: the step fails, resume copies the rest (the manifest here kept what the dead mover reported), every object
-    equal by sha256 on both stores, nothing left on b; the next plan estimates from the rate measured. (The copy
-    steps only, `--stop-before deploy-web`: the module's other tests run whole failovers through the same movers;
-    the example app at b answers its health check only once its schema is there, which in dump mode comes in the
-    freeze, after the deploy: the dump at the target host is tested in test_movers_postgres.)"""
+    PID: the step fails, resume completes the failover (the manifest here kept what the dead mover reported), every
+    object equal by sha256 on both stores, nothing left on b. The database (with a 16 MB table beside the app's) is
+    dumped and restored inside the freeze by pg_dump | pg_restore at b: counters in a's netns (nftables) count what
+    its PostgreSQL sent to this controller and to the rest; the app deploys after the freeze (its health needs its
+    schema) and serves from b through DNS; the bulk table is equal by content at b. Then the rollback, and the next
+    plan estimates from the rate measured."""
     import yaml
 
     from liferaft.lab.proxy import FaultProxy
@@ -266,6 +268,19 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
         body = os.urandom(1_310_720)
         s3.put_object(Bucket=BUCKET, Key=f"big/{i:03d}", Body=body)
         size += len(body)
+    db_size = 16 * 1_048_576  # incompressible: the dump's bytes are these
+    with psycopg.connect(**env.dsn(env.a)) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bulk (id int PRIMARY KEY, payload bytea NOT NULL)")
+        for i in range(16):
+            cur.execute("INSERT INTO bulk VALUES (%s, %s)", (i, os.urandom(1_048_576)))
+    bulk_md5 = "SELECT count(*), md5(string_agg(md5(payload), '' ORDER BY id)) FROM bulk"
+    controller = env.info.bridge_address
+    # what a's PostgreSQL sends, to this controller and to anyone else (b's pg_dump), counted in a's netns
+    env.info.hosts["a"].run(f"""set -e
+nft add table inet lrmeter
+nft add chain inet lrmeter out '{{ type filter hook output priority 0; }}'
+nft add rule inet lrmeter out tcp sport 5432 ip daddr {controller} counter comment '"controller"'
+nft add rule inet lrmeter out tcp sport 5432 ip daddr != {controller} counter comment '"others"'""")
     plan = cli("plan", "--to", "alt-b", "--json")
     assert plan.returncode == 0, plan.stderr[-2000:]
     notes = json.loads(plan.stdout)["notes"]
@@ -273,12 +288,15 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
     assert flow and f"({env.b}) at site alt-b" in flow[0] and "not through this controller" in flow[0], notes
     assert any(n.startswith("database blog: pg_dump -Fd | pg_restore run on host") and f"({env.b})" in n
                for n in notes), notes
+    assert any(n.startswith("the services deploy after the freeze (database blog") for n in notes), notes
+    assert [s["id"] for s in json.loads(plan.stdout)["steps"]].index("deploy-web") > \
+        [s["id"] for s in json.loads(plan.stdout)["steps"]].index("freeze")
     proxies = {n: FaultProxy.attach(n, p["workdir"]) for n, p in lab.read_state()["proxies"].items()
                if n in ("aws", "objstore")}
     for p in proxies.values():
         p.reset_stats()
     argv = [sys.executable, "-m", "liferaft", "--stack", str(stack_file), "--state-dir", str(env.state),
-            "failover", "--to", "alt-b", "--yes", "--json", "--stop-before", "deploy-web"]
+            "failover", "--to", "alt-b", "--yes", "--json"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     hello: dict[str, Any] = {}
@@ -306,21 +324,36 @@ def test_bucket_moves_at_the_target_host_not_through_the_controller(env: Env, la
     copied = len([k for k in env.hashes("objstore") if k.startswith("big/")])
     assert 0 < copied < 40, copied
     run = env.last_run()["run"]
-    out = cli("resume", run, "--stop-before", "deploy-web")
+    out = cli("resume", run, "--json")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert '"pg.dump.remote"' in out.stderr, out.stderr[-3000:]  # pg_dump ran on b
     # nothing of the mover is left on b (the killed one's folder went when the next mover started)
     assert env.info.hosts["b"].run("ls -d /tmp/liferaft-mover-* 2>/dev/null | wc -l").stdout.strip() == "0"
-    src, tgt = env.hashes("aws"), env.hashes("objstore")
-    assert src and {k: tgt.get(k) for k in src} == src
-    controller = env.info.bridge_address
+    assert_serving_from_b(env, None)
+    with psycopg.connect(**env.dsn(env.a)) as ca, ca.cursor() as cur_a, \
+            psycopg.connect(**env.dsn(env.b)) as cb, cb.cursor() as cur_b:
+        cur_a.execute(bulk_md5)
+        cur_b.execute(bulk_md5)
+        at_a, at_b = cur_a.fetchone(), cur_b.fetchone()
+    assert at_a == at_b and at_a[0] == 16, (at_a, at_b)
+    counters = json.loads(env.info.hosts["a"].run("nft -j list table inet lrmeter").stdout)
+    env.info.hosts["a"].run("nft delete table inet lrmeter")
+    sent = {r["rule"]["comment"]: next(e["counter"]["bytes"] for e in r["rule"]["expr"] if "counter" in e)
+            for r in counters["nftables"] if "rule" in r}
     mine = sum(v["received"] + v["sent"] for p in proxies.values()
                for c, v in p.stats()["by_client"].items() if c == controller)
     total = sum(v["received"] + v["sent"] for p in proxies.values() for v in p.stats()["by_client"].values())
-    print(f"data {size} bytes; through the proxies: {total} bytes, of which this controller {mine}")
+    print(f"bucket {size} bytes; through the proxies: {total} bytes, of which this controller {mine}; "
+          f"database {db_size} bytes of bulk rows; a's PostgreSQL sent {sent['others']} bytes to b, "
+          f"{sent['controller']} to this controller")
     assert total > 2 * size  # the copy and its read-back went through the proxies, from b
     assert mine < size / 20, (mine, size)
+    assert sent["others"] > db_size  # the dump was read from b
+    assert sent["controller"] < db_size / 10, sent  # and not through here (observe, freeze, the gate's hashes)
     out = cli("rollback", run, "--yes")  # with the stack file the run was made with
     assert out.returncode == 0, out.stderr[-3000:]
     assert env.dns() == [env.a]
+    with psycopg.connect(**env.dsn(env.a)) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE bulk")
     again = cli("plan", "--to", "alt-b", "--json")
     assert any("last copy measured" in n and "at the target's hosts" in n for n in json.loads(again.stdout)["notes"])
