@@ -166,6 +166,23 @@ def writable(listing: str) -> list[str]:
     return [line for line in listing.splitlines() if int(line.split()[0], 8) & 0o222]
 
 
+def cold_failover_with_a_cut_off(env: Env) -> float:
+    """The primary's provider and host a cut, a cold failover to alt-b; a back (healed) and not yet fenced, as the
+    record says. Returns the failover's seconds."""
+    env.lab.cut("aws", "down")
+    env.lab.cut_host("a")
+    try:
+        t1 = time.monotonic()
+        fo = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
+        assert fo.returncode == 0, fo.stdout[-3000:] + fo.stderr[-4000:]
+        failover_s = time.monotonic() - t1
+        st = json.loads(env.cli("status", "--json").stdout)
+        assert st["active_site"] == "alt-b" and st["fence"]["state"] == "pending"
+    finally:
+        env.lab.heal()
+    return failover_s
+
+
 def writer_alive(env: Env) -> bool:
     return env.sh("a", f"start-stop-daemon --status --pidfile {WRITER_PID}", check=False).returncode == 0
 
@@ -212,17 +229,7 @@ def test_cold_failover_then_the_old_primary_comes_back_fenced_for_every_kind(env
     before = modes(env, "a")
     replicate_s = time.monotonic() - t0
 
-    env.lab.cut("aws", "down")
-    env.lab.cut_host("a")
-    try:
-        t1 = time.monotonic()
-        fo = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
-        assert fo.returncode == 0, fo.stdout[-3000:] + fo.stderr[-4000:]
-        failover_s = time.monotonic() - t1
-        st = json.loads(env.cli("status", "--json").stdout)
-        assert st["active_site"] == "alt-b" and st["fence"]["state"] == "pending"
-    finally:
-        env.lab.heal()
+    failover_s = cold_failover_with_a_cut_off(env)
 
     # a is back as it was: nobody fenced it yet, everything there still takes writes
     with pymysql.connect(host=a, port=m.PORT, user=m.USER, password=m.password(info), database=m.DB,
@@ -332,15 +339,7 @@ def test_the_failback_sets_the_old_primarys_copy_of_every_kind_aside_with_its_di
     rep = env.cli("replicate", "--to", "alt-b", "--json")
     assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-4000:]
     replicate_s = time.monotonic() - t0
-    env.lab.cut("aws", "down")
-    env.lab.cut_host("a")
-    try:
-        t1 = time.monotonic()
-        fo = env.cli("failover", "--mode", "cold", "--to", "alt-b", "--yes", "--json", "--source-timeout", "2")
-        assert fo.returncode == 0, fo.stdout[-3000:] + fo.stderr[-4000:]
-        failover_s = time.monotonic() - t1
-    finally:
-        env.lab.heal()
+    failover_s = cold_failover_with_a_cut_off(env)
 
     # a is back, not fenced yet: writes land there that alt-b never gets (the divergent writes of a no-notice day)
     env.sh("a", STOP)
