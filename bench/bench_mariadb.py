@@ -12,7 +12,7 @@ source, then, in one run (compare the ratios: the machine is shared):
             each followed by one the old way (read_only at once, then the whole wait)
   verify    `liferaft.movers.mysql.verify` (per table count + order-independent hash + schema), both ends
 
-    python -m bench.bench_mariadb [--mb 1024] [--rounds 3] [--rate 200] [--freezes 5] [--compare-old] [--ours-first] [--json]
+    python -m bench.bench_mariadb [--mb 1024] [--rounds 3] [--rate 200] [--freezes 5] [--settle 2] [--compare-old] [--ours-first] [--json]
 Each tool seeds --rounds times, alternating who goes first (the ratio is of the medians; every run is printed).
 Not run in CI.
 """
@@ -138,9 +138,10 @@ def peer_copy(src: Server, tgt: Server) -> float:
         return time.monotonic() - t0
 
 
-def freezes(src: Server, tgt: Server, rate: float, count: int, *, compare: bool = False) -> list[dict[str, Any]]:
-    """`count` freezes under a writer, each right after a fresh seed (+2 s), by `liferaft.movers.mysql.freeze` (what
-    the dataset's freeze runs: catch-up while writable, read_only, final wait, replica reset); with `compare`, each
+def freezes(src: Server, tgt: Server, rate: float, count: int, *, compare: bool = False,
+            settle: float = 2.0) -> list[dict[str, Any]]:
+    """`count` freezes under a writer, each `settle` seconds after a fresh seed, by `liferaft.movers.mysql.freeze`
+    (what the dataset's freeze runs: catch-up while writable, read_only, final wait, replica reset); with `compare`, each
     followed by one the old way (read_only at once, then the whole wait). Each checks that the target holds every
     row of the (read-only) source."""
     stop = threading.Event()
@@ -166,7 +167,7 @@ def freezes(src: Server, tgt: Server, rate: float, count: int, *, compare: bool 
                     seed_running = my.replica_status(t) is not None
                 if not seed_running:
                     seed_replica(src.conn(), tgt.conn())
-                time.sleep(2)
+                time.sleep(settle)
                 with my.connect(src.conn()) as s, my.connect(tgt.conn()) as t:
                     if how == "new":
                         res = my.freeze(s, t)
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ours-first", action="store_true", help="liferaft's seed first in the first round")
     p.add_argument("--compare-old", action="store_true",
                    help="after each freeze, one the old way (read_only at once, then the whole wait)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds between a seed and the freeze (0: freeze while the replica still applies the writes "
+                        "made during the dump)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="liferaft-bench-mariadb-"))
@@ -238,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             assert my.wait_gtid(t, my.binlog_pos(s), 60)
             problems = my.verify(s, t, DB, DB).problems()
         verify_s = time.monotonic() - t0
-        fr = freezes(src, tgt, a.rate, a.freezes, compare=a.compare_old)
+        fr = freezes(src, tgt, a.rate, a.freezes, compare=a.compare_old, settle=a.settle)
         new = [r["freeze_s"] for r in fr if r["how"] == "new"]
         old = [r["freeze_s"] for r in fr if r["how"] == "old"]
         pre = [r["pre_s"] for r in fr if r["how"] == "new"]
@@ -253,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "ratios": [round(x / y, 2) for x, y in zip(ours_s, peer_s, strict=True)]},
                       {"what": "verify: count + hash + schema, both ends", "seconds": round(verify_s, 2),
                        "ratio": None},
-                      {"what": f"freeze under {a.rate:.0f} inserts/s, catch-up first (median of {len(new)}, max)",
+                      {"what": f"freeze under {a.rate:.0f} inserts/s, {a.settle:g} s after a seed, catch-up first "
+                               f"(median of {len(new)}, max)",
                        "seconds": round(statistics.median(new), 3), "max_s": round(max(new), 3), "ratio": None,
                        "runs": [round(x, 3) for x in new]},
                       {"what": f"  its catch-up before the freeze, source writable (median of {len(pre)}, max)",
