@@ -24,8 +24,6 @@ import pytest
 from liferaft.errors import RunFailed
 from liferaft.movers import mysql as my
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[Any, Any]]:
