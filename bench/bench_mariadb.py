@@ -6,11 +6,13 @@ source, then, in one run (compare the ratios: the machine is shared):
   peer      `mysqldump --single-transaction --quick db | mariadb db`, timed as one shell pipeline
   liferaft  `liferaft.datasets.mariadb.seed_replica` (target emptied, dump with --master-data --gtid piped into it,
             replication started and running)
-  freeze    with a writer inserting at --rate rows/s at the source through replication: read_only at the source ->
-            MASTER_GTID_WAIT at the target -> replica reset (what `freeze` does), repeated --freezes times
+  freeze    with a writer inserting at --rate rows/s at the source, each right after a fresh seed:
+            `liferaft.movers.mysql.freeze` (what the dataset's freeze runs: catch-up while the source is writable,
+            read_only, MASTER_GTID_WAIT at the target, replica reset), repeated --freezes times; with --compare-old
+            each followed by one the old way (read_only at once, then the whole wait)
   verify    `liferaft.movers.mysql.verify` (per table count + order-independent hash + schema), both ends
 
-    python -m bench.bench_mariadb [--mb 1024] [--rounds 3] [--rate 200] [--freezes 5] [--ours-first] [--json]
+    python -m bench.bench_mariadb [--mb 1024] [--rounds 3] [--rate 200] [--freezes 5] [--settle 2] [--compare-old] [--ours-first] [--json]
 Each tool seeds --rounds times, alternating who goes first (the ratio is of the medians; every run is printed).
 Not run in CI.
 """
@@ -36,6 +38,8 @@ from liferaft.datasets.mariadb import seed_replica
 from liferaft.movers import mysql as my
 
 USER, PASSWORD, DB = "bench", "bench-pw", "benchdb"
+APP = "benchapp"  # the writer's account: privileges on the database only, so read_only refuses its writes (an
+# account with ALL ON *.* holds READ ONLY ADMIN and writes through read_only: the benchmark's writer did until now)
 
 
 def _free_port() -> int:
@@ -71,11 +75,15 @@ class Server:
                 break
             time.sleep(0.1)
         sql = (f"SET sql_log_bin=0; CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; "
-               f"GRANT ALL ON *.* TO '{USER}'@'%' WITH GRANT OPTION; CREATE DATABASE {DB};")
+               f"GRANT ALL ON *.* TO '{USER}'@'%' WITH GRANT OPTION; CREATE DATABASE {DB}; "
+               f"CREATE USER '{APP}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON {DB}.* TO '{APP}'@'%';")
         subprocess.run(["mariadb", f"--socket={self.sock}", "-u", "root"], input=sql.encode(), check=True)
 
     def conn(self) -> my.MyConn:
         return my.MyConn("127.0.0.1", self.port, USER, PASSWORD, DB)
+
+    def app_conn(self) -> my.MyConn:
+        return my.MyConn("127.0.0.1", self.port, APP, PASSWORD, DB)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -130,13 +138,18 @@ def peer_copy(src: Server, tgt: Server) -> float:
         return time.monotonic() - t0
 
 
-def freezes(src: Server, tgt: Server, rate: float, count: int) -> list[float]:
+def freezes(src: Server, tgt: Server, rate: float, count: int, *, compare: bool = False,
+            settle: float = 2.0) -> list[dict[str, Any]]:
+    """`count` freezes under a writer, each `settle` seconds after a fresh seed, by `liferaft.movers.mysql.freeze`
+    (what the dataset's freeze runs: catch-up while writable, read_only, final wait, replica reset); with `compare`, each
+    followed by one the old way (read_only at once, then the whole wait). Each checks that the target holds every
+    row of the (read-only) source."""
     stop = threading.Event()
 
     def writer() -> None:
         while not stop.is_set():
             try:
-                with my.connect(src.conn()) as c:
+                with my.connect(src.app_conn()) as c:
                     while not stop.is_set():
                         my.query(c, "INSERT INTO events (account, kind, body) VALUES (1, 'w', 'x')")
                         time.sleep(1.0 / rate)
@@ -145,22 +158,36 @@ def freezes(src: Server, tgt: Server, rate: float, count: int) -> list[float]:
 
     th = threading.Thread(target=writer, daemon=True)
     th.start()
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         for _ in range(count):
-            seed_running = False
-            with my.connect(tgt.conn(), database=False) as t:
-                seed_running = my.replica_status(t) is not None
-            if not seed_running:
-                seed_replica(src.conn(), tgt.conn())
-            time.sleep(2)
-            with my.connect(src.conn(), database=False) as s, my.connect(tgt.conn(), database=False) as t:
-                t0 = time.monotonic()
-                my.set_read_only(s, True)
-                assert my.wait_gtid(t, my.binlog_pos(s), 60)
-                my.reset_replica(t)
-                out.append(time.monotonic() - t0)
-                my.set_read_only(s, False)
+            for how in (("new", "old") if compare else ("new",)):
+                seed_running = False
+                with my.connect(tgt.conn(), database=False) as t:
+                    seed_running = my.replica_status(t) is not None
+                if not seed_running:
+                    seed_replica(src.conn(), tgt.conn())
+                time.sleep(settle)
+                with my.connect(src.conn()) as s, my.connect(tgt.conn()) as t:
+                    if how == "new":
+                        res = my.freeze(s, t)
+                        row = {"how": how, "freeze_s": res.freeze_s, "pre_s": res.pre.seconds,
+                               "rounds": res.pre.rounds, "close": res.pre.close}
+                    else:
+                        t0 = time.monotonic()
+                        my.set_read_only(s, True)
+                        assert my.wait_gtid(t, my.binlog_pos(s), 60)
+                        my.reset_replica(t)
+                        row = {"how": how, "freeze_s": time.monotonic() - t0}
+                    counts = [my.query(c, "SELECT COUNT(*) FROM events")[0][0] for c in (s, t)]
+                    row["rpo0"] = counts[0] == counts[1]
+                    my.set_read_only(s, False)
+                out.append(row)
+                print(f"freeze ({how}): {row['freeze_s']:.3f} s"
+                      + (f", catch-up before it {row['pre_s']:.2f} s in {row['rounds']} round(s), close: "
+                         f"{row['close']}" if how == "new" else "")
+                      + f", target complete: {row['rpo0']}, load average {os.getloadavg()[0]:.1f}",
+                      file=sys.stderr, flush=True)
     finally:
         stop.set()
         th.join(5)
@@ -174,6 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--freezes", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="seeds by each tool, alternating who goes first")
     p.add_argument("--ours-first", action="store_true", help="liferaft's seed first in the first round")
+    p.add_argument("--compare-old", action="store_true",
+                   help="after each freeze, one the old way (read_only at once, then the whole wait)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds between a seed and the freeze (0: freeze while the replica still applies the writes "
+                        "made during the dump)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="liferaft-bench-mariadb-"))
@@ -210,7 +242,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             assert my.wait_gtid(t, my.binlog_pos(s), 60)
             problems = my.verify(s, t, DB, DB).problems()
         verify_s = time.monotonic() - t0
-        fr = freezes(src, tgt, a.rate, a.freezes)
+        fr = freezes(src, tgt, a.rate, a.freezes, compare=a.compare_old, settle=a.settle)
+        new = [r["freeze_s"] for r in fr if r["how"] == "new"]
+        old = [r["freeze_s"] for r in fr if r["how"] == "old"]
+        pre = [r["pre_s"] for r in fr if r["how"] == "new"]
         result = {"mb_loaded": a.mb, "rows": rows, "bytes_on_disk": size, "load_s": round(load_s, 2),
                   "rows_out": [
                       {"what": f"seed: mysqldump | mariadb (peer), median of {a.rounds}",
@@ -222,8 +257,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "ratios": [round(x / y, 2) for x, y in zip(ours_s, peer_s, strict=True)]},
                       {"what": "verify: count + hash + schema, both ends", "seconds": round(verify_s, 2),
                        "ratio": None},
-                      {"what": f"freeze under {a.rate:.0f} inserts/s (median of {len(fr)}, max)",
-                       "seconds": round(statistics.median(fr), 3), "max_s": round(max(fr), 3), "ratio": None}],
+                      {"what": f"freeze under {a.rate:.0f} inserts/s, {a.settle:g} s after a seed, catch-up first "
+                               f"(median of {len(new)}, max)",
+                       "seconds": round(statistics.median(new), 3), "max_s": round(max(new), 3), "ratio": None,
+                       "runs": [round(x, 3) for x in new]},
+                      {"what": f"  its catch-up before the freeze, source writable (median of {len(pre)}, max)",
+                       "seconds": round(statistics.median(pre), 3), "max_s": round(max(pre), 3), "ratio": None,
+                       "runs": [round(x, 2) for x in pre]}]
+                  + ([{"what": f"freeze the old way, read_only at once (median of {len(old)}, max)",
+                       "seconds": round(statistics.median(old), 3), "max_s": round(max(old), 3), "ratio": None,
+                       "runs": [round(x, 3) for x in old]}] if old else []),
+                  "freezes": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in fr],
                   "verify_problems": problems, "load_average": os.getloadavg()}
     finally:
         src.stop()

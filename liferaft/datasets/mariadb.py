@@ -4,14 +4,17 @@ Live move, verification and drills here; keeping a standby and promoting it in `
 `liferaft.movers.mysql`; liferaft's account in `mariadb_access`.
 
 - plan: the database's size from information_schema over a read-only session (read-only from its first
-  statement), with warnings for tables without a primary key and non-transactional (MyISAM) tables; refuses MySQL and
-  a source without a binary log before anything runs (replication needs it);
+  statement), with warnings for tables without a primary key, non-transactional (MyISAM) tables and an application
+  account that writes through read_only (READ ONLY ADMIN, also in ALL PRIVILEGES ON *.*: MariaDB has no
+  super_read_only); refuses MySQL and a source without a binary log before anything runs (replication needs it);
 - target: `mariadb.yml` (liferaft's MariaDB instance, binary log on, the databases and application accounts);
 - prepare: liferaft's migration account at both ends;
 - seed: `mysqldump --single-transaction --master-data --gtid | mariadb` into the target, then GTID replication from
   the source (the target catches up while the source keeps taking writes);
-- freeze: `read_only=1` at the source, `MASTER_GTID_WAIT` at the target for the source's last GTID, the replica
-  stopped and reset (the target is a primary of its own);
+- freeze: first a catch-up while the source still takes writes (the source's GTID position waited for at the
+  target, in rounds, until a round takes under CATCH_UP_CLOSE_S, at most PRE_CATCH_UP_TIMEOUT_S), then
+  `read_only=1` at the source, `MASTER_GTID_WAIT` at the target for the source's last GTID (now a short wait), the
+  replica stopped and reset (the target is a primary of its own);
 - verify: per table count + order-independent content hash, and the schema;
 - cut (drills): the source's GTID position at the cut waited for (bounded), then the replica stopped; the source is
   never made read-only;
@@ -39,7 +42,9 @@ if TYPE_CHECKING:
 
 DUMP_S_PER_GB = 60.0  # mysqldump | mariadb on the lab's 2 cores (bench/bench_mariadb.py)
 VERIFY_S_PER_GB = 15.0
-CATCH_UP_TIMEOUT_S = 60.0
+CATCH_UP_TIMEOUT_S = 60.0  # the final wait, the source read-only
+PRE_CATCH_UP_TIMEOUT_S = 30.0  # the catch-up before the freeze, the source still writable
+CATCH_UP_CLOSE_S = 0.25  # a catch-up round this short: the replica is close enough to freeze
 CUT_CATCH_UP_TIMEOUT_S = 30.0
 DATA_DIR = "/var/lib/liferaft-mariadb"
 
@@ -198,6 +203,7 @@ class Mariadb(MariadbStandby, HostedKind):
                 my.query(c, "SET SESSION TRANSACTION READ ONLY")
                 info = my.server_info(c)
                 found = my.tables(c, spec.name)
+                grants = [str(r[0]) for r in my.query(c, "SHOW GRANTS")]
         except ProviderError as e:
             raise LiferaftError(f"{label}: cannot measure it: {e.operation} failed: {e.detail}",
                                 hint=e.hint) from None
@@ -212,6 +218,9 @@ class Mariadb(MariadbStandby, HostedKind):
                                 hint="set log_bin, a server_id and binlog_format=ROW in its configuration and "
                                      "restart it")
         warnings = my.warnings_for(found)
+        privileged = my.writes_through_read_only(grants, info)
+        if privileged:
+            warnings.append(privileged)
         detail = f"MariaDB {info.version}, {len(found)} tables"
         if warnings:
             detail += "; WARNING: " + "; ".join(warnings)
@@ -263,8 +272,10 @@ class Mariadb(MariadbStandby, HostedKind):
         return None
 
     def freeze(self, ctx: RunContext, ds: Dataset, on_frozen: Any) -> dict[str, Any]:
-        """Source read-only, the target waits for the source's last GTID, the replica stopped and reset. After a
-        crash inside it: a target no longer replicating with a read-only source is a completed cutover."""
+        """A catch-up while the source still takes writes (bounded; froze anyway if the replica never gets close),
+        then the source read-only, the target waits for the source's last GTID, the replica stopped and reset (the
+        movers' `freeze`). After a crash inside it: a target no longer replicating with a read-only source is a
+        completed cutover."""
         from liferaft.movers import mysql as my
 
         src, tgt = self.conns(ctx, ds)
@@ -277,25 +288,27 @@ class Mariadb(MariadbStandby, HostedKind):
                 raise RunFailed(f"MySQL {ds.key}: the target no longer replicates and the source is still "
                                 "writable: nothing guarantees the target is complete",
                                 hint="roll back and fail over again")
-            t0 = time.monotonic()
-            my.set_read_only(s, True)
-            _frozen_now(ctx)
-            if on_frozen is not None:
-                on_frozen()
-            pos = my.binlog_pos(s)
-            t1 = time.monotonic()
-            if not my.wait_gtid(t, pos, CATCH_UP_TIMEOUT_S):
-                st = my.replica_status(t) or {}
-                raise RunFailed(f"MySQL {ds.key}: the target did not reach the source's position {pos} within "
-                                f"{CATCH_UP_TIMEOUT_S:.0f} s (replica: io={st.get('Slave_IO_Running')}, sql="
-                                f"{st.get('Slave_SQL_Running')}, error: {st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})",
-                                hint="the source stays read-only until rollback; roll back, or resume once the "
-                                     "replica caught up")
-            catch_up = time.monotonic() - t1
-            my.reset_replica(t)
-            my.set_read_only(t, False)
-        return {"method": "replication", "gtid": pos, "freeze_s": round(time.monotonic() - t0, 3),
-                "catch_up_s": round(catch_up, 3)}
+
+            def frozen() -> None:
+                _frozen_now(ctx)
+                if on_frozen is not None:
+                    on_frozen()
+
+            try:
+                res = my.freeze(s, t, close_s=CATCH_UP_CLOSE_S, pre_timeout=PRE_CATCH_UP_TIMEOUT_S,
+                                timeout=CATCH_UP_TIMEOUT_S, on_frozen=frozen, progress=progress(ctx))
+            except RunFailed as e:
+                raise RunFailed(f"MySQL {ds.key}: {e.message}", hint=e.hint) from None
+        pre = res.pre
+        ctx.emit("mysql.frozen", f"mysql {ds.key}: write freeze {res.freeze_s:.3f} s, after a catch-up of "
+                 f"{pre.seconds:.2f} s in {pre.rounds} round(s) "
+                 + ("(the replica was close)" if pre.close else "(the replica never got close: froze anyway, "
+                    "the final wait keeps RPO 0)"), database=ds.key, freeze_s=round(res.freeze_s, 3),
+                 pre_catch_up_s=round(pre.seconds, 3), pre_catch_up_rounds=pre.rounds, pre_caught_up=pre.close)
+        return {"method": "replication", "gtid": res.gtid, "freeze_s": round(res.freeze_s, 3),
+                "catch_up_s": round(res.catch_up_s, 3), "pre_catch_up_s": round(pre.seconds, 3),
+                "pre_catch_up_rounds": pre.rounds, "pre_caught_up": pre.close,
+                "pre_last_round_s": round(pre.last_round_s, 3)}
 
     def unfreeze(self, ctx: RunContext, ds: Dataset) -> None:
         from liferaft.movers import mysql as my

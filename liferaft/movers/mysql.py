@@ -10,8 +10,10 @@ GTIDs are another format, `CHANGE REPLICATION SOURCE`) is refused with a clear m
 - seed: `mysqldump --single-transaction --master-data=1 --gtid` piped into the target (one consistent snapshot; the
   dump sets the target's `gtid_slave_pos` to the snapshot's position; a FLUSH TABLES WITH READ LOCK of a few
   milliseconds at the source gives that position), then `CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos`;
-- freeze: `SET GLOBAL read_only=1` at the source (accounts without SUPER / READ_ONLY ADMIN can no longer write),
-  then `MASTER_GTID_WAIT(<source's gtid_binlog_pos>)` at the target, then the replica stopped and reset;
+- freeze: first a catch-up while the source still takes writes (`catch_up`: the source's position waited for at
+  the target, in rounds, until one round is short), then `SET GLOBAL read_only=1` at the source (accounts without
+  READ ONLY ADMIN, SUPER before 10.11, can no longer write), then `MASTER_GTID_WAIT(<source's gtid_binlog_pos>)` at
+  the target, then the replica stopped and reset;
 - verify: per table `COUNT(*)` and the sum of the first 60 bits of each row's MD5 (an order-independent content
   hash, exact DECIMAL arithmetic), plus the schema (`SHOW CREATE TABLE` without AUTO_INCREMENT counters, views,
   triggers and routines by name).
@@ -165,6 +167,24 @@ def warnings_for(found: list[TableInfo]) -> list[str]:
     return out
 
 
+def writes_through_read_only(grants: list[str], info: ServerInfo) -> str | None:
+    """A warning if the account whose `SHOW GRANTS` these are can write through `read_only` (MariaDB has no
+    `super_read_only`): READ ONLY ADMIN on *.* (also inside ALL PRIVILEGES), or SUPER before 10.11, where SUPER
+    implied it. Such an account's writes during the freeze would not stop, and those after the cut would be lost."""
+    for g in grants:
+        m = re.match(r"GRANT (.+?) ON \*\.\* TO ", g.strip(), re.IGNORECASE)
+        if not m:
+            continue
+        privs = [p.strip().upper().replace("_", " ") for p in m.group(1).split(",")]
+        held = [p for p in privs if p in ("ALL PRIVILEGES", "READ ONLY ADMIN")
+                or (p == "SUPER" and info.version_tuple() < (10, 11))]
+        if held:
+            return (f"the application's account holds {held[0]} on *.*, so read_only does not stop its writes: the "
+                    "write freeze would not hold for it and its writes after the cut would be lost (grant it "
+                    "privileges on its database only)")
+    return None
+
+
 # ------------------------------------------------------------------------------------------------------ the copy
 def _option_file(d: str, name: str, conn: MyConn) -> str:
     path = os.path.join(d, name)
@@ -285,12 +305,102 @@ def wait_gtid(c: Any, pos: str, timeout: float) -> bool:
     return bool(row and row[0][0] == 0)
 
 
+def _sql_thread_stopped(st: dict[str, Any] | None) -> str | None:
+    """Why the replica cannot apply anything more (its SQL thread stopped, or no replication at all), else None."""
+    if st is None:
+        return "the target no longer replicates"
+    if st.get("Slave_SQL_Running") != "Yes":
+        return (f"the replica's SQL thread stopped (io={st.get('Slave_IO_Running')}, error: "
+                f"{st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})")
+    return None
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    close: bool  # a round took under `close_s`: the replica was within that of the source
+    rounds: int
+    seconds: float
+    last_round_s: float
+    rounds_s: tuple[float, ...]
+
+
+def catch_up(s: Any, t: Any, *, close_s: float = 0.25, timeout: float = 30.0, max_rounds: int = 50,
+             progress: Progress | None = None) -> CatchUp:
+    """Before a freeze, while the source still takes writes: the source's GTID position now, waited for at the
+    target; again, until one such round takes under `close_s` (the replica is that close behind, so the freeze's
+    own wait will be about as short), or `timeout` / `max_rounds` is spent (`close` False: the caller freezes
+    anyway, its final wait keeps RPO 0). A replica whose SQL thread stopped raises RunFailed here, before anything
+    froze: it would never reach the source's position."""
+    t0 = time.monotonic()
+    rounds: list[float] = []
+    while len(rounds) < max_rounds:
+        left = timeout - (time.monotonic() - t0)
+        if left <= 0:
+            break
+        pos = binlog_pos(s)
+        r0 = time.monotonic()
+        reached = False
+        while not reached:
+            reached = wait_gtid(t, pos, min(1.0, max(left - (time.monotonic() - r0), 0.01)))
+            if reached or time.monotonic() - r0 >= left:
+                break
+            why = _sql_thread_stopped(replica_status(t))
+            if why:
+                raise RunFailed(f"the target cannot catch up with the source's position {pos}: {why}",
+                                hint="the source was not frozen and still takes writes; fix the replica (or "
+                                     "seed again), then resume")
+        rounds.append(time.monotonic() - r0)
+        if progress is not None:
+            progress("mysql.catch_up.round", {"round": len(rounds), "round_s": round(rounds[-1], 3),
+                                              "reached": reached})
+        if reached and rounds[-1] < close_s:
+            return CatchUp(True, len(rounds), time.monotonic() - t0, rounds[-1], tuple(rounds))
+        if not reached:
+            break
+    return CatchUp(False, len(rounds), time.monotonic() - t0, rounds[-1] if rounds else 0.0, tuple(rounds))
+
+
 def set_read_only(c: Any, on: bool) -> None:
     query(c, f"SET GLOBAL read_only = {1 if on else 0}")
 
 
 def is_read_only(c: Any) -> bool:
     return bool(int(query(c, "SELECT @@global.read_only")[0][0]))
+
+
+@dataclass(frozen=True)
+class Freeze:
+    gtid: str  # the source's last position, applied at the target
+    freeze_s: float  # read_only at the source -> the target caught up, no longer a replica and writable
+    catch_up_s: float  # the final wait (inside the freeze)
+    pre: CatchUp  # the catch-up before the freeze
+
+
+def freeze(s: Any, t: Any, *, close_s: float = 0.25, pre_timeout: float = 30.0, timeout: float = 60.0,
+           on_frozen: Callable[[], None] | None = None, progress: Progress | None = None) -> Freeze:
+    """The cutover: `catch_up` while the source still takes writes, then the source read-only (`on_frozen` called
+    right after), the target waits for the source's last GTID (at most `timeout`), the replica stopped and reset,
+    the target writable. Whether or not the catch-up got close, the final wait makes the target complete (RPO 0);
+    the catch-up only makes that wait, the write freeze, short. RunFailed if the target does not get there (the
+    source stays read-only)."""
+    pre = catch_up(s, t, close_s=close_s, timeout=pre_timeout, progress=progress)
+    t0 = time.monotonic()
+    set_read_only(s, True)
+    if on_frozen is not None:
+        on_frozen()
+    pos = binlog_pos(s)
+    t1 = time.monotonic()
+    if not wait_gtid(t, pos, timeout):
+        st = replica_status(t) or {}
+        raise RunFailed(f"the target did not reach the source's position {pos} within {timeout:.0f} s (replica: "
+                        f"io={st.get('Slave_IO_Running')}, sql={st.get('Slave_SQL_Running')}, error: "
+                        f"{st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})",
+                        hint="the source stays read-only until rollback; roll back, or resume once the replica "
+                             "caught up")
+    caught = time.monotonic() - t1
+    reset_replica(t)
+    set_read_only(t, False)
+    return Freeze(pos, time.monotonic() - t0, caught, pre)
 
 
 @dataclass(frozen=True)

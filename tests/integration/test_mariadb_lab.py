@@ -168,6 +168,13 @@ def test_live_failover_under_writes_gate_catches_missing_row_and_changed_byte(en
     print(f"\nfreeze (read-only to caught up and promoted) {frozen} s; result {freeze.get('result')}; "
           f"acked {len(writer.acked)}, refused {writer.failed}")
     assert frozen is not None and frozen < 5.0  # well under a second on a quiet machine; this one is shared
+    # the replica was caught up while the source still took writes; the freeze is the final (short) wait, plus
+    # read_only and the replica's reset
+    shop = freeze["result"]["mysql"]["shop"]
+    assert shop["freeze_s"] == frozen, shop
+    assert isinstance(shop["pre_catch_up_rounds"], int) and shop["pre_catch_up_rounds"] >= 1, shop
+    assert shop["pre_caught_up"] is True and shop["pre_last_round_s"] < 0.25 and shop["pre_catch_up_s"] >= 0, shop
+    assert 0 <= shop["catch_up_s"] <= frozen and frozen - shop["catch_up_s"] < 1.0, shop
 
     ids = {int(r[0]) for r in env.sql(b, "SELECT id FROM orders")}
     assert set(writer.acked) <= ids, sorted(set(writer.acked) - ids)[:10]

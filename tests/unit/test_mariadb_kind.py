@@ -69,3 +69,22 @@ def test_teardown_removes_the_instance_and_server_ids_differ() -> None:
 def test_password_not_in_repr() -> None:
     assert "s3cret" not in repr(MyConn("h", 3306, "u", "s3cret", "db"))
     assert Dataset("mysql", "shop", None).id == "shop"
+
+
+def test_an_application_account_that_writes_through_read_only_is_warned_of() -> None:
+    """MariaDB has no super_read_only: the freeze's read_only stops every account but those holding READ ONLY ADMIN
+    (in ALL PRIVILEGES ON *.*; SUPER before 10.11). The plan warns of such an application account."""
+    from liferaft.movers.mysql import writes_through_read_only
+
+    v1011 = ServerInfo("10.11.19-MariaDB-0+deb12u1-log", True, True, 1, "ROW")
+    v106 = ServerInfo("10.6.18-MariaDB", True, True, 1, "ROW")
+    usage = "GRANT USAGE ON *.* TO `shopapp`@`%` IDENTIFIED BY PASSWORD '*ABC'"
+    on_db = "GRANT ALL PRIVILEGES ON `shop`.* TO `shopapp`@`%`"
+    assert writes_through_read_only([usage, on_db], v1011) is None
+    everything = "GRANT ALL PRIVILEGES ON *.* TO `shopapp`@`%` IDENTIFIED BY PASSWORD '*ABC' WITH GRANT OPTION"
+    text = writes_through_read_only([everything], v1011)
+    assert text and "ALL PRIVILEGES" in text and "read_only" in text and "*ABC" not in text
+    assert writes_through_read_only(["GRANT SELECT, READ_ONLY ADMIN ON *.* TO `u`@`%`", on_db], v1011)
+    assert writes_through_read_only(["GRANT SELECT, READ ONLY ADMIN ON *.* TO `u`@`%`"], v1011)
+    assert writes_through_read_only(["GRANT SUPER ON *.* TO `u`@`%`"], v1011) is None  # 10.11: SUPER is refused
+    assert writes_through_read_only(["GRANT SUPER ON *.* TO `u`@`%`"], v106)
