@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -212,11 +213,32 @@ class DumpResult:
     dump_bytes: int
 
 
+def _exited(pid: int) -> bool:
+    """The child has exited (a zombie, not yet reaped: its I/O accounting can still be read), or is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
+def _written(pid: int, last: int) -> int:
+    """The bytes the process wrote so far (`wchar` of /proc/PID/io), or `last` when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as f:
+            for line in f:
+                if line.startswith(b"wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return last
+
+
 def dump_into(src: MyConn, tgt: MyConn, *, master_data: bool = True, progress: Progress | None = None,
               timeout: float = 3600.0) -> DumpResult:
     """`mysqldump --single-transaction` of the source's database piped into the target (binary logging off for the
-    load; with `master_data` the dump sets the target's gtid_slave_pos to the snapshot's position). Streamed
-    through this process only to count bytes."""
+    load; with `master_data` the dump sets the target's gtid_slave_pos to the snapshot's position). The bytes
+    are counted from the dump's I/O accounting (/proc/PID/io), not relayed here."""
     dump, client = _tool("mariadb-dump", "mysqldump"), _tool("mariadb", "mysql")
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="liferaft-mysql-") as d:
@@ -229,33 +251,38 @@ def dump_into(src: MyConn, tgt: MyConn, *, master_data: bool = True, progress: P
                  "--max-allowed-packet=1G", tgt.database]
         errs = (Path(d) / "dump.err", Path(d) / "load.err")
         with open(errs[0], "wb") as de, open(errs[1], "wb") as le:
-            dp = subprocess.Popen(dargv, stdout=subprocess.PIPE, stderr=de, stdin=subprocess.DEVNULL)
-            lp = subprocess.Popen(cargv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=le)
-            assert dp.stdout is not None and lp.stdin is not None
+            # The dump goes straight into the load through a kernel pipe (a relay through this process cost ~10 %
+            # at 1 GB); the bytes are counted from the dump's own I/O accounting.
+            r, w = os.pipe()
+            try:
+                dp = subprocess.Popen(dargv, stdout=w, stderr=de, stdin=subprocess.DEVNULL)
+                lp = subprocess.Popen(cargv, stdin=r, stdout=subprocess.DEVNULL, stderr=le)
+            finally:
+                os.close(r)
+                os.close(w)
             moved, next_report = 0, 64 << 20
             try:
-                while True:
-                    chunk = dp.stdout.read(1 << 20)
-                    if not chunk:
-                        break
-                    lp.stdin.write(chunk)
-                    moved += len(chunk)
+                while not _exited(dp.pid):
+                    moved = _written(dp.pid, moved)
                     if progress is not None and moved >= next_report:
                         progress("mysql.dump.progress", {"bytes": moved})
-                        next_report += 64 << 20
+                        next_report = (moved // (64 << 20) + 1) * (64 << 20)
                     if time.monotonic() - t0 > timeout:
                         raise RunFailed(f"the dump of {src.database} took over {timeout:.0f} s")
-            except BrokenPipeError:
-                pass
+                    time.sleep(0.2)
+                moved = _written(dp.pid, moved)
             finally:
-                try:
-                    lp.stdin.close()
-                except BrokenPipeError:
-                    pass
-                drc, lrc = dp.wait(), lp.wait()
+                if dp.poll() is None:
+                    dp.kill()
+                drc = dp.wait()
+                if drc != 0 and lp.poll() is None:
+                    lp.kill()
+                lrc = lp.wait()
         if drc != 0 or lrc != 0:
-            which = "mysqldump at the source" if drc != 0 else "the load into the target"
-            msg = (errs[0] if drc != 0 else errs[1]).read_text(errors="replace").strip()[-600:]
+            # a load that died first makes the dump die of SIGPIPE: the load is then the one to name
+            dump_failed = drc != 0 and not (lrc != 0 and drc == -signal.SIGPIPE)
+            which = "mysqldump at the source" if dump_failed else "the load into the target"
+            msg = (errs[0] if dump_failed else errs[1]).read_text(errors="replace").strip()[-600:]
             raise RunFailed(f"MySQL copy of {src.database} failed ({which}): {msg}")
     return DumpResult(round(time.monotonic() - t0, 3), moved)
 
