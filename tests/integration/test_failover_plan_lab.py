@@ -61,8 +61,9 @@ def test_plan_shows_steps_bytes_and_dns_diff_and_changes_nothing(lab: Any, tmp_p
 
     plan = json.loads(out.stdout)
     ids = [s["id"] for s in plan["steps"]]
-    assert ids == ["allocate", "prepare", "postgresql", "db-access", "source-access", "migrate-blog", "sync-images",
-                   "deploy-web", "freeze", "verify-data", "dns", "verify-service", "db-release"]
+    assert ids == ["allocate", "prepare", "postgresql", "redis", "db-access", "source-access", "migrate-blog",
+                   "sync-images", "redis-worker", "copy-media", "deploy-web", "deploy-worker", "freeze", "verify-data",
+                   "dns", "verify-service", "db-release", "files-release"]  # the worker's Redis and folder too
     assert ids.index("verify-data") < ids.index("dns")  # DNS only after the data gate
     assert plan["bytes_to_move"] > 1_000_000 and plan["estimate_s"] > 0
     a, b = info.hosts["a"].address, info.hosts["b"].address
