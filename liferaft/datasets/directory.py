@@ -132,6 +132,9 @@ class DirectoryStandby(F.FilesStandby):
         ctx.emit("standby.files", f"{F.label(ds)}: {now.files} files verified by sha256 against the manifest", **out)
         return out
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        return {f"folder {key} files": int(promoted.get("files", 0))}, []
+
 
 class Directory(DirectoryStandby, F.FilesKind):
     name: ClassVar[str] = "directory"

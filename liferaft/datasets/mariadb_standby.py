@@ -136,6 +136,9 @@ class MariadbStandby(HostedStandby):
                     "(already promoted)") + f"; applied up to GTID {gtid or '-'}", database=ds.key, **out)
         return out
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        return {f"mysql database {key} promoted": 1}, [f"mysql {key}: applied up to GTID {promoted.get('gtid') or '-'}"]
+
     def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
         from liferaft.datasets.mariadb_access import owner_conn
         from liferaft.movers import mysql as my

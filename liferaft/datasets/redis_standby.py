@@ -153,6 +153,11 @@ class RedisStandby(HostedStandby):
                  "already independent (promoted before, or ephemeral)"), dataset=ds.key, **out)
         return out
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        notes = ([f"keyspace {key}: replication stopped at offset {promoted.get('offset')}"]
+                 if promoted.get("was_replica") else [])
+        return {f"keyspace {key} promoted": 1}, notes
+
     def check_promoted(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> None:
         from liferaft.movers import redis_ as r
 

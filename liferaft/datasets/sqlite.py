@@ -152,6 +152,9 @@ class SqliteStandby(F.FilesStandby):
         ctx.emit("standby.files", f"{F.label(ds)}: integrity ok, {len(tables)} tables equal to the last copy", **out)
         return out
 
+    def promoted_summary(self, key: str, promoted: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+        return {f"SQLite file {key} tables": int(promoted.get("tables", 0))}, []
+
 
 class Sqlite(SqliteStandby, F.FilesKind):
     name: ClassVar[str] = "sqlite"

@@ -186,6 +186,7 @@ def test_a_no_notice_drill_into_the_warm_site_starts_the_service_and_says_the_ti
     assert not app_running_on(b_host)
     drill = subprocess.run(_cli("drill", "--to", "alt-b", "--scenario", "no-notice", "--report", str(tmp_path),
                                 "--json"), env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert drill.stdout.strip(), drill.stderr[-4000:]
     result = json.loads(drill.stdout)
     # without a ledger the RPO is an upper bound (the lab's objective of 0 is then missed: exit 1); the drill ran
     assert drill.returncode in (0, 1) and result["error"] is None and result["data"]["ok"], drill.stderr[-4000:]

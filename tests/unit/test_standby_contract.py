@@ -95,3 +95,23 @@ def test_a_new_kind_gets_its_set_up_and_cold_steps_from_the_contract(example_sta
     assert "toy-t1" in plan.step("deploy-web").depends_on  # the service is deployed on the promoted copies
     assert "toy access off" in plan.step("db-release").title
     assert {"action": "promote", "kind": "toyset", "name": "toy-one", "provider": "toy-provider"} in plan.resources
+
+
+def test_every_built_in_standby_kind_has_the_whole_contract() -> None:
+    """Each registered kind that keeps a standby copy answers every method of `StandbyCopy` (a missing one only
+    showed when a drill reached it: a no-notice drill of the example, whose worker's keyspace and folder kinds had no
+    `promoted_summary`, ended in an internal error after the promotions)."""
+    import inspect
+
+    from liferaft.datasets.base import StandbyCopy
+    from liferaft.datasets.registry import kind_by_group
+
+    methods = [n for n, v in vars(StandbyCopy).items() if inspect.isfunction(v) and not n.startswith("_")]
+    assert "promoted_summary" in methods and "promote" in methods
+    kinds = [k for k in kind_by_group().values() if hasattr(k, "promote")]
+    assert {k.name for k in kinds} >= {"postgresql", "bucket", "redis", "directory", "sqlite", "mysql"}
+    for kind in kinds:
+        missing = [n for n in methods if not callable(getattr(kind, n, None))]
+        assert not missing, f"{kind.name} lacks {missing}"
+        checked, notes = kind.promoted_summary("k", {})
+        assert checked and all(isinstance(v, int) for v in checked.values()) and isinstance(notes, list), kind.name
