@@ -46,6 +46,22 @@ def owner_dsn(info: Any, address: str) -> dict[str, Any]:
             "password": info.secret("db_password")}
 
 
+def _key_preamble(line: str) -> bool:
+    """Whether a private key's base64 line holds only the OpenSSH format's fixed preamble (magic, cipher and KDF
+    "none", the key count, the start of the key type's name): the same first line in every unencrypted ed25519 key
+    (e.g. the folder kind's push key in the state dir), so no secret of this one."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(line[:len(line) // 4 * 4], validate=True)  # a wrapped line is not padded
+    except (binascii.Error, ValueError):
+        return False
+    preamble = (b"openssh-key-v1\x00" + b"\x00\x00\x00\x04none" * 2 + b"\x00\x00\x00\x00\x00\x00\x00\x01"
+                + b"\x00\x00\x00\x33\x00\x00\x00\x0bssh-ed25519")
+    return len(raw) > 0 and preamble.startswith(raw)
+
+
 def secret_values(info: Any, state: Path) -> dict[str, str]:
     """Every secret value of the lab and the ones liferaft generated in its state dir, by name."""
     values: dict[str, str] = {}
@@ -55,7 +71,7 @@ def secret_values(info: Any, state: Path) -> dict[str, str]:
         text = p.read_text().strip()
         if p.name == "id_ed25519":  # a private key: its base64 body lines are the secret
             values.update({f"id_ed25519 line {i}": line for i, line in enumerate(text.splitlines())
-                           if line and not line.startswith("-----")})
+                           if line and not line.startswith("-----") and not _key_preamble(line)})
         else:
             values[p.name] = text
     values.update({f"state:{p.name}": p.read_text().strip() for p in Path(state).rglob("*.secret")})
