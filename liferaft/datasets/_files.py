@@ -75,6 +75,7 @@ def push_key(state_dir: Path, stack: str) -> tuple[str, str]:
                             "-f", str(key)], check=True, capture_output=True, timeout=30)
         except FileNotFoundError:
             raise ToolMissing("ssh-keygen is not installed", hint="install openssh-client") from None
+    (d / "id_ed25519.pub").chmod(0o600)  # ssh-keygen writes it 0644; every file in the state dir is owner-only
     return key.read_text(), (d / "id_ed25519.pub").read_text().strip()
 
 
