@@ -162,7 +162,9 @@ umask 077
 PATH=/usr/lib/postgresql/15/bin:/usr/lib/postgresql/16/bin:/usr/lib/postgresql/14/bin:$PATH
 for old in /tmp/liferaft-dump-*; do
   [ -f "$old/pid" ] || continue
-  kill -0 "$(cat "$old/pid")" 2>/dev/null || rm -rf "$old"
+  # its run is over when its shell is gone or a zombie (a killed session's shell, orphaned, may wait to be reaped)
+  st=$(sed 's/.*) //' "/proc/$(cat "$old/pid")/stat" 2>/dev/null | cut -c1)
+  case "$st" in ''|Z|X) rm -rf "$old" ;; esac
 done
 d=$(mktemp -d /tmp/liferaft-dump-XXXXXX)
 trap 'rm -rf "$d"' EXIT
