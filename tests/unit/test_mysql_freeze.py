@@ -61,8 +61,9 @@ def _replicate(src: Any, tgt: Any) -> None:
     seed_replica(src.conn(), tgt.conn())
 
 
-def _stall(src: Any, tgt: Any, hold_s: float) -> threading.Thread:
-    """The replica's SQL thread blocked for `hold_s` on a row lock held at the target (it stays 'running')."""
+def _stall(src: Any, tgt: Any, hold_s: float, released: list[float] | None = None) -> threading.Thread:
+    """The replica's SQL thread blocked for `hold_s` on a row lock held at the target (it stays 'running');
+    `released` gets the monotonic time the lock went."""
     locked = threading.Event()
 
     def hold() -> None:
@@ -71,6 +72,8 @@ def _stall(src: Any, tgt: Any, hold_s: float) -> threading.Thread:
             my.query(t, "SELECT v FROM hot WHERE id = 1 FOR UPDATE")
             locked.set()
             time.sleep(hold_s)
+            if released is not None:
+                released.append(time.monotonic())
             my.query(t, "COMMIT")
 
     th = threading.Thread(target=hold, daemon=True)
@@ -99,18 +102,18 @@ def _app(srv: Any) -> Any:
 def test_a_lagging_replica_is_caught_up_before_the_freeze_so_the_freeze_is_the_final_wait_only(
         pair: tuple[Any, Any]) -> None:
     """The replica stalled 1.5 s under 100 inserts/s: the first catch-up round waits it out while the source still
-    takes writes, a later round is short, then the freeze (read_only -> final wait -> replica reset) is well under a
-    second; every acknowledged insert is at the target. Freezing at once (the old way) would last the stall."""
+    takes writes, a later round is short, then the freeze (read_only -> final wait -> replica reset) comes after the
+    stall is over; every acknowledged insert is at the target. Freezing at once (the old way) would last the stall."""
     from liferaft.lab.mariadb import Writer
 
     src, tgt = pair
     _replicate(src, tgt)
     writer = Writer(_app(src), rate=100)
     frozen_at: list[float] = []
+    released: list[float] = []
     try:
         time.sleep(0.5)
-        holder = _stall(src, tgt, 1.5)
-        t0 = time.monotonic()
+        holder = _stall(src, tgt, 1.5, released)
         with my.connect(src.conn(), database=False) as s, my.connect(tgt.conn(), database=False) as t:
             res = my.freeze(s, t, close_s=0.25, pre_timeout=20, timeout=30,
                             on_frozen=lambda: frozen_at.append(time.monotonic()))
@@ -121,9 +124,10 @@ def test_a_lagging_replica_is_caught_up_before_the_freeze_so_the_freeze_is_the_f
     print(f"\nfreeze {res.freeze_s:.3f} s (final wait {res.catch_up_s:.3f} s); catch-up before it "
           f"{res.pre.seconds:.2f} s, rounds {[round(x, 3) for x in res.pre.rounds_s]}; acked {len(writer.acked)}, "
           f"refused {writer.failed}")
-    assert res.pre.close and res.pre.rounds >= 2 and res.pre.rounds_s[0] >= 1.0, res.pre
+    assert res.pre.close and res.pre.rounds >= 2, res.pre
     assert res.pre.last_round_s < 0.25 and abs(sum(res.pre.rounds_s) - res.pre.seconds) < 0.5
-    assert frozen_at and frozen_at[0] - t0 >= 1.0  # the source took writes during the stall
+    # the source was made read-only only after the stall was over: it took writes all through it
+    assert frozen_at and released and frozen_at[0] > released[0], (frozen_at, released)
     # (how short the freeze is, is the benchmark's to say: bench_mariadb --compare-old; no timing bound here)
     assert res.catch_up_s <= res.freeze_s, res
     assert writer.failed > 0 and len(writer.acked) > 100  # writes went on until read_only refused them
@@ -138,17 +142,22 @@ def test_a_replica_that_never_gets_close_is_frozen_anyway_and_waited_for(pair: t
     src, tgt = pair
     _replicate(src, tgt)
     writer = Writer(_app(src), rate=50)
+    frozen_at: list[float] = []
+    released: list[float] = []
     try:
         time.sleep(0.3)
-        holder = _stall(src, tgt, 2.5)
+        holder = _stall(src, tgt, 2.5, released)
         with my.connect(src.conn(), database=False) as s, my.connect(tgt.conn(), database=False) as t:
-            res = my.freeze(s, t, close_s=0.25, pre_timeout=1.0, timeout=30)
+            res = my.freeze(s, t, close_s=0.25, pre_timeout=1.0, timeout=30,
+                            on_frozen=lambda: frozen_at.append(time.monotonic()))
         time.sleep(0.2)
     finally:
         writer.finish()
     holder.join(10)
     assert not res.pre.close and res.pre.rounds == 1 and 0.9 <= res.pre.seconds < 10.0, res.pre
-    assert res.freeze_s >= 0.5 and res.catch_up_s <= res.freeze_s, res  # the rest of the stall, read-only
+    # frozen while the replica was still stalled: the final wait covered the rest of the stall, read-only
+    assert frozen_at and released and frozen_at[0] < released[0], (frozen_at, released)
+    assert res.catch_up_s <= res.freeze_s, res
     _check_complete(src, tgt, writer.acked)
 
 
