@@ -310,7 +310,7 @@ nft add rule inet lrmeter out tcp sport 5432 ip daddr != {controller} counter co
         ev = json.loads(line)
         if ev.get("kind") == "objects.remote" and not hello:
             hello = ev
-        if ev.get("kind") == "objects.progress" and hello and not killed and int(ev.get("done") or 0) >= 3:
+        if ev.get("kind") == "objects.progress" and hello and not killed and int(ev.get("done") or 0) >= 1:
             env.info.hosts["b"].run(f"kill -9 {int(hello['pid'])}")
             killed = True
     rc = proc.wait(timeout=600)
