@@ -6,8 +6,8 @@ The fence (a site the stack left by a cold failover, at the first contact: `fenc
 `writers.stop` where it names writers (`writers`: the fence script runs each distinct command once, before any
 kind's lines), then every file and folder of the dataset made read-only (the write bits taken off; the previous
 modes recorded first on the host, `/var/lib/liferaft/fence/<kind>-<key>.json`, and put back exactly by
-`unfence_lines`; the fence's undo runs `writers.start` after every kind's data is writable again). The services were stopped before (the workload
-kinds' fence runs first); a process that still held a file open for writing keeps its descriptor, which is why the
+`unfence_lines`; the fence's undo runs `writers.start` after every kind's data is writable again). The services
+were stopped before (the workload kinds' fence runs first); a process that still held a file open for writing keeps its descriptor, which is why the
 writers are stopped too. Root still writes (a read-only mode binds every other user: the services' users).
 
 The push key is one ed25519 key per stack, made on the controller in the stack's state folder (0700). `grant`

@@ -337,9 +337,14 @@ def _sql_thread_stopped(st: dict[str, Any] | None) -> str | None:
     if st is None:
         return "the target no longer replicates"
     if st.get("Slave_SQL_Running") != "Yes":
-        return (f"the replica's SQL thread stopped (io={st.get('Slave_IO_Running')}, error: "
-                f"{st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})")
+        return f"the replica's SQL thread stopped ({replica_state(st)})"
     return None
+
+
+def replica_state(st: dict[str, Any]) -> str:
+    """`io=..., sql=..., error: ...` of a replica's SHOW SLAVE STATUS row, for an error message."""
+    return (f"io={st.get('Slave_IO_Running')}, sql={st.get('Slave_SQL_Running')}, error: "
+            f"{st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'}")
 
 
 @dataclass(frozen=True)
@@ -420,8 +425,7 @@ def freeze(s: Any, t: Any, *, close_s: float = 0.25, pre_timeout: float = 30.0, 
     if not wait_gtid(t, pos, timeout):
         st = replica_status(t) or {}
         raise RunFailed(f"the target did not reach the source's position {pos} within {timeout:.0f} s (replica: "
-                        f"io={st.get('Slave_IO_Running')}, sql={st.get('Slave_SQL_Running')}, error: "
-                        f"{st.get('Last_SQL_Error') or st.get('Last_IO_Error') or '-'})",
+                        f"{replica_state(st)})",
                         hint="the source stays read-only until rollback; roll back, or resume once the replica "
                              "caught up")
     caught = time.monotonic() - t1

@@ -289,7 +289,7 @@ def _live(b: _Builder, inp: Live) -> Plan:
                            *deps, *seeds[-1:]))
     certs = b.certificates(host_ready)
     # A dataset that reaches the target only inside the freeze (a dump) leaves the services nothing to start on
-    # before it: they deploy after the freeze (and the gate waits for them), else beside the seeds.
+    # before it: they deploy after the freeze (DNS waits for them and for the gate), else beside the seeds.
     late = [ds for ds in dss if getattr(kind_of(ds), "arrives_in_freeze", lambda ds: False)(ds)]
     deploys = [] if late else b.services(b.deploy, (prepared,), certs)
     freeze = b.add("freeze", Freeze.name, "freeze writes at the source, final catch-up ("
