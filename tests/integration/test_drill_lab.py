@@ -41,6 +41,24 @@ def health(address: str) -> int | None:
         return None
 
 
+def wait_healthy(address: str, timeout: float = 60.0) -> None:
+    """Until the app at `address` answers 200: an earlier test of the session's shared lab may have restarted or cut
+    its servers, and the drill's claim is that production stays healthy *during* the drill, not that it starts so."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}:8080/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return
+                why = f"HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            why = f"HTTP {e.code}: {e.read()[:300]!r}"
+        except OSError as e:
+            why = f"{type(e).__name__}: {e}"
+        time.sleep(0.5)
+    pytest.fail(f"the app at {address} was not healthy within {timeout:.0f} s before the drill: {why}")
+
+
 def post(address: str, body: str) -> int | None:
     req = urllib.request.Request(f"http://{address}:8080/posts", method="POST",
                                  data=json.dumps({"author": "drill-test", "body": body}).encode(),
@@ -100,6 +118,7 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     www, drill = info.app_fqdn, stack.model.dns.fqdn("drill")
     assert resolve(info, www) == [a] and resolve(info, drill) == [] and health(b) is None
     state, reports, ledger = tmp_path / "state", tmp_path / "reports", tmp_path / "ledger.sqlite"
+    wait_healthy(a)
 
     stop_writer = threading.Event()
     writer: dict[str, Any] = {}

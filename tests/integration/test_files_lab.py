@@ -176,6 +176,13 @@ def notes(env: Env, host: str) -> list[str]:
                          f"\"SELECT seq FROM sqlite_sequence WHERE name = 'notes'\"").split()
 
 
+def flip_byte(path: str, offset: int) -> str:
+    """A command that inverts every bit of one byte of a file, size kept: the content surely changes (writing a fixed
+    byte over random data leaves it as it was once in 256 runs); run twice, the file is back as it was."""
+    return ("python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); o = int(sys.argv[2]); f.seek(o); "
+            "b = f.read(1)[0]; f.seek(o); f.write(bytes([b ^ 255]))' " f"{path} {offset}")
+
+
 def writer_alive(env: Env) -> bool:
     out = env.hosts["a"].run(f"start-stop-daemon --status --pidfile {WRITER_PID}", check=False)
     return out.returncode == 0
@@ -227,15 +234,13 @@ def test_replicate_keeps_a_standby_with_lag_then_a_cold_failover_checks_and_uses
 
     env.hosts["a"].cut()
     try:
-        byte = env.run(standby, f"dd if={UPLOADS}/img/2026/p3.bin bs=1 skip=50 count=1 status=none | od -An -tx1")
-        env.run(standby, f"printf 'Z' | dd of={UPLOADS}/img/2026/p3.bin bs=1 seek=50 conv=notrunc status=none")
+        env.run(standby, flip_byte(f"{UPLOADS}/img/2026/p3.bin", 50))
         out = env.cli("failover", "--to", "alt-b", "--mode", "cold", "--yes", "--json", "--source-timeout", "2")
         assert out.returncode != 0
         assert "folder uploads" in out.stderr and "img/2026/p3.bin" in out.stderr, out.stderr[-3000:]
         assert "DNS was not touched" in out.stderr
         run = env.last_run()
-        env.run(standby, f"printf '\\x{byte.strip()}' | dd of={UPLOADS}/img/2026/p3.bin bs=1 seek=50 conv=notrunc "
-                         "status=none")
+        env.run(standby, flip_byte(f"{UPLOADS}/img/2026/p3.bin", 50))  # back as it was
         out = env.cli("resume", run, "--json")
         assert out.returncode == 0, out.stderr[-3000:]
         assert tree(env, standby) == src_tree and notes(env, standby) == src_notes
@@ -322,8 +327,8 @@ def test_live_failover_keeps_every_file_and_row_and_the_gate_catches_a_missing_f
     run = env.last_run()
     assert not writer_alive(env)  # the freeze stopped it
     tgt = target_of(env, run)
-    env.run(tgt, f"rm {UPLOADS}/img/2026/p7.bin && printf 'X' | dd of={UPLOADS}/img/2026/p9.bin bs=1 seek=100 "
-                 f"conv=notrunc status=none && sqlite3 {NOTES} 'DELETE FROM notes WHERE id = 1500'")
+    env.run(tgt, f"rm {UPLOADS}/img/2026/p7.bin && {flip_byte(f'{UPLOADS}/img/2026/p9.bin', 100)} "
+                 f"&& sqlite3 {NOTES} 'DELETE FROM notes WHERE id = 1500'")
     out = env.cli("resume", run, "--json")
     assert out.returncode != 0
     assert "DNS was not touched" in out.stderr

@@ -221,12 +221,19 @@ class Store:
 
     def health(self) -> dict[str, str]:
         result = {"database": "ok", "bucket": "ok"}
-        try:
-            self.ensure_schema()
-            self._run(lambda cur: (cur.execute("SELECT count(*) FROM (SELECT 1 FROM posts LIMIT 1) s"),
-                                   cur.fetchone()))
-        except psycopg2.Error as e:
-            result["database"] = f"error: {type(e).__name__}: {_first_line(e)}"
+        for attempt in (1, 2):  # a pooled connection the server closed meanwhile (a restart) fails once, then is new
+            try:
+                self.ensure_schema()
+                self._run(lambda cur: (cur.execute("SELECT count(*) FROM (SELECT 1 FROM posts LIMIT 1) s"),
+                                       cur.fetchone()))
+                break
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+                if attempt == 1:
+                    continue
+                result["database"] = f"error: {type(e).__name__}: {_first_line(e)}"
+            except psycopg2.Error as e:
+                result["database"] = f"error: {type(e).__name__}: {_first_line(e)}"
+                break
         try:
             self._s3.head_bucket(Bucket=self.bucket)
         except ClientError as e:
