@@ -1,10 +1,11 @@
 """The example app's container variant in the lab: the stack file `lab up` writes beside liferaft.yaml
 (`liferaft.containers.yaml`, the shape of examples/microblog/liferaft.containers.yaml).
 
-The same stack as the playbook variant -- sites, the database `blog`, the bucket `images`, DNS -- with each site's
-image registry (the primary: the "aws" registry behind its fault proxy, logging in through the aws provider as ECR;
-alt-b: registry-b), the alternate kept as a warm standby (`replicate` mirrors the images and leaves the containers
-created, stopped, at b), and two container services:
+The same stack as the playbook variant -- sites, the database `blog`, the bucket `images`, DNS; not the playbook
+variant's worker, nor its Redis keyspace and folder -- with each site's image registry (the primary: the "aws"
+registry behind its fault proxy, logging in through the aws provider as ECR; alt-b: registry-b), the alternate kept
+as a warm standby (`replicate` mirrors the images and leaves the containers created, stopped, at b), and two
+container services:
 - `web`: the microblog (liferaft.lab.app_image) by digest from the primary's registry: its database and bucket as
   environment (`LIFERAFT_DB_BLOG_*`, `LIFERAFT_BUCKET_IMAGES_*`), a setting and an app secret, port 8080, /healthz;
 - `status`: the lab's busybox image serving /healthz on 8081, which `depends_on: [web]` (started after web, stopped
@@ -39,6 +40,8 @@ def container_example_stack(stack_text: str, state: dict[str, Any]) -> str:
                    "command": ["/bin/httpd", "-f", "-p", str(STATUS_PORT), "-h", "/www"],
                    "health": {"path": "/healthz", "port": STATUS_PORT, "expect_status": 200}},
     }
+    # The worker is not in this variant: its Redis and its folder (data.redis, data.directories) go with it.
+    doc["data"] = {k: v for k, v in doc.get("data", {}).items() if k in ("databases", "buckets")}
     for rec in doc.get("dns", {}).get("records", []):
         rec["service"] = "web"
     text: str = yaml.safe_dump(doc, sort_keys=False)

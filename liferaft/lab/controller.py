@@ -37,6 +37,12 @@ PROVIDERS = {"aws": "aws", "objstore": "s3", "dnshost": "powerdns", "hcloud": "h
 # part of "aws", as ECR goes with the AWS account).
 PART_OF = {"aws-registry": "aws"}
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "microblog" / "app"
+# The example's second service, the worker (app/worker.py): its Redis on its host and its media folder.
+WORKER_REDIS_PORT = 6379
+WORKER_MEDIA = "/var/lib/liferaft/worker/media"
+WORKER_STOP = ("[ -d /run/systemd/system ] && systemctl stop liferaft-worker.service || start-stop-daemon --stop "
+               "--pidfile /run/liferaft/worker/worker.pid --retry TERM/10/KILL/5 --remove-pidfile --oknodo")
+WORKER_START = "[ -d /run/systemd/system ] && systemctl start liferaft-worker.service || /etc/liferaft/worker/start"
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -181,6 +187,7 @@ class Controller:
         _write_secret(s / "hcloud_token", secrets.token_urlsafe(48))
         _write_secret(s / "do_token", "dop_v1_" + secrets.token_hex(32))
         _write_secret(s / "db_password", secrets.token_urlsafe(18))
+        _write_secret(s / "worker_redis_password", secrets.token_urlsafe(18))
         _write_secret(s / "id_ed25519", self.hosts.client_key.read_text())
         (s / "id_ed25519.pub").write_text(Path(str(self.hosts.client_key) + ".pub").read_text())
 
@@ -351,6 +358,15 @@ services:
       expect_status: 200
     databases: [blog]
     buckets: [images]
+  worker:
+    playbook: microblog-worker.yml
+    artifact: {_q(str(EXAMPLE_APP))}
+    env:
+      MICROBLOG_WEB_URL: "http://127.0.0.1:{APP_PORT}"
+      MICROBLOG_WORKER_REDIS: "127.0.0.1:{WORKER_REDIS_PORT}"
+      MICROBLOG_WORKER_MEDIA: {WORKER_MEDIA}
+    secrets:
+      MICROBLOG_WORKER_REDIS_PASSWORD: file:secrets/worker_redis_password
 
 data:
   databases:
@@ -366,6 +382,16 @@ data:
   buckets:
     images:
       name: microblog-images
+  redis:
+    worker:
+      port: {WORKER_REDIS_PORT}
+      password: file:secrets/worker_redis_password
+  directories:
+    media:
+      path: {WORKER_MEDIA}
+      writers:
+        stop: {_q(WORKER_STOP)}
+        start: {_q(WORKER_START)}
 
 dns:
   provider: dnshost

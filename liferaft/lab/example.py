@@ -9,7 +9,9 @@ installed package) and re-exports what the engine and tests use:
     verify_ledger(ledger_path, dsn)                         -> LedgerCheck (missing / mismatched post ids)
 
 `deploy_and_seed(info)` is what `liferaft lab up` calls: the example stack deployed by the deploy engine (the same
-function `liferaft deploy` runs), then seeded. Set LIFERAFT_EXAMPLES_DIR to use examples from elsewhere.
+function `liferaft deploy` runs), then seeded; when the stack has the example's worker (`services.worker`, its Redis
+`data.redis.worker`), it waits until the worker has made a card for every seeded image (`wait_worker`).
+Set LIFERAFT_EXAMPLES_DIR to use examples from elsewhere.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ EXAMPLE_DIR = Path(os.environ.get("LIFERAFT_EXAMPLES_DIR")
 LAB_POSTS = 2000
 LAB_IMAGES = 60
 LAB_MAX_IMAGE_BYTES = 512 * 1024
+WORKER = "worker"  # the example's second service, and its Redis dataset (`data.redis.worker`)
 
 
 def _load(name: str) -> ModuleType:
@@ -123,9 +126,37 @@ def deploy_and_seed(info: Any, *, posts: int = LAB_POSTS, images: int = LAB_IMAG
     url = f"http://{address}:{port}"
     report = seed(url, posts=posts, images=images, max_image_bytes=max_image_bytes)
     t_seed = time.monotonic()
+    worker = wait_worker(stack, address, report.images) if WORKER in stack.model.services else None
+    t_worker = time.monotonic()
     host = next((n for n, h in info.hosts.items() if h.address == address), address)
     return {
         "url": url, "host": host, "site": site, "run": done.outcome.run_id, "state_dir": str(state),
         "deploy_s": round(t_deploy - t0, 2), "changed": done.changed, "seed_s": round(t_seed - t_deploy, 2),
-        "seed": report.to_dict(), "total_s": round(t_seed - t0, 2),
+        "seed": report.to_dict(), **({"worker": worker, "worker_wait_s": round(t_worker - t_seed, 2)} if worker else {}),
+        "total_s": round(t_worker - t0, 2),
     }
+
+
+def worker_redis(stack: Any, address: str) -> Any:
+    """A client of the worker's Redis (`data.redis.worker`) at `address` (the host it runs on)."""
+    import redis
+
+    spec = stack.model.data.redis[WORKER]
+    return redis.Redis(host=address, port=int(spec.port), db=int(spec.db),
+                       password=stack.secret(spec.password) if spec.password else None, socket_timeout=30,
+                       socket_connect_timeout=5)
+
+
+def wait_worker(stack: Any, address: str, images: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait until the example's worker has processed `images` posts with an image (it runs beside the seed: a
+    card per post in its Redis, the image and the card in its folder). Its figures: keys, processed, bytes."""
+    r = worker_redis(stack, address)
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        done = int(r.hget("mb:stats", "processed") or 0)
+        if done >= images:
+            return {"keys": int(r.dbsize()), "processed": done, "bytes": int(r.hget("mb:stats", "bytes") or 0)}
+        time.sleep(0.2)
+    raise UsageError(f"the example's worker processed {done} of {images} image posts in {timeout:.0f} s",
+                     hint="see /var/log/liferaft/worker/worker.log on the host")

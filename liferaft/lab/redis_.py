@@ -23,7 +23,7 @@ CACHE_PORT = 6391
 def redis_stack(info: Any, name: str = "liferaft-redis.yaml", *, queue_port: int = QUEUE_PORT,
                 password_ref: str = "file:secrets/redis_password", cache: bool = True, only_redis: bool = True) -> Path:
     """The lab's stack with `data.redis` (queue, cache), written beside the lab's stack file. `only_redis`: a stack
-    of its own (`redisdemo`) whose only data is Redis: no service, no database or bucket, no DNS (moving it
+    of its own (`redisdemo`) whose only data is Redis: no service, no database, bucket or folder, no DNS (moving it
     leaves the example's app, data and DNS alone, and takes seconds, not minutes)."""
     from ruamel.yaml import YAML
 
@@ -42,6 +42,7 @@ def redis_stack(info: Any, name: str = "liferaft-redis.yaml", *, queue_port: int
         doc["services"] = {}
         doc["data"]["databases"] = {}
         doc["data"]["buckets"] = {}
+        doc["data"].pop("directories", None)  # the example worker's folder
         del doc["dns"]  # no record to move (a drill would check its drill record against a service)
     path: Path = info.stack_file.with_name(name)
     with open(path, "w") as f:

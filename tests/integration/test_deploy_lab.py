@@ -94,8 +94,8 @@ def test_deploy_at_a_new_site_then_again_then_rolled_back(dlab: Any, state_dir: 
 
     plan = _json(_run(dlab, state_dir, "deploy", "--site", "alt-b", "--dry-run", "--json"))
     assert plan["mode"] == "deploy" and plan["target"] == "alt-b"
-    assert [s["id"] for s in plan["steps"]] == ["allocate", "prepare", "create-databases", "create-buckets",
-                                               "deploy-web", "dns", "verify-service", "changes"]
+    assert [s["id"] for s in plan["steps"]] == ["allocate", "prepare", "create-databases", "create-buckets", "redis",
+                                               "deploy-web", "deploy-worker", "dns", "verify-service", "changes"]
     assert plan["steps"][2]["params"]["allow_from"] == [f"{a}/32"]
     assert _resolve(info) == [a]
     assert "absent" in _on(info, "b", "[ -d /var/lib/postgresql/15/liferaft ] && echo present || echo absent\n")
@@ -104,7 +104,8 @@ def test_deploy_at_a_new_site_then_again_then_rolled_back(dlab: Any, state_dir: 
     first = _json(_run(dlab, state_dir, "deploy", "--site", "alt-b", "--yes", "--json"))
     took = time.monotonic() - t0
     assert first["status"] == "done" and first["site"] == "alt-b", first
-    assert {"allocate", "create-databases", "create-buckets", "deploy-web", "dns"} <= set(first["changed"])
+    assert {"allocate", "create-databases", "create-buckets", "redis", "deploy-web", "deploy-worker",
+            "dns"} <= set(first["changed"])
     assert not first["nothing_changed"]
     # the app by its DNS name at the lab's DNS server
     assert _resolve(info) == [b]

@@ -178,6 +178,40 @@ def test_drill_to_alt_b_leaves_production_alone_and_reports(lab: Any, tmp_path: 
     assert json.loads(runs.stdout)[0]["status"] == "rolled-back" and json.loads(runs.stdout)[0]["drill"] is True
 
 
+def keyspace(r: Any) -> dict[bytes, tuple[str, Any]]:
+    """Every key of a Redis -> (type, value), read with plain commands (not liferaft's digest)."""
+    out: dict[bytes, tuple[str, Any]] = {}
+    for k in r.scan_iter(count=1000):
+        t = r.type(k).decode()
+        value = {"string": r.get, "list": lambda k: r.lrange(k, 0, -1), "hash": lambda k: sorted(r.hgetall(k).items()),
+                 "set": lambda k: sorted(r.smembers(k)), "zset": lambda k: r.zrange(k, 0, -1, withscores=True)}[t](k)
+        out[k] = (t, value)
+    return out
+
+
+def files(host: Any, path: str) -> dict[str, str]:
+    """Every file under `path` on a lab host -> its sha256, read with sha256sum over SSH."""
+    out = host.run(f"cd {path} && find . -type f -print0 | xargs -0 -r sha256sum").stdout
+    return {line[66:]: line[:64] for line in out.splitlines() if line}
+
+
+def worker_copies_equal(info: Any, stack: Any, doc: dict[str, Any]) -> None:
+    """The example's second service's data at the drill's target, checked from outside liferaft: its Redis
+    (`data.redis.worker`: every key's type and value, a card per seeded image) and its media folder
+    (`data.directories.media`: every file's sha256) are what the source holds; the drill's report names both."""
+    a, b = info.hosts["a"], info.hosts["b"]
+    at_a, at_b = (keyspace(example.worker_redis(stack, h.address)) for h in (a, b))
+    cards = [k for k in at_a if k.startswith(b"mb:card:")]
+    assert len(cards) >= example.LAB_IMAGES and at_b == at_a, (len(at_a), len(at_b))
+    path = stack.model.data.directories["media"].path
+    fa, fb = files(a, path), files(b, path)
+    assert len(fa) == 2 * len(cards) and fb == fa, (len(fa), len(fb))
+    checked = doc["data"]["checked"]
+    print(f"\nworker data at b: {len(at_b)} Redis keys, {len(fb)} files; the drill checked {checked}")
+    assert any("worker" in k and v == len(at_a) for k, v in checked.items()), checked
+    assert any("media" in k and v == len(fa) for k, v in checked.items()), checked
+
+
 def test_drill_keep_then_teardown(lab: Any, tmp_path: Path) -> None:
     """--keep leaves the target serving through the drill record; `drill --teardown RUN` removes it all."""
     info = lab.info
@@ -195,11 +229,15 @@ def test_drill_keep_then_teardown(lab: Any, tmp_path: Path) -> None:
     try:
         assert resolve(info, drill) == [b] and health(b) == 200
         assert resolve(info, info.app_fqdn) == [a] and health(a) == 200
+        worker_copies_equal(info, stack, doc)
     finally:
         down = cli(info, state, "drill", "--teardown", doc["run_id"], "--json", timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]
     assert json.loads(down.stdout)["torn_down"] is True
     assert resolve(info, drill) == [] and health(b) is None and health(a) == 200
+    left = info.hosts["b"].run("ls -d /var/lib/liferaft/worker /var/lib/liferaft/redis-6379 /opt/liferaft/worker "
+                               "2>/dev/null; true").stdout.split()
+    assert left == []  # the worker, its Redis and its folder torn down at b
     (row,) = json.loads(cli(info, state, "drills", "--json", timeout=60).stdout)["drills"]
     assert row["run_id"] == doc["run_id"] and row["kept"] is True and row["torn_down"] is True
     again = cli(info, state, "drill", "--teardown", doc["run_id"], timeout=60)

@@ -47,7 +47,8 @@ def settled_pg_writes(info: Any) -> tuple[object, ...]:
 
 
 def test_plan_shows_steps_bytes_and_dns_diff_and_changes_nothing(lab: Any, tmp_path: Path) -> None:
-    """Zero mutating requests at every lab server, zero SSH sessions on every host, zero rows written."""
+    """Zero mutating requests at every lab server, no SSH session but the folder's read-only walk on host a, zero
+    rows written."""
     info = lab.info
     settled_pg_writes(info)
     before = (proxies_mutating(lab), {n: h.ssh_count() for n, h in info.hosts.items()}, pg_writes(info))
@@ -57,12 +58,15 @@ def test_plan_shows_steps_bytes_and_dns_diff_and_changes_nothing(lab: Any, tmp_p
     assert out.returncode == 0, out.stderr
     time.sleep(11.5)  # anything the plan's session wrote would be reported by now
     after = (proxies_mutating(lab), {n: h.ssh_count() for n, h in info.hosts.items()}, pg_writes(info))
-    assert after == before
+    # One SSH session, on host a: the example worker's folder (data.directories.media) is measured there by a
+    # read-only walk (lstat), the way the folder kind plans; none on the other hosts.
+    assert after == (before[0], {**before[1], "a": before[1]["a"] + 1}, before[2])
 
     plan = json.loads(out.stdout)
     ids = [s["id"] for s in plan["steps"]]
-    assert ids == ["allocate", "prepare", "postgresql", "db-access", "source-access", "migrate-blog", "sync-images",
-                   "deploy-web", "freeze", "verify-data", "dns", "verify-service", "db-release"]
+    assert ids == ["allocate", "prepare", "postgresql", "redis", "db-access", "source-access", "migrate-blog",
+                   "sync-images", "redis-worker", "copy-media", "deploy-web", "deploy-worker", "freeze", "verify-data",
+                   "dns", "verify-service", "db-release", "files-release"]  # the worker's Redis and folder too
     assert ids.index("verify-data") < ids.index("dns")  # DNS only after the data gate
     assert plan["bytes_to_move"] > 1_000_000 and plan["estimate_s"] > 0
     a, b = info.hosts["a"].address, info.hosts["b"].address

@@ -56,3 +56,6 @@ def test_the_lab_writes_the_variant_from_its_stack_file() -> None:
     assert doc["sites"]["alt-b"]["standby"] == "warm"
     assert doc["sites"]["primary"]["registry"]["provider"] == "aws"
     assert doc["data"]["databases"]["blog"]["name"] == "microblog"
+    # The playbook variant's worker, its Redis keyspace and its folder are not part of the container variant.
+    assert set(doc["services"]) == {"web", "status"}
+    assert set(doc["data"]) == {"databases", "buckets"}

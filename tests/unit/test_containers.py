@@ -50,7 +50,7 @@ def _problems(path: Path) -> list[str]:
 def test_a_service_with_an_image_is_a_container_workload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = load_stack(_stack(tmp_path))
     kinds = {w.name: w.kind for w in workloads(stack)}
-    assert kinds == {"web": "playbook", "api": "container"}
+    assert kinds == {"web": "playbook", "worker": "playbook", "api": "container"}
     api = next(w for w in workloads(stack) if w.name == "api")
     assert kind_of(api).name == "container"
     assert stack.model.services["api"].runs == f"image team/api@{DIGEST}"

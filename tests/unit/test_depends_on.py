@@ -34,8 +34,9 @@ def test_services_start_after_what_they_depend_on_and_stop_before_it(tmp_path: P
 
     stack = load_stack(_stack(tmp_path, SIDECAR))
     # Without depends_on the order would be by kind, then name: web (playbook) last among none; here it is first.
-    assert [w.name for w in workloads(stack)] == ["web", "api", "sidecar"]
-    assert [w.name for w in stop_order(workloads(stack))] == ["sidecar", "api", "web"]
+    # The example's worker depends on nothing: it comes by name, after them (and stops first).
+    assert [w.name for w in workloads(stack)] == ["web", "api", "sidecar", "worker"]
+    assert [w.name for w in stop_order(workloads(stack))] == ["worker", "sidecar", "api", "web"]
     lines = "\n".join(teardown_lines(stack, workloads(stack)))
     assert lines.index("liferaft-sidecar") < lines.index("liferaft-api") < lines.index("/etc/liferaft/web")
 

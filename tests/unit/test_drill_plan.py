@@ -111,7 +111,8 @@ def cold_plan(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     d = tmp_path / "stack"
     shutil.copytree(REPO / "examples" / "microblog", d, ignore=shutil.ignore_patterns("__pycache__"))
     (d / "secrets").mkdir(exist_ok=True)
-    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "worker_redis_password", "id_ed25519",
+                 "pdns_api_key",
                  "s3rver_key", "s3rver_secret"):
         (d / "secrets" / name).write_text("not-a-real-secret\n")
     local = load_stack(d / "liferaft.yaml")
@@ -123,6 +124,8 @@ def cold_plan(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                          "provider": local.site(target).compute},
         "databases": {k: {"method": db.migrate, "subscription": f"liferaft_{db.name}"}
                       for k, db in m.data.databases.items()},
+        "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+        "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
         "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
     monkeypatch.setenv(SOURCE_TIMEOUT_ENV, "0.5")
     return build_cold_plan(local, target, state_dir=tmp_path / "state", probe_source=False)

@@ -45,9 +45,12 @@ def observed(**kw: object) -> Observed:
 def test_example_plan_orders_data_before_the_gate_and_dns_last(stack) -> None:  # type: ignore[no-untyped-def]
     plan = make_plan(stack, "primary", "alt-b", "live", observed())
     ids = list(plan.step_ids)
-    assert ids[0] == "allocate" and ids[-3:] == ["dns", "verify-service", "db-release"]
+    assert ids[0] == "allocate" and ids[-4:] == ["dns", "verify-service", "db-release", "files-release"]
     assert ids.index("migrate-blog") < ids.index("freeze") < ids.index("verify-data") < ids.index("dns")
     assert ids.index("sync-images") < ids.index("freeze")
+    # the worker's Redis and media folder (the example's second service) are moved before the gate too
+    assert ids.index("redis") < ids.index("redis-worker") < ids.index("freeze")
+    assert ids.index("copy-media") < ids.index("freeze") and "deploy-worker" in ids
     assert plan.step("verify-data").depends_on == ("freeze",) and plan.step("dns").depends_on == ("verify-data",)
     assert plan.bytes_to_move == 17_000_000
     assert plan.dns_diff == ({"name": "www.microblog.test.", "type": "A", "ttl": 30, "old": ["10.0.0.11"],

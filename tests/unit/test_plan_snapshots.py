@@ -37,7 +37,8 @@ SOURCE_HOST = {"name": "a", "address": "10.0.0.11", "port": 22, "user": "root", 
 def _example(d: Path, *, tier: str | None = None, tls: bool = False, dump: bool = False) -> Stack:
     shutil.copytree(EXAMPLE_DIR, d, ignore=shutil.ignore_patterns("__pycache__"))
     (d / "secrets").mkdir(exist_ok=True)
-    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "worker_redis_password", "id_ed25519",
+                 "pdns_api_key",
                  "s3rver_key", "s3rver_secret", "web.crt", "web.key"):
         (d / "secrets" / name).write_text("not-a-real-secret\n")
     f = d / "liferaft.yaml"
@@ -84,6 +85,8 @@ def _record(stack: Stack, services: dict[str, Any] | None = None) -> dict[str, A
         "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": "microblog-alt-b",
                          "provider": "colo-b"},
         "databases": {k: {"method": d.migrate, "subscription": "liferaft_x"} for k, d in m.data.databases.items()},
+        "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+        "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
         "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}}
     if services is not None:
         rec["services"] = services

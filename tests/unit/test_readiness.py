@@ -179,7 +179,8 @@ def example_stack(tmp_path: Path) -> Path:
     shutil.copytree(EXAMPLE_DIR, d, ignore=shutil.ignore_patterns("__pycache__"))
     secrets = d / "secrets"
     secrets.mkdir(exist_ok=True)
-    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "worker_redis_password", "id_ed25519",
+                 "pdns_api_key",
                  "s3rver_key", "s3rver_secret"):
         (secrets / name).write_text("not-a-real-secret\n")
     return d / "liferaft.yaml"
@@ -213,6 +214,8 @@ def test_cold_plan_uses_the_standby_and_never_waits_on_the_source(example_stack:
                             "provider": stack.site(target).compute},
            "databases": {k: {"method": d.migrate, "subscription": f"liferaft_{d.name}", "lag_seconds": 0.2}
                          for k, d in m.data.databases.items()},
+           "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+           "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
            "buckets": {k: {"last_sync_at": 1.0, "lag_seconds": 2.0} for k in m.data.buckets}}
     save_standby(state, m.name, target, rec)
     monkeypatch.setenv(SOURCE_TIMEOUT_ENV, "0.5")
@@ -361,6 +364,8 @@ def test_plan_source_timeout_flag_bounds_the_cold_probe(example_stack: Path, tmp
         "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-{target}",
                          "provider": stack.site(target).compute},
         "databases": {k: {"method": d.migrate, "subscription": f"liferaft_{d.name}"} for k, d in m.data.databases.items()},
+        "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+        "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
         "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
     base = [sys.executable, "-m", "liferaft", "--stack", str(example_stack), "--state-dir", str(state)]
     env = {**os.environ, "LIFERAFT_SOURCE_TIMEOUT": "30"}

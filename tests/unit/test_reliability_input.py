@@ -24,7 +24,7 @@ pytestmark = pytest.mark.reliability
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "microblog" / "liferaft.yaml"
 SECRET_NAMES = ("aws_access_key_id", "aws_secret_access_key", "id_ed25519", "s3rver_key", "s3rver_secret",
-                "pdns_api_key", "db_password")
+                "pdns_api_key", "db_password", "worker_redis_password")
 
 
 def _example(root: Path) -> Path:

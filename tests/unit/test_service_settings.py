@@ -40,7 +40,8 @@ def _stack_dir(tmp_path: Path, services_extra: str = SETTINGS) -> Path:
     d = tmp_path / "stack"
     shutil.copytree(REPO / "examples" / "microblog", d, ignore=shutil.ignore_patterns("__pycache__"))
     (d / "secrets").mkdir(exist_ok=True)
-    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "id_ed25519", "pdns_api_key",
+    for name in ("aws_access_key_id", "aws_secret_access_key", "db_password", "worker_redis_password", "id_ed25519",
+                 "pdns_api_key",
                  "s3rver_key", "s3rver_secret"):
         (d / "secrets" / name).write_text(f"not-a-real-{name}\n")
     text = (d / "liferaft.yaml").read_text()

@@ -187,6 +187,8 @@ def test_failover_cli_is_refused_at_once_not_after_probing_the_source(
             "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": f"{m.name}-alt-b",
                              "provider": stack.site("alt-b").compute},
             "databases": {k: {"method": d.migrate, "subscription": "s"} for k, d in m.data.databases.items()},
+            "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+            "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
             "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}})
         drill = subprocess.Popen([sys.executable, "-m", "tests.unit.test_failover_toys", "hold-site", str(state), m.name,
                                   "alt-b", "drill, no-notice"], cwd=REPO, stdout=subprocess.PIPE, text=True)

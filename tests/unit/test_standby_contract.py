@@ -71,12 +71,15 @@ def test_a_new_kind_gets_its_set_up_and_cold_steps_from_the_contract(example_sta
     assert by_id["install-toy"].kind == "standby.install" and by_id["install-toy"].params["datasets"] == ["t1"]
     assert by_id["keep-t1"].kind == "standby.keep" and by_id["keep-t1"].params["kind"] == "toy"
     assert {s.id for s in setup.steps if s.kind == "standby.keep"} == {f"keep-{k}" for k in
-                                                                       [*m.data.databases, *m.data.buckets, "t1"]}
+                                                                       [*m.data.databases, *m.data.buckets, *m.data.redis,
+                                                                        *m.data.directories, "t1"]}
 
     rec = {"source": m.primary, "target": target,
            "source_host": {"name": "a", "address": "127.0.0.1", "port": 1},
            "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22},
            "databases": {k: {"method": d.migrate, "subscription": "liferaft_x"} for k, d in m.data.databases.items()},
+           "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+           "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
            "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}}
     state = tmp_path / "state"
     save_standby(state, m.name, target, rec)

@@ -32,6 +32,8 @@ def _record(stack: Any, services: dict[str, Any] | None = None) -> dict[str, Any
         "standby_host": {"name": "b", "address": "127.0.0.2", "port": 22, "spec_name": "microblog-alt-b",
                          "provider": "colo-b"},
         "databases": {k: {"method": d.migrate, "subscription": "liferaft_x"} for k, d in m.data.databases.items()},
+        "keyspaces": {k: {"method": "replicaof"} for k in m.data.redis},
+        "folders": {k: {"path": d.path, "last_sync_at": 1.0} for k, d in m.data.directories.items()},
         "buckets": {k: {"last_sync_at": 1.0} for k in m.data.buckets}}
     if services is not None:
         rec["services"] = services
@@ -69,11 +71,13 @@ def test_a_warm_set_up_deploys_the_services_stopped_at_a_digest_of_what_deploy_u
 
     stack = load_stack(_with_tier(example_stack, "warm"))
     digests = warm_services(stack, "alt-b")
-    assert set(digests) == {"web"} and len(digests["web"]) == 32
+    assert set(digests) == {"web", "worker"} and len(digests["web"]) == 32  # the example's two services
     setup = plan_setup(stack, "alt-b", {"name": "a", "address": "127.0.0.1"}, {}, source_timeout=1.0, interval=1.0)
     step = setup.step("warm-web")
     assert step.kind == "standby.service" and step.params == {"service": "web", "digest": digests["web"]}
-    assert "install-postgresql" in step.depends_on  # after the installs: playbooks never overlap on the host
+    installs = [s.id for s in setup.steps if s.kind == "standby.install"]
+    assert "install-postgresql" in installs and "install-redis" in installs
+    assert installs[-1] in step.depends_on  # after the installs: playbooks never overlap on the host
     assert {"action": "deploy", "kind": "service", "name": "web", "provider": "colo-b",
             "detail": "stopped (warm standby)"} in setup.resources
 
@@ -104,8 +108,9 @@ def test_cold_plan_warm_starts_the_service_and_deploys_nothing(example_stack: Pa
     from liferaft.standby.setup import warm_services
 
     stack = load_stack(_with_tier(example_stack, "warm"))
-    digest = warm_services(stack, "alt-b")["web"]
-    current = {"web": {"digest": digest, "address": "127.0.0.2", "state": "stopped", "ok": True}}
+    digests = warm_services(stack, "alt-b")
+    digest = digests["web"]
+    current = {svc: {"digest": d, "address": "127.0.0.2", "state": "stopped", "ok": True} for svc, d in digests.items()}
     plan = _cold(stack, tmp_path / "state", monkeypatch, _record(stack, current))
     kinds = {s.id: s.kind for s in plan.steps}
     assert "service.deploy" not in kinds.values() and "host.configure" not in kinds.values(), kinds
@@ -114,7 +119,7 @@ def test_cold_plan_warm_starts_the_service_and_deploys_nothing(example_stack: Pa
     assert "promote-blog" in start.depends_on  # started on the promoted copy
     assert "start-web" in plan.step("dns").depends_on and "dns" in plan.step("verify-service").depends_on
     assert {"action": "start", "kind": "service", "name": "web", "provider": "colo-b"} in plan.resources
-    assert any(n == "standby tier: warm (services web started, not deployed)" for n in plan.notes), plan.notes
+    assert any(n == "standby tier: warm (services web, worker started, not deployed)" for n in plan.notes), plan.notes
     pilot_estimate = _cold(load_stack(_with_tier(example_stack, "pilot-light")), tmp_path / "s2", monkeypatch,
                            _record(stack)).estimate_s
     assert plan.estimate_s < pilot_estimate
@@ -123,10 +128,11 @@ def test_cold_plan_warm_starts_the_service_and_deploys_nothing(example_stack: Pa
     for entry, why in (({**current["web"], "digest": "0" * 32}, "changed since"),
                        ({**current["web"], "ok": False, "error": "boom"}, "failed (boom)"),
                        ({**current["web"], "address": "127.0.0.9"}, "another host"), (None, "not deployed")):
-        plan = _cold(stack, tmp_path / "state", monkeypatch, _record(stack, {"web": entry} if entry else {}))
+        held = {"worker": current["worker"], **({"web": entry} if entry else {})}
+        plan = _cold(stack, tmp_path / "state", monkeypatch, _record(stack, held))
         assert plan.step("deploy-web").kind == "service.deploy" and "start-web" not in {s.id for s in plan.steps}
-        assert any(n.startswith("standby tier: warm (service web deployed: ") and why in n for n in plan.notes), \
-            plan.notes
+        assert any(n.startswith("standby tier: warm (services worker started, not deployed; service web deployed: ")
+                   and why in n for n in plan.notes), plan.notes
 
 
 def test_a_no_notice_drill_into_a_warm_site_keeps_the_start_and_tears_the_service_down(
@@ -139,16 +145,17 @@ def test_a_no_notice_drill_into_a_warm_site_keeps_the_start_and_tears_the_servic
     from liferaft.standby.setup import warm_services
 
     stack = load_stack(_with_tier(example_stack, "warm"))
-    digest = warm_services(stack, "alt-b")["web"]
+    digests = warm_services(stack, "alt-b")
+    digest = digests["web"]
     state = tmp_path / "state"
     save_standby(state, stack.model.name, "alt-b",
-                 _record(stack, {"web": {"digest": digest, "address": "127.0.0.2", "ok": True}}))
+                 _record(stack, {svc: {"digest": d, "address": "127.0.0.2", "ok": True} for svc, d in digests.items()}))
     monkeypatch.setenv(SOURCE_TIMEOUT_ENV, "0.5")
     plan = build_no_notice_plan(stack, DrillOptions("alt-b", "no-notice"), state, Events())
     kinds = {s.id: s.kind for s in plan.steps}
     assert kinds["start-web"] == "service.start" and plan.step("start-web").params["digest"] == digest
     assert "service.deploy" not in kinds.values()
-    assert plan.step("drill-teardown").params["services"] == ["web"]  # the drill still removes what it started
+    assert plan.step("drill-teardown").params["services"] == ["web", "worker"]  # the drill still removes what it started
 
 
 def test_start_undo_stops_and_the_step_kinds_are_registered() -> None:

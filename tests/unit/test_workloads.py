@@ -75,7 +75,7 @@ def toy_kind(tmp_path: Path) -> Any:
 
 def test_a_second_workload_kind_deploys_and_rolls_back_through_service_deploy(toy_kind: Any, tmp_path: Path) -> None:
     stack = load_stack(EXAMPLE)
-    assert [w.kind for w in workloads(stack)] == ["playbook", "toy"]
+    assert [w.kind for w in workloads(stack)] == ["playbook", "playbook", "toy"]  # web, worker, toyapp
     assert workload(stack, "toyapp").kind == "toy" and workload(stack, "web").kind == "playbook"
     plan = Plan(stack="microblog", source="primary", target="alt-b", mode="live", steps=(
         Step("allocate", "host.allocate", "allocate"),
