@@ -123,3 +123,14 @@ def resolve(info: Any, fqdn: str) -> list[str]:
         return []
     except dns.exception.DNSException as e:
         return [f"<{type(e).__name__}>"]
+
+
+def without_worker(data: Any) -> Any:
+    """The example stack (as loaded YAML) without its worker service and the worker's Redis keyspace and folder: for
+    sites of `hosts: N` > 1. The worker is a one-host service (its Redis and its folder live on its host, and a stack
+    file has no per-service placement yet), so a site of N hosts carries the web service with its database and
+    bucket only."""
+    data["services"].pop("worker", None)
+    for kind in ("redis", "directories"):
+        data["data"].pop(kind, None)
+    return data

@@ -328,6 +328,11 @@ class FilesKind(NoServer, HostedKind):
     tools: ClassVar[tuple[str, ...]]  # needed at both ends
     no_writers: ClassVar[str]  # the plan's note for a dataset without `writers`
 
+    def ports(self, ds: Dataset) -> tuple[int, ...]:
+        """SSH (22, what a created host listens on): the source host pushes the files to the target over it, so a
+        cloud firewall of a created host opens it to the source host as well as to the controller."""
+        return (22,)
+
     def missing(self, ds: Dataset, host: TargetHost, detail: str) -> LiferaftError:
         """The dataset's path is not on the source host: a stop naming the dataset and the fix."""
         raise NotImplementedError

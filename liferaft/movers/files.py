@@ -357,9 +357,10 @@ def grant(src: Shell, tgt: Shell, access: PushAccess, private_key: str, public_k
     if not TAG_RE.match(access.tag):
         raise ValueError(f"bad tag {access.tag!r}")
     line = f"restrict {' '.join(public_key.split()[:2])} {access.tag}"
-    # Under a lock (two datasets may grant at once), rewritten through a temporary file in one rename: the file
-    # never lacks the lines it had. Unchanged when the exact line is there already.
-    tgt("umask 077; mkdir -p $HOME/.ssh && touch $HOME/.ssh/authorized_keys && exec 9>$HOME/.ssh/.liferaft.lock && flock 9 && "
+    # Under a lock (two datasets may grant at once) on the .ssh folder itself (a lock file would stay behind after
+    # the revoke), rewritten through a temporary file in one rename: the file never lacks the lines it had.
+    # Unchanged when the exact line is there already.
+    tgt("umask 077; mkdir -p $HOME/.ssh && touch $HOME/.ssh/authorized_keys && exec 9<$HOME/.ssh && flock 9 && "
         "line=$(cat) && if ! grep -qxF \"$line\" $HOME/.ssh/authorized_keys; then t=$(mktemp $HOME/.ssh/.liferaft-ak.XXXXXX) "
         f"&& {{ grep -v ' {access.tag}$' $HOME/.ssh/authorized_keys || true; printf '%s\\n' \"$line\"; }} > \"$t\" "
         "&& mv \"$t\" $HOME/.ssh/authorized_keys; fi",
@@ -375,7 +376,7 @@ def revoke(src: Shell | None, tgt: Shell | None, access: PushAccess, *, timeout:
     """Remove the push key from the target's authorized_keys and from the source host. Idempotent."""
     if tgt is not None:
         tgt(f"if grep -q ' {access.tag}$' $HOME/.ssh/authorized_keys 2>/dev/null; then umask 077 && "
-            "exec 9>$HOME/.ssh/.liferaft.lock && flock 9 && t=$(mktemp $HOME/.ssh/.liferaft-ak.XXXXXX) && "
+            "exec 9<$HOME/.ssh && flock 9 && t=$(mktemp $HOME/.ssh/.liferaft-ak.XXXXXX) && "
             f"{{ grep -v ' {access.tag}$' $HOME/.ssh/authorized_keys || true; }} > \"$t\" && mv \"$t\" $HOME/.ssh/authorized_keys; "
             "fi", timeout=timeout)
     if src is not None:

@@ -252,14 +252,16 @@ class DigitalOceanCompute:
 
     def firewall_rules(self, ports: Iterable[int], private_ports: Iterable[int] = (),
                        peers: Iterable[str] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(inbound, outbound) rules in DigitalOcean's shape: SSH from the controller only; `private_ports`
-        (databases) from the controller and the peers (the source host); the service ports from anywhere (IPv4 and
-        IPv6); outbound all open (a DigitalOcean firewall with no outbound rule blocks every outbound packet)."""
+        """(inbound, outbound) rules in DigitalOcean's shape: SSH from the controller only (and the peers when
+        `private_ports` has 22: a folder pushed from the source host); `private_ports` (databases) from the
+        controller and the peers (the source host); the service ports from anywhere (IPv4 and IPv6); outbound all
+        open (a DigitalOcean firewall with no outbound rule blocks every outbound packet)."""
         sources = self._sources()
-        inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": sources}}]
         trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
+        private = {int(p) for p in private_ports}
+        inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": trusted if 22 in private else sources}}]
         inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": trusted}}
-                    for p in sorted({int(p) for p in private_ports})]
+                    for p in sorted(private - {22})]
         inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": ["0.0.0.0/0", "::/0"]}}
                     for p in sorted({int(p) for p in ports})]
         anywhere = {"addresses": ["0.0.0.0/0", "::/0"]}

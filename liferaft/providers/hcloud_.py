@@ -212,15 +212,19 @@ class HcloudCompute:
 
     def firewall_rules(self, ports: Iterable[int], private_ports: Iterable[int] = (),
                        peers: Iterable[str] = ()) -> list[Any]:
-        """SSH from the controller only; `private_ports` (databases) from the controller and the peers (the source
-        host); the service ports from anywhere (IPv4 and IPv6). Outbound stays open, as Hetzner's default is."""
+        """SSH from the controller only (and the peers when `private_ports` has 22: a folder pushed from the source
+        host); `private_ports` (databases) from the controller and the peers (the source host); the service ports
+        from anywhere (IPv4 and IPv6). Outbound stays open, as Hetzner's default is."""
         from hcloud.firewalls import FirewallRule
 
         sources = _pinned.ssh_sources(self.name, self.ssh_sources, self._c.endpoint)
-        rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=sources,
-                              description="ssh from the liferaft controller")]
         trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
-        for port in sorted({int(p) for p in private_ports}):
+        private = sorted({int(p) for p in private_ports} - {22})
+        ssh = trusted if 22 in {int(p) for p in private_ports} else sources
+        rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=ssh,
+                              description="ssh from the liferaft controller" + (" and the source host"
+                                                                               if ssh is trusted else ""))]
+        for port in private:
             rules.append(FirewallRule(direction="in", protocol="tcp", port=str(port), source_ips=trusted,
                                       description=f"port {port} from the controller and the source host"))
         for port in sorted({int(p) for p in ports}):

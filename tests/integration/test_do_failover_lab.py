@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 
 from liferaft.lab.core import Lab
 from liferaft.lab.hosts import netns_names
+from tests.fixtures_lab import without_worker
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -33,11 +34,11 @@ def cloud_state(lab: Lab, path: str = "/lab/state", body: dict[str, Any] | None 
 
 
 def do_stack(lab: Lab, hosts: int, token: str = "file:secrets/do_token") -> Path:
-    """The lab's stack plus a `do` provider (the lab cloud, through its fault proxy) and a site `alt-do` on it with
-    `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve."""
+    """The lab's stack (`without_worker`) plus a `do` provider (the lab cloud, through its fault proxy) and a site
+    `alt-do` on it with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve."""
     info = lab.info
     yaml = YAML()
-    data = yaml.load(info.stack_file.read_text())
+    data = without_worker(yaml.load(info.stack_file.read_text()))
     data["providers"]["do"] = {
         "type": "digitalocean", "endpoint": info.endpoints["digitalocean"], "region": "fra1", "size": "s-1vcpu-1gb",
         "image": "debian-12-x64", "credentials": {"token": token}, "private_key": "file:secrets/id_ed25519"}

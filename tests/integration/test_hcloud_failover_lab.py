@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 
 from liferaft.lab.core import Lab
 from liferaft.lab.hosts import netns_names
+from tests.fixtures_lab import without_worker
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -29,13 +30,13 @@ def cloud_state(lab: Lab, path: str = "/lab/state", body: dict[str, Any] | None 
 
 
 def hcloud_stack(lab: Lab, hosts: int, token: str = "file:secrets/hcloud_token", *, tls: bool = False) -> Path:
-    """The lab's stack plus a `hetzner` provider (the lab cloud, through its fault proxy) and a site `alt-h` on it
-    with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve. `tls`: the web
-    service answers HTTPS (same port) with a certificate from the lab's ACME server (pebble, DNS-01 at PowerDNS),
-    its health check verifying it by name against pebble's root."""
+    """The lab's stack (`without_worker`) plus a `hetzner` provider (the lab cloud, through its fault proxy) and a site
+    `alt-h` on it with `hosts: N`; written next to the lab's stack so its `file:secrets/...` references resolve. `tls`:
+    the web service answers HTTPS (same port) with a certificate from the lab's ACME server (pebble, DNS-01 at
+    PowerDNS), its health check verifying it by name against pebble's root."""
     info = lab.info
     yaml = YAML()
-    data = yaml.load(info.stack_file.read_text())
+    data = without_worker(yaml.load(info.stack_file.read_text()))
     if tls:
         assert info.acme is not None, "the lab runs no ACME server"
         web = data["services"]["web"]

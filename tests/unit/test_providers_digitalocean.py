@@ -68,6 +68,11 @@ def test_firewall_rules_open_only_what_is_asked(tmp_path: Path) -> None:
         ("22", ["203.0.113.7/32"]), ("5432", ["198.51.100.2/32", "203.0.113.7/32"]),
         ("8080", ["0.0.0.0/0", "::/0"])]
     assert {r["protocol"] for r in outbound} == {"tcp", "udp", "icmp"}
+    # A folder dataset (private port 22: the source host pushes over SSH): one SSH rule, from both.
+    inbound, _ = compute.firewall_rules((8080,), (22, 5432), ("198.51.100.2",))
+    assert [(r["ports"], r["sources"]["addresses"]) for r in inbound] == [
+        ("22", ["198.51.100.2/32", "203.0.113.7/32"]), ("5432", ["198.51.100.2/32", "203.0.113.7/32"]),
+        ("8080", ["0.0.0.0/0", "::/0"])]
 
 
 def test_stack_accepts_a_digitalocean_provider_and_rejects_an_inline_token() -> None:

@@ -94,3 +94,17 @@ def test_opening_an_hcloud_provider_imports_no_sdk(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     caps, loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert caps == ["compute", "account"] and loaded == []
+
+
+def test_firewall_rules_open_ssh_to_the_source_host_only_for_a_pushed_folder(tmp_path: Path) -> None:
+    """SSH from the controller; with private port 22 (a folder the source host pushes over SSH) one SSH rule from
+    the controller and the source host; databases from both; services from anywhere."""
+    from liferaft.providers.hcloud_ import HcloudClient, HcloudCompute
+
+    compute = HcloudCompute(HcloudClient("h", "t", None), tmp_path, ssh_sources=["203.0.113.7/32"])
+    rules = [(r.port, r.source_ips) for r in compute.firewall_rules((8080,), (5432,), ("198.51.100.2",))]
+    assert rules == [("22", ["203.0.113.7/32"]), ("5432", ["198.51.100.2/32", "203.0.113.7/32"]),
+                     ("8080", ["0.0.0.0/0", "::/0"])]
+    rules = [(r.port, r.source_ips) for r in compute.firewall_rules((8080,), (22, 5432), ("198.51.100.2",))]
+    assert rules == [("22", ["198.51.100.2/32", "203.0.113.7/32"]), ("5432", ["198.51.100.2/32", "203.0.113.7/32"]),
+                     ("8080", ["0.0.0.0/0", "::/0"])]
