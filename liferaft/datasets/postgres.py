@@ -499,10 +499,10 @@ class Postgres(PostgresStandby, HostedKind):
         src, tgt = conns(ctx, ds)
         t0 = time.monotonic()
         full = replica_identity_full(ctx, ds, src)
-        rep = pg.start(src, tgt, wait=False, replica_identity_full=bool(full), progress=progress(ctx))
-        moved = give_to_owner(tgt, ds.spec.owner)
+        rep = pg.start(src, tgt, wait=False, replica_identity_full=bool(full), progress=progress(ctx),
+                       owner=ds.spec.owner)
         pg.wait_initial_sync(rep, progress=progress(ctx))
-        moved += give_to_owner(tgt, ds.spec.owner)
+        moved = give_to_owner(tgt, ds.spec.owner)  # a safety net: start() gave the schema before the copy began
         return {"method": "logical", "replication": rep.name, "initial_sync_s": round(time.monotonic() - t0, 2),
                 "owner_fixed": moved, **({"replica_identity_full": full} if full else {})}
 

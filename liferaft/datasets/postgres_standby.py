@@ -113,7 +113,7 @@ class PostgresStandby(HostedStandby):
 
         full = replica_identity_full(ctx, ds, src)
         rep = pg.start(src, tgt, wait=True, timeout=SETUP_TIMEOUT_S, replica_identity_full=bool(full),
-                       progress=progress)
+                       progress=progress, owner=ds.spec.owner)
         give_to_owner(tgt, ds.spec.owner)
         return {"subscription": rep.name, "subscribed_at": time.time(),
                 "initial_sync_s": round(time.monotonic() - t0, 2), **({"replica_identity_full": full} if full else {})}

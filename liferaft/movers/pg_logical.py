@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from liferaft.errors import CheckFailed, RunFailed, UsageError
-from liferaft.movers.pg_conn import PgConn, Progress, connect, emit, ident, require_superuser
+from liferaft.movers.pg_conn import PgConn, Progress, connect, emit, give_to_owner, ident, require_superuser
 from liferaft.movers.pg_dump import copy_schema, prepare_target, set_marker
 
 NO_KEY_SQL = """
@@ -71,8 +71,12 @@ def tables_without_key(source: PgConn) -> list[str]:
 
 
 def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False, replace: bool = False,
-          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None) -> Replication:
-    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name."""
+          wait: bool = True, timeout: float = 3600.0, progress: Progress | None = None,
+          owner: str | None = None) -> Replication:
+    """Set up publication + subscription; with `wait`, return once the initial copy is done. Idempotent by name.
+    `owner`: the copied schema is given to that role before the subscription starts copying (ALTER ... OWNER
+    waits for a table's copy to end: done after, it held the caller until the whole initial copy was over, with no
+    progress shown meanwhile)."""
     rep = Replication.for_databases(source, target)
     missing = tables_without_key(source)
     if missing and not replica_identity_full:
@@ -96,6 +100,8 @@ def start(source: PgConn, target: PgConn, *, replica_identity_full: bool = False
     if not existing:
         prepare_target(target, source, replace=replace, progress=progress)
         copy_schema(source, target, progress=progress)
+        if owner:
+            give_to_owner(target, owner)
         with connect(source) as c:
             if c.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (rep.name,)).fetchone() is None:
                 c.execute(f"CREATE PUBLICATION {ident(rep.name)} FOR ALL TABLES")
