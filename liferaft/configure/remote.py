@@ -24,8 +24,9 @@ def _argv(host: TargetHost, known: Path, command: str) -> list[str]:
     known.write_text("".join(line + "\n" for line in host.known_hosts_lines()))
     argv = [exe, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=15",
-            "-p", str(host.port)]
+            "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+            # a host cut off mid-command (packets dropped) ends the session within ~15 s, not ssh's 45 s default
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-p", str(host.port)]
     if host.private_key_file:
         argv += ["-o", "IdentitiesOnly=yes", "-i", host.private_key_file]
     return argv + [f"{host.user}@{host.address}", command]

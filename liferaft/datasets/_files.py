@@ -46,6 +46,21 @@ def shell(host: TargetHost, what: str = "ssh") -> Shell:
     return run
 
 
+def reach_source(sides: StandbySides, ds: Dataset) -> TargetHost:
+    """The source host, once its SSH port accepted a connection within the standby's source timeout: a `replicate`
+    round after a cut-off fails here in that time (Unreachable) rather than in ssh's own connect timeout, so the
+    round ends, says the source is unreachable, and lets a failover take the site in time."""
+    from liferaft.errors import Unreachable
+    from liferaft.movers.bounded import tcp_answers
+
+    src = sides.need_source()
+    ok, detail = tcp_answers(src.address, int(src.port), sides.source_timeout)
+    if not ok:
+        raise Unreachable(sides.source, f"reach {label(ds)} at {src.name}",
+                          f"{src.address}:{src.port} did not answer within {sides.source_timeout:g} s ({detail})")
+    return src
+
+
 def label(ds: Dataset) -> str:
     from liferaft.datasets.base import kind_of
 

@@ -96,7 +96,7 @@ class DirectoryStandby(F.FilesStandby):
     def keep(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
         from liferaft.movers.files import manifest
 
-        src, tgt = sides.need_source(), sides.need_standby()
+        src, tgt = F.reach_source(sides, ds), sides.need_standby()
         started = time.time()
         F.grant(ctx, src, tgt)
         out = push(ctx, ds, src, tgt, live=True)

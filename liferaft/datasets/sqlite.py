@@ -118,7 +118,7 @@ class SqliteStandby(F.FilesStandby):
         return {"push": F.grant(ctx, src, tgt).tag}
 
     def keep(self, ctx: RunContext, ds: Dataset, sides: StandbySides, entry: dict[str, Any]) -> dict[str, Any]:
-        src, tgt = sides.need_source(), sides.need_standby()
+        src, tgt = F.reach_source(sides, ds), sides.need_standby()
         started = time.time()
         F.grant(ctx, src, tgt)
         out = copy(ctx, ds, src, tgt)
