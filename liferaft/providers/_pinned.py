@@ -48,6 +48,17 @@ def ssh_sources(provider: str, configured: Iterable[str], endpoint: str) -> list
                             "address as a /32) for this provider in the stack file") from None
 
 
+def inbound_sources(sources: list[str], private_ports: Iterable[int], peers: Iterable[str]
+                    ) -> tuple[list[str], list[str], list[int]]:
+    """What a created host's firewall admits, vendor-neutral: (who reaches SSH, who reaches the private ports, the
+    private ports other than SSH). SSH is the controller's (`sources`); the private ports (databases) are the
+    controller's and the peers' (the source host, the site's other hosts); a private port 22 (a folder the source
+    host pushes over SSH) puts the peers on the one SSH rule."""
+    private = {int(p) for p in private_ports}
+    trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
+    return (trusted if 22 in private else list(sources)), trusted, sorted(private - {22})
+
+
 def ssh_key(provider: str, private_key_file: str | None, kind: str, list_keys: Callable[[], Iterable[Any]],
             upload: Callable[[str, str], Any]) -> Any:
     """liferaft's SSH key at the provider (uploaded once by `upload(name, public key)`, found again among

@@ -256,12 +256,9 @@ class DigitalOceanCompute:
         `private_ports` has 22: a folder pushed from the source host); `private_ports` (databases) from the
         controller and the peers (the source host); the service ports from anywhere (IPv4 and IPv6); outbound all
         open (a DigitalOcean firewall with no outbound rule blocks every outbound packet)."""
-        sources = self._sources()
-        trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
-        private = {int(p) for p in private_ports}
-        inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": trusted if 22 in private else sources}}]
-        inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": trusted}}
-                    for p in sorted(private - {22})]
+        ssh, trusted, private = _pinned.inbound_sources(self._sources(), private_ports, peers)
+        inbound = [{"protocol": "tcp", "ports": "22", "sources": {"addresses": ssh}}]
+        inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": trusted}} for p in private]
         inbound += [{"protocol": "tcp", "ports": str(p), "sources": {"addresses": ["0.0.0.0/0", "::/0"]}}
                     for p in sorted({int(p) for p in ports})]
         anywhere = {"addresses": ["0.0.0.0/0", "::/0"]}

@@ -218,12 +218,10 @@ class HcloudCompute:
         from hcloud.firewalls import FirewallRule
 
         sources = _pinned.ssh_sources(self.name, self.ssh_sources, self._c.endpoint)
-        trusted = sorted(set(sources) | {p if "/" in p else f"{p}/32" for p in peers})
-        private = sorted({int(p) for p in private_ports} - {22})
-        ssh = trusted if 22 in {int(p) for p in private_ports} else sources
+        ssh, trusted, private = _pinned.inbound_sources(sources, private_ports, peers)
         rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=ssh,
                               description="ssh from the liferaft controller" + (" and the source host"
-                                                                               if ssh is trusted else ""))]
+                                                                               if ssh == trusted else ""))]
         for port in private:
             rules.append(FirewallRule(direction="in", protocol="tcp", port=str(port), source_ips=trusted,
                                       description=f"port {port} from the controller and the source host"))
